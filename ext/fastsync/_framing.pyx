@@ -1,0 +1,185 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Batch framing in native code: split text into lines, join bodies into lines, make
+the `seq` source's decimal bodies, and the memcpy baseline the benchmarks compare with.
+
+All functions take and return the Arrow binary layout: a data buffer and n + 1 int64
+offsets (offsets[0] may be non-zero). Results are fresh pyarrow Buffers.
+"""
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memchr
+from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
+
+include "_owned.pxi"
+
+
+cdef int64_t decimal_width(int64_t v) noexcept nogil:
+    cdef int64_t w = 1
+    while v >= 10:
+        v //= 10
+        w += 1
+    return w
+
+
+def decimal_bodies(int64_t start, int64_t n):
+    """Bodies str(start), str(start + 1), ... str(start + n - 1) (start >= 0).
+
+    Returns (data, offsets) as pyarrow Buffers.
+    """
+    if start < 0 or n < 0:
+        raise ValueError("start and n must be >= 0")
+    cdef int64_t i, v, w, pos = 0, total = 0, lo, hi, p
+    with nogil:
+        # total width by decade, not per number
+        v = start
+        while v < start + n:
+            w = decimal_width(v)
+            hi = 1
+            for p in range(w):
+                hi *= 10
+            if hi > start + n:
+                hi = start + n
+            total += (hi - v) * w
+            v = hi
+    cdef char *data = <char *>malloc(total if total else 1)
+    cdef int64_t *offs = <int64_t *>malloc((n + 1) * sizeof(int64_t))
+    if data == NULL or offs == NULL:
+        free(data); free(offs)
+        raise MemoryError()
+    with nogil:
+        offs[0] = 0
+        for i in range(n):
+            v = start + i
+            w = decimal_width(v)
+            p = pos + w - 1
+            while True:
+                data[p] = <char>(48 + v % 10)
+                v //= 10
+                if v == 0:
+                    break
+                p -= 1
+            pos += w
+            offs[i + 1] = pos
+    return owned_buffer(data, total), owned_buffer(offs, (n + 1) * sizeof(int64_t))
+
+
+def split_lines(src, bint strip_cr=True, bint final=False, int64_t max_line=0):
+    """Split complete lines out of `src` (a buffer); bodies exclude the terminator.
+
+    A trailing piece without a newline is left unconsumed unless `final`. With strip_cr,
+    a '\\r' before the '\\n' is dropped too. With max_line > 0, a body longer than
+    max_line bytes is cut to its first max_line bytes.
+    Returns (data, offsets, n, consumed, truncated): consumed is how many bytes of src
+    the lines used; truncated counts cut bodies.
+    """
+    cdef ByteView s = ByteView(src)
+    cdef int64_t size = s.size, i, n = 0, cap, pos = 0, start, end, ln, out_pos = 0, trunc = 0
+    cdef const char *base = s.ptr
+    cdef const char *nl
+    # bodies are never longer than the input; there are at most size + 1 lines
+    cdef char *data = <char *>malloc(size if size else 1)
+    cap = 64
+    cdef int64_t *offs = <int64_t *>malloc(cap * sizeof(int64_t))
+    cdef int64_t *tmp
+    cdef bint oom = False
+    if data == NULL or offs == NULL:
+        free(data); free(offs)
+        raise MemoryError()
+    with nogil:
+        offs[0] = 0
+        while pos < size:
+            nl = <const char *>memchr(base + pos, 10, size - pos)
+            if nl == NULL:
+                if not final:
+                    break
+                end = size
+                start = pos
+                pos = size
+            else:
+                start = pos
+                end = nl - base
+                pos = end + 1
+                if strip_cr and end > start and base[end - 1] == 13:
+                    end -= 1
+            ln = end - start
+            if max_line > 0 and ln > max_line:
+                ln = max_line
+                trunc += 1
+            if n + 2 > cap:
+                cap *= 2
+                tmp = <int64_t *>malloc(cap * sizeof(int64_t))
+                if tmp == NULL:
+                    oom = True
+                    break
+                memcpy(tmp, offs, (n + 1) * sizeof(int64_t))
+                free(offs)
+                offs = tmp
+            memcpy(data + out_pos, base + start, ln)
+            out_pos += ln
+            n += 1
+            offs[n] = out_pos
+    if oom:
+        free(data); free(offs)
+        raise MemoryError()
+    return (owned_buffer(data, out_pos), owned_buffer(offs, (n + 1) * sizeof(int64_t)), n, pos if pos <= size else size, trunc)
+
+
+def join_lines(data, offsets, bytes terminator=b"\n"):
+    """Each body followed by `terminator`, as one pyarrow Buffer (a TEXT file's bytes)."""
+    cdef ByteView d = ByteView(data)
+    cdef const int64_t[::1] o = offsets
+    cdef int64_t n = o.shape[0] - 1, i, pos = 0, ln
+    cdef const char *t = terminator
+    cdef int64_t tl = len(terminator)
+    if n < 0:
+        raise ValueError("offsets must have n + 1 entries")
+    if o[0] < 0 or o[n] > d.size:
+        raise ValueError("offsets out of the data buffer")
+    cdef int64_t total = o[n] - o[0] + n * tl
+    cdef char *out = <char *>malloc(total if total else 1)
+    cdef const char *base = d.ptr
+    if out == NULL:
+        raise MemoryError()
+    with nogil:
+        for i in range(n):
+            ln = o[i + 1] - o[i]
+            memcpy(out + pos, base + o[i], ln)
+            pos += ln
+            memcpy(out + pos, t, tl)
+            pos += tl
+    return owned_buffer(out, total)
+
+
+cdef inline double now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def copy_baseline(src, int64_t total_bytes, int64_t ring_bytes):
+    """The raw cost of moving total_bytes once: memcpy `src` chunk after chunk into a
+    ring of ring_bytes, as a channel would. Returns seconds taken."""
+    cdef ByteView s = ByteView(src)
+    cdef int64_t chunk = s.size, done = 0, pos = 0, n
+    if chunk <= 0:
+        raise ValueError("src must not be empty")
+    if ring_bytes < chunk:
+        ring_bytes = chunk
+    cdef char *ring = <char *>malloc(ring_bytes)
+    cdef double t0, t1
+    cdef unsigned char seen = 0
+    if ring == NULL:
+        raise MemoryError()
+    with nogil:
+        t0 = now()
+        while done < total_bytes:
+            n = chunk if total_bytes - done >= chunk else total_bytes - done
+            if pos + n > ring_bytes:
+                pos = 0
+            memcpy(ring + pos, s.ptr, n)
+            seen ^= <unsigned char>ring[pos + n - 1]   # keeps the copies observable
+            pos += n
+            done += n
+        t1 = now()
+    free(ring)
+    return t1 - t0 + seen * 0.0

@@ -1,0 +1,38 @@
+# Shared by the native modules: hand a malloc'd block to Python as a pyarrow Buffer
+# without copying. The capsule owns the block and frees it when the last view is gone.
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
+from libc.stdlib cimport malloc, free
+import pyarrow as _pa
+
+cdef void _free_capsule(object capsule) noexcept:
+    free(PyCapsule_GetPointer(capsule, NULL))
+
+cdef object owned_buffer(void *ptr, Py_ssize_t size):
+    """A pyarrow Buffer over ptr[0:size] that frees ptr when released."""
+    if ptr == NULL:
+        ptr = malloc(1)
+        if ptr == NULL:
+            raise MemoryError()
+    cap = PyCapsule_New(ptr, NULL, <void (*)(object) noexcept>_free_capsule)
+    return _pa.foreign_buffer(<size_t>ptr, size, base=cap)
+
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+
+cdef class ByteView:
+    """Read access to any buffer (bytes, pyarrow Buffer, numpy array) as raw bytes,
+    whatever its item format; holds the buffer until released or collected."""
+    cdef Py_buffer view
+    cdef bint held
+    cdef const char *ptr
+    cdef Py_ssize_t size
+
+    def __cinit__(self, obj):
+        PyObject_GetBuffer(obj, &self.view, PyBUF_SIMPLE)
+        self.held = True
+        self.ptr = <const char *>self.view.buf
+        self.size = self.view.len
+
+    def __dealloc__(self):
+        if self.held:
+            PyBuffer_Release(&self.view)

@@ -1,0 +1,5 @@
+import sys
+
+from fastsync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+"""Channels: where events wait between sources and sinks, under transactions."""
+from fastsync.agent.channels.base import Channel, Transaction
+from fastsync.agent.channels.memory import MemoryChannel
+
+__all__ = ["Channel", "Transaction", "MemoryChannel"]

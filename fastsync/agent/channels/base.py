@@ -1,0 +1,95 @@
+"""Channel and Transaction, with Flume's semantics.
+
+A channel is used only inside a transaction: begin, then puts or takes of whole batches,
+then commit (the puts become visible / the takes are gone for good) or rollback (the puts
+vanish / the taken events go back to the head of the channel, in their order).
+
+    with channel.transaction() as tx:      # commit on success, rollback on exception
+        tx.put(batch)
+"""
+from __future__ import annotations
+
+from fastsync.agent.errors import ChannelException
+from fastsync.event import EventBatch
+
+
+class Transaction:
+    __slots__ = ("state",)
+    NEW, OPEN, COMPLETED, CLOSED = "NEW", "OPEN", "COMPLETED", "CLOSED"
+
+    def __init__(self):
+        self.state = Transaction.NEW
+
+    def begin(self) -> None:
+        if self.state != Transaction.NEW:
+            raise ChannelException("transaction already begun (state %s)" % self.state)
+        self.state = Transaction.OPEN
+
+    def put(self, batch: EventBatch) -> None:
+        raise NotImplementedError
+
+    def take(self, max_events: int, timeout: float | None = None) -> EventBatch | None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self.state == Transaction.OPEN:
+            raise ChannelException("transaction closed without commit or rollback")
+        self.state = Transaction.CLOSED
+
+    def _check_open(self, what: str) -> None:
+        if self.state != Transaction.OPEN:
+            raise ChannelException("%s outside an open transaction (state %s)" % (what, self.state))
+
+    def __enter__(self) -> "Transaction":
+        self.begin()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                try:
+                    self.commit()
+                except BaseException:
+                    self.rollback()
+                    raise
+            elif self.state == Transaction.OPEN:
+                self.rollback()
+        finally:
+            self.close()
+
+
+class Channel:
+    """Base of channels: a name, counters, a lifecycle, and transactions."""
+
+    TYPE = "?"
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def transaction(self) -> Transaction:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def interrupt(self) -> None:
+        """Wake every thread blocked in a put or take (used at shutdown)."""
+
+    @property
+    def size(self) -> int:
+        """Committed events waiting."""
+        raise NotImplementedError
+
+    @property
+    def in_flight(self) -> int:
+        """Events taken but not yet committed or rolled back."""
+        raise NotImplementedError

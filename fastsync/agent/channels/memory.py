@@ -1,0 +1,242 @@
+"""Flume's `memory` channel on the native ring buffer (fastsync._ringbuf).
+
+Puts are staged in the transaction and copied into the ring at commit, all the batches of
+a transaction at once or none; a commit waits up to keep-alive for room and then fails
+with ChannelFullException (back-pressure: nothing is dropped). A take copies events out
+of the ring; their room stays reserved until commit, and a rollback puts them back at the
+head in their order. Header columns stay Python objects, kept beside the ring in a table
+keyed per batch, so events with no headers cost no Python work at all.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from fastsync._native import RingBuffer
+from fastsync.agent.channels.base import Channel, Transaction
+from fastsync.agent.component import CHANNELS, ComponentConfig, Place, setting
+from fastsync.agent.errors import ChannelException, ChannelFullException
+from fastsync.agent.metrics import CHANNEL_COUNTERS, Counters
+from fastsync.event import EventBatch
+
+
+def _default_byte_capacity() -> int:
+    # Flume: 80 % of the JVM heap, whose default is a quarter of memory.
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.2)
+    except (ValueError, OSError):
+        return 1 << 30
+
+
+@dataclass
+class MemoryChannelConfig(ComponentConfig):
+    capacity: int = setting("capacity", 100, "most events the channel holds", min=1)
+    transactionCapacity: int = setting("transactionCapacity", 100, "most events put or taken in one transaction", min=1)
+    keepAlive: float = setting("keep-alive", 3.0, "seconds a put commit waits for room, and a take for an event", min=0)
+    byteCapacity: int = setting("byteCapacity", _default_byte_capacity(), "most body bytes held (default 20 % of memory)", min=1)
+    byteCapacityBufferPercentage: int = setting("byteCapacityBufferPercentage", 20, "percent of byteCapacity kept free for header overhead", min=0, max=99)
+
+    def validate(self, place: Place) -> None:
+        if self.transactionCapacity > self.capacity:
+            raise place.error("transactionCapacity", "Transaction Capacity of Memory Channel (%d) cannot be higher than the capacity (%d)"
+                              % (self.transactionCapacity, self.capacity))
+
+
+@CHANNELS.register("memory", "org.apache.flume.channel.MemoryChannel")
+class MemoryChannel(Channel):
+    Config = MemoryChannelConfig
+
+    def __init__(self, name: str, config: MemoryChannelConfig | None = None):
+        super().__init__(name)
+        self.config = config = config or MemoryChannelConfig()
+        self.max_bytes = max(1, config.byteCapacity * (100 - config.byteCapacityBufferPercentage) // 100)
+        self.ring = RingBuffer(config.capacity, self.max_bytes)
+        self.counters = Counters("CHANNEL", CHANNEL_COUNTERS, self._gauges)
+        self._headers: dict[int, list] = {}      # hid -> [header columns, events left]
+        self._hlock = threading.Lock()
+        self._hids = itertools.count(1)
+
+    def transaction(self) -> "MemoryTransaction":
+        return MemoryTransaction(self)
+
+    def start(self) -> None:
+        self.ring.resume()
+        self.counters.started()
+
+    def stop(self) -> None:
+        self.ring.interrupt()
+        self.counters.stopped()
+
+    def interrupt(self) -> None:
+        self.ring.interrupt()
+
+    @property
+    def size(self) -> int:
+        return self.ring.events
+
+    @property
+    def in_flight(self) -> int:
+        return self.ring.reserved_events
+
+    def _gauges(self) -> dict:
+        size = self.ring.events
+        return {"ChannelSize": size, "ChannelCapacity": self.config.capacity,
+                "ChannelFillPercentage": 100.0 * size / self.config.capacity}
+
+    # -- header table --
+    def _register(self, headers, count: int) -> int:
+        if not headers:
+            return 0
+        hid = next(self._hids)
+        with self._hlock:
+            self._headers[hid] = [headers, count]
+        return hid
+
+    def _claim(self, hid: int, count: int):
+        with self._hlock:
+            entry = self._headers[hid]
+            entry[1] -= count
+            if entry[1] == 0:
+                del self._headers[hid]
+        return entry[0]
+
+    def _forget(self, hids) -> None:
+        with self._hlock:
+            for hid in hids:
+                self._headers.pop(hid, None)
+
+
+def _chunk(batch: EventBatch, hid: int, hstart: int = 0):
+    return (batch.data, batch.offsets, hid, hstart)
+
+
+def _segment_headers(segments, n: int):
+    """Header columns of a taken batch from its segments [(headers, hstart, count)]."""
+    if len(segments) == 1:
+        headers, hstart, count = segments[0]
+        if not headers:
+            return None
+        return {k: (v if isinstance(v, str) else v.slice(hstart, count)) for k, v in headers.items()}
+    names = {}
+    for headers, _, _ in segments:
+        for k in headers or ():
+            names.setdefault(k, None)
+    if not names:
+        return None
+    out = {}
+    for name in names:
+        values = [(h or {}).get(name) for h, _, _ in segments]
+        if all(isinstance(v, str) for v in values) and len(set(values)) == 1:
+            out[name] = values[0]
+            continue
+        parts = []
+        for (h, hstart, count), v in zip(segments, values):
+            if v is None:
+                parts.append(pa.nulls(count, pa.string()))
+            elif isinstance(v, str):
+                parts.append(pa.array([v] * count, pa.string()))
+            else:
+                parts.append(v.slice(hstart, count).cast(pa.string()))
+        out[name] = pa.concat_arrays(parts)
+    return out
+
+
+class MemoryTransaction(Transaction):
+    __slots__ = ("ch", "puts", "put_n", "takes", "take_n")
+
+    def __init__(self, channel: MemoryChannel):
+        super().__init__()
+        self.ch = channel
+        self.puts: list[EventBatch] = []
+        self.put_n = 0
+        self.takes: list = []   # (batch, segments, nbytes) in take order
+        self.take_n = 0
+
+    def put(self, batch: EventBatch) -> None:
+        self._check_open("put")
+        n = len(batch)
+        cap = self.ch.config.transactionCapacity
+        if self.put_n + n > cap:
+            raise ChannelException(
+                "Put queue for MemoryTransaction of capacity %d full, consider committing more frequently, "
+                "increasing capacity or increasing thread count (channel %s, %d events in this put)" % (cap, self.ch.name, n))
+        self.ch.counters.add(EventPutAttemptCount=n)
+        if n:
+            self.puts.append(batch)
+            self.put_n += n
+
+    def take(self, max_events: int | None = None, timeout: float | None = None) -> EventBatch | None:
+        """Up to max_events (default: what the transaction still allows), waiting up to
+        `timeout` s (default keep-alive) for the first; None when nothing came."""
+        self._check_open("take")
+        ch = self.ch
+        room = ch.config.transactionCapacity - self.take_n
+        if room <= 0:
+            raise ChannelException(
+                "Take list for MemoryTransaction, capacity %d full, consider committing more frequently, "
+                "increasing capacity, or increasing thread count (channel %s)" % (ch.config.transactionCapacity, ch.name))
+        want = room if max_events is None else min(max_events, room)
+        got = ch.ring.take(want, ch.config.keepAlive if timeout is None else timeout)
+        if got is None:
+            ch.counters.add(EventTakeAttemptCount=1)
+            return None
+        data, offs, n, raw_segments = got
+        segments = [((ch._claim(hid, count) if hid else None), hstart, count) for hid, hstart, count, _ in raw_segments]
+        batch = EventBatch(data, np.frombuffer(offs, dtype=np.int64), _segment_headers(segments, n))
+        self.takes.append((batch, segments, len(data)))
+        self.take_n += n
+        ch.counters.add(EventTakeAttemptCount=n + (n < want), EventTakeSuccessCount=n)
+        return batch
+
+    def commit(self) -> None:
+        self._check_open("commit")
+        ch = self.ch
+        if self.puts:
+            hids = []
+            chunks = []
+            for b in self.puts:
+                hid = ch._register(b.headers, len(b))
+                if hid:
+                    hids.append(hid)
+                chunks.append(_chunk(b, hid))
+            try:
+                ok = ch.ring.put(chunks, ch.config.keepAlive)
+            except ValueError as exc:
+                ch._forget(hids)
+                raise ChannelException("channel %s: %s" % (ch.name, exc)) from None
+            if not ok:
+                ch._forget(hids)
+                raise ChannelFullException(
+                    "Space for commit to queue couldn't be acquired. Sinks are likely not keeping up with sources, "
+                    "or the buffer size is too tight (channel %s: capacity %d events, %d body bytes; waited %gs)"
+                    % (ch.name, ch.config.capacity, ch.max_bytes, ch.config.keepAlive))
+            ch.counters.add(EventPutSuccessCount=self.put_n)
+        if self.takes:
+            nbytes = sum(t[2] for t in self.takes)
+            nseg = sum(len(t[1]) for t in self.takes)
+            ch.ring.release(self.take_n, nbytes, nseg)
+        self._done()
+
+    def rollback(self) -> None:
+        self._check_open("rollback")
+        ch = self.ch
+        # the last take goes back first, so the head ends up in the original order
+        for batch, segments, _ in reversed(self.takes):
+            chunks, pos = [], 0
+            for headers, hstart, count in segments:
+                hid = ch._register(headers, count)
+                chunks.append((batch.data, batch.offsets[pos:pos + count + 1], hid, hstart))
+                pos += count
+            ch.ring.unget(chunks, len(segments))
+        self._done()
+
+    def _done(self) -> None:
+        self.puts = []
+        self.takes = []
+        self.put_n = self.take_n = 0
+        self.state = Transaction.COMPLETED

@@ -1,0 +1,158 @@
+"""The component model: a config dataclass with Flume's key names, parsed and validated
+from properties, and a registry mapping Flume type names to component classes.
+
+A config field is declared with `setting(flume_key, default, doc)`; its Python type
+(int, float, bool, str, list) decides how the value is parsed. Keys a component does not
+know are reported as warnings (Flume ignores them), never silently dropped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from fastsync.agent.errors import ConfigError
+from fastsync.agent.properties import Prop
+
+log = logging.getLogger("fastsync.config")
+_MISSING = dataclasses.MISSING
+
+
+def setting(key: str, default: Any = _MISSING, doc: str = "", *, min: float | None = None,
+            max: float | None = None, choices: tuple | None = None):
+    """A config field read from the Flume key `key` (relative to the component)."""
+    meta = {"key": key, "doc": doc, "min": min, "max": max, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ComponentConfig:
+    """Base of every component's config. `type` is the name it was registered under."""
+
+    # keys every component may carry that are wired by the agent, not by the component
+    STRUCTURAL: ClassVar[tuple[str, ...]] = ("type",)
+    # key prefixes passed through as `extra` (e.g. kafka.producer.*), none by default
+    PASSTHROUGH: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self, place: "Place") -> None:
+        """Cross-field checks; raise place.error(key, message)."""
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a component's keys came from, for errors that name file:line and key."""
+    path: str
+    prefix: str              # e.g. "a1.channels.c1"
+    props: dict[str, Prop]   # keys relative to prefix
+
+    def line(self, key: str) -> int | None:
+        p = self.props.get(key)
+        return p.line if p else None
+
+    def error(self, key: str, message: str) -> ConfigError:
+        line = self.line(key) or self.line("type")
+        return ConfigError(message, self.path, line, "%s.%s" % (self.prefix, key))
+
+
+def _parse_value(kind, raw: str, place: Place, key: str):
+    text = raw.strip()
+    if kind is bool:
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        raise place.error(key, "expected true or false, got %r" % raw)
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise place.error(key, "expected an integer, got %r" % raw) from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise place.error(key, "expected a number, got %r" % raw) from None
+    if kind is list:
+        return text.replace(",", " ").split()
+    return text
+
+
+def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
+    """Build cls from place.props, checking types, ranges, choices and required keys."""
+    hints = {f.name: f.type for f in fields(cls)}
+    values: dict[str, Any] = {}
+    known = set(cls.STRUCTURAL)
+    for f in fields(cls):
+        key = f.metadata.get("key")
+        if key is None:
+            continue
+        known.add(key)
+        prop = place.props.get(key)
+        kind = _resolve(hints[f.name])
+        if prop is None:
+            if f.default is _MISSING and f.default_factory is _MISSING:
+                raise place.error(key, "required key is missing")
+            continue
+        value = _parse_value(kind, prop.value, place, key)
+        lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
+        if lo is not None and value < lo:
+            raise place.error(key, "must be at least %s, got %s" % (lo, prop.value.strip()))
+        if hi is not None and value > hi:
+            raise place.error(key, "must be at most %s, got %s" % (hi, prop.value.strip()))
+        if choices is not None:
+            low = value.lower() if isinstance(value, str) else value
+            if low not in choices:
+                raise place.error(key, "must be one of %s, got %r" % (", ".join(map(str, choices)), prop.value))
+            value = low
+        values[f.name] = value
+    config = cls(**values)
+    extra = {}
+    for key in place.props:
+        if key in known or any(key == s or key.startswith(s + ".") for s in cls.STRUCTURAL):
+            continue
+        if any(key.startswith(p) for p in cls.PASSTHROUGH):
+            extra[key] = place.props[key].value
+            continue
+        log.warning("%s:%s: %s.%s: unknown key, ignored", place.path, place.line(key), place.prefix, key)
+    if extra:
+        config.extra = extra  # type: ignore[attr-defined]
+    config.validate(place)
+    return config
+
+
+def _resolve(t):
+    if isinstance(t, str):
+        return {"int": int, "float": float, "bool": bool, "str": str}.get(t.split("[")[0], list if t.startswith("list") else str)
+    return t
+
+
+class Registry:
+    """Type name (Flume alias, case-insensitive, or fully qualified class name) -> class."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._by_name: dict[str, type] = {}
+        self._aliases: list[str] = []
+
+    def register(self, alias: str, *class_names: str):
+        def deco(cls):
+            self._by_name[alias.lower()] = cls
+            self._aliases.append(alias)
+            for name in class_names:
+                self._by_name[name.lower()] = cls
+            cls.TYPE = alias
+            return cls
+        return deco
+
+    def lookup(self, name: str):
+        return self._by_name.get(name.strip().lower())
+
+    def known(self) -> list[str]:
+        return sorted(self._aliases)
+
+
+SOURCES = Registry("source")
+CHANNELS = Registry("channel")
+SINKS = Registry("sink")

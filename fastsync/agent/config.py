@@ -1,0 +1,169 @@
+"""Reads a Flume properties file into a validated AgentConfig, before anything starts.
+
+Layout, as Flume's: `<agent>.sources|channels|sinks|sinkgroups = names`, then
+`<agent>.<kind>.<name>.<key> = value`; a source binds with `channels = c1 c2`, a sink with
+`channel = c1`. Every problem is a ConfigError naming file:line and the key.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from fastsync.agent import channels as _channels, sinks as _sinks, sources as _sources  # noqa: F401 (registers)
+from fastsync.agent.component import CHANNELS, SINKS, SOURCES, ComponentConfig, Place, Registry, parse_config
+from fastsync.agent.errors import ConfigError
+from fastsync.agent.properties import Prop, parse_properties
+
+log = logging.getLogger("fastsync.config")
+KINDS = ("sources", "channels", "sinks", "sinkgroups")
+
+
+@dataclass
+class ComponentSpec:
+    name: str
+    cls: type
+    config: ComponentConfig
+    place: Place
+
+
+@dataclass
+class SourceSpec(ComponentSpec):
+    channels: list[str] = field(default_factory=list)
+    optional: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SinkSpec(ComponentSpec):
+    channel: str = ""
+
+
+@dataclass
+class AgentConfig:
+    name: str
+    path: str
+    channels: dict[str, ComponentSpec]
+    sources: dict[str, SourceSpec]
+    sinks: dict[str, SinkSpec]
+    sinkgroups: dict[str, list[str]]
+
+
+def load_agent_config(path: str, agent: str) -> AgentConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError("cannot read the configuration file: %s" % exc.strerror, path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("not UTF-8 text: %s" % exc, path) from None
+    return parse_agent_config(parse_properties(text, path), agent, path)
+
+
+def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>") -> AgentConfig:
+    prefix = agent + "."
+    mine = {k[len(prefix):]: v for k, v in props.items() if k.startswith(prefix)}
+    if not mine:
+        agents = sorted({k.split(".", 1)[0] for k in props if "." in k})
+        raise ConfigError("no keys for agent '%s' (agents in this file: %s)" % (agent, ", ".join(agents) or "none"), path)
+
+    def names(kind: str) -> tuple[list[str], int | None]:
+        p = mine.get(kind)
+        if p is None:
+            return [], None
+        listed = p.value.split()
+        dup = {n for n in listed if listed.count(n) > 1}
+        if dup:
+            raise ConfigError("%s listed twice" % ", ".join(sorted(dup)), path, p.line, prefix + kind)
+        return listed, p.line
+
+    listed = {kind: names(kind) for kind in KINDS}
+
+    def component_props(kind: str, name: str) -> dict[str, Prop]:
+        pre = "%s.%s." % (kind, name)
+        return {k[len(pre):]: v for k, v in mine.items() if k.startswith(pre)}
+
+    # keys of components that are not listed: Flume ignores them; say so
+    for key, p in mine.items():
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[0] in KINDS and parts[1] not in listed[parts[0]][0]:
+            log.warning("%s:%d: %s%s: component '%s' is not listed in %s%s, ignored",
+                        path, p.line, prefix, key, parts[1], prefix, parts[0])
+        elif len(parts) == 1 and parts[0] not in KINDS:
+            log.warning("%s:%d: %s%s: unknown key, ignored", path, p.line, prefix, key)
+
+    def build(kind: str, registry: Registry, name: str) -> tuple[type, ComponentConfig, Place]:
+        cprops = component_props(kind, name)
+        place = Place(path, "%s%s.%s" % (prefix, kind, name), cprops)
+        type_prop = cprops.get("type")
+        if type_prop is None:
+            raise ConfigError("required key is missing (%s '%s' is listed at line %s)" % (registry.kind, name, listed[kind][1]),
+                              path, listed[kind][1], "%s.type" % place.prefix)
+        cls = registry.lookup(type_prop.value)
+        if cls is None:
+            raise place.error("type", "unknown %s type '%s' (known: %s)" % (registry.kind, type_prop.value.strip(), ", ".join(registry.known())))
+        return cls, parse_config(cls.Config, place), place
+
+    channel_names, channels_line = listed["channels"]
+    if not channel_names:
+        raise ConfigError("no channels: %schannels must list at least one" % prefix, path, channels_line)
+    channels = {}
+    for name in channel_names:
+        cls, cfg, place = build("channels", CHANNELS, name)
+        channels[name] = ComponentSpec(name, cls, cfg, place)
+
+    def check_channel(place: Place, key: str, ch: str) -> None:
+        if ch not in channels:
+            raise place.error(key, "channel '%s' is not defined in %schannels (defined: %s)"
+                              % (ch, prefix, ", ".join(channel_names)))
+
+    sources = {}
+    for name in listed["sources"][0]:
+        cls, cfg, place = build("sources", SOURCES, name)
+        if "channels" not in place.props:
+            raise place.error("type", "source '%s' has no channels: set %s.channels" % (name, place.prefix))
+        bound = place.props["channels"].value.split()
+        if not bound:
+            raise place.error("channels", "source '%s' has no channels" % name)
+        for ch in bound:
+            check_channel(place, "channels", ch)
+        selector = place.props.get("selector.type")
+        if selector is not None and selector.value.strip().lower() not in ("replicating", "org.apache.flume.channel.replicatingchannelselector"):
+            raise place.error("selector.type", "channel selector '%s' is not supported yet (supported: replicating)" % selector.value.strip())
+        optional = place.props["selector.optional"].value.split() if "selector.optional" in place.props else []
+        for ch in optional:
+            if ch not in bound:
+                raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
+        if "interceptors" in place.props and place.props["interceptors"].value.split():
+            raise place.error("interceptors", "interceptors are not supported yet")
+        sources[name] = SourceSpec(name, cls, cfg, place, [c for c in bound if c not in optional], optional)
+
+    sinks = {}
+    for name in listed["sinks"][0]:
+        cls, cfg, place = build("sinks", SINKS, name)
+        ch = place.props.get("channel")
+        if ch is None or not ch.value.strip():
+            raise place.error("type", "sink '%s' has no channel: set %s.channel" % (name, place.prefix))
+        check_channel(place, "channel", ch.value.strip())
+        sinks[name] = SinkSpec(name, cls, cfg, place, ch.value.strip())
+
+    if not sources and not sinks:
+        raise ConfigError("agent '%s' has no sources and no sinks" % agent, path, channels_line)
+
+    sinkgroups = {}
+    member_of: dict[str, str] = {}
+    for group in listed["sinkgroups"][0]:
+        gprops = component_props("sinkgroups", group)
+        place = Place(path, "%ssinkgroups.%s" % (prefix, group), gprops)
+        if "sinks" not in gprops:
+            raise ConfigError("sink group '%s' lists no sinks" % group, path, listed["sinkgroups"][1], place.prefix + ".sinks")
+        members = gprops["sinks"].value.split()
+        for s in members:
+            if s not in sinks:
+                raise place.error("sinks", "sink '%s' is not defined in %ssinks" % (s, prefix))
+            if s in member_of:
+                raise place.error("sinks", "sink '%s' is already in sink group '%s'" % (s, member_of[s]))
+            member_of[s] = group
+        ptype = gprops.get("processor.type")
+        if ptype is not None and ptype.value.strip().lower() not in ("default", "org.apache.flume.sink.defaultsinkprocessor"):
+            raise place.error("processor.type", "sink processor '%s' is not supported yet (supported: default)" % ptype.value.strip())
+        sinkgroups[group] = members
+    return AgentConfig(agent, path, channels, sources, sinks, sinkgroups)

@@ -1,0 +1,2 @@
+"""Sources; importing this package registers them."""
+from fastsync.agent.sources import exec as exec_source, netcat, seq  # noqa: F401

@@ -1,0 +1,121 @@
+"""Flume's `netcat` source: every line received on a TCP connection becomes an event.
+
+Lines that arrive together are put into the channels as one batch; with ack-every-event,
+each event is answered "OK\n" only after that batch was committed, or
+"FAILED: <reason>\n" if a channel refused it. A line longer than max-line-length (bytes,
+newline included) is answered with Flume's FAILED message and the connection is closed.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastsync._native import split_lines
+from fastsync.agent.component import SOURCES, setting
+from fastsync.agent.errors import ChannelException
+from fastsync.agent.source import Source, SourceConfig
+from fastsync.event import EventBatch
+
+log = logging.getLogger("fastsync.source.netcat")
+
+
+@dataclass
+class NetcatSourceConfig(SourceConfig):
+    bind: str = setting("bind", doc="address to listen on")
+    port: int = setting("port", doc="TCP port to listen on", min=0, max=65535)
+    maxLineLength: int = setting("max-line-length", 512, "longest line accepted, newline included", min=2)
+    ackEveryEvent: bool = setting("ack-every-event", True, "answer OK for every committed event")
+    encoding: str = setting("encoding", "utf-8", "accepted for compatibility; bodies are the raw bytes")
+
+
+@SOURCES.register("netcat", "org.apache.flume.source.NetcatSource")
+class NetcatSource(Source):
+    Config = NetcatSourceConfig
+
+    def __init__(self, name, config):
+        super().__init__(name, config)
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self.port = config.port
+
+    def start(self) -> None:
+        super().start()
+        c = self.config
+        try:
+            self._sock = socket.create_server((c.bind, c.port), reuse_port=False)
+        except OSError as exc:
+            raise OSError("netcat source %s: cannot listen on %s:%d: %s" % (self.name, c.bind, c.port, exc.strerror)) from None
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        log.info("netcat source %s listening on %s:%d", self.name, c.bind, self.port)
+        t = threading.Thread(target=self._accept, name="netcat-%s" % self.name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in list(self._threads):
+            t.join(timeout=10)
+        if self._sock is not None:
+            self._sock.close()
+        super().stop()
+
+    def _accept(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            try:
+                conn, peer = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            n += 1
+            t = threading.Thread(target=self._serve, args=(conn, peer), name="netcat-handler-%d" % n, daemon=True)
+            t.start()
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+
+    def _serve(self, conn: socket.socket, peer) -> None:
+        c = self.config
+        self.counters.add(OpenConnectionCount=1)
+        buf = bytearray()
+        conn.settimeout(0.2)
+        try:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(1 << 16)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    break
+                buf += chunk
+                data, offsets, n, used, _ = split_lines(buf, strip_cr=False)
+                offsets = np.frombuffer(offsets, dtype=np.int64)
+                too_long = np.flatnonzero(np.diff(offsets) + 1 > c.maxLineLength)
+                good = int(too_long[0]) if len(too_long) else n
+                if good:
+                    self._commit_and_ack(conn, EventBatch(data, offsets[:good + 1]))
+                if good < n or (good == n and len(buf) - used >= c.maxLineLength):
+                    conn.sendall(b"FAILED: Event exceeds the maximum length (%d chars, including newline)\n" % c.maxLineLength)
+                    self.counters.add(EventReadFail=1)
+                    break
+                del buf[:used]
+        except OSError as exc:
+            log.info("netcat source %s: connection from %s ended: %s", self.name, peer, exc)
+        finally:
+            conn.close()
+            self.counters.add(OpenConnectionCount=-1)
+
+    def _commit_and_ack(self, conn: socket.socket, batch: EventBatch) -> None:
+        try:
+            self.deliver(batch)
+        except ChannelException as exc:
+            msg = str(exc).replace("\n", " ")
+            conn.sendall(("FAILED: %s\n" % msg).encode() * len(batch))
+            return
+        if self.config.ackEveryEvent:
+            conn.sendall(b"OK\n" * len(batch))

@@ -1,0 +1,119 @@
+"""`fastsync bench channel`: producer and consumer threads moving events through a
+channel in transactions, against a same-run native baseline for the same bytes."""
+from __future__ import annotations
+
+import gc
+import platform
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+
+import fastsync
+from fastsync._native import copy_baseline
+from fastsync.agent.channels.memory import MemoryChannel, MemoryChannelConfig
+from fastsync.event import EventBatch
+
+
+def make_batch(batch: int, size: int, seed: int = 0) -> EventBatch:
+    rng = np.random.default_rng(seed)
+    body = rng.integers(0, 256, batch * size, dtype=np.uint8)
+    return EventBatch(pa.py_buffer(body), np.arange(0, batch * size + 1, size, dtype=np.int64))
+
+
+def make_channel(kind: str, batch: int, size: int, capacity: int):
+    if kind == "memory":
+        return MemoryChannel("bench", MemoryChannelConfig(
+            capacity=capacity, transactionCapacity=batch, keepAlive=10.0,
+            byteCapacity=capacity * size * 2, byteCapacityBufferPercentage=0))
+    raise ValueError("unknown channel kind %r (supported: memory)" % kind)
+
+
+def bench_channel(kind: str = "memory", events: int = 10_000_000, batch: int = 1000, size: int = 100,
+                  producers: int = 1, consumers: int = 1, capacity: int | None = None) -> dict:
+    if events < 1 or batch < 1 or size < 1 or producers < 1 or consumers < 1:
+        raise ValueError("events, batch, size, producers and consumers must be at least 1")
+    capacity = capacity or max(100 * batch, 10 * batch * producers)
+    ch = make_channel(kind, batch, size, capacity)
+    ch.start()
+    template = make_batch(batch, size)
+    share = [events // producers + (1 if i < events % producers else 0) for i in range(producers)]
+    received = [0] * consumers
+    received_bytes = [0] * consumers
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    left = [events]
+
+    def produce(n: int) -> None:
+        try:
+            while n:
+                b = template if n >= batch else template.slice(0, n)
+                with ch.transaction() as tx:
+                    tx.put(b)
+                n -= len(b)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def consume(i: int) -> None:
+        try:
+            while True:
+                with lock:
+                    if left[0] <= 0:
+                        return
+                with ch.transaction() as tx:
+                    got = tx.take(batch, 1.0)
+                if got is not None:
+                    received[i] += len(got)
+                    received_bytes[i] += got.nbytes
+                    with lock:
+                        left[0] -= len(got)
+                elif errors:
+                    return
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=produce, args=(n,)) for n in share]
+    threads += [threading.Thread(target=consume, args=(i,)) for i in range(consumers)]
+    gc.collect()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    ch.stop()
+    if errors:
+        raise errors[0]
+    if sum(received) != events or sum(received_bytes) != events * size:
+        raise RuntimeError("bench: %d events / %d bytes arrived, %d / %d expected"
+                           % (sum(received), sum(received_bytes), events, events * size))
+    arena = getattr(getattr(ch, "ring", None), "arena_bytes", capacity * size)
+    gc.collect()
+    base_seconds = copy_baseline(template.data, events * size, arena)
+    mb = events * size / 1e6
+    return {
+        "channel": kind, "events": events, "batch": batch, "size": size,
+        "producers": producers, "consumers": consumers, "capacity": capacity,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "mb_per_s": mb / seconds,
+        "baseline": "memcpy of the same bytes, batch by batch, into a ring of %d bytes" % arena,
+        "baseline_mb_per_s": mb / base_seconds,
+        "ratio": base_seconds / seconds,
+        "versions": versions(),
+    }
+
+
+def versions() -> dict:
+    return {"fastsync": fastsync.__version__, "python": platform.python_version(),
+            "pyarrow": pa.__version__, "numpy": np.__version__, "machine": platform.machine()}
+
+
+def format_channel_result(r: dict) -> str:
+    return ("%s channel: %d events of %d bytes, batches of %d, %d producer(s), %d consumer(s)\n"
+            "  %.2f s  %.2f M events/s  %.0f MB/s\n"
+            "  baseline (%s): %.0f MB/s\n"
+            "  ratio ours/baseline: %.3f" % (
+                r["channel"], r["events"], r["size"], r["batch"], r["producers"], r["consumers"],
+                r["seconds"], r["events_per_s"] / 1e6, r["mb_per_s"], r["baseline"], r["baseline_mb_per_s"], r["ratio"]))

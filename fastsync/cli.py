@@ -1,0 +1,189 @@
+"""The `fastsync` command: one entry point, one subcommand per job."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+from fastsync import __version__
+
+log = logging.getLogger("fastsync")
+EXIT_CONFIG = 2
+
+
+class CliError(Exception):
+    """A one-line user error: printed as `fastsync: error: ...`, exit code `code`."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s")
+
+
+def parse_defines(defines: list[str] | None) -> dict[str, str]:
+    out = {}
+    for d in defines or []:
+        key, sep, value = d.partition("=")
+        if not sep:
+            raise CliError("-D%s: expected -Dkey=value" % d, EXIT_CONFIG)
+        out[key] = value
+    return out
+
+
+def cmd_agent(args) -> int:
+    from fastsync.agent import Agent, ConfigError, load_agent_config
+    from fastsync.agent.metrics import MetricsServer
+
+    defines = parse_defines(args.define)
+    # Flume's -Dflume.root.logger=LEVEL,console and -Dflume.monitoring.type=http -Dflume.monitoring.port=P
+    level = defines.get("flume.root.logger", args.log_level).split(",")[0]
+    setup_logging(level)
+    port = args.metrics_port
+    if port is None and defines.get("flume.monitoring.type", "").lower() == "http":
+        try:
+            port = int(defines.get("flume.monitoring.port", "41414"))
+        except ValueError:
+            raise CliError("-Dflume.monitoring.port: expected a port number, got %r" % defines["flume.monitoring.port"], EXIT_CONFIG)
+    try:
+        config = load_agent_config(args.conf_file, args.name)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    agent = Agent(config)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = None
+    if port is not None:
+        try:
+            server = MetricsServer(port, agent.metrics)
+        except OSError as exc:
+            raise CliError("--metrics-port %d: %s" % (port, exc.strerror)) from None
+        server.start()
+    progress = _Progress(agent) if sys.stderr.isatty() else None
+    t0 = time.perf_counter()
+    try:
+        agent.start()
+    except OSError as exc:
+        agent.stop(0)
+        raise CliError(str(exc)) from None
+    if progress:
+        progress.start()
+    while not stop.is_set():
+        if args.exit_when_done and agent.done():
+            break
+        stop.wait(0.01)
+    seconds = time.perf_counter() - t0
+    drained = agent.stop(args.drain_timeout)
+    if progress:
+        progress.stop()
+    if server:
+        server.stop()
+    delivered = sum(s.counters["EventDrainSuccessCount"] for s in agent.sinks.values())
+    if args.exit_when_done:
+        print("agent %s: %d events delivered in %.3f s: %.0f events/s"
+              % (args.name, delivered, seconds, delivered / seconds if seconds else 0.0), flush=True)
+    return 0 if drained or not args.exit_when_done else 1
+
+
+class _Progress:
+    """A status line on a terminal: events delivered and events/s, once a second."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        sys.stderr.write("\n")
+
+    def _run(self):
+        last, t_last = 0, time.perf_counter()
+        while not self.done.wait(1.0):
+            n = sum(s.counters["EventDrainSuccessCount"] for s in self.agent.sinks.values())
+            now = time.perf_counter()
+            sys.stderr.write("\r%d events delivered, %.0f events/s   " % (n, (n - last) / (now - t_last)))
+            sys.stderr.flush()
+            last, t_last = n, now
+
+
+def cmd_bench_channel(args) -> int:
+    from fastsync.bench import bench_channel, format_channel_result
+
+    result = bench_channel(args.channel, args.events, args.batch, args.size, args.producers,
+                           args.consumers, args.capacity)
+    print(json.dumps(result) if args.json else format_channel_result(result))
+    return 0
+
+
+def positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number, got %r" % text) from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1, got %d" % v)
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastsync", description="Flume-style agents and Sqoop-style transfers, fast.")
+    p.add_argument("--version", action="version", version="fastsync " + __version__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("agent", help="run an agent from a Flume properties file (as flume-ng agent)")
+    a.add_argument("-n", "--name", required=True, help="agent name: the prefix of its keys in the file")
+    a.add_argument("-f", "--conf-file", required=True, help="Flume properties file")
+    a.add_argument("-c", "--conf", help="accepted for flume-ng compatibility; unused")
+    a.add_argument("-D", dest="define", action="append", metavar="KEY=VALUE",
+                   help="flume-ng system properties: flume.monitoring.type/port, flume.root.logger")
+    a.add_argument("--exit-when-done", action="store_true",
+                   help="exit once every finite source is exhausted and every channel is drained")
+    a.add_argument("--metrics-port", type=int, help="serve Flume's JSON metrics at http://127.0.0.1:PORT/metrics")
+    a.add_argument("--drain-timeout", type=float, default=30.0, help="seconds sinks may drain channels at shutdown")
+    a.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    a.set_defaults(func=cmd_agent)
+
+    b = sub.add_parser("bench", help="benchmarks against a same-run baseline")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    c = bsub.add_parser("channel", help="producer/consumer throughput of a channel")
+    c.add_argument("--channel", default="memory", choices=["memory"])
+    c.add_argument("--events", type=positive, default=10_000_000)
+    c.add_argument("--batch", type=positive, default=1000, help="events per transaction")
+    c.add_argument("--size", type=positive, default=100, help="body bytes per event")
+    c.add_argument("--producers", type=positive, default=1)
+    c.add_argument("--consumers", type=positive, default=1)
+    c.add_argument("--capacity", type=positive, help="channel capacity in events (default: 100 batches)")
+    c.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    c.set_defaults(func=cmd_bench_channel)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print("fastsync: error: %s" % exc, file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
