@@ -1,7 +1,10 @@
 """The compiled extensions, imported in one place so a missing build fails clearly."""
+import importlib
+
 try:
-    from fastsync import _framing, _ringbuf  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    _framing = importlib.import_module("fastsync._framing")
+    _ringbuf = importlib.import_module("fastsync._ringbuf")
+except ImportError as exc:
     raise ImportError(
         "fastsync's native extensions are not built (%s); install the package with "
         "`pip install .` (or `pip install -e .` in a checkout), which compiles ext/ "

@@ -14,6 +14,13 @@ cdef struct Chunk:
     int64_t hid
     int64_t hstart
 
+cdef struct Taken:
+    char *data           # n bodies, malloc'd, handed to Python
+    int64_t *offsets     # n + 1 offsets into data, malloc'd, handed to Python
+    Slot *segs           # the header segments the events came from
+    char *whole          # per segment: 1 if its slot was used up
+    int64_t n, nbytes, nseg
+
 cdef class RingBuffer:
     cdef:
         # Three circular arrays, each [head, head + used) modulo its capacity:
@@ -36,3 +43,5 @@ cdef class RingBuffer:
     cdef int _wait(self, double deadline) noexcept nogil
     cdef void _append(self, Chunk *c) noexcept nogil
     cdef void _prepend(self, Chunk *c) noexcept nogil
+    cdef int _try_put(self, Chunk *cs, Py_ssize_t m, int64_t total_n, int64_t total_b) noexcept nogil
+    cdef int64_t _try_take(self, int64_t max_events, Taken *t) noexcept nogil

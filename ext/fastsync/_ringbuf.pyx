@@ -15,7 +15,7 @@ touched while ``mu`` is held, so the two locks cannot deadlock.
 """
 from libc.stdint cimport int64_t, uint32_t, UINT32_MAX
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.errno cimport ETIMEDOUT
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
 from fastsync._sync cimport *
@@ -25,6 +25,8 @@ include "_owned.pxi"
 cdef int64_t MIN_DATA = 1 << 20   # initial physical sizes; rings double from here
 cdef int64_t MIN_EVENTS = 1 << 12
 cdef int64_t MIN_SLOTS = 1 << 8
+# Copies up to this size keep the GIL when the mutex is free (see put()).
+cdef int64_t GIL_COPY_LIMIT = 1 << 20
 
 
 cdef inline double now() noexcept nogil:
@@ -210,6 +212,85 @@ cdef class RingBuffer:
         self.lens_used += c.n
         self.slot_used += 1
 
+    cdef int _try_put(self, Chunk *cs, Py_ssize_t m, int64_t total_n, int64_t total_b) noexcept nogil:
+        """Append all chunks if there is room: 1 done, 0 no room, -2 out of memory."""
+        cdef Py_ssize_t j
+        if (self.lens_used + self.reserved_events + total_n > self.max_events or
+                self.data_used + self.reserved_bytes + total_b > self.max_bytes):
+            return 0
+        if self._reserve_physical(total_n, total_b, m) < 0:
+            return -2
+        for j in range(m):
+            if cs[j].n:
+                self._append(&cs[j])
+        pthread_cond_broadcast(&self.changed)
+        return 1
+
+    cdef int64_t _try_take(self, int64_t max_events, Taken *t) noexcept nogil:
+        """Copy up to max_events from the head into fresh blocks: events taken (0 when
+        empty), -1 when out of memory (nothing taken)."""
+        cdef int64_t n, nbytes = 0, i, k, nseg, take_n, acc
+        cdef Slot *s
+        if self.lens_used == 0:
+            return 0
+        n = max_events if max_events < self.lens_used else self.lens_used
+        k = self.lens_head
+        for i in range(n):
+            nbytes += self.lens[k]
+            k += 1
+            if k == self.lens_cap:
+                k = 0
+        nseg = n if n < self.slot_used else self.slot_used
+        t.data = <char *>malloc(nbytes if nbytes else 1)
+        t.offsets = <int64_t *>malloc((n + 1) * sizeof(int64_t))
+        t.segs = <Slot *>malloc(nseg * sizeof(Slot))
+        t.whole = <char *>malloc(nseg)
+        if t.data == NULL or t.offsets == NULL or t.segs == NULL or t.whole == NULL:
+            return -1
+        k = self.lens_head
+        acc = 0
+        t.offsets[0] = 0
+        for i in range(n):
+            acc += self.lens[k]
+            t.offsets[i + 1] = acc
+            k += 1
+            if k == self.lens_cap:
+                k = 0
+        ring_read(self.data, self.data_cap, self.data_head, t.data, nbytes)
+        # walk the slots covering the n events
+        nseg = 0
+        take_n = n
+        while take_n:
+            s = &self.slots[self.slot_head]
+            t.segs[nseg].hid = s.hid
+            t.segs[nseg].hstart = s.hstart
+            if s.n <= take_n:
+                t.segs[nseg].n = s.n
+                t.whole[nseg] = 1
+                take_n -= s.n
+                self.slot_head += 1
+                if self.slot_head == self.slot_cap:
+                    self.slot_head = 0
+                self.slot_used -= 1
+            else:
+                t.segs[nseg].n = take_n
+                t.whole[nseg] = 0
+                s.n -= take_n
+                s.hstart += take_n
+                take_n = 0
+            nseg += 1
+        self.data_head = (self.data_head + nbytes) % self.data_cap
+        self.lens_head = (self.lens_head + n) % self.lens_cap
+        self.data_used -= nbytes
+        self.lens_used -= n
+        self.reserved_events += n
+        self.reserved_bytes += nbytes
+        self.reserved_slots += nseg
+        t.n = n
+        t.nbytes = nbytes
+        t.nseg = nseg
+        return n
+
     # -- the Python-visible contract --
     def put(self, list chunks, double timeout):
         """Append batches atomically, FIFO, waiting up to `timeout` s for room.
@@ -241,11 +322,10 @@ cdef class RingBuffer:
                 cs[j].n = offs.shape[0] - 1
                 cs[j].hid = hid
                 cs[j].hstart = hstart
-                with nogil:
-                    for i in range(cs[j].n):
-                        if offs[i + 1] < offs[i] or offs[i + 1] - offs[i] > UINT32_MAX:
-                            ok = -1
-                            break
+                for i in range(cs[j].n):
+                    if offs[i + 1] < offs[i] or offs[i + 1] - offs[i] > UINT32_MAX:
+                        ok = -1
+                        break
                 if ok < 0 or offs[0] < 0 or offs[cs[j].n] > data.size:
                     raise ValueError("offsets are not monotonic positions inside the data buffer")
                 total_n += cs[j].n
@@ -253,22 +333,20 @@ cdef class RingBuffer:
             if total_n > self.max_events or total_b > self.max_bytes:
                 raise ValueError("%d events of %d bytes can never fit a ring of %d events, %d bytes"
                                  % (total_n, total_b, self.max_events, self.max_bytes))
-            with nogil:
-                deadline = now() + timeout
-                pthread_mutex_lock(&self.mu)
-                while (self.lens_used + self.reserved_events + total_n > self.max_events or
-                       self.data_used + self.reserved_bytes + total_b > self.max_bytes):
-                    if not self._wait(deadline):
-                        break
-                if (self.lens_used + self.reserved_events + total_n <= self.max_events and
-                        self.data_used + self.reserved_bytes + total_b <= self.max_bytes):
-                    ok = 1 if self._reserve_physical(total_n, total_b, m) == 0 else -2
-                    if ok == 1:
-                        for j in range(m):
-                            if cs[j].n:
-                                self._append(&cs[j])
-                        pthread_cond_broadcast(&self.changed)
+            # Fast path, GIL held: an uncontended short copy costs less than the two
+            # thread hand-offs that releasing and re-taking the GIL would.
+            if total_b <= GIL_COPY_LIMIT and pthread_mutex_trylock(&self.mu) == 0:
+                ok = self._try_put(cs, m, total_n, total_b)
                 pthread_mutex_unlock(&self.mu)
+            if ok == 0:
+                with nogil:
+                    deadline = now() + timeout
+                    pthread_mutex_lock(&self.mu)
+                    while True:
+                        ok = self._try_put(cs, m, total_n, total_b)
+                        if ok != 0 or not self._wait(deadline):
+                            break
+                    pthread_mutex_unlock(&self.mu)
             if ok == -2:
                 raise MemoryError("ring buffer: out of memory")
             return ok == 1
@@ -283,99 +361,51 @@ cdef class RingBuffer:
         header segments [(hid, hstart, count, whole_slot)] in order. The space stays
         reserved until release() (commit) or unget() (rollback).
         """
-        cdef int64_t n = 0, nbytes = 0, i, k, nseg = 0, take_n, acc
-        cdef char *out = NULL
-        cdef int64_t *offs = NULL
-        cdef Slot *segs = NULL
-        cdef char *whole = NULL
-        cdef Slot *s
-        cdef int failed = 0
+        cdef Taken t
+        cdef int64_t n = 0, i
         cdef double deadline
+        memset(&t, 0, sizeof(t))
         if max_events <= 0:
             raise ValueError("max_events must be positive")
-        with nogil:
-            deadline = now() + timeout
-            pthread_mutex_lock(&self.mu)
-            while self.lens_used == 0:
-                if not self._wait(deadline):
-                    break
-            if self.lens_used:
-                n = max_events if max_events < self.lens_used else self.lens_used
-                k = self.lens_head
-                for i in range(n):
-                    nbytes += self.lens[k]
-                    k += 1
-                    if k == self.lens_cap:
-                        k = 0
-                nseg = n if n < self.slot_used else self.slot_used
-                out = <char *>malloc(nbytes if nbytes else 1)
-                offs = <int64_t *>malloc((n + 1) * sizeof(int64_t))
-                segs = <Slot *>malloc(nseg * sizeof(Slot))
-                whole = <char *>malloc(nseg)
-                if out == NULL or offs == NULL or segs == NULL or whole == NULL:
-                    failed = 1
-                else:
-                    k = self.lens_head
-                    acc = 0
-                    offs[0] = 0
-                    for i in range(n):
-                        acc += self.lens[k]
-                        offs[i + 1] = acc
-                        k += 1
-                        if k == self.lens_cap:
-                            k = 0
-                    ring_read(self.data, self.data_cap, self.data_head, out, nbytes)
-                    # walk the slots covering the n events
-                    nseg = 0
-                    take_n = n
-                    while take_n:
-                        s = &self.slots[self.slot_head]
-                        segs[nseg].hid = s.hid
-                        segs[nseg].hstart = s.hstart
-                        if s.n <= take_n:
-                            segs[nseg].n = s.n
-                            whole[nseg] = 1
-                            take_n -= s.n
-                            self.slot_head += 1
-                            if self.slot_head == self.slot_cap:
-                                self.slot_head = 0
-                            self.slot_used -= 1
-                        else:
-                            segs[nseg].n = take_n
-                            whole[nseg] = 0
-                            s.n -= take_n
-                            s.hstart += take_n
-                            take_n = 0
-                        nseg += 1
-                    self.data_head = (self.data_head + nbytes) % self.data_cap
-                    self.lens_head = (self.lens_head + n) % self.lens_cap
-                    self.data_used -= nbytes
-                    self.lens_used -= n
-                    self.reserved_events += n
-                    self.reserved_bytes += nbytes
-                    self.reserved_slots += nseg
+        # Fast path, GIL held, as in put(): only when the head batch is small.
+        if pthread_mutex_trylock(&self.mu) == 0:
+            if self.lens_used and self.data_used <= GIL_COPY_LIMIT:
+                n = self._try_take(max_events, &t)
+            elif self.lens_used:
+                with nogil:
+                    n = self._try_take(max_events, &t)
             pthread_mutex_unlock(&self.mu)
-        if failed:
-            free(out); free(offs); free(segs); free(whole)
+        if n == 0:
+            with nogil:
+                deadline = now() + timeout
+                pthread_mutex_lock(&self.mu)
+                while True:
+                    n = self._try_take(max_events, &t)
+                    if n != 0 or not self._wait(deadline):
+                        break
+                pthread_mutex_unlock(&self.mu)
+        if n < 0:
+            free(t.data); free(t.offsets); free(t.segs); free(t.whole)
             raise MemoryError("ring buffer: cannot allocate a taken batch")
         if n == 0:
             return None
         try:
-            segments = [(segs[i].hid, segs[i].hstart, segs[i].n, bool(whole[i])) for i in range(nseg)]
+            segments = [(t.segs[i].hid, t.segs[i].hstart, t.segs[i].n, bool(t.whole[i])) for i in range(t.nseg)]
         finally:
-            free(segs)
-            free(whole)
-        return owned_buffer(out, nbytes), owned_buffer(offs, (n + 1) * sizeof(int64_t)), n, segments
+            free(t.segs)
+            free(t.whole)
+        return owned_buffer(t.data, t.nbytes), owned_buffer(t.offsets, (n + 1) * sizeof(int64_t)), n, segments
 
     def release(self, int64_t events, int64_t nbytes, int64_t nslots):
         """Commit of a take: free the space reserved by take()."""
-        with nogil:
-            pthread_mutex_lock(&self.mu)
-            self.reserved_events -= events
-            self.reserved_bytes -= nbytes
-            self.reserved_slots -= nslots
-            pthread_cond_broadcast(&self.changed)
-            pthread_mutex_unlock(&self.mu)
+        if pthread_mutex_trylock(&self.mu) != 0:
+            with nogil:
+                pthread_mutex_lock(&self.mu)
+        self.reserved_events -= events
+        self.reserved_bytes -= nbytes
+        self.reserved_slots -= nslots
+        pthread_cond_broadcast(&self.changed)
+        pthread_mutex_unlock(&self.mu)
 
     def unget(self, list chunks, int64_t nslots_taken):
         """Rollback of a take: put its chunks back at the head, in their original order.

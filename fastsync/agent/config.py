@@ -134,6 +134,12 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
                 raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
         if "interceptors" in place.props and place.props["interceptors"].value.split():
             raise place.error("interceptors", "interceptors are not supported yet")
+        batch = getattr(cfg, "batchSize", None)
+        for ch in bound:
+            cap = getattr(channels[ch].config, "transactionCapacity", None)
+            if batch and cap and batch > cap:
+                raise place.error("batchSize", "%d is more than %schannels.%s.transactionCapacity (%d): every put would fail"
+                                  % (batch, prefix, ch, cap))
         sources[name] = SourceSpec(name, cls, cfg, place, [c for c in bound if c not in optional], optional)
 
     sinks = {}

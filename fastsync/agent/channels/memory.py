@@ -165,7 +165,6 @@ class MemoryTransaction(Transaction):
             raise ChannelException(
                 "Put queue for MemoryTransaction of capacity %d full, consider committing more frequently, "
                 "increasing capacity or increasing thread count (channel %s, %d events in this put)" % (cap, self.ch.name, n))
-        self.ch.counters.add(EventPutAttemptCount=n)
         if n:
             self.puts.append(batch)
             self.put_n += n
@@ -186,11 +185,16 @@ class MemoryTransaction(Transaction):
             ch.counters.add(EventTakeAttemptCount=1)
             return None
         data, offs, n, raw_segments = got
-        segments = [((ch._claim(hid, count) if hid else None), hstart, count) for hid, hstart, count, _ in raw_segments]
-        batch = EventBatch(data, np.frombuffer(offs, dtype=np.int64), _segment_headers(segments, n))
+        if len(raw_segments) == 1 and raw_segments[0][0] == 0:   # the common case: no headers
+            segments = [(None, 0, n)]
+            headers = None
+        else:
+            segments = [((ch._claim(hid, count) if hid else None), hstart, count) for hid, hstart, count, _ in raw_segments]
+            headers = _segment_headers(segments, n)
+        batch = EventBatch(data, np.frombuffer(offs, dtype=np.int64), headers)
         self.takes.append((batch, segments, len(data)))
         self.take_n += n
-        ch.counters.add(EventTakeAttemptCount=n + (n < want), EventTakeSuccessCount=n)
+        ch.counters.add(EventTakeAttemptCount=n + (n < want))
         return batch
 
     def commit(self) -> None:
@@ -204,27 +208,35 @@ class MemoryTransaction(Transaction):
                 if hid:
                     hids.append(hid)
                 chunks.append(_chunk(b, hid))
+            # counted before the events become visible, so a metrics snapshot never
+            # shows more taken than put; undone below if the commit fails
+            ch.counters.add(EventPutAttemptCount=self.put_n, EventPutSuccessCount=self.put_n)
             try:
                 ok = ch.ring.put(chunks, ch.config.keepAlive)
             except ValueError as exc:
-                ch._forget(hids)
-                raise ChannelException("channel %s: %s" % (ch.name, exc)) from None
+                ok = None
+                error = ChannelException("channel %s: %s" % (ch.name, exc))
             if not ok:
                 ch._forget(hids)
+                ch.counters.add(EventPutSuccessCount=-self.put_n)
+                if ok is None:
+                    raise error
                 raise ChannelFullException(
                     "Space for commit to queue couldn't be acquired. Sinks are likely not keeping up with sources, "
                     "or the buffer size is too tight (channel %s: capacity %d events, %d body bytes; waited %gs)"
                     % (ch.name, ch.config.capacity, ch.max_bytes, ch.config.keepAlive))
-            ch.counters.add(EventPutSuccessCount=self.put_n)
         if self.takes:
             nbytes = sum(t[2] for t in self.takes)
             nseg = sum(len(t[1]) for t in self.takes)
             ch.ring.release(self.take_n, nbytes, nseg)
+            ch.counters.add(EventTakeSuccessCount=self.take_n)   # as Flume: at commit
         self._done()
 
     def rollback(self) -> None:
         self._check_open("rollback")
         ch = self.ch
+        if self.put_n:
+            ch.counters.add(EventPutAttemptCount=self.put_n)
         # the last take goes back first, so the head ends up in the original order
         for batch, segments, _ in reversed(self.takes):
             chunks, pos = [], 0

@@ -98,7 +98,10 @@ class NetcatSource(Source):
                 too_long = np.flatnonzero(np.diff(offsets) + 1 > c.maxLineLength)
                 good = int(too_long[0]) if len(too_long) else n
                 if good:
-                    self._commit_and_ack(conn, EventBatch(data, offsets[:good + 1]))
+                    lines = EventBatch(data, offsets[:good + 1])
+                    step = self.processor.max_batch
+                    for start in range(0, good, step):
+                        self._commit_and_ack(conn, lines.slice(start, start + step))
                 if good < n or (good == n and len(buf) - used >= c.maxLineLength):
                     conn.sendall(b"FAILED: Event exceeds the maximum length (%d chars, including newline)\n" % c.maxLineLength)
                     self.counters.add(EventReadFail=1)

@@ -1,0 +1,44 @@
+"""Fixtures shared by the end-to-end tests; the helpers themselves are in e2e_support.py.
+
+* agent(name, conf, *args)      start `python -m fastsync agent -n name -f conf args...`;
+                                killed at teardown if still running
+* run_agent(name, conf, *args)  the same, waited for (bounded); returns the AgentProcess
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from e2e_support import DEFAULT_TIMEOUT, AgentProcess, agent_argv
+
+
+@pytest.fixture
+def agent(tmp_path):
+    """Factory: agent(name, conf, *extra_args, cwd=None, env=None) -> AgentProcess.
+    Every process it started is killed at teardown if still running."""
+    started: list[AgentProcess] = []
+
+    def start(name: str, conf: Path | str, *extra: str, cwd: Path | None = None, env=None, argv=None) -> AgentProcess:
+        tag = "agent%d" % (len(started) + 1)
+        p = AgentProcess(argv or agent_argv(name, conf, *extra), tmp_path, cwd=cwd or tmp_path, env=env, tag=tag)
+        started.append(p)
+        return p
+
+    try:
+        yield start
+    finally:
+        for p in started:
+            p.kill()
+
+
+@pytest.fixture
+def run_agent(agent):
+    """run_agent(name, conf, *extra, timeout=30) -> finished AgentProcess (returncode,
+    stdout, stderr); killed and failed if it runs past timeout."""
+    def run(name: str, conf: Path | str, *extra: str, timeout: float = DEFAULT_TIMEOUT, **kw) -> AgentProcess:
+        p = agent(name, conf, *extra, **kw)
+        p.wait(timeout)
+        p._close_files()
+        return p
+    return run
