@@ -25,8 +25,6 @@ include "_owned.pxi"
 cdef int64_t MIN_DATA = 1 << 20   # initial physical sizes; rings double from here
 cdef int64_t MIN_EVENTS = 1 << 12
 cdef int64_t MIN_SLOTS = 1 << 8
-# Copies up to this size keep the GIL when the mutex is free (see put()).
-cdef int64_t GIL_COPY_LIMIT = 1 << 20
 
 
 cdef inline double now() noexcept nogil:
@@ -333,20 +331,14 @@ cdef class RingBuffer:
             if total_n > self.max_events or total_b > self.max_bytes:
                 raise ValueError("%d events of %d bytes can never fit a ring of %d events, %d bytes"
                                  % (total_n, total_b, self.max_events, self.max_bytes))
-            # Fast path, GIL held: an uncontended short copy costs less than the two
-            # thread hand-offs that releasing and re-taking the GIL would.
-            if total_b <= GIL_COPY_LIMIT and pthread_mutex_trylock(&self.mu) == 0:
-                ok = self._try_put(cs, m, total_n, total_b)
+            with nogil:
+                deadline = now() + timeout
+                pthread_mutex_lock(&self.mu)
+                while True:
+                    ok = self._try_put(cs, m, total_n, total_b)
+                    if ok != 0 or not self._wait(deadline):
+                        break
                 pthread_mutex_unlock(&self.mu)
-            if ok == 0:
-                with nogil:
-                    deadline = now() + timeout
-                    pthread_mutex_lock(&self.mu)
-                    while True:
-                        ok = self._try_put(cs, m, total_n, total_b)
-                        if ok != 0 or not self._wait(deadline):
-                            break
-                    pthread_mutex_unlock(&self.mu)
             if ok == -2:
                 raise MemoryError("ring buffer: out of memory")
             return ok == 1
@@ -367,23 +359,14 @@ cdef class RingBuffer:
         memset(&t, 0, sizeof(t))
         if max_events <= 0:
             raise ValueError("max_events must be positive")
-        # Fast path, GIL held, as in put(): only when the head batch is small.
-        if pthread_mutex_trylock(&self.mu) == 0:
-            if self.lens_used and self.data_used <= GIL_COPY_LIMIT:
+        with nogil:
+            deadline = now() + timeout
+            pthread_mutex_lock(&self.mu)
+            while True:
                 n = self._try_take(max_events, &t)
-            elif self.lens_used:
-                with nogil:
-                    n = self._try_take(max_events, &t)
+                if n != 0 or not self._wait(deadline):
+                    break
             pthread_mutex_unlock(&self.mu)
-        if n == 0:
-            with nogil:
-                deadline = now() + timeout
-                pthread_mutex_lock(&self.mu)
-                while True:
-                    n = self._try_take(max_events, &t)
-                    if n != 0 or not self._wait(deadline):
-                        break
-                pthread_mutex_unlock(&self.mu)
         if n < 0:
             free(t.data); free(t.offsets); free(t.segs); free(t.whole)
             raise MemoryError("ring buffer: cannot allocate a taken batch")
@@ -398,6 +381,7 @@ cdef class RingBuffer:
 
     def release(self, int64_t events, int64_t nbytes, int64_t nslots):
         """Commit of a take: free the space reserved by take()."""
+        # nothing is copied here: keep the GIL unless the mutex is busy
         if pthread_mutex_trylock(&self.mu) != 0:
             with nogil:
                 pthread_mutex_lock(&self.mu)
