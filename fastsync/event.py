@@ -102,20 +102,23 @@ class EventBatch:
             obj = obj.combine_chunks().to_batches()[0] if obj.num_rows else pa.RecordBatch.from_pydict(
                 {n: pa.array([], t) for n, t in zip(obj.schema.names, obj.schema.types)})
         if isinstance(obj, pa.RecordBatch):
-            if "body" not in obj.schema.names:
+            names = obj.schema.names
+            if "body" not in names:
                 raise ValueError("a RecordBatch needs a 'body' column")
+            # by position: a header may itself be called "body" (to_arrow puts the bodies first)
+            body_at = names.index("body")
             headers = {}
-            for name in obj.schema.names:
-                if name == "body":
+            for i, name in enumerate(names):
+                if i == body_at:
                     continue
-                col = obj.column(name)
+                col = obj.column(i)
                 if pa.types.is_dictionary(col.type) and len(col.dictionary) == 1 and col.null_count == 0 and len(col):
                     headers[name] = col.dictionary[0].as_py()
                 else:
                     if pa.types.is_dictionary(col.type):
                         col = col.dictionary_decode()
                     headers[name] = col
-            data, offsets = _binary_buffers(obj.column("body"))
+            data, offsets = _binary_buffers(obj.column(body_at))
             return cls(data, offsets, headers)
         if isinstance(obj, pa.ChunkedArray):
             obj = obj.combine_chunks()
@@ -136,9 +139,10 @@ class EventBatch:
                 names.setdefault(k, None)
         headers = {}
         for name in names:
-            shared = {b.headers.get(name) for b in batches}
-            if len(shared) == 1 and isinstance(next(iter(shared)), str):
-                headers[name] = next(iter(shared))
+            values = [b.headers.get(name) for b in batches]
+            if isinstance(values[0], str) and all(v == values[0] for v in values if isinstance(v, str)) \
+                    and all(isinstance(v, str) for v in values):
+                headers[name] = values[0]
             else:
                 headers[name] = pa.concat_arrays([b.header_array(name) for b in batches])
         data, offsets = _binary_buffers(bodies)
@@ -189,8 +193,8 @@ class EventBatch:
         return EventBatch(self.data, self.offsets[start:stop + 1], headers)
 
     def to_arrow(self) -> pa.RecordBatch:
-        """A RecordBatch: `body` (large_binary) plus a string column per header; a header
-        shared by the batch is a one-value dictionary column (no per-event copy)."""
+        """A RecordBatch: `body` (large_binary) first, then a string column per header; a
+        header shared by the batch is a one-value dictionary column (no per-event copy)."""
         cols = [self.bodies()]
         names = ["body"]
         n = len(self)

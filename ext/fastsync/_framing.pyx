@@ -5,7 +5,7 @@ the `seq` source's decimal bodies, and the memcpy baseline the benchmarks compar
 All functions take and return the Arrow binary layout: a data buffer and n + 1 int64
 offsets (offsets[0] may be non-zero). Results are fresh pyarrow Buffers.
 """
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, INT64_MAX
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memchr
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
@@ -28,19 +28,26 @@ def decimal_bodies(int64_t start, int64_t n):
     """
     if start < 0 or n < 0:
         raise ValueError("start and n must be >= 0")
-    cdef int64_t i, v, w, pos = 0, total = 0, lo, hi, p
+    if n and n - 1 > INT64_MAX - start:
+        raise ValueError("the last body, start + n - 1, must not exceed 2**63 - 1")
+    cdef int64_t i, v, w, pos = 0, total = 0, left = n, cnt, hi, p
     with nogil:
-        # total width by decade, not per number
+        # total width by decade, not per number; counts what is left, never start + n,
+        # which may not fit an int64
         v = start
-        while v < start + n:
+        while left > 0:
             w = decimal_width(v)
-            hi = 1
-            for p in range(w):
-                hi *= 10
-            if hi > start + n:
-                hi = start + n
-            total += (hi - v) * w
-            v = hi
+            cnt = left
+            if w < 19:   # 10**19 does not fit an int64: every later number has 19 digits
+                hi = 1
+                for p in range(w):
+                    hi *= 10
+                if hi - v < cnt:
+                    cnt = hi - v
+            total += cnt * w
+            left -= cnt
+            if left:
+                v += cnt
     cdef char *data = <char *>malloc(total if total else 1)
     cdef int64_t *offs = <int64_t *>malloc((n + 1) * sizeof(int64_t))
     if data == NULL or offs == NULL:

@@ -43,5 +43,6 @@ cdef class RingBuffer:
     cdef int _wait(self, double deadline) noexcept nogil
     cdef void _append(self, Chunk *c) noexcept nogil
     cdef void _prepend(self, Chunk *c) noexcept nogil
-    cdef int _try_put(self, Chunk *cs, Py_ssize_t m, int64_t total_n, int64_t total_b) noexcept nogil
+    cdef int _try_put(self, Chunk *cs, Py_ssize_t m, int64_t total_n, int64_t total_b,
+                      int64_t credit_n, int64_t credit_b, int64_t credit_s) noexcept nogil
     cdef int64_t _try_take(self, int64_t max_events, Taken *t) noexcept nogil

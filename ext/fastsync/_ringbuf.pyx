@@ -210,13 +210,21 @@ cdef class RingBuffer:
         self.lens_used += c.n
         self.slot_used += 1
 
-    cdef int _try_put(self, Chunk *cs, Py_ssize_t m, int64_t total_n, int64_t total_b) noexcept nogil:
-        """Append all chunks if there is room: 1 done, 0 no room, -2 out of memory."""
+    cdef int _try_put(self, Chunk *cs, Py_ssize_t m, int64_t total_n, int64_t total_b,
+                      int64_t credit_n, int64_t credit_b, int64_t credit_s) noexcept nogil:
+        """Append all chunks if there is room, counting the credit (a reservation that is
+        released on success) as room: 1 done, 0 no room, -2 out of memory."""
         cdef Py_ssize_t j
-        if (self.lens_used + self.reserved_events + total_n > self.max_events or
-                self.data_used + self.reserved_bytes + total_b > self.max_bytes):
+        if (self.lens_used + self.reserved_events - credit_n + total_n > self.max_events or
+                self.data_used + self.reserved_bytes - credit_b + total_b > self.max_bytes):
             return 0
+        self.reserved_events -= credit_n
+        self.reserved_bytes -= credit_b
+        self.reserved_slots -= credit_s
         if self._reserve_physical(total_n, total_b, m) < 0:
+            self.reserved_events += credit_n
+            self.reserved_bytes += credit_b
+            self.reserved_slots += credit_s
             return -2
         for j in range(m):
             if cs[j].n:
@@ -290,12 +298,16 @@ cdef class RingBuffer:
         return n
 
     # -- the Python-visible contract --
-    def put(self, list chunks, double timeout):
+    def put(self, list chunks, double timeout, int64_t release_events=0, int64_t release_bytes=0,
+            int64_t release_slots=0):
         """Append batches atomically, FIFO, waiting up to `timeout` s for room.
 
         chunks: [(data, offsets, hid, hstart)], data any buffer, offsets an int64 array of
         n + 1 monotonic positions in data. Returns False if there was no room in time
         (nothing was appended), raises ValueError if they could never fit.
+        release_*: a take reservation of the same transaction, counted as room and
+        released together with the append (Flume commits a transaction's takes and puts
+        at once, needing room only for the net growth).
         """
         cdef Py_ssize_t m = len(chunks), j
         cdef Chunk *cs = <Chunk *>malloc(sizeof(Chunk) * (m if m else 1))
@@ -335,7 +347,7 @@ cdef class RingBuffer:
                 deadline = now() + timeout
                 pthread_mutex_lock(&self.mu)
                 while True:
-                    ok = self._try_put(cs, m, total_n, total_b)
+                    ok = self._try_put(cs, m, total_n, total_b, release_events, release_bytes, release_slots)
                     if ok != 0 or not self._wait(deadline):
                         break
                 pthread_mutex_unlock(&self.mu)

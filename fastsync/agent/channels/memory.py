@@ -200,6 +200,8 @@ class MemoryTransaction(Transaction):
     def commit(self) -> None:
         self._check_open("commit")
         ch = self.ch
+        nbytes = sum(t[2] for t in self.takes)
+        nseg = sum(len(t[1]) for t in self.takes)
         if self.puts:
             hids = []
             chunks = []
@@ -212,7 +214,8 @@ class MemoryTransaction(Transaction):
             # shows more taken than put; undone below if the commit fails
             ch.counters.add(EventPutAttemptCount=self.put_n, EventPutSuccessCount=self.put_n)
             try:
-                ok = ch.ring.put(chunks, ch.config.keepAlive)
+                # this transaction's takes count as room, as in Flume
+                ok = ch.ring.put(chunks, ch.config.keepAlive, self.take_n, nbytes, nseg)
             except ValueError as exc:
                 ok = None
                 error = ChannelException("channel %s: %s" % (ch.name, exc))
@@ -225,10 +228,9 @@ class MemoryTransaction(Transaction):
                     "Space for commit to queue couldn't be acquired. Sinks are likely not keeping up with sources, "
                     "or the buffer size is too tight (channel %s: capacity %d events, %d body bytes; waited %gs)"
                     % (ch.name, ch.config.capacity, ch.max_bytes, ch.config.keepAlive))
-        if self.takes:
-            nbytes = sum(t[2] for t in self.takes)
-            nseg = sum(len(t[1]) for t in self.takes)
+        elif self.takes:
             ch.ring.release(self.take_n, nbytes, nseg)
+        if self.takes:
             ch.counters.add(EventTakeSuccessCount=self.take_n)   # as Flume: at commit
         self._done()
 

@@ -1,0 +1,235 @@
+"""Tests of the native framing functions (fastsync._framing via fastsync._native) against
+small pure-Python references written from their documented contracts."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from fastsync._native import decimal_bodies, join_lines, split_lines
+
+SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+INT64_MAX = 2 ** 63 - 1
+
+
+def offsets_of(buf) -> np.ndarray:
+    return np.frombuffer(buf, dtype=np.int64)
+
+
+def bodies_of(data, offsets) -> list:
+    raw = data.to_pybytes() if isinstance(data, pa.Buffer) else bytes(data)
+    o = offsets_of(offsets) if isinstance(offsets, pa.Buffer) else offsets
+    return [raw[o[i]:o[i + 1]] for i in range(len(o) - 1)]
+
+
+# -- decimal_bodies ----------------------------------------------------------------------
+
+def ref_decimal_bodies(start, n):
+    return [str(v).encode() for v in range(start, start + n)]
+
+
+def check_decimal(start, n):
+    data, offs = decimal_bodies(start, n)
+    assert isinstance(data, pa.Buffer) and isinstance(offs, pa.Buffer)
+    o = offsets_of(offs)
+    expected = ref_decimal_bodies(start, n)
+    assert len(o) == n + 1
+    assert o[0] == 0
+    assert data.size == o[-1] == sum(map(len, expected))
+    assert bodies_of(data, o) == expected
+
+
+# numbers below 10**18 (18 digits at most); 19-digit numbers hang, see the BUG tests below
+MAX_SAFE = 10 ** 18 - 1
+near_decades = st.integers(1, 18).flatmap(lambda k: st.integers(max(0, 10 ** k - 60), 10 ** k + 5))
+
+
+@SETTINGS
+@given(st.one_of(near_decades, st.integers(0, 1000), st.integers(0, MAX_SAFE - 300)), st.integers(0, 120))
+def test_decimal_bodies(start, n):
+    check_decimal(min(start, MAX_SAFE + 1 - n), n)
+
+
+@pytest.mark.parametrize("start,n", [(0, 0), (0, 1), (0, 10), (0, 1001), (9, 2), (99, 2), (5, 0),
+                                     (10 ** 17 - 3, 6), (MAX_SAFE, 1), (123456, 5000)])
+def test_decimal_bodies_cases(start, n):
+    check_decimal(start, n)
+
+
+def test_decimal_bodies_rejects_negative():
+    with pytest.raises(ValueError):
+        decimal_bodies(-1, 3)
+    with pytest.raises(ValueError):
+        decimal_bodies(0, -1)
+
+
+def _decimal_in_subprocess(start, n, timeout=3.0):
+    """Run decimal_bodies in a child: the bug below makes it spin forever with the GIL
+    released (no KeyboardInterrupt), or write past its buffer."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from fastsync._native import decimal_bodies
+        data, offs = decimal_bodies(%d, %d)
+        o = np.frombuffer(offs, dtype=np.int64)
+        print(repr((data.to_pybytes(), o.tolist())))
+    """ % (start, n))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc = None
+    if proc is None:
+        pytest.fail("decimal_bodies(%d, %d) did not return within %gs (infinite loop)" % (start, n, timeout))
+    assert proc.returncode == 0, proc.stderr
+    return eval(proc.stdout)
+
+
+@pytest.mark.parametrize("start,n", [
+    (10 ** 18 - 2, 3),   # crosses into 19 digits: hangs
+    (10 ** 18, 1),       # any 19-digit number: hangs
+    (INT64_MAX, 1),      # start + n overflows int64: returns 0 data bytes but offsets [0, 19]
+])
+def test_decimal_bodies_19_digit_numbers(start, n):
+    # BUG (ext/fastsync/_framing.pyx, decimal_bodies): the size pass computes the next
+    # decade as 10**w in int64; for w == 19 that overflows (10**19 > 2**63 - 1), `hi`
+    # goes negative and the `while v < start + n` loop never ends -- decimal_bodies
+    # spins forever, GIL released, for any range that reaches 10**18.  And `start + n`
+    # itself overflows for start near INT64_MAX: decimal_bodies(2**63 - 1, 1) mallocs
+    # 0 (1) bytes, writes 19 digits past it (heap overflow) and returns an empty data
+    # buffer with offsets [0, 19].
+    data, offsets = _decimal_in_subprocess(start, n)
+    expected = ref_decimal_bodies(start, n)
+    assert data == b"".join(expected)
+    assert offsets == list(np.cumsum([0] + [len(b) for b in expected]))
+
+
+# -- split_lines -------------------------------------------------------------------------
+
+def ref_split_lines(src: bytes, strip_cr=True, final=False, max_line=0):
+    """Lines of src: every piece ended by b"\\n" (without it, and without one b"\\r" right
+    before it when strip_cr), plus the unterminated tail when final and non-empty;
+    bodies longer than max_line (> 0) cut to max_line bytes."""
+    *complete, tail = src.split(b"\n")
+    if strip_cr:
+        complete = [p[:-1] if p.endswith(b"\r") else p for p in complete]
+    consumed = len(src) - len(tail)
+    if final and tail:
+        complete.append(tail)
+        consumed = len(src)
+    truncated = 0
+    if max_line > 0:
+        truncated = sum(len(p) > max_line for p in complete)
+        complete = [p[:max_line] for p in complete]
+    return complete, consumed, truncated
+
+
+line_bytes = st.one_of(
+    st.binary(max_size=60),
+    st.lists(st.sampled_from([b"\n", b"\r", b"\r\n", b"\x00", b"a", b"bc", b"\n\n", b"\r\r\n", b"\xff"]),
+             max_size=25).map(b"".join),
+)
+
+
+def check_split(src, strip_cr, final, max_line, wrap=bytes):
+    data, offs, n, consumed, truncated = split_lines(wrap(src), strip_cr=strip_cr, final=final, max_line=max_line)
+    lines, ref_consumed, ref_truncated = ref_split_lines(src, strip_cr, final, max_line)
+    assert isinstance(data, pa.Buffer) and isinstance(offs, pa.Buffer)
+    o = offsets_of(offs)
+    assert n == len(lines) == len(o) - 1
+    assert o[0] == 0 and data.size == o[-1]
+    assert bodies_of(data, o) == lines
+    assert consumed == ref_consumed
+    assert truncated == ref_truncated
+
+
+@SETTINGS
+@given(line_bytes, st.booleans(), st.booleans(), st.sampled_from([0, 0, 1, 2, 3, 7]),
+       st.sampled_from([bytes, pa.py_buffer, bytearray, lambda b: np.frombuffer(b, dtype=np.uint8)]))
+def test_split_lines(src, strip_cr, final, max_line, wrap):
+    check_split(src, strip_cr, final, max_line, wrap)
+
+
+@pytest.mark.parametrize("src,strip_cr,final,max_line", [
+    (b"", True, False, 0), (b"", True, True, 0), (b"\n", True, False, 0), (b"\r\n", True, False, 0),
+    (b"\r\n", False, False, 0), (b"abc", True, False, 0), (b"abc", True, True, 0), (b"abc\r", True, True, 0),
+    (b"a\r\rb\r\n\r\n", True, False, 0), (b"x" * 100 + b"\n", True, False, 10), (b"\n" * 300, True, False, 0),
+    (b"a\x00b\nc", True, True, 1), (b"line\n" * 1000 + b"tail", True, False, 3),
+])
+def test_split_lines_cases(src, strip_cr, final, max_line):
+    check_split(src, strip_cr, final, max_line)
+
+
+@SETTINGS
+@given(line_bytes, st.lists(st.integers(0, 60), max_size=6), st.booleans())
+def test_split_lines_streaming(src, cuts, strip_cr):
+    """Feeding src in pieces, carrying the unconsumed rest over, gives the same lines as
+    splitting it whole (strip_cr cannot see a \\r\\n cut in two, so the reference is the
+    whole-buffer split of the same stream)."""
+    cuts = sorted(set(c for c in cuts if c < len(src)))
+    pieces = [src[a:b] for a, b in zip([0] + cuts, cuts + [len(src)])]
+    lines, pending = [], b""
+    for i, piece in enumerate(pieces):
+        buf = pending + piece
+        data, offs, n, consumed, _ = split_lines(buf, strip_cr=strip_cr, final=(i == len(pieces) - 1))
+        lines += bodies_of(data, offs)
+        pending = buf[consumed:]
+    if not pieces:
+        pending = b""
+    assert pending == b""
+    assert lines == ref_split_lines(src, strip_cr, True, 0)[0]
+
+
+# -- join_lines --------------------------------------------------------------------------
+
+def ref_join_lines(data: bytes, offsets, terminator=b"\n") -> bytes:
+    return b"".join(data[offsets[i]:offsets[i + 1]] + terminator for i in range(len(offsets) - 1))
+
+
+@st.composite
+def layouts(draw):
+    """(data, offsets) with bodies somewhere inside data: offsets[0] often non-zero and
+    offsets[-1] often short of the end."""
+    bodies = draw(st.lists(st.binary(max_size=12), max_size=20))
+    prefix = draw(st.binary(max_size=10))
+    suffix = draw(st.binary(max_size=10))
+    data = prefix + b"".join(bodies) + suffix
+    offsets = np.cumsum([len(prefix)] + [len(b) for b in bodies]).astype(np.int64)
+    return data, offsets
+
+
+@SETTINGS
+@given(layouts(), st.sampled_from([b"\n", b"\r\n", b"", b"\x00", b"--sep--"]),
+       st.sampled_from([bytes, pa.py_buffer]))
+def test_join_lines(layout, terminator, wrap):
+    data, offsets = layout
+    out = join_lines(wrap(data), offsets, terminator)
+    assert isinstance(out, pa.Buffer)
+    assert out.to_pybytes() == ref_join_lines(data, offsets, terminator)
+
+
+def test_join_lines_default_terminator_and_view_offsets():
+    data = b"XXhelloworld!"
+    full = np.array([0, 2, 7, 12, 13], dtype=np.int64)
+    view = full[1:]  # a contiguous view whose first offset is 2
+    assert join_lines(data, view).to_pybytes() == b"hello\nworld\n!\n"
+    assert join_lines(data, full[:1]).to_pybytes() == b""
+
+
+@SETTINGS
+@given(st.lists(st.binary(max_size=15).map(lambda b: b.replace(b"\n", b"")), max_size=30))
+def test_join_then_split_round_trip(bodies):
+    data = b"".join(bodies)
+    offsets = np.cumsum([0] + [len(b) for b in bodies]).astype(np.int64)
+    text = join_lines(data, offsets)
+    out_data, out_offs, n, consumed, truncated = split_lines(text, strip_cr=False)
+    assert n == len(bodies) and consumed == text.size and truncated == 0
+    assert bodies_of(out_data, out_offs) == bodies
+
+
+def test_join_lines_rejects_offsets_outside_data():
+    with pytest.raises(ValueError):
+        join_lines(b"abc", np.array([0, 4], dtype=np.int64))
+    with pytest.raises(ValueError):
+        join_lines(b"abc", np.array([-1, 2], dtype=np.int64))
