@@ -11,6 +11,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-# editable: the compiled modules land beside the sources, so tests and scripts see one build
-pip install -q --disable-pip-version-check -e ".[test]"
+# editable: the compiled modules land beside the sources, so tests and scripts see one build;
+# the build's chatter goes to a log that is shown only if the install fails
+if ! pip install -q --disable-pip-version-check -e ".[test]" > .venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    echo "scripts/env.sh: installing fastsync failed (log above, also in .venv/install.log)" >&2
+    exit 1
+fi
 python -c "import fastsync" # fails with a clear message if the native build is missing
