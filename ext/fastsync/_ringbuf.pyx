@@ -67,6 +67,37 @@ cdef int grow(void **arr, int64_t *cap, int64_t head, int64_t used, int64_t need
     return 0
 
 
+cdef int load_chunks(list chunks, Chunk *cs, list keep, int64_t *total_n, int64_t *total_b) except -1:
+    """Fill cs from [(data, offsets, hid, hstart)], checking that the offsets are
+    monotonic positions inside data; `keep` pins the buffers while cs points into them."""
+    cdef ByteView data
+    cdef const int64_t[::1] offs
+    cdef Py_ssize_t j
+    cdef int64_t i, n
+    total_n[0] = total_b[0] = 0
+    for j in range(len(chunks)):
+        d, o, hid, hstart = chunks[j]
+        data = ByteView(d)
+        offs = o
+        keep.append((data, offs))
+        n = offs.shape[0] - 1
+        if n < 0:
+            raise ValueError("offsets must have n + 1 entries")
+        for i in range(n):
+            if offs[i + 1] < offs[i] or offs[i + 1] - offs[i] > UINT32_MAX:
+                raise ValueError("offsets are not monotonic positions inside the data buffer")
+        if offs[0] < 0 or offs[n] > data.size:
+            raise ValueError("offsets are not monotonic positions inside the data buffer")
+        cs[j].data = data.ptr
+        cs[j].offsets = &offs[0]
+        cs[j].n = n
+        cs[j].hid = hid
+        cs[j].hstart = hstart
+        total_n[0] += n
+        total_b[0] += offs[n] - offs[0]
+    return 0
+
+
 cdef class RingBuffer:
     def __cinit__(self, int64_t max_events, int64_t max_bytes):
         if max_events <= 0 or max_bytes <= 0:
@@ -309,37 +340,16 @@ cdef class RingBuffer:
         released together with the append (Flume commits a transaction's takes and puts
         at once, needing room only for the net growth).
         """
-        cdef Py_ssize_t m = len(chunks), j
+        cdef Py_ssize_t m = len(chunks)
         cdef Chunk *cs = <Chunk *>malloc(sizeof(Chunk) * (m if m else 1))
-        cdef int64_t total_n = 0, total_b = 0, i
-        cdef ByteView data
-        cdef const int64_t[::1] offs
+        cdef int64_t total_n = 0, total_b = 0
         cdef int ok = 0
         cdef double deadline
-        keep = []   # the memoryviews pin the source buffers until the copy is done
+        keep = []
         if cs == NULL:
             raise MemoryError()
         try:
-            for j in range(m):
-                d, o, hid, hstart = chunks[j]
-                data = ByteView(d)
-                offs = o
-                keep.append((data, offs))
-                if offs.shape[0] < 1:
-                    raise ValueError("offsets must have n + 1 entries")
-                cs[j].data = data.ptr
-                cs[j].offsets = &offs[0]
-                cs[j].n = offs.shape[0] - 1
-                cs[j].hid = hid
-                cs[j].hstart = hstart
-                for i in range(cs[j].n):
-                    if offs[i + 1] < offs[i] or offs[i + 1] - offs[i] > UINT32_MAX:
-                        ok = -1
-                        break
-                if ok < 0 or offs[0] < 0 or offs[cs[j].n] > data.size:
-                    raise ValueError("offsets are not monotonic positions inside the data buffer")
-                total_n += cs[j].n
-                total_b += offs[cs[j].n] - offs[0]
+            load_chunks(chunks, cs, keep, &total_n, &total_b)
             if total_n > self.max_events or total_b > self.max_bytes:
                 raise ValueError("%d events of %d bytes can never fit a ring of %d events, %d bytes"
                                  % (total_n, total_b, self.max_events, self.max_bytes))
@@ -411,25 +421,12 @@ cdef class RingBuffer:
         """
         cdef Py_ssize_t m = len(chunks), j
         cdef Chunk *cs = <Chunk *>malloc(sizeof(Chunk) * (m if m else 1))
-        cdef ByteView data
-        cdef const int64_t[::1] offs
         cdef int64_t total_n = 0, total_b = 0
         keep = []
         if cs == NULL:
             raise MemoryError()
         try:
-            for j in range(m):
-                d, o, hid, hstart = chunks[j]
-                data = ByteView(d)
-                offs = o
-                keep.append((data, offs))
-                cs[j].data = data.ptr
-                cs[j].offsets = &offs[0]
-                cs[j].n = offs.shape[0] - 1
-                cs[j].hid = hid
-                cs[j].hstart = hstart
-                total_n += cs[j].n
-                total_b += offs[cs[j].n] - offs[0]
+            load_chunks(chunks, cs, keep, &total_n, &total_b)
             with nogil:
                 pthread_mutex_lock(&self.mu)
                 # reserved space covers these events, so no physical growth is needed
