@@ -6,7 +6,7 @@ that list (round trips, slicing, concatenation), whatever the header layout.
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings, strategies as st, HealthCheck, Phase
+from hypothesis import given, settings, strategies as st, HealthCheck
 
 from fastsync.event import Event, EventBatch
 
@@ -178,9 +178,9 @@ def test_headers_on_some_events_only():
 
 
 def test_header_named_body_round_trips():
-    # BUG (fastsync.event): a header called "body" -- an ordinary Flume header name --
-    # collides with the body column in to_arrow(): the RecordBatch gets two "body"
-    # columns and from_arrow() then fails with
+    # REGRESSION for a BUG found at 8bd040a (fixed in 2d5a95c): a header called "body"
+    # -- an ordinary Flume header name -- collided with the body column in to_arrow():
+    # the RecordBatch got two "body" columns and from_arrow() then failed with
     #   KeyError: 'Field "body" exists 2 times in schema'
     events = [Event(b"a", {"body": "x"}), Event(b"b", {"body": "y"})]
     batch = EventBatch.from_events(events)
@@ -203,14 +203,11 @@ def test_slice_is_list_slicing(events, start, stop):
     check_batch(part.slice(1, -1), events[start:stop][1:-1])
 
 
-# no shrink phase: while the concat bug below is open every example fails, and shrinking
-# them costs ~10 s (the minimal case is test_concat_with_per_event_header_columns)
-@settings(SETTINGS, phases=[Phase.explicit, Phase.generate])
+@SETTINGS
 @given(st.lists(st.tuples(event_lists(max_size=6), st.integers(0, 6), st.integers(0, 6)), max_size=5))
 def test_concat_is_list_concatenation(parts):
-    """concat of batches (some of them slices) holds the concatenated events.
-    With per-event header columns this fails by BUG 'concat: unhashable header column',
-    see test_concat_with_per_event_header_columns."""
+    """concat of batches (some of them slices) holds the concatenated events (at 8bd040a
+    this failed for per-event header columns, see test_concat_with_per_event_header_columns)."""
     batches, expected = [], []
     for events, a, b in parts:
         batches.append(EventBatch.from_events(events).slice(a, b))
@@ -221,10 +218,10 @@ def test_concat_is_list_concatenation(parts):
 
 
 def test_concat_with_per_event_header_columns():
-    # BUG (fastsync.event.EventBatch.concat): header columns that are pyarrow arrays are
-    # put in a set (`shared = {b.headers.get(name) for b in batches}`), and pyarrow arrays
-    # are unhashable, so concatenating any batch that has a per-event header fails:
-    #   TypeError: unhashable type: 'pyarrow.lib.StringArray'
+    # REGRESSION for a BUG found at 8bd040a (fixed in 2d5a95c): EventBatch.concat put
+    # header columns in a set (`shared = {b.headers.get(name) for b in batches}`), and
+    # pyarrow arrays are unhashable, so concatenating any batch that had a per-event
+    # header failed:  TypeError: unhashable type: 'pyarrow.lib.StringArray'
     a = EventBatch.from_events([Event(b"a", {"k": "1"}), Event(b"b", {"k": "2"})])
     b = EventBatch.from_events([Event(b"c", {"k": "3"})])
     out = EventBatch.concat([a, b])

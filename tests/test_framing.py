@@ -42,7 +42,8 @@ def check_decimal(start, n):
     assert bodies_of(data, o) == expected
 
 
-# numbers below 10**18 (18 digits at most); 19-digit numbers hang, see the BUG tests below
+# in-process: numbers below 10**18; 19-digit numbers run in a child process, as they hung
+# at 8bd040a (see test_decimal_bodies_19_digit_numbers)
 MAX_SAFE = 10 ** 18 - 1
 near_decades = st.integers(1, 18).flatmap(lambda k: st.integers(max(0, 10 ** k - 60), 10 ** k + 5))
 
@@ -87,22 +88,42 @@ def _decimal_in_subprocess(start, n, timeout=3.0):
 
 
 @pytest.mark.parametrize("start,n", [
-    (10 ** 18 - 2, 3),   # crosses into 19 digits: hangs
-    (10 ** 18, 1),       # any 19-digit number: hangs
-    (INT64_MAX, 1),      # start + n overflows int64: returns 0 data bytes but offsets [0, 19]
+    (10 ** 18 - 2, 3),   # crosses into 19 digits: hung at 8bd040a
+    (10 ** 18, 1),       # any 19-digit number: hung at 8bd040a
+    (INT64_MAX, 1),      # start + n overflows int64: returned 0 data bytes, offsets [0, 19]
 ])
 def test_decimal_bodies_19_digit_numbers(start, n):
-    # BUG (ext/fastsync/_framing.pyx, decimal_bodies): the size pass computes the next
-    # decade as 10**w in int64; for w == 19 that overflows (10**19 > 2**63 - 1), `hi`
-    # goes negative and the `while v < start + n` loop never ends -- decimal_bodies
-    # spins forever, GIL released, for any range that reaches 10**18.  And `start + n`
-    # itself overflows for start near INT64_MAX: decimal_bodies(2**63 - 1, 1) mallocs
-    # 0 (1) bytes, writes 19 digits past it (heap overflow) and returns an empty data
-    # buffer with offsets [0, 19].
+    # REGRESSION for a BUG found at 8bd040a (fixed in 2d5a95c), ext/fastsync/_framing.pyx
+    # decimal_bodies: the size pass computed the next decade as 10**w in int64; for
+    # w == 19 that overflows (10**19 > 2**63 - 1), `hi` went negative and the
+    # `while v < start + n` loop never ended -- decimal_bodies spun forever, GIL
+    # released, for any range reaching 10**18.  And `start + n` itself overflowed for
+    # start near INT64_MAX: decimal_bodies(2**63 - 1, 1) malloc'd 1 byte, wrote 19
+    # digits past it (heap overflow) and returned empty data with offsets [0, 19].
     data, offsets = _decimal_in_subprocess(start, n)
     expected = ref_decimal_bodies(start, n)
     assert data == b"".join(expected)
     assert offsets == list(np.cumsum([0] + [len(b) for b in expected]))
+
+
+def test_decimal_bodies_past_int64_is_rejected():
+    # the last body would be 2**63, which no int64 holds: ValueError, not a heap overflow
+    # (in a child process: at 8bd040a this wrote two bodies past a 1-byte malloc)
+    code = textwrap.dedent("""
+        from fastsync._native import decimal_bodies
+        try:
+            decimal_bodies(%d, 2)
+        except ValueError:
+            print("ValueError")
+        else:
+            print("returned")
+    """ % INT64_MAX)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3.0)
+    except subprocess.TimeoutExpired:
+        proc = None
+    assert proc is not None, "decimal_bodies(2**63 - 1, 2) did not return"
+    assert proc.stdout.strip() == "ValueError", (proc.returncode, proc.stdout, proc.stderr[-500:])
 
 
 # -- split_lines -------------------------------------------------------------------------
@@ -233,3 +254,28 @@ def test_join_lines_rejects_offsets_outside_data():
         join_lines(b"abc", np.array([0, 4], dtype=np.int64))
     with pytest.raises(ValueError):
         join_lines(b"abc", np.array([-1, 2], dtype=np.int64))
+
+
+def test_join_lines_rejects_decreasing_offsets():
+    # BUG (ext/fastsync/_framing.pyx, join_lines): only offsets[0] >= 0 and
+    # offsets[-1] <= len(data) are checked. Decreasing offsets inside that range give a
+    # negative body length: total is miscomputed and memcpy gets a negative length, so
+    # join_lines(b"abcdef", np.array([0, 5, 2, 6])) corrupts the heap ("double free or
+    # corruption", SIGABRT) instead of raising ValueError as it does for offsets outside
+    # the data (RingBuffer.put does check monotonicity). Run in a child process.
+    code = textwrap.dedent("""
+        import numpy as np
+        from fastsync._native import join_lines
+        try:
+            out = join_lines(b"abcdef", np.array([0, 5, 2, 6], dtype=np.int64))
+        except ValueError:
+            print("ValueError")
+        else:
+            print("returned", out.size)
+    """)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=5.0)
+    except subprocess.TimeoutExpired:
+        proc = None
+    assert proc is not None, "join_lines did not return"
+    assert proc.stdout.strip() == "ValueError", (proc.returncode, proc.stdout, proc.stderr[-300:])

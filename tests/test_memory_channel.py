@@ -61,7 +61,9 @@ def outcome(fn):
 class RefChannel:
     """Flume's MemoryChannel, one Event at a time: a deque, per-transaction put and take
     lists, `capacity` events counting the taken-but-uncommitted ones, and (fastsync's
-    exact variant of byteCapacity) `max_bytes` body bytes counting those too."""
+    exact variant of byteCapacity) `max_bytes` body bytes counting those too. As in
+    Flume's doCommit, what a transaction took counts as room for its own puts (fastsync
+    applies that to bytes as well as events)."""
 
     def __init__(self, capacity, tx_capacity, max_bytes):
         self.capacity, self.tx_capacity, self.max_bytes = capacity, tx_capacity, max_bytes
@@ -121,7 +123,8 @@ class RefTxn:
             # puts (remainingChange = takes - puts); only the net growth needs room.
             if ch.size + ch.in_flight - len(self.takes) + len(self.puts) > ch.capacity:
                 raise ChannelFullException("full")
-            if ch.nbytes + ch.in_flight_bytes + put_bytes > ch.max_bytes:
+            own_bytes = sum(len(e.body) for e in self.takes)
+            if ch.nbytes + ch.in_flight_bytes - own_bytes + put_bytes > ch.max_bytes:
                 raise ChannelFullException("full (bytes)")
             ch.queue.extend(self.puts)
         self._done()
@@ -158,8 +161,6 @@ class ChannelMachine(RuleBasedStateMachine):
     @initialize(capacity=st.integers(1, 9), tx_frac=st.sampled_from([0.3, 0.6, 1.0, 1.0]),
                 byte_capacity=st.sampled_from([HUGE, 12, 30, 60]))
     def setup(self, capacity, tx_frac, byte_capacity):
-        if self.MIXED:
-            byte_capacity = HUGE   # Flume's byte rule for mixed transactions is not modelled
         tx_capacity = max(1, int(capacity * tx_frac))
         self.real = make_channel(capacity, tx_capacity, keep_alive=0.001, byte_capacity=byte_capacity)
         self.ref = RefChannel(capacity, tx_capacity, byte_capacity)
@@ -334,27 +335,44 @@ STATEFUL = settings(max_examples=120, stateful_step_count=40, deadline=None, dat
 TestChannelAgainstReference = SingleRoleChannelMachine.TestCase
 TestChannelAgainstReference.settings = STATEFUL
 
-# Transactions that both take and put. While the BUG shown by
-# test_commit_counts_own_takes_as_room is open this fails (a put commit after a take in
-# the same transaction is refused with ChannelFullException where Flume accepts it).
+# Transactions that both take and put (at 8bd040a this failed: see
+# test_commit_counts_own_takes_as_room).
 TestMixedTransactionsAgainstReference = ChannelMachine.TestCase
 TestMixedTransactionsAgainstReference.settings = STATEFUL
 
 
 def test_commit_counts_own_takes_as_room():
-    # BUG (fastsync/agent/channels/memory.py, MemoryTransaction.commit): the events a
-    # transaction took stay reserved in the ring until after its puts are appended, so
-    # on a full channel a transaction that takes k events and puts k (or fewer) back
-    # fails with ChannelFullException after keep-alive.  Flume's MemoryChannel.doCommit
-    # only needs room for the net growth (remainingChange = takeList.size() -
-    # putList.size(); it acquires queueRemaining only when that is negative), so the
-    # same transaction commits there.
+    # REGRESSION for a BUG found at 8bd040a (fixed in 2d5a95c), MemoryTransaction.commit:
+    # the events a transaction took stayed reserved in the ring until after its puts
+    # were appended, so on a full channel a transaction that takes k events and puts k
+    # (or fewer) back failed with ChannelFullException after keep-alive.  Flume's
+    # MemoryChannel.doCommit only needs room for the net growth (remainingChange =
+    # takeList.size() - putList.size(); it acquires queueRemaining only when that is
+    # negative), so the same transaction commits there.
     ch = make_channel(capacity=2, keep_alive=0.05)
     put_commit(ch, EventBatch.from_bodies([b"a", b"b"]))
     with ch.transaction() as tx:
         assert tx.take(1, timeout=0).events() == [Event(b"a")]
         tx.put(EventBatch.from_bodies([b"c"]))
     assert drain(ch) == [Event(b"b"), Event(b"c")]
+
+
+def test_commit_counts_own_taken_bytes_as_room():
+    ch = make_channel(capacity=10, keep_alive=0.05, byte_capacity=10, pct=0)
+    put_commit(ch, EventBatch.from_bodies([b"12345", b"67890"]))      # bytes full
+    with ch.transaction() as tx:
+        assert tx.take(1, timeout=0).events() == [Event(b"12345")]
+        tx.put(EventBatch.from_bodies([b"abcde"], {"h": "v"}))        # net growth 0 bytes
+    tx = ch.transaction()
+    tx.begin()
+    tx.take(1, timeout=0)
+    tx.put(EventBatch.from_bodies([b"abcdef"]))                       # net growth 1 byte
+    with pytest.raises(ChannelFullException):
+        tx.commit()
+    tx.rollback()
+    tx.close()
+    assert ch.in_flight == 0 and ch.ring.nbytes == 10
+    assert drain(ch) == [Event(b"67890"), Event(b"abcde", {"h": "v"})]
 
 
 # ======================================================================================

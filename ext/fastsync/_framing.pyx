@@ -142,6 +142,9 @@ def join_lines(data, offsets, bytes terminator=b"\n"):
         raise ValueError("offsets must have n + 1 entries")
     if o[0] < 0 or o[n] > d.size:
         raise ValueError("offsets out of the data buffer")
+    for i in range(n):
+        if o[i + 1] < o[i]:
+            raise ValueError("offsets must not decrease (offsets[%d] = %d, offsets[%d] = %d)" % (i, o[i], i + 1, o[i + 1]))
     cdef int64_t total = o[n] - o[0] + n * tl
     cdef char *out = <char *>malloc(total if total else 1)
     cdef const char *base = d.ptr
