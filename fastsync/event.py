@@ -133,18 +133,7 @@ class EventBatch:
         if len(batches) == 1:
             return batches[0]
         bodies = pa.concat_arrays([b.bodies() for b in batches])
-        names = {}
-        for b in batches:
-            for k in b.headers:
-                names.setdefault(k, None)
-        headers = {}
-        for name in names:
-            values = [b.headers.get(name) for b in batches]
-            if isinstance(values[0], str) and all(v == values[0] for v in values if isinstance(v, str)) \
-                    and all(isinstance(v, str) for v in values):
-                headers[name] = values[0]
-            else:
-                headers[name] = pa.concat_arrays([b.header_array(name) for b in batches])
+        headers = merge_headers([(b.headers, len(b)) for b in batches])
         data, offsets = _binary_buffers(bodies)
         return EventBatch(data, offsets, headers)
 
@@ -167,12 +156,7 @@ class EventBatch:
 
     def header_array(self, name: str) -> pa.Array:
         """One value (or null) per event for header `name`."""
-        col = self.headers.get(name)
-        if col is None:
-            return pa.nulls(len(self), pa.string())
-        if isinstance(col, str):
-            return pa.array([col] * len(self), type=pa.string())
-        return col
+        return _header_column(self.headers.get(name), len(self))
 
     def with_headers(self, **updates: HeaderColumn | None) -> "EventBatch":
         """A batch sharing these bodies with headers changed (None removes one)."""
@@ -224,6 +208,32 @@ class EventBatch:
 
     def __repr__(self) -> str:
         return "EventBatch(%d events, %d bytes, headers=%s)" % (len(self), self.nbytes, sorted(self.headers))
+
+
+def merge_headers(parts) -> dict[str, HeaderColumn]:
+    """Header columns of consecutive pieces [(headers or None, n events)] put end to end:
+    a header every piece shares with one value stays shared, others become one array
+    (null where a piece lacks the header)."""
+    names = {}
+    for headers, _ in parts:
+        for k in headers or ():
+            names.setdefault(k, None)
+    out: dict[str, HeaderColumn] = {}
+    for name in names:
+        values = [(headers or {}).get(name) for headers, _ in parts]
+        if all(isinstance(v, str) for v in values) and len(set(values)) == 1:
+            out[name] = values[0]
+        else:
+            out[name] = pa.concat_arrays([_header_column(v, n) for v, (_, n) in zip(values, parts)])
+    return out
+
+
+def _header_column(col: HeaderColumn | None, n: int) -> pa.Array:
+    if col is None:
+        return pa.nulls(n, pa.string())
+    if isinstance(col, str):
+        return pa.array([col] * n, type=pa.string())
+    return col.cast(pa.string())
 
 
 def _binary_buffers(arr: pa.Array):

@@ -15,14 +15,13 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from fastsync._native import RingBuffer
 from fastsync.agent.channels.base import Channel, Transaction
 from fastsync.agent.component import CHANNELS, ComponentConfig, Place, setting
 from fastsync.agent.errors import ChannelException, ChannelFullException
 from fastsync.agent.metrics import CHANNEL_COUNTERS, Counters
-from fastsync.event import EventBatch
+from fastsync.event import EventBatch, merge_headers
 
 
 def _default_byte_capacity() -> int:
@@ -83,6 +82,10 @@ class MemoryChannel(Channel):
     def in_flight(self) -> int:
         return self.ring.reserved_events
 
+    @property
+    def transaction_capacity(self) -> int:
+        return self.config.transactionCapacity
+
     def _gauges(self) -> dict:
         size = self.ring.events
         return {"ChannelSize": size, "ChannelCapacity": self.config.capacity,
@@ -115,35 +118,13 @@ def _chunk(batch: EventBatch, hid: int, hstart: int = 0):
     return (batch.data, batch.offsets, hid, hstart)
 
 
-def _segment_headers(segments, n: int):
+def _segment_headers(segments):
     """Header columns of a taken batch from its segments [(headers, hstart, count)]."""
-    if len(segments) == 1:
-        headers, hstart, count = segments[0]
-        if not headers:
-            return None
-        return {k: (v if isinstance(v, str) else v.slice(hstart, count)) for k, v in headers.items()}
-    names = {}
-    for headers, _, _ in segments:
-        for k in headers or ():
-            names.setdefault(k, None)
-    if not names:
-        return None
-    out = {}
-    for name in names:
-        values = [(h or {}).get(name) for h, _, _ in segments]
-        if all(isinstance(v, str) for v in values) and len(set(values)) == 1:
-            out[name] = values[0]
-            continue
-        parts = []
-        for (h, hstart, count), v in zip(segments, values):
-            if v is None:
-                parts.append(pa.nulls(count, pa.string()))
-            elif isinstance(v, str):
-                parts.append(pa.array([v] * count, pa.string()))
-            else:
-                parts.append(v.slice(hstart, count).cast(pa.string()))
-        out[name] = pa.concat_arrays(parts)
-    return out
+    parts = [({k: (v if isinstance(v, str) else v.slice(hstart, count)) for k, v in headers.items()}
+              if headers else None, count) for headers, hstart, count in segments]
+    if len(parts) == 1:
+        return parts[0][0]
+    return merge_headers(parts) or None
 
 
 class MemoryTransaction(Transaction):
@@ -190,7 +171,7 @@ class MemoryTransaction(Transaction):
             headers = None
         else:
             segments = [((ch._claim(hid, count) if hid else None), hstart, count) for hid, hstart, count, _ in raw_segments]
-            headers = _segment_headers(segments, n)
+            headers = _segment_headers(segments)
         batch = EventBatch(data, np.frombuffer(offs, dtype=np.int64), headers)
         self.takes.append((batch, segments, len(data)))
         self.take_n += n
