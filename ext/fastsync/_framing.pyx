@@ -140,11 +140,7 @@ def join_lines(data, offsets, bytes terminator=b"\n"):
     cdef int64_t tl = len(terminator)
     if n < 0:
         raise ValueError("offsets must have n + 1 entries")
-    if o[0] < 0 or o[n] > d.size:
-        raise ValueError("offsets out of the data buffer")
-    for i in range(n):
-        if o[i + 1] < o[i]:
-            raise ValueError("offsets must not decrease (offsets[%d] = %d, offsets[%d] = %d)" % (i, o[i], i + 1, o[i + 1]))
+    check_offsets(&o[0], n, d.size, INT64_MAX)
     cdef int64_t total = o[n] - o[0] + n * tl
     cdef char *out = <char *>malloc(total if total else 1)
     cdef const char *base = d.ptr

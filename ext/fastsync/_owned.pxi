@@ -1,6 +1,8 @@
 # Shared by the native modules: hand a malloc'd block to Python as a pyarrow Buffer
-# without copying. The capsule owns the block and frees it when the last view is gone.
+# without copying (the capsule owns the block and frees it when the last view is gone),
+# read any buffer as bytes, and check offsets before native code trusts them.
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
+from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 import pyarrow as _pa
 
@@ -36,3 +38,17 @@ cdef class ByteView:
     def __dealloc__(self):
         if self.held:
             PyBuffer_Release(&self.view)
+
+
+cdef int check_offsets(const int64_t *o, int64_t n, Py_ssize_t size, int64_t max_len) except -1:
+    """Raise ValueError unless o[0..n] are non-decreasing positions inside a buffer of
+    `size` bytes, each body at most max_len bytes."""
+    cdef int64_t i
+    if o[0] < 0 or o[n] > size:
+        raise ValueError("offsets out of the data buffer (%d..%d, %d bytes)" % (o[0], o[n], size))
+    for i in range(n):
+        if o[i + 1] < o[i]:
+            raise ValueError("offsets must not decrease: offsets[%d] = %d, offsets[%d] = %d" % (i, o[i], i + 1, o[i + 1]))
+        if o[i + 1] - o[i] > max_len:
+            raise ValueError("body %d is %d bytes, more than the %d allowed" % (i, o[i + 1] - o[i], max_len))
+    return 0

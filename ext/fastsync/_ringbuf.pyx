@@ -73,7 +73,7 @@ cdef int load_chunks(list chunks, Chunk *cs, list keep, int64_t *total_n, int64_
     cdef ByteView data
     cdef const int64_t[::1] offs
     cdef Py_ssize_t j
-    cdef int64_t i, n
+    cdef int64_t n
     total_n[0] = total_b[0] = 0
     for j in range(len(chunks)):
         d, o, hid, hstart = chunks[j]
@@ -83,11 +83,7 @@ cdef int load_chunks(list chunks, Chunk *cs, list keep, int64_t *total_n, int64_
         n = offs.shape[0] - 1
         if n < 0:
             raise ValueError("offsets must have n + 1 entries")
-        for i in range(n):
-            if offs[i + 1] < offs[i] or offs[i + 1] - offs[i] > UINT32_MAX:
-                raise ValueError("offsets are not monotonic positions inside the data buffer")
-        if offs[0] < 0 or offs[n] > data.size:
-            raise ValueError("offsets are not monotonic positions inside the data buffer")
+        check_offsets(&offs[0], n, data.size, UINT32_MAX)   # lengths are stored as uint32
         cs[j].data = data.ptr
         cs[j].offsets = &offs[0]
         cs[j].n = n
