@@ -34,7 +34,7 @@ class ChannelProcessor:
     def __init__(self, required: list[Channel], optional: list[Channel] = ()):
         self.required = list(required)
         self.optional = list(optional)
-        caps = [getattr(getattr(ch, "config", None), "transactionCapacity", None) for ch in self.required + self.optional]
+        caps = [ch.transaction_capacity for ch in self.required + self.optional]
         # the most events one put may carry: sources that receive bursts split by this
         self.max_batch = min([c for c in caps if c] or [1 << 62])
 

@@ -93,3 +93,8 @@ class Channel:
     def in_flight(self) -> int:
         """Events taken but not yet committed or rolled back."""
         raise NotImplementedError
+
+    @property
+    def transaction_capacity(self) -> int | None:
+        """Most events one transaction may put or take; None: no limit."""
+        return None
