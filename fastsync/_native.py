@@ -4,6 +4,7 @@ import importlib
 try:
     _framing = importlib.import_module("fastsync._framing")
     _ringbuf = importlib.import_module("fastsync._ringbuf")
+    _wal = importlib.import_module("fastsync._wal")
 except ImportError as exc:
     raise ImportError(
         "fastsync's native extensions are not built (%s); install the package with "
@@ -16,3 +17,6 @@ decimal_bodies = _framing.decimal_bodies
 split_lines = _framing.split_lines
 join_lines = _framing.join_lines
 copy_baseline = _framing.copy_baseline
+Segment = _wal.Segment
+Log = _wal.Log
+fdatasync_baseline = _wal.fdatasync_baseline

@@ -3,7 +3,10 @@ channel in transactions, against a same-run native baseline for the same bytes."
 from __future__ import annotations
 
 import gc
+import os
 import platform
+import shutil
+import tempfile
 import threading
 import time
 
@@ -11,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 
 import fastsync
-from fastsync._native import copy_baseline
+from fastsync._native import copy_baseline, fdatasync_baseline
+from fastsync.agent.channels.file import FileChannel, FileChannelConfig
 from fastsync.agent.channels.memory import MemoryChannel, MemoryChannelConfig
 from fastsync.event import EventBatch
 
@@ -22,20 +26,38 @@ def make_batch(batch: int, size: int, seed: int = 0) -> EventBatch:
     return EventBatch(pa.py_buffer(body), np.arange(0, batch * size + 1, size, dtype=np.int64))
 
 
-def make_channel(kind: str, batch: int, size: int, capacity: int):
+def make_channel(kind: str, batch: int, size: int, capacity: int, directory: str | None = None,
+                 fsync_policy: str = "commit"):
     if kind == "memory":
         return MemoryChannel("bench", MemoryChannelConfig(
             capacity=capacity, transactionCapacity=batch, keepAlive=10.0,
             byteCapacity=capacity * size * 2, byteCapacityBufferPercentage=0))
-    raise ValueError("unknown channel kind %r (supported: memory)" % kind)
+    if kind == "file":
+        return FileChannel("bench", FileChannelConfig(
+            checkpointDir=os.path.join(directory, "checkpoint"), dataDirs=[os.path.join(directory, "data")],
+            capacity=capacity, transactionCapacity=batch, keepAlive=10.0, minimumRequiredSpace=0,
+            fsyncPolicy=fsync_policy, fsyncIntervalMs=100))
+    raise ValueError("unknown channel kind %r (supported: memory, file)" % kind)
 
 
 def bench_channel(kind: str = "memory", events: int = 10_000_000, batch: int = 1000, size: int = 100,
-                  producers: int = 1, consumers: int = 1, capacity: int | None = None) -> dict:
+                  producers: int = 1, consumers: int = 1, capacity: int | None = None,
+                  directory: str | None = None, fsync_policy: str = "commit") -> dict:
+    """Throughput of a channel; a file channel works in a fresh directory under `directory`
+    (default: the system's temp dir), removed afterwards."""
     if events < 1 or batch < 1 or size < 1 or producers < 1 or consumers < 1:
         raise ValueError("events, batch, size, producers and consumers must be at least 1")
     capacity = capacity or max(100 * batch, 10 * batch * producers)
-    ch = make_channel(kind, batch, size, capacity)
+    workdir = tempfile.mkdtemp(prefix="fastsync-bench-", dir=directory) if kind == "file" else None
+    try:
+        return _bench_channel(kind, events, batch, size, producers, consumers, capacity, workdir, fsync_policy)
+    finally:
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _bench_channel(kind, events, batch, size, producers, consumers, capacity, workdir, fsync_policy) -> dict:
+    ch = make_channel(kind, batch, size, capacity, workdir, fsync_policy)
     ch.start()
     template = make_batch(batch, size)
     share = [events // producers + (1 if i < events % producers else 0) for i in range(producers)]
@@ -82,15 +104,25 @@ def bench_channel(kind: str = "memory", events: int = 10_000_000, batch: int = 1
     for t in threads:
         t.join()
     seconds = time.perf_counter() - t0
+    ch_syncs = ch._log.syncs if kind == "file" else 0
     ch.stop()
     if errors:
         raise errors[0]
     if sum(received) != events or sum(received_bytes) != events * size:
         raise RuntimeError("bench: %d events / %d bytes arrived, %d / %d expected"
                            % (sum(received), sum(received_bytes), events, events * size))
-    arena = getattr(getattr(ch, "ring", None), "arena_bytes", capacity * size)
     gc.collect()
-    base_seconds = copy_baseline(template.data, events * size, arena)
+    extra = {}
+    if kind == "file":
+        syncs = ch_syncs
+        batches = -(-events // batch)
+        base_seconds = fdatasync_baseline(os.path.join(workdir, "baseline"), template.data, batches)
+        baseline = "append the same bytes to a file, fdatasync once per batch (%d batches)" % batches
+        extra = {"fsync_policy": fsync_policy, "fdatasyncs": syncs, "directory": workdir}
+    else:
+        arena = getattr(getattr(ch, "ring", None), "arena_bytes", capacity * size)
+        base_seconds = copy_baseline(template.data, events * size, arena)
+        baseline = "memcpy of the same bytes, batch by batch, into a ring of %d bytes" % arena
     mb = events * size / 1e6
     return {
         "channel": kind, "events": events, "batch": batch, "size": size,
@@ -98,7 +130,8 @@ def bench_channel(kind: str = "memory", events: int = 10_000_000, batch: int = 1
         "seconds": seconds,
         "events_per_s": events / seconds,
         "mb_per_s": mb / seconds,
-        "baseline": "memcpy of the same bytes, batch by batch, into a ring of %d bytes" % arena,
+        **extra,
+        "baseline": baseline,
         "baseline_mb_per_s": mb / base_seconds,
         "ratio": base_seconds / seconds,
         "versions": versions(),

@@ -40,6 +40,7 @@ def parse_defines(defines: list[str] | None) -> dict[str, str]:
 
 def cmd_agent(args) -> int:
     from fastsync.agent import Agent, ConfigError, load_agent_config
+    from fastsync.agent.errors import ChannelException
     from fastsync.agent.metrics import MetricsServer
 
     defines = parse_defines(args.define)
@@ -76,7 +77,7 @@ def cmd_agent(args) -> int:
     t0 = time.perf_counter()
     try:
         agent.start()
-    except OSError as exc:
+    except (OSError, ChannelException) as exc:
         agent.stop(0)
         raise CliError(str(exc)) from None
     if progress:
@@ -127,10 +128,41 @@ class _Progress:
 def cmd_bench_channel(args) -> int:
     from fastsync.bench import bench_channel, format_channel_result
 
-    result = bench_channel(args.channel, args.events, args.batch, args.size, args.producers,
-                           args.consumers, args.capacity)
+    try:
+        result = bench_channel(args.channel, args.events, args.batch, args.size, args.producers,
+                               args.consumers, args.capacity, args.dir, args.fsync_policy)
+    except OSError as exc:
+        raise CliError("--dir %s: %s" % (args.dir or "(temp dir)", exc)) from None
     print(json.dumps(result) if args.json else format_channel_result(result))
     return 0
+
+
+def cmd_channel_inspect(args) -> int:
+    from fastsync.agent.channels.file import inspect
+    from fastsync.agent.channels.wal import CorruptLogError
+
+    data_dirs = args.data_dirs.replace(",", " ").split()
+    if not data_dirs:
+        raise CliError("--data-dirs: name at least one directory", EXIT_CONFIG)
+    try:
+        r = inspect(args.checkpoint_dir, data_dirs, args.backup_checkpoint_dir)
+    except FileNotFoundError as exc:
+        raise CliError("%s: no such directory" % exc.filename, EXIT_CONFIG) from None
+    except (CorruptLogError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(r))
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_checkpoint"])) if r["last_checkpoint"] else "none"
+        print("committed events waiting: %d" % r["events"])
+        print("segments: %d (%d bytes)" % (r["segments"], r["bytes"]))
+        print("last checkpoint: %s%s" % (when, " (%s)" % r["checkpoint"] if r["checkpoint"] else ""))
+        print("records checked: %d, corrupt: %d" % (r["records_checked"], len(r["corrupt_records"])))
+        for c in r["corrupt_records"]:
+            print("  corrupt record: %s at byte %d: %s" % (c["file"], c["offset"], c["reason"]))
+        for t in r["torn_tail"]:
+            print("  torn tail (uncommitted, cut at the next start): %s at byte %d, %d bytes" % (t["file"], t["offset"], t["bytes"]))
+    return 0 if r["ok"] else 1
 
 
 def positive(text: str) -> int:
@@ -164,15 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks against a same-run baseline")
     bsub = b.add_subparsers(dest="bench", required=True)
     c = bsub.add_parser("channel", help="producer/consumer throughput of a channel")
-    c.add_argument("--channel", default="memory", choices=["memory"])
+    c.add_argument("--channel", default="memory", choices=["memory", "file"])
     c.add_argument("--events", type=positive, default=10_000_000)
     c.add_argument("--batch", type=positive, default=1000, help="events per transaction")
     c.add_argument("--size", type=positive, default=100, help="body bytes per event")
     c.add_argument("--producers", type=positive, default=1)
     c.add_argument("--consumers", type=positive, default=1)
     c.add_argument("--capacity", type=positive, help="channel capacity in events (default: 100 batches)")
+    c.add_argument("--dir", help="file channel: where its checkpoint and data directories go (default: the temp dir)")
+    c.add_argument("--fsync-policy", default="commit", choices=["commit", "interval"], help="file channel: fsyncPolicy")
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
     c.set_defaults(func=cmd_bench_channel)
+
+    ch = sub.add_parser("channel", help="tools for durable channels")
+    chsub = ch.add_subparsers(dest="channel_command", required=True)
+    i = chsub.add_parser("inspect", help="a file channel's committed events, segments and checkpoint; checks every record's CRC (exit 1 if any is corrupt)")
+    i.add_argument("--checkpoint-dir", required=True, help="the channel's checkpointDir")
+    i.add_argument("--data-dirs", required=True, help="the channel's dataDirs, comma-separated")
+    i.add_argument("--backup-checkpoint-dir", help="the channel's backupCheckpointDir, if it uses dual checkpoints")
+    i.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    i.set_defaults(func=cmd_channel_inspect)
     return p
 
 

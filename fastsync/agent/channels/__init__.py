@@ -1,5 +1,6 @@
 """Channels: where events wait between sources and sinks, under transactions."""
 from fastsync.agent.channels.base import Channel, Transaction
 from fastsync.agent.channels.memory import MemoryChannel
+from fastsync.agent.channels.file import FileChannel
 
-__all__ = ["Channel", "Transaction", "MemoryChannel"]
+__all__ = ["Channel", "Transaction", "MemoryChannel", "FileChannel"]

@@ -1,0 +1,35 @@
+# Contract of the write-ahead log's native part (format version 1, layout in _wal.pyx):
+#   Segment  one memory-mapped segment file; view(start, stop) is a zero-copy pyarrow Buffer
+#   Log      appends whole transactions (lists of framed records) to the current segment
+#            and makes them durable with group commit: sync(lsn) returns once fdatasync
+#            has covered every byte appended up to lsn, one fdatasync for all waiters.
+# Framing, CRCs and replay are in fastsync/agent/channels/wal.py, which has the Python
+# reference of every rule; tests check the two against each other.
+from libc.stdint cimport int64_t
+from fastsync._sync cimport pthread_mutex_t, pthread_cond_t
+
+cdef class Segment:
+    cdef readonly int64_t id
+    cdef readonly object path
+    cdef readonly int64_t mapped      # bytes mapped (the segment's largest size)
+    cdef readonly int64_t allocated   # bytes preallocated in the file
+    cdef readonly int64_t end         # bytes used: header + records
+    cdef readonly bint writable
+    cdef int fd
+    cdef char *base
+    cdef int _grow(self, int64_t upto) except -1
+    cdef void _unmap(self) noexcept
+
+cdef class Log:
+    cdef pthread_mutex_t mu
+    cdef pthread_cond_t cond
+    cdef readonly Segment current
+    cdef readonly int64_t written     # LSN: bytes appended over the log's life
+    cdef readonly int64_t durable     # LSN covered by a finished fdatasync
+    cdef readonly int64_t syncs       # fdatasync calls made
+    cdef int64_t chunk
+    cdef bint syncing
+    cdef int failed                   # errno of a failed fdatasync: the log is unusable after it
+    cdef int _use(self, Segment segment) except -1
+    cdef int _check_failed(self) except -1
+    cdef int _sync(self, int64_t lsn) noexcept nogil

@@ -1,0 +1,380 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Write-ahead log segments of the file channel: preallocated, memory-mapped, group-committed.
+
+FORMAT VERSION 1 (all integers little-endian)
+
+Segment file ``log-<id>`` (ids increase from 1 across all data directories):
+    0   8  magic            b"FSWALSEG"
+    8   4  format version   1
+    12  4  header size      64
+    16  8  segment id
+    24  8  created          ns since the epoch
+    32 32  zero
+Records follow from byte 64, each starting at a multiple of 8:
+    0   4  magic            0x52574653 (b"SFWR")
+    4   4  crc32c           of bytes 8 .. 24 + length (everything after this field but the padding)
+    8   4  length           payload bytes
+    12  1  kind             1 put, 2 take, 3 commit, 4 rollback
+    13  3  zero
+    16  8  transaction id
+    24     payload, then zero padding to the next multiple of 8
+Payloads (framed and parsed in fastsync/agent/channels/wal.py):
+    put      n u64, headers_len u64, offsets int64[n + 1] (offsets[0] == 0), headers (Arrow IPC
+             stream, padded to 8), bodies (offsets[n] bytes)
+    take     (segment id u64, record offset u64, first event u32, count u32) per taken range
+    commit, rollback   empty
+
+Invariants:
+  * the bytes after the last record are zero: a segment grows in chunks preallocated with
+    posix_fallocate (so a full disk fails an append with ENOSPC, never a SIGBUS in the map);
+  * a transaction's records are appended by one append() call, so they are contiguous and
+    its commit record comes last: a torn tail can only cut the newest transaction;
+  * ``written`` (the LSN: bytes appended over the log's life) only grows; ``durable`` <= written
+    is the LSN covered by a finished fdatasync. sync(lsn) returns once durable >= lsn; the
+    first waiter runs fdatasync for everyone appended so far (group commit);
+  * a segment is synced before the log moves to the next one, so one fd covers [durable, written);
+  * after a failed fdatasync the log refuses every append and sync: the kernel may have
+    dropped the dirty pages, so retrying could report durability that does not exist.
+
+The GIL is released while copying, preallocating and syncing; CRCs are computed by the
+crc32c package, which releases it too.
+"""
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from libc.errno cimport errno, ENOSPC
+from posix.fcntl cimport open as c_open, O_RDWR, O_RDONLY, O_CREAT, O_EXCL, O_WRONLY, O_TRUNC, O_APPEND
+from posix.unistd cimport close as c_close, write as c_write
+from posix.stat cimport struct_stat, fstat
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
+from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC, CLOCK_REALTIME
+from cpython.bytes cimport PyBytes_AS_STRING
+from fastsync._sync cimport *
+
+include "_owned.pxi"
+
+cdef extern from "<fcntl.h>" nogil:
+    int posix_fallocate(int fd, long offset, long length)
+cdef extern from "<unistd.h>" nogil:
+    int fdatasync(int fd)
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    ssize_t pwritev(int fd, const iovec *iov, int iovcnt, long offset)
+
+cdef char ZEROS[8]
+cdef int IOV_BATCH = 512
+
+FORMAT_VERSION = 1
+SEGMENT_MAGIC = b"FSWALSEG"
+SEGMENT_HEADER = 64
+RECORD_MAGIC = 0x52574653
+RECORD_HEADER = 24
+PUT, TAKE, COMMIT, ROLLBACK = 1, 2, 3, 4
+
+
+cdef inline int64_t pad8(int64_t n) noexcept nogil:
+    return (n + 7) & ~(<int64_t>7)
+
+
+cdef inline double now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class Segment:
+    """One segment file mapped into memory.
+
+    Segment(path, id, size, create=True) makes a new file (it must not exist), writes its
+    header and maps ``size`` bytes for appending; Segment(path) maps an existing file
+    read-only, as large as it is. The map lives as long as this object and every Buffer
+    from view(), so a consumer may hold taken events after the file is deleted."""
+
+    def __cinit__(self, path, int64_t seg_id=0, int64_t size=0, bint create=False, int64_t chunk=1 << 24):
+        cdef struct_stat st
+        cdef int64_t ns
+        cdef timespec ts
+        self.fd = -1
+        self.base = NULL
+        self.path = path
+        self.id = seg_id
+        self.writable = create
+        bpath = str(path).encode()
+        if create:
+            if size < SEGMENT_HEADER + RECORD_HEADER:
+                raise ValueError("segment size %d is below the smallest useful size %d" % (size, SEGMENT_HEADER + RECORD_HEADER))
+            self.fd = c_open(bpath, O_RDWR | O_CREAT | O_EXCL, 0o644)
+        else:
+            self.fd = c_open(bpath, O_RDONLY)
+        if self.fd < 0:
+            raise OSError(errno, "cannot open WAL segment", str(path))
+        try:
+            if create:
+                self.mapped = size
+                self._grow(min(chunk, size))
+            else:
+                if fstat(self.fd, &st) != 0:
+                    raise OSError(errno, "cannot stat WAL segment", str(path))
+                self.mapped = self.allocated = self.end = st.st_size
+            if self.mapped > 0:
+                self.base = <char *>mmap(NULL, self.mapped, (PROT_READ | PROT_WRITE) if create else PROT_READ,
+                                         MAP_SHARED, self.fd, 0)
+                if self.base == <char *>MAP_FAILED:
+                    self.base = NULL
+                    raise OSError(errno, "cannot map WAL segment", str(path))
+            if create:
+                clock_gettime(CLOCK_REALTIME, &ts)
+                ns = ts.tv_sec * 1000000000 + ts.tv_nsec
+                memset(self.base, 0, SEGMENT_HEADER)
+                memcpy(self.base, b"FSWALSEG", 8)
+                (<uint32_t *>(self.base + 8))[0] = FORMAT_VERSION
+                (<uint32_t *>(self.base + 12))[0] = SEGMENT_HEADER
+                (<int64_t *>(self.base + 16))[0] = seg_id
+                (<int64_t *>(self.base + 24))[0] = ns
+                self.end = SEGMENT_HEADER
+        except BaseException:
+            self._unmap()
+            raise
+
+    cdef int _grow(self, int64_t upto) except -1:
+        """Preallocate the file up to `upto` bytes (zeros on disk, ENOSPC when full)."""
+        cdef int rc
+        cdef int64_t old = self.allocated
+        if upto <= old:
+            return 0
+        with nogil:
+            rc = posix_fallocate(self.fd, old, upto - old)
+        if rc != 0:
+            raise OSError(rc, "cannot preallocate %d bytes for WAL segment" % (upto - old), str(self.path))
+        self.allocated = upto
+        return 0
+
+    cdef void _unmap(self) noexcept:
+        if self.base != NULL:
+            munmap(self.base, self.mapped)
+            self.base = NULL
+        if self.fd >= 0:
+            c_close(self.fd)
+            self.fd = -1
+
+    def __dealloc__(self):
+        self._unmap()
+
+    def view(self, int64_t start=0, int64_t stop=-1):
+        """Bytes [start, stop) of the segment (stop -1: its end) as a pyarrow Buffer, no copy."""
+        if stop < 0:
+            stop = self.end
+        if start < 0 or start > stop or stop > self.mapped:
+            raise ValueError("view %d..%d outside segment %s of %d bytes" % (start, stop, self.path, self.mapped))
+        if stop == start:
+            return _pa.py_buffer(b"")
+        return _pa.foreign_buffer(<size_t>(self.base + start), stop - start, base=self)
+
+    def sync(self):
+        """fdatasync the file (a writable segment: before it is closed for good)."""
+        cdef int rc
+        with nogil:
+            rc = fdatasync(self.fd)
+        if rc != 0:
+            raise OSError(errno, "fdatasync failed", str(self.path))
+
+    def close(self):
+        """Release the file descriptor; the map stays until the last view is gone."""
+        if self.fd >= 0:
+            c_close(self.fd)
+            self.fd = -1
+        self.writable = False
+
+    def __repr__(self):
+        return "Segment(%r, id=%d, end=%d)" % (str(self.path), self.id, self.end)
+
+
+cdef class Log:
+    """The appending end of the WAL: one current Segment, group commit across threads."""
+
+    def __cinit__(self, Segment segment, int64_t chunk=1 << 24):
+        pthread_mutex_init(&self.mu, NULL)
+        pthread_cond_init(&self.cond, NULL)
+        self.chunk = chunk if chunk > 0 else 1 << 24
+        self._use(segment)
+
+    def __dealloc__(self):
+        pthread_cond_destroy(&self.cond)
+        pthread_mutex_destroy(&self.mu)
+
+    cdef int _use(self, Segment segment) except -1:
+        if not segment.writable or segment.base == NULL:
+            raise ValueError("segment %s is not open for appending" % segment.path)
+        pthread_mutex_lock(&self.mu)     # a leading syncer reads current.fd under mu
+        self.current = segment
+        pthread_mutex_unlock(&self.mu)
+        return 0
+
+    def roll(self, Segment segment):
+        """Make `segment` the current one, after syncing and closing the old one."""
+        cdef Segment old = self.current
+        self._check_failed()
+        self.sync(self.written)
+        self._use(segment)
+        old.close()
+
+    cdef int _check_failed(self) except -1:
+        if self.failed:
+            raise OSError(self.failed, "an earlier fdatasync of the WAL failed; the channel must be restarted to recover")
+        return 0
+
+    def append(self, list records):
+        """Append records [(header, parts)] contiguously to the current segment.
+
+        `header` is the record's 24 framing bytes (CRC included), `parts` a sequence of
+        buffers whose lengths add up to its length field. Returns the offset of the first
+        record, or None when they do not fit in what is left of the segment (roll, retry).
+        Raises OSError (ENOSPC when the disk is full) with nothing written. One thread
+        appends at a time (the channel's append lock); sync() may run in any thread."""
+        cdef Segment seg = self.current
+        cdef Py_ssize_t nparts = 0, i = 0, k
+        cdef int64_t total = 0, rec_len, start, pos
+        cdef ByteView v
+        cdef iovec *iov
+        cdef int niov, err
+        self._check_failed()
+        views = []
+        for header, parts in records:
+            if len(header) != RECORD_HEADER:
+                raise ValueError("a record header is %d bytes, not %d" % (RECORD_HEADER, len(header)))
+            rec_len = RECORD_HEADER
+            views.append(ByteView(header))
+            for p in parts:
+                v = ByteView(p)
+                rec_len += v.size
+                views.append(v)
+            total += pad8(rec_len)
+            nparts += 1 + len(parts)
+        start = seg.end
+        if start + total > seg.mapped:
+            return None
+        if start + total > seg.allocated:
+            seg._grow(min(seg.mapped, pad8(start + total + self.chunk)))
+        iov = <iovec *>malloc(2 * nparts * sizeof(iovec))
+        if iov == NULL:
+            raise MemoryError()
+        # each part, and after a record's last part the zero padding to a multiple of 8
+        niov = 0
+        for header, parts in records:
+            rec_len = 0
+            for k in range(1 + len(parts)):
+                v = views[i]
+                iov[niov].iov_base = <void *>v.ptr
+                iov[niov].iov_len = v.size
+                niov += 1
+                rec_len += v.size
+                i += 1
+            if pad8(rec_len) != rec_len:
+                iov[niov].iov_base = <void *>ZEROS
+                iov[niov].iov_len = pad8(rec_len) - rec_len
+                niov += 1
+        # written through the file, not the map: a store into a fresh mapped page costs a
+        # fault and a journal handle per 4 KiB, pwritev copies into the page cache at once
+        with nogil:
+            err = _pwrite_all(seg.fd, iov, niov, start)
+        free(iov)
+        if err:
+            raise OSError(err, "cannot write to WAL segment", str(seg.path))
+        with nogil:
+            pthread_mutex_lock(&self.mu)
+            seg.end = start + total
+            self.written += total
+            pthread_mutex_unlock(&self.mu)
+        return start
+
+    def sync(self, int64_t lsn=-1):
+        """Return once fdatasync has covered the log up to `lsn` (-1: all appended so far)."""
+        cdef int rc
+        with nogil:
+            rc = self._sync(lsn)
+        if rc:
+            raise OSError(rc, "fdatasync of the WAL failed", str(self.current.path))
+
+    cdef int _sync(self, int64_t lsn) noexcept nogil:
+        cdef int64_t target
+        cdef int fd, rc = 0
+        pthread_mutex_lock(&self.mu)
+        if lsn < 0:
+            lsn = self.written
+        while self.durable < lsn and not self.failed:
+            if self.syncing:
+                pthread_cond_wait(&self.cond, &self.mu)
+                continue
+            # lead: one fdatasync covers every byte appended so far, for every waiter
+            self.syncing = True
+            target = self.written
+            fd = self.current.fd
+            pthread_mutex_unlock(&self.mu)
+            rc = fdatasync(fd)
+            if rc != 0:
+                rc = errno
+            pthread_mutex_lock(&self.mu)
+            self.syncing = False
+            self.syncs += 1
+            if rc != 0:
+                self.failed = rc
+            elif target > self.durable:
+                self.durable = target
+            pthread_cond_broadcast(&self.cond)
+        rc = self.failed
+        pthread_mutex_unlock(&self.mu)
+        return rc
+
+
+cdef int _pwrite_all(int fd, iovec *iov, int niov, int64_t pos) noexcept nogil:
+    """Write every iovec at pos, resuming after short writes; 0 or an errno."""
+    cdef int first = 0, cnt
+    cdef ssize_t w
+    while first < niov:
+        cnt = niov - first if niov - first < IOV_BATCH else IOV_BATCH
+        w = pwritev(fd, iov + first, cnt, pos)
+        if w < 0:
+            return errno
+        pos += w
+        while first < niov and <size_t>w >= iov[first].iov_len:
+            w -= iov[first].iov_len
+            first += 1
+        if w > 0:
+            iov[first].iov_base = <char *>iov[first].iov_base + w
+            iov[first].iov_len -= w
+    return 0
+
+
+def fdatasync_baseline(path, data, int64_t batches):
+    """The physical limit of a durable log on this disk: append `data` to a new file
+    `batches` times, fdatasync after each. Returns the seconds it took."""
+    cdef ByteView v = ByteView(data)
+    cdef int fd
+    cdef int64_t i, done
+    cdef long w
+    cdef double t0, t1
+    cdef int err = 0
+    fd = c_open(str(path).encode(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o644)
+    if fd < 0:
+        raise OSError(errno, "cannot open", str(path))
+    with nogil:
+        t0 = now()
+        for i in range(batches):
+            done = 0
+            while done < v.size:
+                w = c_write(fd, v.ptr + done, v.size - done)
+                if w < 0:
+                    err = errno
+                    break
+                done += w
+            if err or fdatasync(fd) != 0:
+                if not err:
+                    err = errno
+                break
+        t1 = now()
+    c_close(fd)
+    if err:
+        raise OSError(err, "baseline write failed", str(path))
+    return t1 - t0

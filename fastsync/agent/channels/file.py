@@ -1,0 +1,668 @@
+"""Flume's durable `file` channel on the write-ahead log (fastsync._wal + channels/wal.py).
+
+A transaction's puts are staged (references, no copy) and its takes are pointers into
+the log; commit appends all of its records at once — put records carrying the batches,
+a take record listing the taken (segment, record, first event, count) ranges, and a
+commit record — then waits until one group fdatasync covers them (fsyncPolicy = commit)
+or returns at once and lets a flusher sync every fsyncIntervalMs (interval). A rollback
+writes nothing: the staged puts are dropped and the taken ranges go back to the head.
+
+Committed events wait in an in-memory queue of ranges over put records in the mapped
+segments, so a take copies nothing: the batch it returns views the map. A checkpoint
+(every checkpointInterval ms and at stop) saves that queue and the log position, so a
+restart replays only what came after it; segments nothing points into are then deleted.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastsync._native import Log, Segment
+from fastsync.agent.channels import wal
+from fastsync.agent.channels.base import Channel, Transaction
+from fastsync.agent.component import CHANNELS, ComponentConfig, Place, setting
+from fastsync.agent.errors import ChannelException, ChannelFullException
+from fastsync.agent.metrics import CHANNEL_COUNTERS, Counters
+from fastsync.event import EventBatch
+
+log = logging.getLogger("fastsync.channel.file")
+
+_HOME = os.path.join(os.path.expanduser("~"), ".fastsync", "file-channel")
+FILE_CHANNEL_COUNTERS = CHANNEL_COUNTERS + (
+    "CheckpointWriteErrorCount", "CheckpointBackupWriteErrorCount", "EventPutErrorCount",
+    "EventTakeErrorCount", "CorruptRecordsSkipped",
+)
+_IGNORED_FLUME_KEYS = ("use-fast-replay", "useLogReplayV1", "use-log-replay-v1", "checkpointOnClose",
+                       "fsyncPerTransaction", "fsyncInterval")
+
+
+@dataclass
+class FileChannelConfig(ComponentConfig):
+    checkpointDir: str = setting("checkpointDir", os.path.join(_HOME, "checkpoint"), "where checkpoints are written")
+    dataDirs: list = setting("dataDirs", [os.path.join(_HOME, "data")], "comma-separated directories for log segments; new segments go to each in turn")
+    capacity: int = setting("capacity", 1000000, "most events the channel holds", min=1)
+    transactionCapacity: int = setting("transactionCapacity", 10000, "most events put or taken in one transaction", min=1)
+    keepAlive: float = setting("keep-alive", 3.0, "seconds a put commit waits for room, and a take for an event", min=0)
+    maxFileSize: int = setting("maxFileSize", 2146435071, "largest segment file, in bytes", min=65536)
+    minimumRequiredSpace: int = setting("minimumRequiredSpace", 524288000, "puts fail while a directory has less free space than this (bytes)", min=0)
+    checkpointInterval: int = setting("checkpointInterval", 30000, "milliseconds between checkpoints", min=100)
+    checkpointOnClose: bool = setting("checkpointOnClose", True, "write a checkpoint when the channel stops")
+    useDualCheckpoints: bool = setting("useDualCheckpoints", False, "also write every checkpoint to backupCheckpointDir")
+    backupCheckpointDir: str = setting("backupCheckpointDir", "", "where the backup checkpoint goes (with useDualCheckpoints)")
+    fsyncPerTransaction: bool = setting("fsyncPerTransaction", True, "Flume's switch: false = fsyncPolicy interval")
+    fsyncInterval: float = setting("fsyncInterval", 5.0, "Flume's sync interval in seconds, used when fsyncPerTransaction = false", min=0.001)
+    fsyncPolicy: str = setting("fsyncPolicy", "", "commit: a commit returns once durable (group commit); interval: sync every fsyncIntervalMs", choices=("commit", "interval"))
+    fsyncIntervalMs: int = setting("fsyncIntervalMs", 0, "milliseconds between background syncs: of everything with fsyncPolicy = interval (default: Flume's fsyncInterval), of take-only commits otherwise (default 1000)", min=1)
+    syncTakes: bool = setting("syncTakes", False, "fsyncPolicy = commit: take-only commits also wait for their fdatasync (by default they ride on the next one, at most fsyncIntervalMs later)")
+    repair: bool = setting("repair", False, "at start-up, skip (and count) corrupt records in committed data instead of failing")
+
+    @property
+    def policy(self) -> str:
+        return self.fsyncPolicy or ("commit" if self.fsyncPerTransaction else "interval")
+
+    @property
+    def sync_interval(self) -> float:
+        if self.fsyncIntervalMs:
+            return self.fsyncIntervalMs / 1000.0
+        return self.fsyncInterval if not self.fsyncPerTransaction else 1.0
+
+    def validate(self, place: Place) -> None:
+        for key in place.props:
+            if key.startswith("encryption."):
+                raise place.error(key, "file channel encryption is not supported; remove the encryption.* keys")
+        if not self.dataDirs:
+            raise place.error("dataDirs", "must name at least one directory")
+        if self.transactionCapacity > self.capacity:
+            raise place.error("transactionCapacity", "Transaction Capacity of File Channel (%d) cannot be higher than the capacity (%d)"
+                              % (self.transactionCapacity, self.capacity))
+        ck = os.path.abspath(self.checkpointDir)
+        for d in self.dataDirs:
+            if os.path.abspath(d) == ck:
+                raise place.error("dataDirs", "%s is also the checkpointDir; they must differ" % d)
+        if self.useDualCheckpoints:
+            if not self.backupCheckpointDir:
+                raise place.error("useDualCheckpoints", "needs backupCheckpointDir")
+            if os.path.abspath(self.backupCheckpointDir) in [ck] + [os.path.abspath(d) for d in self.dataDirs]:
+                raise place.error("backupCheckpointDir", "must differ from checkpointDir and every data directory")
+
+
+class _Replay:
+    """The queue rebuilt from a checkpoint and the log after it."""
+
+    def __init__(self):
+        self.live: dict[tuple[int, int], list] = {}   # (segment, offset) -> [PutRecord, [[start, count], ...]]
+        self.next_txn = 1
+        self.records = 0
+        self.transactions = 0
+        self.skipped: list[tuple[str, int, str]] = []
+        self.torn: list[tuple[str, int, int]] = []    # (file, offset, bytes cut)
+        self.unmatched_takes = 0
+
+    def add(self, rec, start: int, count: int) -> None:
+        key = (rec.seg.id, rec.off)
+        entry = self.live.get(key)
+        if entry is None:
+            self.live[key] = entry = [rec, []]
+        entry[1].append([start, count])
+
+    def remove(self, seg: int, off: int, start: int, count: int) -> None:
+        entry = self.live.get((seg, off))
+        if entry is None:
+            self.unmatched_takes += count
+            return
+        stop = start + count
+        kept = []
+        for s, c in entry[1]:
+            e = s + c
+            if e <= start or s >= stop:
+                kept.append([s, c])
+                continue
+            if s < start:
+                kept.append([s, start - s])
+            if e > stop:
+                kept.append([stop, e - stop])
+        entry[1] = kept
+        if not kept:
+            del self.live[(seg, off)]
+
+    def queue(self) -> deque:
+        q = deque()
+        for rec, ivs in self.live.values():
+            for s, c in sorted(ivs):
+                q.append([rec, s, c])
+        return q
+
+
+def _record_at(seg: Segment, off: int) -> wal.PutRecord:
+    mv = memoryview(seg.view(0, seg.end))
+    got = wal._check_record(mv, off, seg.end)
+    if isinstance(got, str) or got[0] != wal.PUT:
+        raise wal.CorruptLogError("%s: the checkpoint points at byte %d, which is not a valid put record (%s)"
+                                  % (seg.path, off, got if isinstance(got, str) else wal.KIND_NAMES[got[0]]))
+    return wal.PutRecord(seg, off, seg.view(off + wal.RECORD_HEADER, off + wal.RECORD_HEADER + got[2]))
+
+
+def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_Replay, dict, "wal.Checkpoint | None"]:
+    """Rebuild the queue: newest valid checkpoint, then every record after it.
+    Returns (replay, {segment id: Segment}, checkpoint used). With readonly, a torn tail is
+    reported but not truncated."""
+    ck, warnings = wal.load_checkpoint(checkpoint_dirs)
+    for w in warnings:
+        log.warning("damaged checkpoint ignored: %s", w)
+    paths = wal.list_segments(data_dirs)
+    segments: dict[int, Segment] = {}
+
+    def segment(sid: int) -> Segment:
+        if sid not in segments:
+            if sid not in paths:
+                raise wal.CorruptLogError("the checkpoint points into segment log-%d, which is missing from %s"
+                                          % (sid, ", ".join(data_dirs)))
+            segments[sid] = wal.open_segment_file(paths[sid], sid)
+        return segments[sid]
+
+    for sid in paths:
+        segment(sid)
+    r = _Replay()
+    start_seg, start_off = (min(paths) if paths else 1), wal.SEGMENT_HEADER
+    if ck is not None:
+        r.next_txn = ck.next_txn
+        start_seg, start_off = ck.segment, ck.offset
+        records: dict[tuple[int, int], wal.PutRecord] = {}
+        for e in ck.entries:
+            key = (int(e["seg"]), int(e["off"]))
+            rec = records.get(key)
+            if rec is None:
+                rec = records[key] = _record_at(segment(key[0]), key[1])
+            r.add(rec, int(e["start"]), int(e["count"]))
+        if start_seg not in paths and any(sid >= start_seg for sid in paths):
+            raise wal.CorruptLogError("the checkpoint resumes in segment log-%d, which is missing from %s"
+                                      % (start_seg, ", ".join(data_dirs)))
+    elif warnings and paths:
+        log.warning("no valid checkpoint: replaying every segment from log-%d", min(paths))
+    newest = max(paths) if paths else 0
+    pending: dict[int, list] = {}
+    for sid in [s for s in paths if s >= start_seg]:
+        seg = segment(sid)
+        if seg.end < wal.SEGMENT_HEADER:
+            continue
+        res = wal.scan_segment(seg, start_off if sid == start_seg else wal.SEGMENT_HEADER, sid == newest, repair)
+        r.skipped.extend((str(seg.path), off, why) for off, why in res.skipped)
+        for rec in res.records:
+            r.records += 1
+            r.next_txn = max(r.next_txn, rec.txn + 1)
+            if rec.kind == wal.PUT:
+                pending.setdefault(rec.txn, []).append(wal.PutRecord(seg, rec.off, rec.payload))
+            elif rec.kind == wal.TAKE:
+                pending.setdefault(rec.txn, []).append(np.frombuffer(rec.payload, dtype=wal.TAKE_RANGE))
+            elif rec.kind == wal.COMMIT:
+                r.transactions += 1
+                for item in pending.pop(rec.txn, ()):
+                    if isinstance(item, wal.PutRecord):
+                        r.add(item, 0, item.n)
+                    else:
+                        for t in item:
+                            r.remove(int(t["seg"]), int(t["off"]), int(t["start"]), int(t["count"]))
+            else:
+                pending.pop(rec.txn, None)
+        if res.torn_at is not None:
+            cut = seg.end - res.torn_at
+            r.torn.append((str(seg.path), res.torn_at, cut))
+            if not readonly:
+                log.warning("%s: truncating a torn tail of %d bytes at byte %d (never committed)", seg.path, cut, res.torn_at)
+                os.truncate(seg.path, res.torn_at)
+    return r, segments, ck
+
+
+@CHANNELS.register("file", "org.apache.flume.channel.file.FileChannel")
+class FileChannel(Channel):
+    Config = FileChannelConfig
+
+    def __init__(self, name: str, config: FileChannelConfig | None = None):
+        super().__init__(name)
+        self.config = config = config or FileChannelConfig()
+        self.counters = Counters("CHANNEL", FILE_CHANNEL_COUNTERS, self._gauges)
+        self._cond = threading.Condition(threading.Lock())
+        self._append_lock = threading.Lock()
+        self._queue: deque = deque()     # [PutRecord, first event, count], head first
+        self._queued = 0                 # committed events waiting
+        self._inflight = 0               # taken, not yet committed or rolled back
+        self._reserved = 0               # room held by commits on their way into the log
+        self._open_takes: dict[int, list] = {}   # id(transaction) -> its taken ranges
+        self._segments: dict[int, Segment] = {}
+        self._log: Log | None = None
+        self._txn_ids = None
+        self._interrupted = False
+        self._lockfile = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.last_checkpoint = 0.0
+        self.replay: _Replay | None = None
+
+    # -- lifecycle --
+    def start(self) -> None:
+        if self._log is None:
+            self._open()
+        self._interrupted = False
+        self._stopping.clear()
+        self._threads = [threading.Thread(target=self._every, args=(self.config.checkpointInterval / 1000.0, self._checkpoint_quietly),
+                                          name="checkpoint-%s" % self.name, daemon=True)]
+        if self.config.policy == "interval" or not self.config.syncTakes:
+            self._threads.append(threading.Thread(target=self._every, args=(self.config.sync_interval, self._sync_quietly),
+                                                  name="fsync-%s" % self.name, daemon=True))
+        for t in self._threads:
+            t.start()
+        self.counters.started()
+
+    def stop(self) -> None:
+        self.interrupt()
+        self._stopping.set()
+        for t in self._threads:
+            t.join()
+        self._threads = []
+        if self._log is not None:
+            try:
+                if self.config.checkpointOnClose:
+                    self.checkpoint()
+                else:
+                    self._log.sync()
+            except (OSError, ChannelException) as exc:
+                log.error("channel %s: final checkpoint failed: %s", self.name, exc)
+            self._log = None
+            self._queue.clear()
+            self._queued = self._inflight = 0
+            self._open_takes.clear()
+            self._segments.clear()
+        if self._lockfile is not None:
+            self._lockfile.close()     # releases the flock
+            self._lockfile = None
+        self.counters.stopped()
+
+    def interrupt(self) -> None:
+        with self._cond:
+            self._interrupted = True
+            self._cond.notify_all()
+
+    def _every(self, seconds: float, fn) -> None:
+        while not self._stopping.wait(seconds):
+            fn()
+
+    def _open(self) -> None:
+        cfg = self.config
+        dirs = [cfg.checkpointDir] + list(cfg.dataDirs) + ([cfg.backupCheckpointDir] if cfg.useDualCheckpoints else [])
+        for d in dirs:
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as exc:
+                raise ChannelException("channel %s: cannot create directory %s: %s" % (self.name, d, exc.strerror)) from None
+        lock_path = os.path.join(cfg.checkpointDir, "in_use.lock")
+        f = open(lock_path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise ChannelException("channel %s: checkpointDir %s is in use by another file channel (lock %s)"
+                                   % (self.name, cfg.checkpointDir, lock_path)) from None
+        self._lockfile = f
+        try:
+            self._recover()
+        except BaseException:
+            self._lockfile.close()
+            self._lockfile = None
+            raise
+
+    def _recover(self) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        ck_dirs = [cfg.checkpointDir] + ([cfg.backupCheckpointDir] if cfg.useDualCheckpoints else [])
+        try:
+            r, segments, _ = recover(ck_dirs, cfg.dataDirs, cfg.repair, readonly=False)
+        except wal.CorruptLogError as exc:
+            raise ChannelException("channel %s: %s" % (self.name, exc)) from None
+        self.replay = r
+        self._segments = segments
+        self._queue = r.queue()
+        self._queued = sum(e[2] for e in self._queue)
+        if r.skipped:
+            self.counters.add(CorruptRecordsSkipped=len(r.skipped))
+        if self._queued > cfg.capacity:
+            log.warning("channel %s: %d events recovered, more than its capacity %d", self.name, self._queued, cfg.capacity)
+        self._txn_ids = itertools.count(r.next_txn)
+        paths = wal.list_segments(cfg.dataDirs)
+        self._log = Log(self._new_segment(max(list(paths) + [0]) + 1), chunk=min(1 << 24, cfg.maxFileSize))
+        log.info("channel %s: replayed %d records (%d transactions) in %.3f s: %d events waiting",
+                 self.name, r.records, r.transactions, time.perf_counter() - t0, self._queued)
+        self.checkpoint()
+
+    def _new_segment(self, sid: int) -> Segment:
+        d = self.config.dataDirs[sid % len(self.config.dataDirs)]
+        path = os.path.join(d, "log-%d" % sid)
+        try:
+            seg = Segment(path, sid, self.config.maxFileSize, True, min(1 << 24, self.config.maxFileSize))
+        except OSError as exc:
+            raise ChannelException("channel %s: cannot create log segment %s: %s" % (self.name, path, exc.strerror or exc)) from None
+        self._segments[sid] = seg
+        return seg
+
+    # -- state --
+    @property
+    def size(self) -> int:
+        return self._queued
+
+    @property
+    def in_flight(self) -> int:
+        return self._inflight
+
+    @property
+    def transaction_capacity(self) -> int:
+        return self.config.transactionCapacity
+
+    def _gauges(self) -> dict:
+        size = self._queued
+        return {"ChannelSize": size, "ChannelCapacity": self.config.capacity,
+                "ChannelFillPercentage": 100.0 * size / self.config.capacity,
+                "Open": str(self._log is not None).lower()}
+
+    def transaction(self) -> "FileTransaction":
+        return FileTransaction(self)
+
+    # -- checkpoints --
+    def checkpoint(self) -> None:
+        """Write the queue and the log position atomically; then delete dead segments."""
+        if self._log is None:
+            raise ChannelException("channel %s is not open" % self.name)
+        with self._append_lock:
+            with self._cond:
+                ranges = [r for taken in self._open_takes.values() for r in taken]
+                ranges.extend(self._queue)
+                cur = self._log.current
+                pos = (cur.id, cur.end)
+                next_txn = next(self._txn_ids)
+            lsn = self._log.written
+        entries = np.array([(r[0].seg.id, r[0].off, r[1], r[2]) for r in ranges], dtype=wal.TAKE_RANGE)
+        # everything the checkpoint points at must be durable before the checkpoint is
+        self._log.sync(lsn)
+        data = wal.Checkpoint(wal.now_ns(), pos[0], pos[1], next_txn, entries).encode()
+        try:
+            wal.write_atomically(os.path.join(self.config.checkpointDir, wal.CHECKPOINT_NAME), data)
+        except OSError:
+            self.counters.add(CheckpointWriteErrorCount=1)
+            raise
+        if self.config.useDualCheckpoints:
+            try:
+                wal.write_atomically(os.path.join(self.config.backupCheckpointDir, wal.CHECKPOINT_NAME), data)
+            except OSError:
+                self.counters.add(CheckpointBackupWriteErrorCount=1)
+                raise
+        self.last_checkpoint = time.time()
+        live = set(int(s) for s in np.unique(entries["seg"])) if len(entries) else set()
+        for sid in sorted(self._segments):
+            if sid < pos[0] and sid not in live:
+                seg = self._segments.pop(sid)
+                try:
+                    os.unlink(seg.path)
+                except FileNotFoundError:
+                    pass
+
+    def _checkpoint_quietly(self) -> None:
+        try:
+            self.checkpoint()
+        except Exception as exc:    # the next interval tries again; the log still has everything
+            log.error("channel %s: checkpoint failed: %s", self.name, exc)
+
+    def _sync_quietly(self) -> None:
+        try:
+            if self._log is not None:
+                self._log.sync()
+        except OSError as exc:
+            log.error("channel %s: %s", self.name, exc)
+
+    # -- used by transactions --
+    def _take(self, tx_key: int, want: int, timeout: float):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._queue:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._interrupted:
+                    return None
+                self._cond.wait(left)
+            ranges, got = [], 0
+            q = self._queue
+            while q and got < want:
+                rec, s, c = e = q[0]
+                k = min(c, want - got)
+                if k == c:
+                    q.popleft()
+                else:
+                    e[1] += k
+                    e[2] -= k
+                ranges.append([rec, s, k])
+                got += k
+            self._queued -= got
+            self._inflight += got
+            self._open_takes.setdefault(tx_key, []).extend(ranges)
+        return ranges, got
+
+    def _unget(self, tx_key: int, n: int) -> None:
+        with self._cond:
+            ranges = self._open_takes.pop(tx_key, [])
+            self._queue.extendleft(reversed(ranges))
+            self._queued += n
+            self._inflight -= n
+            self._cond.notify_all()
+
+    def _reserve(self, put_n: int, take_credit: int) -> None:
+        cfg = self.config
+        deadline = time.monotonic() + cfg.keepAlive
+        with self._cond:
+            while self._queued + self._inflight + self._reserved + put_n - take_credit > cfg.capacity:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._interrupted:
+                    raise ChannelFullException(
+                        "The channel has reached it's capacity. This might be the result of a sink on the channel having "
+                        "too low of batch size, a downstream system running slower than normal, or that the channel "
+                        "capacity is just too low. [channel=%s, capacity=%d]" % (self.name, cfg.capacity))
+                self._cond.wait(left)
+            self._reserved += put_n
+
+    def _check_space(self) -> None:
+        need = self.config.minimumRequiredSpace
+        for d in [self.config.checkpointDir] + list(self.config.dataDirs):
+            st = os.statvfs(d)
+            free = st.f_bavail * st.f_frsize
+            if free < need:
+                raise ChannelException("channel %s: only %d bytes free in %s, below minimumRequiredSpace = %d; puts fail until space is freed"
+                                       % (self.name, free, d, need))
+
+    def _commit(self, tx_key: int, records: list, put_sizes: list, put_n: int, take_n: int) -> int:
+        """Append a transaction's records and apply it to the queue; returns its LSN."""
+        lg = self._log
+        with self._append_lock:
+            start = lg.append(records)
+            if start is None:
+                lg.roll(self._new_segment(lg.current.id + 1))
+                start = lg.append(records)
+                if start is None:
+                    total = sum(wal.pad8(wal.RECORD_HEADER + sum(wal.nbytes(p) for p in parts)) for _, parts in records)
+                    raise ChannelException("channel %s: one transaction needs %d bytes of log, more than maxFileSize = %d allows"
+                                           % (self.name, total, self.config.maxFileSize))
+            seg = lg.current
+            lsn = lg.written
+            recs, off = [], start
+            for size, plen in put_sizes:
+                recs.append(wal.PutRecord(seg, off, seg.view(off + wal.RECORD_HEADER, off + wal.RECORD_HEADER + plen)))
+                off += size
+            with self._cond:
+                for rec in recs:
+                    self._queue.append([rec, 0, rec.n])
+                self._queued += put_n
+                self._reserved -= put_n
+                self._inflight -= take_n
+                self._open_takes.pop(tx_key, None)
+                self._cond.notify_all()
+        return lsn
+
+    def _release(self, put_n: int) -> None:
+        with self._cond:
+            self._reserved -= put_n
+            self._cond.notify_all()
+
+
+class FileTransaction(Transaction):
+    __slots__ = ("ch", "puts", "put_n", "take_n", "sync_failed")
+
+    def __init__(self, channel: FileChannel):
+        super().__init__()
+        self.ch = channel
+        self.puts: list[EventBatch] = []
+        self.put_n = 0
+        self.take_n = 0
+        self.sync_failed = False
+
+    def begin(self) -> None:
+        if self.ch._log is None:
+            raise ChannelException("channel %s is not started" % self.ch.name)
+        super().begin()
+
+    def put(self, batch: EventBatch) -> None:
+        self._check_open("put")
+        n = len(batch)
+        cap = self.ch.config.transactionCapacity
+        if self.put_n + n > cap:
+            raise ChannelException(
+                "Put queue for FileBackedTransaction of capacity %d full, consider committing more frequently, "
+                "increasing capacity or increasing thread count. [channel=%s, %d events in this put]" % (cap, self.ch.name, n))
+        if n:
+            self.puts.append(batch)
+            self.put_n += n
+
+    def take(self, max_events: int | None = None, timeout: float | None = None) -> EventBatch | None:
+        """Up to max_events (default: what the transaction still allows), waiting up to
+        `timeout` s (default keep-alive) for the first; None when nothing came."""
+        self._check_open("take")
+        ch = self.ch
+        room = ch.config.transactionCapacity - self.take_n
+        if room <= 0:
+            raise ChannelException(
+                "Take list for FileBackedTransaction, capacity %d full, consider committing more frequently, "
+                "increasing capacity, or increasing thread count. [channel=%s]" % (ch.config.transactionCapacity, ch.name))
+        want = room if max_events is None else min(max_events, room)
+        got = ch._take(id(self), want, ch.config.keepAlive if timeout is None else timeout)
+        if got is None:
+            ch.counters.add(EventTakeAttemptCount=1)
+            return None
+        ranges, n = got
+        self.take_n += n
+        ch.counters.add(EventTakeAttemptCount=n + (n < want))
+        parts = [EventBatch(rec.body, rec.offsets[s:s + k + 1], rec.headers_slice(s, k)) for rec, s, k in ranges]
+        return parts[0] if len(parts) == 1 else EventBatch.concat(parts)
+
+    def commit(self) -> None:
+        self._check_open("commit")
+        ch = self.ch
+        if not self.puts and not self.take_n:
+            self._done()
+            return
+        txn = next(ch._txn_ids)
+        records, put_sizes = [], []
+        for b in self.puts:
+            parts = wal.put_parts(b)
+            plen = sum(wal.nbytes(p) for p in parts)
+            records.append(wal.frame(wal.PUT, txn, parts))
+            put_sizes.append((wal.pad8(wal.RECORD_HEADER + plen), plen))
+        if self.take_n:
+            with ch._cond:
+                taken = list(ch._open_takes.get(id(self), ()))
+            arr = np.array([(r[0].seg.id, r[0].off, r[1], r[2]) for r in taken], dtype=wal.TAKE_RANGE)
+            records.append(wal.frame(wal.TAKE, txn, [arr.tobytes()]))
+        records.append(wal.frame(wal.COMMIT, txn, []))
+        if self.put_n:
+            ch._check_space()
+            ch._reserve(self.put_n, self.take_n)
+            ch.counters.add(EventPutAttemptCount=self.put_n, EventPutSuccessCount=self.put_n)
+        try:
+            lsn = ch._commit(id(self), records, put_sizes, self.put_n, self.take_n)
+        except OSError as exc:
+            if self.put_n:
+                ch._release(self.put_n)
+                ch.counters.add(EventPutSuccessCount=-self.put_n, EventPutErrorCount=1)
+            if exc.errno == errno.ENOSPC:
+                raise ChannelException("channel %s: the disk of %s is full; puts fail until space is freed"
+                                       % (ch.name, ch._log.current.path)) from None
+            raise ChannelException("channel %s: writing the log failed: %s" % (ch.name, exc)) from None
+        except BaseException:
+            if self.put_n:
+                ch._release(self.put_n)
+                ch.counters.add(EventPutSuccessCount=-self.put_n)
+            raise
+        if self.take_n:
+            ch.counters.add(EventTakeSuccessCount=self.take_n)
+        had_puts = self.put_n
+        self._done()    # in the log and applied: a failed sync below cannot be rolled back
+        # A take-only commit need not wait (unless syncTakes): it is in the page cache, so
+        # it survives a crash of the process, and losing it to a power cut before the
+        # next sync can only deliver its events again, never lose one.
+        if ch.config.policy == "commit" and (had_puts or ch.config.syncTakes):
+            try:
+                ch._log.sync(lsn)
+            except OSError as exc:
+                self.sync_failed = True
+                raise ChannelException("channel %s: the commit is in the log but not durable: %s; restart the channel"
+                                       % (ch.name, exc)) from None
+
+    def rollback(self) -> None:
+        if self.sync_failed:
+            return      # a commit that failed only at its fdatasync: already applied
+        self._check_open("rollback")
+        if self.put_n:
+            self.ch.counters.add(EventPutAttemptCount=self.put_n)
+        if self.take_n:
+            self.ch._unget(id(self), self.take_n)
+        self._done()
+
+    def _done(self) -> None:
+        self.puts = []
+        self.put_n = self.take_n = 0
+        self.state = Transaction.COMPLETED
+
+
+def inspect(checkpoint_dir: str, data_dirs: list[str], backup_checkpoint_dir: str | None = None) -> dict:
+    """What `fastsync channel inspect` prints: the committed events waiting, the segments,
+    the checkpoint, and the check of every record's CRC. Reads only; safe on a live channel."""
+    for d in [checkpoint_dir] + list(data_dirs):
+        if not os.path.isdir(d):
+            raise FileNotFoundError(errno.ENOENT, "no such directory", d)
+    ck_dirs = [checkpoint_dir] + ([backup_checkpoint_dir] if backup_checkpoint_dir else [])
+    r, segments, ck = recover(ck_dirs, data_dirs, repair=True, readonly=True)
+    newest = max(segments) if segments else 0
+    segs, corrupt, torn, records = [], [], [], 0
+    for sid, seg in sorted(segments.items()):
+        segs.append({"id": sid, "path": str(seg.path), "bytes": seg.end})
+        if seg.end < wal.SEGMENT_HEADER:
+            continue
+        res = wal.scan_segment(seg, wal.SEGMENT_HEADER, sid == newest, repair=True)
+        records += len(res.records)
+        corrupt += [{"file": str(seg.path), "offset": off, "reason": why} for off, why in res.skipped]
+        if res.torn_at is not None:
+            torn.append({"file": str(seg.path), "offset": res.torn_at, "bytes": seg.end - res.torn_at})
+    queue = r.queue()
+    return {
+        "events": sum(e[2] for e in queue),
+        "segments": len(segs),
+        "bytes": sum(s["bytes"] for s in segs),
+        "segment_files": segs,
+        "checkpoint": ck.path if ck else None,
+        "last_checkpoint": ck.created_ns / 1e9 if ck else None,
+        "records_checked": records,
+        "corrupt_records": corrupt,
+        "torn_tail": torn,
+        "ok": not corrupt,
+    }
