@@ -24,9 +24,12 @@ Payloads (framed and parsed in fastsync/agent/channels/wal.py):
     take     (segment id u64, record offset u64, first event u32, count u32) per taken range
     commit, rollback   empty
 
+Records are written with pwritev through the file descriptor; the map serves reads
+(zero-copy views of put records for takes, and replay).
+
 Invariants:
   * the bytes after the last record are zero: a segment grows in chunks preallocated with
-    posix_fallocate (so a full disk fails an append with ENOSPC, never a SIGBUS in the map);
+    posix_fallocate, so a full disk fails an append with ENOSPC before anything is written;
   * a transaction's records are appended by one append() call, so they are contiguous and
     its commit record comes last: a torn tail can only cut the newest transaction;
   * ``written`` (the LSN: bytes appended over the log's life) only grows; ``durable`` <= written
@@ -36,7 +39,7 @@ Invariants:
   * after a failed fdatasync the log refuses every append and sync: the kernel may have
     dropped the dirty pages, so retrying could report durability that does not exist.
 
-The GIL is released while copying, preallocating and syncing; CRCs are computed by the
+The GIL is released while writing, preallocating and syncing; CRCs are computed by the
 crc32c package, which releases it too.
 """
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t

@@ -39,10 +39,8 @@ log = logging.getLogger("fastsync.channel.file")
 _HOME = os.path.join(os.path.expanduser("~"), ".fastsync", "file-channel")
 FILE_CHANNEL_COUNTERS = CHANNEL_COUNTERS + (
     "CheckpointWriteErrorCount", "CheckpointBackupWriteErrorCount", "EventPutErrorCount",
-    "EventTakeErrorCount", "CorruptRecordsSkipped",
+    "CorruptRecordsSkipped",
 )
-_IGNORED_FLUME_KEYS = ("use-fast-replay", "useLogReplayV1", "use-log-replay-v1", "checkpointOnClose",
-                       "fsyncPerTransaction", "fsyncInterval")
 
 
 @dataclass
