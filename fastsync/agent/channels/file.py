@@ -346,6 +346,11 @@ class FileChannel(Channel):
         try:
             seg = Segment(path, sid, self.config.maxFileSize, True, min(1 << 24, self.config.maxFileSize))
         except OSError as exc:
+            if exc.errno != errno.EEXIST:     # don't leave a stub that would block the next try
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
             raise ChannelException("channel %s: cannot create log segment %s: %s" % (self.name, path, exc.strerror or exc)) from None
         self._segments[sid] = seg
         return seg
