@@ -116,7 +116,7 @@ cdef class Segment:
         try:
             if create:
                 self.mapped = size
-                self._grow(min(chunk, size))
+                self._grow(min(1 << 16, size))     # appends grow it a chunk at a time
             else:
                 if fstat(self.fd, &st) != 0:
                     raise OSError(errno, "cannot stat WAL segment", str(path))
@@ -259,7 +259,12 @@ cdef class Log:
         if start + total > seg.mapped:
             return None
         if start + total > seg.allocated:
-            seg._grow(min(seg.mapped, pad8(start + total + self.chunk)))
+            try:
+                seg._grow(min(seg.mapped, pad8(start + total + self.chunk)))
+            except OSError as exc:
+                if exc.errno != ENOSPC:
+                    raise
+                seg._grow(start + total)       # a nearly full disk: take just what this needs
         iov = <iovec *>malloc(2 * nparts * sizeof(iovec))
         if iov == NULL:
             raise MemoryError()

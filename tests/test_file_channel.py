@@ -1,0 +1,357 @@
+"""The file channel's recovery rules, checkpoints, segments, space limits and errors.
+
+Expected results are computed independently of fastsync/agent/channels/wal.py: record
+boundaries are parsed here with struct from the bytes on disk, per the layout comment at
+the top of ext/fastsync/_wal.pyx."""
+import gc
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+
+import pyarrow as pa
+import pytest
+
+from e2e_support import write_config
+from fastsync.agent.channels.file import FileChannel, FileChannelConfig
+from fastsync.agent.errors import ChannelException
+from fastsync.event import Event, EventBatch
+
+COMMIT = 3
+
+
+def cfg(root, **kw):
+    base = dict(checkpointDir=str(root / "ck"), dataDirs=[str(root / "d1"), str(root / "d2")], capacity=100000,
+                transactionCapacity=5000, keepAlive=0.05, minimumRequiredSpace=0, checkpointInterval=10 ** 7)
+    base.update(kw)
+    return FileChannelConfig(**base)
+
+
+def open_channel(root, **kw):
+    ch = FileChannel("c1", cfg(root, **kw))
+    ch.start()
+    return ch
+
+
+def put(ch, batch):
+    with ch.transaction() as tx:
+        tx.put(batch)
+
+
+def take_all(ch):
+    out = []
+    while True:
+        with ch.transaction() as tx:
+            b = tx.take(1000, 0.0)
+        if b is None:
+            return out
+        out.extend(b.events())
+
+
+def bodies(events):
+    return [e.body for e in events]
+
+
+def batch_of(tag, n, headers=None):
+    return EventBatch.from_bodies([b"%s-%d" % (tag, i) for i in range(n)], headers=headers)
+
+
+def segments(root):
+    out = []
+    for d in ("d1", "d2"):
+        for p in (root / d).glob("log-*"):
+            out.append((int(p.name[4:]), p))
+    return [p for _, p in sorted(out)]
+
+
+def parse_records(data):
+    """[(offset, end, kind, txn)] of the records in a segment's bytes, by the documented layout."""
+    recs, pos = [], 64
+    while pos + 24 <= len(data):
+        magic, crc, length, kind, txn = struct.unpack_from("<IIIB3xQ", data, pos)
+        if magic == 0:
+            break
+        end = pos + 24 + length
+        recs.append((pos, end, kind, txn))
+        pos = (end + 7) & ~7
+    return recs
+
+
+def test_round_trip_across_restarts_with_headers_partial_takes_and_rollbacks(tmp_path):
+    ch = open_channel(tmp_path)
+    put(ch, batch_of(b"a", 10, {"host": "h1"}))
+    put(ch, EventBatch.from_bodies([b"x", b"y", b"z"], headers={"k": pa.array(["1", None, "3"]), "s": "shared"}))
+    with ch.transaction() as tx:
+        assert bodies(tx.take(3).events()) == [b"a-0", b"a-1", b"a-2"]
+    tx = ch.transaction()
+    tx.begin()
+    tx.take(2)
+    tx.rollback()
+    tx.close()
+    tx = ch.transaction()
+    tx.begin()
+    tx.put(batch_of(b"never", 5))
+    tx.rollback()
+    tx.close()
+    ch.stop()
+    for checkpoint in (True, False):
+        if not checkpoint:
+            os.unlink(tmp_path / "ck" / "checkpoint")
+        ch = open_channel(tmp_path)
+        assert ch.size == 10
+        events = ch.transaction()
+        events.begin()
+        got = events.take(100).events()
+        events.rollback()
+        events.close()
+        assert got == [Event(b"a-%d" % i, {"host": "h1"}) for i in range(3, 10)] + [
+            Event(b"x", {"k": "1", "s": "shared"}), Event(b"y", {"s": "shared"}), Event(b"z", {"k": "3", "s": "shared"})]
+        ch.stop()
+
+
+def test_segments_roll_across_data_dirs_and_dead_ones_are_deleted(tmp_path):
+    ch = open_channel(tmp_path, maxFileSize=65536)
+    for i in range(200):
+        put(ch, batch_of(b"b%d" % i, 50))           # ~0.8 KB of bodies + offsets per batch
+    segs = segments(tmp_path)
+    assert len(segs) >= 3
+    assert {p.parent.name for p in segs} == {"d1", "d2"}
+    ch.stop()
+    ch = open_channel(tmp_path, maxFileSize=65536)
+    assert ch.size == 10000
+    got = take_all(ch)
+    assert bodies(got) == [b"b%d-%d" % (i, k) for i in range(200) for k in range(50)]
+    ch.checkpoint()
+    assert len(segments(tmp_path)) == 1             # only the current one is left
+    ch.stop()
+    ch = open_channel(tmp_path, maxFileSize=65536)
+    assert ch.size == 0
+    ch.stop()
+
+
+def test_damaged_checkpoint_uses_the_backup_or_replays_everything(tmp_path):
+    dual = dict(useDualCheckpoints=True, backupCheckpointDir=str(tmp_path / "backup"))
+    ch = open_channel(tmp_path, **dual)
+    for i in range(5):
+        put(ch, batch_of(b"c%d" % i, 20))
+    with ch.transaction() as tx:
+        tx.take(30)
+    ch.stop()
+    want = [b"c%d-%d" % (i, k) for i in range(5) for k in range(20)][30:]
+    main = tmp_path / "ck" / "checkpoint"
+    raw = bytearray(main.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    main.write_bytes(bytes(raw))
+    ch = open_channel(tmp_path, **dual)
+    assert bodies(take_all(ch)) == want
+    ch.stop()
+    # both damaged: replay every segment
+    ch = open_channel(tmp_path, **dual)
+    put(ch, batch_of(b"d", 7))
+    ch.stop()
+    for p in (main, tmp_path / "backup" / "checkpoint"):
+        p.write_bytes(b"garbage")
+    ch = open_channel(tmp_path, **dual)
+    assert bodies(take_all(ch)) == [b"d-%d" % i for i in range(7)]
+    ch.stop()
+
+
+def test_torn_tail_is_cut_at_random_offsets_and_only_whole_commits_survive(tmp_path):
+    rng = random.Random(3)
+    src = tmp_path / "src"
+    ch = open_channel(src, checkpointOnClose=False)
+    txns = []
+    for i in range(25):
+        b = batch_of(b"t%d" % i, rng.randint(1, 40))
+        put(ch, b)
+        txns.append(bodies(b.events()))
+    ch.stop()
+    seg = segments(src)[-1]
+    data = seg.read_bytes()
+    commits = [end for _, end, kind, _ in parse_records(data) if kind == COMMIT]
+    assert len(commits) == 25
+    last = max(commits)
+    for trial in range(30):
+        cut = rng.randint(64, last + 8)
+        work = tmp_path / ("w%d" % trial)
+        shutil.copytree(src, work)
+        path = segments(work)[-1]
+        os.truncate(path, cut)
+        whole = sum(1 for end in commits if end <= cut)
+        want = [b for t in txns[:whole] for b in t]
+        ch = open_channel(work)
+        assert ch.size == len(want), (cut, whole)
+        torn = ch.replay.torn
+        if torn:
+            assert torn[0][0] == str(path)
+            assert os.path.getsize(path) == torn[0][1] <= cut
+        got = bodies(take_all(ch))
+        ch.stop()
+        assert got == want, "cut at %d: want the first %d transactions" % (cut, whole)
+        shutil.rmtree(work)
+
+
+def build_three_segments(root):
+    ch = open_channel(root, checkpointOnClose=False)
+    for i in range(6):
+        put(ch, batch_of(b"f%d" % i, 10))
+    ch.stop()
+    return segments(root)[-1]
+
+
+def test_bit_flip_in_committed_data_stops_start_up_unless_repair(tmp_path):
+    src = tmp_path / "src"
+    seg = build_three_segments(src)
+    recs = parse_records(seg.read_bytes())
+    victim = recs[4]             # the third transaction's put: committed, with records after it
+    assert victim[2] == 1
+    for name, offset in (("payload", victim[0] + 40), ("header", victim[0] + 9)):
+        work = tmp_path / name
+        shutil.copytree(src, work)
+        path = segments(work)[-1]
+        raw = bytearray(path.read_bytes())
+        raw[offset] ^= 0x5A
+        path.write_bytes(bytes(raw))
+        with pytest.raises(ChannelException) as err:
+            open_channel(work)
+        msg = str(err.value)
+        assert str(path) in msg and "at byte %d" % victim[0] in msg and "repair" in msg, msg
+        # inspect reports the same place and exits 1
+        out = subprocess.run([sys.executable, "-m", "fastsync", "channel", "inspect", "--checkpoint-dir", str(work / "ck"),
+                              "--data-dirs", "%s,%s" % (work / "d1", work / "d2"), "--json"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1, out.stderr
+        report = json.loads(out.stdout)
+        assert [(c["file"], c["offset"]) for c in report["corrupt_records"]] == [(str(path), victim[0])]
+        text = subprocess.run([sys.executable, "-m", "fastsync", "channel", "inspect", "--checkpoint-dir", str(work / "ck"),
+                               "--data-dirs", "%s,%s" % (work / "d1", work / "d2")], capture_output=True, text=True, timeout=60)
+        assert text.returncode == 1 and "%s at byte %d" % (path, victim[0]) in text.stdout, text.stdout
+        ch = open_channel(work, repair=True)
+        assert [s[1] for s in ch.replay.skipped] == [victim[0]]
+        assert ch.counters.snapshot()["CorruptRecordsSkipped"] == "1"
+        got = bodies(take_all(ch))
+        ch.stop()
+        assert got == [b"f%d-%d" % (i, k) for i in (0, 1, 3, 4, 5) for k in range(10)]
+    healthy = subprocess.run([sys.executable, "-m", "fastsync", "channel", "inspect", "--checkpoint-dir", str(src / "ck"),
+                              "--data-dirs", "%s,%s" % (src / "d1", src / "d2"), "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert healthy.returncode == 0, healthy.stderr
+    report = json.loads(healthy.stdout)
+    assert report["events"] == 60 and report["ok"] and report["records_checked"] == 12
+
+
+def test_minimum_required_space_fails_puts_cleanly(tmp_path):
+    st = os.statvfs(tmp_path)
+    free = st.f_bavail * st.f_frsize
+    ch = open_channel(tmp_path)
+    put(ch, batch_of(b"ok", 5))
+    ch.stop()
+    ch = open_channel(tmp_path, minimumRequiredSpace=free * 2)
+    with pytest.raises(ChannelException, match="minimumRequiredSpace"):
+        put(ch, batch_of(b"no", 5))
+    assert ch.size == 5
+    assert bodies(take_all(ch)) == [b"ok-%d" % i for i in range(5)]     # takes still work
+    ch.stop()
+    ch = open_channel(tmp_path, minimumRequiredSpace=1 << 20)
+    put(ch, batch_of(b"again", 3))
+    assert ch.size == 3
+    ch.stop()
+
+
+def test_real_disk_full_fails_puts_and_recovers_when_space_returns(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    assert os.geteuid() == 0, "this test mounts a tmpfs and needs root (CI runs as root)"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        filler = mnt / "filler"
+        filler.write_bytes(b"\0" * (1 << 20))
+        root = mnt
+        conf = dict(checkpointDir=str(tmp_path / "ck"), dataDirs=[str(mnt / "data")], maxFileSize=64 << 20)
+        ch = FileChannel("c1", cfg(root, **conf))
+        ch.start()
+        committed, error = [], None
+        for i in range(1000):
+            b = EventBatch.from_bodies([b"full%d-%d-" % (i, k) + b"x" * 200 for k in range(100)], headers={"pad": "x" * 10})
+            try:
+                put(ch, b)
+            except ChannelException as exc:
+                error = str(exc)
+                break
+            committed.extend(bodies(b.events()))
+        assert error and ("full" in error or "No space" in error), error
+        assert ch.size == len(committed) > 0
+        with pytest.raises(ChannelException):
+            put(ch, EventBatch.from_bodies([b"y" * 300] * 100))
+        assert ch.size == len(committed)
+        os.unlink(filler)                     # space returns
+        put(ch, batch_of(b"after", 10))
+        assert ch.size == len(committed) + 10
+        ch.stop()
+        ch = FileChannel("c1", cfg(root, **conf))
+        ch.start()
+        assert bodies(take_all(ch)) == committed + [b"after-%d" % i for i in range(10)]
+        ch.stop()
+    finally:
+        ch = None
+        gc.collect()                           # drop the segments' maps so the mount is not busy
+        if subprocess.run(["umount", str(mnt)]).returncode:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_checkpoint_dir_is_used_by_one_channel_at_a_time(tmp_path):
+    first = open_channel(tmp_path)
+    second = FileChannel("c2", cfg(tmp_path))
+    with pytest.raises(ChannelException, match="in use"):
+        second.start()
+    first.stop()
+    second.start()
+    second.stop()
+
+
+BASE = """a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = seq
+a1.sources.r1.totalEvents = 10
+a1.sources.r1.channels = c1
+a1.sinks.k1.type = null
+a1.sinks.k1.channel = c1
+a1.channels.c1.type = file
+a1.channels.c1.checkpointDir = {root}/ck
+a1.channels.c1.dataDirs = {root}/d1
+a1.channels.c1.minimumRequiredSpace = 0
+"""
+
+
+@pytest.mark.parametrize("extra,key,words", [
+    ("a1.channels.c1.capacity = 10\na1.channels.c1.transactionCapacity = 20", "transactionCapacity", "cannot be higher"),
+    ("a1.channels.c1.useDualCheckpoints = true", "useDualCheckpoints", "backupCheckpointDir"),
+    ("a1.channels.c1.encryption.activeKey = key-0", "encryption.activeKey", "not supported"),
+    ("a1.channels.c1.fsyncPolicy = sometimes", "fsyncPolicy", "must be one of"),
+])
+def test_config_errors_name_file_line_and_key(tmp_path, extra, key, words):
+    conf = write_config(tmp_path, BASE.format(root=tmp_path) + extra + "\n")
+    out = subprocess.run([sys.executable, "-m", "fastsync", "agent", "-n", "a1", "-f", str(conf)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    err = out.stderr.strip().splitlines()[-1]
+    assert err.startswith("fastsync: error: %s:" % conf) and "a1.channels.c1.%s" % key in err and words in err, err
+
+
+def test_agent_refuses_to_start_on_a_corrupt_log(tmp_path):
+    seg = build_three_segments(tmp_path)
+    recs = parse_records(seg.read_bytes())
+    raw = bytearray(seg.read_bytes())
+    raw[recs[2][0] + 30] ^= 1
+    seg.write_bytes(bytes(raw))
+    conf = write_config(tmp_path, BASE.format(root=tmp_path).replace("{root}/d1".format(root=tmp_path),
+                                                                      "%s/d1,%s/d2" % (tmp_path, tmp_path)))
+    out = subprocess.run([sys.executable, "-m", "fastsync", "agent", "-n", "a1", "-f", str(conf), "--exit-when-done"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    err = out.stderr.strip().splitlines()[-1]
+    assert err.startswith("fastsync: error: channel c1: %s: corrupt WAL record at byte %d" % (seg, recs[2][0])), err
