@@ -17,7 +17,8 @@ cdef class Segment:
     cdef readonly bint writable
     cdef int fd
     cdef char *base
-    cdef int _grow(self, int64_t upto) except -1
+    cdef pthread_mutex_t grow_mu      # serialises growing the file (append vs background prefill)
+    cdef int _grow(self, int64_t upto, bint zero_fill=*) except -1
     cdef void _unmap(self) noexcept
 
 cdef class Log:

@@ -24,12 +24,16 @@ Payloads (framed and parsed in fastsync/agent/channels/wal.py):
     take     (segment id u64, record offset u64, first event u32, count u32) per taken range
     commit, rollback   empty
 
-Records are written with pwritev through the file descriptor; the map serves reads
+Everything is written with pwrite/pwritev through the file descriptor; the map (read-only,
+so writeback never has to write-protect it) serves reads
 (zero-copy views of put records for takes, and replay).
 
 Invariants:
-  * the bytes after the last record are zero: a segment grows in chunks preallocated with
-    posix_fallocate, so a full disk fails an append with ENOSPC before anything is written;
+  * the bytes after the last record are zero: a segment grows ahead of its end, by real
+    zeros written and synced from a background thread (prefill: a commit's fdatasync then
+    flushes data only, as PostgreSQL's preallocated WAL does), or by posix_fallocate when
+    an append catches up with it; either way a full disk fails an append with ENOSPC
+    before anything is written;
   * a transaction's records are appended by one append() call, so they are contiguous and
     its commit record comes last: a torn tail can only cut the newest transaction;
   * ``written`` (the LSN: bytes appended over the log's life) only grows; ``durable`` <= written
@@ -66,7 +70,27 @@ cdef extern from "<sys/uio.h>" nogil:
         size_t iov_len
     ssize_t pwritev(int fd, const iovec *iov, int iovcnt, long offset)
 
-cdef char ZEROS[8]
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t pwrite(int fd, const void *buf, size_t n, long offset)
+
+cdef char ZEROS[1 << 20]
+
+
+cdef int _fill_zeros(int fd, int64_t start, int64_t stop) noexcept nogil:
+    """Write zeros over [start, stop) and fdatasync; 0 or an errno."""
+    cdef int64_t pos = start
+    cdef ssize_t w
+    cdef int64_t n
+    while pos < stop:
+        n = stop - pos if stop - pos < (1 << 20) else (1 << 20)
+        w = pwrite(fd, ZEROS, n, pos)
+        if w < 0:
+            return errno
+        pos += w
+    if fdatasync(fd) != 0:
+        return errno
+    return 0
 cdef int IOV_BATCH = 512
 
 FORMAT_VERSION = 1
@@ -99,6 +123,8 @@ cdef class Segment:
         cdef struct_stat st
         cdef int64_t ns
         cdef timespec ts
+        cdef char head[64]
+        pthread_mutex_init(&self.grow_mu, NULL)
         self.fd = -1
         self.base = NULL
         self.path = path
@@ -122,7 +148,7 @@ cdef class Segment:
                     raise OSError(errno, "cannot stat WAL segment", str(path))
                 self.mapped = self.allocated = self.end = st.st_size
             if self.mapped > 0:
-                self.base = <char *>mmap(NULL, self.mapped, (PROT_READ | PROT_WRITE) if create else PROT_READ,
+                self.base = <char *>mmap(NULL, self.mapped, PROT_READ,
                                          MAP_SHARED, self.fd, 0)
                 if self.base == <char *>MAP_FAILED:
                     self.base = NULL
@@ -130,29 +156,48 @@ cdef class Segment:
             if create:
                 clock_gettime(CLOCK_REALTIME, &ts)
                 ns = ts.tv_sec * 1000000000 + ts.tv_nsec
-                memset(self.base, 0, SEGMENT_HEADER)
-                memcpy(self.base, b"FSWALSEG", 8)
-                (<uint32_t *>(self.base + 8))[0] = FORMAT_VERSION
-                (<uint32_t *>(self.base + 12))[0] = SEGMENT_HEADER
-                (<int64_t *>(self.base + 16))[0] = seg_id
-                (<int64_t *>(self.base + 24))[0] = ns
+                memset(head, 0, SEGMENT_HEADER)
+                memcpy(head, b"FSWALSEG", 8)
+                (<uint32_t *>(head + 8))[0] = FORMAT_VERSION
+                (<uint32_t *>(head + 12))[0] = SEGMENT_HEADER
+                (<int64_t *>(head + 16))[0] = seg_id
+                (<int64_t *>(head + 24))[0] = ns
+                if pwrite(self.fd, head, SEGMENT_HEADER, 0) != SEGMENT_HEADER:
+                    raise OSError(errno, "cannot write WAL segment header", str(path))
                 self.end = SEGMENT_HEADER
         except BaseException:
             self._unmap()
             raise
 
-    cdef int _grow(self, int64_t upto) except -1:
-        """Preallocate the file up to `upto` bytes (zeros on disk, ENOSPC when full)."""
-        cdef int rc
-        cdef int64_t old = self.allocated
-        if upto <= old:
-            return 0
+    cdef int _grow(self, int64_t upto, bint zero_fill=False) except -1:
+        """Make the file ready up to `upto` bytes: posix_fallocate, or with zero_fill write
+        real zeros and fdatasync them. Writing into blocks that already hold data makes
+        each commit's fdatasync flush only data (no extent conversion in the journal)."""
+        cdef int rc = 0
+        cdef int64_t old
         with nogil:
-            rc = posix_fallocate(self.fd, old, upto - old)
+            pthread_mutex_lock(&self.grow_mu)
+            old = self.allocated
+            if upto > old and self.fd >= 0:
+                if zero_fill:
+                    rc = _fill_zeros(self.fd, old, upto)
+                else:
+                    rc = posix_fallocate(self.fd, old, upto - old)
+                if rc == 0:
+                    self.allocated = upto
+            pthread_mutex_unlock(&self.grow_mu)
         if rc != 0:
             raise OSError(rc, "cannot preallocate %d bytes for WAL segment" % (upto - old), str(self.path))
-        self.allocated = upto
         return 0
+
+    def prefill(self, int64_t ahead):
+        """Zero-fill (and sync) the file up to `ahead` bytes past its end; run from a
+        background thread so commits find their blocks written. Returns bytes added."""
+        cdef int64_t before = self.allocated
+        cdef int64_t target = min(self.mapped, self.end + ahead)
+        if self.writable and target > before:
+            self._grow(target, True)
+        return self.allocated - before
 
     cdef void _unmap(self) noexcept:
         if self.base != NULL:
@@ -164,6 +209,7 @@ cdef class Segment:
 
     def __dealloc__(self):
         self._unmap()
+        pthread_mutex_destroy(&self.grow_mu)
 
     def view(self, int64_t start=0, int64_t stop=-1):
         """Bytes [start, stop) of the segment (stop -1: its end) as a pyarrow Buffer, no copy."""
@@ -185,10 +231,13 @@ cdef class Segment:
 
     def close(self):
         """Release the file descriptor; the map stays until the last view is gone."""
+        with nogil:
+            pthread_mutex_lock(&self.grow_mu)     # not while a prefill uses the fd
+        self.writable = False
         if self.fd >= 0:
             c_close(self.fd)
             self.fd = -1
-        self.writable = False
+        pthread_mutex_unlock(&self.grow_mu)
 
     def __repr__(self):
         return "Segment(%r, id=%d, end=%d)" % (str(self.path), self.id, self.end)

@@ -36,6 +36,7 @@ from fastsync.event import EventBatch
 
 log = logging.getLogger("fastsync.channel.file")
 
+PREFILL = 64 << 20       # bytes of zeros kept written ahead of the log's end
 _HOME = os.path.join(os.path.expanduser("~"), ".fastsync", "file-channel")
 FILE_CHANNEL_COUNTERS = CHANNEL_COUNTERS + (
     "CheckpointWriteErrorCount", "CheckpointBackupWriteErrorCount", "EventPutErrorCount",
@@ -253,6 +254,8 @@ class FileChannel(Channel):
         self._stopping.clear()
         self._threads = [threading.Thread(target=self._every, args=(self.config.checkpointInterval / 1000.0, self._checkpoint_quietly),
                                           name="checkpoint-%s" % self.name, daemon=True)]
+        self._threads.append(threading.Thread(target=self._every, args=(0.02, self._prefill_quietly),
+                                              name="prefill-%s" % self.name, daemon=True))
         if self.config.policy == "interval" or not self.config.syncTakes:
             self._threads.append(threading.Thread(target=self._every, args=(self.config.sync_interval, self._sync_quietly),
                                                   name="fsync-%s" % self.name, daemon=True))
@@ -420,6 +423,19 @@ class FileChannel(Channel):
             self.checkpoint()
         except Exception as exc:    # the next interval tries again; the log still has everything
             log.error("channel %s: checkpoint failed: %s", self.name, exc)
+
+    def _prefill_quietly(self) -> None:
+        # keep PREFILL bytes of written zeros ahead of the log's end
+        lg = self._log
+        if lg is None:
+            return
+        seg = lg.current
+        ahead = min(PREFILL, self.config.maxFileSize)
+        if seg.writable and seg.allocated - seg.end < ahead // 2:
+            try:
+                seg.prefill(ahead)
+            except OSError as exc:      # a full disk: appends fall back to posix_fallocate and fail cleanly
+                log.debug("channel %s: prefill: %s", self.name, exc)
 
     def _sync_quietly(self) -> None:
         try:
