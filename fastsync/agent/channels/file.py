@@ -95,10 +95,12 @@ class FileChannelConfig(ComponentConfig):
 
 
 class _Replay:
-    """The queue rebuilt from a checkpoint and the log after it."""
+    """The queue rebuilt from a checkpoint and the log after it, in the checkpoint's order
+    (which keeps any reordering by rollbacks), then in commit order."""
 
     def __init__(self):
-        self.live: dict[tuple[int, int], list] = {}   # (segment, offset) -> [PutRecord, [[start, count], ...]]
+        self.order: list = []          # entries [PutRecord, [[start, count], ...]], head first
+        self.live: dict[tuple[int, int], list] = {}   # (segment, offset) -> its entries
         self.next_txn = 1
         self.records = 0
         self.transactions = 0
@@ -107,36 +109,36 @@ class _Replay:
         self.unmatched_takes = 0
 
     def add(self, rec, start: int, count: int) -> None:
-        key = (rec.seg.id, rec.off)
-        entry = self.live.get(key)
-        if entry is None:
-            self.live[key] = entry = [rec, []]
-        entry[1].append([start, count])
+        entry = [rec, [[start, count]]]
+        self.order.append(entry)
+        self.live.setdefault((rec.seg.id, rec.off), []).append(entry)
 
     def remove(self, seg: int, off: int, start: int, count: int) -> None:
-        entry = self.live.get((seg, off))
-        if entry is None:
+        entries = self.live.get((seg, off))
+        if entries is None:
             self.unmatched_takes += count
             return
         stop = start + count
-        kept = []
-        for s, c in entry[1]:
-            e = s + c
-            if e <= start or s >= stop:
-                kept.append([s, c])
-                continue
-            if s < start:
-                kept.append([s, start - s])
-            if e > stop:
-                kept.append([stop, e - stop])
-        entry[1] = kept
-        if not kept:
+        for entry in entries:
+            kept = []
+            for s, c in entry[1]:
+                e = s + c
+                if e <= start or s >= stop:
+                    kept.append([s, c])
+                    continue
+                if s < start:
+                    kept.append([s, start - s])
+                if e > stop:
+                    kept.append([stop, e - stop])
+            entry[1] = kept
+        entries[:] = [e for e in entries if e[1]]
+        if not entries:
             del self.live[(seg, off)]
 
     def queue(self) -> deque:
         q = deque()
-        for rec, ivs in self.live.values():
-            for s, c in sorted(ivs):
+        for rec, ivs in self.order:
+            for s, c in ivs:
                 q.append([rec, s, c])
         return q
 
