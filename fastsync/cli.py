@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -165,6 +166,36 @@ def cmd_channel_inspect(args) -> int:
     return 0 if r["ok"] else 1
 
 
+def cmd_import(args) -> int:
+    from fastsync.transfer.connect import ConnectError, build_url, resolve_password
+    from fastsync.transfer.importer import ImportError_, ImportJob, run_import
+
+    setup_logging(args.log_level)
+    if args.fmt is None:
+        args.fmt = "csv" if args.as_textfile else "parquet"
+    if not args.target_dir:
+        if not args.warehouse_dir:
+            raise CliError("give --target-dir or --warehouse-dir", EXIT_CONFIG)
+        args.target_dir = os.path.join(args.warehouse_dir, args.table)
+    try:
+        password = resolve_password(args.password, args.password_file, args.P)
+        url = build_url(args.connect, args.username, password)
+    except ConnectError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    job = ImportJob(url=url, table=args.table, target_dir=args.target_dir,
+                    columns=[c.strip() for c in args.columns.split(",")] if args.columns else None,
+                    where=args.where, split_by=args.split_by, mappers=args.num_mappers, fetch_size=args.fetch_size,
+                    fmt=args.fmt, compression=args.compression_codec, delete_target_dir=args.delete_target_dir,
+                    retries=args.retries, fields_terminated_by=args.fields_terminated_by)
+    try:
+        r = run_import(job)
+    except ImportError_ as exc:
+        raise CliError(str(exc)) from None
+    print("imported %d rows from %s into %s (%d splits) in %.3f s: %.0f rows/s"
+          % (r["rows"], args.table, r["target_dir"], r["splits"], r["seconds"], r["rows_per_s"]), flush=True)
+    return 0
+
+
 def positive(text: str) -> int:
     try:
         v = int(text)
@@ -207,6 +238,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fsync-policy", default="commit", choices=["commit", "interval"], help="file channel: fsyncPolicy")
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
     c.set_defaults(func=cmd_bench_channel)
+
+    im = sub.add_parser("import", help="import a table into Parquet or CSV files (Sqoop's flags)")
+    im.add_argument("--connect", required=True, help="SQLAlchemy URL, or jdbc:postgresql|mysql|mariadb://… or jdbc:sqlite:PATH")
+    im.add_argument("--username")
+    im.add_argument("--password", help="visible to other users in the process list: prefer --password-file, -P or FASTSYNC_PASSWORD")
+    im.add_argument("--password-file", help="file holding the password")
+    im.add_argument("-P", action="store_true", help="prompt for the password")
+    im.add_argument("--table", required=True)
+    im.add_argument("--columns", help="comma-separated columns to import")
+    im.add_argument("--where", help="SQL condition rows must meet")
+    im.add_argument("--split-by", help="column the table is split on (default: the primary key)")
+    im.add_argument("-m", "--num-mappers", type=positive, default=4, help="parallel splits (processes)")
+    im.add_argument("--fetch-size", type=positive, default=10000, help="rows per read and per record batch")
+    im.add_argument("--target-dir", help="output directory (published atomically, with _SUCCESS)")
+    im.add_argument("--warehouse-dir", help="parent directory; the output goes to WAREHOUSE/TABLE")
+    im.add_argument("--delete-target-dir", action="store_true", help="replace an existing target directory (only once the import succeeded)")
+    im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
+    im.add_argument("--as-textfile", action="store_true", help="CSV text output")
+    im.add_argument("--format", dest="fmt", choices=["parquet", "csv"])
+    im.add_argument("--compression-codec", default="snappy", choices=["snappy", "zstd", "gzip", "lz4", "none"])
+    im.add_argument("--fields-terminated-by", default=",", help="CSV field separator")
+    im.add_argument("--retries", type=int, default=1, help="times a failed split is retried alone")
+    im.add_argument("--log-level", default="WARNING")
+    im.set_defaults(func=cmd_import)
 
     ch = sub.add_parser("channel", help="tools for durable channels")
     chsub = ch.add_subparsers(dest="channel_command", required=True)

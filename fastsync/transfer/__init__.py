@@ -1,0 +1,1 @@
+"""Transfers (the Sqoop half): `fastsync import` of relational tables into columnar files."""

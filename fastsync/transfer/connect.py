@@ -1,0 +1,96 @@
+"""Connections: Sqoop's --connect (a SQLAlchemy URL, or a JDBC URL translated) and its
+password options. A password never appears in an error, a log line or a saved job."""
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import re
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+log = logging.getLogger("fastsync.connect")
+
+# JDBC scheme -> SQLAlchemy dialect+driver
+_JDBC = {
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
+# plain SQLAlchemy schemes without a driver get the one we install
+_DEFAULT_DRIVER = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+                   "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+
+
+class ConnectError(ValueError):
+    """A bad --connect or password option; the message names the flag."""
+
+
+def translate_url(connect: str) -> URL:
+    """--connect as a SQLAlchemy URL: jdbc:postgresql://h:p/db, jdbc:mysql://…,
+    jdbc:mariadb://…, jdbc:sqlite:path, or any SQLAlchemy URL."""
+    text = connect.strip()
+    if text.startswith("jdbc:"):
+        rest = text[5:]
+        if rest.startswith("sqlite:"):
+            path = rest[len("sqlite:"):]
+            return make_url("sqlite:///" + path if not path.startswith("/") else "sqlite:///" + path)
+        m = re.match(r"^(\w+)://([^/?;]*)(/[^?;]*)?(?:[?;](.*))?$", rest)
+        if not m or m.group(1) not in _JDBC:
+            raise ConnectError("--connect: unsupported JDBC URL %r (supported: jdbc:postgresql://, jdbc:mysql://, "
+                               "jdbc:mariadb://, jdbc:sqlite:)" % _hide(text))
+        scheme, hostport, path, params = m.groups()
+        host, _, port = hostport.partition(":")
+        query = {}
+        for part in re.split(r"[&;]", params or ""):
+            k, sep, v = part.partition("=")
+            if sep and k not in ("user", "password"):
+                query[k] = v
+        user = pw = None
+        for part in re.split(r"[&;]", params or ""):
+            k, _, v = part.partition("=")
+            if k == "user":
+                user = v
+            elif k == "password":
+                pw = v
+        if query:
+            # JDBC driver properties (useSSL, serverTimezone, ...) mean nothing to the Python drivers
+            log.warning("--connect: JDBC properties ignored: %s", ", ".join(sorted(query)))
+        return URL.create(_JDBC[scheme], username=user, password=pw, host=host or None,
+                          port=int(port) if port else None, database=(path or "/")[1:] or None)
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ConnectError("--connect: not a database URL: %r" % _hide(text)) from None
+    if url.drivername in _DEFAULT_DRIVER:
+        url = url.set(drivername=_DEFAULT_DRIVER[url.drivername])
+    return url
+
+
+def _hide(text: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)[^&;]*", r"\1***", text))
+
+
+def resolve_password(password: str | None, password_file: str | None, prompt: bool) -> str | None:
+    """Sqoop's order: --password, --password-file, -P, then FASTSYNC_PASSWORD."""
+    if password is not None:
+        return password
+    if password_file:
+        try:
+            with open(os.path.expanduser(password_file), "r", encoding="utf-8") as f:
+                return f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise ConnectError("--password-file %s: %s" % (password_file, exc.strerror)) from None
+    if prompt:
+        return getpass.getpass("Enter password: ")
+    return os.environ.get("FASTSYNC_PASSWORD")
+
+
+def build_url(connect: str, username: str | None = None, password: str | None = None) -> URL:
+    url = translate_url(connect)
+    if username is not None:
+        url = url.set(username=username)
+    if password is not None:
+        url = url.set(password=password)
+    return url

@@ -1,0 +1,165 @@
+"""`fastsync import` end to end through the CLI, against SQLite and the real PostgreSQL and
+MariaDB servers that scripts/services.sh starts (tests fail, never skip, without them)."""
+import decimal
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
+MYSQL_URL = os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")
+N = 5000
+
+
+def fastsync(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})
+
+
+def rows():
+    out = []
+    for i in range(N):
+        out.append({"id": i, "name": None if i % 97 == 0 else "n\u00e9%d\t\"x\"" % i,
+                    "price": decimal.Decimal("%d.%02d" % (i, i % 100)), "qty": (i * 7) % 1000 - 500})
+    return out
+
+
+def create(url):
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://").replace("mysql://", "mysql+pymysql://"))
+    md = sa.MetaData()
+    t = sa.Table("items", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                 sa.Column("name", sa.String(100)), sa.Column("price", sa.Numeric(12, 2)), sa.Column("qty", sa.Integer))
+    with engine.begin() as conn:
+        md.drop_all(conn)
+        md.create_all(conn)
+        conn.execute(t.insert(), rows())
+    engine.dispose()
+
+
+def check_parquet(path, where=None):
+    table = pq.read_table(path).sort_by("id")
+    want = [r for r in rows() if where is None or where(r)]
+    assert table.to_pylist() == want
+    assert str(table.schema.field("price").type) == "decimal128(12, 2)"
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    path = tmp_path / "src.db"
+    create("sqlite:///%s" % path)
+    return path
+
+
+def test_sqlite_to_parquet_in_parallel_splits(sqlite_db, tmp_path):
+    out = fastsync("import", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--table", "items", "-m", 3,
+                   "--target-dir", tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    assert "imported %d rows" % N in out.stdout and "rows/s" in out.stdout
+    files = sorted(os.listdir(tmp_path / "out"))
+    assert files == ["_SUCCESS", "part-m-00000.parquet", "part-m-00001.parquet", "part-m-00002.parquet"]
+    check_parquet(tmp_path / "out")
+
+
+def test_where_columns_and_csv(sqlite_db, tmp_path):
+    out = fastsync("import", "--connect", "sqlite:///%s" % sqlite_db, "--table", "items", "--columns", "id,qty",
+                   "--where", "qty > 0", "-m", 2, "--as-textfile", "--target-dir", tmp_path / "csv")
+    assert out.returncode == 0, out.stderr
+    parts = sorted(p for p in os.listdir(tmp_path / "csv") if p.startswith("part-"))
+    assert parts == ["part-m-00000.csv", "part-m-00001.csv"]
+    got = sorted(r for p in parts for r in zip(*[pacsv.read_csv(tmp_path / "csv" / p).column(c).to_pylist() for c in ("id", "qty")]))
+    assert got == [(r["id"], r["qty"]) for r in rows() if r["qty"] > 0]
+
+
+def test_existing_target_and_bad_flags_fail_clearly_and_change_nothing(sqlite_db, tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep").write_text("old")
+    out = fastsync("import", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--table", "items", "--target-dir", target)
+    assert out.returncode == 1 and "--target-dir" in out.stderr and "already exists" in out.stderr
+    for args, words in ((("--table", "nope"), "--table nope: no such table"),
+                        (("--table", "items", "--columns", "id,zzz"), "no column zzz"),
+                        (("--table", "items", "--split-by", "zzz"), "--split-by: items has no column zzz"),
+                        (("--table", "items", "--where", "no_such_col > 1"), "no_such_col")):
+        out = fastsync("import", "--connect", "jdbc:sqlite:%s" % sqlite_db, *args, "--target-dir", target,
+                       "--delete-target-dir")
+        assert out.returncode == 1, out.stdout
+        assert words in out.stderr and out.stderr.count("\n") == 1, out.stderr
+        assert sorted(os.listdir(target)) == ["keep"]
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+    out = fastsync("import", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--table", "items", "--target-dir", target,
+                   "--delete-target-dir", "-m", 2)
+    assert out.returncode == 0, out.stderr
+    check_parquet(target)
+
+
+def test_postgresql_with_password_file_never_shows_the_password(tmp_path):
+    create(PG_URL)
+    pw = tmp_path / "pw"
+    pw.write_text("fastsync\n")
+    out = fastsync("import", "--connect", "jdbc:postgresql://127.0.0.1:5432/fastsync", "--username", "fastsync",
+                   "--password-file", pw, "--table", "items", "-m", 4, "--target-dir", tmp_path / "pg")
+    assert out.returncode == 0, out.stderr
+    check_parquet(tmp_path / "pg")
+    bad = tmp_path / "bad"
+    bad.write_text("s3cret-wrong\n")
+    out = fastsync("import", "--connect", "jdbc:postgresql://127.0.0.1:5432/fastsync", "--username", "fastsync",
+                   "--password-file", bad, "--table", "items", "--target-dir", tmp_path / "pg2")
+    assert out.returncode == 1
+    assert "s3cret-wrong" not in out.stderr + out.stdout and "password authentication failed" in out.stderr, out.stderr
+    assert not (tmp_path / "pg2").exists()
+
+
+def test_mariadb_with_env_password(tmp_path):
+    create(MYSQL_URL)
+    out = fastsync("import", "--connect", "jdbc:mariadb://127.0.0.1:3306/fastsync", "--username", "fastsync",
+                   "--table", "items", "-m", 2, "--where", "id < 4000", "--target-dir", tmp_path / "my",
+                   env={"FASTSYNC_PASSWORD": "fastsync"})
+    assert out.returncode == 0, out.stderr
+    check_parquet(tmp_path / "my", where=lambda r: r["id"] < 4000)
+
+
+def test_dead_server_is_one_clear_line(tmp_path):
+    out = fastsync("import", "--connect", "postgresql://fastsync:fastsync@127.0.0.1:1/fastsync", "--table", "items",
+                   "--target-dir", tmp_path / "x")
+    assert out.returncode == 1
+    line = out.stderr.strip()
+    assert line.startswith("fastsync: error: postgresql+psycopg://fastsync:***@127.0.0.1:1/fastsync:") and "\n" not in line, line
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("jdbc,want", [
+    ("jdbc:postgresql://db.example:5433/shop", "postgresql+psycopg://db.example:5433/shop"),
+    ("jdbc:mysql://h/shop?useSSL=false", "mysql+pymysql://h/shop"),      # JDBC properties dropped
+    ("jdbc:mariadb://h:3307/shop", "mysql+pymysql://h:3307/shop"),
+    ("jdbc:sqlite:/var/db/a.db", "sqlite:////var/db/a.db"),
+    ("jdbc:sqlite:rel.db", "sqlite:///rel.db"),
+    ("postgresql://u@h/d", "postgresql+psycopg://u@h/d"),
+    ("sqlite:///x.db", "sqlite:///x.db"),
+])
+def test_jdbc_urls_translate(jdbc, want):
+    from fastsync.transfer.connect import translate_url
+    assert translate_url(jdbc).render_as_string(hide_password=False) == want
+
+
+def test_unsupported_jdbc_url_hides_the_password(tmp_path):
+    out = fastsync("import", "--connect", "jdbc:oracle://h/db?password=hunter2", "--table", "t", "--target-dir", tmp_path / "o")
+    assert out.returncode == 2 and "unsupported JDBC URL" in out.stderr and "hunter2" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("lo,hi,m", [(0, 99, 4), (5, 5, 4), (-10, 3, 3), (0, 2, 8), (1, 10**12, 7)])
+def test_plan_splits_cover_the_range_once(lo, hi, m):
+    from fastsync.transfer.splits import plan_splits
+    splits = plan_splits(lo, hi, m)
+    assert len(splits) == min(m, hi - lo + 1)
+    assert splits[0].lo == lo and splits[-1].hi == hi and splits[-1].last
+    for a, b in zip(splits, splits[1:]):
+        assert a.hi == b.lo and a.lo < a.hi and not a.last
+    if hi - lo < 1000:
+        covered = [v for v in range(lo, hi + 1) for s in splits
+                   if s.lo <= v and (v <= s.hi if s.last else v < s.hi)]
+        assert covered == list(range(lo, hi + 1))
