@@ -186,13 +186,17 @@ def cmd_import(args) -> int:
                     columns=[c.strip() for c in args.columns.split(",")] if args.columns else None,
                     where=args.where, split_by=args.split_by, mappers=args.num_mappers, fetch_size=args.fetch_size,
                     fmt=args.fmt, compression=args.compression_codec, delete_target_dir=args.delete_target_dir,
-                    retries=args.retries, fields_terminated_by=args.fields_terminated_by)
+                    retries=args.retries, fields_terminated_by=args.fields_terminated_by, append=args.append,
+                    incremental=args.incremental, check_column=args.check_column, last_value=args.last_value)
     try:
         r = run_import(job)
     except ImportError_ as exc:
         raise CliError(str(exc)) from None
     print("imported %d rows from %s into %s (%d splits) in %.3f s: %.0f rows/s"
           % (r["rows"], args.table, r["target_dir"], r["splits"], r["seconds"], r["rows_per_s"]), flush=True)
+    if "last_value" in r:
+        print("incremental import complete; next time run with: --incremental append --check-column %s --last-value %s"
+              % (args.check_column, r["last_value"]), flush=True)
     return 0
 
 
@@ -260,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--compression-codec", default="snappy", choices=["snappy", "zstd", "gzip", "lz4", "none"])
     im.add_argument("--fields-terminated-by", default=",", help="CSV field separator")
     im.add_argument("--retries", type=int, default=1, help="times a failed split is retried alone")
+    im.add_argument("--append", action="store_true", help="add part files to an existing --target-dir")
+    im.add_argument("--incremental", choices=["append", "lastmodified"], help="append: only rows whose --check-column exceeds --last-value")
+    im.add_argument("--check-column", help="column compared with --last-value")
+    im.add_argument("--last-value", help="the largest --check-column value already imported")
     im.add_argument("--log-level", default="WARNING")
     im.set_defaults(func=cmd_import)
 

@@ -163,3 +163,27 @@ def test_plan_splits_cover_the_range_once(lo, hi, m):
         covered = [v for v in range(lo, hi + 1) for s in splits
                    if s.lo <= v and (v <= s.hi if s.last else v < s.hi)]
         assert covered == list(range(lo, hi + 1))
+
+
+def test_incremental_append_imports_only_new_rows(tmp_path):
+    db = tmp_path / "inc.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE ev (id INTEGER PRIMARY KEY, v TEXT)")
+    con.executemany("INSERT INTO ev VALUES (?, ?)", [(i, "a%d" % i) for i in range(100)])
+    con.commit()
+    base = ["import", "--connect", "jdbc:sqlite:%s" % db, "--table", "ev", "-m", 2, "--target-dir", tmp_path / "out",
+            "--incremental", "append", "--check-column", "id"]
+    out = fastsync(*base)
+    assert out.returncode == 0, out.stderr
+    assert "--last-value 99" in out.stdout
+    con.executemany("INSERT INTO ev VALUES (?, ?)", [(i, "b%d" % i) for i in range(100, 150)])
+    con.commit()
+    out = fastsync(*base, "--last-value", "99")
+    assert out.returncode == 0, out.stderr
+    assert "imported 50 rows" in out.stdout and "--last-value 149" in out.stdout
+    parts = sorted(p for p in os.listdir(tmp_path / "out") if p.startswith("part-"))
+    assert parts == ["part-m-%05d.parquet" % i for i in range(4)]
+    got = sorted(pq.read_table(tmp_path / "out").to_pylist(), key=lambda r: r["id"])
+    assert got == [{"id": i, "v": ("a%d" if i < 100 else "b%d") % i} for i in range(150)]
+    out = fastsync(*base, "--last-value", "not-a-number")
+    assert out.returncode == 1 and "--last-value 'not-a-number'" in out.stderr, out.stderr

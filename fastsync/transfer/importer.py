@@ -49,6 +49,10 @@ class ImportJob:
     delete_target_dir: bool = False
     retries: int = 1
     fields_terminated_by: str = ","
+    append: bool = False                 # add part files to an existing target
+    incremental: str | None = None       # "append": only rows with check_column > last_value
+    check_column: str | None = None
+    last_value: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -108,11 +112,64 @@ def _split_column(table: sa.Table, job: ImportJob) -> str | None:
     return None
 
 
+def _coerce(text: str, like):
+    """--last-value (text) as the type of the check column's values."""
+    import datetime
+    import decimal
+    try:
+        if isinstance(like, bool) or like is None:
+            return text
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+        if isinstance(like, decimal.Decimal):
+            return decimal.Decimal(text)
+        if isinstance(like, datetime.datetime):
+            return datetime.datetime.fromisoformat(text)
+        if isinstance(like, datetime.date):
+            return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ImportError_("--last-value %r is not a value of the check column (like %r)" % (text, like)) from None
+    return text
+
+
+def _incremental_bounds(conn, table: sa.Table, job: ImportJob):
+    """(last value, new upper bound) for --incremental append, None when not incremental."""
+    if not job.incremental:
+        return None
+    if job.incremental != "append":
+        raise ImportError_("--incremental %s: only append is supported so far" % job.incremental)
+    if not job.check_column:
+        raise ImportError_("--incremental append needs --check-column")
+    if job.check_column not in table.c:
+        raise ImportError_("--check-column: %s has no column %s" % (job.table, job.check_column))
+    q = sa.select(sa.func.max(table.c[job.check_column])).select_from(table)
+    if job.where:
+        q = q.where(sa.text(job.where))
+    upper = conn.execute(q).scalar()
+    last = _coerce(job.last_value, upper) if job.last_value is not None else None
+    return last, upper
+
+
+def _incremental_where(q, table: sa.Table, job: ImportJob):
+    inc = job.extra.get("incremental")
+    if inc is None:
+        return q
+    last, upper = inc
+    col = table.c[job.check_column]
+    if upper is None:
+        return q.where(sa.false())
+    q = q.where(col <= upper)
+    return q.where(col > last) if last is not None else q
+
+
 def plan(job: ImportJob) -> list[Split]:
     engine = sa.create_engine(job.url)
     try:
         with engine.connect() as conn:
             table, _ = _reflect(engine, job)
+            job.extra["incremental"] = _incremental_bounds(conn, table, job)
             col = _split_column(table, job)
             if col is None or job.mappers == 1:
                 return [Split(0, None, None, True)]
@@ -120,6 +177,7 @@ def plan(job: ImportJob) -> list[Split]:
             q = sa.select(sa.func.min(key), sa.func.max(key)).select_from(table)
             if job.where:
                 q = q.where(sa.text(job.where))
+            q = _incremental_where(q, table, job)
             lo, hi = conn.execute(q).one()
             try:
                 return plan_splits(lo, hi, job.mappers)
@@ -141,6 +199,7 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         if col is not None:
             cond, params = split.where(engine.dialect.identifier_preparer.quote(col))
             q = q.where(sa.text(cond).bindparams(**params))
+        q = _incremental_where(q, table, job)
         schema = pa.schema([pa.field(c.name, _arrow_type(c) or pa.null()) for c in cols])
         known = [_arrow_type(c) for c in cols]
         rows = 0
@@ -196,10 +255,12 @@ def _one_line(exc: Exception) -> str:
 
 
 def run_import(job: ImportJob) -> dict:
-    """Plan, run the splits in parallel processes, publish atomically. Returns figures."""
+    """Plan, run the splits in parallel processes, publish. Returns figures (and, for an
+    incremental import, the new last value)."""
     target = os.path.abspath(job.target_dir)
-    if os.path.exists(target) and not job.delete_target_dir:
-        raise ImportError_("--target-dir %s already exists (use --delete-target-dir to replace it)" % job.target_dir)
+    adding = job.append or bool(job.incremental)
+    if os.path.exists(target) and not job.delete_target_dir and not adding:
+        raise ImportError_("--target-dir %s already exists (use --delete-target-dir to replace it, or --append)" % job.target_dir)
     t0 = time.perf_counter()
     try:
         splits = plan(job)
@@ -219,14 +280,31 @@ def run_import(job: ImportJob) -> dict:
             for f in futures:
                 n, _ = f.result()
                 rows += n
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.rename(tmp, target)
+        if adding and os.path.isdir(target) and not job.delete_target_dir:
+            _append_parts(tmp, target, ext)
+            shutil.rmtree(tmp)
+        else:
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.rename(tmp, target)
         with open(os.path.join(target, "_SUCCESS"), "w"):
             pass
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.perf_counter() - t0
-    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds if seconds else 0.0,
-            "splits": len(splits), "target_dir": target}
+    out = {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds if seconds else 0.0,
+           "splits": len(splits), "target_dir": target}
+    inc = job.extra.get("incremental")
+    if inc is not None:
+        out["last_value"] = inc[1] if inc[1] is not None else inc[0]
+    return out
+
+
+def _append_parts(tmp: str, target: str, ext: str) -> None:
+    """Move the new parts into target, numbered after the parts already there."""
+    taken = [int(n[7:12]) for n in os.listdir(target) if n.startswith("part-m-") and n[7:12].isdigit()]
+    nxt = max(taken) + 1 if taken else 0
+    for name in sorted(os.listdir(tmp)):
+        os.rename(os.path.join(tmp, name), os.path.join(target, "part-m-%05d.%s" % (nxt, ext)))
+        nxt += 1
