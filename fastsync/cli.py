@@ -200,6 +200,83 @@ def cmd_import(args) -> int:
     return 0
 
 
+def _connect_url(args):
+    from fastsync.transfer.connect import ConnectError, build_url, resolve_password
+    try:
+        return build_url(args.connect, args.username, resolve_password(args.password, args.password_file, args.P))
+    except ConnectError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+
+
+def _with_engine(url, fn):
+    import sqlalchemy as sa
+    engine = sa.create_engine(url)
+    try:
+        return fn(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        msg = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CliError("%s: %s" % (url.render_as_string(hide_password=True), msg)) from None
+    finally:
+        engine.dispose()
+
+
+def cmd_list_tables(args) -> int:
+    import sqlalchemy as sa
+    for name in _with_engine(_connect_url(args), lambda e: sa.inspect(e).get_table_names()):
+        print(name)
+    return 0
+
+
+def cmd_list_databases(args) -> int:
+    import sqlalchemy as sa
+    url = _connect_url(args)
+    queries = {"postgresql": "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1",
+               "mysql": "SHOW DATABASES", "mariadb": "SHOW DATABASES", "sqlite": "SELECT name FROM pragma_database_list"}
+    q = queries.get(url.get_backend_name())
+    if q is None:
+        raise CliError("list-databases: not supported for %s" % url.get_backend_name())
+
+    def run(engine):
+        with engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.text(q))]
+    for name in _with_engine(url, run):
+        print(name)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import sqlalchemy as sa
+
+    def run(engine):
+        with engine.begin() as conn:
+            res = conn.execute(sa.text(args.query))
+            if not res.returns_rows:
+                return None, res.rowcount
+            return list(res.keys()), [list(r) for r in res.fetchall()]
+    cols, rows = _with_engine(_connect_url(args), run)
+    if cols is None:
+        print("%d row(s) affected" % rows)
+        return 0
+    cells = [[("NULL" if v is None else str(v)) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    print(line)
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
+    print(line)
+    for r in cells:
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |")
+    print(line)
+    return 0
+
+
+def _connection_flags(p) -> None:
+    p.add_argument("--connect", required=True, help="SQLAlchemy URL, or jdbc:postgresql|mysql|mariadb://… or jdbc:sqlite:PATH")
+    p.add_argument("--username")
+    p.add_argument("--password", help="visible to other users in the process list: prefer --password-file, -P or FASTSYNC_PASSWORD")
+    p.add_argument("--password-file", help="file holding the password")
+    p.add_argument("-P", action="store_true", help="prompt for the password")
+
+
 def positive(text: str) -> int:
     try:
         v = int(text)
@@ -243,12 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
     c.set_defaults(func=cmd_bench_channel)
 
+    for name, fn, helptext in (("list-tables", cmd_list_tables, "the tables of a database"),
+                               ("list-databases", cmd_list_databases, "the databases of a server"),
+                               ("eval", cmd_eval, "run one SQL statement and print its result")):
+        lp = sub.add_parser(name, help=helptext)
+        _connection_flags(lp)
+        if name == "eval":
+            lp.add_argument("-e", "--query", required=True, help="the SQL statement")
+        lp.set_defaults(func=fn)
+
     im = sub.add_parser("import", help="import a table into Parquet or CSV files (Sqoop's flags)")
-    im.add_argument("--connect", required=True, help="SQLAlchemy URL, or jdbc:postgresql|mysql|mariadb://… or jdbc:sqlite:PATH")
-    im.add_argument("--username")
-    im.add_argument("--password", help="visible to other users in the process list: prefer --password-file, -P or FASTSYNC_PASSWORD")
-    im.add_argument("--password-file", help="file holding the password")
-    im.add_argument("-P", action="store_true", help="prompt for the password")
+    _connection_flags(im)
     im.add_argument("--table", required=True)
     im.add_argument("--columns", help="comma-separated columns to import")
     im.add_argument("--where", help="SQL condition rows must meet")

@@ -187,3 +187,21 @@ def test_incremental_append_imports_only_new_rows(tmp_path):
     assert got == [{"id": i, "v": ("a%d" if i < 100 else "b%d") % i} for i in range(150)]
     out = fastsync(*base, "--last-value", "not-a-number")
     assert out.returncode == 1 and "--last-value 'not-a-number'" in out.stderr, out.stderr
+
+
+def test_list_tables_list_databases_and_eval(sqlite_db, tmp_path):
+    create(PG_URL)
+    pg = ["--connect", "jdbc:postgresql://127.0.0.1:5432/fastsync", "--username", "fastsync"]
+    env = {"FASTSYNC_PASSWORD": "fastsync"}
+    out = fastsync("list-tables", *pg, env=env)
+    assert out.returncode == 0 and "items" in out.stdout.split(), out.stderr
+    out = fastsync("list-databases", "--connect", "jdbc:mariadb://127.0.0.1:3306/fastsync", "--username", "fastsync",
+                   env=env)
+    assert out.returncode == 0 and "fastsync" in out.stdout.split(), out.stderr
+    out = fastsync("eval", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--query", "SELECT id, name FROM items WHERE id IN (0, 1) ORDER BY id")
+    assert out.returncode == 0, out.stderr
+    assert "| id | name" in out.stdout and "| 0  | NULL" in out.stdout and "n\u00e91" in out.stdout, out.stdout
+    out = fastsync("eval", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--query", "DELETE FROM items WHERE id < 10")
+    assert out.returncode == 0 and "10 row(s) affected" in out.stdout, out.stdout
+    out = fastsync("eval", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--query", "SELECT nope FROM items")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "no such column: nope" in out.stderr, out.stderr
