@@ -173,6 +173,10 @@ def cmd_import(args) -> int:
     setup_logging(args.log_level)
     if args.fmt is None:
         args.fmt = "csv" if args.as_textfile else "parquet"
+    if bool(args.table) == bool(args.query):
+        raise CliError("give one of --table or --query", EXIT_CONFIG)
+    if args.query and not args.target_dir:
+        raise CliError("--query needs --target-dir", EXIT_CONFIG)
     if not args.target_dir:
         if not args.warehouse_dir:
             raise CliError("give --target-dir or --warehouse-dir", EXIT_CONFIG)
@@ -182,7 +186,8 @@ def cmd_import(args) -> int:
         url = build_url(args.connect, args.username, password)
     except ConnectError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
-    job = ImportJob(url=url, table=args.table, target_dir=args.target_dir,
+    job = ImportJob(url=url, table=args.table or "query", target_dir=args.target_dir, query=args.query,
+                    boundary_query=args.boundary_query,
                     columns=[c.strip() for c in args.columns.split(",")] if args.columns else None,
                     where=args.where, split_by=args.split_by, mappers=args.num_mappers, fetch_size=args.fetch_size,
                     fmt=args.fmt, compression=args.compression_codec, delete_target_dir=args.delete_target_dir,
@@ -193,7 +198,7 @@ def cmd_import(args) -> int:
     except ImportError_ as exc:
         raise CliError(str(exc)) from None
     print("imported %d rows from %s into %s (%d splits) in %.3f s: %.0f rows/s"
-          % (r["rows"], args.table, r["target_dir"], r["splits"], r["seconds"], r["rows_per_s"]), flush=True)
+          % (r["rows"], args.table or "the query", r["target_dir"], r["splits"], r["seconds"], r["rows_per_s"]), flush=True)
     if "last_value" in r:
         print("incremental import complete; next time run with: --incremental append --check-column %s --last-value %s"
               % (args.check_column, r["last_value"]), flush=True)
@@ -331,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     im = sub.add_parser("import", help="import a table into Parquet or CSV files (Sqoop's flags)")
     _connection_flags(im)
-    im.add_argument("--table", required=True)
+    im.add_argument("--table")
+    im.add_argument("-e", "--query", help="free-form SELECT with $CONDITIONS instead of --table (needs --split-by with -m > 1)")
+    im.add_argument("--boundary-query", help="SELECT returning the min and max of --split-by (with --query)")
     im.add_argument("--columns", help="comma-separated columns to import")
     im.add_argument("--where", help="SQL condition rows must meet")
     im.add_argument("--split-by", help="column the table is split on (default: the primary key)")

@@ -205,3 +205,28 @@ def test_list_tables_list_databases_and_eval(sqlite_db, tmp_path):
     assert out.returncode == 0 and "10 row(s) affected" in out.stdout, out.stdout
     out = fastsync("eval", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--query", "SELECT nope FROM items")
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "no such column: nope" in out.stderr, out.stderr
+
+
+def test_free_form_query_with_conditions(tmp_path):
+    create(PG_URL)
+    pg = ["--connect", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync"]
+    q = "SELECT id, qty * 2 AS twice FROM items WHERE qty > 0 AND $CONDITIONS"
+    out = fastsync("import", *pg, "--query", q, "--split-by", "id", "-m", 3, "--target-dir", tmp_path / "q")
+    assert out.returncode == 0, out.stderr
+    assert len([p for p in os.listdir(tmp_path / "q") if p.startswith("part-")]) == 3
+    got = sorted(pq.read_table(tmp_path / "q").to_pylist(), key=lambda r: r["id"])
+    assert got == [{"id": r["id"], "twice": r["qty"] * 2} for r in rows() if r["qty"] > 0]
+    out = fastsync("import", *pg, "--query", q, "--split-by", "id", "-m", 2, "--target-dir", tmp_path / "b",
+                   "--boundary-query", "SELECT 0, 99")
+    assert out.returncode == 0, out.stderr
+    # as in Sqoop, the boundary query decides the splits' ranges: rows outside are not read;
+    # the first split (ids 0..49) is empty and still has the query's column types
+    table = pq.read_table(tmp_path / "b")
+    assert str(table.schema.field("id").type) == "int64"
+    assert sorted(table.column("id").to_pylist()) == [r["id"] for r in rows() if r["qty"] > 0 and r["id"] <= 99]
+    for args, words in ((("--query", "SELECT id FROM items", "-m", 1), "must contain $CONDITIONS"),
+                        (("--query", q, "-m", 2), "needs --split-by"),
+                        (("--query", q, "--table", "items"), "one of --table or --query")):
+        out = fastsync("import", *pg, *args, "--target-dir", tmp_path / "bad")
+        assert out.returncode in (1, 2) and words in out.stderr, out.stderr
+        assert not (tmp_path / "bad").exists()

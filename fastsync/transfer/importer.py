@@ -50,6 +50,8 @@ class ImportJob:
     retries: int = 1
     fields_terminated_by: str = ","
     append: bool = False                 # add part files to an existing target
+    query: str | None = None             # free-form SELECT containing $CONDITIONS (instead of table)
+    boundary_query: str | None = None    # SELECT min, max of the split column (query mode)
     incremental: str | None = None       # "append": only rows with check_column > last_value
     check_column: str | None = None
     last_value: str | None = None
@@ -164,8 +166,52 @@ def _incremental_where(q, table: sa.Table, job: ImportJob):
     return q.where(col > last) if last is not None else q
 
 
+def _query_sql(job: ImportJob, cond: str) -> str:
+    return job.query.replace("$CONDITIONS", "(%s)" % cond)
+
+
+def _sample_schema(job: ImportJob, conn) -> pa.Schema:
+    """Column types of a --query, inferred from its first rows, so that every split (an
+    empty one too) writes the same schema."""
+    res = conn.execute(sa.text("SELECT * FROM (%s) AS fastsync_sample LIMIT 1000" % _query_sql(job, "1 = 1")))
+    names = list(res.keys())
+    sample = res.fetchall()
+    cols = list(zip(*sample)) if sample else [()] * len(names)
+    return pa.schema([pa.field(n, pa.array(list(c)).type if c else pa.string()) for n, c in zip(names, cols)])
+
+
+def _plan_query(job: ImportJob, conn) -> list[Split]:
+    job.extra["schema"] = _sample_schema(job, conn)
+    if job.mappers == 1 or not job.split_by:
+        return [Split(0, None, None, True)]
+    q = job.boundary_query or "SELECT MIN(%s), MAX(%s) FROM (%s) AS fastsync_bounds" % (
+        job.split_by, job.split_by, _query_sql(job, "1 = 1"))
+    lo, hi = conn.execute(sa.text(q)).one()
+    try:
+        return plan_splits(lo, hi, job.mappers)
+    except TypeError as exc:
+        raise ImportError_("--split-by %s: %s" % (job.split_by, exc)) from None
+
+
+def check_query(job: ImportJob) -> None:
+    """Sqoop's rules for a free-form --query."""
+    if "$CONDITIONS" not in job.query:
+        raise ImportError_("--query must contain $CONDITIONS (where each split's condition goes)")
+    if job.mappers > 1 and not job.split_by:
+        raise ImportError_("--query with -m %d needs --split-by (or use -m 1)" % job.mappers)
+    if job.incremental:
+        raise ImportError_("--incremental works with --table only, so far")
+
+
 def plan(job: ImportJob) -> list[Split]:
     engine = sa.create_engine(job.url)
+    if job.query:
+        check_query(job)
+        try:
+            with engine.connect() as conn:
+                return _plan_query(job, conn)
+        finally:
+            engine.dispose()
     try:
         with engine.connect() as conn:
             table, _ = _reflect(engine, job)
@@ -187,8 +233,46 @@ def plan(job: ImportJob) -> list[Split]:
         engine.dispose()
 
 
+def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
+    """A --query split: column types come from the values (no table to reflect)."""
+    engine = sa.create_engine(job.url)
+    cond, params = split.where(job.split_by) if job.split_by else ("1 = 1", {})
+    rows, writer = 0, None
+    schema = job.extra.get("schema")
+    try:
+        with engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=job.fetch_size).execute(
+                sa.text(_query_sql(job, cond)).bindparams(**params))
+            names = list(result.keys())
+            for chunk in result.partitions(job.fetch_size):
+                columns = list(zip(*chunk))
+                arrays = []
+                for i, name in enumerate(names):
+                    want = schema.field(i).type if schema is not None and not pa.types.is_null(schema.field(i).type) else None
+                    try:
+                        arrays.append(pa.array(columns[i], type=want))
+                    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                        raise ImportError_("--query column %s: cannot convert a value: %s" % (name, exc)) from None
+                batch = pa.RecordBatch.from_arrays(arrays, names=names)
+                if writer is None:
+                    # the sampled types, except where the sample held only NULLs
+                    schema = batch.schema if schema is None else pa.schema(
+                        [bf if pa.types.is_null(sf.type) else sf for sf, bf in zip(schema, batch.schema)])
+                    writer = _open_writer(job, part_path, schema)
+                writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
+                rows += len(batch)
+            if writer is None:
+                writer = _open_writer(job, part_path, schema or pa.schema([pa.field(n, pa.string()) for n in names]))
+        writer.close()
+        return rows
+    finally:
+        engine.dispose()
+
+
 def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
     """Read one split and write its part file; returns the rows written."""
+    if job.query:
+        return _run_query_split(job, split, part_path)
     engine = sa.create_engine(job.url)
     try:
         table, cols = _reflect(engine, job)
