@@ -28,6 +28,7 @@ from fastsync.transfer.splits import Split, plan_splits
 log = logging.getLogger("fastsync.import")
 
 FORMATS = {"parquet": "parquet", "csv": "csv"}
+_PROGRESS = None     # rows written per split, shared with the forked split processes (on a terminal)
 
 
 class ImportError_(Exception):
@@ -261,6 +262,8 @@ def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
                     writer = _open_writer(job, part_path, schema)
                 writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
                 rows += len(batch)
+                if _PROGRESS is not None:
+                    _PROGRESS[split.index] = rows
             if writer is None:
                 writer = _open_writer(job, part_path, schema or pa.schema([pa.field(n, pa.string()) for n in names]))
         writer.close()
@@ -304,6 +307,8 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
                     writer = _open_writer(job, part_path, schema)
                 writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
                 rows += len(batch)
+                if _PROGRESS is not None:
+                    _PROGRESS[split.index] = rows
         if writer is None:
             schema = pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)])
             writer = _open_writer(job, part_path, schema)
@@ -338,7 +343,46 @@ def _one_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def run_import(job: ImportJob) -> dict:
+def _estimate_rows(job: ImportJob) -> int | None:
+    """Rows the import will read, for the ETA (a COUNT(*); None if it fails)."""
+    engine = sa.create_engine(job.url)
+    try:
+        with engine.connect() as conn:
+            if job.query:
+                q = sa.text("SELECT COUNT(*) FROM (%s) AS fastsync_count" % _query_sql(job, "1 = 1"))
+            else:
+                table, _ = _reflect(engine, job)
+                q = sa.select(sa.func.count()).select_from(table)
+                if job.where:
+                    q = q.where(sa.text(job.where))
+                q = _incremental_where(q, table, job)
+            return conn.execute(q).scalar()
+    except Exception:
+        return None
+    finally:
+        engine.dispose()
+
+
+def _show_progress(futures, total: int | None, t0: float) -> None:
+    """A status line on stderr every half second: rows, rows/s, per split, ETA."""
+    while True:
+        done = all(f.done() for f in futures)
+        per = list(_PROGRESS)
+        n = sum(per)
+        secs = max(time.perf_counter() - t0, 1e-9)
+        rate = n / secs
+        eta = " ETA %ds" % ((total - n) / rate) if total and rate and n < total else ""
+        pct = " %d%%" % (100 * n // total) if total else ""
+        splits = " ".join("%d:%d" % (i, v) for i, v in enumerate(per))
+        sys.stderr.write("\r%d rows%s, %.0f rows/s%s [splits %s]   " % (n, pct, rate, eta, splits))
+        sys.stderr.flush()
+        if done:
+            sys.stderr.write("\n")
+            return
+        time.sleep(0.5)
+
+
+def run_import(job: ImportJob, progress: bool | None = None) -> dict:
     """Plan, run the splits in parallel processes, publish. Returns figures (and, for an
     incremental import, the new last value)."""
     target = os.path.abspath(job.target_dir)
@@ -356,11 +400,17 @@ def run_import(job: ImportJob) -> dict:
     os.makedirs(tmp)
     ext = FORMATS[job.fmt]
     rows = 0
+    global _PROGRESS
     try:
         ctx = multiprocessing.get_context("fork")
+        show = progress if progress is not None else sys.stderr.isatty()
+        _PROGRESS = ctx.Array("q", len(splits), lock=False) if show else None
+        total = _estimate_rows(job) if show else None
         with cf.ProcessPoolExecutor(max_workers=len(splits), mp_context=ctx) as pool:
             futures = [pool.submit(_split_with_retries, job, s, os.path.join(tmp, "part-m-%05d.%s" % (s.index, ext)))
                        for s in splits]
+            if show:
+                _show_progress(futures, total, t0)
             for f in futures:
                 n, _ = f.result()
                 rows += n
@@ -376,6 +426,8 @@ def run_import(job: ImportJob) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _PROGRESS = None
     seconds = time.perf_counter() - t0
     out = {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds if seconds else 0.0,
            "splits": len(splits), "target_dir": target}
