@@ -167,6 +167,11 @@ def cmd_channel_inspect(args) -> int:
 
 
 def cmd_import(args) -> int:
+    run_import_args(args)
+    return 0
+
+
+def run_import_args(args) -> dict:
     from fastsync.transfer.connect import ConnectError, build_url, resolve_password
     from fastsync.transfer.importer import ImportError_, ImportJob, run_import
 
@@ -202,6 +207,37 @@ def cmd_import(args) -> int:
     if "last_value" in r:
         print("incremental import complete; next time run with: --incremental append --check-column %s --last-value %s"
               % (args.check_column, r["last_value"]), flush=True)
+    return r
+
+
+def cmd_job(args) -> int:
+    import shlex
+    from fastsync.transfer.jobs import JobError, Metastore
+
+    try:
+        store = Metastore(args.meta_connect)
+        if args.create:
+            rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+            if not rest or rest[0] != "import":
+                raise CliError("job --create %s: give the tool after --, e.g. -- import --connect ... --table ..." % args.create, EXIT_CONFIG)
+            build_parser().parse_args(rest)          # refuse a job that could never run
+            store.create(args.create, rest)
+            print("saved job %s" % args.create)
+        elif args.list:
+            for name in store.names():
+                print(name)
+        elif args.show:
+            print(shlex.join(["fastsync"] + store.get(args.show)))
+        elif args.delete:
+            store.delete(args.delete)
+        elif args.exec:
+            argv = store.get(args.exec)
+            extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+            r = run_import_args(build_parser().parse_args(argv + extra))
+            if "last_value" in r and r["last_value"] is not None:
+                store.set_last_value(args.exec, r["last_value"])    # only now that the output is published
+    except JobError as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
@@ -359,6 +395,17 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--last-value", help="the largest --check-column value already imported")
     im.add_argument("--log-level", default="WARNING")
     im.set_defaults(func=cmd_import)
+
+    jb = sub.add_parser("job", help="saved jobs: create, list, show, delete, exec (Sqoop's job tool)")
+    act = jb.add_mutually_exclusive_group(required=True)
+    act.add_argument("--create", metavar="NAME", help="save the command after -- as NAME")
+    act.add_argument("--exec", metavar="NAME", help="run NAME (arguments after -- are added)")
+    act.add_argument("--list", action="store_true")
+    act.add_argument("--show", metavar="NAME")
+    act.add_argument("--delete", metavar="NAME")
+    jb.add_argument("--meta-connect", help="metastore URL (default: sqlite:///~/.fastsync/metastore.db)")
+    jb.add_argument("rest", nargs=argparse.REMAINDER, help="-- import ...")
+    jb.set_defaults(func=cmd_job)
 
     ch = sub.add_parser("channel", help="tools for durable channels")
     chsub = ch.add_subparsers(dest="channel_command", required=True)

@@ -257,3 +257,37 @@ def test_progress_on_a_terminal_and_quiet_in_a_pipe(sqlite_db, tmp_path):
     assert "%d rows 100%%" % N in text and "rows/s" in text and "[splits 0:" in text, text
     piped = fastsync("import", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--table", "items", "--target-dir", tmp_path / "pipe")
     assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+
+
+def test_saved_incremental_job_advances_only_after_publishing(tmp_path):
+    db = tmp_path / "j.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE ev (id INTEGER PRIMARY KEY, v TEXT)")
+    con.executemany("INSERT INTO ev VALUES (?, ?)", [(i, "v%d" % i) for i in range(10)])
+    con.commit()
+    meta = ["--meta-connect", "sqlite:///%s" % (tmp_path / "meta.db")]
+    pw = tmp_path / "pw"
+    pw.write_text("unused\n")
+    out = fastsync("job", *meta, "--create", "ev-inc", "--", "import", "--connect", "jdbc:sqlite:%s" % db,
+                   "--password", "hunter2", "--table", "ev", "--target-dir", tmp_path / "out")
+    assert out.returncode == 1 and "--password-file" in out.stderr and "hunter2" not in out.stderr, out.stderr
+    out = fastsync("job", *meta, "--create", "ev-inc", "--", "import", "--connect", "jdbc:sqlite:%s" % db,
+                   "--password-file", pw, "--table", "ev", "-m", 1, "--target-dir", tmp_path / "out",
+                   "--incremental", "append", "--check-column", "id")
+    assert out.returncode == 0, out.stderr
+    assert fastsync("job", *meta, "--list").stdout.split() == ["ev-inc"]
+    assert fastsync("job", *meta, "--exec", "ev-inc").returncode == 0
+    assert "--last-value 9" in fastsync("job", *meta, "--show", "ev-inc").stdout
+    con.executemany("INSERT INTO ev VALUES (?, ?)", [(i, "v%d" % i) for i in range(10, 15)])
+    con.commit()
+    # a failing run (its split reads a column that does not exist) publishes nothing and keeps the last value
+    out = fastsync("job", *meta, "--exec", "ev-inc", "--", "--columns", "id,nope")
+    assert out.returncode == 1
+    assert "--last-value 9" in fastsync("job", *meta, "--show", "ev-inc").stdout
+    out = fastsync("job", *meta, "--exec", "ev-inc")
+    assert out.returncode == 0 and "imported 5 rows" in out.stdout, out.stdout + out.stderr
+    assert "--last-value 14" in fastsync("job", *meta, "--show", "ev-inc").stdout
+    assert sorted(pq.read_table(tmp_path / "out").column("id").to_pylist()) == list(range(15))
+    assert fastsync("job", *meta, "--delete", "ev-inc").returncode == 0
+    out = fastsync("job", *meta, "--exec", "ev-inc")
+    assert out.returncode == 1 and "no saved job named 'ev-inc'" in out.stderr

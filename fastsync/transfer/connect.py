@@ -89,6 +89,8 @@ def resolve_password(password: str | None, password_file: str | None, prompt: bo
 
 def build_url(connect: str, username: str | None = None, password: str | None = None) -> URL:
     url = translate_url(connect)
+    if url.get_backend_name() == "sqlite":
+        return url          # a file: no user, no password
     if username is not None:
         url = url.set(username=username)
     if password is not None:

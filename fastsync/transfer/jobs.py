@@ -1,0 +1,68 @@
+"""Saved jobs (Sqoop's `job`): an import's command line stored by name in a metastore, an
+embedded SQLite file by default. Passwords are never stored: a job keeps --password-file
+(a reference), -P (prompt at run time) or relies on FASTSYNC_PASSWORD. An incremental
+job's --last-value is advanced only after its output was published."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import sqlalchemy as sa
+
+DEFAULT_METASTORE = "sqlite:///" + os.path.join(os.path.expanduser("~"), ".fastsync", "metastore.db")
+
+_md = sa.MetaData()
+JOBS = sa.Table("fastsync_jobs", _md,
+                sa.Column("name", sa.String(200), primary_key=True),
+                sa.Column("argv", sa.Text, nullable=False),
+                sa.Column("created", sa.Float, nullable=False),
+                sa.Column("updated", sa.Float, nullable=False))
+
+
+class JobError(Exception):
+    pass
+
+
+class Metastore:
+    def __init__(self, url: str | None = None):
+        url = url or DEFAULT_METASTORE
+        if url.startswith("sqlite:///"):
+            os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])) or ".", exist_ok=True)
+        self.engine = sa.create_engine(url)
+        _md.create_all(self.engine)
+
+    def create(self, name: str, argv: list[str]) -> None:
+        if "--password" in argv or any(a.startswith("--password=") for a in argv):
+            raise JobError("job --create %s: --password would be stored in the metastore; use --password-file, -P "
+                           "or FASTSYNC_PASSWORD" % name)
+        now = time.time()
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(JOBS.c.name).where(JOBS.c.name == name)).first():
+                raise JobError("job --create %s: a job of that name exists (--delete it first)" % name)
+            conn.execute(JOBS.insert().values(name=name, argv=json.dumps(argv), created=now, updated=now))
+
+    def get(self, name: str) -> list[str]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(JOBS.c.argv).where(JOBS.c.name == name)).first()
+        if row is None:
+            raise JobError("no saved job named %r" % name)
+        return json.loads(row[0])
+
+    def names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(JOBS.c.name).order_by(JOBS.c.name))]
+
+    def delete(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(JOBS.delete().where(JOBS.c.name == name)).rowcount == 0:
+                raise JobError("no saved job named %r" % name)
+
+    def set_last_value(self, name: str, value) -> None:
+        argv = self.get(name)
+        if "--last-value" in argv:
+            argv[argv.index("--last-value") + 1] = str(value)
+        else:
+            argv += ["--last-value", str(value)]
+        with self.engine.begin() as conn:
+            conn.execute(JOBS.update().where(JOBS.c.name == name).values(argv=json.dumps(argv), updated=time.time()))
