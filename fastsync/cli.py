@@ -241,6 +241,32 @@ def cmd_job(args) -> int:
     return 0
 
 
+def cmd_import_all_tables(args) -> int:
+    import copy
+
+    import sqlalchemy as sa
+    if not args.warehouse_dir:
+        raise CliError("import-all-tables needs --warehouse-dir", EXIT_CONFIG)
+    url = _connect_url(args)
+    excluded = {t.strip() for t in args.exclude_tables.split(",") if t.strip()}
+
+    def tables(engine):
+        insp = sa.inspect(engine)
+        return [(t, len(insp.get_pk_constraint(t).get("constrained_columns") or [])) for t in insp.get_table_names()]
+    todo = [(t, pk) for t, pk in _with_engine(url, tables) if t not in excluded]
+    # checked for every table before any is imported
+    bad = [t for t, pk in todo if pk != 1 and args.num_mappers > 1 and not args.split_by]
+    if bad and not args.autoreset_to_one_mapper:
+        raise CliError("table %s has no single-column primary key: use --autoreset-to-one-mapper or -m 1" % ", ".join(bad))
+    for name, _ in todo:
+        one = copy.copy(args)
+        one.table, one.target_dir = name, None
+        if name in bad:
+            one.num_mappers = 1
+        run_import_args(one)
+    return 0
+
+
 def _connect_url(args):
     from fastsync.transfer.connect import ConnectError, build_url, resolve_password
     try:
@@ -318,6 +344,36 @@ def _connection_flags(p) -> None:
     p.add_argument("-P", action="store_true", help="prompt for the password")
 
 
+def _import_flags(im, all_tables: bool = False) -> None:
+    """The flags of import and import-all-tables."""
+    _connection_flags(im)
+    if not all_tables:
+        im.add_argument("--table")
+    if not all_tables:
+        im.add_argument("-e", "--query", help="free-form SELECT with $CONDITIONS instead of --table (needs --split-by with -m > 1)")
+    if not all_tables:
+        im.add_argument("--boundary-query", help="SELECT returning the min and max of --split-by (with --query)")
+    im.add_argument("--columns", help="comma-separated columns to import")
+    im.add_argument("--where", help="SQL condition rows must meet")
+    im.add_argument("--split-by", help="column the table is split on (default: the primary key)")
+    im.add_argument("-m", "--num-mappers", type=positive, default=4, help="parallel splits (processes)")
+    im.add_argument("--fetch-size", type=positive, default=10000, help="rows per read and per record batch")
+    im.add_argument("--target-dir", help="output directory (published atomically, with _SUCCESS)")
+    im.add_argument("--warehouse-dir", help="parent directory; the output goes to WAREHOUSE/TABLE")
+    im.add_argument("--delete-target-dir", action="store_true", help="replace an existing target directory (only once the import succeeded)")
+    im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
+    im.add_argument("--as-textfile", action="store_true", help="CSV text output")
+    im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "arrow", "jsonl"])
+    im.add_argument("--compression-codec", default="snappy", choices=["snappy", "zstd", "gzip", "lz4", "none"])
+    im.add_argument("--fields-terminated-by", default=",", help="CSV field separator")
+    im.add_argument("--retries", type=int, default=1, help="times a failed split is retried alone")
+    im.add_argument("--append", action="store_true", help="add part files to an existing --target-dir")
+    im.add_argument("--incremental", choices=["append", "lastmodified"], help="append: only rows whose --check-column exceeds --last-value")
+    im.add_argument("--check-column", help="column compared with --last-value")
+    im.add_argument("--last-value", help="the largest --check-column value already imported")
+    im.add_argument("--log-level", default="WARNING")
+
+
 def positive(text: str) -> int:
     try:
         v = int(text)
@@ -371,30 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
         lp.set_defaults(func=fn)
 
     im = sub.add_parser("import", help="import a table into Parquet or CSV files (Sqoop's flags)")
-    _connection_flags(im)
-    im.add_argument("--table")
-    im.add_argument("-e", "--query", help="free-form SELECT with $CONDITIONS instead of --table (needs --split-by with -m > 1)")
-    im.add_argument("--boundary-query", help="SELECT returning the min and max of --split-by (with --query)")
-    im.add_argument("--columns", help="comma-separated columns to import")
-    im.add_argument("--where", help="SQL condition rows must meet")
-    im.add_argument("--split-by", help="column the table is split on (default: the primary key)")
-    im.add_argument("-m", "--num-mappers", type=positive, default=4, help="parallel splits (processes)")
-    im.add_argument("--fetch-size", type=positive, default=10000, help="rows per read and per record batch")
-    im.add_argument("--target-dir", help="output directory (published atomically, with _SUCCESS)")
-    im.add_argument("--warehouse-dir", help="parent directory; the output goes to WAREHOUSE/TABLE")
-    im.add_argument("--delete-target-dir", action="store_true", help="replace an existing target directory (only once the import succeeded)")
-    im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
-    im.add_argument("--as-textfile", action="store_true", help="CSV text output")
-    im.add_argument("--format", dest="fmt", choices=["parquet", "csv"])
-    im.add_argument("--compression-codec", default="snappy", choices=["snappy", "zstd", "gzip", "lz4", "none"])
-    im.add_argument("--fields-terminated-by", default=",", help="CSV field separator")
-    im.add_argument("--retries", type=int, default=1, help="times a failed split is retried alone")
-    im.add_argument("--append", action="store_true", help="add part files to an existing --target-dir")
-    im.add_argument("--incremental", choices=["append", "lastmodified"], help="append: only rows whose --check-column exceeds --last-value")
-    im.add_argument("--check-column", help="column compared with --last-value")
-    im.add_argument("--last-value", help="the largest --check-column value already imported")
-    im.add_argument("--log-level", default="WARNING")
+    _import_flags(im)
     im.set_defaults(func=cmd_import)
+
+    ia = sub.add_parser("import-all-tables", help="import every table of a database into --warehouse-dir/TABLE")
+    _import_flags(ia, all_tables=True)
+    ia.add_argument("--exclude-tables", default="", help="comma-separated tables to skip")
+    ia.add_argument("--autoreset-to-one-mapper", action="store_true",
+                    help="import tables without a single-column primary key with -m 1 instead of failing")
+    ia.set_defaults(func=cmd_import_all_tables, table=None, query=None, boundary_query=None)
 
     jb = sub.add_parser("job", help="saved jobs: create, list, show, delete, exec (Sqoop's job tool)")
     act = jb.add_mutually_exclusive_group(required=True)

@@ -291,3 +291,48 @@ def test_saved_incremental_job_advances_only_after_publishing(tmp_path):
     assert fastsync("job", *meta, "--delete", "ev-inc").returncode == 0
     out = fastsync("job", *meta, "--exec", "ev-inc")
     assert out.returncode == 1 and "no saved job named 'ev-inc'" in out.stderr
+
+
+@pytest.mark.parametrize("fmt", ["arrow", "jsonl"])
+def test_arrow_and_json_lines_output(sqlite_db, tmp_path, fmt):
+    import json
+
+    import pyarrow as pa
+    out = fastsync("import", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--table", "items", "-m", 2, "--format", fmt,
+                   "--target-dir", tmp_path / fmt)
+    assert out.returncode == 0, out.stderr
+    parts = sorted(p for p in os.listdir(tmp_path / fmt) if p.startswith("part-"))
+    assert parts == ["part-m-00000.%s" % fmt, "part-m-00001.%s" % fmt]
+    got = []
+    for p in parts:
+        path = tmp_path / fmt / p
+        if fmt == "arrow":
+            got += pa.ipc.open_file(path).read_all().to_pylist()
+        else:
+            got += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    got.sort(key=lambda r: r["id"])
+    want = rows()
+    if fmt == "jsonl":
+        want = [{**r, "price": str(r["price"])} for r in want]
+    assert got == want
+
+
+def test_import_all_tables(tmp_path):
+    db = tmp_path / "all.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT)")
+    con.execute("CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT)")
+    con.execute("CREATE TABLE c (x INTEGER, y TEXT)")
+    for t in "abc":
+        con.executemany("INSERT INTO %s VALUES (?, ?)" % t, [(i, "%s%d" % (t, i)) for i in range(20)])
+    con.commit()
+    base = ["import-all-tables", "--connect", "jdbc:sqlite:%s" % db, "--warehouse-dir", tmp_path / "wh", "-m", 2,
+            "--exclude-tables", "b"]
+    out = fastsync(*base)
+    assert out.returncode == 1 and "table c has no single-column primary key" in out.stderr, out.stderr
+    assert not (tmp_path / "wh").exists()          # refused before importing anything
+    out = fastsync(*base, "--autoreset-to-one-mapper")
+    assert out.returncode == 0, out.stderr
+    assert sorted(os.listdir(tmp_path / "wh")) == ["a", "c"]
+    assert sorted(pq.read_table(tmp_path / "wh" / "a").column("v").to_pylist()) == sorted("a%d" % i for i in range(20))
+    assert len(pq.read_table(tmp_path / "wh" / "c")) == 20

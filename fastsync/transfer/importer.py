@@ -27,7 +27,7 @@ from fastsync.transfer.splits import Split, plan_splits
 
 log = logging.getLogger("fastsync.import")
 
-FORMATS = {"parquet": "parquet", "csv": "csv"}
+FORMATS = {"parquet": "parquet", "csv": "csv", "arrow": "arrow", "jsonl": "jsonl"}
 _PROGRESS = None     # rows written per split, shared with the forked split processes (on a terminal)
 
 
@@ -318,7 +318,41 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         engine.dispose()
 
 
+class _JsonLinesWriter:
+    """One JSON object per row. Decimals are strings (exact), dates and times ISO 8601,
+    bytes base64."""
+
+    def __init__(self, path: str):
+        self.f = open(path, "w", encoding="utf-8")
+
+    @staticmethod
+    def _default(v):
+        import base64
+        import datetime
+        import decimal
+        if isinstance(v, decimal.Decimal):
+            return str(v)
+        if isinstance(v, (datetime.date, datetime.time, datetime.datetime)):
+            return v.isoformat()
+        if isinstance(v, (bytes, bytearray)):
+            return base64.b64encode(v).decode()
+        return str(v)
+
+    def write_batch(self, batch) -> None:
+        import json
+        for row in batch.to_pylist():
+            self.f.write(json.dumps(row, ensure_ascii=False, default=self._default))
+            self.f.write("\n")
+
+    def close(self) -> None:
+        self.f.close()
+
+
 def _open_writer(job: ImportJob, path: str, schema: pa.Schema):
+    if job.fmt == "arrow":
+        return pa.ipc.new_file(path, schema)
+    if job.fmt == "jsonl":
+        return _JsonLinesWriter(path)
     if job.fmt == "parquet":
         return pq.ParquetWriter(path, schema, compression=None if job.compression == "none" else job.compression)
     return pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(delimiter=job.fields_terminated_by))
