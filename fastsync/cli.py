@@ -192,7 +192,7 @@ def run_import_args(args) -> dict:
     except ConnectError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     job = ImportJob(url=url, table=args.table or "query", target_dir=args.target_dir, query=args.query,
-                    boundary_query=args.boundary_query,
+                    boundary_query=args.boundary_query, split_strategy=args.split_strategy,
                     columns=[c.strip() for c in args.columns.split(",")] if args.columns else None,
                     where=args.where, split_by=args.split_by, mappers=args.num_mappers, fetch_size=args.fetch_size,
                     fmt=args.fmt, compression=args.compression_codec, delete_target_dir=args.delete_target_dir,
@@ -357,6 +357,8 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--where", help="SQL condition rows must meet")
     im.add_argument("--split-by", help="column the table is split on (default: the primary key)")
     im.add_argument("-m", "--num-mappers", type=positive, default=4, help="parallel splits (processes)")
+    im.add_argument("--split-strategy", choices=["minmax", "quantile"], default="minmax",
+                    help="minmax: equal key ranges (Sqoop); quantile: equal row counts from the key's quantiles, any orderable key")
     im.add_argument("--fetch-size", type=positive, default=10000, help="rows per read and per record batch")
     im.add_argument("--target-dir", help="output directory (published atomically, with _SUCCESS)")
     im.add_argument("--warehouse-dir", help="parent directory; the output goes to WAREHOUSE/TABLE")

@@ -155,10 +155,13 @@ def test_unsupported_jdbc_url_hides_the_password(tmp_path):
 def test_plan_splits_cover_the_range_once(lo, hi, m):
     from fastsync.transfer.splits import plan_splits
     splits = plan_splits(lo, hi, m)
-    assert len(splits) == min(m, hi - lo + 1)
+    assert 1 <= len(splits) <= min(m, hi - lo + 1)
+    if hi - lo + 1 >= 2 * m:
+        assert len(splits) == m
     assert splits[0].lo == lo and splits[-1].hi == hi and splits[-1].last
     for a, b in zip(splits, splits[1:]):
         assert a.hi == b.lo and a.lo < a.hi and not a.last
+    assert splits[-1].lo <= splits[-1].hi
     if hi - lo < 1000:
         covered = [v for v in range(lo, hi + 1) for s in splits
                    if s.lo <= v and (v <= s.hi if s.last else v < s.hi)]
@@ -336,3 +339,62 @@ def test_import_all_tables(tmp_path):
     assert sorted(os.listdir(tmp_path / "wh")) == ["a", "c"]
     assert sorted(pq.read_table(tmp_path / "wh" / "a").column("v").to_pylist()) == sorted("a%d" % i for i in range(20))
     assert len(pq.read_table(tmp_path / "wh" / "c")) == 20
+
+
+def test_split_keys_of_other_types_and_quantile_splits_for_skew(tmp_path):
+    import datetime
+    db = tmp_path / "skew.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE s (id INTEGER PRIMARY KEY, k INTEGER, name TEXT, day DATE, amount NUMERIC(10, 2))")
+    # 90 % of the keys in [0, 100), the rest spread up to 1 000 000: min/max splits are lopsided
+    keys = [i % 100 if i % 10 else i * 100 for i in range(10000)]
+    con.executemany("INSERT INTO s VALUES (?, ?, ?, ?, ?)",
+                    [(i, k, "name-%05d" % ((i * 7919) % 10000), (datetime.date(2020, 1, 1) + datetime.timedelta(days=i % 1500)).isoformat(),
+                      "%d.%02d" % (i % 977, i % 100)) for i, k in enumerate(keys)])
+    con.commit()
+
+    def part_rows(name, *args):
+        out = fastsync("import", "--connect", "jdbc:sqlite:%s" % db, "--table", "s", "-m", 4, "--target-dir", tmp_path / name, *args)
+        assert out.returncode == 0, out.stderr
+        parts = sorted(p for p in os.listdir(tmp_path / name) if p.startswith("part-"))
+        counts = [pq.read_metadata(tmp_path / name / p).num_rows for p in parts]
+        assert sum(counts) == 10000
+        assert sorted(pq.read_table(tmp_path / name).column("id").to_pylist()) == list(range(10000))
+        return counts
+
+    lopsided = part_rows("minmax", "--split-by", "k")
+    assert max(lopsided) > 8000, lopsided
+    balanced = part_rows("quantile", "--split-by", "k", "--split-strategy", "quantile")
+    assert len(balanced) >= 2 and max(balanced) <= 2 * 10000 / len(balanced), balanced
+    text = part_rows("text", "--split-by", "name", "--split-strategy", "quantile")
+    assert len(text) == 4 and max(text) - min(text) <= 1, text
+    for col in ("amount",):
+        counts = part_rows("by-" + col, "--split-by", col)
+        assert len(counts) == 4 and min(counts) > 1000, counts
+    out = fastsync("import", "--connect", "jdbc:sqlite:%s" % db, "--table", "s", "-m", 4, "--split-by", "name",
+                   "--target-dir", tmp_path / "textminmax")
+    assert out.returncode == 1 and "--split-strategy quantile" in out.stderr, out.stderr
+
+
+def test_date_and_timestamp_split_keys_in_postgresql(tmp_path):
+    import datetime
+    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS dated"))
+        conn.execute(sa.text("CREATE TABLE dated (id int PRIMARY KEY, d date, ts timestamptz)"))
+        conn.execute(sa.text("INSERT INTO dated SELECT g, DATE '2024-01-01' + g, "
+                             "TIMESTAMPTZ '2024-01-01 00:00:00+00' + g * INTERVAL '1 hour' FROM generate_series(0, 999) g"))
+    engine.dispose()
+    for col in ("d", "ts"):
+        out = fastsync("import", "--connect", PG_URL, "--table", "dated", "-m", 3, "--split-by", col,
+                       "--target-dir", tmp_path / col)
+        assert out.returncode == 0, out.stderr
+        parts = sorted(p for p in os.listdir(tmp_path / col) if p.startswith("part-"))
+        counts = [pq.read_metadata(tmp_path / col / p).num_rows for p in parts]
+        assert len(counts) == 3 and sum(counts) == 1000 and min(counts) >= 300, counts
+        t = pq.read_table(tmp_path / col)
+        assert sorted(t.column("id").to_pylist()) == list(range(1000))
+        assert str(t.schema.field("ts").type) == "timestamp[us, tz=UTC]"
+        first = t.sort_by("id").slice(0, 1).to_pylist()[0]
+        assert first["d"] == datetime.date(2024, 1, 1)
+        assert first["ts"] == datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)

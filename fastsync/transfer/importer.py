@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from fastsync.transfer.splits import Split, plan_splits
+from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
 
 log = logging.getLogger("fastsync.import")
 
@@ -53,6 +53,7 @@ class ImportJob:
     append: bool = False                 # add part files to an existing target
     query: str | None = None             # free-form SELECT containing $CONDITIONS (instead of table)
     boundary_query: str | None = None    # SELECT min, max of the split column (query mode)
+    split_strategy: str = "minmax"       # or "quantile"
     incremental: str | None = None       # "append": only rows with check_column > last_value
     check_column: str | None = None
     last_value: str | None = None
@@ -194,6 +195,20 @@ def _plan_query(job: ImportJob, conn) -> list[Split]:
         raise ImportError_("--split-by %s: %s" % (job.split_by, exc)) from None
 
 
+def _quantile_splits(conn, table: sa.Table, key: sa.Column, job: ImportJob) -> list[Split]:
+    """Boundaries at the key's quantiles: the smallest key of each NTILE bucket, and the max."""
+    inner = sa.select(key.label("k"), sa.func.ntile(job.mappers).over(order_by=key).label("b")).select_from(table)
+    inner = inner.where(key.is_not(None))
+    if job.where:
+        inner = inner.where(sa.text(job.where))
+    inner = _incremental_where(inner, table, job).subquery()
+    q = sa.select(sa.func.min(inner.c.k), sa.func.max(inner.c.k)).group_by(inner.c.b).order_by(inner.c.b)
+    rows = conn.execute(q).all()
+    if not rows:
+        return [Split(0, None, None, True)]
+    return splits_from_bounds([r[0] for r in rows] + [rows[-1][1]])
+
+
 def check_query(job: ImportJob) -> None:
     """Sqoop's rules for a free-form --query."""
     if "$CONDITIONS" not in job.query:
@@ -221,6 +236,8 @@ def plan(job: ImportJob) -> list[Split]:
             if col is None or job.mappers == 1:
                 return [Split(0, None, None, True)]
             key = table.c[col]
+            if job.split_strategy == "quantile":
+                return _quantile_splits(conn, table, key, job)
             q = sa.select(sa.func.min(key), sa.func.max(key)).select_from(table)
             if job.where:
                 q = q.where(sa.text(job.where))
