@@ -60,31 +60,64 @@ class ImportJob:
     extra: dict = field(default_factory=dict)
 
 
-def _arrow_type(col: sa.Column) -> pa.DataType | None:
+class _MySQLTime(sa.types.TypeDecorator):
+    """MySQL's TIME is a duration (-838:59:59 .. 838:59:59): the driver's timedelta is kept,
+    not turned into a time of day by SQLAlchemy (which fails past 24 h)."""
+    impl = sa.types.NullType
+    cache_ok = True
+
+
+def _json_text(v):
+    import json
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _column_plan(col: sa.Column):
+    """(Arrow type or None to infer, converter for each non-NULL value or None)."""
     t = col.type
+    if isinstance(t, sa.ARRAY):
+        inner, conv = _column_plan(sa.Column("item", t.item_type))
+        if inner is None or conv is not None:
+            return None, None
+        return pa.list_(inner), None
+    if isinstance(t, sa.JSON):
+        return pa.string(), _json_text          # the document as JSON text, exactly as stored
+    if isinstance(t, sa.Uuid):
+        return pa.string(), str
+    if isinstance(t, sa.Interval):
+        return pa.duration("us"), None
     if isinstance(t, sa.Boolean):
-        return pa.bool_()
+        return pa.bool_(), None
+    if isinstance(t, sa.Integer) and getattr(t, "unsigned", False):
+        return pa.uint64(), None               # MySQL's BIGINT UNSIGNED goes past int64
     if isinstance(t, sa.SmallInteger):
-        return pa.int16()
-    if isinstance(t, sa.BigInteger):
-        return pa.int64()
-    if isinstance(t, sa.Integer):
-        return pa.int64()
+        return pa.int16(), None
+    if isinstance(t, sa.Integer):              # Integer, BigInteger and the dialects' widths
+        return pa.int64(), None
     if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
         if t.precision is not None:
-            return pa.decimal128(t.precision, t.scale or 0) if t.precision <= 38 else pa.decimal256(t.precision, t.scale or 0)
-        return None
+            p_, s_ = t.precision, t.scale or 0
+            return (pa.decimal128(p_, s_) if p_ <= 38 else pa.decimal256(p_, s_)), None
+        return None, None
     if isinstance(t, sa.Float):
-        return pa.float64()
+        return pa.float64(), None
     if isinstance(t, sa.DateTime):
-        return pa.timestamp("us", tz="UTC" if t.timezone else None)
+        return pa.timestamp("us", tz="UTC" if t.timezone else None), None
     if isinstance(t, sa.Date):
-        return pa.date32()
-    if isinstance(t, sa.LargeBinary) or isinstance(t, sa.types._Binary):
-        return pa.binary()
-    if isinstance(t, sa.String):
-        return pa.string()
-    return None
+        return pa.date32(), None
+    if isinstance(t, _MySQLTime):
+        return pa.duration("us"), None
+    if isinstance(t, sa.Time):
+        return pa.time64("us"), None
+    if isinstance(t, (sa.LargeBinary, sa.types._Binary)):
+        return pa.binary(), None
+    if isinstance(t, sa.String):               # also Enum, Text, CHAR
+        return pa.string(), None
+    return None, None
+
+
+def _arrow_type(col: sa.Column) -> pa.DataType | None:
+    return _column_plan(col)[0]
 
 
 def _reflect(engine, job: ImportJob) -> tuple[sa.Table, list[sa.Column]]:
@@ -93,6 +126,13 @@ def _reflect(engine, job: ImportJob) -> tuple[sa.Table, list[sa.Column]]:
         table = sa.Table(job.table, md, autoload_with=engine)
     except sa.exc.NoSuchTableError:
         raise ImportError_("--table %s: no such table" % job.table) from None
+    for c in table.c:
+        # MySQL's DOUBLE reflects as a Decimal-returning type whose processor rounds to 10
+        # places (1e-300 became 0); the driver's float is the exact value
+        if isinstance(c.type, sa.Float) and getattr(c.type, "asdecimal", False):
+            c.type.asdecimal = False
+        if isinstance(c.type, sa.Time) and type(c.type).__module__.startswith("sqlalchemy.dialects.mysql"):
+            c.type = _MySQLTime()
     if job.columns:
         missing = [c for c in job.columns if c not in table.c]
         if missing:
@@ -269,7 +309,7 @@ def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
                     want = schema.field(i).type if schema is not None and not pa.types.is_null(schema.field(i).type) else None
                     try:
                         arrays.append(pa.array(columns[i], type=want))
-                    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                         raise ImportError_("--query column %s: cannot convert a value: %s" % (name, exc)) from None
                 batch = pa.RecordBatch.from_arrays(arrays, names=names)
                 if writer is None:
@@ -306,6 +346,7 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         q = _incremental_where(q, table, job)
         schema = pa.schema([pa.field(c.name, _arrow_type(c) or pa.null()) for c in cols])
         known = [_arrow_type(c) for c in cols]
+        convert = [_column_plan(c)[1] for c in cols]
         rows = 0
         writer = None
         with engine.connect() as conn:
@@ -314,9 +355,12 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
                 columns = list(zip(*chunk))
                 arrays = []
                 for i, c in enumerate(cols):
+                    values = columns[i]
+                    if convert[i] is not None:
+                        values = [None if v is None else convert[i](v) for v in values]
                     try:
-                        arrays.append(pa.array(columns[i], type=known[i]) if known[i] else pa.array(columns[i]))
-                    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                        arrays.append(pa.array(values, type=known[i]) if known[i] else pa.array(values))
+                    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                         raise ImportError_("%s.%s: cannot convert a value: %s" % (job.table, c.name, exc)) from None
                 batch = pa.RecordBatch.from_arrays(arrays, names=[c.name for c in cols])
                 if writer is None:
