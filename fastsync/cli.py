@@ -176,8 +176,15 @@ def run_import_args(args) -> dict:
     from fastsync.transfer.importer import ImportError_, ImportJob, run_import
 
     setup_logging(args.log_level)
+    from fastsync.transfer.textfile import TextOptions, unescape
     if args.fmt is None:
-        args.fmt = "csv" if args.as_textfile else "parquet"
+        args.fmt = "text" if args.as_textfile else "parquet"
+    text = TextOptions(*(unescape(v) for v in (args.fields_terminated_by, args.lines_terminated_by, args.enclosed_by,
+                                               args.optionally_enclosed_by, args.escaped_by, args.null_string,
+                                               args.null_non_string)))
+    for flag, value in (("--fields-terminated-by", text.fields_terminated_by), ("--lines-terminated-by", text.lines_terminated_by)):
+        if len(value) != 1:
+            raise CliError("%s: expected one character, got %r" % (flag, value), EXIT_CONFIG)
     if bool(args.table) == bool(args.query):
         raise CliError("give one of --table or --query", EXIT_CONFIG)
     if args.query and not args.target_dir:
@@ -196,7 +203,7 @@ def run_import_args(args) -> dict:
                     columns=[c.strip() for c in args.columns.split(",")] if args.columns else None,
                     where=args.where, split_by=args.split_by, mappers=args.num_mappers, fetch_size=args.fetch_size,
                     fmt=args.fmt, compression=args.compression_codec, delete_target_dir=args.delete_target_dir,
-                    retries=args.retries, fields_terminated_by=args.fields_terminated_by, append=args.append,
+                    retries=args.retries, fields_terminated_by=text.fields_terminated_by, text=text, append=args.append,
                     incremental=args.incremental, check_column=args.check_column, last_value=args.last_value)
     try:
         r = run_import(job)
@@ -364,10 +371,17 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--warehouse-dir", help="parent directory; the output goes to WAREHOUSE/TABLE")
     im.add_argument("--delete-target-dir", action="store_true", help="replace an existing target directory (only once the import succeeded)")
     im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
-    im.add_argument("--as-textfile", action="store_true", help="CSV text output")
-    im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "arrow", "jsonl"])
+    im.add_argument("--as-textfile", action="store_true", help="Sqoop's delimited text (no header; see the text options)")
+    im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "text", "arrow", "jsonl"],
+                    help="csv: standard CSV with a header; text: as --as-textfile")
     im.add_argument("--compression-codec", default="snappy", choices=["snappy", "zstd", "gzip", "lz4", "none"])
-    im.add_argument("--fields-terminated-by", default=",", help="CSV field separator")
+    im.add_argument("--fields-terminated-by", default=",", help="field separator (text and csv; \\t etc. understood)")
+    im.add_argument("--lines-terminated-by", default="\\n", help="text: line end")
+    im.add_argument("--enclosed-by", default="", help="text: character around every field")
+    im.add_argument("--optionally-enclosed-by", default="", help="text: character around fields that need it")
+    im.add_argument("--escaped-by", default="", help="text: escape character")
+    im.add_argument("--null-string", default="null", help="text: NULL in a string column")
+    im.add_argument("--null-non-string", default="null", help="text: NULL in other columns")
     im.add_argument("--retries", type=int, default=1, help="times a failed split is retried alone")
     im.add_argument("--append", action="store_true", help="add part files to an existing --target-dir")
     im.add_argument("--incremental", choices=["append", "lastmodified"], help="append: only rows whose --check-column exceeds --last-value")

@@ -67,7 +67,7 @@ def test_sqlite_to_parquet_in_parallel_splits(sqlite_db, tmp_path):
 
 def test_where_columns_and_csv(sqlite_db, tmp_path):
     out = fastsync("import", "--connect", "sqlite:///%s" % sqlite_db, "--table", "items", "--columns", "id,qty",
-                   "--where", "qty > 0", "-m", 2, "--as-textfile", "--target-dir", tmp_path / "csv")
+                   "--where", "qty > 0", "-m", 2, "--format", "csv", "--target-dir", tmp_path / "csv")
     assert out.returncode == 0, out.stderr
     parts = sorted(p for p in os.listdir(tmp_path / "csv") if p.startswith("part-"))
     assert parts == ["part-m-00000.csv", "part-m-00001.csv"]
@@ -398,3 +398,31 @@ def test_date_and_timestamp_split_keys_in_postgresql(tmp_path):
         first = t.sort_by("id").slice(0, 1).to_pylist()[0]
         assert first["d"] == datetime.date(2024, 1, 1)
         assert first["ts"] == datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def test_sqoop_text_options(tmp_path):
+    db = tmp_path / "t.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, n NUMERIC(6, 2), b BLOB)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [
+        (1, 'plain', "1.50", b"\x00\xff"), (2, 'tab\there, "q" \\ x', None, None), (3, None, "-2.00", b"")])
+    con.commit()
+
+    def text(*flags):
+        target = tmp_path / ("o%d" % len(os.listdir(tmp_path)))
+        out = fastsync("import", "--connect", "jdbc:sqlite:%s" % db, "--table", "t", "-m", 1, "--as-textfile",
+                       "--target-dir", target, *flags)
+        assert out.returncode == 0, out.stderr
+        return (target / "part-m-00000.txt").read_bytes()
+
+    assert text() == b'1,plain,1.50,00ff\n2,tab\there, "q" \\ x,null,null\n3,null,-2.00,\n'
+    assert text("--fields-terminated-by", "\\t", "--enclosed-by", '"', "--escaped-by", "\\\\",
+                "--null-string", "\\\\N", "--null-non-string", "NA") == (
+        b'"1"\t"plain"\t"1.50"\t"00ff"\n'
+        b'"2"\t"tab\\\there, \\"q\\" \\\\ x"\tNA\tNA\n'
+        b'"3"\t\\N\t"-2.00"\t""\n')
+    assert text("--optionally-enclosed-by", "'", "--lines-terminated-by", "|") == (
+        b"1,plain,1.50,00ff|2,tab\there, \"q\" \\ x,null,null|3,null,-2.00,|".replace(b'2,tab\there, "q" \\ x', b"2,'tab\there, \"q\" \\ x'"))
+    out = fastsync("import", "--connect", "jdbc:sqlite:%s" % db, "--table", "t", "--as-textfile",
+                   "--fields-terminated-by", "ab", "--target-dir", tmp_path / "bad")
+    assert out.returncode == 2 and "--fields-terminated-by: expected one character" in out.stderr

@@ -27,7 +27,7 @@ from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
 
 log = logging.getLogger("fastsync.import")
 
-FORMATS = {"parquet": "parquet", "csv": "csv", "arrow": "arrow", "jsonl": "jsonl"}
+FORMATS = {"parquet": "parquet", "csv": "csv", "text": "txt", "arrow": "arrow", "jsonl": "jsonl"}
 _PROGRESS = None     # rows written per split, shared with the forked split processes (on a terminal)
 
 
@@ -57,6 +57,7 @@ class ImportJob:
     incremental: str | None = None       # "append": only rows with check_column > last_value
     check_column: str | None = None
     last_value: str | None = None
+    text: object = None                  # TextOptions for fmt "text"
     extra: dict = field(default_factory=dict)
 
 
@@ -410,6 +411,9 @@ class _JsonLinesWriter:
 
 
 def _open_writer(job: ImportJob, path: str, schema: pa.Schema):
+    if job.fmt == "text":
+        from fastsync.transfer.textfile import TextOptions, TextWriter
+        return TextWriter(path, schema, job.text or TextOptions())
     if job.fmt == "arrow":
         return pa.ipc.new_file(path, schema)
     if job.fmt == "jsonl":
