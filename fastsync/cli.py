@@ -204,7 +204,8 @@ def run_import_args(args) -> dict:
                     where=args.where, split_by=args.split_by, mappers=args.num_mappers, fetch_size=args.fetch_size,
                     fmt=args.fmt, compression=args.compression_codec, delete_target_dir=args.delete_target_dir,
                     retries=args.retries, fields_terminated_by=text.fields_terminated_by, text=text, append=args.append,
-                    incremental=args.incremental, check_column=args.check_column, last_value=args.last_value)
+                    incremental=args.incremental, check_column=args.check_column, last_value=args.last_value,
+                    merge_key=args.merge_key)
     try:
         r = run_import(job)
     except ImportError_ as exc:
@@ -212,8 +213,8 @@ def run_import_args(args) -> dict:
     print("imported %d rows from %s into %s (%d splits) in %.3f s: %.0f rows/s"
           % (r["rows"], args.table or "the query", r["target_dir"], r["splits"], r["seconds"], r["rows_per_s"]), flush=True)
     if "last_value" in r:
-        print("incremental import complete; next time run with: --incremental append --check-column %s --last-value %s"
-              % (args.check_column, r["last_value"]), flush=True)
+        print("incremental import complete; next time run with: --incremental %s --check-column %s --last-value %s"
+              % (args.incremental, args.check_column, r["last_value"]), flush=True)
     return r
 
 
@@ -384,8 +385,10 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--null-non-string", default="null", help="text: NULL in other columns")
     im.add_argument("--retries", type=int, default=1, help="times a failed split is retried alone")
     im.add_argument("--append", action="store_true", help="add part files to an existing --target-dir")
-    im.add_argument("--incremental", choices=["append", "lastmodified"], help="append: only rows whose --check-column exceeds --last-value")
+    im.add_argument("--incremental", choices=["append", "lastmodified"],
+                    help="only rows whose --check-column exceeds --last-value; append adds them as new parts, lastmodified merges them (--merge-key) or adds them (--append)")
     im.add_argument("--check-column", help="column compared with --last-value")
+    im.add_argument("--merge-key", help="lastmodified: imported rows replace the target's rows with the same key")
     im.add_argument("--last-value", help="the largest --check-column value already imported")
     im.add_argument("--log-level", default="WARNING")
 

@@ -426,3 +426,41 @@ def test_sqoop_text_options(tmp_path):
     out = fastsync("import", "--connect", "jdbc:sqlite:%s" % db, "--table", "t", "--as-textfile",
                    "--fields-terminated-by", "ab", "--target-dir", tmp_path / "bad")
     assert out.returncode == 2 and "--fields-terminated-by: expected one character" in out.stderr
+
+
+def test_incremental_lastmodified_merges_on_the_key(tmp_path):
+    db = tmp_path / "lm.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE acc (id INTEGER PRIMARY KEY, balance INTEGER, updated DATETIME)")
+    con.executemany("INSERT INTO acc VALUES (?, ?, ?)", [(i, 100 + i, "2026-01-01 00:00:00") for i in range(10)])
+    con.commit()
+    base = ["import", "--connect", "jdbc:sqlite:%s" % db, "--table", "acc", "-m", 2, "--target-dir", tmp_path / "out",
+            "--incremental", "lastmodified", "--check-column", "updated"]
+    out = fastsync(*base, "--merge-key", "id")
+    assert out.returncode == 0, out.stderr
+    assert "--incremental lastmodified --check-column updated --last-value 2026-01-01 00:00:00" in out.stdout, out.stdout
+    con.execute("UPDATE acc SET balance = 0, updated = '2026-02-01 00:00:00' WHERE id IN (3, 4)")
+    con.execute("INSERT INTO acc VALUES (10, 7, '2026-02-01 00:00:00')")
+    con.commit()
+    out = fastsync(*base, "--last-value", "2026-01-01 00:00:00")
+    assert out.returncode == 1 and "needs --merge-key or --append" in out.stderr, out.stderr
+    out = fastsync(*base, "--last-value", "2026-01-01 00:00:00", "--merge-key", "id")
+    assert out.returncode == 0, out.stderr
+    assert "imported 3 rows" in out.stdout
+    got = {r["id"]: r["balance"] for r in pq.read_table(tmp_path / "out").to_pylist()}
+    assert got == {**{i: 100 + i for i in range(10)}, 3: 0, 4: 0, 10: 7}
+    assert sorted(os.listdir(tmp_path / "out")) == ["_SUCCESS", "part-m-00000.parquet"]
+    assert not [p for p in os.listdir(tmp_path) if ".old-" in p or ".tmp-" in p]
+
+
+def test_where_still_applies_to_rows_with_a_null_split_key(tmp_path):
+    db = tmp_path / "nk.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE n (k INTEGER, keep INTEGER)")
+    con.executemany("INSERT INTO n VALUES (?, ?)", [(None, 0), (None, 1), (1, 0), (2, 1), (3, 1), (4, 0)])
+    con.commit()
+    out = fastsync("import", "--connect", "jdbc:sqlite:%s" % db, "--table", "n", "--split-by", "k", "-m", 2,
+                   "--where", "keep = 1", "--target-dir", tmp_path / "o")
+    assert out.returncode == 0, out.stderr
+    got = sorted(pq.read_table(tmp_path / "o").to_pylist(), key=lambda r: (r["k"] is not None, r["k"] or 0))
+    assert got == [{"k": None, "keep": 1}, {"k": 2, "keep": 1}, {"k": 3, "keep": 1}]

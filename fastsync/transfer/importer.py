@@ -54,8 +54,9 @@ class ImportJob:
     query: str | None = None             # free-form SELECT containing $CONDITIONS (instead of table)
     boundary_query: str | None = None    # SELECT min, max of the split column (query mode)
     split_strategy: str = "minmax"       # or "quantile"
-    incremental: str | None = None       # "append": only rows with check_column > last_value
+    incremental: str | None = None       # "append" | "lastmodified": only rows with check_column > last_value
     check_column: str | None = None
+    merge_key: str | None = None         # lastmodified: new rows replace the target's rows of the same key
     last_value: str | None = None
     text: object = None                  # TextOptions for fmt "text"
     extra: dict = field(default_factory=dict)
@@ -183,15 +184,15 @@ def _incremental_bounds(conn, table: sa.Table, job: ImportJob):
     """(last value, new upper bound) for --incremental append, None when not incremental."""
     if not job.incremental:
         return None
-    if job.incremental != "append":
-        raise ImportError_("--incremental %s: only append is supported so far" % job.incremental)
+    if job.incremental not in ("append", "lastmodified"):
+        raise ImportError_("--incremental %s: expected append or lastmodified" % job.incremental)
     if not job.check_column:
         raise ImportError_("--incremental append needs --check-column")
     if job.check_column not in table.c:
         raise ImportError_("--check-column: %s has no column %s" % (job.table, job.check_column))
     q = sa.select(sa.func.max(table.c[job.check_column])).select_from(table)
     if job.where:
-        q = q.where(sa.text(job.where))
+        q = q.where(sa.text("(%s)" % job.where))
     upper = conn.execute(q).scalar()
     last = _coerce(job.last_value, upper) if job.last_value is not None else None
     return last, upper
@@ -241,7 +242,7 @@ def _quantile_splits(conn, table: sa.Table, key: sa.Column, job: ImportJob) -> l
     inner = sa.select(key.label("k"), sa.func.ntile(job.mappers).over(order_by=key).label("b")).select_from(table)
     inner = inner.where(key.is_not(None))
     if job.where:
-        inner = inner.where(sa.text(job.where))
+        inner = inner.where(sa.text("(%s)" % job.where))
     inner = _incremental_where(inner, table, job).subquery()
     q = sa.select(sa.func.min(inner.c.k), sa.func.max(inner.c.k)).group_by(inner.c.b).order_by(inner.c.b)
     rows = conn.execute(q).all()
@@ -281,7 +282,7 @@ def plan(job: ImportJob) -> list[Split]:
                 return _quantile_splits(conn, table, key, job)
             q = sa.select(sa.func.min(key), sa.func.max(key)).select_from(table)
             if job.where:
-                q = q.where(sa.text(job.where))
+                q = q.where(sa.text("(%s)" % job.where))
             q = _incremental_where(q, table, job)
             lo, hi = conn.execute(q).one()
             try:
@@ -340,10 +341,10 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         col = _split_column(table, job) if not (split.lo is None and split.hi is None) else None
         q = sa.select(*cols).select_from(table)
         if job.where:
-            q = q.where(sa.text(job.where))
+            q = q.where(sa.text("(%s)" % job.where))
         if col is not None:
             cond, params = split.where(engine.dialect.identifier_preparer.quote(col))
-            q = q.where(sa.text(cond).bindparams(**params))
+            q = q.where(sa.text("(%s)" % cond).bindparams(**params))
         q = _incremental_where(q, table, job)
         schema = pa.schema([pa.field(c.name, _arrow_type(c) or pa.null()) for c in cols])
         known = [_arrow_type(c) for c in cols]
@@ -453,7 +454,7 @@ def _estimate_rows(job: ImportJob) -> int | None:
                 table, _ = _reflect(engine, job)
                 q = sa.select(sa.func.count()).select_from(table)
                 if job.where:
-                    q = q.where(sa.text(job.where))
+                    q = q.where(sa.text("(%s)" % job.where))
                 q = _incremental_where(q, table, job)
             return conn.execute(q).scalar()
     except Exception:
@@ -485,8 +486,16 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
     """Plan, run the splits in parallel processes, publish. Returns figures (and, for an
     incremental import, the new last value)."""
     target = os.path.abspath(job.target_dir)
-    adding = job.append or bool(job.incremental)
-    if os.path.exists(target) and not job.delete_target_dir and not adding:
+    merging = bool(job.merge_key) and os.path.isdir(target) and not job.delete_target_dir
+    if job.merge_key and job.incremental != "lastmodified":
+        raise ImportError_("--merge-key works with --incremental lastmodified")
+    if merging and job.fmt not in ("parquet", "arrow"):
+        raise ImportError_("--merge-key needs --format parquet or arrow (the existing data is read back)")
+    adding = job.append or job.incremental == "append"
+    exists = os.path.exists(target) and not job.delete_target_dir
+    if exists and job.incremental == "lastmodified" and not (merging or job.append):
+        raise ImportError_("--incremental lastmodified into the existing --target-dir %s needs --merge-key or --append" % job.target_dir)
+    if exists and not (adding or merging):
         raise ImportError_("--target-dir %s already exists (use --delete-target-dir to replace it, or --append)" % job.target_dir)
     t0 = time.perf_counter()
     try:
@@ -513,7 +522,9 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
             for f in futures:
                 n, _ = f.result()
                 rows += n
-        if adding and os.path.isdir(target) and not job.delete_target_dir:
+        if merging:
+            _merge_into(tmp, target, job)
+        elif adding and os.path.isdir(target) and not job.delete_target_dir:
             _append_parts(tmp, target, ext)
             shutil.rmtree(tmp)
         else:
@@ -534,6 +545,38 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
     if inc is not None:
         out["last_value"] = inc[1] if inc[1] is not None else inc[0]
     return out
+
+
+def _read_dir(path: str, fmt: str) -> pa.Table:
+    files = sorted(os.path.join(path, n) for n in os.listdir(path) if n.startswith("part-m-"))
+    if fmt == "arrow":
+        return pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files]) if files else None
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else None
+
+
+def _merge_into(tmp: str, target: str, job: ImportJob) -> None:
+    """The target's rows, minus those whose --merge-key came again, plus the new rows;
+    swapped in with renames (the old target stays until the new one is complete)."""
+    import pyarrow.compute as pc
+    new = _read_dir(tmp, job.fmt)
+    old = _read_dir(target, job.fmt)
+    if job.merge_key not in (new or old).column_names:
+        raise ImportError_("--merge-key %s: no such column in the imported data" % job.merge_key)
+    if old is not None and new is not None and len(new):
+        keep = pc.invert(pc.is_in(old.column(job.merge_key), value_set=new.column(job.merge_key).combine_chunks()))
+        merged = pa.concat_tables([old.filter(keep), new.select(old.column_names).cast(old.schema)])
+    else:
+        merged = new if old is None else old
+    for n in os.listdir(tmp):
+        os.unlink(os.path.join(tmp, n))
+    writer = _open_writer(job, os.path.join(tmp, "part-m-00000.%s" % FORMATS[job.fmt]), merged.schema)
+    for b in merged.to_batches():
+        writer.write_batch(b)
+    writer.close()
+    aside = target + ".old-" + uuid.uuid4().hex[:8]
+    os.rename(target, aside)
+    os.rename(tmp, target)
+    shutil.rmtree(aside)
 
 
 def _append_parts(tmp: str, target: str, ext: str) -> None:
