@@ -373,7 +373,8 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--delete-target-dir", action="store_true", help="replace an existing target directory (only once the import succeeded)")
     im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
     im.add_argument("--as-textfile", action="store_true", help="Sqoop's delimited text (no header; see the text options)")
-    im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "text", "arrow", "jsonl"],
+    im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro")
+    im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "text", "arrow", "jsonl", "avro"],
                     help="csv: standard CSV with a header; text: as --as-textfile")
     im.add_argument("--compression-codec", default="snappy", choices=["snappy", "zstd", "gzip", "lz4", "none"])
     im.add_argument("--fields-terminated-by", default=",", help="field separator (text and csv; \\t etc. understood)")

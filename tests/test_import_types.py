@@ -9,6 +9,7 @@ import sys
 import uuid
 
 import duckdb
+import fastavro
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -16,12 +17,23 @@ PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@
 MYSQL_URL = os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")
 TRICKY = "snow \u2603, NUL-free control \x01\x1f, quote \" ' \\ , newline \n tab \t, emoji \U0001F600"
 UTC = datetime.timezone.utc
+AVRO = {}
 
 
 def run_import(url, table, target):
     out = subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", url, "--table", table, "-m", "2",
                           "--target-dir", str(target)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+    # the same rows as an Avro data file, read back with fastavro
+    avro = subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", url, "--table", table, "-m", "2",
+                           "--as-avrodatafile", "--target-dir", str(target) + "-avro"], capture_output=True, text=True, timeout=300)
+    assert avro.returncode == 0, avro.stderr
+    records = []
+    for p in sorted(os.listdir(str(target) + "-avro")):
+        if p.endswith(".avro"):
+            with open(os.path.join(str(target) + "-avro", p), "rb") as f:
+                records += list(fastavro.reader(f))
+    AVRO[table] = sorted(records, key=lambda r: r["id"])
     by_arrow = sorted(pq.read_table(target).to_pylist(), key=lambda r: r["id"])
     by_duck = duckdb.sql("SELECT * FROM read_parquet('%s/*.parquet') ORDER BY id" % target).fetchall()
     return by_arrow, by_duck
@@ -75,6 +87,14 @@ def test_postgresql_types_round_trip(tmp_path):
     types = {f.name: str(f.type) for f in pq.read_schema(next((tmp_path / "pg").glob("part-*")))}
     assert types["num"] == "decimal128(38, 10)" and types["tstz"] == "timestamp[us, tz=UTC]"
     assert types["arr_i"] in ("list<element: int64>", "list<item: int64>") and types["by"] == "binary" and types["iv"] == "duration[us]"
+    # Avro holds the same values (durations as microseconds, arrays as lists)
+    a = AVRO["types"]
+    for g, r in zip(got, a):
+        for k, v in g.items():
+            want_v = v // datetime.timedelta(microseconds=1) if isinstance(v, datetime.timedelta) else v
+            if k == "tstz" and v is not None:
+                want_v = v.astimezone(UTC)
+            assert r[k] == want_v, (k, r[k], want_v)
     # DuckDB reads the same values
     assert [row[0] for row in duck] == [1, 2]
     cols = [c for c in duckdb.sql("SELECT * FROM read_parquet('%s/*.parquet') LIMIT 0" % (tmp_path / "pg")).columns]
@@ -123,3 +143,7 @@ def test_mariadb_types_round_trip(tmp_path):
             else:
                 assert g[k] == v, (k, g[k], v)
     assert [row[0] for row in duck] == [1, 2]
+    for g, r in zip(got, AVRO["types"]):          # and the Avro file holds the same
+        for k, v in g.items():
+            want_v = v // datetime.timedelta(microseconds=1) if isinstance(v, datetime.timedelta) else v
+            assert r[k] == want_v, (k, r[k], want_v)

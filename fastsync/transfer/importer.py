@@ -27,7 +27,7 @@ from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
 
 log = logging.getLogger("fastsync.import")
 
-FORMATS = {"parquet": "parquet", "csv": "csv", "text": "txt", "arrow": "arrow", "jsonl": "jsonl"}
+FORMATS = {"parquet": "parquet", "csv": "csv", "text": "txt", "arrow": "arrow", "jsonl": "jsonl", "avro": "avro"}
 _PROGRESS = None     # rows written per split, shared with the forked split processes (on a terminal)
 
 
@@ -415,6 +415,10 @@ def _open_writer(job: ImportJob, path: str, schema: pa.Schema):
     if job.fmt == "text":
         from fastsync.transfer.textfile import TextOptions, TextWriter
         return TextWriter(path, schema, job.text or TextOptions())
+    if job.fmt == "avro":
+        from fastsync.transfer.avrofile import AvroWriter
+        codec = {"none": "null", "gzip": "deflate", "zstd": "zstandard", "lz4": "lz4"}.get(job.compression, job.compression)
+        return AvroWriter(path, schema, codec if codec in ("null", "deflate", "snappy") else "null")
     if job.fmt == "arrow":
         return pa.ipc.new_file(path, schema)
     if job.fmt == "jsonl":

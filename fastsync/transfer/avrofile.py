@@ -1,0 +1,73 @@
+"""Avro data files (`--as-avrodatafile`), written with fastavro: the Arrow schema mapped to
+Avro types with logical types (decimal, date, time-micros, timestamp-micros), every field
+nullable, one block per record batch."""
+from __future__ import annotations
+
+import decimal
+import re
+
+import fastavro
+import pyarrow as pa
+
+
+def _avro_type(t: pa.DataType, name: str):
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if t == pa.uint64():
+        # Avro has no unsigned 64-bit type: an exact decimal of 20 digits
+        return {"type": "bytes", "logicalType": "decimal", "precision": 20, "scale": 0}
+    if pa.types.is_integer(t):
+        return "int" if t.bit_width <= 32 and pa.types.is_signed_integer(t) else "long"
+    if pa.types.is_floating(t):
+        return "double"
+    if pa.types.is_decimal(t):
+        return {"type": "bytes", "logicalType": "decimal", "precision": t.precision, "scale": t.scale}
+    if pa.types.is_date(t):
+        return {"type": "int", "logicalType": "date"}
+    if pa.types.is_time(t):
+        return {"type": "long", "logicalType": "time-micros"}
+    if pa.types.is_timestamp(t):
+        return {"type": "long", "logicalType": "timestamp-micros" if t.tz else "local-timestamp-micros"}
+    if pa.types.is_duration(t):
+        return "long"            # microseconds
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "bytes"
+    if pa.types.is_list(t):
+        return {"type": "array", "items": ["null", _avro_type(t.value_type, name + "_item")]}
+    return "string"
+
+
+def avro_schema(schema: pa.Schema, name: str = "row") -> dict:
+    clean = re.sub(r"\W", "_", name) or "row"
+    return {"type": "record", "name": clean, "fields": [
+        {"name": re.sub(r"\W", "_", f.name), "type": ["null", _avro_type(f.type, f.name)], "default": None} for f in schema]}
+
+
+class AvroWriter:
+    def __init__(self, path: str, schema: pa.Schema, codec: str = "null"):
+        self.f = open(path, "wb")
+        self.names = [re.sub(r"\W", "_", f.name) for f in schema]
+        self.durations = [n for n, f in zip(self.names, schema) if pa.types.is_duration(f.type)]
+        self.unsigned = [n for n, f in zip(self.names, schema) if f.type == pa.uint64()]
+        self.w = fastavro.write.Writer(self.f, fastavro.parse_schema(avro_schema(schema)), codec=codec)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        keys = batch.schema.names
+        for r in batch.to_pylist():
+            d = {n: r[k] for n, k in zip(self.names, keys)}
+            for n in self.durations:
+                if d[n] is not None:
+                    d[n] = d[n] // _MICROSECOND
+            for n in self.unsigned:
+                if d[n] is not None:
+                    d[n] = decimal.Decimal(d[n])
+            self.w.write(d)
+        self.w.flush()       # one Avro block per record batch
+
+    def close(self) -> None:
+        self.w.flush()
+        self.f.close()
+
+
+import datetime as _dt  # noqa: E402
+_MICROSECOND = _dt.timedelta(microseconds=1)
