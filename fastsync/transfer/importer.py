@@ -293,12 +293,40 @@ def plan(job: ImportJob) -> list[Split]:
         engine.dispose()
 
 
+class _PartSink:
+    """One split's part file: opened with the first batch's schema (where `base` gives a
+    type, it wins over a first batch's all-NULL column), later batches cast to it; rows
+    counted for the progress line."""
+
+    def __init__(self, job: ImportJob, path: str, index: int, base: pa.Schema | None = None):
+        self.job, self.path, self.index, self.schema = job, path, index, base
+        self.writer = None
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.writer is None:
+            self.schema = batch.schema if self.schema is None else pa.schema(
+                [bf if pa.types.is_null(sf.type) else sf for sf, bf in zip(self.schema, batch.schema)])
+            self.writer = _open_writer(self.job, self.path, self.schema)
+        self.writer.write_batch(batch.cast(self.schema) if batch.schema != self.schema else batch)
+        self.rows += len(batch)
+        if _PROGRESS is not None:
+            _PROGRESS[self.index] = self.rows
+
+    def close(self, empty_schema: pa.Schema) -> int:
+        """Close (an empty split still gets a part file, with `empty_schema`); rows written."""
+        if self.writer is None:
+            self.writer = _open_writer(self.job, self.path, empty_schema)
+        self.writer.close()
+        return self.rows
+
+
 def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
     """A --query split: column types come from the values (no table to reflect)."""
     engine = sa.create_engine(job.url)
     cond, params = split.where(job.split_by) if job.split_by else ("1 = 1", {})
-    rows, writer = 0, None
     schema = job.extra.get("schema")
+    part = _PartSink(job, part_path, split.index, schema)
     try:
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=job.fetch_size).execute(
@@ -313,20 +341,8 @@ def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
                         arrays.append(pa.array(columns[i], type=want))
                     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                         raise ImportError_("--query column %s: cannot convert a value: %s" % (name, exc)) from None
-                batch = pa.RecordBatch.from_arrays(arrays, names=names)
-                if writer is None:
-                    # the sampled types, except where the sample held only NULLs
-                    schema = batch.schema if schema is None else pa.schema(
-                        [bf if pa.types.is_null(sf.type) else sf for sf, bf in zip(schema, batch.schema)])
-                    writer = _open_writer(job, part_path, schema)
-                writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
-                rows += len(batch)
-                if _PROGRESS is not None:
-                    _PROGRESS[split.index] = rows
-            if writer is None:
-                writer = _open_writer(job, part_path, schema or pa.schema([pa.field(n, pa.string()) for n in names]))
-        writer.close()
-        return rows
+                part.write(pa.RecordBatch.from_arrays(arrays, names=names))
+        return part.close(schema or pa.schema([pa.field(n, pa.string()) for n in names]))
     finally:
         engine.dispose()
 
@@ -346,11 +362,9 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
             cond, params = split.where(engine.dialect.identifier_preparer.quote(col))
             q = q.where(sa.text("(%s)" % cond).bindparams(**params))
         q = _incremental_where(q, table, job)
-        schema = pa.schema([pa.field(c.name, _arrow_type(c) or pa.null()) for c in cols])
         known = [_arrow_type(c) for c in cols]
         convert = [_column_plan(c)[1] for c in cols]
-        rows = 0
-        writer = None
+        part = _PartSink(job, part_path, split.index)
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=job.fetch_size).execute(q)
             for chunk in result.partitions(job.fetch_size):
@@ -364,19 +378,8 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
                         arrays.append(pa.array(values, type=known[i]) if known[i] else pa.array(values))
                     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
                         raise ImportError_("%s.%s: cannot convert a value: %s" % (job.table, c.name, exc)) from None
-                batch = pa.RecordBatch.from_arrays(arrays, names=[c.name for c in cols])
-                if writer is None:
-                    schema = batch.schema
-                    writer = _open_writer(job, part_path, schema)
-                writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
-                rows += len(batch)
-                if _PROGRESS is not None:
-                    _PROGRESS[split.index] = rows
-        if writer is None:
-            schema = pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)])
-            writer = _open_writer(job, part_path, schema)
-        writer.close()
-        return rows
+                part.write(pa.RecordBatch.from_arrays(arrays, names=[c.name for c in cols]))
+        return part.close(pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)]))
     finally:
         engine.dispose()
 
