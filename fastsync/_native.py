@@ -5,6 +5,7 @@ try:
     _framing = importlib.import_module("fastsync._framing")
     _ringbuf = importlib.import_module("fastsync._ringbuf")
     _wal = importlib.import_module("fastsync._wal")
+    _pgcopy = importlib.import_module("fastsync._pgcopy")
 except ImportError as exc:
     raise ImportError(
         "fastsync's native extensions are not built (%s); install the package with "
@@ -20,3 +21,4 @@ copy_baseline = _framing.copy_baseline
 Segment = _wal.Segment
 Log = _wal.Log
 fdatasync_baseline = _wal.fdatasync_baseline
+CopyDecoder = _pgcopy.CopyDecoder

@@ -347,6 +347,69 @@ def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
         engine.dispose()
 
 
+def _pg_copy_plan(engine, cols):
+    """[(select expression, decoder kind)] when every column has a binary COPY fast path
+    (see ext/fastsync/_pgcopy.pyx), else None: such tables go through the generic path."""
+    from sqlalchemy.dialects import postgresql as pg
+    plan = []
+    for c in cols:
+        t, (arrow, conv) = c.type, _column_plan(c)
+        if isinstance(t, sa.Boolean):
+            plan.append((c, 6))
+        elif isinstance(t, sa.Integer):
+            plan.append((sa.cast(c, sa.BigInteger) if not isinstance(t, sa.SmallInteger) else c, 3 if not isinstance(t, sa.SmallInteger) else 1))
+        elif isinstance(t, sa.Float):
+            plan.append((sa.cast(c, pg.DOUBLE_PRECISION), 5))
+        elif isinstance(t, sa.Numeric) and arrow is not None:
+            plan.append((sa.cast(c, sa.Text), 7))          # exact: decimal text, cast to decimal by Arrow
+        elif isinstance(t, sa.DateTime):
+            plan.append((c, 9))
+        elif isinstance(t, sa.Date):
+            plan.append((c, 8))
+        elif isinstance(t, (sa.LargeBinary, sa.types._Binary)):
+            plan.append((c, 7))
+        elif isinstance(t, (sa.JSON, sa.Uuid)):
+            plan.append((sa.cast(c, sa.Text), 7))
+        elif isinstance(t, sa.String) and not isinstance(t, sa.ARRAY):
+            plan.append((c, 7))                            # text, varchar, char (padding kept), enum
+        else:
+            return None
+    return plan
+
+
+def _pg_copy_split(engine, q, plan, known, cols, part, job) -> int:
+    """Stream the split with COPY ... TO STDOUT (FORMAT binary), decoded natively."""
+    from fastsync._native import CopyDecoder
+    sel = q.with_only_columns(*[expr.label(c.name) for (expr, _), c in zip(plan, cols)])
+    sql = str(sel.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    types = [k if k is not None else pa.string() for k in known]
+    decode_types = [pa.string() if kind == 7 and not pa.types.is_binary(t) else t for (_, kind), t in zip(plan, types)]
+    dec = CopyDecoder([kind for _, kind in plan])
+    names = [c.name for c in cols]
+
+    def flush():
+        arrays = dec.take(decode_types)
+        out = []
+        for a, t, c in zip(arrays, types, cols):
+            try:
+                out.append(a if a.type == t else a.cast(t))
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise ImportError_("%s.%s: cannot convert a value: %s" % (job.table, c.name, exc)) from None
+        part.write(pa.RecordBatch.from_arrays(out, names=names))
+
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            with cur.copy("COPY (%s) TO STDOUT (FORMAT binary)" % sql) as cp:
+                for data in cp:
+                    dec.feed(data)
+                    if dec.buffered_rows >= job.fetch_size:
+                        flush()
+        if dec.buffered_rows:
+            flush()
+    return part.close(pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)]))
+
+
 def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
     """Read one split and write its part file; returns the rows written."""
     if job.query:
@@ -365,6 +428,9 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         known = [_arrow_type(c) for c in cols]
         convert = [_column_plan(c)[1] for c in cols]
         part = _PartSink(job, part_path, split.index)
+        copy_plan = _pg_copy_plan(engine, cols) if engine.dialect.name == "postgresql" else None
+        if copy_plan is not None:
+            return _pg_copy_split(engine, q, copy_plan, known, cols, part, job)
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=job.fetch_size).execute(q)
             for chunk in result.partitions(job.fetch_size):
