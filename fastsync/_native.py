@@ -22,3 +22,4 @@ Segment = _wal.Segment
 Log = _wal.Log
 fdatasync_baseline = _wal.fdatasync_baseline
 CopyDecoder = _pgcopy.CopyDecoder
+CopyReader = _pgcopy.CopyReader

@@ -140,3 +140,28 @@ def test_import_through_binary_copy_matches_the_rows(tmp_path):
             assert gv == wv, (name, gv, wv)
     assert got[0]["c"] is None and got[1]["c"] == "c1  "          # char padding kept
     assert isinstance(got[1]["n"], decimal.Decimal)
+
+
+def test_copy_reader_gives_the_drivers_stream_and_the_servers_errors():
+    from fastsync._native import CopyReader
+    from fastsync.transfer.importer import _libpq_path
+    sql = SELECT + " FROM generate_series(1, 5000) g"
+    want = copy_bytes(sql)
+    with psycopg.connect(PG_URL) as conn:
+        reader = CopyReader(conn.pgconn.pgconn_ptr, _libpq_path(), "COPY (%s) TO STDOUT (FORMAT binary)" % sql)
+        got = b""
+        while True:
+            chunk = reader.read(4096)
+            if not chunk:
+                break
+            assert len(chunk) >= 4096 or reader.done
+            got += chunk
+    assert got == want and reader.done
+    with psycopg.connect(PG_URL) as conn:
+        with pytest.raises(RuntimeError, match='relation "no_such_table" does not exist'):
+            CopyReader(conn.pgconn.pgconn_ptr, _libpq_path(), "COPY (SELECT * FROM no_such_table) TO STDOUT (FORMAT binary)")
+        with pytest.raises(RuntimeError, match="division by zero"):
+            r = CopyReader(conn.pgconn.pgconn_ptr, _libpq_path(),
+                           "COPY (SELECT 1 / (5000 - g) FROM generate_series(1, 6000) g) TO STDOUT (FORMAT binary)")
+            while r.read(1 << 20):
+                pass

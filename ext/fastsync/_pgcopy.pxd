@@ -1,5 +1,6 @@
 # Contract of the binary COPY decoder (layout and column kinds at the top of _pgcopy.pyx):
 # CopyDecoder(kinds).feed(chunk) any number of times, take(arrow types) -> pyarrow arrays.
+# CopyReader(pgconn_ptr, libpq_path, copy_query).read(n) -> the stream in ~n-byte chunks.
 # Checked against a pure-Python reference decoder in tests/test_pgcopy.py.
 from libc.stdint cimport int64_t
 

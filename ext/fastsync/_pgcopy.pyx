@@ -205,3 +205,102 @@ cdef class CopyDecoder:
                 out.append(arr)
         self._reset()
         return out
+
+
+# ---- reading COPY data straight from libpq -------------------------------------------
+# The server sends one CopyData message per row; reading them through a driver's Python
+# iterator costs a Python call chain per row. CopyReader takes the PGconn* of an open
+# psycopg connection and the libpq psycopg loaded, and gathers messages into ~1 MiB
+# chunks with the GIL released.
+from posix.dlfcn cimport dlopen, dlsym, RTLD_NOW
+
+ctypedef int (*getcopydata_t)(void *conn, char **buf, int is_async) noexcept nogil
+ctypedef void (*freemem_t)(void *p) noexcept nogil
+ctypedef void *(*exec_t)(void *conn, const char *query) noexcept nogil
+ctypedef void *(*getresult_t)(void *conn) noexcept nogil
+ctypedef int (*resultstatus_t)(void *res) noexcept nogil
+ctypedef void (*clear_t)(void *res) noexcept nogil
+ctypedef char *(*errormessage_t)(void *conn) noexcept nogil
+
+cdef int PGRES_COMMAND_OK = 1
+cdef int PGRES_COPY_OUT = 3
+
+
+cdef class CopyReader:
+    cdef void *conn
+    cdef getcopydata_t getcopydata
+    cdef freemem_t freemem
+    cdef getresult_t getresult
+    cdef resultstatus_t resultstatus
+    cdef clear_t clear
+    cdef errormessage_t errormessage
+    cdef readonly bint done
+
+    def __cinit__(self, size_t pgconn_ptr, libpq_path, query):
+        cdef void *lib = dlopen(str(libpq_path).encode(), RTLD_NOW)
+        cdef exec_t pqexec
+        cdef void *res
+        cdef int status
+        if lib == NULL:
+            raise OSError("cannot load libpq from %s" % libpq_path)
+        pqexec = <exec_t>dlsym(lib, "PQexec")
+        self.getcopydata = <getcopydata_t>dlsym(lib, "PQgetCopyData")
+        self.freemem = <freemem_t>dlsym(lib, "PQfreemem")
+        self.getresult = <getresult_t>dlsym(lib, "PQgetResult")
+        self.resultstatus = <resultstatus_t>dlsym(lib, "PQresultStatus")
+        self.clear = <clear_t>dlsym(lib, "PQclear")
+        self.errormessage = <errormessage_t>dlsym(lib, "PQerrorMessage")
+        if not (pqexec and self.getcopydata and self.freemem and self.getresult and self.resultstatus and self.clear and self.errormessage):
+            raise OSError("libpq at %s lacks the COPY functions" % libpq_path)
+        self.conn = <void *>pgconn_ptr
+        q = str(query).encode()
+        cdef const char *cq = q
+        with nogil:
+            res = pqexec(self.conn, cq)
+            status = self.resultstatus(res) if res != NULL else -1
+            if res != NULL:
+                self.clear(res)
+        if status != PGRES_COPY_OUT:
+            raise RuntimeError(self._error())
+
+    cdef str _error(self):
+        cdef char *m = self.errormessage(self.conn)
+        return (m.decode("utf-8", "replace") if m != NULL else "unknown error").strip() or "COPY failed"
+
+    def read(self, int64_t want=1 << 20):
+        """At least `want` bytes of the stream (less at its end); b"" once it is over."""
+        cdef Buf b = Buf(NULL, 0, 0)
+        cdef char *msg
+        cdef int n = 0
+        cdef void *res
+        cdef int bad = 0
+        if self.done:
+            return b""
+        try:
+            while b.n < want:
+                with nogil:
+                    n = self.getcopydata(self.conn, &msg, 0)
+                if n > 0:
+                    grow(&b, n)
+                    memcpy(b.p + b.n, msg, n)
+                    b.n += n
+                    self.freemem(msg)
+                    continue
+                if n == -2:
+                    raise RuntimeError(self._error())
+                # -1: the COPY is over; collect its result
+                with nogil:
+                    while True:
+                        res = self.getresult(self.conn)
+                        if res == NULL:
+                            break
+                        if self.resultstatus(res) != PGRES_COMMAND_OK:
+                            bad = 1
+                        self.clear(res)
+                self.done = True
+                if bad:
+                    raise RuntimeError(self._error())
+                break
+            return b.p[:b.n] if b.n else b""
+        finally:
+            free(b.p)
