@@ -186,6 +186,7 @@ def test_incremental_append_imports_only_new_rows(tmp_path):
     assert "imported 50 rows" in out.stdout and "--last-value 149" in out.stdout
     parts = sorted(p for p in os.listdir(tmp_path / "out") if p.startswith("part-"))
     assert parts == ["part-m-%05d.parquet" % i for i in range(4)]
+    assert sorted(os.listdir(tmp_path)) == ["inc.db", "out"]     # the swap left nothing behind
     got = sorted(pq.read_table(tmp_path / "out").to_pylist(), key=lambda r: r["id"])
     assert got == [{"id": i, "v": ("a%d" if i < 100 else "b%d") % i} for i in range(150)]
     out = fastsync(*base, "--last-value", "not-a-number")

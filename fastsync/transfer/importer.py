@@ -617,7 +617,6 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
             _merge_into(tmp, target, job)
         elif adding and os.path.isdir(target) and not job.delete_target_dir:
             _append_parts(tmp, target, ext)
-            shutil.rmtree(tmp)
         else:
             if os.path.exists(target):
                 shutil.rmtree(target)
@@ -671,9 +670,21 @@ def _merge_into(tmp: str, target: str, job: ImportJob) -> None:
 
 
 def _append_parts(tmp: str, target: str, ext: str) -> None:
-    """Move the new parts into target, numbered after the parts already there."""
+    """Publish target + the new parts (numbered after the old ones) all at once: the old
+    files are hard-linked into the new directory beside the new parts, then the two
+    directories swap by renames, so a reader sees the old set or the new, never a mix."""
     taken = [int(n[7:12]) for n in os.listdir(target) if n.startswith("part-m-") and n[7:12].isdigit()]
     nxt = max(taken) + 1 if taken else 0
-    for name in sorted(os.listdir(tmp)):
-        os.rename(os.path.join(tmp, name), os.path.join(target, "part-m-%05d.%s" % (nxt, ext)))
+    new_parts = sorted(os.listdir(tmp))
+    for name in new_parts:
+        os.rename(os.path.join(tmp, name), os.path.join(tmp, ".new-" + name))
+    for name in os.listdir(target):
+        if name != "_SUCCESS":
+            os.link(os.path.join(target, name), os.path.join(tmp, name))
+    for name in new_parts:
+        os.rename(os.path.join(tmp, ".new-" + name), os.path.join(tmp, "part-m-%05d.%s" % (nxt, ext)))
         nxt += 1
+    aside = target + ".old-" + uuid.uuid4().hex[:8]
+    os.rename(target, aside)
+    os.rename(tmp, target)
+    shutil.rmtree(aside)
