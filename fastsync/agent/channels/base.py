@@ -42,6 +42,24 @@ class Transaction:
             raise ChannelException("transaction closed without commit or rollback")
         self.state = Transaction.CLOSED
 
+    # Flume's class name, kept in the capacity errors so users find Flume's advice on them
+    FLUME_NAME = "Transaction"
+
+    def _check_put_room(self, queued: int, n: int, capacity: int, channel: str) -> None:
+        if queued + n > capacity:
+            raise ChannelException(
+                "Put queue for %s of capacity %d full, consider committing more frequently, increasing "
+                "capacity or increasing thread count (channel %s, %d events in this put)"
+                % (self.FLUME_NAME, capacity, channel, n))
+
+    def _take_room(self, taken: int, capacity: int, channel: str) -> int:
+        """How many events the transaction may still take."""
+        if taken >= capacity:
+            raise ChannelException(
+                "Take list for %s, capacity %d full, consider committing more frequently, increasing "
+                "capacity, or increasing thread count (channel %s)" % (self.FLUME_NAME, capacity, channel))
+        return capacity - taken
+
     def _check_open(self, what: str) -> None:
         if self.state != Transaction.OPEN:
             raise ChannelException("%s outside an open transaction (state %s)" % (what, self.state))

@@ -538,6 +538,7 @@ class FileChannel(Channel):
 
 
 class FileTransaction(Transaction):
+    FLUME_NAME = "FileBackedTransaction"
     __slots__ = ("ch", "puts", "put_n", "take_n", "sync_failed")
 
     def __init__(self, channel: FileChannel):
@@ -556,11 +557,7 @@ class FileTransaction(Transaction):
     def put(self, batch: EventBatch) -> None:
         self._check_open("put")
         n = len(batch)
-        cap = self.ch.config.transactionCapacity
-        if self.put_n + n > cap:
-            raise ChannelException(
-                "Put queue for FileBackedTransaction of capacity %d full, consider committing more frequently, "
-                "increasing capacity or increasing thread count. [channel=%s, %d events in this put]" % (cap, self.ch.name, n))
+        self._check_put_room(self.put_n, n, self.ch.config.transactionCapacity, self.ch.name)
         if n:
             self.puts.append(batch)
             self.put_n += n
@@ -570,11 +567,7 @@ class FileTransaction(Transaction):
         `timeout` s (default keep-alive) for the first; None when nothing came."""
         self._check_open("take")
         ch = self.ch
-        room = ch.config.transactionCapacity - self.take_n
-        if room <= 0:
-            raise ChannelException(
-                "Take list for FileBackedTransaction, capacity %d full, consider committing more frequently, "
-                "increasing capacity, or increasing thread count. [channel=%s]" % (ch.config.transactionCapacity, ch.name))
+        room = self._take_room(self.take_n, ch.config.transactionCapacity, ch.name)
         want = room if max_events is None else min(max_events, room)
         got = ch._take(id(self), want, ch.config.keepAlive if timeout is None else timeout)
         if got is None:
