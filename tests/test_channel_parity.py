@@ -34,7 +34,7 @@ from fastsync.event import Event, EventBatch
 # and take lists, `capacity` counting the taken-but-uncommitted events, a transaction's own
 # takes counting as room for its puts). Its byte limit is switched off with HUGE: the file
 # channel has none, and the memory channel below gets a byteCapacity just as large.
-from test_memory_channel import HUGE, RefChannel
+from test_memory_channel import HUGE, RefChannel, _consumer, _producer
 
 KEEP_ALIVE = 0.01
 
@@ -437,71 +437,6 @@ TestChannelParityWithRestarts.settings = STATEFUL
 # (c) concurrency through a file channel
 # ======================================================================================
 
-def _producer(ch, pid, n, batch, rng, errors):
-    try:
-        for start in range(0, n, batch):
-            idx = range(start, min(n, start + batch))
-            b = EventBatch.from_bodies([b"%d:%d" % (pid, i) for i in idx],
-                                       {"p": str(pid), "i": pa.array([str(i) for i in idx])})
-            if rng.random() < 0.2:          # a put rolled back: never delivered
-                tx = ch.transaction()
-                tx.begin()
-                tx.put(EventBatch.from_bodies([b"rolled back %d:%d" % (pid, i) for i in idx]))
-                tx.rollback()
-                tx.close()
-            while not errors:
-                tx = ch.transaction()
-                tx.begin()
-                tx.put(b)
-                try:
-                    tx.commit()
-                    break
-                except ChannelFullException:
-                    tx.rollback()          # back-pressure: retry the same batch
-                finally:
-                    tx.close()
-    except BaseException as exc:  # pragma: no cover - reported by the test
-        errors.append(exc)
-
-
-def _consumer(ch, total, state, rng, errors):
-    try:
-        while True:
-            with state["lock"]:
-                if state["done"] >= total:
-                    return
-            # the producers are done and nothing is left or in flight: all delivered, or
-            # something was lost (the multiset comparison tells)
-            if state["producers_done"].is_set() and ch.size == 0 and ch.in_flight == 0:
-                return
-            tx = ch.transaction()
-            tx.begin()
-            got, room = [], ch.transaction_capacity
-            for _ in range(rng.randint(1, 3)):
-                if room == 0:
-                    break
-                b = tx.take(rng.randint(1, room), timeout=0.02)
-                if b is None:
-                    break
-                got.append(b)
-                room -= len(b)
-            if got and rng.random() < 0.25:
-                tx.rollback()
-                tx.close()
-                continue
-            tx.commit()
-            tx.close()
-            rows = []
-            for b in got:
-                rows += zip(b.bodies().to_pylist(), b.header_array("p").to_pylist(),
-                            b.header_array("i").to_pylist())
-            with state["lock"]:
-                state["out"] += rows
-                state["done"] += len(rows)
-    except BaseException as exc:  # pragma: no cover - reported by the test
-        errors.append(exc)
-
-
 def test_file_channel_concurrent_exactly_once(tmp_path):
     n_producers, per_producer, n_consumers = 2, 20000, 2
     root = str(tmp_path)
@@ -512,9 +447,9 @@ def test_file_channel_concurrent_exactly_once(tmp_path):
     total = n_producers * per_producer
     state = {"lock": threading.Lock(), "done": 0, "out": [], "producers_done": threading.Event()}
     errors = []
-    threads = [threading.Thread(target=_producer, args=(ch, p, per_producer, 40, random.Random(p), errors), daemon=True)
-               for p in range(n_producers)]
-    threads += [threading.Thread(target=_consumer, args=(ch, total, state, random.Random(100 + c), errors), daemon=True)
+    threads = [threading.Thread(target=_producer, args=(ch, p, per_producer, 40, errors, random.Random(p), 0.2),
+                                daemon=True) for p in range(n_producers)]
+    threads += [threading.Thread(target=_consumer, args=(ch, total, state, 100 + c, errors, 0.25), daemon=True)
                 for c in range(n_consumers)]
     try:
         for t in threads:

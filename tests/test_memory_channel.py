@@ -497,12 +497,20 @@ def test_sliced_batch_put():
 # (b) concurrency
 # ======================================================================================
 
-def _producer(ch, pid, n, batch, errors):
+def _producer(ch, pid, n, batch, errors, rng=None, rolled_back_rate=0.0):
+    """Puts n events "pid:i" in batches, retrying a full channel; with rolled_back_rate,
+    that share of batches is first put in a transaction rolled back (never delivered)."""
     try:
         for start in range(0, n, batch):
             idx = range(start, min(n, start + batch))
             b = EventBatch.from_bodies([b"%d:%d" % (pid, i) for i in idx],
                                        {"p": str(pid), "i": pa.array([str(i) for i in idx])})
+            if rolled_back_rate and rng.random() < rolled_back_rate:
+                tx = ch.transaction()
+                tx.begin()
+                tx.put(EventBatch.from_bodies([b"rolled back %d:%d" % (pid, i) for i in idx]))
+                tx.rollback()
+                tx.close()
             while not errors:
                 tx = ch.transaction()
                 tx.begin()
@@ -519,15 +527,21 @@ def _producer(ch, pid, n, batch, errors):
 
 
 def _consumer(ch, total, state, seed, errors, rollback_rate=0.15):
+    """Takes in random-sized transactions, rolling back rollback_rate of them, until `total`
+    events are in state["out"] or, once state["producers_done"] (if given) is set, the
+    channel is empty with nothing in flight (the caller's multiset comparison tells a loss)."""
     rng = random.Random(seed)
+    producers_done = state.get("producers_done")
     try:
         while True:
             with state["lock"]:
                 if state["done"] >= total:
                     return
+            if producers_done is not None and producers_done.is_set() and ch.size == 0 and ch.in_flight == 0:
+                return
             tx = ch.transaction()
             tx.begin()
-            got, room = [], ch.config.transactionCapacity
+            got, room = [], ch.transaction_capacity
             for _ in range(rng.randint(1, 3)):
                 if room == 0:
                     break
