@@ -39,19 +39,26 @@ def run_agent(cmd, path):
     return int(m.group(1)), float(m.group(3))
 
 
+def bench_agent_runs(benchmark, cmd, conf, out_dir):
+    """Three timed runs of the agent, `out_dir` emptied before each; the last run's
+    delivered count and events/s, also recorded in the benchmark's extra_info."""
+    result = {}
+
+    def once():
+        for f in out_dir.glob("*"):
+            f.unlink()
+        result["delivered"], result["events_per_s"] = run_agent(cmd, conf)
+
+    benchmark.pedantic(once, rounds=3, iterations=1)
+    benchmark.extra_info.update(result)
+    return result
+
+
 @pytest.mark.parametrize("sink", ["null", "file_roll"])
 def test_agent_seq_memory(benchmark, tmp_path, fastsync_cmd, sink):
     conf = tmp_path / "agent.properties"
     conf.write_text(CONFIG.format(n=N, sink=SINKS[sink].format(dir=tmp_path / "out")))
-    result = {}
-
-    def once():
-        for f in (tmp_path / "out").glob("*"):
-            f.unlink()
-        result["delivered"], result["events_per_s"] = run_agent(fastsync_cmd, conf)
-
-    benchmark.pedantic(once, rounds=3, iterations=1)
-    benchmark.extra_info.update(result)
+    result = bench_agent_runs(benchmark, fastsync_cmd, conf, tmp_path / "out")
     assert result["delivered"] == N
     if sink == "file_roll":
         lines = sum(f.read_bytes().count(b"\n") for f in (tmp_path / "out").glob("*"))

@@ -7,7 +7,7 @@ on fewer events, as a check.
 """
 import pytest
 
-from bench_agent import run_agent
+from bench_agent import bench_agent_runs
 from fastsync.bench import bench_channel
 
 
@@ -51,15 +51,7 @@ def test_agent_seq_file_file_roll(benchmark, tmp_path, fastsync_cmd):
     conf = tmp_path / "agent.properties"
     conf.write_text(CONFIG.format(n=n, dir=tmp_path))
     (tmp_path / "out").mkdir()
-    result = {}
-
-    def once():
-        for f in (tmp_path / "out").glob("*"):
-            f.unlink()
-        result["delivered"], result["events_per_s"] = run_agent(fastsync_cmd, conf)
-
-    benchmark.pedantic(once, rounds=3, iterations=1)
-    benchmark.extra_info.update(result)
+    result = bench_agent_runs(benchmark, fastsync_cmd, conf, tmp_path / "out")
     assert result["delivered"] == n
     lines = b"".join(f.read_bytes() for f in sorted((tmp_path / "out").glob("*"))).split()
     assert lines == [str(i).encode() for i in range(n)]
