@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
 
@@ -86,7 +87,7 @@ def _column_plan(col: sa.Column):
         return pa.string(), _json_text          # the document as JSON text, exactly as stored
     if isinstance(t, sa.Uuid):
         return pa.string(), str
-    if isinstance(t, sa.Interval):
+    if isinstance(t, (sa.Interval, pg.INTERVAL)):      # PostgreSQL's INTERVAL is no sa.Interval
         return pa.duration("us"), None
     if isinstance(t, sa.Boolean):
         return pa.bool_(), None
@@ -350,7 +351,6 @@ def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
 def _pg_copy_plan(engine, cols):
     """[(select expression, decoder kind)] when every column has a binary COPY fast path
     (see ext/fastsync/_pgcopy.pyx), else None: such tables go through the generic path."""
-    from sqlalchemy.dialects import postgresql as pg
     plan = []
     for c in cols:
         t, (arrow, conv) = c.type, _column_plan(c)
@@ -375,6 +375,10 @@ def _pg_copy_plan(engine, cols):
         else:
             return None
     return plan
+
+
+def _cannot_convert(job, name, detail) -> ImportError_:
+    return ImportError_("%s.%s: cannot convert a value: %s" % (job.table, name, detail))
 
 
 def _libpq_path() -> str:
@@ -404,7 +408,7 @@ def _pg_copy_split(engine, q, plan, known, cols, part, job) -> int:
             try:
                 out.append(a if a.type == t else a.cast(t))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise ImportError_("%s.%s: cannot convert a value: %s" % (job.table, c.name, exc)) from None
+                raise _cannot_convert(job, c.name, exc) from None
         part.write(pa.RecordBatch.from_arrays(out, names=names))
 
     from fastsync._native import CopyReader
@@ -446,10 +450,15 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         known = [_arrow_type(c) for c in cols]
         convert = [_column_plan(c)[1] for c in cols]
         part = _PartSink(job, part_path, split.index)
-        copy_plan = _pg_copy_plan(engine, cols) if engine.dialect.name == "postgresql" else None
+        postgresql = engine.dialect.name == "postgresql"
+        copy_plan = _pg_copy_plan(engine, cols) if postgresql else None
         if copy_plan is not None:
             return _pg_copy_split(engine, q, copy_plan, known, cols, part, job)
+        from fastsync._native import OUT_OF_RANGE
+        from fastsync.transfer.pgvalues import out_of_range, use_loaders
         with engine.connect() as conn:
+            if postgresql:
+                use_loaders(conn.connection.driver_connection)
             result = conn.execution_options(stream_results=True, yield_per=job.fetch_size).execute(q)
             for chunk in result.partitions(job.fetch_size):
                 columns = list(zip(*chunk))
@@ -461,7 +470,8 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
                     try:
                         arrays.append(pa.array(values, type=known[i]) if known[i] else pa.array(values))
                     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-                        raise ImportError_("%s.%s: cannot convert a value: %s" % (job.table, c.name, exc)) from None
+                        what = out_of_range(values)
+                        raise _cannot_convert(job, c.name, OUT_OF_RANGE[what] if what else exc) from None
                 part.write(pa.RecordBatch.from_arrays(arrays, names=[c.name for c in cols]))
         return part.close(pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)]))
     finally:
