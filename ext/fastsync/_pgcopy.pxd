@@ -2,6 +2,7 @@
 # CopyDecoder(kinds).feed(chunk) any number of times, take(arrow types) -> pyarrow arrays.
 # CopyReader(pgconn_ptr, libpq_path, copy_query).read(n) -> the stream in ~n-byte chunks.
 # Checked against a pure-Python reference decoder and psycopg in tests/test_pgcopy.py.
+cimport cython
 from libc.stdint cimport int64_t, uint8_t, int32_t
 
 cdef struct Buf:
@@ -21,6 +22,7 @@ cdef struct Col:
     Buf lists               # array columns: int64 offsets into v, one per row + 1
     Buf list_valid          # array columns: one byte per row: 0 = NULL
 
+@cython.final                   # its per-value methods are called directly, not through a vtable
 cdef class CopyDecoder:
     cdef int ncols
     cdef Col *cols
