@@ -23,3 +23,7 @@ Log = _wal.Log
 fdatasync_baseline = _wal.fdatasync_baseline
 CopyDecoder = _pgcopy.CopyDecoder
 CopyReader = _pgcopy.CopyReader
+COPY_ARRAY = _pgcopy.ARRAY                # CopyDecoder kind flag: a one-dimensional array
+CopyOutOfRange = _pgcopy.OutOfRange       # a value its Arrow type cannot hold
+OUT_OF_RANGE = _pgcopy.OUT_OF_RANGE       # what OutOfRange says, by .what
+INTERVAL_RANGE = _pgcopy.INTERVAL_RANGE   # the microseconds an interval may come to

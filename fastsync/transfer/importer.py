@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
 
@@ -86,7 +87,7 @@ def _column_plan(col: sa.Column):
         return pa.string(), _json_text          # the document as JSON text, exactly as stored
     if isinstance(t, sa.Uuid):
         return pa.string(), str
-    if isinstance(t, sa.Interval):
+    if isinstance(t, (sa.Interval, pg.INTERVAL)):      # PostgreSQL's INTERVAL is no sa.Interval
         return pa.duration("us"), None
     if isinstance(t, sa.Boolean):
         return pa.bool_(), None
@@ -347,34 +348,77 @@ def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
         engine.dispose()
 
 
+def _copy_kind(t):
+    """(SQL type to cast to or None, CopyDecoder kind) for a column type the binary COPY
+    decoder reads (see ext/fastsync/_pgcopy.pyx), else None."""
+    if isinstance(t, sa.Boolean):
+        return None, 6
+    if isinstance(t, sa.SmallInteger):
+        return None, 1
+    if isinstance(t, sa.Integer):
+        return sa.BigInteger(), 3
+    if isinstance(t, sa.Float):
+        # real widened to double: past real's precision, not the double of real's shortest
+        # text that the generic path reads (arrays of real travel as that text instead)
+        return pg.DOUBLE_PRECISION(), 5
+    if isinstance(t, sa.Numeric):
+        return sa.Text(), 7                             # exact: decimal text, cast to decimal by Arrow
+    if isinstance(t, sa.DateTime):
+        return None, 9
+    if isinstance(t, sa.Date):
+        return None, 8
+    if isinstance(t, sa.Time):
+        return (None, 10) if not t.timezone else None
+    if isinstance(t, (sa.Interval, pg.INTERVAL)):
+        return None, 11
+    if isinstance(t, (sa.LargeBinary, sa.types._Binary)):
+        return None, 7
+    if isinstance(t, (sa.JSON, sa.Uuid)):
+        return sa.Text(), 7                             # json as stored; the generic path re-serialises it
+    if isinstance(t, sa.String):
+        return None, 7                                  # text, varchar, char (padding kept), enum
+    return None
+
+
+def _sql_type(t, engine) -> str:
+    try:
+        return str(t.compile(dialect=engine.dialect))
+    except sa.exc.CompileError:
+        return "of a type SQLAlchemy does not know"
+
+
 def _pg_copy_plan(engine, cols):
-    """[(select expression, decoder kind)] when every column has a binary COPY fast path
-    (see ext/fastsync/_pgcopy.pyx), else None: such tables go through the generic path."""
-    from sqlalchemy.dialects import postgresql as pg
+    """([(select expression, decoder kind)], None) when every column has a binary COPY fast
+    path, else (None, why not): such tables go through the generic path."""
+    from fastsync._native import COPY_ARRAY
     plan = []
     for c in cols:
-        t, (arrow, conv) = c.type, _column_plan(c)
-        if isinstance(t, sa.Boolean):
-            plan.append((c, 6))
-        elif isinstance(t, sa.Integer):
-            plan.append((sa.cast(c, sa.BigInteger) if not isinstance(t, sa.SmallInteger) else c, 3 if not isinstance(t, sa.SmallInteger) else 1))
-        elif isinstance(t, sa.Float):
-            plan.append((sa.cast(c, pg.DOUBLE_PRECISION), 5))
-        elif isinstance(t, sa.Numeric) and arrow is not None:
-            plan.append((sa.cast(c, sa.Text), 7))          # exact: decimal text, cast to decimal by Arrow
-        elif isinstance(t, sa.DateTime):
-            plan.append((c, 9))
-        elif isinstance(t, sa.Date):
-            plan.append((c, 8))
-        elif isinstance(t, (sa.LargeBinary, sa.types._Binary)):
-            plan.append((c, 7))
-        elif isinstance(t, (sa.JSON, sa.Uuid)):
-            plan.append((sa.cast(c, sa.Text), 7))
-        elif isinstance(t, sa.String) and not isinstance(t, sa.ARRAY):
-            plan.append((c, 7))                            # text, varchar, char (padding kept), enum
-        else:
-            return None
-    return plan
+        t = c.type
+        array = isinstance(t, sa.ARRAY)
+        # no Arrow type (numeric without precision; arrays of uuid or json): the generic
+        # path types such columns from their values, there is no fixed type to decode into
+        found = _copy_kind(t.item_type if array else t) if _arrow_type(c) is not None else None
+        if found is None:
+            return None, "%s is %s" % (c.name, _sql_type(t, engine))
+        cast, kind = found
+        if array:
+            if isinstance(t.item_type, sa.REAL):     # psycopg reads real's shortest text, not a widened double
+                cast, kind = sa.Text(), 7
+            cast, kind = (pg.ARRAY(cast) if cast is not None else None), COPY_ARRAY | kind
+        plan.append((sa.cast(c, cast) if cast is not None else c, kind))
+    return plan, None
+
+
+def _decode_type(kind, t):
+    """The Arrow type CopyDecoder builds for a column of `kind` that ends up as t."""
+    from fastsync._native import COPY_ARRAY
+    if kind & COPY_ARRAY:
+        return pa.list_(_decode_type(kind & ~COPY_ARRAY, t.value_type))
+    return pa.string() if kind == 7 and not pa.types.is_binary(t) else t
+
+
+def _cannot_convert(job, name, detail) -> ImportError_:
+    return ImportError_("%s.%s: cannot convert a value: %s" % (job.table, name, detail))
 
 
 def _libpq_path() -> str:
@@ -389,11 +433,11 @@ def _libpq_path() -> str:
 
 def _pg_copy_split(engine, q, plan, known, cols, part, job) -> int:
     """Stream the split with COPY ... TO STDOUT (FORMAT binary), decoded natively."""
-    from fastsync._native import CopyDecoder
+    from fastsync._native import OUT_OF_RANGE, CopyDecoder, CopyOutOfRange, CopyReader
     sel = q.with_only_columns(*[expr.label(c.name) for (expr, _), c in zip(plan, cols)])
     sql = str(sel.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     types = [k if k is not None else pa.string() for k in known]
-    decode_types = [pa.string() if kind == 7 and not pa.types.is_binary(t) else t for (_, kind), t in zip(plan, types)]
+    decode_types = [_decode_type(kind, t) for (_, kind), t in zip(plan, types)]
     dec = CopyDecoder([kind for _, kind in plan])
     names = [c.name for c in cols]
 
@@ -404,10 +448,9 @@ def _pg_copy_split(engine, q, plan, known, cols, part, job) -> int:
             try:
                 out.append(a if a.type == t else a.cast(t))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise ImportError_("%s.%s: cannot convert a value: %s" % (job.table, c.name, exc)) from None
+                raise _cannot_convert(job, c.name, exc) from None
         part.write(pa.RecordBatch.from_arrays(out, names=names))
 
-    from fastsync._native import CopyReader
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         # libpq itself pulls the CopyData messages (one per row) in 1 MiB chunks, GIL
@@ -417,7 +460,10 @@ def _pg_copy_split(engine, q, plan, known, cols, part, job) -> int:
             chunk = reader.read(1 << 20)
             if not chunk:
                 break
-            dec.feed(chunk)
+            try:
+                dec.feed(chunk)
+            except CopyOutOfRange as exc:
+                raise _cannot_convert(job, cols[exc.column].name, OUT_OF_RANGE[exc.what]) from None
             if dec.buffered_rows >= job.fetch_size:
                 flush()
         if dec.buffered_rows:
@@ -446,10 +492,17 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         known = [_arrow_type(c) for c in cols]
         convert = [_column_plan(c)[1] for c in cols]
         part = _PartSink(job, part_path, split.index)
-        copy_plan = _pg_copy_plan(engine, cols) if engine.dialect.name == "postgresql" else None
+        postgresql = engine.dialect.name == "postgresql"
+        copy_plan, why = _pg_copy_plan(engine, cols) if postgresql else (None, "no binary COPY for %s" % engine.dialect.name)
         if copy_plan is not None:
+            log.info("%s split %d: binary COPY", job.table, split.index)
             return _pg_copy_split(engine, q, copy_plan, known, cols, part, job)
+        log.info("%s split %d: generic path (%s)", job.table, split.index, why)
+        from fastsync._native import OUT_OF_RANGE
+        from fastsync.transfer.pgvalues import out_of_range, use_loaders
         with engine.connect() as conn:
+            if postgresql:
+                use_loaders(conn.connection.driver_connection)
             result = conn.execution_options(stream_results=True, yield_per=job.fetch_size).execute(q)
             for chunk in result.partitions(job.fetch_size):
                 columns = list(zip(*chunk))
@@ -461,7 +514,8 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
                     try:
                         arrays.append(pa.array(values, type=known[i]) if known[i] else pa.array(values))
                     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-                        raise ImportError_("%s.%s: cannot convert a value: %s" % (job.table, c.name, exc)) from None
+                        what = out_of_range(values)
+                        raise _cannot_convert(job, c.name, OUT_OF_RANGE[what] if what else exc) from None
                 part.write(pa.RecordBatch.from_arrays(arrays, names=[c.name for c in cols]))
         return part.close(pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)]))
     finally:
