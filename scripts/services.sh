@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The real servers the tests use, on loopback: PostgreSQL and MariaDB from Debian's packages.
+# The real servers the tests use, on loopback: PostgreSQL and MariaDB from Debian's packages,
+# Apache Kafka (one KRaft node, jars from Maven Central via scripts/kafka/pom.xml).
 #   bash scripts/services.sh up       install what is missing, start, create the test database and user
 #   bash scripts/services.sh down     stop them
 #   bash scripts/services.sh status   say what runs
@@ -8,11 +9,15 @@
 # user `fastsync`, password `fastsync`; the URLs are printed and are the tests' defaults:
 #   FASTSYNC_TEST_PG_URL=postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync
 #   FASTSYNC_TEST_MYSQL_URL=mysql://fastsync:fastsync@127.0.0.1:3306/fastsync
+#   FASTSYNC_TEST_KAFKA=127.0.0.1:9092
 set -euo pipefail
 
 PG_PORT="${FASTSYNC_PG_PORT:-5432}"
 MYSQL_PORT="${FASTSYNC_MYSQL_PORT:-3306}"
+KAFKA_PORT="${FASTSYNC_KAFKA_PORT:-9092}"
+KAFKA_HOME="${FASTSYNC_KAFKA_HOME:-$HOME/.cache/fastsync-kafka}"   # jars, storage, config, pid
 LOG_DIR="${FASTSYNC_SERVICES_LOG:-/tmp/fastsync-services}"
+SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$LOG_DIR"
 
 as_root() {
@@ -102,11 +107,86 @@ mysql_down() {
     mysql_root_ready >/dev/null 2>&1 && as_root /etc/init.d/mariadb stop >>"$LOG_DIR/mariadb.log" 2>&1 || true
 }
 
+# ---- Kafka ----
+kafka_cp() { echo "$KAFKA_HOME/libs/*"; }
+kafka_pid() { cat "$KAFKA_HOME/broker.pid" 2>/dev/null; }
+kafka_alive() { local p; p="$(kafka_pid)"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+kafka_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; }
+# ready: answers an ApiVersions request, asked by Kafka's own admin tool
+kafka_ready() {
+    java -cp "$(kafka_cp)" org.apache.kafka.tools.BrokerApiVersionsCommand \
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" 2>/dev/null | grep -q "127.0.0.1:$KAFKA_PORT"
+}
+
+kafka_jars() {
+    command -v java >/dev/null || apt_install openjdk-17-jre-headless
+    command -v mvn >/dev/null || apt_install maven
+    local want; want="$(sha256sum "$SCRIPTS/kafka/pom.xml" | cut -d' ' -f1)"
+    if [ "$(cat "$KAFKA_HOME/libs/.pom.sha256" 2>/dev/null)" != "$want" ]; then
+        say "fetching Kafka's jars from Maven Central (log: $LOG_DIR/kafka-mvn.log)"
+        rm -rf "$KAFKA_HOME/libs"
+        mvn -B -q -f "$SCRIPTS/kafka/pom.xml" dependency:copy-dependencies \
+            -DoutputDirectory="$KAFKA_HOME/libs" >"$LOG_DIR/kafka-mvn.log" 2>&1 || {
+            tail -20 "$LOG_DIR/kafka-mvn.log" >&2; say "mvn dependency:copy-dependencies failed"; exit 1; }
+        echo "$want" > "$KAFKA_HOME/libs/.pom.sha256"
+    fi
+}
+
+kafka_config() {
+    local controller=$((KAFKA_PORT + 1))
+    printf '%s\n' \
+        "process.roles=broker,controller" "node.id=1" \
+        "controller.quorum.voters=1@127.0.0.1:$controller" \
+        "listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$controller" \
+        "advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT" \
+        "controller.listener.names=CONTROLLER" \
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT" \
+        "log.dirs=$KAFKA_HOME/data" "num.partitions=1" \
+        "offsets.topic.replication.factor=1" \
+        "transaction.state.log.replication.factor=1" "transaction.state.log.min.isr=1" \
+        "share.coordinator.state.topic.replication.factor=1" "share.coordinator.state.topic.min.isr=1" \
+        "group.initial.rebalance.delay.ms=0" > "$KAFKA_HOME/server.properties"
+    printf '%s\n' \
+        "appender.out.type=Console" "appender.out.name=out" "appender.out.layout.type=PatternLayout" \
+        "appender.out.layout.pattern=[%d] %p %m (%c)%n" \
+        "rootLogger.level=WARN" "rootLogger.appenderRef.out.ref=out" > "$KAFKA_HOME/log4j2.properties"
+}
+
+kafka_up() {
+    mkdir -p "$KAFKA_HOME"
+    kafka_jars
+    if kafka_alive && kafka_port_open; then say "Kafka up: 127.0.0.1:$KAFKA_PORT"; return 0; fi
+    if kafka_port_open; then say "port $KAFKA_PORT is taken by a process services.sh did not start"; exit 1; fi
+    kafka_config
+    if [ ! -f "$KAFKA_HOME/data/meta.properties" ]; then     # KRaft storage, formatted once
+        java -cp "$(kafka_cp)" kafka.tools.StorageTool format -c "$KAFKA_HOME/server.properties" \
+            -t "$(java -cp "$(kafka_cp)" kafka.tools.StorageTool random-uuid)" >>"$LOG_DIR/kafka.log" 2>&1 || {
+            tail -20 "$LOG_DIR/kafka.log" >&2; say "formatting Kafka's storage failed"; exit 1; }
+    fi
+    # setsid: the broker outlives this script and the test run's process group
+    setsid nohup java -Xms256m -Xmx768m -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.properties" \
+        -cp "$(kafka_cp)" kafka.Kafka "$KAFKA_HOME/server.properties" >>"$LOG_DIR/kafka.log" 2>&1 </dev/null &
+    echo $! > "$KAFKA_HOME/broker.pid"
+    wait_until 90 "Kafka" kafka_ready || { tail -20 "$LOG_DIR/kafka.log" >&2; exit 1; }
+    say "Kafka up: 127.0.0.1:$KAFKA_PORT"
+}
+
+kafka_down() {
+    if kafka_alive; then
+        local p; p="$(kafka_pid)"
+        kill "$p"
+        for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$p" 2>/dev/null; then kill -9 "$p"; fi
+    fi
+    rm -f "$KAFKA_HOME/broker.pid"
+}
+
 case "${1:-}" in
-    up) pg_up; mysql_up ;;
-    down) pg_down; mysql_down ;;
+    up) pg_up; mysql_up; kafka_up ;;
+    down) pg_down; mysql_down; kafka_down ;;
     status)
         if pg_ready 2>/dev/null; then echo "postgresql: up (127.0.0.1:$PG_PORT)"; else echo "postgresql: down"; fi
-        if mysql_ready >/dev/null 2>&1; then echo "mariadb: up (127.0.0.1:$MYSQL_PORT)"; else echo "mariadb: down"; fi ;;
+        if mysql_ready >/dev/null 2>&1; then echo "mariadb: up (127.0.0.1:$MYSQL_PORT)"; else echo "mariadb: down"; fi
+        if kafka_alive && kafka_port_open; then echo "kafka: up (127.0.0.1:$KAFKA_PORT)"; else echo "kafka: down"; fi ;;
     *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac
