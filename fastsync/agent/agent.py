@@ -44,7 +44,8 @@ class Agent:
         for name, src in self.sources.items():
             src.start()
             if src.pollable:
-                r = Runner("PollableSourceRunner-%s" % name, src.process, done=lambda s=src: s.finished)
+                r = Runner("PollableSourceRunner-%s" % name, src.process, waits_itself=src.waits_itself,
+                           done=lambda s=src: s.finished)
                 self._source_runners.append(r)
                 r.start()
         log.info("agent %s started: sources %s, channels %s, sinks %s", self.config.name,
@@ -81,6 +82,8 @@ class Agent:
             r.stopping.set()
         for ch in self.channels.values():
             ch.interrupt()
+        for sink in self.sinks.values():
+            sink.interrupt()
         for r in self._sink_runners:
             r.stop()
         for sink in self.sinks.values():

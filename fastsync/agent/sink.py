@@ -46,6 +46,10 @@ class Sink:
         """Write a whole batch to the destination; raise to have the take rolled back."""
         raise NotImplementedError
 
+    def interrupt(self) -> None:
+        """The agent is stopping: a deliver() waiting on its destination should give up
+        (raise, so the take is rolled back)."""
+
     def idle(self) -> None:
         """Called when a take found nothing (e.g. to roll files on time)."""
 

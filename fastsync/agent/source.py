@@ -88,6 +88,7 @@ class Source:
 
 class PollableSource(Source):
     pollable = True
+    waits_itself = False   # True: process() already waited for input, no backoff sleep after BACKOFF
 
     def process(self) -> Status:
         raise NotImplementedError

@@ -1,0 +1,139 @@
+"""Flume's Kafka sink: each event one Kafka message, through confluent-kafka (librdkafka).
+
+The take is committed only once every message of the batch is acknowledged: the batch is
+produced, then flushed; a delivery failure (reported by librdkafka only for failures,
+`delivery.report.only.error`) or messages still unacknowledged when the sink stops raise,
+so the take is rolled back and the batch retried. While the broker is away the flush
+waits (librdkafka retries until `message.timeout.ms`), which is the pipeline's
+back-pressure. Idempotent producer and `acks=all` unless the config says otherwise.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass
+
+from fastsync.agent.component import SINKS, Place, setting
+from fastsync.agent.errors import ConfigError
+from fastsync.agent.sink import Sink, SinkConfig
+
+log = logging.getLogger("fastsync.sink.kafka")
+
+# Flume's AvroFlumeEvent, the wire format of useFlumeEventFormat / parseAsFlumeEvent
+FLUME_EVENT_SCHEMA = {
+    "type": "record", "name": "AvroFlumeEvent", "namespace": "org.apache.flume.source.avro",
+    "fields": [{"name": "headers", "type": {"type": "map", "values": "string"}}, {"name": "body", "type": "bytes"}],
+}
+FLUSH_STEP = 0.5   # seconds per flush wait, so stop() is noticed
+
+
+def flume_event_bytes(headers: dict, body: bytes) -> bytes:
+    import fastavro
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(FLUME_EVENT_SCHEMA), {"headers": headers, "body": body})
+    return out.getvalue()
+
+
+def client_config(extra: dict, prefix: str, defaults: dict) -> dict:
+    """librdkafka settings: our defaults, then every `<prefix>*` key of the component."""
+    conf = dict(defaults)
+    for key, value in (extra or {}).items():
+        if key.startswith(prefix):
+            conf[key[len(prefix):]] = value.strip()
+    return conf
+
+
+@dataclass
+class KafkaSinkConfig(SinkConfig):
+    PASSTHROUGH = ("kafka.producer.",)
+    bootstrapServers: str = setting("kafka.bootstrap.servers", doc="host:port list of the brokers")
+    topic: str = setting("kafka.topic", "default-flume-topic", "topic messages go to")
+    batchSize: int = setting("flumeBatchSize", 100, "events per take transaction", min=1)
+    acks: str = setting("kafka.producer.acks", "all", "acknowledgements a message needs: 0, 1 or all",
+                        choices=("0", "1", "-1", "all"))
+    useFlumeEventFormat: bool = setting("useFlumeEventFormat", False, "messages are Avro AvroFlumeEvents with the headers")
+    allowTopicOverride: bool = setting("allowTopicOverride", True, "a `topicHeader` header picks the topic")
+    topicHeader: str = setting("topicHeader", "topic", "header naming the topic of an event")
+    keyHeader: str = setting("keyHeader", "key", "header whose value is the message key")
+
+    def validate(self, place: Place) -> None:
+        if not self.bootstrapServers.strip():
+            raise place.error("kafka.bootstrap.servers", "Bootstrap Servers must be specified")
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError:
+            raise place.error("type", "the Kafka sink needs confluent-kafka (pip install confluent-kafka)") from None
+
+
+@SINKS.register("kafka", "org.apache.flume.sink.kafka.KafkaSink")
+class KafkaSink(Sink):
+    Config = KafkaSinkConfig
+
+    def __init__(self, name, config):
+        super().__init__(name, config)
+        self.producer = None
+        self.failures: list = []
+        self.stopping = threading.Event()
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is not None:
+            self.failures.append(err)
+
+    def start(self) -> None:
+        from confluent_kafka import Producer
+        c = self.config
+        # the idempotent producer needs acks=all; with fewer acks it is off unless asked for
+        conf = client_config(getattr(c, "extra", {}), "kafka.producer.", {
+            "enable.idempotence": c.acks in ("all", "-1"), "linger.ms": 5, "delivery.report.only.error": True})
+        conf.update({"bootstrap.servers": c.bootstrapServers, "acks": c.acks, "on_delivery": self._on_delivery})
+        try:
+            self.producer = Producer(conf)
+        except Exception as exc:   # KafkaException for a bad kafka.producer.* setting
+            raise ConfigError("sink %s: Kafka producer settings rejected: %s" % (self.name, exc)) from None
+        self.stopping.clear()
+        super().start()
+
+    def _produce(self, topic, value, key) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key)
+                return
+            except BufferError:          # librdkafka's queue is full: let it drain
+                self.producer.poll(0.05)
+                if self.stopping.is_set():
+                    raise
+
+    def deliver(self, batch) -> None:
+        c = self.config
+        bodies = batch.bodies().to_pylist()
+        topics = batch.header_array(c.topicHeader).to_pylist() if c.allowTopicOverride and c.topicHeader in batch.headers else None
+        keys = batch.header_array(c.keyHeader).to_pylist() if c.keyHeader in batch.headers else None
+        if c.useFlumeEventFormat:
+            rows = batch.to_arrow().drop_columns(["body"]).to_pylist()
+            bodies = [flume_event_bytes({k: v for k, v in h.items() if v is not None}, b) for h, b in zip(rows, bodies)]
+        self.failures.clear()
+        if topics is None and keys is None:
+            topic, produce = c.topic, self._produce
+            for body in bodies:
+                produce(topic, body, None)
+        else:
+            for i, body in enumerate(bodies):
+                self._produce((topics and topics[i]) or c.topic, body, keys[i] if keys else None)
+        # every message acknowledged (or failed) before the take may commit
+        while self.producer.flush(FLUSH_STEP) > 0:
+            if self.stopping.is_set():
+                raise RuntimeError("sink %s stopped with %d messages unacknowledged" % (self.name, len(self.producer)))
+        if self.failures:
+            err = self.failures[0]
+            raise RuntimeError("sink %s: %d of %d messages not delivered: %s" % (self.name, len(self.failures), len(bodies), err.str()))
+
+    def interrupt(self) -> None:
+        self.stopping.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.producer is not None:
+            self.producer.flush(5)
+            self.producer = None
+        super().stop()

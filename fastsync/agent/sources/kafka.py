@@ -1,0 +1,146 @@
+"""Flume's Kafka source: messages of Kafka topics into the channel, a consumer group member.
+
+A batch is `batchSize` messages or what arrived in `batchDurationMillis`, put into the
+channel in one transaction; the consumer's offsets are committed to Kafka only after that
+commit, so a crash (even SIGKILL) re-reads at most the uncommitted batch. A batch the
+channel refused is re-read: the consumer seeks back to its first offsets. Headers: the
+topic (`topicHeader`), partition, offset, key and timestamp (ms).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import re
+from dataclasses import dataclass
+
+from fastsync.agent.component import SOURCES, Place, setting
+from fastsync.agent.errors import ChannelException, ConfigError
+from fastsync.agent.sinks.kafka import FLUME_EVENT_SCHEMA, client_config
+from fastsync.agent.source import PollableSource, SourceConfig, Status
+from fastsync.event import EventBatch
+
+log = logging.getLogger("fastsync.source.kafka")
+
+
+@dataclass
+class KafkaSourceConfig(SourceConfig):
+    PASSTHROUGH = ("kafka.consumer.",)
+    bootstrapServers: str = setting("kafka.bootstrap.servers", doc="host:port list of the brokers")
+    topics: list = setting("kafka.topics", [], "topics to read, comma separated")
+    topicsRegex: str = setting("kafka.topics.regex", "", "read every topic matching this regex")
+    groupId: str = setting("kafka.consumer.group.id", "flume", "consumer group")
+    batchSize: int = setting("batchSize", 1000, "most messages per channel transaction", min=1)
+    batchDurationMillis: int = setting("batchDurationMillis", 1000, "longest wait for a batch to fill, ms", min=1)
+    useFlumeEventFormat: bool = setting("useFlumeEventFormat", False, "messages are Avro AvroFlumeEvents")
+    setTopicHeader: bool = setting("setTopicHeader", True, "put the topic in a header")
+    topicHeader: str = setting("topicHeader", "topic", "header that carries the topic")
+
+    def validate(self, place: Place) -> None:
+        if not self.bootstrapServers.strip():
+            raise place.error("kafka.bootstrap.servers", "Bootstrap Servers must be specified")
+        if bool(self.topics) == bool(self.topicsRegex):
+            raise place.error("kafka.topics", "exactly one of kafka.topics and kafka.topics.regex must be set")
+        if self.topicsRegex:
+            try:
+                re.compile(self.topicsRegex)
+            except re.error as exc:
+                raise place.error("kafka.topics.regex", "not a valid regex: %s" % exc) from None
+
+
+@SOURCES.register("kafka", "org.apache.flume.source.kafka.KafkaSource")
+class KafkaSource(PollableSource):
+    Config = KafkaSourceConfig
+    waits_itself = True       # consume() already waited batchDurationMillis
+
+    def __init__(self, name, config):
+        super().__init__(name, config)
+        self.consumer = None
+        self.reader = None
+
+    def start(self) -> None:
+        from confluent_kafka import Consumer
+        c = self.config
+        conf = client_config(getattr(c, "extra", {}), "kafka.consumer.", {"auto.offset.reset": "earliest"})
+        conf.update({"bootstrap.servers": c.bootstrapServers, "group.id": c.groupId, "enable.auto.commit": False})
+        try:
+            self.consumer = Consumer(conf)
+        except Exception as exc:
+            raise ConfigError("source %s: Kafka consumer settings rejected: %s" % (self.name, exc)) from None
+        # librdkafka subscribes to a regex when the topic name starts with ^
+        self.consumer.subscribe(["^" + c.topicsRegex.lstrip("^")] if c.topicsRegex else list(c.topics))
+        if c.useFlumeEventFormat:
+            import fastavro
+            schema = fastavro.parse_schema(FLUME_EVENT_SCHEMA)
+            self.reader = lambda value: fastavro.schemaless_reader(io.BytesIO(value), schema)
+        super().start()
+
+    def _batch(self, msgs) -> EventBatch:
+        c = self.config
+        bodies, keys = [], []
+        for m in msgs:
+            bodies.append(m.value() or b"")
+            k = m.key()
+            keys.append(None if k is None else k.decode("utf-8", "backslashreplace"))
+        headers = {
+            "partition": [str(m.partition()) for m in msgs],
+            "offset": [str(m.offset()) for m in msgs],
+            "timestamp": [str(m.timestamp()[1]) for m in msgs],
+        }
+        if any(k is not None for k in keys):
+            headers["key"] = keys
+        if c.setTopicHeader:
+            topics = {m.topic() for m in msgs}
+            headers[c.topicHeader] = topics.pop() if len(topics) == 1 else [m.topic() for m in msgs]
+        if self.reader is None:
+            return EventBatch.from_bodies(bodies, headers)
+        # AvroFlumeEvent: the event's own headers join ours (ours win, as in Flume)
+        from fastsync.event import Event
+        events = []
+        for i, raw in enumerate(bodies):
+            rec = self.reader(raw)
+            h = dict(rec["headers"])
+            h.update({name: (col if isinstance(col, str) else col[i]) for name, col in headers.items()
+                      if (col if isinstance(col, str) else col[i]) is not None})
+            events.append(Event(rec["body"], h))
+        return EventBatch.from_events(events)
+
+    def process(self) -> Status:
+        from confluent_kafka import KafkaError, TopicPartition
+        c = self.config
+        got = self.consumer.consume(num_messages=c.batchSize, timeout=c.batchDurationMillis / 1000.0)
+        msgs = []
+        for m in got:
+            err = m.error()
+            if err is None:
+                msgs.append(m)
+            elif err.fatal():
+                raise RuntimeError("source %s: Kafka consumer failed: %s" % (self.name, err.str()))
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("source %s: %s", self.name, err.str())
+        if not msgs:
+            return Status.BACKOFF
+        first, last = {}, {}
+        for m in msgs:
+            tp = (m.topic(), m.partition())
+            first.setdefault(tp, m.offset())
+            last[tp] = m.offset()
+        try:
+            self.deliver(self._batch(msgs))
+        except ChannelException as exc:
+            # not stored: read the same messages again
+            log.warning("%s source could not write to channel: %s", self.name, exc)
+            for (t, p), off in first.items():
+                self.consumer.seek(TopicPartition(t, p, off))
+            return Status.BACKOFF
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, off + 1) for (t, p), off in last.items()],
+                                 asynchronous=False)
+        except Exception as exc:   # e.g. partitions moved to another member: they re-read the batch
+            log.warning("source %s: offsets not committed (the batch may be delivered again): %s", self.name, exc)
+        return Status.READY
+
+    def stop(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+        super().stop()

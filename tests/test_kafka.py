@@ -1,0 +1,200 @@
+"""Kafka sink and source against the real broker scripts/services.sh starts (KRaft, one
+node on 127.0.0.1:9092), through the agent CLI; Kafka's own console consumer and producer
+(the same jars as the broker) check that what we write and read is plain Kafka."""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from e2e_support import multiset_problems, poll, read_dir_lines, write_config
+
+BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
+KAFKA_LIBS = Path(os.environ.get("FASTSYNC_KAFKA_HOME", Path.home() / ".cache/fastsync-kafka")) / "libs"
+
+
+def new_topic(partitions: int = 1) -> str:
+    name = "t-" + uuid.uuid4().hex[:12]
+    admin = AdminClient({"bootstrap.servers": BROKERS})   # kept alive until the topic exists
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+    return name
+
+
+def read_topic(topic: str, n: int, timeout: float = 60.0) -> list:
+    """The first n messages of the topic (all partitions), as confluent-kafka Message objects."""
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "check-" + uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    out = []
+    try:
+        poll(lambda: out.extend(m for m in c.consume(1000, 0.5) if m.error() is None) or len(out) >= n,
+             timeout, message="%d messages on %s" % (n, topic))
+    finally:
+        c.close()
+    return out
+
+
+def kafka_tool(cls: str, *args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run one of Kafka's own command-line tools from the broker's jars."""
+    cp = os.pathsep.join(glob.glob(str(KAFKA_LIBS / "*.jar")))
+    assert cp, "Kafka's jars are missing from %s: run scripts/services.sh up" % KAFKA_LIBS
+    return subprocess.run(["java", "-cp", cp, cls, *args], input=stdin, capture_output=True, timeout=timeout)
+
+
+def seq_to_kafka(topic: str, n: int, **sink) -> dict:
+    cfg = {
+        "a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
+        "a1.sources.r1.type": "seq", "a1.sources.r1.totalEvents": n, "a1.sources.r1.batchSize": 500,
+        "a1.sources.r1.channels": "c1",
+        "a1.channels.c1.type": "memory", "a1.channels.c1.capacity": 10000, "a1.channels.c1.transactionCapacity": 1000,
+        "a1.sinks.k1.type": "org.apache.flume.sink.kafka.KafkaSink", "a1.sinks.k1.channel": "c1",
+        "a1.sinks.k1.kafka.bootstrap.servers": BROKERS, "a1.sinks.k1.kafka.topic": topic,
+        "a1.sinks.k1.flumeBatchSize": 1000,
+    }
+    cfg.update({"a1.sinks.k1." + k: v for k, v in sink.items()})
+    return cfg
+
+
+def kafka_to_file(tmp_path: Path, topic: str, out: Path, group: str, **source) -> dict:
+    cfg = {
+        "a2.sources": "r1", "a2.channels": "c1", "a2.sinks": "k1",
+        "a2.sources.r1.type": "org.apache.flume.source.kafka.KafkaSource", "a2.sources.r1.channels": "c1",
+        "a2.sources.r1.kafka.bootstrap.servers": BROKERS, "a2.sources.r1.kafka.topics": topic,
+        "a2.sources.r1.kafka.consumer.group.id": group, "a2.sources.r1.batchSize": 1000,
+        "a2.sources.r1.batchDurationMillis": 200,
+        "a2.channels.c1.type": "file", "a2.channels.c1.checkpointDir": tmp_path / "ck",
+        "a2.channels.c1.dataDirs": tmp_path / "data", "a2.channels.c1.minimumRequiredSpace": 0,
+        "a2.channels.c1.transactionCapacity": 1000,
+        "a2.sinks.k1.type": "file_roll", "a2.sinks.k1.channel": "c1", "a2.sinks.k1.sink.directory": out,
+        "a2.sinks.k1.sink.rollInterval": 0, "a2.sinks.k1.sink.batchSize": 1000,
+    }
+    cfg.update({"a2.sources.r1." + k: v for k, v in source.items()})
+    return cfg
+
+
+def test_seq_memory_kafka_then_kafka_file_channel_file_roll_exactly_once(tmp_path, run_agent, agent):
+    n = 50_000
+    topic = new_topic(partitions=3)
+    p = run_agent("a1", write_config(tmp_path, seq_to_kafka(topic, n), "a1.properties"), "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr
+
+    out = tmp_path / "out"
+    p2 = agent("a2", write_config(tmp_path, kafka_to_file(tmp_path, topic, out, "g-" + topic), "a2.properties"))
+    poll(lambda: len(read_dir_lines(out)) >= n or not p2.alive(), 120, message="%d lines in %s" % (n, out))
+    assert p2.stop(timeout=60) == 0, p2.stderr
+    assert multiset_problems(read_dir_lines(out), [b"%d" % i for i in range(n)]) == ""
+
+
+def test_kafka_sink_output_is_read_by_kafkas_console_consumer(tmp_path, run_agent):
+    topic = new_topic()
+    p = run_agent("a1", write_config(tmp_path, seq_to_kafka(topic, 1000)), "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr
+    r = kafka_tool("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", BROKERS, "--topic", topic,
+                   "--from-beginning", "--max-messages", "1000", "--timeout-ms", "60000")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(r.stdout.split(), key=int) == [b"%d" % i for i in range(1000)]
+
+
+def test_kafka_source_reads_kafkas_console_producer_with_headers(tmp_path, agent):
+    topic = new_topic()
+    lines = [b"line %d \xc3\xa9" % i for i in range(300)]
+    r = kafka_tool("org.apache.kafka.tools.ConsoleProducer", "--bootstrap-server", BROKERS, "--topic", topic,
+                   "--property", "parse.key=true", "--property", "key.separator=|",
+                   stdin=b"".join(b"k%d|%s\n" % (i % 3, l) for i, l in enumerate(lines)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out"
+    cfg = kafka_to_file(tmp_path, topic, out, "g-" + topic)
+    cfg.update({"a2.sinks.k1.type": "file_roll"})
+    p = agent("a2", write_config(tmp_path, cfg))
+    poll(lambda: len(read_dir_lines(out)) >= len(lines) or not p.alive(), 90, message="lines in %s" % out)
+    assert p.stop(timeout=60) == 0, p.stderr
+    assert read_dir_lines(out) == lines     # one partition: Kafka's order
+
+
+def test_relay_with_headers_in_flume_event_format(tmp_path, agent):
+    """kafka source -> memory -> kafka sink with useFlumeEventFormat: the source's key,
+    partition and offset headers travel inside AvroFlumeEvents, the key header is the
+    message key, and kafka.producer.* settings reach the producer."""
+    topic = new_topic()
+    n = 200
+    # a netcat-free way to make events with headers: the Kafka source itself, fed plain
+    # messages with keys, gives events with key/partition/offset headers
+    feed = new_topic()
+    prod = Producer({"bootstrap.servers": BROKERS})
+    for i in range(n):
+        prod.produce(feed, b"body-%d" % i, key=b"key-%d" % i)
+    assert prod.flush(30) == 0
+    relay = {
+        "a3.sources": "r1", "a3.channels": "c1", "a3.sinks": "k1",
+        "a3.sources.r1.type": "kafka", "a3.sources.r1.channels": "c1",
+        "a3.sources.r1.kafka.bootstrap.servers": BROKERS, "a3.sources.r1.kafka.topics": feed,
+        "a3.sources.r1.kafka.consumer.group.id": "relay-" + feed, "a3.sources.r1.batchDurationMillis": 100,
+        "a3.sources.r1.batchSize": 100,
+        # the source's topic header would send the events back to `feed`: renamed, so the
+        # sink's default topic applies
+        "a3.sources.r1.topicHeader": "from",
+        "a3.channels.c1.type": "memory",
+        "a3.sinks.k1.type": "kafka", "a3.sinks.k1.channel": "c1", "a3.sinks.k1.kafka.bootstrap.servers": BROKERS,
+        "a3.sinks.k1.kafka.topic": topic, "a3.sinks.k1.useFlumeEventFormat": "true",
+        "a3.sinks.k1.kafka.producer.compression.type": "zstd",
+    }
+    p = agent("a3", write_config(tmp_path, relay, "relay.properties"))
+    msgs = read_topic(topic, n)
+    assert p.stop(timeout=60) == 0, p.stderr
+    assert sorted(m.key() for m in msgs) == sorted(b"key-%d" % i for i in range(n))
+
+    import io
+
+    import fastavro
+    from fastsync.agent.sinks.kafka import FLUME_EVENT_SCHEMA
+    schema = fastavro.parse_schema(FLUME_EVENT_SCHEMA)
+    events = [fastavro.schemaless_reader(io.BytesIO(m.value()), schema) for m in msgs]
+    assert sorted(e["body"] for e in events) == sorted(b"body-%d" % i for i in range(n))
+    for e in events:
+        assert e["headers"]["from"] == feed and e["headers"]["key"] == e["body"].decode().replace("body", "key")
+        assert e["headers"]["partition"] == "0" and int(e["headers"]["offset"]) >= 0
+
+
+
+def test_topic_and_key_headers_route_each_event(tmp_path):
+    """Through the sink's Python API: a `topic` header picks the event's topic, a `key`
+    header its key; events without them go to kafka.topic, unkeyed."""
+    from fastsync.agent.sinks.kafka import KafkaSink, KafkaSinkConfig
+    from fastsync.event import Event, EventBatch
+    default, other = new_topic(), new_topic()
+    sink = KafkaSink("k1", KafkaSinkConfig(bootstrapServers=BROKERS, topic=default))
+    sink.start()
+    try:
+        sink.deliver(EventBatch.from_events([
+            Event(b"a", {"topic": other, "key": "ka"}), Event(b"b", {}), Event(b"c", {"key": "kc"}),
+            Event(b"d", {"topic": other})]))
+    finally:
+        sink.stop()
+    assert sorted((m.value(), m.key()) for m in read_topic(other, 2)) == [(b"a", b"ka"), (b"d", None)]
+    assert sorted((m.value(), m.key()) for m in read_topic(default, 2)) == [(b"b", None), (b"c", b"kc")]
+
+
+def test_bad_kafka_config_is_one_located_error(tmp_path, run_agent):
+    cfg = seq_to_kafka("x", 10)
+    del cfg["a1.sinks.k1.kafka.bootstrap.servers"]
+    p = run_agent("a1", write_config(tmp_path, cfg), timeout=30)
+    assert p.returncode != 0
+    assert "agent.properties" in p.stderr and "kafka.bootstrap.servers" in p.stderr
+    cfg = kafka_to_file(tmp_path, "x", tmp_path / "o", "g")
+    cfg["a2.sources.r1.kafka.topics.regex"] = "t-.*"
+    p = run_agent("a2", write_config(tmp_path, cfg), timeout=30)
+    assert p.returncode != 0 and "exactly one of kafka.topics and kafka.topics.regex" in p.stderr
+
+
+@pytest.mark.parametrize("acks", ["1", "all"])
+def test_kafka_sink_acks_setting(tmp_path, run_agent, acks):
+    topic = new_topic()
+    p = run_agent("a1", write_config(tmp_path, seq_to_kafka(topic, 2000, **{"kafka.producer.acks": acks})),
+                  "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert sorted(int(m.value()) for m in read_topic(topic, 2000)) == list(range(2000))
