@@ -187,9 +187,12 @@ def run_import_args(args) -> dict:
             raise CliError("%s: expected one character, got %r" % (flag, value), EXIT_CONFIG)
     if bool(args.table) == bool(args.query):
         raise CliError("give one of --table or --query", EXIT_CONFIG)
-    if args.query and not args.target_dir:
+    if args.query and not args.target_dir and not getattr(args, "kafka_topic", None):
         raise CliError("--query needs --target-dir", EXIT_CONFIG)
-    if not args.target_dir:
+    if getattr(args, "kafka_topic", None):
+        if args.target_dir or args.warehouse_dir:
+            raise CliError("--kafka-topic replaces --target-dir/--warehouse-dir: give one", EXIT_CONFIG)
+    elif not args.target_dir:
         if not args.warehouse_dir:
             raise CliError("give --target-dir or --warehouse-dir", EXIT_CONFIG)
         args.target_dir = os.path.join(args.warehouse_dir, args.table)
@@ -205,7 +208,9 @@ def run_import_args(args) -> dict:
                     fmt=args.fmt, compression=args.compression_codec, delete_target_dir=args.delete_target_dir,
                     retries=args.retries, fields_terminated_by=text.fields_terminated_by, text=text, append=args.append,
                     incremental=args.incremental, check_column=args.check_column, last_value=args.last_value,
-                    merge_key=args.merge_key)
+                    merge_key=args.merge_key, kafka_topic=getattr(args, "kafka_topic", None),
+                    kafka_brokers=getattr(args, "kafka_brokers", "localhost:9092"),
+                    kafka_key=getattr(args, "kafka_key", None), kafka_format=getattr(args, "kafka_format", "json"))
     try:
         r = run_import(job)
     except ImportError_ as exc:
@@ -391,6 +396,12 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--check-column", help="column compared with --last-value")
     im.add_argument("--merge-key", help="lastmodified: imported rows replace the target's rows with the same key")
     im.add_argument("--last-value", help="the largest --check-column value already imported")
+    if not all_tables:
+        im.add_argument("--kafka-topic", help="send the rows to this Kafka topic instead of files")
+        im.add_argument("--kafka-brokers", default="localhost:9092", help="bootstrap servers for --kafka-topic")
+        im.add_argument("--kafka-key", help="column whose value keys each message")
+        im.add_argument("--kafka-format", choices=["json", "avro", "arrow"], default="json",
+                        help="json or avro: one message per row; arrow: one Arrow IPC record batch per message")
     im.add_argument("--log-level", default="WARNING")
 
 

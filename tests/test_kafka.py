@@ -198,3 +198,92 @@ def test_kafka_sink_acks_setting(tmp_path, run_agent, acks):
                   "--exit-when-done", timeout=120)
     assert p.returncode == 0, p.stderr
     assert sorted(int(m.value()) for m in read_topic(topic, 2000)) == list(range(2000))
+
+
+# -- import into Kafka ------------------------------------------------------------------------
+
+PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
+
+
+def _kafka_rows(n):
+    import datetime
+    import decimal
+    return [{"id": i, "name": None if i % 50 == 0 else "n\u00e9 %d \"q\"\n" % i,
+             "price": decimal.Decimal("%d.%02d" % (i, i % 100)),
+             "ts": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=i),
+             "raw": bytes([i % 256, 0, 255])} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def kafka_items():
+    import sqlalchemy as sa
+    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    md = sa.MetaData()
+    t = sa.Table("kafka_items", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                 sa.Column("name", sa.Text), sa.Column("price", sa.Numeric(10, 2)),
+                 sa.Column("ts", sa.DateTime(timezone=True)), sa.Column("raw", sa.LargeBinary))
+    rows = _kafka_rows(3000)
+    with engine.begin() as conn:
+        md.drop_all(conn)
+        md.create_all(conn)
+        conn.execute(t.insert(), rows)
+    engine.dispose()
+    return rows
+
+
+def fastsync_cli(*args):
+    import sys
+    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro", "arrow"])
+def test_import_postgres_table_into_kafka(kafka_items, fmt):
+    import base64
+    import json
+
+    import pyarrow as pa
+    topic = new_topic(partitions=2)
+    extra = ["--kafka-key", "id"] if fmt != "arrow" else []
+    r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "-m", 2, "--kafka-topic", topic,
+                     "--kafka-brokers", BROKERS, "--kafka-format", fmt, *extra)
+    assert r.returncode == 0, r.stderr
+    assert "imported 3000 rows" in r.stdout and topic in r.stdout
+    want = sorted(kafka_items, key=lambda x: x["id"])
+    if fmt == "arrow":
+        # every message is an Arrow IPC stream; together they hold every row once
+        c = Consumer({"bootstrap.servers": BROKERS, "group.id": "check-" + uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        batches = []
+        try:
+            poll(lambda: batches.extend(b for m in c.consume(100, 0.5) if m.error() is None for b in pa.ipc.open_stream(m.value()))
+                 or sum(b.num_rows for b in batches) >= len(want), 60, message="rows on " + topic)
+        finally:
+            c.close()
+        assert sorted(pa.Table.from_batches(batches).to_pylist(), key=lambda x: x["id"]) == want
+        return
+    msgs = read_topic(topic, len(want))
+    assert len(msgs) == len(want)
+    assert sorted(int(m.key()) for m in msgs) == [w["id"] for w in want]
+    if fmt == "json":
+        got = sorted((json.loads(m.value()) for m in msgs), key=lambda x: x["id"])
+        expect = [{"id": w["id"], "name": w["name"], "price": str(w["price"]), "ts": w["ts"].isoformat(),
+                   "raw": base64.b64encode(w["raw"]).decode()} for w in want]
+        assert got == expect
+    else:
+        import io
+
+        import fastavro
+        from fastsync.transfer.avrofile import avro_schema
+        schema = fastavro.parse_schema(avro_schema(pa.schema([
+            ("id", pa.int64()), ("name", pa.string()), ("price", pa.decimal128(10, 2)),
+            ("ts", pa.timestamp("us", tz="UTC")), ("raw", pa.binary())])))
+        got = sorted((fastavro.schemaless_reader(io.BytesIO(m.value()), schema) for m in msgs), key=lambda x: x["id"])
+        assert got == want
+
+
+def test_import_into_kafka_bad_flags(kafka_items):
+    r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "--kafka-topic", "x",
+                     "--kafka-brokers", BROKERS, "--kafka-key", "nope")
+    assert r.returncode == 1 and "--kafka-key nope: no such column" in r.stderr
+    r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "--kafka-topic", "x", "--target-dir", "/tmp/x")
+    assert r.returncode == 2 and "--kafka-topic replaces --target-dir" in r.stderr

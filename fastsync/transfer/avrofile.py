@@ -4,6 +4,7 @@ nullable, one block per record batch."""
 from __future__ import annotations
 
 import decimal
+import io
 import re
 
 import fastavro
@@ -43,15 +44,16 @@ def avro_schema(schema: pa.Schema, name: str = "row") -> dict:
         {"name": re.sub(r"\W", "_", f.name), "type": ["null", _avro_type(f.type, f.name)], "default": None} for f in schema]}
 
 
-class AvroWriter:
-    def __init__(self, path: str, schema: pa.Schema, codec: str = "null"):
-        self.f = open(path, "wb")
+class AvroRecords:
+    """Arrow record batches as the dicts fastavro writes with avro_schema(schema)."""
+
+    def __init__(self, schema: pa.Schema):
         self.names = [re.sub(r"\W", "_", f.name) for f in schema]
         self.durations = [n for n, f in zip(self.names, schema) if pa.types.is_duration(f.type)]
         self.unsigned = [n for n, f in zip(self.names, schema) if f.type == pa.uint64()]
-        self.w = fastavro.write.Writer(self.f, fastavro.parse_schema(avro_schema(schema)), codec=codec)
+        self.parsed = fastavro.parse_schema(avro_schema(schema))
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
+    def records(self, batch: pa.RecordBatch):
         keys = batch.schema.names
         for r in batch.to_pylist():
             d = {n: r[k] for n, k in zip(self.names, keys)}
@@ -61,6 +63,26 @@ class AvroWriter:
             for n in self.unsigned:
                 if d[n] is not None:
                     d[n] = decimal.Decimal(d[n])
+            yield d
+
+    def encode(self, batch: pa.RecordBatch) -> list[bytes]:
+        """Each row as Avro binary without a container (one Kafka message each)."""
+        out = []
+        for d in self.records(batch):
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, self.parsed, d)
+            out.append(buf.getvalue())
+        return out
+
+
+class AvroWriter:
+    def __init__(self, path: str, schema: pa.Schema, codec: str = "null"):
+        self.f = open(path, "wb")
+        self.rows = AvroRecords(schema)
+        self.w = fastavro.write.Writer(self.f, self.rows.parsed, codec=codec)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        for d in self.rows.records(batch):
             self.w.write(d)
         self.w.flush()       # one Avro block per record batch
 

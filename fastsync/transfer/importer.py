@@ -60,6 +60,10 @@ class ImportJob:
     merge_key: str | None = None         # lastmodified: new rows replace the target's rows of the same key
     last_value: str | None = None
     text: object = None                  # TextOptions for fmt "text"
+    kafka_topic: str | None = None       # rows go to this Kafka topic instead of files
+    kafka_brokers: str = "localhost:9092"
+    kafka_key: str | None = None         # column whose value keys each message
+    kafka_format: str = "json"           # json | avro | arrow
     extra: dict = field(default_factory=dict)
 
 
@@ -273,7 +277,8 @@ def plan(job: ImportJob) -> list[Split]:
             engine.dispose()
     try:
         with engine.connect() as conn:
-            table, _ = _reflect(engine, job)
+            table, cols = _reflect(engine, job)
+            job.extra["column_names"] = [c.name for c in cols]
             job.extra["incremental"] = _incremental_bounds(conn, table, job)
             col = _split_column(table, job)
             if col is None or job.mappers == 1:
@@ -523,29 +528,17 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
 
 
 class _JsonLinesWriter:
-    """One JSON object per row. Decimals are strings (exact), dates and times ISO 8601,
-    bytes base64."""
+    """One JSON object per row (values as kafkaout.json_default writes them)."""
 
     def __init__(self, path: str):
         self.f = open(path, "w", encoding="utf-8")
 
-    @staticmethod
-    def _default(v):
-        import base64
-        import datetime
-        import decimal
-        if isinstance(v, decimal.Decimal):
-            return str(v)
-        if isinstance(v, (datetime.date, datetime.time, datetime.datetime)):
-            return v.isoformat()
-        if isinstance(v, (bytes, bytearray)):
-            return base64.b64encode(v).decode()
-        return str(v)
-
     def write_batch(self, batch) -> None:
         import json
+
+        from fastsync.transfer.kafkaout import json_default
         for row in batch.to_pylist():
-            self.f.write(json.dumps(row, ensure_ascii=False, default=self._default))
+            self.f.write(json.dumps(row, ensure_ascii=False, default=json_default))
             self.f.write("\n")
 
     def close(self) -> None:
@@ -553,6 +546,9 @@ class _JsonLinesWriter:
 
 
 def _open_writer(job: ImportJob, path: str, schema: pa.Schema):
+    if job.kafka_topic:
+        from fastsync.transfer.kafkaout import KafkaWriter
+        return KafkaWriter(job.kafka_brokers, job.kafka_topic, schema, job.kafka_format, job.kafka_key)
     if job.fmt == "text":
         from fastsync.transfer.textfile import TextOptions, TextWriter
         return TextWriter(path, schema, job.text or TextOptions())
@@ -630,6 +626,8 @@ def _show_progress(futures, total: int | None, t0: float) -> None:
 def run_import(job: ImportJob, progress: bool | None = None) -> dict:
     """Plan, run the splits in parallel processes, publish. Returns figures (and, for an
     incremental import, the new last value)."""
+    if job.kafka_topic:
+        return _run_to_kafka(job)
     target = os.path.abspath(job.target_dir)
     merging = bool(job.merge_key) and os.path.isdir(target) and not job.delete_target_dir
     if job.merge_key and job.incremental != "lastmodified":
@@ -643,30 +641,14 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
     if exists and not (adding or merging):
         raise ImportError_("--target-dir %s already exists (use --delete-target-dir to replace it, or --append)" % job.target_dir)
     t0 = time.perf_counter()
-    try:
-        splits = plan(job)
-    except sa.exc.SQLAlchemyError as exc:
-        raise ImportError_("%s: %s" % (job.url.render_as_string(hide_password=True), _one_line(exc))) from None
+    splits = _plan_or_fail(job)
     parent = os.path.dirname(target) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, ".%s.tmp-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
     os.makedirs(tmp)
     ext = FORMATS[job.fmt]
-    rows = 0
-    global _PROGRESS
     try:
-        ctx = multiprocessing.get_context("fork")
-        show = progress if progress is not None else sys.stderr.isatty()
-        _PROGRESS = ctx.Array("q", len(splits), lock=False) if show else None
-        total = _estimate_rows(job) if show else None
-        with cf.ProcessPoolExecutor(max_workers=len(splits), mp_context=ctx) as pool:
-            futures = [pool.submit(_split_with_retries, job, s, os.path.join(tmp, "part-m-%05d.%s" % (s.index, ext)))
-                       for s in splits]
-            if show:
-                _show_progress(futures, total, t0)
-            for f in futures:
-                n, _ = f.result()
-                rows += n
+        rows = _run_splits(job, splits, tmp, ext, progress, t0)
         if merging:
             _merge_into(tmp, target, job)
         elif adding and os.path.isdir(target) and not job.delete_target_dir:
@@ -680,15 +662,67 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return _figures(job, rows, t0, splits, target_dir=target)
+
+
+def _plan_or_fail(job: ImportJob) -> list[Split]:
+    try:
+        return plan(job)
+    except sa.exc.SQLAlchemyError as exc:
+        raise ImportError_("%s: %s" % (job.url.render_as_string(hide_password=True), _one_line(exc))) from None
+
+
+def _run_splits(job: ImportJob, splits: list[Split], tmp: str, ext: str, progress: bool | None, t0: float) -> int:
+    """Every split in a process of its own, writing tmp/part-m-N.ext; the rows read."""
+    global _PROGRESS
+    rows = 0
+    try:
+        ctx = multiprocessing.get_context("fork")
+        show = progress if progress is not None else sys.stderr.isatty()
+        _PROGRESS = ctx.Array("q", len(splits), lock=False) if show else None
+        total = _estimate_rows(job) if show else None
+        with cf.ProcessPoolExecutor(max_workers=len(splits), mp_context=ctx) as pool:
+            futures = [pool.submit(_split_with_retries, job, s, os.path.join(tmp, "part-m-%05d.%s" % (s.index, ext)))
+                       for s in splits]
+            if show:
+                _show_progress(futures, total, t0)
+            for f in futures:
+                n, _ = f.result()
+                rows += n
     finally:
         _PROGRESS = None
+    return rows
+
+
+def _figures(job: ImportJob, rows: int, t0: float, splits: list, **where) -> dict:
     seconds = time.perf_counter() - t0
     out = {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds if seconds else 0.0,
-           "splits": len(splits), "target_dir": target}
+           "splits": len(splits), **where}
     inc = job.extra.get("incremental")
     if inc is not None:
         out["last_value"] = inc[1] if inc[1] is not None else inc[0]
     return out
+
+
+def _run_to_kafka(job: ImportJob, progress: bool | None = None) -> dict:
+    """--kafka-topic: the splits produce messages; the import succeeds once every split's
+    messages are acknowledged (a split retried after a failure may send some twice)."""
+    import tempfile
+    if job.merge_key:
+        raise ImportError_("--merge-key does not apply to --kafka-topic (a topic is appended to)")
+    if job.kafka_key and job.kafka_format == "arrow":
+        raise ImportError_("--kafka-key: messages of --kafka-format arrow hold many rows and have no key")
+    t0 = time.perf_counter()
+    splits = _plan_or_fail(job)
+    names = job.extra.get("column_names") or [f.name for f in job.extra.get("schema") or []]
+    if job.kafka_key and job.kafka_key not in names:
+        raise ImportError_("--kafka-key %s: no such column in the import" % job.kafka_key)
+    tmp = tempfile.mkdtemp(prefix="fastsync-kafka-")   # the part paths are unused
+    try:
+        rows = _run_splits(job, splits, tmp, "none", progress, t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _figures(job, rows, t0, splits, target_dir="kafka topic %s" % job.kafka_topic, kafka_topic=job.kafka_topic)
 
 
 def _read_dir(path: str, fmt: str) -> pa.Table:
