@@ -287,3 +287,87 @@ def test_import_into_kafka_bad_flags(kafka_items):
     assert r.returncode == 1 and "--kafka-key nope: no such column" in r.stderr
     r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "--kafka-topic", "x", "--target-dir", "/tmp/x")
     assert r.returncode == 2 and "--kafka-topic replaces --target-dir" in r.stderr
+
+
+# -- Kafka channel ----------------------------------------------------------------------------
+
+def kafka_channel(name: str, topic: str, group: str, **extra):
+    from fastsync.agent.channels.kafka import KafkaChannel, KafkaChannelConfig
+    ch = KafkaChannel(name, KafkaChannelConfig(bootstrapServers=BROKERS, topic=topic, groupId=group, **extra))
+    ch.start()
+    return ch
+
+
+def take_all(ch, n: int, timeout: float = 60.0) -> list:
+    from fastsync.event import EventBatch  # noqa: F401
+    got = []
+
+    def step():
+        with ch.transaction() as tx:
+            b = tx.take(1000, 0.5)
+            if b is not None:
+                got.extend(b.events())
+        return len(got) >= n
+    poll(step, timeout, message="%d events from channel %s" % (n, ch.name))
+    return got
+
+
+def test_kafka_channel_api_headers_rollback_and_a_second_taker():
+    from fastsync.event import Event, EventBatch
+    topic = new_topic(partitions=2)
+    group = "ch-" + topic
+    events = [Event(b"body %d \x00" % i, {"key": "k%d" % (i % 5), "h": "v%d" % i}) for i in range(500)]
+    ch = kafka_channel("c1", topic, group)
+    try:
+        with ch.transaction() as tx:
+            tx.put(EventBatch.from_events(events[:300]))
+        tx = ch.transaction()          # a put rolled back never reaches the topic
+        tx.begin()
+        tx.put(EventBatch.from_events([Event(b"rolled back", {})]))
+        tx.rollback()
+        tx.close()
+        with ch.transaction() as tx:
+            tx.put(EventBatch.from_events(events[300:]))
+        # a take rolled back is taken again
+        poll(lambda: ch.size == 500, 30, message="size 500")
+        tx = ch.transaction()
+        tx.begin()
+        first = tx.take(100, 5)
+        assert first is not None and ch.in_flight == len(first)
+        tx.rollback()
+        tx.close()
+        assert ch.in_flight == 0
+    finally:
+        ch.stop()
+    # another channel object of the same group (another agent) takes everything, once
+    ch2 = kafka_channel("c2", topic, group)
+    try:
+        got = take_all(ch2, 500)
+        poll(lambda: ch2.size == 0, 30, message="size 0 after the takes")
+    finally:
+        ch2.stop()
+    assert sorted(got, key=lambda e: e.body) == sorted(events, key=lambda e: e.body)
+    # the key header became the message key (Kafka partitions by it)
+    keys = {m.key() for m in read_topic(topic, 500)}
+    assert keys == {b"k%d" % i for i in range(5)}
+
+
+def test_kafka_channel_between_two_agents(tmp_path, run_agent, agent):
+    """Agent 1: seq -> kafka channel (no sink); agent 2: kafka channel -> file_roll (no source)."""
+    n = 30_000
+    topic = new_topic(partitions=2)
+    channel = {"type": "kafka", "kafka.bootstrap.servers": BROKERS, "kafka.topic": topic,
+               "kafka.consumer.group.id": "g-" + topic, "parseAsFlumeEvent": "false"}
+    a1 = {"a1.sources": "r1", "a1.channels": "c1", "a1.sources.r1.type": "seq", "a1.sources.r1.totalEvents": n,
+          "a1.sources.r1.batchSize": 1000, "a1.sources.r1.channels": "c1"}
+    a1.update({"a1.channels.c1." + k: v for k, v in channel.items()})
+    p = run_agent("a1", write_config(tmp_path, a1, "a1.properties"), "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "out"
+    a2 = {"a2.channels": "c1", "a2.sinks": "k1", "a2.sinks.k1.type": "file_roll", "a2.sinks.k1.channel": "c1",
+          "a2.sinks.k1.sink.directory": out, "a2.sinks.k1.sink.rollInterval": 0, "a2.sinks.k1.sink.batchSize": 1000}
+    a2.update({"a2.channels.c1." + k: v for k, v in channel.items()})
+    p2 = agent("a2", write_config(tmp_path, a2, "a2.properties"))
+    poll(lambda: len(read_dir_lines(out)) >= n or not p2.alive(), 120, message="%d lines" % n)
+    assert p2.stop(timeout=60) == 0, p2.stderr
+    assert multiset_problems(read_dir_lines(out), [b"%d" % i for i in range(n)]) == ""

@@ -35,6 +35,13 @@ def flume_event_bytes(headers: dict, body: bytes) -> bytes:
     return out.getvalue()
 
 
+def flume_event_reader():
+    """bytes of an AvroFlumeEvent -> {"headers": {...}, "body": bytes}."""
+    import fastavro
+    schema = fastavro.parse_schema(FLUME_EVENT_SCHEMA)
+    return lambda value: fastavro.schemaless_reader(io.BytesIO(value), schema)
+
+
 def client_config(extra: dict, prefix: str, defaults: dict) -> dict:
     """librdkafka settings: our defaults, then every `<prefix>*` key of the component."""
     conf = dict(defaults)

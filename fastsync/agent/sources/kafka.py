@@ -8,14 +8,13 @@ topic (`topicHeader`), partition, offset, key and timestamp (ms).
 """
 from __future__ import annotations
 
-import io
 import logging
 import re
 from dataclasses import dataclass
 
 from fastsync.agent.component import SOURCES, Place, setting
 from fastsync.agent.errors import ChannelException, ConfigError
-from fastsync.agent.sinks.kafka import FLUME_EVENT_SCHEMA, client_config
+from fastsync.agent.sinks.kafka import client_config, flume_event_reader
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.event import EventBatch
 
@@ -69,9 +68,7 @@ class KafkaSource(PollableSource):
         # librdkafka subscribes to a regex when the topic name starts with ^
         self.consumer.subscribe(["^" + c.topicsRegex.lstrip("^")] if c.topicsRegex else list(c.topics))
         if c.useFlumeEventFormat:
-            import fastavro
-            schema = fastavro.parse_schema(FLUME_EVENT_SCHEMA)
-            self.reader = lambda value: fastavro.schemaless_reader(io.BytesIO(value), schema)
+            self.reader = flume_event_reader()
         super().start()
 
     def _batch(self, msgs) -> EventBatch:
