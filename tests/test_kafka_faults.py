@@ -34,10 +34,15 @@ def start_broker() -> None:
 
 
 def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent):
+    """seq -> memory -> kafka sink and, at the same time, kafka source -> file channel ->
+    file_roll; the broker goes away for several seconds in the middle: both sides wait and
+    resume by themselves, and every event reaches the files."""
     n = 300_000
     topic = new_topic()
     cfg = seq_to_kafka(topic, n)
     cfg["a1.sources.r1.batchSize"] = 1000
+    out = tmp_path / "out"
+    consumer = agent("a2", write_config(tmp_path, kafka_to_file(tmp_path, topic, out, "g-" + topic), "a2.properties"))
     p = agent("a1", write_config(tmp_path, cfg), "--exit-when-done")
     try:
         # some messages through, then the broker goes away for several seconds
@@ -51,6 +56,9 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent):
     assert p.wait(180) == 0, p.stderr
     values = [m.value() for m in read_topic(topic, n, timeout=120)]
     assert multiset_problems(set(values), [b"%d" % i for i in range(n)]) == ""   # nothing lost
+    poll(lambda: len(set(read_dir_lines(out))) >= n or not consumer.alive(), 120, message="all events in the files")
+    assert consumer.stop(timeout=60) == 0, consumer.stderr
+    assert multiset_problems(set(read_dir_lines(out)), [b"%d" % i for i in range(n)]) == ""
 
 
 def _high_watermark(topic: str) -> int:
