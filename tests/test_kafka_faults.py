@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from e2e_support import multiset_problems, poll, read_dir_lines, write_config
@@ -33,14 +34,19 @@ def start_broker() -> None:
     assert r.returncode == 0, r.stderr
 
 
-def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent):
+@pytest.mark.parametrize("message_timeout_ms", [None, 2000])
+def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, message_timeout_ms):
     """seq -> memory -> kafka sink and, at the same time, kafka source -> file channel ->
     file_roll; the broker goes away for several seconds in the middle: both sides wait and
-    resume by themselves, and every event reaches the files."""
+    resume by themselves, and every event reaches the files. With a 2 s
+    message.timeout.ms the sink's deliveries fail during the outage: its takes are rolled
+    back and retried until the broker is back."""
     n = 300_000
     topic = new_topic()
     cfg = seq_to_kafka(topic, n)
     cfg["a1.sources.r1.batchSize"] = 1000
+    if message_timeout_ms:
+        cfg["a1.sinks.k1.kafka.producer.message.timeout.ms"] = message_timeout_ms
     out = tmp_path / "out"
     consumer = agent("a2", write_config(tmp_path, kafka_to_file(tmp_path, topic, out, "g-" + topic), "a2.properties"))
     p = agent("a1", write_config(tmp_path, cfg), "--exit-when-done")
@@ -54,6 +60,8 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent):
     finally:
         start_broker()
     assert p.wait(180) == 0, p.stderr
+    if message_timeout_ms:
+        assert "messages not delivered" in p.stderr     # the rollback path was taken
     values = [m.value() for m in read_topic(topic, n, timeout=120)]
     assert multiset_problems(set(values), [b"%d" % i for i in range(n)]) == ""   # nothing lost
     poll(lambda: len(set(read_dir_lines(out))) >= n or not consumer.alive(), 120, message="all events in the files")
