@@ -205,7 +205,7 @@ def run_import_args(args) -> dict:
                     boundary_query=args.boundary_query, split_strategy=args.split_strategy,
                     columns=[c.strip() for c in args.columns.split(",")] if args.columns else None,
                     where=args.where, split_by=args.split_by, mappers=args.num_mappers, fetch_size=args.fetch_size,
-                    fmt=args.fmt, compression=args.compression_codec, delete_target_dir=args.delete_target_dir,
+                    fmt=args.fmt, compression=args.compression_codec, compress=args.compress, delete_target_dir=args.delete_target_dir,
                     retries=args.retries, fields_terminated_by=text.fields_terminated_by, text=text, append=args.append,
                     incremental=args.incremental, check_column=args.check_column, last_value=args.last_value,
                     merge_key=args.merge_key, kafka_topic=getattr(args, "kafka_topic", None),
@@ -381,7 +381,9 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro")
     im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "text", "arrow", "jsonl", "avro"],
                     help="csv: standard CSV with a header; text: as --as-textfile")
-    im.add_argument("--compression-codec", default="snappy", choices=["snappy", "zstd", "gzip", "lz4", "none"])
+    im.add_argument("-z", "--compress", action="store_true", help="compress text, csv and jsonl files (gzip unless --compression-codec says)")
+    im.add_argument("--compression-codec", choices=["snappy", "zstd", "gzip", "lz4", "none"],
+                    help="Parquet: snappy by default; Avro: snappy, gzip (deflate) or none; text, csv, jsonl: gzip, zstd or lz4 (implies -z)")
     im.add_argument("--fields-terminated-by", default=",", help="field separator (text and csv; \\t etc. understood)")
     im.add_argument("--lines-terminated-by", default="\\n", help="text: line end")
     im.add_argument("--enclosed-by", default="", help="text: character around every field")

@@ -75,6 +75,40 @@ def test_where_columns_and_csv(sqlite_db, tmp_path):
     assert got == [(r["id"], r["qty"]) for r in rows() if r["qty"] > 0]
 
 
+@pytest.mark.parametrize("flags,suffix,fmt", [
+    (["-z", "--as-textfile"], ".txt.gz", "text"), (["--compress", "--format", "csv", "--compression-codec", "zstd"], ".csv.zst", "csv"),
+    (["--format", "jsonl", "--compression-codec", "lz4"], ".jsonl.lz4", "jsonl")])
+def test_compressed_text_outputs(sqlite_db, tmp_path, flags, suffix, fmt):
+    import gzip
+    import json
+
+    import pyarrow as pa
+    out = fastsync("import", "--connect", "sqlite:///%s" % sqlite_db, "--table", "items", "-m", 2, *flags,
+                   "--target-dir", tmp_path / "o")
+    assert out.returncode == 0, out.stderr
+    parts = sorted(p for p in os.listdir(tmp_path / "o") if p.startswith("part-"))
+    assert parts == ["part-m-00000" + suffix, "part-m-00001" + suffix]
+    codec = {"gz": "gzip", "zst": "zstd", "lz4": "lz4"}[suffix.rsplit(".", 1)[1]]
+    data = b"".join(pa.CompressedInputStream(pa.OSFile(str(tmp_path / "o" / p)), codec).read() for p in parts)
+    if codec == "gzip":          # a standard gzip file, readable by gzip(1)
+        assert gzip.decompress((tmp_path / "o" / parts[0]).read_bytes())
+    if fmt == "jsonl":
+        got = sorted(json.loads(line)["id"] for line in data.decode().splitlines())
+    elif fmt == "csv":
+        got = sorted(pacsv.read_csv(pa.BufferReader(data.split(b"\n", 1)[0] + b"\n" + b"\n".join(
+            l for l in data.split(b"\n")[1:] if l and not l.startswith(b'"id"')))).column("id").to_pylist())
+    else:
+        got = sorted(int(line.split(b",", 1)[0]) for line in data.splitlines())
+    assert got == list(range(N))
+
+
+def test_snappy_for_text_is_refused_before_anything_is_written(sqlite_db, tmp_path):
+    out = fastsync("import", "--connect", "sqlite:///%s" % sqlite_db, "--table", "items", "--as-textfile",
+                   "--compression-codec", "snappy", "--target-dir", tmp_path / "o")
+    assert out.returncode == 1 and "--compression-codec snappy: not available for text files" in out.stderr
+    assert os.listdir(tmp_path) == ["src.db"]
+
+
 def test_existing_target_and_bad_flags_fail_clearly_and_change_nothing(sqlite_db, tmp_path):
     target = tmp_path / "out"
     target.mkdir()

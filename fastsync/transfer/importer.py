@@ -29,6 +29,8 @@ from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
 log = logging.getLogger("fastsync.import")
 
 FORMATS = {"parquet": "parquet", "csv": "csv", "text": "txt", "arrow": "arrow", "jsonl": "jsonl", "avro": "avro"}
+# text, csv and jsonl files compressed as a whole (-z / --compression-codec): codec -> suffix
+STREAM_CODECS = {"gzip": "gz", "zstd": "zst", "lz4": "lz4"}
 _PROGRESS = None     # rows written per split, shared with the forked split processes (on a terminal)
 
 
@@ -47,7 +49,8 @@ class ImportJob:
     mappers: int = 4
     fetch_size: int = 10000
     fmt: str = "parquet"
-    compression: str = "snappy"
+    compression: str | None = None     # --compression-codec; None: snappy for Parquet, none for the rest
+    compress: bool = False               # -z: compress text, csv and jsonl (gzip unless a codec is given)
     delete_target_dir: bool = False
     retries: int = 1
     fields_terminated_by: str = ","
@@ -528,41 +531,77 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
 
 
 class _JsonLinesWriter:
-    """One JSON object per row (values as kafkaout.json_default writes them)."""
+    """One JSON object per row (values as kafkaout.json_default writes them), into a
+    binary stream."""
 
-    def __init__(self, path: str):
-        self.f = open(path, "w", encoding="utf-8")
+    def __init__(self, f):
+        self.f = f
 
     def write_batch(self, batch) -> None:
         import json
 
         from fastsync.transfer.kafkaout import json_default
-        for row in batch.to_pylist():
-            self.f.write(json.dumps(row, ensure_ascii=False, default=json_default))
-            self.f.write("\n")
+        lines = [json.dumps(row, ensure_ascii=False, default=json_default) for row in batch.to_pylist()]
+        if lines:
+            self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
 
     def close(self) -> None:
         self.f.close()
+
+
+def stream_codec(job: ImportJob) -> str | None:
+    """The codec text, csv and jsonl files are compressed with, or None."""
+    if job.fmt not in ("text", "csv", "jsonl") or job.compression == "none":
+        return None
+    if not (job.compress or job.compression):
+        return None
+    codec = job.compression or "gzip"
+    if codec not in STREAM_CODECS:
+        raise ImportError_("--compression-codec %s: not available for %s files (use %s)"
+                           % (codec, job.fmt, ", ".join(STREAM_CODECS)))
+    return codec
+
+
+def part_extension(job: ImportJob) -> str:
+    codec = stream_codec(job)
+    return FORMATS[job.fmt] + ("." + STREAM_CODECS[codec] if codec else "")
 
 
 def _open_writer(job: ImportJob, path: str, schema: pa.Schema):
     if job.kafka_topic:
         from fastsync.transfer.kafkaout import KafkaWriter
         return KafkaWriter(job.kafka_brokers, job.kafka_topic, schema, job.kafka_format, job.kafka_key)
-    if job.fmt == "text":
-        from fastsync.transfer.textfile import TextOptions, TextWriter
-        return TextWriter(path, schema, job.text or TextOptions())
     if job.fmt == "avro":
         from fastsync.transfer.avrofile import AvroWriter
-        codec = {"none": "null", "gzip": "deflate", "zstd": "zstandard", "lz4": "lz4"}.get(job.compression, job.compression)
+        codec = {None: "null", "none": "null", "gzip": "deflate"}.get(job.compression, job.compression)
         return AvroWriter(path, schema, codec if codec in ("null", "deflate", "snappy") else "null")
     if job.fmt == "arrow":
         return pa.ipc.new_file(path, schema)
-    if job.fmt == "jsonl":
-        return _JsonLinesWriter(path)
     if job.fmt == "parquet":
-        return pq.ParquetWriter(path, schema, compression=None if job.compression == "none" else job.compression)
-    return pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(delimiter=job.fields_terminated_by))
+        codec = job.compression or "snappy"
+        return pq.ParquetWriter(path, schema, compression=None if codec == "none" else codec)
+    codec = stream_codec(job)
+    out = pa.CompressedOutputStream(path, codec) if codec else pa.OSFile(path, "wb")
+    if job.fmt == "text":
+        from fastsync.transfer.textfile import TextOptions, TextWriter
+        return TextWriter(out, schema, job.text or TextOptions())
+    if job.fmt == "jsonl":
+        return _JsonLinesWriter(out)
+    return _Closing(pacsv.CSVWriter(out, schema, write_options=pacsv.WriteOptions(delimiter=job.fields_terminated_by)), out)
+
+
+class _Closing:
+    """A writer whose output stream is closed with it."""
+
+    def __init__(self, writer, stream):
+        self.writer, self.stream = writer, stream
+
+    def write_batch(self, batch) -> None:
+        self.writer.write_batch(batch)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.stream.close()
 
 
 def _split_with_retries(job: ImportJob, split: Split, part_path: str) -> tuple[int, float]:
@@ -640,13 +679,13 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
         raise ImportError_("--incremental lastmodified into the existing --target-dir %s needs --merge-key or --append" % job.target_dir)
     if exists and not (adding or merging):
         raise ImportError_("--target-dir %s already exists (use --delete-target-dir to replace it, or --append)" % job.target_dir)
+    ext = part_extension(job)
     t0 = time.perf_counter()
     splits = _plan_or_fail(job)
     parent = os.path.dirname(target) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, ".%s.tmp-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
     os.makedirs(tmp)
-    ext = FORMATS[job.fmt]
     try:
         rows = _run_splits(job, splits, tmp, ext, progress, t0)
         if merging:
@@ -747,7 +786,7 @@ def _merge_into(tmp: str, target: str, job: ImportJob) -> None:
         merged = new if old is None else old
     for n in os.listdir(tmp):
         os.unlink(os.path.join(tmp, n))
-    writer = _open_writer(job, os.path.join(tmp, "part-m-00000.%s" % FORMATS[job.fmt]), merged.schema)
+    writer = _open_writer(job, os.path.join(tmp, "part-m-00000.%s" % part_extension(job)), merged.schema)
     for b in merged.to_batches():
         writer.write_batch(b)
     writer.close()

@@ -39,8 +39,8 @@ def _as_text(col: pa.Array) -> pa.Array:
 
 
 class TextWriter:
-    def __init__(self, path: str, schema: pa.Schema, opts: TextOptions):
-        self.f = open(path, "wb")
+    def __init__(self, f, schema: pa.Schema, opts: TextOptions):
+        self.f = f                 # a binary stream (a file, or a compressing stream)
         self.opts = opts
         self.schema = schema
         enclose = opts.enclosed_by or opts.optionally_enclosed_by
