@@ -492,7 +492,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def hide_password_from_process_title(argv: list[str]) -> None:
+    """`--password X` on the command line is visible in ps and /proc/PID/cmdline: the
+    process title (which the split processes inherit) is rewritten with *** in its place."""
+    masked, hide = [], False
+    for a in argv:
+        if hide:
+            masked.append("***")
+            hide = False
+        elif a == "--password":
+            masked.append(a)
+            hide = True
+        elif a.startswith("--password="):
+            masked.append("--password=***")
+        else:
+            masked.append(a)
+    if masked != argv:
+        import setproctitle
+        setproctitle.setproctitle(" ".join([os.path.basename(sys.executable), "-m", "fastsync"] + masked))
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        hide_password_from_process_title(sys.argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

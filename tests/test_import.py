@@ -148,6 +148,40 @@ def test_postgresql_with_password_file_never_shows_the_password(tmp_path):
     assert not (tmp_path / "pg2").exists()
 
 
+def test_password_on_the_command_line_is_hidden_from_the_process_list(tmp_path):
+    """`--password` is visible to `ps` while the import runs unless the title is rewritten;
+    the parent and every split process are checked while a slow query runs."""
+    import time
+    cmd = [sys.executable, "-m", "fastsync", "import", "--connect", "jdbc:postgresql://127.0.0.1:5432/fastsync",
+           "--username", "fastsync", "--password", "fastsync", "--query",
+           "SELECT * FROM (SELECT x AS id, pg_sleep(0.002) AS s FROM generate_series(1, 2000) x) t WHERE $CONDITIONS",
+           "--split-by", "id", "-m", "2", "--boundary-query", "SELECT 1, 2000", "--target-dir", str(tmp_path / "o")]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline:
+            for pid in [p.pid] + [int(c) for c in open("/proc/%d/task/%d/children" % (p.pid, p.pid)).read().split()]:
+                try:
+                    cmdline = open("/proc/%d/cmdline" % pid, "rb").read()
+                except OSError:
+                    continue
+                if cmdline:          # empty while a process exits
+                    seen.append(cmdline)
+            time.sleep(0.05)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    # the password's place holds *** (the password here equals the user name, so it is
+    # checked by position) from the moment the CLI starts, before any connection: only the
+    # interpreter's start-up shows the original command line
+    masked = [b"--password ***" in c.replace(b"\0", b" ") for c in seen]
+    assert len(seen) > 20 and True in masked, seen[:3]
+    first = masked.index(True)
+    assert all(masked[first:]) and first < len(seen) // 4, (first, len(seen), [c for c, m in zip(seen[first:], masked[first:]) if not m][:2])
+
+
 def test_mariadb_with_env_password(tmp_path):
     create(MYSQL_URL)
     out = fastsync("import", "--connect", "jdbc:mariadb://127.0.0.1:3306/fastsync", "--username", "fastsync",
