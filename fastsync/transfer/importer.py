@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
 
@@ -109,6 +110,8 @@ def _column_plan(col: sa.Column):
         return pa.date32(), None
     if isinstance(t, _MySQLTime):
         return pa.duration("us"), None
+    if isinstance(t, mysql.YEAR):
+        return pa.int64(), None                # the driver's int; typed even when a batch is all NULL
     if isinstance(t, sa.Time):
         return pa.time64("us"), None
     if isinstance(t, (sa.LargeBinary, sa.types._Binary)):
