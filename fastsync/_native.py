@@ -6,6 +6,7 @@ try:
     _ringbuf = importlib.import_module("fastsync._ringbuf")
     _wal = importlib.import_module("fastsync._wal")
     _pgcopy = importlib.import_module("fastsync._pgcopy")
+    _mysqlrows = importlib.import_module("fastsync._mysqlrows")
 except ImportError as exc:
     raise ImportError(
         "fastsync's native extensions are not built (%s); install the package with "
@@ -23,3 +24,5 @@ Log = _wal.Log
 fdatasync_baseline = _wal.fdatasync_baseline
 CopyDecoder = _pgcopy.CopyDecoder
 CopyReader = _pgcopy.CopyReader
+RowDecoder = _mysqlrows.RowDecoder
+RowError = _mysqlrows.RowError
