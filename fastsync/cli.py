@@ -205,7 +205,7 @@ def run_import_args(args) -> dict:
                     fmt=args.fmt, compression=args.compression_codec, delete_target_dir=args.delete_target_dir,
                     retries=args.retries, fields_terminated_by=text.fields_terminated_by, text=text, append=args.append,
                     incremental=args.incremental, check_column=args.check_column, last_value=args.last_value,
-                    merge_key=args.merge_key)
+                    merge_key=args.merge_key, fast_path=args.fast_path)
     try:
         r = run_import(job)
     except ImportError_ as exc:
@@ -391,6 +391,9 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--check-column", help="column compared with --last-value")
     im.add_argument("--merge-key", help="lastmodified: imported rows replace the target's rows with the same key")
     im.add_argument("--last-value", help="the largest --check-column value already imported")
+    im.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                    help="read every table through SQLAlchemy's generic path, also where a native reader exists "
+                         "(PostgreSQL binary COPY, MySQL/MariaDB text rows)")
     im.add_argument("--log-level", default="WARNING")
 
 
