@@ -469,6 +469,8 @@ def _mysql_unfit(raw, fields, kinds, types) -> str | None:
     exactly as PyMySQL + pa.array would read it (None when it can)."""
     import pymysql.converters
     from fastsync import _mysqlrows as k
+    if len(fields) != len(kinds):
+        return "%d columns sent for %d planned" % (len(fields), len(kinds))
     for f, kind, t in zip(fields, kinds, types):
         group = ("int" if kind in (k.INT, k.UINT) else "date" if kind == k.DATE else "datetime" if kind == k.DATETIME
                  else "time" if kind == k.TIME else "decimal" if pa.types.is_decimal(t)
