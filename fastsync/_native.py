@@ -6,6 +6,7 @@ try:
     _ringbuf = importlib.import_module("fastsync._ringbuf")
     _wal = importlib.import_module("fastsync._wal")
     _pgcopy = importlib.import_module("fastsync._pgcopy")
+    _mysqlrows = importlib.import_module("fastsync._mysqlrows")
 except ImportError as exc:
     raise ImportError(
         "fastsync's native extensions are not built (%s); install the package with "
@@ -27,3 +28,5 @@ COPY_ARRAY = _pgcopy.ARRAY                # CopyDecoder kind flag: a one-dimensi
 CopyOutOfRange = _pgcopy.OutOfRange       # a value its Arrow type cannot hold
 OUT_OF_RANGE = _pgcopy.OUT_OF_RANGE       # what OutOfRange says, by .what
 INTERVAL_RANGE = _pgcopy.INTERVAL_RANGE   # the microseconds an interval may come to
+RowDecoder = _mysqlrows.RowDecoder
+RowError = _mysqlrows.RowError

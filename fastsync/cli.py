@@ -210,7 +210,8 @@ def run_import_args(args) -> dict:
                     incremental=args.incremental, check_column=args.check_column, last_value=args.last_value,
                     merge_key=args.merge_key, kafka_topic=getattr(args, "kafka_topic", None),
                     kafka_brokers=getattr(args, "kafka_brokers", "localhost:9092"),
-                    kafka_key=getattr(args, "kafka_key", None), kafka_format=getattr(args, "kafka_format", "json"))
+                    kafka_key=getattr(args, "kafka_key", None), kafka_format=getattr(args, "kafka_format", "json"),
+                    fast_path=args.fast_path)
     try:
         r = run_import(job)
     except ImportError_ as exc:
@@ -404,6 +405,9 @@ def _import_flags(im, all_tables: bool = False) -> None:
         im.add_argument("--kafka-key", help="column whose value keys each message")
         im.add_argument("--kafka-format", choices=["json", "avro", "arrow"], default="json",
                         help="json or avro: one message per row; arrow: one Arrow IPC record batch per message")
+    im.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                    help="read every table through SQLAlchemy's generic path, also where a native reader exists "
+                         "(PostgreSQL binary COPY, MySQL/MariaDB text rows)")
     im.add_argument("--log-level", default="WARNING")
 
 

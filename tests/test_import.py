@@ -182,6 +182,16 @@ def test_password_on_the_command_line_is_hidden_from_the_process_list(tmp_path):
     assert all(masked[first:]) and first < len(seen) // 4, (first, len(seen), [c for c, m in zip(seen[first:], masked[first:]) if not m][:2])
 
 
+def test_where_with_a_percent_sign_on_both_postgresql_paths(tmp_path):
+    """The binary COPY path sends its SQL to libpq as is: a `%` in --where must stay one."""
+    create(PG_URL)
+    for extra in ([], ["--no-fast-path"]):
+        out = fastsync("import", "--connect", PG_URL, "--table", "items", "-m", 2, *extra, "--where",
+                       "name LIKE 'n%1' OR LENGTH('%') = 2", "--target-dir", tmp_path / ("o%d" % len(extra)))
+        assert out.returncode == 0, out.stderr
+        check_parquet(tmp_path / ("o%d" % len(extra)), where=lambda r: r["name"] is not None and r["name"].endswith("1"))
+
+
 def test_mariadb_with_env_password(tmp_path):
     create(MYSQL_URL)
     out = fastsync("import", "--connect", "jdbc:mariadb://127.0.0.1:3306/fastsync", "--username", "fastsync",

@@ -26,11 +26,12 @@ AVRO = {}
 
 
 def fastsync_import(url, table, target, *args, path=None):
-    """`fastsync import` with two splits; `path` ("binary COPY", "generic path"): the one
+    """`fastsync import` with two splits; `path` ("binary COPY", "generic path", "read as
+    MySQL text rows"): the one
     each split must have taken, as its log line says. Returns the finished process."""
     out = subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", url, "--table", table, "-m", "2",
                           "--log-level", "INFO", "--target-dir", str(target), *args], capture_output=True, text=True, timeout=300)
-    taken = re.findall(r"fastsync\.import: %s split \d+: (binary COPY|generic path)" % table, out.stderr)
+    taken = re.findall(r"fastsync\.import: %s split \d+: (binary COPY|generic path|read as MySQL text rows)" % table, out.stderr)
     if out.returncode == 0 and path is not None:
         assert taken and set(taken) == {path}, out.stderr
     return out
@@ -155,7 +156,7 @@ def test_mariadb_types_round_trip(tmp_path):
         # the reference: the rows as the driver returns them, with no SQLAlchemy processing
         back = [dict(r._mapping) for r in conn.exec_driver_sql("SELECT * FROM types ORDER BY id")]
     engine.dispose()
-    got, duck = run_import(MYSQL_URL, "types", tmp_path / "my", path="generic path")
+    got, duck = run_import(MYSQL_URL, "types", tmp_path / "my", path="read as MySQL text rows")
     assert back[0]["dbl"] == 1e-300 and back[0]["ubi"] == 18446744073709551615
     # the source as the database returns it (MariaDB keeps JSON as text, TIME as a duration)
     assert len(got) == len(back) == 2

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
@@ -67,6 +68,7 @@ class ImportJob:
     kafka_brokers: str = "localhost:9092"
     kafka_key: str | None = None         # column whose value keys each message
     kafka_format: str = "json"           # json | avro | arrow
+    fast_path: bool = True               # native readers where the database has one (else SQLAlchemy's rows)
     extra: dict = field(default_factory=dict)
 
 
@@ -117,6 +119,8 @@ def _column_plan(col: sa.Column):
         return pa.date32(), None
     if isinstance(t, _MySQLTime):
         return pa.duration("us"), None
+    if isinstance(t, mysql.YEAR):
+        return pa.int64(), None                # the driver's int; typed even when a batch is all NULL
     if isinstance(t, sa.Time):
         return pa.time64("us"), None
     if isinstance(t, (sa.LargeBinary, sa.types._Binary)):
@@ -443,7 +447,8 @@ def _pg_copy_split(engine, q, plan, known, cols, part, job) -> int:
     """Stream the split with COPY ... TO STDOUT (FORMAT binary), decoded natively."""
     from fastsync._native import OUT_OF_RANGE, CopyDecoder, CopyOutOfRange, CopyReader
     sel = q.with_only_columns(*[expr.label(c.name) for (expr, _), c in zip(plan, cols)])
-    sql = str(sel.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    # the SQL goes to PQexec as is: compiled for a paramstyle that does not double `%`
+    sql = str(sel.compile(dialect=pg.dialect(paramstyle="named"), compile_kwargs={"literal_binds": True}))
     types = [k if k is not None else pa.string() for k in known]
     decode_types = [_decode_type(kind, t) for (_, kind), t in zip(plan, types)]
     dec = CopyDecoder([kind for _, kind in plan])
@@ -482,6 +487,147 @@ def _pg_copy_split(engine, q, plan, known, cols, part, job) -> int:
     return part.close(pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)]))
 
 
+def _mysql_rows_plan(cols):
+    """(decoder kinds, None) when every column's text-protocol value maps to its Arrow type
+    natively (see ext/fastsync/_mysqlrows.pyx), else (None, why): such tables go through
+    the generic path."""
+    from fastsync import _mysqlrows as k
+    kinds = []
+    for c in cols:
+        t, (arrow, conv) = c.type, _column_plan(c)
+        if arrow is None or conv is not None or isinstance(t, (sa.Boolean, mysql.SET)):
+            return None, "column %s (%s)" % (c.name, t)
+        if isinstance(t, (sa.Integer, mysql.YEAR)):
+            kinds.append(k.UINT if pa.types.is_unsigned_integer(arrow) else k.INT)
+        elif isinstance(t, sa.DateTime):
+            kinds.append(k.DATETIME)
+        elif isinstance(t, sa.Date):
+            kinds.append(k.DATE)
+        elif isinstance(t, _MySQLTime):
+            kinds.append(k.TIME)
+        elif isinstance(t, sa.Float) or isinstance(t, sa.Numeric) and t.asdecimal:
+            kinds.append(k.TEXT)                       # decimal or float text, cast exactly by Arrow
+        elif isinstance(t, (sa.LargeBinary, sa.types._Binary, sa.String)):
+            kinds.append(k.TEXT)                       # char (as the server trims it), varchar, text, enum, blob
+        else:
+            return None, "column %s (%s)" % (c.name, t)
+    return kinds, None
+
+
+# what each decoder kind accepts of PyMySQL's column definitions (type codes)
+_MYSQL_FIELD_TYPES = {"int": {1, 2, 3, 8, 9, 13}, "date": {10}, "datetime": {7, 12}, "time": {11},
+                      "decimal": {0, 246}, "float": {4, 5}, "text": {15, 247, 249, 250, 251, 252, 253, 254}}
+
+
+def _mysql_unfit(raw, fields, kinds, types) -> str | None:
+    """Why the result PyMySQL has just started can't be read natively into `types`
+    exactly as PyMySQL + pa.array would read it (None when it can)."""
+    import pymysql.converters
+    from fastsync import _mysqlrows as k
+    if len(fields) != len(kinds):
+        return "%d columns sent for %d planned" % (len(fields), len(kinds))
+    for f, kind, t in zip(fields, kinds, types):
+        group = ("int" if kind in (k.INT, k.UINT) else "date" if kind == k.DATE else "datetime" if kind == k.DATETIME
+                 else "time" if kind == k.TIME else "decimal" if pa.types.is_decimal(t)
+                 else "float" if pa.types.is_floating(t) else "text")
+        binary, unsigned = f.charsetnr == 63, bool(f.flags & 32)
+        # a signed kind holds every unsigned value but BIGINT's; the unsigned kind no negative one
+        sign_unfit = kind == k.UINT and not unsigned or kind == k.INT and unsigned and f.type_code == 8
+        if (f.type_code not in _MYSQL_FIELD_TYPES[group] or sign_unfit
+                or group == "text" and binary != pa.types.is_binary(t)):
+            return "column %s is sent as type %d, charset %d" % (f.name, f.type_code, f.charsetnr)
+        if raw.decoders.get(f.type_code) is not pymysql.converters.decoders.get(f.type_code):
+            return "column %s has a custom converter" % f.name
+    return None
+
+
+def _mysql_conn_unfit(raw) -> str | None:
+    """Why rows can't be read from beneath this PyMySQL connection (None when they can).
+    The rows are read from the connection's own buffered reader, above TLS when there is
+    TLS; PyMySQL never negotiates compression or DEPRECATE_EOF, checked all the same."""
+    from pymysql.constants import CLIENT
+    if not all(hasattr(raw, a) for a in ("_rfile", "_next_seq_id", "_result", "decoders", "_read_timeout")):
+        return "this PyMySQL version keeps its reader elsewhere"
+    if raw.client_flag & (CLIENT.COMPRESS | CLIENT.DEPRECATE_EOF):
+        return "compressed protocol or DEPRECATE_EOF"
+    if not raw.use_unicode or raw.encoding.replace("-", "").lower() != "utf8":
+        return "connection charset %s" % raw.charset
+    return None
+
+
+def _mysql_batches(raw, kinds, types, names, fetch_size):
+    """The rows of the result PyMySQL's `raw` connection has just started (query sent,
+    column definitions read, rows unread), read from its socket reader in chunks of up to
+    1 MiB and decoded natively: record batches of `fetch_size` rows (the last one
+    smaller). Afterwards PyMySQL is left as if it had read the EOF packet itself. Raises
+    RowError (its .column) for a value the column's type can't hold, ServerError when the
+    server ends the result with an error; the connection is then out of step: drop it."""
+    import pymysql
+    from fastsync._native import RowDecoder
+    result = raw._result
+    dec = RowDecoder(kinds, raw._next_seq_id)
+    if raw._sock.gettimeout() != raw._read_timeout:
+        raw._sock.settimeout(raw._read_timeout)
+        raw._current_timeout = raw._read_timeout
+    try:
+        while not dec.finished:
+            chunk = raw._rfile.read1(1 << 20)
+            if not chunk:
+                raise ConnectionError("the server closed the connection in the middle of the result")
+            pos = 0
+            while pos < len(chunk) and not dec.finished:
+                pos = dec.feed(chunk, pos, fetch_size)
+                if dec.buffered_rows >= fetch_size:
+                    yield pa.RecordBatch.from_arrays(dec.take(types), names=names)
+            if pos != len(chunk):
+                raise ConnectionError("%d bytes came after the end of the result" % (len(chunk) - pos))
+        if dec.buffered_rows:
+            yield pa.RecordBatch.from_arrays(dec.take(types), names=names)
+    finally:
+        result.unbuffered_active = False       # PyMySQL must not read the rest itself
+    result._check_packet_is_eof(pymysql.protocol.MysqlPacket(b"\xfe" + dec.eof, raw.encoding))
+    result.connection, result.rows = None, None
+    raw._next_seq_id = dec.next_seq
+
+
+def _mysql_rows_split(engine, q, kinds, known, cols, part, job):
+    """Stream the split's rows as the server sends them (text protocol), decoded natively
+    (_mysql_batches). None when this connection or result can't be read that way
+    (nothing is written then: the caller takes the generic path)."""
+    import pymysql
+    from fastsync._native import RowError
+    compiled = q.compile(dialect=engine.dialect)
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None
+    procs = getattr(compiled, "_bind_processors", None) or {}
+    params = {n: procs[n](v) if n in procs else v for n, v in compiled.construct_params().items()}
+    names = [c.name for c in cols]
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        why = _mysql_conn_unfit(raw)
+        if why:
+            log.debug("%s: MySQL rows read by the driver: %s", job.table, why)
+            return None
+        cur = raw.cursor(pymysql.cursors.SSCursor)
+        cur.execute(compiled.string, params)       # the query and its column definitions; rows still unread
+        why = _mysql_unfit(raw, raw._result.fields, kinds, known)
+        if why:
+            log.debug("%s: MySQL rows read by the driver: %s", job.table, why)
+            raw._result.unbuffered_active = False
+            conn.invalidate()                      # the rows are still coming: drop the connection
+            return None
+        try:
+            for batch in _mysql_batches(raw, kinds, known, names, job.fetch_size):
+                part.write(batch)
+        except BaseException as exc:
+            conn.invalidate()                      # the socket may hold the unread rest of the result
+            if isinstance(exc, RowError):
+                raise ImportError_("%s.%s: cannot convert a value: %s" % (job.table, names[exc.column], exc)) from None
+            raise
+        cur.close()
+    return part.close(pa.schema([pa.field(c.name, k) for c, k in zip(cols, known)]))
+
+
 def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
     """Read one split and write its part file; returns the rows written."""
     if job.query:
@@ -501,11 +647,23 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         convert = [_column_plan(c)[1] for c in cols]
         part = _PartSink(job, part_path, split.index)
         postgresql = engine.dialect.name == "postgresql"
-        copy_plan, why = _pg_copy_plan(engine, cols) if postgresql else (None, "no binary COPY for %s" % engine.dialect.name)
-        if copy_plan is not None:
-            log.info("%s split %d: binary COPY", job.table, split.index)
-            return _pg_copy_split(engine, q, copy_plan, known, cols, part, job)
-        log.info("%s split %d: generic path (%s)", job.table, split.index, why)
+        why = "--no-fast-path"
+        if postgresql and job.fast_path:
+            copy_plan, why = _pg_copy_plan(engine, cols)
+            if copy_plan is not None:
+                log.info("%s split %d: binary COPY, decoded natively", job.table, split.index)
+                return _pg_copy_split(engine, q, copy_plan, known, cols, part, job)
+        elif engine.dialect.driver == "pymysql" and job.fast_path:
+            kinds, why = _mysql_rows_plan(cols)
+            if kinds is not None:
+                n = _mysql_rows_split(engine, q, kinds, known, cols, part, job)
+                if n is not None:
+                    log.info("%s split %d: read as MySQL text rows, decoded natively", job.table, split.index)
+                    return n
+                why = "the connection's settings (see the DEBUG log)"
+        elif job.fast_path:
+            why = "no native reader for %s" % engine.dialect.name
+        log.info("%s split %d: generic path, read through SQLAlchemy (%s)", job.table, split.index, why)
         from fastsync._native import OUT_OF_RANGE
         from fastsync.transfer.pgvalues import out_of_range, use_loaders
         with engine.connect() as conn:
