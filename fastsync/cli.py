@@ -78,6 +78,9 @@ def cmd_agent(args) -> int:
     t0 = time.perf_counter()
     try:
         agent.start()
+    except ConfigError as exc:      # found only when starting, e.g. a sink's table does not exist
+        agent.stop(0)
+        raise CliError(str(exc), EXIT_CONFIG) from None
     except (OSError, ChannelException) as exc:
         agent.stop(0)
         raise CliError(str(exc)) from None

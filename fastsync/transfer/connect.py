@@ -27,9 +27,14 @@ class ConnectError(ValueError):
     """A bad --connect or password option; the message names the flag."""
 
 
-def translate_url(connect: str) -> URL:
+def _error(flag: str | None, message: str) -> ConnectError:
+    return ConnectError("%s: %s" % (flag, message) if flag else message)
+
+
+def translate_url(connect: str, flag: str | None = "--connect") -> URL:
     """--connect as a SQLAlchemy URL: jdbc:postgresql://h:p/db, jdbc:mysql://…,
-    jdbc:mariadb://…, jdbc:sqlite:path, or any SQLAlchemy URL."""
+    jdbc:mariadb://…, jdbc:sqlite:path, or any SQLAlchemy URL. Errors and warnings name
+    `flag` (None: the caller names the setting itself)."""
     text = connect.strip()
     if text.startswith("jdbc:"):
         rest = text[5:]
@@ -38,7 +43,7 @@ def translate_url(connect: str) -> URL:
             return make_url("sqlite:///" + path if not path.startswith("/") else "sqlite:///" + path)
         m = re.match(r"^(\w+)://([^/?;]*)(/[^?;]*)?(?:[?;](.*))?$", rest)
         if not m or m.group(1) not in _JDBC:
-            raise ConnectError("--connect: unsupported JDBC URL %r (supported: jdbc:postgresql://, jdbc:mysql://, "
+            raise _error(flag, "unsupported JDBC URL %r (supported: jdbc:postgresql://, jdbc:mysql://, "
                                "jdbc:mariadb://, jdbc:sqlite:)" % _hide(text))
         scheme, hostport, path, params = m.groups()
         host, _, port = hostport.partition(":")
@@ -56,13 +61,13 @@ def translate_url(connect: str) -> URL:
                 pw = v
         if query:
             # JDBC driver properties (useSSL, serverTimezone, ...) mean nothing to the Python drivers
-            log.warning("--connect: JDBC properties ignored: %s", ", ".join(sorted(query)))
+            log.warning("%s: JDBC properties ignored: %s", flag or "JDBC URL", ", ".join(sorted(query)))
         return URL.create(_JDBC[scheme], username=user, password=pw, host=host or None,
                           port=int(port) if port else None, database=(path or "/")[1:] or None)
     try:
         url = make_url(text)
     except ArgumentError:
-        raise ConnectError("--connect: not a database URL: %r" % _hide(text)) from None
+        raise _error(flag, "not a database URL: %r" % _hide(text)) from None
     if url.drivername in _DEFAULT_DRIVER:
         url = url.set(drivername=_DEFAULT_DRIVER[url.drivername])
     return url
@@ -78,8 +83,7 @@ def resolve_password(password: str | None, password_file: str | None, prompt: bo
         return password
     if password_file:
         try:
-            with open(os.path.expanduser(password_file), "r", encoding="utf-8") as f:
-                return f.read().rstrip("\r\n")
+            return read_password_file(password_file)
         except OSError as exc:
             raise ConnectError("--password-file %s: %s" % (password_file, exc.strerror)) from None
     if prompt:
@@ -87,8 +91,15 @@ def resolve_password(password: str | None, password_file: str | None, prompt: bo
     return os.environ.get("FASTSYNC_PASSWORD")
 
 
-def build_url(connect: str, username: str | None = None, password: str | None = None) -> URL:
-    url = translate_url(connect)
+def read_password_file(path: str) -> str:
+    """The password in a file (Sqoop's --password-file): its text less the final newline."""
+    with open(os.path.expanduser(path), "r", encoding="utf-8") as f:
+        return f.read().rstrip("\r\n")
+
+
+def build_url(connect: str, username: str | None = None, password: str | None = None,
+              flag: str | None = "--connect") -> URL:
+    url = translate_url(connect, flag)
     if url.get_backend_name() == "sqlite":
         return url          # a file: no user, no password
     if username is not None:

@@ -1,0 +1,452 @@
+"""The `jdbc` sink: events into a table of any SQLAlchemy database, the role of Kafka
+Connect's JDBC sink (and its key names).
+
+Each body is one row (`format = json`: a JSON object whose keys are column names) or many
+(`format = arrow`: an Arrow IPC stream, as `import --kafka-format arrow` writes to Kafka).
+Values are converted to the reflected column types (fastsync.transfer.sqlvalues) and
+written with one executemany per batch in one database transaction, committed before the
+take is committed. `insert.mode = upsert` uses the dialect's own statement: INSERT ... ON
+CONFLICT (pk.fields) DO UPDATE (PostgreSQL, SQLite) or ON DUPLICATE KEY UPDATE (MySQL,
+MariaDB).
+
+Rejected rows (malformed bodies, values that don't convert exactly, rows the database
+refuses with a data or constraint error) go to `deadLetterFile`, one JSON line each, written
+and fsynced before the transaction commits; the rest of the batch is written. The database's
+refusals are found by bisecting the batch inside savepoints. Without a dead-letter file a
+rejected row fails the batch (rolled back and retried). Any other database error (server
+down, permission denied, table dropped) is never dead-lettered: deliver() raises, the take is
+rolled back and the batch retried.
+
+Exactness: MySQL/MariaDB sessions run in strict mode with time_zone UTC (so nothing is
+truncated silently and TIMESTAMP columns get the instant written); SQLite keeps NUMERIC
+values as REAL, about 15 exact digits. Rows are Python dicts because the drivers'
+executemany takes them: the per-row cost is the JSON parse and the conversion.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from fastsync.agent.component import SINKS, Place, setting
+from fastsync.agent.errors import ConfigError, EventDeliveryException
+from fastsync.agent.metrics import SINK_COUNTERS, Counters
+from fastsync.agent.sink import Sink, SinkConfig
+from fastsync.transfer.connect import ConnectError, build_url, read_password_file
+from fastsync.transfer.kafkaout import json_default
+from fastsync.transfer.sqlvalues import column_converter
+
+log = logging.getLogger("fastsync.sink.jdbc")
+
+UPSERT_BACKENDS = ("postgresql", "sqlite", "mysql", "mariadb")
+CONNECT_TIMEOUT = 10   # seconds, for the drivers that take connect_timeout
+# MySQL/MariaDB errors caused by the row's data (the driver maps some of them to
+# OperationalError, so the class alone can't tell a bad row from a broken server)
+MYSQL_ROW_ERRORS = frozenset({
+    1048, 1062, 1263, 1264, 1265, 1292, 1364, 1366, 1367, 1406, 1411, 1451, 1452, 1586, 1690, 1859,
+    3819, 4025})
+
+
+@dataclass
+class JdbcSinkConfig(SinkConfig):
+    url: str = setting("connection.url", doc="SQLAlchemy URL, or jdbc:postgresql|mysql|mariadb://… or jdbc:sqlite:path")
+    table: str = setting("table.name", doc="the table rows go to, [schema.]name; it must exist")
+    user: str = setting("connection.user", "", "user name (overrides the URL's)")
+    password: str = setting("connection.password", "", "password (overrides the URL's); never logged")
+    passwordFile: str = setting("connection.password.file", "", "file holding the password")
+    mode: str = setting("insert.mode", "insert", "insert, or upsert on pk.fields", choices=("insert", "upsert"))
+    pkFields: list = setting("pk.fields", [], "key columns of an upsert (a primary key or unique index)")
+    whitelist: list = setting("fields.whitelist", [], "only these fields are written; others are ignored")
+    batchSize: int = setting("batchSize", 100, "events per take transaction", min=1)
+    format: str = setting("format", "json", "json: a body is a JSON object; arrow: an Arrow IPC stream",
+                          choices=("json", "arrow"))
+    deadLetterFile: str = setting("deadLetterFile", "", "rejected rows go here as JSON lines; unset: a bad row fails the batch")
+
+    def validate(self, place: Place) -> None:
+        self.place = place
+        if not self.table.strip():
+            raise place.error("table.name", "required key is empty")
+        if self.mode == "upsert" and not self.pkFields:
+            raise place.error("pk.fields" if "pk.fields" in place.props else "insert.mode",
+                              "insert.mode = upsert needs pk.fields (the key columns)")
+        if self.mode == "upsert" and self.whitelist and not set(self.pkFields) <= set(self.whitelist):
+            raise place.error("fields.whitelist", "must include the pk.fields of an upsert (%s)" % ", ".join(self.pkFields))
+        password = self.password or None
+        if password is None and self.passwordFile:
+            try:
+                password = read_password_file(self.passwordFile)
+            except OSError as exc:
+                raise place.error("connection.password.file", "cannot read %s: %s" % (self.passwordFile, exc.strerror)) from None
+        try:
+            self.engine_url = build_url(self.url, self.user or None, password, flag=None)
+        except ConnectError as exc:
+            raise place.error("connection.url", str(exc)) from None
+        try:
+            self.engine_url.get_dialect()           # imports the driver
+        except (sa.exc.NoSuchModuleError, ImportError) as exc:
+            raise place.error("connection.url", "no SQLAlchemy dialect or driver for %s: %s"
+                              % (self.engine_url.drivername, exc)) from None
+        backend = self.engine_url.get_backend_name()
+        if self.mode == "upsert" and backend not in UPSERT_BACKENDS:
+            raise place.error("insert.mode", "upsert is supported on PostgreSQL, SQLite, MySQL and MariaDB, not %s" % backend)
+        # the table and columns are checked now, before anything starts; a database that
+        # can't be reached yet is not a configuration error: the sink checks on its first batch
+        self.reflected = None
+        engine = make_engine(self.engine_url)
+        try:
+            self.reflected = reflect_table(engine, self, place.error)
+        except sa.exc.DBAPIError as exc:
+            log.warning("%s: %s is not reachable now (%s); table %s is checked when the first batch comes",
+                        place.prefix, engine.url.render_as_string(hide_password=True), db_reason(exc)[0], self.table)
+        finally:
+            engine.dispose()
+
+
+class _QuietAbortedPipeline(logging.Filter):
+    """psycopg warns when an executemany ends with its pipeline aborted; here that is a
+    refused row, which the sink reports itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().endswith("pipeline aborted")
+
+
+class _Row:
+    """Values for one statement row, and the rows of events they came from:
+    (event index, row index in an Arrow body or None, the record as read (Arrow only))."""
+    __slots__ = ("values", "sources")
+
+    def __init__(self, values: dict, sources: list):
+        self.values, self.sources = values, sources
+
+
+class _Reject(ValueError):
+    def __init__(self, reason: str, column: str | None):
+        super().__init__(reason)
+        self.column = column
+
+
+def make_engine(url: sa.URL) -> sa.Engine:
+    """An engine with bounded connect time, parameters kept out of error messages, and
+    sessions set up so writes are exact (MySQL: strict mode, UTC; SQLite: real savepoints)."""
+    backend = url.get_backend_name()
+    args = {}
+    if backend in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in url.query:
+        args["connect_timeout"] = CONNECT_TIMEOUT
+    engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args=args)
+    if backend == "postgresql" and not any(isinstance(f, _QuietAbortedPipeline) for f in logging.getLogger("psycopg").filters):
+        logging.getLogger("psycopg").addFilter(_QuietAbortedPipeline())
+    if backend in ("mysql", "mariadb"):
+        @sa.event.listens_for(engine, "connect")
+        def _session(dbapi_conn, _record):
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET SESSION time_zone = '+00:00', "
+                            "sql_mode = TRIM(BOTH ',' FROM CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES'))")
+    elif backend == "sqlite":
+        # pysqlite's legacy transaction handling breaks SAVEPOINT: emit BEGIN ourselves
+        @sa.event.listens_for(engine, "connect")
+        def _no_implicit_begin(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn):
+            conn.exec_driver_sql("BEGIN")
+    return engine
+
+
+def is_row_error(exc: sa.exc.DBAPIError, dialect: str) -> bool:
+    """Did the database refuse this data (so another row may pass), rather than fail?"""
+    if exc.connection_invalidated:
+        return False
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if dialect in ("mysql", "mariadb") and args and args[0] in MYSQL_ROW_ERRORS:
+        return True                               # (many of them have the generic SQLSTATE HY000)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(state, str) and len(state) == 5:
+        return state[:2] in ("22", "23")          # data exception, integrity constraint violation
+    return dialect not in ("mysql", "mariadb") and isinstance(exc, (sa.exc.IntegrityError, sa.exc.DataError))
+
+
+# how PostgreSQL, MySQL/MariaDB and SQLite name a column in their messages
+_COLUMN_NAMED = re.compile(r'column "([^"]+)"|column (?:`[^`]*`\.)*`([^`]+)`|(?:column|field) \'([^\']+)\''
+                           r'|constraint failed: (?:\w+\.)?(\w+)$', re.I)
+
+
+def db_reason(exc: sa.exc.DBAPIError) -> tuple[str, str | None]:
+    """The database's message on one line, and the column it names if any."""
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        text = "%s (error %d)" % (args[1], args[0])
+    else:
+        text = str(orig).split("\nCONTEXT:")[0]
+    text = " ".join(text.split())
+    column = getattr(getattr(orig, "diag", None), "column_name", None)
+    if column is None:
+        m = _COLUMN_NAMED.search(text)
+        column = next((g for g in m.groups() if g), None) if m else None
+    return text, column
+
+
+def reflect_table(engine: sa.Engine, c: JdbcSinkConfig, error) -> sa.Table:
+    """The sink's table, reflected; error(key, message) -> ConfigError if it lacks a column
+    the config names, or a key an upsert can use. DBAPIError if the database can't be reached."""
+    schema, _, name = c.table.strip().rpartition(".")
+    try:
+        table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=engine)
+    except sa.exc.NoSuchTableError:
+        raise error("table.name", "no table %s in %s (the sink does not create tables)"
+                    % (c.table, engine.url.render_as_string(hide_password=True))) from None
+    columns = table.columns
+    for key, names in (("pk.fields", c.pkFields), ("fields.whitelist", c.whitelist)):
+        for n in names:
+            if n not in columns:
+                raise error(key, "no column %s.%s (columns: %s)" % (c.table, n, ", ".join(columns.keys())))
+    if c.mode == "upsert":
+        keys = [{col.name for col in table.primary_key.columns}]
+        keys += [{col.name for col in ix.columns} for ix in table.indexes if ix.unique]
+        keys += [{col.name for col in uc.columns} for uc in table.constraints if isinstance(uc, sa.UniqueConstraint)]
+        if set(c.pkFields) not in keys:
+            raise error("pk.fields", "upsert on (%s) needs a primary key or unique index on exactly those columns of %s; "
+                        "it has: %s" % (", ".join(c.pkFields), c.table,
+                                        "; ".join("(%s)" % ", ".join(sorted(k)) for k in keys if k) or "none"))
+    return table
+
+
+@SINKS.register("jdbc")
+class JdbcSink(Sink):
+    Config = JdbcSinkConfig
+
+    def __init__(self, name, config):
+        super().__init__(name, config)
+        self.counters = Counters("SINK", SINK_COUNTERS + ("DeadLetterCount",))
+        self.engine: sa.Engine | None = None
+        self.table: sa.Table | None = None
+        self.dialect = ""
+        self.converters: dict = {}
+        self.statements: dict = {}
+        self.dead_letters = None
+
+    # -- start: reflect the table ---------------------------------------------------------
+
+    def _error(self, key: str, message: str) -> ConfigError:
+        place = getattr(self.config, "place", None)
+        return place.error(key, message) if place else ConfigError("sink %s: %s: %s" % (self.name, key, message))
+
+    def start(self) -> None:
+        c = self.config
+        if not hasattr(c, "engine_url"):        # built in code rather than from a file
+            c.validate(Place("<config>", "sink " + self.name, {}))
+        self.engine = make_engine(c.engine_url)
+        self.dialect = self.engine.dialect.name
+        if c.deadLetterFile:
+            os.makedirs(os.path.dirname(os.path.abspath(c.deadLetterFile)), exist_ok=True)
+            self.dead_letters = open(c.deadLetterFile, "ab")
+        if c.reflected is not None:
+            self._use(c.reflected)
+        super().start()
+
+    def _where(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def _use(self, table: sa.Table) -> None:
+        c = self.config
+        self.converters = {n: column_converter(table.columns[n], self.dialect, "%s.%s" % (c.table, n))
+                           for n in (c.whitelist or table.columns.keys())}
+        self.statements = {}
+        self.table = table
+        log.info("sink %s: writing to table %s on %s (%s%s)", self.name, c.table, self._where(), c.mode,
+                 " on " + ", ".join(c.pkFields) if c.mode == "upsert" else "")
+
+    # -- events -> rows -------------------------------------------------------------------
+
+    def _convert(self, record: dict) -> dict:
+        out = {}
+        converters = self.converters
+        for key, value in record.items():
+            conv = converters.get(key)
+            if conv is None:
+                if self.config.whitelist:
+                    continue
+                raise _Reject("no column %s.%s" % (self.config.table, key), key)
+            try:
+                out[key] = conv(value)
+            except ValueError as exc:
+                raise _Reject(str(exc), key) from None
+        if not out:
+            raise _Reject("no fields to write", None)
+        if self.config.mode == "upsert":
+            for k in self.config.pkFields:
+                if out.get(k) is None:
+                    raise _Reject("column %s.%s: an upsert needs its key value" % (self.config.table, k), k)
+        return out
+
+    def _records(self, batch):
+        """(event index, row index or None, record | _Reject) for every row of the batch."""
+        if self.config.format == "json":
+            for i, body in enumerate(batch.bodies().to_pylist()):
+                try:
+                    record = json.loads(body, parse_float=Decimal)
+                except ValueError as exc:
+                    yield i, None, _Reject("malformed JSON: %s" % exc, None)
+                    continue
+                yield i, None, record if isinstance(record, dict) else _Reject(
+                    "not a JSON object but %s" % type(record).__name__, None)
+            return
+        offsets = batch.offsets
+        for i in range(len(batch)):
+            start, end = int(offsets[i]), int(offsets[i + 1])
+            try:
+                table = pa.ipc.open_stream(batch.data.slice(start, end - start)).read_all()
+            except (pa.ArrowException, OSError) as exc:
+                yield i, None, _Reject("not an Arrow IPC stream: %s" % exc, None)
+                continue
+            for j, record in enumerate(table.to_pylist()):
+                yield i, j, record
+
+    def _rows(self, batch) -> tuple[list[_Row], list]:
+        rows, dead = [], []
+        arrow = self.config.format == "arrow"
+        for i, j, record in self._records(batch):
+            source = (i, j, record if arrow else None)
+            if isinstance(record, _Reject):
+                dead.append(([source], str(record), record.column))
+                continue
+            try:
+                rows.append(_Row(self._convert(record), [source]))
+            except _Reject as exc:
+                dead.append(([source], str(exc), exc.column))
+        if self.config.mode == "upsert":
+            rows = self._merge_by_key(rows)
+        return rows, dead
+
+    def _merge_by_key(self, rows: list[_Row]) -> list[_Row]:
+        """Rows of a batch with the same key become one, later values winning: what the
+        upserts one after the other would leave, in one statement a database accepts."""
+        pk = self.config.pkFields
+        merged: dict = {}
+        for row in rows:
+            key = tuple(row.values[k] for k in pk)
+            first = merged.get(key)
+            if first is None:
+                merged[key] = row
+            else:
+                first.values.update(row.values)
+                first.sources.extend(row.sources)
+        return list(merged.values())
+
+    # -- rows -> database -----------------------------------------------------------------
+
+    def _statement(self, columns: frozenset):
+        stmt = self.statements.get(columns)
+        if stmt is not None:
+            return stmt
+        pk = self.config.pkFields
+        if self.config.mode == "insert":
+            stmt = self.table.insert()
+        elif self.dialect in ("postgresql", "sqlite"):
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            stmt = insert(self.table)
+            update = {c: stmt.excluded[c] for c in sorted(columns) if c not in pk}
+            stmt = (stmt.on_conflict_do_update(index_elements=pk, set_=update) if update
+                    else stmt.on_conflict_do_nothing(index_elements=pk))
+        else:
+            from sqlalchemy.dialects.mysql import insert
+            stmt = insert(self.table)
+            update = {c: stmt.inserted[c] for c in sorted(columns) if c not in pk} or {pk[0]: stmt.inserted[pk[0]]}
+            stmt = stmt.on_duplicate_key_update(update)
+        self.statements[columns] = stmt
+        return stmt
+
+    def _write(self, conn, stmt, rows: list[_Row]) -> list:
+        """Execute rows in a savepoint; if the database refuses some of them, bisect to find
+        them. Returns the refused rows as dead letters; raises on any other error."""
+        savepoint = conn.begin_nested()
+        try:
+            conn.execute(stmt, [r.values for r in rows])
+        except sa.exc.DBAPIError as exc:
+            if not is_row_error(exc, self.dialect):
+                raise
+            savepoint.rollback()
+            if len(rows) == 1:
+                reason, column = db_reason(exc)
+                return [(rows[0].sources, "table %s: %s" % (self.config.table, reason), column)]
+            half = len(rows) // 2
+            return self._write(conn, stmt, rows[:half]) + self._write(conn, stmt, rows[half:])
+        savepoint.commit()
+        return []
+
+    def deliver(self, batch) -> None:
+        c = self.config
+        written = 0
+        try:
+            if self.table is None:
+                self._use(reflect_table(self.engine, c, self._error))
+            rows, dead = self._rows(batch)
+            total = sum(len(r.sources) for r in rows) + len(dead)
+            groups: dict = {}
+            for row in rows:
+                groups.setdefault(frozenset(row.values), []).append(row)
+            with self.engine.begin() as conn:           # one transaction per batch
+                for columns, group in groups.items():
+                    dead += self._write(conn, self._statement(columns), group)
+                if dead:
+                    if self.dead_letters is None:
+                        raise EventDeliveryException("sink %s: %d of %d rows rejected and no deadLetterFile, batch rolled "
+                                                     "back: %s" % (self.name, sum(len(d[0]) for d in dead), total,
+                                                                   "; ".join(d[1] for d in dead[:3])))
+                    written = self._dead_letter(batch, dead)     # durable before the commit
+        except sa.exc.DBAPIError as exc:
+            self.counters.add(ConnectionFailedCount=1)
+            self.table = None        # reflected again before the retry: the table may have been altered or dropped
+            raise EventDeliveryException("sink %s: table %s: %s: %s; batch rolled back" % (
+                self.name, c.table, type(exc.orig).__name__, db_reason(exc)[0])) from None
+        if dead:
+            self.counters.add(DeadLetterCount=written)
+            log.warning("sink %s: %d rows of this batch to %s, first: %s", self.name, written, c.deadLetterFile, dead[0][1])
+
+    def _dead_letter(self, batch, dead: list) -> int:
+        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        lines = []
+        for sources, reason, column in dead:
+            for i, j, record in sources:
+                entry = {"time": now, "sink": self.name, "table": self.config.table, "reason": reason}
+                if column:
+                    entry["column"] = column
+                headers = {k: (v if isinstance(v, str) else v[i].as_py()) for k, v in batch.headers.items()}
+                headers = {k: v for k, v in headers.items() if v is not None}
+                if headers:
+                    entry["headers"] = headers
+                if j is None:
+                    body = batch.body(i)
+                    try:
+                        entry["body"] = body.decode("utf-8")
+                    except UnicodeDecodeError:
+                        entry["body_base64"] = base64.b64encode(body).decode()
+                else:
+                    entry["row_index"], entry["row"] = j, record
+                lines.append(json.dumps(entry, ensure_ascii=False, default=json_default))
+        self.dead_letters.write(("\n".join(lines) + "\n").encode("utf-8"))
+        self.dead_letters.flush()
+        os.fsync(self.dead_letters.fileno())
+        return len(lines)
+
+    def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
+        if self.dead_letters is not None:
+            self.dead_letters.close()
+            self.dead_letters = None
+        super().stop()
