@@ -7,6 +7,7 @@ import threading
 import time
 
 from fastsync.agent.config import AgentConfig
+from fastsync.agent.interceptors import InterceptorChain
 from fastsync.agent.runner import Runner
 from fastsync.agent.source import ChannelProcessor
 
@@ -20,8 +21,9 @@ class Agent:
         self.sources = {}
         for n, s in config.sources.items():
             src = s.cls(n, s.config)
+            chain = InterceptorChain([i.cls(i.name, i.config) for i in s.interceptors]) if s.interceptors else None
             src.processor = ChannelProcessor([self.channels[c] for c in s.channels],
-                                             [self.channels[c] for c in s.optional])
+                                             [self.channels[c] for c in s.optional], chain)
             self.sources[n] = src
         self.sinks = {}
         for n, s in config.sinks.items():

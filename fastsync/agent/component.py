@@ -79,6 +79,21 @@ def _parse_value(kind, raw: str, place: Place, key: str):
     return text
 
 
+def check_regex(place: Place, key: str, pattern: str, re2: bool = False) -> None:
+    """A config error at `key` unless `pattern` compiles: with Python's re, or with RE2 (the
+    engine of Arrow's regex kernels) when re2."""
+    import re
+    try:
+        if re2:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+            pc.count_substring_regex(pa.array([""]), pattern)
+        else:
+            re.compile(pattern)
+    except (re.error, ValueError) as exc:     # pyarrow's ArrowInvalid is a ValueError
+        raise place.error(key, "not a valid regex: %s" % str(exc).splitlines()[0]) from None
+
+
 def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
     """Build cls from place.props, checking types, ranges, choices and required keys."""
     hints = {f.name: f.type for f in fields(cls)}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from fastsync.agent import channels as _channels, sinks as _sinks, sources as _sources  # noqa: F401 (registers)
 from fastsync.agent.component import CHANNELS, SINKS, SOURCES, ComponentConfig, Place, Registry, parse_config
 from fastsync.agent.errors import ConfigError
+from fastsync.agent.interceptors import INTERCEPTORS
 from fastsync.agent.properties import Prop, parse_properties
 
 log = logging.getLogger("fastsync.config")
@@ -30,6 +31,7 @@ class ComponentSpec:
 class SourceSpec(ComponentSpec):
     channels: list[str] = field(default_factory=list)
     optional: list[str] = field(default_factory=list)
+    interceptors: list[ComponentSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -132,15 +134,25 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         for ch in optional:
             if ch not in bound:
                 raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
-        if "interceptors" in place.props and place.props["interceptors"].value.split():
-            raise place.error("interceptors", "interceptors are not supported yet")
+        interceptors = []
+        for iname in place.props["interceptors"].value.split() if "interceptors" in place.props else []:
+            iprops = {k[len("interceptors.%s." % iname):]: v for k, v in place.props.items()
+                      if k.startswith("interceptors.%s." % iname)}
+            iplace = Place(path, "%s.interceptors.%s" % (place.prefix, iname), iprops)
+            itype = iprops.get("type")
+            if itype is None:
+                raise place.error("interceptors", "interceptor '%s' has no type: set %s.type" % (iname, iplace.prefix))
+            icls = INTERCEPTORS.lookup(itype.value)
+            if icls is None:
+                raise iplace.error("type", "unknown interceptor type '%s' (known: %s)" % (itype.value.strip(), ", ".join(INTERCEPTORS.known())))
+            interceptors.append(ComponentSpec(iname, icls, parse_config(icls.Config, iplace), iplace))
         batch = getattr(cfg, "batchSize", None)
         for ch in bound:
             cap = getattr(channels[ch].config, "transactionCapacity", None)
             if batch and cap and batch > cap:
                 raise place.error("batchSize", "%d is more than %schannels.%s.transactionCapacity (%d): every put would fail"
                                   % (batch, prefix, ch, cap))
-        sources[name] = SourceSpec(name, cls, cfg, place, [c for c in bound if c not in optional], optional)
+        sources[name] = SourceSpec(name, cls, cfg, place, [c for c in bound if c not in optional], optional, interceptors)
 
     sinks = {}
     for name in listed["sinks"][0]:

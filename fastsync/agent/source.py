@@ -31,14 +31,17 @@ class SourceConfig(ComponentConfig):
 
 
 class ChannelProcessor:
-    def __init__(self, required: list[Channel], optional: list[Channel] = ()):
+    def __init__(self, required: list[Channel], optional: list[Channel] = (), interceptor=None):
         self.required = list(required)
         self.optional = list(optional)
+        self.interceptor = interceptor     # batch -> batch (the source's interceptor chain), or None
         caps = [ch.transaction_capacity for ch in self.required + self.optional]
         # the most events one put may carry: sources that receive bursts split by this
         self.max_batch = min([c for c in caps if c] or [1 << 62])
 
     def process_batch(self, batch: EventBatch) -> None:
+        if self.interceptor is not None and len(batch):
+            batch = self.interceptor(batch)
         if not len(batch):
             return
         for ch in self.required:

@@ -9,10 +9,9 @@ topic (`topicHeader`), partition, offset, key and timestamp (ms).
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
-from fastsync.agent.component import SOURCES, Place, setting
+from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException, ConfigError
 from fastsync.agent.sinks.kafka import client_config, flume_event_reader
 from fastsync.agent.source import PollableSource, SourceConfig, Status
@@ -40,10 +39,7 @@ class KafkaSourceConfig(SourceConfig):
         if bool(self.topics) == bool(self.topicsRegex):
             raise place.error("kafka.topics", "exactly one of kafka.topics and kafka.topics.regex must be set")
         if self.topicsRegex:
-            try:
-                re.compile(self.topicsRegex)
-            except re.error as exc:
-                raise place.error("kafka.topics.regex", "not a valid regex: %s" % exc) from None
+            check_regex(place, "kafka.topics.regex", self.topicsRegex)
 
 
 @SOURCES.register("kafka", "org.apache.flume.source.kafka.KafkaSource")
