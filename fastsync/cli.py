@@ -58,6 +58,11 @@ def cmd_agent(args) -> int:
         config = load_agent_config(args.conf_file, args.name)
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
+    if args.validate:
+        print("%s: agent %s is valid: sources %s, channels %s, sinks %s" % (
+            args.conf_file, args.name, " ".join(config.sources) or "-", " ".join(config.channels),
+            " ".join(config.sinks) or "-"))
+        return 0
     agent = Agent(config)
     stop = threading.Event()
 
@@ -435,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-c", "--conf", help="accepted for flume-ng compatibility; unused")
     a.add_argument("-D", dest="define", action="append", metavar="KEY=VALUE",
                    help="flume-ng system properties: flume.monitoring.type/port, flume.root.logger")
+    a.add_argument("--validate", action="store_true",
+                   help="check the configuration (every component's keys, types and bindings) and exit without starting")
     a.add_argument("--exit-when-done", action="store_true",
                    help="exit once every finite source is exhausted and every channel is drained")
     a.add_argument("--metrics-port", type=int, help="serve Flume's JSON metrics at http://127.0.0.1:PORT/metrics")

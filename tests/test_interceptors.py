@@ -136,3 +136,19 @@ def test_chain_in_an_agent_and_config_errors(tmp_path, run_agent):
     cfg["a1.sources.r1.interceptors.f.type"] = "nope"
     p = run_agent("a1", write_config(tmp_path, cfg), timeout=60)
     assert p.returncode != 0 and "unknown interceptor type 'nope'" in p.stderr
+
+
+def test_validate_checks_without_starting(tmp_path, run_agent):
+    """`agent --validate`: exit 0 and a summary for a good file (nothing runs: the seq
+    source would otherwise log events); the located error and exit 2 for a bad one."""
+    cfg = {"a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
+           "a1.sources.r1.type": "seq", "a1.sources.r1.channels": "c1",
+           "a1.sources.r1.interceptors": "t", "a1.sources.r1.interceptors.t.type": "timestamp",
+           "a1.channels.c1.type": "memory", "a1.sinks.k1.type": "logger", "a1.sinks.k1.channel": "c1"}
+    p = run_agent("a1", write_config(tmp_path, cfg), "--validate", timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "agent a1 is valid: sources r1, channels c1, sinks k1" in p.stdout and "Event:" not in p.stderr
+    cfg["a1.channels.c1.capacity"] = "lots"
+    p = run_agent("a1", write_config(tmp_path, cfg), "--validate", timeout=30)
+    assert p.returncode == 2
+    assert re.search(r"agent\.properties:\d+: a1\.channels\.c1\.capacity: expected an integer, got 'lots'", p.stderr), p.stderr
