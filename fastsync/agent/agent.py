@@ -23,7 +23,7 @@ class Agent:
             src = s.cls(n, s.config)
             chain = InterceptorChain([i.cls(i.name, i.config) for i in s.interceptors]) if s.interceptors else None
             src.processor = ChannelProcessor([self.channels[c] for c in s.channels],
-                                             [self.channels[c] for c in s.optional], chain)
+                                             [self.channels[c] for c in s.optional], chain, s.multiplexing)
             self.sources[n] = src
         self.sinks = {}
         for n, s in config.sinks.items():

@@ -14,6 +14,7 @@ from fastsync.agent.component import CHANNELS, SINKS, SOURCES, ComponentConfig, 
 from fastsync.agent.errors import ConfigError
 from fastsync.agent.interceptors import INTERCEPTORS
 from fastsync.agent.properties import Prop, parse_properties
+from fastsync.agent.source import Multiplexing
 
 log = logging.getLogger("fastsync.config")
 KINDS = ("sources", "channels", "sinks", "sinkgroups")
@@ -32,6 +33,7 @@ class SourceSpec(ComponentSpec):
     channels: list[str] = field(default_factory=list)
     optional: list[str] = field(default_factory=list)
     interceptors: list[ComponentSpec] = field(default_factory=list)
+    multiplexing: Multiplexing | None = None
 
 
 @dataclass
@@ -47,6 +49,30 @@ class AgentConfig:
     sources: dict[str, SourceSpec]
     sinks: dict[str, SinkSpec]
     sinkgroups: dict[str, list[str]]
+
+
+def _multiplexing(place: Place, bound: list[str]) -> Multiplexing:
+    """Flume's multiplexing selector keys of a source: selector.header
+    (flume.selector.header), selector.mapping.<value>, selector.optional.<value>,
+    selector.default; every channel named must be one of the source's."""
+    def channels_of(key: str) -> list[str]:
+        names = place.props[key].value.split()
+        for ch in names:
+            if ch not in bound:
+                raise place.error(key, "channel '%s' is not in %s.channels" % (ch, place.prefix))
+        return names
+    header = place.props["selector.header"].value.strip() if "selector.header" in place.props else "flume.selector.header"
+    mapping, optional, default = {}, {}, []
+    for key in place.props:
+        if key.startswith("selector.mapping."):
+            mapping[key[len("selector.mapping."):]] = channels_of(key)
+        elif key.startswith("selector.optional."):
+            optional[key[len("selector.optional."):]] = channels_of(key)
+        elif key == "selector.default":
+            default = channels_of(key)
+        elif key == "selector.optional":
+            raise place.error(key, "with a multiplexing selector, optional channels are per value: selector.optional.<value>")
+    return Multiplexing(header, mapping, optional, default)
 
 
 def load_agent_config(path: str, agent: str) -> AgentConfig:
@@ -128,12 +154,18 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         for ch in bound:
             check_channel(place, "channels", ch)
         selector = place.props.get("selector.type")
-        if selector is not None and selector.value.strip().lower() not in ("replicating", "org.apache.flume.channel.replicatingchannelselector"):
-            raise place.error("selector.type", "channel selector '%s' is not supported yet (supported: replicating)" % selector.value.strip())
-        optional = place.props["selector.optional"].value.split() if "selector.optional" in place.props else []
-        for ch in optional:
-            if ch not in bound:
-                raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
+        kind = selector.value.strip().lower() if selector is not None else "replicating"
+        multiplexing = None
+        if kind in ("multiplexing", "org.apache.flume.channel.multiplexingchannelselector"):
+            multiplexing = _multiplexing(place, bound)
+            optional = []
+        elif kind in ("replicating", "org.apache.flume.channel.replicatingchannelselector"):
+            optional = place.props["selector.optional"].value.split() if "selector.optional" in place.props else []
+            for ch in optional:
+                if ch not in bound:
+                    raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
+        else:
+            raise place.error("selector.type", "unknown channel selector '%s' (known: replicating, multiplexing)" % selector.value.strip())
         interceptors = []
         for iname in place.props["interceptors"].value.split() if "interceptors" in place.props else []:
             iprops = {k[len("interceptors.%s." % iname):]: v for k, v in place.props.items()
@@ -152,7 +184,8 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
             if batch and cap and batch > cap:
                 raise place.error("batchSize", "%d is more than %schannels.%s.transactionCapacity (%d): every put would fail"
                                   % (batch, prefix, ch, cap))
-        sources[name] = SourceSpec(name, cls, cfg, place, [c for c in bound if c not in optional], optional, interceptors)
+        sources[name] = SourceSpec(name, cls, cfg, place, [c for c in bound if c not in optional], optional, interceptors,
+                                   multiplexing)
 
     sinks = {}
     for name in listed["sinks"][0]:

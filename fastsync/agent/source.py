@@ -30,27 +30,70 @@ class SourceConfig(ComponentConfig):
     STRUCTURAL = ("type", "channels", "selector", "interceptors")
 
 
+@dataclass
+class Multiplexing:
+    """Flume's multiplexing selector: the value of `header` picks the channels of each
+    event (`mapping`: value -> required channel names, `optional`: value -> optional ones);
+    an event without the header, or with an unmapped value, goes to `default`."""
+    header: str
+    mapping: dict
+    optional: dict
+    default: list
+
+    def masks(self, batch: EventBatch, channel: str) -> tuple:
+        """(events `channel` must get, events it may get) as boolean masks, or None for none."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        col = batch.header_array(self.header)
+        mapped = pa.array(list(self.mapping), pa.string())
+        out = []
+        for table, default in ((self.mapping, self.default), (self.optional, [])):
+            values = pa.array([v for v, chans in table.items() if channel in chans], pa.string())
+            mask = pc.is_in(col, value_set=values)
+            if channel in default:
+                mask = pc.or_(mask, pc.invert(pc.is_in(col, value_set=mapped)))
+            out.append(mask if pc.any(mask).as_py() else None)
+        return tuple(out)
+
+
 class ChannelProcessor:
-    def __init__(self, required: list[Channel], optional: list[Channel] = (), interceptor=None):
+    def __init__(self, required: list[Channel], optional: list[Channel] = (), interceptor=None,
+                 multiplexing: Multiplexing | None = None):
         self.required = list(required)
         self.optional = list(optional)
         self.interceptor = interceptor     # batch -> batch (the source's interceptor chain), or None
+        self.multiplexing = multiplexing   # None: replicating (every event to every channel)
         caps = [ch.transaction_capacity for ch in self.required + self.optional]
         # the most events one put may carry: sources that receive bursts split by this
         self.max_batch = min([c for c in caps if c] or [1 << 62])
+
+    def _routes(self, batch: EventBatch) -> tuple[list, list]:
+        """[(channel, events)] it must get, [(channel, events)] it may get."""
+        if self.multiplexing is None:
+            return [(ch, batch) for ch in self.required], [(ch, batch) for ch in self.optional]
+        required, optional = [], []
+        arrow = None
+        for ch in self.required + self.optional:
+            must, may = self.multiplexing.masks(batch, ch.name)
+            for mask, out in ((must, required), (may, optional)):
+                if mask is not None:
+                    arrow = batch.to_arrow() if arrow is None else arrow
+                    out.append((ch, EventBatch.from_arrow(arrow.filter(mask))))
+        return required, optional
 
     def process_batch(self, batch: EventBatch) -> None:
         if self.interceptor is not None and len(batch):
             batch = self.interceptor(batch)
         if not len(batch):
             return
-        for ch in self.required:
+        required, optional = self._routes(batch)
+        for ch, events in required:
             with ch.transaction() as tx:
-                tx.put(batch)
-        for ch in self.optional:
+                tx.put(events)
+        for ch, events in optional:
             try:
                 with ch.transaction() as tx:
-                    tx.put(batch)
+                    tx.put(events)
             except ChannelException as exc:
                 log.warning("Unable to put batch on optional channel %s: %s", ch.name, exc)
 
