@@ -44,3 +44,74 @@ def test_multiplexing_mapping_optional_and_default(tmp_path, run_agent):
 def test_multiplexing_config_errors(tmp_path, run_agent, key, value, words):
     p = run_agent("a1", write_config(tmp_path, config(tmp_path, 10, **{key: value})), "--validate", timeout=30)
     assert p.returncode == 2 and words in p.stderr and "agent.properties:" in p.stderr, p.stderr
+
+
+# -- sink groups --------------------------------------------------------------------------
+
+DEAD_KAFKA = {"type": "kafka", "kafka.bootstrap.servers": "127.0.0.1:1", "kafka.topic": "nowhere",
+              "kafka.producer.message.timeout.ms": 1000, "flumeBatchSize": 100}
+
+
+def group_config(tmp_path, n, processor: dict, k1: dict):
+    cfg = {
+        "a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1 k2", "a1.sinkgroups": "g1",
+        "a1.sources.r1.type": "seq", "a1.sources.r1.totalEvents": n, "a1.sources.r1.batchSize": 100,
+        "a1.sources.r1.channels": "c1",
+        "a1.channels.c1.type": "memory", "a1.channels.c1.capacity": 100000, "a1.channels.c1.transactionCapacity": 100,
+        "a1.sinks.k2.type": "file_roll", "a1.sinks.k2.channel": "c1", "a1.sinks.k2.sink.directory": tmp_path / "out2",
+        "a1.sinks.k2.sink.rollInterval": 0, "a1.sinks.k2.sink.batchSize": 100,
+        "a1.sinkgroups.g1.sinks": "k1 k2",
+    }
+    cfg.update({"a1.sinks.k1." + k: v for k, v in k1.items()})
+    cfg["a1.sinks.k1.channel"] = "c1"
+    cfg.update({"a1.sinkgroups.g1.processor." + k: v for k, v in processor.items()})
+    return cfg
+
+
+def file_roll(tmp_path, name):
+    return {"type": "file_roll", "sink.directory": tmp_path / name, "sink.rollInterval": 0, "sink.batchSize": 100}
+
+
+def test_failover_moves_to_the_backup_while_the_primary_fails(tmp_path, run_agent):
+    n = 3000
+    cfg = group_config(tmp_path, n, {"type": "failover", "priority.k1": 10, "priority.k2": 5, "maxpenalty": 60000}, DEAD_KAFKA)
+    p = run_agent("a1", write_config(tmp_path, cfg), "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert sorted(int(x) for x in read_dir_lines(tmp_path / "out2")) == list(range(n))
+    assert "sink group g1: sink k1 failed, penalised for 1s, failing over" in p.stderr
+
+
+def test_failover_prefers_the_higher_priority_sink(tmp_path, run_agent):
+    n = 2000
+    cfg = group_config(tmp_path, n, {"type": "failover", "priority.k1": 1, "priority.k2": 5}, file_roll(tmp_path, "out1"))
+    p = run_agent("a1", write_config(tmp_path, cfg), "--exit-when-done", timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert read_dir_lines(tmp_path / "out1") == [] and len(read_dir_lines(tmp_path / "out2")) == n
+
+
+def test_load_balance_round_robin_spreads_batches(tmp_path, run_agent):
+    n = 20000
+    cfg = group_config(tmp_path, n, {"type": "load_balance", "selector": "round_robin"}, file_roll(tmp_path, "out1"))
+    p = run_agent("a1", write_config(tmp_path, cfg), "--exit-when-done", timeout=60)
+    assert p.returncode == 0, p.stderr
+    one, two = read_dir_lines(tmp_path / "out1"), read_dir_lines(tmp_path / "out2")
+    assert len(one) > n // 4 and len(two) > n // 4
+    assert sorted(int(x) for x in one + two) == list(range(n))
+
+
+def test_load_balance_with_backoff_skips_a_failing_sink(tmp_path, run_agent):
+    n = 3000
+    cfg = group_config(tmp_path, n, {"type": "load_balance", "selector": "random", "backoff": "true",
+                                     "selector.maxTimeOut": 60000}, DEAD_KAFKA)
+    p = run_agent("a1", write_config(tmp_path, cfg), "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert sorted(int(x) for x in read_dir_lines(tmp_path / "out2")) == list(range(n))
+
+
+def test_sink_group_config_errors(tmp_path, run_agent):
+    cfg = group_config(tmp_path, 10, {"type": "failover", "priority.k9": 1}, file_roll(tmp_path, "o"))
+    p = run_agent("a1", write_config(tmp_path, cfg), "--validate", timeout=30)
+    assert p.returncode == 2 and "a1.sinkgroups.g1.processor.priority.k9: sink 'k9' is not in sink group 'g1'" in p.stderr
+    cfg = group_config(tmp_path, 10, {"type": "fastest"}, file_roll(tmp_path, "o"))
+    p = run_agent("a1", write_config(tmp_path, cfg), "--validate", timeout=30)
+    assert p.returncode == 2 and "unknown sink processor 'fastest'" in p.stderr

@@ -38,7 +38,21 @@ class Agent:
         self.started_at = time.monotonic()
         for ch in self.channels.values():
             ch.start()
+        grouped = set()
+        for group in self.config.sinkgroups.values():
+            if group.processor is None:
+                continue
+            members = [self.sinks[s] for s in group.sinks]
+            for sink in members:
+                sink.start()
+            grouped.update(group.sinks)
+            processor = group.processor(group.name, members, group.config)
+            r = Runner("SinkRunner-%s" % group.name, processor.process, waits_itself=True)
+            self._sink_runners.append(r)
+            r.start()
         for name, sink in self.sinks.items():
+            if name in grouped:
+                continue
             sink.start()
             r = Runner("SinkRunner-%s" % name, sink.process, waits_itself=True)
             self._sink_runners.append(r)

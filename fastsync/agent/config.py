@@ -14,6 +14,7 @@ from fastsync.agent.component import CHANNELS, SINKS, SOURCES, ComponentConfig, 
 from fastsync.agent.errors import ConfigError
 from fastsync.agent.interceptors import INTERCEPTORS
 from fastsync.agent.properties import Prop, parse_properties
+from fastsync.agent.sinkprocessors import PROCESSORS, SinkProcessorConfig
 from fastsync.agent.source import Multiplexing
 
 log = logging.getLogger("fastsync.config")
@@ -48,7 +49,15 @@ class AgentConfig:
     channels: dict[str, ComponentSpec]
     sources: dict[str, SourceSpec]
     sinks: dict[str, SinkSpec]
-    sinkgroups: dict[str, list[str]]
+    sinkgroups: dict[str, "SinkGroupSpec"]
+
+
+@dataclass
+class SinkGroupSpec:
+    name: str
+    sinks: list[str]
+    processor: type | None          # None: the default processor (each sink runs on its own)
+    config: ComponentConfig
 
 
 def _multiplexing(place: Place, bound: list[str]) -> Multiplexing:
@@ -214,7 +223,15 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
                 raise place.error("sinks", "sink '%s' is already in sink group '%s'" % (s, member_of[s]))
             member_of[s] = group
         ptype = gprops.get("processor.type")
-        if ptype is not None and ptype.value.strip().lower() not in ("default", "org.apache.flume.sink.defaultsinkprocessor"):
-            raise place.error("processor.type", "sink processor '%s' is not supported yet (supported: default)" % ptype.value.strip())
-        sinkgroups[group] = members
+        kind = ptype.value.strip().lower() if ptype is not None else "default"
+        if kind not in PROCESSORS:
+            raise place.error("processor.type", "unknown sink processor '%s' (known: default, failover, load_balance)"
+                              % ptype.value.strip())
+        pplace = Place(path, place.prefix + ".processor", {k[len("processor."):]: v for k, v in gprops.items()
+                                                            if k.startswith("processor.")})
+        pconfig = parse_config(SinkProcessorConfig, pplace)
+        for s in getattr(pconfig, "priorities", {}):
+            if s not in members:
+                raise pplace.error("priority." + s, "sink '%s' is not in sink group '%s'" % (s, group))
+        sinkgroups[group] = SinkGroupSpec(group, members, PROCESSORS[kind], pconfig)
     return AgentConfig(agent, path, channels, sources, sinks, sinkgroups)

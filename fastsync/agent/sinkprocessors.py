@@ -1,0 +1,136 @@
+"""Flume's sink processors: how the sinks of one sink group share a runner.
+
+`failover`: the highest-`priority.<sink>` sink that is not penalised takes every batch; a
+sink whose batch failed (its take was rolled back, so nothing is lost) is penalised for
+1 s, 2 s, 4 s ... up to `maxpenalty` ms, and the next one takes over; when its penalty is
+over it is tried again. `load_balance`: each batch goes to the next sink in `round_robin`
+order (or a `random` one); a failing sink is skipped for that batch and, with `backoff`,
+left out for 1 s, 2 s ... up to `selector.maxTimeOut` ms. Either raises when every sink
+failed, so the runner backs off.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from fastsync.agent.component import ComponentConfig, Place, setting
+from fastsync.agent.errors import EventDeliveryException
+from fastsync.agent.source import Status
+
+log = logging.getLogger("fastsync.sinkprocessor")
+BASE_PENALTY = 1.0   # seconds, doubled per failure in a row
+
+
+@dataclass
+class SinkProcessorConfig(ComponentConfig):
+    STRUCTURAL = ("type",)
+    PASSTHROUGH = ("priority.",)
+    maxpenalty: int = setting("maxpenalty", 30000, "failover: longest penalty of a failed sink, ms", min=0)
+    backoff: bool = setting("backoff", False, "load_balance: leave a failed sink out for a while")
+    selector: str = setting("selector", "round_robin", "load_balance: order of the sinks", choices=("round_robin", "random"))
+    maxTimeOut: int = setting("selector.maxTimeOut", 30000, "load_balance: longest backoff of a failed sink, ms", min=0)
+
+    def validate(self, place: Place) -> None:
+        self.priorities = {}
+        for key, prop in place.props.items():
+            if key.startswith("priority."):
+                try:
+                    self.priorities[key[len("priority."):]] = int(prop.value.strip())
+                except ValueError:
+                    raise place.error(key, "expected an integer, got %r" % prop.value) from None
+
+
+class _Penalties:
+    """When each failed sink may be tried again: 1 s, 2 s, 4 s ... up to `cap` s."""
+
+    def __init__(self, cap: float):
+        self.cap = cap
+        self.until: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
+
+    def ok(self, name: str) -> bool:
+        return time.monotonic() >= self.until.get(name, 0.0)
+
+    def fail(self, name: str) -> float:
+        k = self.failures.get(name, 0)
+        self.failures[name] = k + 1
+        penalty = min(self.cap, BASE_PENALTY * (2 ** k))
+        self.until[name] = time.monotonic() + penalty
+        return penalty
+
+    def clear(self, name: str) -> None:
+        self.failures.pop(name, None)
+        self.until.pop(name, None)
+
+
+class FailoverSinkProcessor:
+    def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
+        self.group = group
+        prio = getattr(config, "priorities", {})
+        # highest priority first; the listed order breaks ties
+        self.sinks = sorted(sinks, key=lambda s: -prio.get(s.name, 0))
+        self.penalties = _Penalties(config.maxpenalty / 1000.0)
+
+    def process(self) -> Status:
+        errors = []
+        for sink in self.sinks:
+            if not self.penalties.ok(sink.name):
+                continue
+            try:
+                status = sink.process()
+            except Exception as exc:
+                penalty = self.penalties.fail(sink.name)
+                log.warning("sink group %s: sink %s failed, penalised for %gs, failing over: %s",
+                            self.group, sink.name, penalty, exc)
+                errors.append("%s: %s" % (sink.name, exc))
+                continue
+            self.penalties.clear(sink.name)
+            return status
+        raise EventDeliveryException("sink group %s: all sinks failed or are penalised (%s)"
+                                     % (self.group, "; ".join(errors) or "waiting for penalties to end"))
+
+
+class LoadBalancingSinkProcessor:
+    def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
+        self.group = group
+        self.sinks = list(sinks)
+        self.random = config.selector == "random"
+        self.backoff = config.backoff
+        self.penalties = _Penalties(config.maxTimeOut / 1000.0)
+        self.next = 0
+
+    def _order(self) -> list:
+        if self.random:
+            return random.sample(self.sinks, len(self.sinks))
+        start, self.next = self.next, (self.next + 1) % len(self.sinks)
+        return self.sinks[start:] + self.sinks[:start]
+
+    def process(self) -> Status:
+        errors = []
+        for sink in self._order():
+            if self.backoff and not self.penalties.ok(sink.name):
+                continue
+            try:
+                status = sink.process()
+            except Exception as exc:
+                if self.backoff:
+                    self.penalties.fail(sink.name)
+                log.warning("sink group %s: sink %s failed, trying the next: %s", self.group, sink.name, exc)
+                errors.append("%s: %s" % (sink.name, exc))
+                continue
+            self.penalties.clear(sink.name)
+            return status
+        raise EventDeliveryException("sink group %s: all sinks failed (%s)"
+                                     % (self.group, "; ".join(errors) or "all backed off"))
+
+
+PROCESSORS = {
+    "default": None,
+    "org.apache.flume.sink.defaultsinkprocessor": None,
+    "failover": FailoverSinkProcessor,
+    "org.apache.flume.sink.failoversinkprocessor": FailoverSinkProcessor,
+    "load_balance": LoadBalancingSinkProcessor,
+    "org.apache.flume.sink.loadbalancingsinkprocessor": LoadBalancingSinkProcessor,
+}
