@@ -6,6 +6,7 @@ The JSON at /metrics has Flume's shape: {"SOURCE.r1": {"EventReceivedCount": "10
 from __future__ import annotations
 
 import json
+import re
 import logging
 import threading
 import time
@@ -64,20 +65,56 @@ class Counters:
         return out
 
 
+GAUGES = {"ChannelSize", "ChannelCapacity", "ChannelFillPercentage", "StartTime", "StopTime"}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def prometheus_text(metrics: dict) -> str:
+    """Flume's metrics ({"CHANNEL.c1": {"EventPutAttemptCount": "12", ...}}) in Prometheus'
+    text format: fastsync_<kind>_<name>_total counters and gauges, labelled by component."""
+    samples: dict[str, list] = {}
+    for component, values in sorted(metrics.items()):
+        kind, _, name = component.partition(".")
+        for key, value in sorted(values.items()):
+            if key == "Type":
+                continue
+            if key in GAUGES:
+                metric, mtype = "fastsync_%s_%s" % (kind.lower(), _snake(key)), "gauge"
+                if key in ("StartTime", "StopTime"):
+                    metric += "_ms"
+            else:
+                metric, mtype = "fastsync_%s_%s_total" % (kind.lower(), _snake(re.sub(r"Count$", "", key))), "counter"
+            samples.setdefault(metric, [mtype]).append('%s{component="%s"} %s' % (
+                metric, name.replace("\\", "\\\\").replace('"', '\\"'), value))
+    lines = []
+    for metric, (mtype, *rows) in samples.items():
+        lines.append("# TYPE %s %s" % (metric, mtype))
+        lines.extend(rows)
+    return "\n".join(lines) + "\n"
+
+
 class MetricsServer:
-    """Serves GET /metrics (Flume's JSON) on a port of 127.0.0.1, in a daemon thread."""
+    """Serves, on a port of 127.0.0.1 in a daemon thread, GET /metrics (Flume's JSON) and
+    GET /metrics/prometheus (Prometheus' text format)."""
 
     def __init__(self, port: int, collect: Callable[[], dict], host: str = "127.0.0.1"):
         collect_ = collect
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                if self.path.split("?")[0].lower().rstrip("/") != "/metrics":
-                    self.send_error(404, "only /metrics is served")
+                path = self.path.split("?")[0].lower().rstrip("/")
+                if path == "/metrics":
+                    body, ctype = json.dumps(collect_(), sort_keys=True).encode(), "application/json;charset=utf-8"
+                elif path in ("/metrics/prometheus", "/prometheus"):
+                    body, ctype = prometheus_text(collect_()).encode(), "text/plain; version=0.0.4; charset=utf-8"
+                else:
+                    self.send_error(404, "served: /metrics (Flume's JSON), /metrics/prometheus")
                     return
-                body = json.dumps(collect_(), sort_keys=True).encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "application/json;charset=utf-8")
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
