@@ -1,0 +1,87 @@
+"""The HTTP source (Flume's JSONHandler) through the agent CLI with real requests: 200 only
+after the commit, 400 for malformed input (the agent keeps running), 503 when the channel
+is full, 413 over the size limit."""
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+
+from e2e_support import free_port, poll, read_dir_lines, wait_for_port, write_config
+
+
+def post(port: int, data: bytes, content_type: str = "application/json; charset=utf-8") -> tuple[int, str]:
+    req = urllib.request.Request("http://127.0.0.1:%d/" % port, data=data, method="POST",
+                                 headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def http_agent(tmp_path, agent, sink: bool = True, **extra):
+    port = free_port()
+    cfg = {"a1.sources": "r1", "a1.channels": "c1",
+           "a1.sources.r1.type": "org.apache.flume.source.http.HTTPSource", "a1.sources.r1.port": port,
+           "a1.sources.r1.channels": "c1", "a1.channels.c1.type": "memory"}
+    if sink:
+        cfg.update({"a1.sinks": "k1", "a1.sinks.k1.type": "logger", "a1.sinks.k1.channel": "c1",
+                    "a1.sinks.k1.maxBytesToLog": 64})
+    cfg.update(extra)
+    p = agent("a1", write_config(tmp_path, cfg))
+    wait_for_port(port, timeout=15, alive=p.alive)
+    return p, port
+
+
+def test_events_with_headers_then_malformed_input_keeps_the_agent_running(tmp_path, agent):
+    p, port = http_agent(tmp_path, agent)
+    events = [{"headers": {"host": "web1", "n": str(i)}, "body": "hello \u00e9 %d" % i} for i in range(3)]
+    events.append({"body": "no headers"})
+    assert post(port, json.dumps(events).encode()) == (200, "")
+    for bad, words in ((b"{not json", "not JSON"), (b'{"body": "x"}', "expected a JSON array"),
+                       (b'[{"body": 5}]', "event 0"), (b'[{"headers": {"a": 1}, "body": "x"}]', "headers must map")):
+        code, text = post(port, bad)
+        assert code == 400 and words in text, (bad, code, text)
+    assert post(port, json.dumps([{"body": "after"}]).encode("utf-16"), "application/json; charset=utf-16") == (200, "")
+    poll(lambda: p.stderr.count("Event: ") >= 5, 15, message="5 events logged")
+    assert p.stop(timeout=20) == 0, p.stderr
+    logged = re.findall(r"Event: \{ headers:\{(.*?)\} body: .*? (\S.*?) \}", p.stderr)
+    assert [h for h, _ in logged][:3] == ["host=web1, n=0", "host=web1, n=1", "host=web1, n=2"]
+    assert logged[3][0] == "" and logged[4][0] == ""
+    assert "hello" in logged[0][1] and logged[4][1].endswith("after")
+
+
+def test_full_channel_is_503_and_size_limits_413(tmp_path, agent):
+    # no sink: the channel fills up
+    p, port = http_agent(tmp_path, agent, sink=False, **{
+        "a1.channels.c1.capacity": 10, "a1.channels.c1.transactionCapacity": 10, "a1.channels.c1.keep-alive": 0.2,
+        "a1.sources.r1.maxRequestSize": 2000})
+    one = json.dumps([{"body": "x" * 10}] * 5).encode()
+    assert post(port, one)[0] == 200 and post(port, one)[0] == 200
+    code, text = post(port, one)
+    assert code == 503 and "channel refused" in text
+    code, text = post(port, json.dumps([{"body": "y"}] * 11).encode())
+    assert code == 413 and "more than one channel transaction holds" in text
+    code, text = post(port, json.dumps([{"body": "z" * 3000}]).encode())
+    assert code == 413 and "maxRequestSize" in text
+    req = urllib.request.Request("http://127.0.0.1:%d/" % port)
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("GET accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 405
+    assert p.alive()
+    assert p.stop(timeout=20) == 0, p.stderr
+
+
+def test_bind_defaults_to_loopback_and_bad_handler_is_refused(tmp_path, run_agent):
+    port = free_port()
+    cfg = {"a1.sources": "r1", "a1.channels": "c1", "a1.sources.r1.type": "http", "a1.sources.r1.port": port,
+           "a1.sources.r1.channels": "c1", "a1.channels.c1.type": "memory",
+           "a1.sources.r1.handler": "org.example.XmlHandler"}
+    p = run_agent("a1", write_config(tmp_path, cfg), "--validate", timeout=30)
+    assert p.returncode == 2 and "handler 'org.example.XmlHandler' is not supported" in p.stderr
+    from fastsync.agent.sources.http import HttpSourceConfig
+    assert HttpSourceConfig(port=port).bind == "127.0.0.1"
