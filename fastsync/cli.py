@@ -91,9 +91,12 @@ def cmd_agent(args) -> int:
         raise CliError(str(exc)) from None
     if progress:
         progress.start()
+    watcher = None if args.no_reload_conf else _ConfigWatcher(args.conf_file, args.name, args.reload_interval)
     while not stop.is_set():
         if args.exit_when_done and agent.done():
             break
+        if watcher is not None:
+            watcher.poll(agent)
         stop.wait(0.01)
     seconds = time.perf_counter() - t0
     drained = agent.stop(args.drain_timeout)
@@ -106,6 +109,43 @@ def cmd_agent(args) -> int:
         print("agent %s: %d events delivered in %.3f s: %.0f events/s"
               % (args.name, delivered, seconds, delivered / seconds if seconds else 0.0), flush=True)
     return 0 if drained or not args.exit_when_done else 1
+
+
+class _ConfigWatcher:
+    """Live reload, as Flume's polling configuration provider: the file is read again every
+    `interval` s; when its text changed, a valid new configuration is applied with
+    Agent.reload (only changed components restart), an invalid one is logged and ignored."""
+
+    def __init__(self, path: str, name: str, interval: float):
+        self.path, self.name, self.interval = path, name, interval
+        self.text = self._read()
+        self.next = time.monotonic() + interval
+
+    def _read(self) -> str | None:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def poll(self, agent) -> None:
+        if time.monotonic() < self.next:
+            return
+        self.next = time.monotonic() + self.interval
+        text = self._read()
+        if text is None or text == self.text:
+            return
+        self.text = text
+        from fastsync.agent import ConfigError, load_agent_config
+        try:
+            new = load_agent_config(self.path, self.name)
+        except ConfigError as exc:
+            log.error("configuration change rejected, the running configuration is kept: %s", exc)
+            return
+        try:
+            agent.reload(new)
+        except Exception as exc:      # e.g. a new source's port is taken
+            log.error("configuration change could not be applied fully: %s", exc)
 
 
 class _Progress:
@@ -440,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-c", "--conf", help="accepted for flume-ng compatibility; unused")
     a.add_argument("-D", dest="define", action="append", metavar="KEY=VALUE",
                    help="flume-ng system properties: flume.monitoring.type/port, flume.root.logger")
+    a.add_argument("--reload-interval", type=float, default=30.0,
+                   help="seconds between checks of the configuration file for changes (Flume: 30)")
+    a.add_argument("--no-reload-conf", action="store_true", help="never reload the configuration file (as flume-ng's)")
     a.add_argument("--validate", action="store_true",
                    help="check the configuration (every component's keys, types and bindings) and exit without starting")
     a.add_argument("--exit-when-done", action="store_true",

@@ -14,58 +14,134 @@ from fastsync.agent.source import ChannelProcessor
 log = logging.getLogger("fastsync.agent")
 
 
+def keys_of_group(group) -> tuple:
+    return (group.processor, tuple(sorted(vars(group.config).items(), key=lambda kv: kv[0])) if group.config else ())
+
+
 class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
         self.channels = {n: s.cls(n, s.config) for n, s in config.channels.items()}
-        self.sources = {}
-        for n, s in config.sources.items():
-            src = s.cls(n, s.config)
-            chain = InterceptorChain([i.cls(i.name, i.config) for i in s.interceptors]) if s.interceptors else None
-            src.processor = ChannelProcessor([self.channels[c] for c in s.channels],
-                                             [self.channels[c] for c in s.optional], chain, s.multiplexing)
-            self.sources[n] = src
-        self.sinks = {}
-        for n, s in config.sinks.items():
-            sink = s.cls(n, s.config)
-            sink.channel = self.channels[s.channel]
-            self.sinks[n] = sink
-        self._source_runners: list[Runner] = []
-        self._sink_runners: list[Runner] = []
+        self.sources = {n: self._build_source(s) for n, s in config.sources.items()}
+        self.sinks = {n: self._build_sink(s) for n, s in config.sinks.items()}
+        self._runners: dict[tuple[str, str], Runner] = {}   # ("source"|"sink"|"group", name)
         self.started_at = 0.0
+
+    def _build_source(self, s):
+        src = s.cls(s.name, s.config)
+        chain = InterceptorChain([i.cls(i.name, i.config) for i in s.interceptors]) if s.interceptors else None
+        src.processor = ChannelProcessor([self.channels[c] for c in s.channels],
+                                         [self.channels[c] for c in s.optional], chain, s.multiplexing)
+        return src
+
+    def _build_sink(self, s):
+        sink = s.cls(s.name, s.config)
+        sink.channel = self.channels[s.channel]
+        return sink
+
+    @property
+    def _source_runners(self) -> list[Runner]:
+        return [r for (kind, _), r in self._runners.items() if kind == "source"]
+
+    @property
+    def _sink_runners(self) -> list[Runner]:
+        return [r for (kind, _), r in self._runners.items() if kind != "source"]
+
+    def _grouped(self) -> dict[str, str]:
+        """sink name -> its group, for groups with a processor of their own."""
+        return {s: g.name for g in self.config.sinkgroups.values() if g.processor is not None for s in g.sinks}
+
+    def _start_sinks(self, names) -> None:
+        grouped = self._grouped()
+        for group in self.config.sinkgroups.values():
+            if group.processor is None or not set(group.sinks) & set(names):
+                continue
+            members = [self.sinks[s] for s in group.sinks]
+            for sink in members:
+                sink.start()
+            processor = group.processor(group.name, members, group.config)
+            self._run(("group", group.name), Runner("SinkRunner-%s" % group.name, processor.process, waits_itself=True))
+        for name in names:
+            if name not in grouped:
+                self.sinks[name].start()
+                self._run(("sink", name), Runner("SinkRunner-%s" % name, self.sinks[name].process, waits_itself=True))
+
+    def _start_sources(self, names) -> None:
+        for name in names:
+            src = self.sources[name]
+            src.start()
+            if src.pollable:
+                self._run(("source", name), Runner("PollableSourceRunner-%s" % name, src.process,
+                                                   waits_itself=src.waits_itself, done=lambda s=src: s.finished))
+
+    def _run(self, key, runner: Runner) -> None:
+        self._runners[key] = runner
+        runner.start()
 
     def start(self) -> None:
         self.started_at = time.monotonic()
         for ch in self.channels.values():
             ch.start()
-        grouped = set()
-        for group in self.config.sinkgroups.values():
-            if group.processor is None:
-                continue
-            members = [self.sinks[s] for s in group.sinks]
-            for sink in members:
-                sink.start()
-            grouped.update(group.sinks)
-            processor = group.processor(group.name, members, group.config)
-            r = Runner("SinkRunner-%s" % group.name, processor.process, waits_itself=True)
-            self._sink_runners.append(r)
-            r.start()
-        for name, sink in self.sinks.items():
-            if name in grouped:
-                continue
-            sink.start()
-            r = Runner("SinkRunner-%s" % name, sink.process, waits_itself=True)
-            self._sink_runners.append(r)
-            r.start()
-        for name, src in self.sources.items():
-            src.start()
-            if src.pollable:
-                r = Runner("PollableSourceRunner-%s" % name, src.process, waits_itself=src.waits_itself,
-                           done=lambda s=src: s.finished)
-                self._source_runners.append(r)
-                r.start()
+        self._start_sinks(list(self.sinks))
+        self._start_sources(list(self.sources))
         log.info("agent %s started: sources %s, channels %s, sinks %s", self.config.name,
                  " ".join(self.sources) or "-", " ".join(self.channels), " ".join(self.sinks) or "-")
+
+    def reload(self, new: AgentConfig) -> list[str]:
+        """Apply a changed configuration: only the components whose keys changed (and those
+        bound to a changed channel, or in a changed sink group) are stopped, rebuilt and
+        started; the rest keep running. Returns what was restarted, e.g. ["sink k1"]."""
+        def keys(spec):
+            return {k: p.value for k, p in spec.place.props.items()} if spec is not None else None
+
+        old = self.config
+        channels = {n for n in set(old.channels) | set(new.channels)
+                    if keys(old.channels.get(n)) != keys(new.channels.get(n))}
+        sources = {n for n in set(old.sources) | set(new.sources)
+                   if keys(old.sources.get(n)) != keys(new.sources.get(n))
+                   or set(getattr(new.sources.get(n), "channels", [])) & channels
+                   or set(getattr(new.sources.get(n), "optional", [])) & channels}
+        sinks = {n for n in set(old.sinks) | set(new.sinks)
+                 if keys(old.sinks.get(n)) != keys(new.sinks.get(n))
+                 or getattr(new.sinks.get(n), "channel", None) in channels}
+        for g in set(old.sinkgroups) | set(new.sinkgroups):
+            a, b = old.sinkgroups.get(g), new.sinkgroups.get(g)
+            if (a and a.sinks, a and keys_of_group(a)) != (b and b.sinks, b and keys_of_group(b)) or \
+                    (a and set(a.sinks) & sinks) or (b and set(b.sinks) & sinks):
+                sinks |= set(a.sinks if a else []) | set(b.sinks if b else [])
+        # down: sources, then sinks (and their groups' runners), then channels
+        for n in sources & set(self.sources):
+            self._stop_runner(("source", n))
+            self.sources.pop(n).stop()
+        groups = {g for g in old.sinkgroups if set(old.sinkgroups[g].sinks) & sinks}
+        for g in groups:
+            self._stop_runner(("group", g))
+        for n in sinks & set(self.sinks):
+            self.sinks[n].interrupt()
+            self._stop_runner(("sink", n))
+            self.sinks.pop(n).stop()
+        for n in channels & set(self.channels):
+            self.channels.pop(n).stop()
+        # up, from the new configuration
+        self.config = new
+        for n in channels & set(new.channels):
+            self.channels[n] = new.channels[n].cls(n, new.channels[n].config)
+            self.channels[n].start()
+        for n in sinks & set(new.sinks):
+            self.sinks[n] = self._build_sink(new.sinks[n])
+        self._start_sinks([n for n in new.sinks if n in sinks])
+        for n in sources & set(new.sources):
+            self.sources[n] = self._build_source(new.sources[n])
+        self._start_sources([n for n in new.sources if n in sources])
+        changed = (["channel %s" % n for n in sorted(channels)] + ["sink %s" % n for n in sorted(sinks)]
+                   + ["source %s" % n for n in sorted(sources)])
+        log.info("agent %s reloaded: %s", new.name, ", ".join(changed) or "nothing changed")
+        return changed
+
+    def _stop_runner(self, key) -> None:
+        r = self._runners.pop(key, None)
+        if r is not None:
+            r.stop()
 
     def sources_finished(self) -> bool:
         return all(s.finished for s in self.sources.values())
