@@ -73,6 +73,8 @@ def test_syslogtcp_through_an_agent_keeps_running_after_garbage(tmp_path, agent)
     p, port = syslog_agent(tmp_path, agent, "syslogtcp")
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"".join(m + b"\n" for m, _, _ in MESSAGES))
+    # (connections are served in parallel: the second is opened once the first is through)
+    poll(lambda: p.stderr.count("Event: ") >= len(MESSAGES), 15, message="the first connection's events")
     with socket.create_connection(("127.0.0.1", port)) as s:     # a second connection after the garbage
         s.sendall(MESSAGES[0][0] + b"\r\n")
     poll(lambda: p.stderr.count("Event: ") >= len(MESSAGES) + 1, 15, message="events logged")
