@@ -131,6 +131,13 @@ def test_event_without_timestamp_is_an_error(tmp_path, agent):
     assert not out.exists() or not files(out), "nothing may be written without a timestamp"
 
 
+def test_relative_path_and_fsync(tmp_path, run_agent):
+    cfg = agent_config("hdfs", dict(NO_ROLL, path="rel/%{kind}/", fsync="true", inUseSuffix=""),
+                       exec_lines(["1 a x", "2 b y"]), EXTRACT)
+    run(run_agent, tmp_path, cfg)     # the agent runs in tmp_path
+    assert {p.parent.name: lines_of([p]) for p in files(tmp_path / "rel")} == {"a": [b"1 a x"], "b": [b"2 b y"]}
+
+
 # -- rolling -----------------------------------------------------------------------------------
 
 def test_roll_count(tmp_path, run_agent):

@@ -65,5 +65,5 @@ class HDFSEventSink(RollingSink):
         self.codec = codec[0] if codec else None
         self.DEFAULT_EXTENSION = codec[1] if codec else ""
 
-    def new_writer(self, path):
-        return StreamWriter(self.fs, path, self.name, self.codec)
+    def new_writer(self, fs, path):
+        return StreamWriter(fs, path, self.name, self.codec)

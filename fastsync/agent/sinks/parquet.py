@@ -86,5 +86,5 @@ class ParquetSink(RollingSink):
     KIND = "parquet"
     DEFAULT_EXTENSION = ".parquet"
 
-    def new_writer(self, path):
-        return ParquetFileWriter(self.fs, path, self.name, self.config)
+    def new_writer(self, fs, path):
+        return ParquetFileWriter(fs, path, self.name, self.config)

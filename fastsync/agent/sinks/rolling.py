@@ -73,8 +73,19 @@ def _validate_rolling(self, place: Place) -> None:
         raise place.error(key % "roundValue", "must be at most %d for roundUnit %s, got %d" % (limit, self.roundUnit, self.roundValue))
     try:
         self.template = PathTemplate(self.path, self.filePrefix)
-    except ValueError as exc:
-        raise place.error(key % ("path" if "path" in str(exc) else "filePrefix"), str(exc)) from None
+    except TemplateError as exc:
+        raise place.error(key % exc.key, str(exc)) from None
+
+
+class TemplateError(ValueError):
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+# pyarrow's filesystem URL schemes; a remote one is connected to on the first write, so an
+# unreachable store is retried like any failed delivery instead of failing the start
+REMOTE_SCHEMES = ("hdfs", "viewfs", "s3", "gs", "gcs", "abfs", "abfss", "mock")
 
 
 class PathTemplate:
@@ -83,19 +94,42 @@ class PathTemplate:
 
     def __init__(self, path: str, file_prefix: str):
         cut = path.find("%")
-        static = path if cut < 0 else path[:cut]
-        try:
-            self.fs, head = pafs.FileSystem.from_uri(static) if "://" in static else (pafs.LocalFileSystem(), static)
-        except (pa.ArrowInvalid, ValueError, OSError) as exc:
-            raise ValueError("path: cannot open filesystem %r: %s" % (static, str(exc).splitlines()[0])) from None
-        if static.endswith("/") and not head.endswith("/"):
-            head += "/"
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        self.dir_parts = _parse(head + ("" if cut < 0 else path[cut:]), "path")
+        self.static = path if cut < 0 else path[:cut]
+        rest = _parse("" if cut < 0 else path[cut:], "path")
         self.name_parts = _parse(file_prefix, "filePrefix")
-        parts = self.dir_parts + self.name_parts
+        scheme = self.static.split("://", 1)[0].lower() if "://" in self.static else ""
+        self._fs = None
+        if scheme in ("", "file", "local"):
+            self._connect()
+        elif scheme not in REMOTE_SCHEMES:
+            raise TemplateError("path", "unsupported filesystem %r in %r (supported: local paths, file://, %s)"
+                                % (scheme, path, ", ".join(s + "://" for s in REMOTE_SCHEMES)))
+        self.rest = rest
+        parts = rest + self.name_parts
         self.uses_time = any(kind == "time" for kind, _ in parts)
         self.headers = list(dict.fromkeys(v for kind, v in parts if kind == "header"))
+
+    def _connect(self) -> None:
+        try:
+            if "://" in self.static:
+                fs, head = pafs.FileSystem.from_uri(self.static)
+            else:
+                fs, head = pafs.LocalFileSystem(), os.path.abspath(self.static) + ("/" if self.static.endswith("/") else "")
+        except (pa.ArrowInvalid, ValueError, OSError) as exc:
+            raise TemplateError("path", "cannot open filesystem %r: %s" % (self.static, str(exc).splitlines()[0])) from None
+        if self.static.endswith("/") and not head.endswith("/"):
+            head += "/"
+        self._fs, self.head = fs, head
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            self._connect()
+        return self._fs
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
 
     def render(self, secs: int | None, values: dict) -> tuple[str, str]:
         """(directory, file name prefix) for one bucket."""
@@ -111,7 +145,8 @@ class PathTemplate:
                 else:
                     out.append(str(secs) if v == "s" else time.strftime("%" + v, t))
             return "".join(out)
-        return one(self.dir_parts).rstrip("/") or "/", one(self.name_parts)
+        self.fs   # noqa: B018  (connects, setting self.head)
+        return (self.head + one(self.rest)).rstrip("/") or "/", one(self.name_parts)
 
 
 def _parse(text: str, key: str):
@@ -122,13 +157,13 @@ def _parse(text: str, key: str):
         esc = m.group(1)
         if esc.startswith("{"):
             if len(esc) < 3:
-                raise ValueError("%s: empty header escape %%{}" % key)
+                raise TemplateError(key, "empty header escape %{}")
             parts.append(("header", esc[1:-1]))
         elif esc and esc in TIME_ESCAPES:
             parts.append(("time", esc))
         else:
-            raise ValueError("%s: unsupported escape %%%s in %r (supported: %s, %%{header})"
-                             % (key, esc, text, " ".join("%" + c for c in TIME_ESCAPES)))
+            raise TemplateError(key, "unsupported escape %%%s in %r (supported: %s, %%{header})"
+                                % (esc, text, " ".join("%" + c for c in TIME_ESCAPES)))
         pos = m.end()
     if pos < len(text):
         parts.append(("lit", text[pos:]))
@@ -247,11 +282,10 @@ class RollingSink(Sink):
     def __init__(self, name, config):
         super().__init__(name, config)
         self.template: PathTemplate = config.template
-        self.fs = self.template.fs
         self.buckets: dict[tuple[str, str], Bucket] = {}
         self.next_counter = 0
 
-    def new_writer(self, path: str) -> FileWriter:
+    def new_writer(self, fs, path: str) -> FileWriter:
         raise NotImplementedError
 
     # -- files --
@@ -263,8 +297,8 @@ class RollingSink(Sink):
         b.final = "%s/%s" % (b.directory.rstrip("/"), stem)
         b.tmp = "%s/%s%s%s" % (b.directory.rstrip("/"), c.inUsePrefix, stem, c.inUseSuffix)
         try:
-            self.fs.create_dir(b.directory, recursive=True)
-            b.writer = self.new_writer(b.tmp)
+            self.template.fs.create_dir(b.directory, recursive=True)
+            b.writer = self.new_writer(self.template.fs, b.tmp)
         except OSError:
             self.counters.add(ConnectionFailedCount=1)
             raise
@@ -279,9 +313,15 @@ class RollingSink(Sink):
             return
         w.close()
         if b.tmp != b.final:
-            self.fs.move(b.tmp, b.final)
+            self.template.fs.move(b.tmp, b.final)
         self.counters.add(ConnectionClosedCount=1)
         log.info("%s sink %s: closed %s (%s, %d events)", self.KIND, self.name, b.final, why, w.count)
+
+    def _abandon(self, b: Bucket) -> None:
+        try:
+            self._close(b, "write failed")
+        except Exception as exc:
+            log.warning("%s sink %s: cannot close %s after a failed write: %s", self.KIND, self.name, b.tmp, exc)
 
     def _full(self, w: FileWriter) -> bool:
         c = self.config
@@ -295,7 +335,11 @@ class RollingSink(Sink):
             b = self.buckets.get(key)
             if b is None:
                 b = self.buckets[key] = Bucket(*key, self.next_counter)
-            self._write(b, events)
+            try:
+                self._write(b, events)
+            except Exception:
+                self._abandon(b)    # the take is rolled back: its retry opens a new file
+                raise
             touched.append(b)
         for b in touched:
             if b.writer is not None:
