@@ -263,6 +263,23 @@ def test_parquet_new_header_rolls_file(tmp_path, run_agent):
     assert tables[0].schema.field("body").type in (pa.binary(), pa.large_binary())
 
 
+def test_parquet_readable_only_after_close(tmp_path, agent):
+    out = tmp_path / "out"
+    src = exec_lines(["p1", "p2", "p3"], then="; sleep 30")
+    sink = dict(NO_ROLL, path="file://%s" % out, compression="zstd", bodyType="utf8")
+    p = agent("a1", write_config(tmp_path, agent_config("parquet", sink, src)), env=UTC)
+    tmp = poll(lambda: files(out, "*.parquet.tmp"), 15, message="in-use parquet file")
+    time.sleep(0.5)
+    assert not files(out, "*.parquet")
+    with pytest.raises(pa.ArrowInvalid):
+        pq.read_table(tmp[0])             # no footer yet
+    assert p.stop(timeout=60) == 0
+    final = files(out)
+    assert [f.name for f in final] == [tmp[0].name[:-len(".tmp")]]
+    assert pq.read_table(final[0]).to_pylist() == [{"body": "p1"}, {"body": "p2"}, {"body": "p3"}]
+    assert pq.ParquetFile(final[0]).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
 # -- configuration errors ----------------------------------------------------------------------
 
 BAD = [
