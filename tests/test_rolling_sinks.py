@@ -109,6 +109,15 @@ def test_round_down_to_ten_minutes(tmp_path, run_agent):
                    hh + "50": [b"%d x m59" % (base + 59 * minute)]}
 
 
+def test_time_zone(tmp_path, run_agent):
+    out = tmp_path / "out"
+    ts = 1700000000000      # 2023-11-14 22:13:20 UTC = 2023-11-15 07:13:20 in Tokyo
+    sink = dict(NO_ROLL, path="%s/%%Y%%m%%d-%%H" % out, timeZone="Asia/Tokyo", round="true", roundUnit="hour",
+                roundValue=12)
+    run(run_agent, tmp_path, agent_config("hdfs", sink, exec_lines(["%d a x" % ts]), EXTRACT))
+    assert [p.parent.name for p in files(out)] == ["20231115-00"]
+
+
 def test_timestamp_interceptor_and_local_time(tmp_path, run_agent):
     for name, extra, interceptors in (("ts", {}, {"i1.type": "timestamp"}),
                                       ("local", {"useLocalTimeStamp": "true"}, None)):
@@ -293,6 +302,7 @@ BAD = [
      "a1.sinks.k1.hdfs.codeC", "lzo"),
     ("round-value", "hdfs", {"hdfs.path": "/x", "hdfs.round": "true", "hdfs.roundValue": 99},
      "a1.sinks.k1.hdfs.roundValue", "99"),
+    ("time-zone", "hdfs", {"hdfs.path": "/x", "hdfs.timeZone": "Mars/Olympus"}, "a1.sinks.k1.hdfs.timeZone", "Mars"),
     ("round-unit", "hdfs", {"hdfs.path": "/x", "hdfs.roundUnit": "week"}, "a1.sinks.k1.hdfs.roundUnit", "week"),
     ("bad-url", "hdfs", {"hdfs.path": "nosuchfs://host/x/%Y"}, "a1.sinks.k1.hdfs.path", "nosuchfs"),
     ("negative-roll", "parquet", {"parquet.path": "/x", "parquet.rollSize": -1}, "a1.sinks.k1.parquet.rollSize", "-1"),

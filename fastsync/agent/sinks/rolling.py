@@ -1,7 +1,7 @@
 """What the `hdfs` and `parquet` sinks share: Flume's bucket paths and file rolling.
 
 A path template (`<prefix>.path` + `/` + `<prefix>.filePrefix`) holds Flume's escapes:
-`%Y %m %d %H %M %S %y %j` (local time), `%s` (epoch seconds) from the event's `timestamp`
+`%Y %m %d %H %M %S %y %j` (local time, or `timeZone`), `%s` (epoch seconds) from the event's `timestamp`
 header (ms) or the local clock, rounded down with `round`/`roundValue`/`roundUnit`, and
 `%{header}`. A batch is routed without a Python step per event: the distinct timestamps and
 header values are found with numpy/Arrow, a path is rendered once per distinct combination,
@@ -20,6 +20,8 @@ import os
 import re
 import time
 from dataclasses import make_dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +54,7 @@ def rolling_config(prefix: str, name: str, file_prefix: str = "FlumeData", file_
         ("rollCount", int, s("rollCount", 10, "events before a file is rolled; 0: never", min=0)),
         ("idleTimeout", int, s("idleTimeout", 0, "seconds without writes before a file is closed; 0: never", min=0)),
         ("batchSize", int, s("batchSize", 100, "events per take transaction", min=1)),
+        ("timeZone", str, s("timeZone", "", "time zone of the escapes, e.g. UTC (default: the local one)")),
         ("useLocalTimeStamp", bool, s("useLocalTimeStamp", False, "escape times from the local clock")),
         ("round", bool, s("round", False, "round the timestamp down")),
         ("roundValue", int, s("roundValue", 1, "round down to this many roundUnits", min=1)),
@@ -72,7 +75,7 @@ def _validate_rolling(self, place: Place) -> None:
     if self.round and self.roundValue > limit:
         raise place.error(key % "roundValue", "must be at most %d for roundUnit %s, got %d" % (limit, self.roundUnit, self.roundValue))
     try:
-        self.template = PathTemplate(self.path, self.filePrefix)
+        self.template = PathTemplate(self.path, self.filePrefix, self.timeZone)
     except TemplateError as exc:
         raise place.error(key % exc.key, str(exc)) from None
 
@@ -92,7 +95,11 @@ class PathTemplate:
     """`path/filePrefix` parsed into literals, time escapes and header escapes; the
     filesystem is taken from the part before the first escape."""
 
-    def __init__(self, path: str, file_prefix: str):
+    def __init__(self, path: str, file_prefix: str, zone: str = ""):
+        try:
+            self.zone = ZoneInfo(zone) if zone else None
+        except (ZoneInfoNotFoundError, ValueError):
+            raise TemplateError("timeZone", "unknown time zone %r" % zone) from None
         cut = path.find("%")
         self.static = path if cut < 0 else path[:cut]
         rest = _parse("" if cut < 0 else path[cut:], "path")
@@ -131,9 +138,17 @@ class PathTemplate:
     def local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
+    def when(self, secs: int):
+        """(struct_time, UTC offset in s) of an instant in the template's time zone."""
+        if self.zone is None:
+            t = time.localtime(secs)
+            return t, t.tm_gmtoff
+        d = datetime.fromtimestamp(secs, self.zone)
+        return d.timetuple(), int(d.utcoffset().total_seconds())
+
     def render(self, secs: int | None, values: dict) -> tuple[str, str]:
         """(directory, file name prefix) for one bucket."""
-        t = time.localtime(secs) if secs is not None else None
+        t = self.when(secs)[0] if secs is not None else None
 
         def one(parts):
             out = []
@@ -209,7 +224,7 @@ def route(batch: EventBatch, template: PathTemplate, config) -> list[tuple[tuple
     def render(combo):
         secs = combo.pop(0) if template.uses_time else None
         if secs is not None and step > 1:
-            off = time.localtime(secs).tm_gmtoff
+            off = template.when(secs)[1]
             secs = (secs + off) // step * step - off
         return template.render(secs, dict(zip(template.headers, combo)))
 
