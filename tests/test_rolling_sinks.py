@@ -196,6 +196,26 @@ def test_roll_interval_and_in_use_names(tmp_path, agent):
     assert lines_of(fs) == [b"a", b"b", b"c"] and len(fs) == 2
 
 
+def test_max_open_files_closes_least_recent(tmp_path, run_agent):
+    out = tmp_path / "out"
+    lines = ["1 a x", "2 b y", "3 a z", "4 c w"]
+    sink = dict(NO_ROLL, path="%s/%%{kind}" % out, maxOpenFiles=2)
+    p = run(run_agent, tmp_path, agent_config("hdfs", sink, exec_lines(lines, batch=1), EXTRACT, sink_batch=1))
+    # a, b open; a written again; c closes b (least recent); stop closes a and c
+    assert re.findall(r"closed \S+/(\w)/FlumeData\.\d+ \(maxOpenFiles", p.stderr) == ["b"], p.stderr
+    got = sorted((p.parent.name, lines_of([p])) for p in files(out))
+    assert got == [("a", [b"1 a x", b"3 a z"]), ("b", [b"2 b y"]), ("c", [b"4 c w"])]
+
+
+def test_parquet_roll_size_counts_written_row_groups(tmp_path, run_agent):
+    out = tmp_path / "out"
+    sink = {"path": out, "rollSize": 1, "rollCount": 0, "rollInterval": 0, "rowGroupSize": 10}
+    run(run_agent, tmp_path, agent_config("parquet", sink, seq(35, batch=5), sink_batch=5))
+    tables = [pq.read_table(p) for p in files(out)]
+    assert [t.num_rows for t in tables] == [10, 10, 10, 5]
+    assert pa.concat_tables(tables).column("body").to_pylist() == [b"%d" % i for i in range(35)]
+
+
 def test_idle_timeout_closes_file(tmp_path, agent):
     out = tmp_path / "out"
     src = exec_lines(["1", "2", "3"], then="; sleep 30")

@@ -53,6 +53,7 @@ def rolling_config(prefix: str, name: str, file_prefix: str = "FlumeData", file_
         ("rollSize", int, s("rollSize", 1024, "bytes before a file is rolled; 0: never", min=0)),
         ("rollCount", int, s("rollCount", 10, "events before a file is rolled; 0: never", min=0)),
         ("idleTimeout", int, s("idleTimeout", 0, "seconds without writes before a file is closed; 0: never", min=0)),
+        ("maxOpenFiles", int, s("maxOpenFiles", 5000, "open files at most; the least recently written is closed", min=1)),
         ("batchSize", int, s("batchSize", 100, "events per take transaction", min=1)),
         ("timeZone", str, s("timeZone", "", "time zone of the escapes, e.g. UTC (default: the local one)")),
         ("useLocalTimeStamp", bool, s("useLocalTimeStamp", False, "escape times from the local clock")),
@@ -327,6 +328,8 @@ class RollingSink(Sink):
         if w is None:
             return
         w.close()
+        if self.config.fsync and self.template.local:
+            _fsync(b.tmp)
         if b.tmp != b.final:
             self.template.fs.move(b.tmp, b.final)
         self.counters.add(ConnectionClosedCount=1)
@@ -347,9 +350,12 @@ class RollingSink(Sink):
         self._roll_on_time()
         touched = []
         for key, events in route(batch, self.template, self.config):
-            b = self.buckets.get(key)
+            b = self.buckets.pop(key, None)     # re-inserted last: the dict is in LRU order
             if b is None:
-                b = self.buckets[key] = Bucket(*key, self.next_counter)
+                while len(self.buckets) >= self.config.maxOpenFiles:
+                    self._close(self.buckets.pop(next(iter(self.buckets))), "maxOpenFiles")
+                b = Bucket(*key, self.next_counter)
+            self.buckets[key] = b
             try:
                 self._write(b, events)
             except Exception:
