@@ -34,8 +34,8 @@ class HDFSSinkConfig(_HdfsBase):
 
 
 class StreamWriter(FileWriter):
-    def __init__(self, fs, path, sink_name, codec: str | None):
-        super().__init__(fs, path, sink_name)
+    def __init__(self, fs, path, codec: str | None):
+        super().__init__(fs, path)
         self.out = pa.CompressedOutputStream(self.raw, codec) if codec else self.raw
 
     def sizes(self, events):
@@ -66,4 +66,4 @@ class HDFSEventSink(RollingSink):
         self.DEFAULT_EXTENSION = codec[1] if codec else ""
 
     def new_writer(self, fs, path):
-        return StreamWriter(fs, path, self.name, self.codec)
+        return StreamWriter(fs, path, self.codec)

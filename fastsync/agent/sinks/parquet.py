@@ -29,8 +29,8 @@ class ParquetSinkConfig(_ParquetBase):
 
 
 class ParquetFileWriter(FileWriter):
-    def __init__(self, fs, path, sink_name, config):
-        super().__init__(fs, path, sink_name)
+    def __init__(self, fs, path, config):
+        super().__init__(fs, path)
         self.config = config
         self.writer = None
         self.schema = None
@@ -87,4 +87,4 @@ class ParquetSink(RollingSink):
     DEFAULT_EXTENSION = ".parquet"
 
     def new_writer(self, fs, path):
-        return ParquetFileWriter(fs, path, self.name, self.config)
+        return ParquetFileWriter(fs, path, self.config)

@@ -252,8 +252,8 @@ def route(batch: EventBatch, template: PathTemplate, config) -> list[tuple[tuple
 class FileWriter:
     """One open file of a bucket. Subclasses write events in their format."""
 
-    def __init__(self, fs, path: str, sink_name: str):
-        self.fs, self.path = fs, path
+    def __init__(self, fs, path: str):
+        self.path = path
         self.raw = fs.open_output_stream(path)
         self.count = 0          # events written
         self.bytes = 0          # bytes counted for rollSize
