@@ -278,6 +278,14 @@ def test_parquet_read_back_with_pyarrow_and_duckdb(tmp_path, run_agent):
     assert rows == [(str(i), "h1") for i in range(n)]
 
 
+def test_parquet_utf8_replaces_invalid_bytes(tmp_path, run_agent):
+    out = tmp_path / "out"
+    # backslashes doubled for the properties file: printf gets an octal 377 byte (not UTF-8)
+    src = {"type": "exec", "command": "printf 'ok\\n\\\\377x\\n'", "shell": "/bin/sh -c", "batchTimeout": 100}
+    run(run_agent, tmp_path, agent_config("parquet", dict(NO_ROLL, path=out, bodyType="utf8"), src))
+    assert pq.read_table(files(out)[0]).column("body").to_pylist() == ["ok", "\ufffdx"]
+
+
 def test_parquet_new_header_rolls_file(tmp_path, run_agent):
     out = tmp_path / "out"
     src = exec_lines(["a1", "a2", "xb", "a3"], batch=2)

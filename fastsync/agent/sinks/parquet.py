@@ -42,7 +42,8 @@ class ParquetFileWriter(FileWriter):
 
     def _table(self, events) -> pa.RecordBatch:
         body = events.bodies()
-        body = body.cast(pa.large_string()) if self.config.bodyType == "utf8" else body
+        if self.config.bodyType == "utf8":
+            body = _utf8(body)
         cols, names = [body], ["body"]
         for name in (self.schema.names[1:] if self.schema is not None else _present(events)):
             cols.append(events.header_array(name).cast(pa.string()))
@@ -73,6 +74,15 @@ class ParquetFileWriter(FileWriter):
             self.writer.close()
         if not self.raw.closed:
             self.raw.close()
+
+
+def _utf8(bodies: pa.Array) -> pa.Array:
+    """Bodies as a utf8 column; bytes that are not UTF-8 are replaced (U+FFFD) rather than
+    failing the batch over and over."""
+    try:
+        return bodies.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return pa.array([b.decode("utf-8", "replace") for b in bodies.to_pylist()], pa.large_string())
 
 
 def _present(events) -> list[str]:
