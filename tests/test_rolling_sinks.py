@@ -18,7 +18,7 @@ UTC = {"TZ": "UTC"}     # the agent renders path times in its local time zone
 
 def agent_config(sink_type: str, sink: dict, source: dict, interceptors: dict | None = None,
                  sink_batch: int = 100) -> dict:
-    prefix = "hdfs" if sink_type == "hdfs" else "parquet"
+    prefix = "parquet" if sink_type == "parquet" else "hdfs"
     cfg = {
         "a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
         "a1.sources.r1.channels": "c1",
@@ -151,8 +151,9 @@ def test_relative_path_and_fsync(tmp_path, run_agent):
 
 def test_roll_count(tmp_path, run_agent):
     out = tmp_path / "out"
-    run(run_agent, tmp_path, agent_config("hdfs", {"path": out, "rollCount": 10, "rollSize": 0,
-                                                   "rollInterval": 0}, seq(95, batch=7), sink_batch=13))
+    cfg = agent_config("org.apache.flume.sink.hdfs.HDFSEventSink", {"path": out, "rollCount": 10, "rollSize": 0,
+                                                                     "rollInterval": 0}, seq(95, batch=7), sink_batch=13)
+    run(run_agent, tmp_path, cfg)     # Flume's class name
     fs = files(out)
     assert [len(lines_of([p])) for p in fs] == [10] * 9 + [5]
     assert lines_of(fs) == [b"%d" % i for i in range(95)]
