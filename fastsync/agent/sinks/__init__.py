@@ -1,2 +1,2 @@
 """Sinks; importing this package registers them."""
-from fastsync.agent.sinks import file_roll, jdbc, kafka, logger, null  # noqa: F401
+from fastsync.agent.sinks import file_roll, hdfs, jdbc, kafka, logger, null, parquet  # noqa: F401
