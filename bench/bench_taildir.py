@@ -81,13 +81,15 @@ def config(work: str, logdir: str, sink: str) -> str:
     return path
 
 
-def run_agent(logdir: str, n: int, sink: str) -> float:
-    """Seconds from the agent's start until its sink drained n events."""
+def run_agent(logdir: str, n: int, sink: str) -> tuple[float, float]:
+    """Seconds from the agent's start until its sink drained n events, and the steady
+    rate: lines/s between 10 % and 90 % drained (start-up excluded)."""
     work = tempfile.mkdtemp(prefix="taildir-bench-")
     port = free_port()
     conf = config(work, logdir, sink)
     t0 = time.perf_counter()
     proc = subprocess.Popen(AGENT + ["-f", conf, "--metrics-port", str(port)], stderr=subprocess.PIPE, text=True)
+    marks = {}
     try:
         drained = 0
         while drained < n:
@@ -98,13 +100,17 @@ def run_agent(logdir: str, n: int, sink: str) -> float:
                     drained = int(json.load(r)["SINK.k1"]["EventDrainSuccessCount"])
             except (OSError, KeyError, ValueError):
                 pass
+            for frac in (0.1, 0.9):
+                if drained >= frac * n and frac not in marks:
+                    marks[frac] = (time.perf_counter(), drained)
             if time.perf_counter() - t0 > 600:
                 raise SystemExit("bench: %d of %d lines after 600 s" % (drained, n))
             time.sleep(0.02)
         seconds = time.perf_counter() - t0
         if drained != n:
             raise SystemExit("bench: the sink drained %d events for %d lines" % (drained, n))
-        return seconds
+        (t1, d1), (t2, d2) = marks[0.1], marks[0.9]
+        return seconds, (d2 - d1) / (t2 - t1) if t2 > t1 else float("nan")
     finally:
         proc.terminate()
         proc.wait(60)
@@ -123,11 +129,11 @@ def measure(n: int, rounds: int) -> list[dict]:
         out = []
         for r in range(rounds):
             cat = cat_seconds(os.path.join(logdir, "access.log"))
-            mem = run_agent(logdir, n, "file_roll")
-            pq = run_agent(logdir, n, "parquet")
+            mem, mem_steady = run_agent(logdir, n, "file_roll")
+            pq, pq_steady = run_agent(logdir, n, "parquet")
             out.append(dict(round=r + 1, lines=n, bytes=size, cat_lines_per_s=n / cat,
-                            memory_file_roll_lines_per_s=n / mem, ratio_to_cat=cat / mem,
-                            file_parquet_lines_per_s=n / pq))
+                            memory_file_roll_lines_per_s=n / mem, memory_file_roll_steady=mem_steady,
+                            ratio_to_cat=cat / mem, file_parquet_lines_per_s=n / pq, file_parquet_steady=pq_steady))
         return out
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
@@ -149,13 +155,15 @@ def main(argv=None) -> int:
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
-    print("| round | lines | MB | cat lines/s | TAILDIR -> memory -> file_roll lines/s | ratio to cat | TAILDIR -> file -> parquet lines/s |")
+    print("| round | lines | MB | cat lines/s | TAILDIR -> memory -> file_roll lines/s (steady) | ratio to cat | "
+          "TAILDIR -> file -> parquet lines/s (steady) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in measure(args.lines, args.rounds):
-        print("| %d | %d | %.0f | %s | %s | %.2f | %s |" % (
+        print("| %d | %d | %.0f | %s | %s (%s) | %.3f | %s (%s) |" % (
             r["round"], r["lines"], r["bytes"] / 1e6, format(round(r["cat_lines_per_s"]), ","),
-            format(round(r["memory_file_roll_lines_per_s"]), ","), r["ratio_to_cat"],
-            format(round(r["file_parquet_lines_per_s"]), ",")))
+            format(round(r["memory_file_roll_lines_per_s"]), ","), format(round(r["memory_file_roll_steady"]), ","),
+            r["ratio_to_cat"], format(round(r["file_parquet_lines_per_s"]), ","),
+            format(round(r["file_parquet_steady"]), ",")))
         sys.stdout.flush()
     return 0
 
