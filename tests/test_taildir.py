@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import line_of, multiset_problems, poll, read_dir_lines, sequence_problems, write_config
+from e2e_support import free_port, get_json, line_of, multiset_problems, poll, read_dir_lines, sequence_problems, write_config
 
 BATCH = 50           # source batchSize
 SINK_BATCH = 100
@@ -153,6 +153,21 @@ def test_new_matching_file_is_picked_up(tmp_path, agent):
     assert p.stop(timeout=20) == 0, p.stderr
 
 
+def test_batches_the_channel_refused_are_sent_again(tmp_path, agent):
+    # a small channel that refuses at once when full, and a sink taking one event at a time
+    cfg = taildir_config(tmp_path, r"app\.log", channel={"capacity": 100, "transactionCapacity": 100, "keep-alive": 0},
+                         sink={"type": "file_roll", "sink.directory": tmp_path / "out", "sink.rollInterval": 0,
+                               "sink.batchSize": 1})
+    append(tmp_path / "logs" / "app.log", lines("a", 0, 3000))
+    mport = free_port()
+    p = agent("a1", write_config(tmp_path, cfg), "--metrics-port", mport)
+    got = wait_for_lines(tmp_path / "out", 3000, p, timeout=60)
+    assert not sequence_problems(got, lines("a", 0, 3000)), sequence_problems(got, lines("a", 0, 3000))
+    source = get_json("http://127.0.0.1:%d/metrics" % mport)["SOURCE.r1"]
+    assert int(source["ChannelWriteFail"]) > 0, source
+    assert p.stop(timeout=20) == 0, p.stderr
+
+
 # -- positions --------------------------------------------------------------------------------
 
 def test_position_file_is_flumes_json_and_a_flume_written_one_is_honoured(tmp_path, agent, run_agent):
@@ -202,7 +217,7 @@ def test_sigkill_and_restart_with_file_channel_each_line_once(tmp_path, agent):
             if k == total // 2:
                 os.rename(logs / "app.log", logs / "app.log.1")
             append(logs / "app.log", lines("a", k, 500))
-            time.sleep(0.02)
+            time.sleep(0.05)
         done.set()
 
     t = threading.Thread(target=writer, daemon=True)
@@ -231,6 +246,7 @@ def test_sigkill_and_restart_with_file_channel_each_line_once(tmp_path, agent):
     duplicated = sum(c - 1 for c in counts.values())
     # per kill: the source batch committed but not yet in the position file, and the sink
     # batch written but not yet taken
+    print("%d kills, %d lines, %d duplicated" % (kills, len(got), duplicated))
     assert duplicated <= kills * (BATCH + SINK_BATCH), "%d duplicates for %d kills" % (duplicated, kills)
 
 
