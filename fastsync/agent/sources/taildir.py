@@ -9,9 +9,12 @@ go in one batch (one channel transaction, `batchSize` lines), so the file header
 group's static headers are shared by the batch.
 
 Positions go to `positionFile` in Flume's JSON format (`[{"inode": N, "pos": N, "file":
-"path"}, ...]`, written atomically: temp file + rename) after every committed batch and
-only for committed lines, so a restart, even after SIGKILL, re-reads at most the batch
-whose commit was not yet recorded. A batch the channel refused is sent again.
+"path"}, ...]`, written atomically: temp file + rename), only for committed lines. When
+the source's channels are durable (file, kafka) they are written after every commit, so a
+restart, even after SIGKILL, re-reads at most the batch whose commit was not yet recorded.
+With a memory channel, which loses its events in a crash anyway, they are written every
+writePosInterval ms (as Flume does; a rename costs a good part of a millisecond on ext4),
+when the source is idle, and at stop. A batch the channel refused is sent again.
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ class TaildirSourceConfig(SourceConfig):
     fileHeaderKey: str = setting("fileHeaderKey", "file", "header carrying the path")
     byteOffsetHeader: bool = setting("byteOffsetHeader", False, "put each line's byte offset in header `byteoffset`")
     idleTimeout: int = setting("idleTimeout", 120000, "ms without new data before a file is closed", min=0)
-    writePosInterval: int = setting("writePosInterval", 3000, "accepted; positions are written after every commit", min=0)
+    writePosInterval: int = setting("writePosInterval", 3000, "ms between position file writes with non-durable channels (durable ones: every commit)", min=0)
     backoffSleepIncrement: int = setting("backoffSleepIncrement", 1000, "ms added to the wait after each empty poll", min=1)
     maxBackOffSleep: int = setting("maxBackOffSleep", 5000, "longest wait between polls, ms", min=1)
     cachePatternMatching: bool = setting("cachePatternMatching", True, "accepted for compatibility")
@@ -171,9 +174,13 @@ class TaildirSource(PollableSource):
         self._backoffs = 0
         self._last_scan = 0.0
         self._saved = None
+        self._saved_at = 0.0
+        self._every_commit = False   # set at start from the channels' durability
 
     # -- life cycle --
     def start(self) -> None:
+        self._every_commit = (self.config.writePosInterval == 0
+                              or any(ch.durable for ch in self.processor.required))
         saved = self._load_positions()
         self._scan(saved, start=True)
         self._save_positions()
@@ -201,7 +208,11 @@ class TaildirSource(PollableSource):
                       self.name, self.position_file, exc)
             return {}
 
+    def _save_due(self) -> bool:
+        return self._every_commit or time.monotonic() - self._saved_at >= self.config.writePosInterval / 1000.0
+
     def _save_positions(self) -> None:
+        self._saved_at = time.monotonic()
         records = [tf.record() for tf in sorted(self.files.values(), key=lambda t: t.path)]
         if records == self._saved:
             return
@@ -269,7 +280,8 @@ class TaildirSource(PollableSource):
                 if refused or self._stop.is_set():
                     break
             self._retire()
-            self._save_positions()
+            if not progressed or self._save_due():
+                self._save_positions()
         if progressed and not refused:
             self._backoffs = 0
             return Status.READY
@@ -307,7 +319,8 @@ class TaildirSource(PollableSource):
                             self.name, k, tf.path, exc)
                 return got, True
             tf.committed(k)
-            self._save_positions()
+            if self._save_due():
+                self._save_positions()
             got = True
             if self._stop.is_set():
                 break
