@@ -147,7 +147,8 @@ def test_new_matching_file_is_picked_up(tmp_path, agent):
     append(logs / "two.log", lines("b", 0, 300))
     append(logs / "two.txt", lines("x", 0, 10))            # does not match: not read
     (logs / "sub.log").mkdir()                             # a directory: not read
-    expected = lines("a", 0, 100) + lines("b", 0, 300)
+    append(logs / "three.log", [b"L" * 3_000_000, b"short"])   # a line longer than a read block
+    expected = lines("a", 0, 100) + lines("b", 0, 300) + [b"L" * 3_000_000, b"short"]
     got = wait_for_lines(out, len(expected), p)
     assert not multiset_problems(got, expected), multiset_problems(got, expected)
     assert p.stop(timeout=20) == 0, p.stderr
@@ -168,11 +169,22 @@ def test_batches_the_channel_refused_are_sent_again(tmp_path, agent):
     assert p.stop(timeout=20) == 0, p.stderr
 
 
+def test_skip_to_end_starts_new_files_at_their_end(tmp_path, agent):
+    log = tmp_path / "logs" / "app.log"
+    cfg = taildir_config(tmp_path, r"app\.log", skipToEnd="true")
+    append(log, lines("a", 0, 100))
+    p = agent("a1", write_config(tmp_path, cfg))
+    p.wait_for_stderr(r"following .*app\.log", timeout=20)
+    append(log, lines("a", 100, 5))
+    assert wait_for_lines(tmp_path / "out", 5, p) == lines("a", 100, 5)
+    assert p.stop(timeout=20) == 0, p.stderr
+
+
 # -- positions --------------------------------------------------------------------------------
 
-def test_position_file_is_flumes_json_and_a_flume_written_one_is_honoured(tmp_path, agent, run_agent):
+def test_position_file_is_flumes_json_and_a_flume_written_one_is_honoured(tmp_path, agent):
     logs = tmp_path / "logs"
-    cfg = taildir_config(tmp_path, r".*\.log")
+    cfg = taildir_config(tmp_path, r".*\.log", writePosInterval=200)
     a, b = logs / "a.log", logs / "b.log"
     append(a, lines("a", 0, 100))
     append(b, lines("b", 0, 100))
@@ -188,12 +200,15 @@ def test_position_file_is_flumes_json_and_a_flume_written_one_is_honoured(tmp_pa
     append(b, lines("b", 100, 5))
     got = wait_for_lines(out, 65, p)
     assert got == lines("a", 40, 60) + lines("b", 100, 5)
-    assert p.stop(timeout=20) == 0, p.stderr
-    records = json.loads(pos_file.read_text())
-    assert sorted(records, key=lambda r: r["file"]) == [
+    final = [
         {"inode": a.stat().st_ino, "pos": 100 * 101, "file": str(a)},
         {"inode": b.stat().st_ino, "pos": 105 * 101, "file": str(b)},
     ]
+    # written while running (memory channel: every writePosInterval), and at stop
+    poll(lambda: sorted(json.loads(pos_file.read_text()), key=lambda r: r["file"]) == final, 10,
+         message="positions of everything delivered in %s" % pos_file)
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert sorted(json.loads(pos_file.read_text()), key=lambda r: r["file"]) == final
     # a restart reads nothing again, only what is new
     append(a, lines("a", 100, 7))
     p2 = agent("a1", write_config(tmp_path, cfg))

@@ -125,14 +125,14 @@ class TailFile:
             log.info("%s shrank to %d bytes below position %d (truncated): reading it from the start",
                      self.path, size, self.read_pos)
             self.pos = self.read_pos = 0
-        chunk = os.pread(self.fd, self.block, self.read_pos)
-        if not chunk:
-            return 0
-        data, offsets, n, used, _ = split_lines(chunk, strip_cr=False)
-        if not n:
-            if len(chunk) == self.block:    # a line longer than the block: read more at once
-                self.block *= 2
-            return 0
+        while True:
+            chunk = os.pread(self.fd, self.block, self.read_pos)
+            data, offsets, n, used, _ = split_lines(chunk, strip_cr=False)
+            if n:
+                break
+            if len(chunk) < self.block:     # nothing new, or a last line still without its newline
+                return 0
+            self.block *= 2                 # a line longer than the block: read more at once
         self.block = READ_SIZE
         offs = np.frombuffer(offsets, dtype=np.int64)
         # line i starts at offs[i] + i in the chunk (each line before it lost its '\n')
@@ -220,7 +220,7 @@ class TaildirSource(PollableSource):
         os.makedirs(directory, exist_ok=True)
         tmp = "%s.%d.tmp" % (self.position_file, os.getpid())
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(records, f)
+            json.dump(records, f, separators=(",", ":"))     # as Flume writes it
         os.replace(tmp, self.position_file)
         self._saved = records
 
