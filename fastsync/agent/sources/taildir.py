@@ -218,7 +218,7 @@ class TaildirSource(PollableSource):
             return
         directory = os.path.dirname(self.position_file)
         os.makedirs(directory, exist_ok=True)
-        tmp = "%s.%d.tmp" % (self.position_file, os.getpid())
+        tmp = self.position_file + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(records, f, separators=(",", ":"))     # as Flume writes it
         os.replace(tmp, self.position_file)
