@@ -119,6 +119,27 @@ def test_rotation_by_rename_mid_stream(tmp_path, agent, pattern):
     assert p.stop(timeout=20) == 0, p.stderr
 
 
+def test_rotation_of_an_idle_closed_file_with_an_unfinished_last_line(tmp_path, agent):
+    logs = tmp_path / "logs"
+    cfg = taildir_config(tmp_path, r"app\.log", idleTimeout=300)
+    append(logs / "app.log", lines("a", 0, 100))
+    p = agent("a1", write_config(tmp_path, cfg))
+    out = tmp_path / "out"
+    wait_for_lines(out, 100, p)
+    p.wait_for_stderr(r"closing idle file .*app\.log$", timeout=10)
+    # written while it was closed, then renamed to a name that does not match, before a poll
+    append(logs / "app.log", lines("a", 100, 50), b"unfinished")
+    os.rename(logs / "app.log", logs / "app-old")
+    append(logs / "app.log", lines("b", 0, 20))
+    expected = lines("a", 0, 150) + [b"unfinished"] + lines("b", 0, 20)
+    got = wait_for_lines(out, len(expected), p)
+    assert not multiset_problems(got, expected), multiset_problems(got, expected)
+    p.wait_for_stderr(r"app-old \(inode \d+\) is no longer in the file groups", timeout=10)
+    assert p.stop(timeout=20) == 0, p.stderr
+    records = json.loads((tmp_path / "pos" / "taildir_position.json").read_text())
+    assert [r["file"] for r in records] == [str(logs / "app.log")]
+
+
 def test_copytruncate_restarts_from_zero(tmp_path, agent):
     log = tmp_path / "logs" / "app.log"
     cfg = taildir_config(tmp_path, r"app\.log")

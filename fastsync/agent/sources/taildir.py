@@ -100,6 +100,7 @@ class TailFile:
         self.mtime = 0.0
         self.size = 0             # as of the last scan
         self.present = True       # seen under a matching name in the last scan
+        self.final = False        # no more data will come: a last line without newline is a line
 
     def open(self) -> bool:
         """Open by path; False if the path is now another file (or gone)."""
@@ -119,7 +120,8 @@ class TailFile:
             self.fd = None
 
     def read_lines(self) -> int:
-        """Read the next block and keep its complete lines as `pending`; the number of lines."""
+        """Read the next block and keep its complete lines as `pending` (with `final`, also a
+        last line without its newline); the number of lines."""
         size = os.fstat(self.fd).st_size
         if size < self.read_pos:
             log.info("%s shrank to %d bytes below position %d (truncated): reading it from the start",
@@ -127,7 +129,7 @@ class TailFile:
             self.pos = self.read_pos = 0
         while True:
             chunk = os.pread(self.fd, self.block, self.read_pos)
-            data, offsets, n, used, _ = split_lines(chunk, strip_cr=False)
+            data, offsets, n, used, _ = split_lines(chunk, strip_cr=False, final=self.final)
             if n:
                 break
             if len(chunk) < self.block:     # nothing new, or a last line still without its newline
@@ -230,6 +232,7 @@ class TaildirSource(PollableSource):
         c = self.config
         for tf in self.files.values():
             tf.present = False
+        elsewhere = {}      # followed files now under a name that does not match
         for g, (directory, regex) in c.groups.items():
             try:
                 entries = list(os.scandir(directory))
@@ -238,6 +241,8 @@ class TaildirSource(PollableSource):
                 continue
             for e in entries:
                 if not regex.fullmatch(e.name):
+                    if e.inode() in self.files:     # d_ino: no stat for files we do not follow
+                        elsewhere[e.inode()] = e
                     continue
                 try:
                     if not e.is_file():
@@ -262,6 +267,17 @@ class TaildirSource(PollableSource):
                     log.info("following %s (inode %d) from byte %d", e.path, st.st_ino, pos)
                 tf.present = True
                 tf.mtime, tf.size = st.st_mtime, st.st_size
+        for inode, e in elsewhere.items():
+            tf = self.files[inode]
+            if not tf.present and tf.path != e.path:
+                # renamed away (rotated): read to its end under the new name, then forgotten
+                log.info("%s was renamed to %s (inode %d), no longer in the file groups", tf.path, e.path, inode)
+                tf.path = e.path
+                try:
+                    st = e.stat()
+                    tf.mtime, tf.size = st.st_mtime, st.st_size
+                except OSError:
+                    pass
         self._last_scan = time.monotonic()
 
     # -- polling --
@@ -327,17 +343,23 @@ class TaildirSource(PollableSource):
         return got, False
 
     def _retire(self) -> None:
-        """Close idle files; forget files that left the groups once read to their end."""
+        """Close idle files; forget files that left the groups (renamed or deleted) once
+        idle for idleTimeout, sending a last line that never got its newline."""
         now = time.monotonic()
         idle = self.config.idleTimeout / 1000.0
         for inode, tf in list(self.files.items()):
-            if tf.pending is not None:
+            if tf.pending is not None or now - tf.last_data <= idle:
                 continue
-            if not tf.present:
-                if tf.fd is None or tf.read_pos >= os.fstat(tf.fd).st_size:
-                    log.info("%s (inode %d) is no longer in the file groups and was read to its end", tf.path, inode)
+            if tf.present:
+                if tf.fd is not None:
+                    log.info("closing idle file %s", tf.path)
                     tf.close()
-                    del self.files[inode]
-            elif tf.fd is not None and now - tf.last_data > idle:
-                log.info("closing idle file %s", tf.path)
-                tf.close()
+                continue
+            if tf.fd is not None:
+                tf.final = True
+                _, refused = self._tail(tf)
+                if refused or tf.pending is not None:
+                    continue
+            log.info("%s (inode %d) is no longer in the file groups; read to its end", tf.path, inode)
+            tf.close()
+            del self.files[inode]
