@@ -86,6 +86,7 @@ class Channel:
     """Base of channels: a name, counters, a lifecycle, and transactions."""
 
     TYPE = "?"
+    durable = False     # True: committed events survive a crash of the agent
 
     def __init__(self, name: str):
         self.name = name

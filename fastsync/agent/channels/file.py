@@ -226,6 +226,7 @@ def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_
 @CHANNELS.register("file", "org.apache.flume.channel.file.FileChannel")
 class FileChannel(Channel):
     Config = FileChannelConfig
+    durable = True
 
     def __init__(self, name: str, config: FileChannelConfig | None = None):
         super().__init__(name)

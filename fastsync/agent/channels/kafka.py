@@ -44,6 +44,7 @@ class KafkaChannelConfig(ComponentConfig):
 @CHANNELS.register("kafka", "org.apache.flume.channel.kafka.KafkaChannel")
 class KafkaChannel(Channel):
     Config = KafkaChannelConfig
+    durable = True
 
     def __init__(self, name: str, config: KafkaChannelConfig):
         super().__init__(name)

@@ -1,2 +1,2 @@
 """Sources; importing this package registers them."""
-from fastsync.agent.sources import exec as exec_source, http, kafka, netcat, seq, spooldir, syslog  # noqa: F401
+from fastsync.agent.sources import exec as exec_source, http, kafka, netcat, seq, spooldir, syslog, taildir  # noqa: F401

@@ -1,0 +1,365 @@
+"""Flume's `TAILDIR` source: follows the files of file groups (a directory and a regex on
+file names), turning each appended line into an event.
+
+Files are followed by inode: a file renamed away (rotation) is read to its end under its
+new name, a file that shrinks below its position (copytruncate) is read again from 0,
+new matching files are picked up. Each file is read in 1 MiB blocks split into lines
+natively; a last line without its newline waits until it is complete. One file's lines
+go in one batch (one channel transaction, `batchSize` lines), so the file header and a
+group's static headers are shared by the batch.
+
+Positions go to `positionFile` in Flume's JSON format (`[{"inode": N, "pos": N, "file":
+"path"}, ...]`, written atomically: temp file + rename), only for committed lines. When
+the source's channels are durable (file, kafka) they are written after every commit, so a
+restart, even after SIGKILL, re-reads at most the batch whose commit was not yet recorded.
+With a memory channel, which loses its events in a crash anyway, they are written every
+writePosInterval ms (as Flume does; a rename costs a good part of a millisecond on ext4),
+when the source is idle, and at stop. A batch the channel refused is sent again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from fastsync._native import split_lines
+from fastsync.agent.component import SOURCES, Place, check_regex, setting
+from fastsync.agent.errors import ChannelException
+from fastsync.agent.source import PollableSource, SourceConfig, Status
+from fastsync.event import EventBatch
+
+log = logging.getLogger("fastsync.source.taildir")
+READ_SIZE = 1 << 20
+RESCAN_INTERVAL = 0.5     # s: while busy, look for new or rotated files this often
+
+
+@dataclass
+class TaildirSourceConfig(SourceConfig):
+    PASSTHROUGH = ("filegroups.", "headers.")
+    filegroups: list = setting("filegroups", doc="names of the file groups (space separated)")
+    positionFile: str = setting("positionFile", "~/.flume/taildir_position.json", "JSON file of inodes and positions")
+    batchSize: int = setting("batchSize", 100, "most lines per channel transaction", min=1)
+    maxBatchCount: int = setting("maxBatchCount", 2**63 - 1, "batches read from one file before moving to the next", min=1)
+    skipToEnd: bool = setting("skipToEnd", False, "files not in the position file start at their end")
+    fileHeader: bool = setting("fileHeader", False, "put the file's path in a header")
+    fileHeaderKey: str = setting("fileHeaderKey", "file", "header carrying the path")
+    byteOffsetHeader: bool = setting("byteOffsetHeader", False, "put each line's byte offset in header `byteoffset`")
+    idleTimeout: int = setting("idleTimeout", 120000, "ms without new data before a file is closed", min=0)
+    writePosInterval: int = setting("writePosInterval", 3000, "ms between position file writes with non-durable channels (durable ones: every commit)", min=0)
+    backoffSleepIncrement: int = setting("backoffSleepIncrement", 1000, "ms added to the wait after each empty poll", min=1)
+    maxBackOffSleep: int = setting("maxBackOffSleep", 5000, "longest wait between polls, ms", min=1)
+    cachePatternMatching: bool = setting("cachePatternMatching", True, "accepted for compatibility")
+
+    def validate(self, place: Place) -> None:
+        extra = getattr(self, "extra", {})
+        self.groups: dict[str, tuple[str, re.Pattern]] = {}
+        self.group_headers: dict[str, dict[str, str]] = {g: {} for g in self.filegroups}
+        if not self.filegroups:
+            raise place.error("filegroups", "Missing parameter: filegroups")
+        for g in self.filegroups:
+            key = "filegroups." + g
+            if key not in extra:
+                raise place.error("filegroups", "file group %s has no path: set %s.%s" % (g, place.prefix, key))
+            path = os.path.expanduser(extra[key].strip())
+            directory, pattern = os.path.split(path)
+            check_regex(place, key, pattern)
+            if not os.path.isdir(directory):
+                raise place.error(key, "Directory does not exist: %s" % directory)
+            self.groups[g] = (directory, re.compile(pattern))
+        for key, value in extra.items():
+            if key.startswith("filegroups.") and key[len("filegroups."):] not in self.groups:
+                log.warning("%s:%s: %s.%s: not a group of filegroups, ignored", place.path, place.line(key), place.prefix, key)
+            if key.startswith("headers."):
+                g, _, name = key[len("headers."):].partition(".")
+                if g not in self.groups or not name:
+                    raise place.error(key, "expected headers.<file group>.<header>, with a group of filegroups (%s)"
+                                      % " ".join(self.filegroups))
+                self.group_headers[g][name] = value
+
+
+class TailFile:
+    """One followed file. `pos` is where its next undelivered line starts (what the position
+    file records); `pending` holds lines read but not yet committed, `bounds` their byte
+    ranges in the file (n + 1 offsets), `read_pos` where the next read starts."""
+
+    def __init__(self, inode: int, path: str, group: str, pos: int):
+        self.inode, self.path, self.group = inode, path, group
+        self.pos = self.read_pos = pos
+        self.fd: int | None = None
+        self.pending: EventBatch | None = None
+        self.bounds: np.ndarray | None = None
+        self.block = READ_SIZE
+        self.last_data = time.monotonic()
+        self.mtime = 0.0
+        self.size = 0             # as of the last scan
+        self.present = True       # seen under a matching name in the last scan
+        self.final = False        # no more data will come: a last line without newline is a line
+
+    def open(self) -> bool:
+        """Open by path; False if the path is now another file (or gone)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        if os.fstat(fd).st_ino != self.inode:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def read_lines(self) -> int:
+        """Read the next block and keep its complete lines as `pending` (with `final`, also a
+        last line without its newline); the number of lines."""
+        size = os.fstat(self.fd).st_size
+        if size < self.read_pos:
+            log.info("%s shrank to %d bytes below position %d (truncated): reading it from the start",
+                     self.path, size, self.read_pos)
+            self.pos = self.read_pos = 0
+        while True:
+            chunk = os.pread(self.fd, self.block, self.read_pos)
+            data, offsets, n, used, _ = split_lines(chunk, strip_cr=False, final=self.final)
+            if n:
+                break
+            if len(chunk) < self.block:     # nothing new, or a last line still without its newline
+                return 0
+            self.block *= 2                 # a line longer than the block: read more at once
+        self.block = READ_SIZE
+        offs = np.frombuffer(offsets, dtype=np.int64)
+        # line i starts at offs[i] + i in the chunk (each line before it lost its '\n')
+        self.bounds = self.read_pos + offs + np.arange(n + 1, dtype=np.int64)
+        ends = offs[1:]
+        cr = np.frombuffer(data, dtype=np.uint8)[ends[ends > offs[:-1]] - 1] == 13
+        if cr.any():    # CRLF lines: drop the '\r' as Flume does (rare: split again)
+            data, offsets, n2, _, _ = split_lines(chunk[:used], strip_cr=True, final=True)
+            offs = np.frombuffer(offsets, dtype=np.int64)
+        self.pending = EventBatch(data, offs)
+        self.read_pos += used
+        self.last_data = time.monotonic()
+        return n
+
+    def committed(self, k: int) -> None:
+        """The first k pending lines are in the channels."""
+        self.pos = int(self.bounds[k])
+        if k == len(self.pending):
+            self.pending = self.bounds = None
+        else:
+            self.pending = self.pending.slice(k, len(self.pending))
+            self.bounds = self.bounds[k:]
+
+    def record(self) -> dict:
+        return {"inode": self.inode, "pos": self.pos, "file": self.path}
+
+
+@SOURCES.register("TAILDIR", "org.apache.flume.source.taildir.TaildirSource")
+class TaildirSource(PollableSource):
+    Config = TaildirSourceConfig
+    waits_itself = True     # process() does Flume's backoff itself, ending early on stop()
+
+    def __init__(self, name, config):
+        super().__init__(name, config)
+        self.position_file = os.path.abspath(os.path.expanduser(config.positionFile))
+        self.files: dict[int, TailFile] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._backoffs = 0
+        self._last_scan = 0.0
+        self._saved = None
+        self._saved_at = 0.0
+        self._every_commit = False   # set at start from the channels' durability
+
+    # -- life cycle --
+    def start(self) -> None:
+        self._every_commit = (self.config.writePosInterval == 0
+                              or any(ch.durable for ch in self.processor.required))
+        saved = self._load_positions()
+        self._scan(saved, start=True)
+        self._save_positions()
+        log.info("taildir source %s: following %d files, positions in %s", self.name, len(self.files), self.position_file)
+        super().start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._save_positions()
+            for tf in self.files.values():
+                tf.close()
+        super().stop()
+
+    # -- positions --
+    def _load_positions(self) -> dict[int, tuple[int, str]]:
+        try:
+            with open(self.position_file, "rb") as f:
+                records = json.load(f)
+            return {int(r["inode"]): (int(r["pos"]), str(r["file"])) for r in records}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.error("taildir source %s: cannot read position file %s (%s); starting without it",
+                      self.name, self.position_file, exc)
+            return {}
+
+    def _save_due(self) -> bool:
+        return self._every_commit or time.monotonic() - self._saved_at >= self.config.writePosInterval / 1000.0
+
+    def _save_positions(self) -> None:
+        self._saved_at = time.monotonic()
+        records = [tf.record() for tf in sorted(self.files.values(), key=lambda t: t.path)]
+        if records == self._saved:
+            return
+        directory = os.path.dirname(self.position_file)
+        os.makedirs(directory, exist_ok=True)
+        tmp = self.position_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(records, f, separators=(",", ":"))     # as Flume writes it
+        os.replace(tmp, self.position_file)
+        self._saved = records
+
+    # -- discovery --
+    def _scan(self, saved: dict | None = None, start: bool = False) -> None:
+        """Match every group's directory; follow new files, rename moved ones."""
+        c = self.config
+        for tf in self.files.values():
+            tf.present = False
+        elsewhere = {}      # followed files now under a name that does not match
+        for g, (directory, regex) in c.groups.items():
+            try:
+                entries = list(os.scandir(directory))
+            except OSError as exc:
+                log.warning("taildir source %s: cannot list %s: %s", self.name, directory, exc)
+                continue
+            for e in entries:
+                if not regex.fullmatch(e.name):
+                    if e.inode() in self.files:     # d_ino: no stat for files we do not follow
+                        elsewhere[e.inode()] = e
+                    continue
+                try:
+                    if not e.is_file():
+                        continue
+                    st = e.stat()
+                except OSError:
+                    continue
+                tf = self.files.get(st.st_ino)
+                if tf is not None:
+                    if tf.present and tf.path != e.path:
+                        continue        # another name (hard link) of a file already seen
+                    if tf.path != e.path:
+                        log.info("%s was renamed to %s (inode %d)", tf.path, e.path, tf.inode)
+                        tf.path = e.path
+                else:
+                    if saved and st.st_ino in saved:
+                        pos = saved[st.st_ino][0]
+                        pos = pos if pos <= st.st_size else 0
+                    else:
+                        pos = st.st_size if (start and c.skipToEnd) else 0
+                    tf = self.files[st.st_ino] = TailFile(st.st_ino, e.path, g, pos)
+                    log.info("following %s (inode %d) from byte %d", e.path, st.st_ino, pos)
+                tf.present = True
+                tf.mtime, tf.size = st.st_mtime, st.st_size
+        for inode, e in elsewhere.items():
+            tf = self.files[inode]
+            if not tf.present and tf.path != e.path:
+                # renamed away (rotated): read to its end under the new name, then forgotten
+                log.info("%s was renamed to %s (inode %d), no longer in the file groups", tf.path, e.path, inode)
+                tf.path = e.path
+                try:
+                    st = e.stat()
+                    tf.mtime, tf.size = st.st_mtime, st.st_size
+                except OSError:
+                    pass
+        self._last_scan = time.monotonic()
+
+    # -- polling --
+    def process(self) -> Status:
+        with self._lock:
+            if self._stop.is_set():
+                return Status.BACKOFF
+            busy = self._backoffs == 0
+            if not busy or time.monotonic() - self._last_scan >= RESCAN_INTERVAL:
+                self._scan()
+            progressed = False
+            refused = False
+            for tf in sorted(self.files.values(), key=lambda t: (t.mtime, t.inode)):
+                got, refused = self._tail(tf)
+                progressed |= got
+                if refused or self._stop.is_set():
+                    break
+            self._retire()
+            if not progressed or self._save_due():
+                self._save_positions()
+        if progressed and not refused:
+            self._backoffs = 0
+            return Status.READY
+        self._backoffs += 1
+        c = self.config
+        self._stop.wait(min(self._backoffs * c.backoffSleepIncrement, c.maxBackOffSleep) / 1000.0)
+        return Status.BACKOFF
+
+    def _tail(self, tf: TailFile) -> tuple[bool, bool]:
+        """Deliver up to maxBatchCount batches of tf: (delivered any, channel refused)."""
+        c = self.config
+        if tf.fd is None:
+            # closed (idle): open again once the last scan saw it grow or shrink
+            if tf.size == tf.read_pos or not tf.open():
+                return False, False
+            tf.last_data = time.monotonic()
+        step = min(c.batchSize, self.processor.max_batch)
+        got = False
+        for _ in range(c.maxBatchCount):
+            if tf.pending is None and not tf.read_lines():
+                break
+            k = min(step, len(tf.pending))
+            batch = tf.pending.slice(0, k)
+            headers = dict(c.group_headers[tf.group])
+            if c.fileHeader:
+                headers[c.fileHeaderKey] = tf.path
+            if c.byteOffsetHeader:
+                headers["byteoffset"] = pa.array(tf.bounds[:k]).cast(pa.string())
+            if headers:
+                batch = batch.with_headers(**headers)
+            try:
+                self.deliver(batch)
+            except ChannelException as exc:
+                log.warning("taildir source %s: channel refused %d lines of %s, will retry: %s",
+                            self.name, k, tf.path, exc)
+                return got, True
+            tf.committed(k)
+            if self._save_due():
+                self._save_positions()
+            got = True
+            if self._stop.is_set():
+                break
+        return got, False
+
+    def _retire(self) -> None:
+        """Close idle files; forget files that left the groups (renamed or deleted) once
+        idle for idleTimeout, sending a last line that never got its newline."""
+        now = time.monotonic()
+        idle = self.config.idleTimeout / 1000.0
+        for inode, tf in list(self.files.items()):
+            if tf.pending is not None or now - tf.last_data <= idle:
+                continue
+            if tf.present:
+                if tf.fd is not None:
+                    log.info("closing idle file %s", tf.path)
+                    tf.close()
+                continue
+            if tf.fd is not None:
+                tf.final = True
+                _, refused = self._tail(tf)
+                if refused or tf.pending is not None:
+                    continue
+            log.info("%s (inode %d) is no longer in the file groups; read to its end", tf.path, inode)
+            tf.close()
+            del self.files[inode]
