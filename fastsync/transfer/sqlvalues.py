@@ -11,6 +11,7 @@ ValueError with a reason naming the column when the value can't be stored exactl
 | float          | any number or number text                                                     |
 | bool           | true/false, 0/1, "true"/"false"                                               |
 | str            | text (length checked), numbers as their text, JSON objects/arrays as JSON text |
+| MySQL TIME     | a duration: timedelta, microseconds (int), a time of day, or [-]H:MM:SS[.ffffff] |
 | date, datetime, time | the objects, or ISO 8601 text; fractions of a second the column can't keep are rejected; a datetime with an offset goes to a column without time zone as UTC, a naive one to a column with a time zone is taken as UTC |
 | timedelta      | microseconds (int), as the import writes durations                            |
 | bytes          | bytes, or base64 text                                                         |
@@ -164,6 +165,28 @@ def _interval(v, t):
     raise ValueError("expected a duration in microseconds, got %s" % show(v))
 
 
+_MYSQL_TIME = re.compile(r"\s*(-?)(\d+):(\d\d):(\d\d)(?:\.(\d{1,6}))?\s*\Z")
+
+
+def _mysql_time(v, t, digits=None):
+    """MySQL's TIME is a duration (-838:59:59 .. 838:59:59): a timedelta, microseconds,
+    a time of day, or [-]H:MM:SS[.ffffff] text."""
+    if isinstance(v, dt.time):
+        v = dt.timedelta(hours=v.hour, minutes=v.minute, seconds=v.second, microseconds=v.microsecond)
+    elif isinstance(v, str):
+        m = _MYSQL_TIME.match(v)
+        if not m:
+            raise ValueError("expected a MySQL TIME ([-]H:MM:SS[.ffffff]), got %s" % show(v))
+        sign, h, mi, sec, frac = m.groups()
+        v = dt.timedelta(hours=int(h), minutes=int(mi), seconds=int(sec), microseconds=int((frac or "0").ljust(6, "0")))
+        v = -v if sign else v
+    else:
+        v = _interval(v, t)
+    if digits is not None and digits < 6 and v.microseconds % 10 ** (6 - digits):
+        raise ValueError("%s has more fractional second digits than the column keeps (%d)" % (v, digits))
+    return v
+
+
 def _bytes(v, t):
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v)
@@ -226,6 +249,8 @@ def column_converter(column: sa.Column, dialect: str, label: str):
     except NotImplementedError:
         kind = None
     fn = _BY_PYTHON_TYPE.get(kind, _as_is)
+    if kind is dt.time and dialect in ("mysql", "mariadb"):
+        fn = _mysql_time
     if kind in (dt.datetime, dt.time):
         digits = _fraction_digits(t, dialect)
         base = fn
