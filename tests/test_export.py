@@ -98,14 +98,22 @@ PG_ROWS = [
 PG_SELECT = "id, i2, i4, i8, num, num_small, f4, f8, b, c, vc, t, by, d, tm, ts, tstz, iv, j::text, jb, u, e, arr_i, arr_t, arr_n"
 
 
-def test_postgresql_every_type_round_trips_through_parquet(tmp_path):
+def export_by(path, *args):
+    """`fastsync export` that must load the staging table by `path` (copy, load data, executemany)."""
+    out = ok(fastsync("export", *args, "--log-level", "INFO", *(["--batch"] if path == "executemany" else [])))
+    assert "loading the staging table with %s" % path in out.stderr, out.stderr
+    return out
+
+
+@pytest.mark.parametrize("path", ["copy", "executemany"])
+def test_postgresql_every_type_round_trips_through_parquet(tmp_path, path):
     src, dst, enum = name("src"), name("dst"), name("mood")
     sql(PG_URL, "CREATE TYPE %s AS ENUM ('sad', 'happy')" % enum,
         "CREATE TABLE %s %s" % (src, PG_COLUMNS.format(enum=enum)), "CREATE TABLE %s %s" % (dst, PG_COLUMNS.format(enum=enum)))
     try:
         insert(PG_URL, src, [{**{k: None for k in PG_ROWS[0]}, **r} for r in PG_ROWS])
         ok(fastsync("import", "--connect", PG_URL, "--table", src, "-m", 2, "--target-dir", tmp_path / "out"))
-        out = ok(fastsync("export", "--connect", PG_URL, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2))
+        out = export_by(path, "--connect", PG_URL, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2)
         assert "exported 3 rows from " in out.stdout
         tables_equal(PG_URL, src, dst, PG_SELECT)
         assert not leftover_stage(PG_URL, dst)
@@ -131,13 +139,14 @@ MY_ROWS = [
 ]
 
 
-def test_mariadb_every_type_round_trips_through_parquet(tmp_path):
+@pytest.mark.parametrize("path", ["load data", "executemany"])
+def test_mariadb_every_type_round_trips_through_parquet(tmp_path, path):
     src, dst = name("src"), name("dst")
     sql(MYSQL_URL, "CREATE TABLE %s %s" % (src, MY_COLUMNS), "CREATE TABLE %s %s" % (dst, MY_COLUMNS))
     try:
         insert(MYSQL_URL, src, [{**{k: None for k in MY_ROWS[0]}, **r} for r in MY_ROWS])
         ok(fastsync("import", "--connect", MYSQL_URL, "--table", src, "-m", 2, "--target-dir", tmp_path / "out"))
-        ok(fastsync("export", "--connect", MYSQL_URL, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2))
+        export_by(path, "--connect", MYSQL_URL, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2)
         tables_equal(MYSQL_URL, src, dst)
         assert not leftover_stage(MYSQL_URL, dst)
     finally:
