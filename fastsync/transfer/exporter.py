@@ -507,13 +507,8 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
 
 
 def _db_reason(exc: Exception) -> str:
-    orig = getattr(exc, "orig", exc)
-    args = getattr(orig, "args", ())
-    if len(args) >= 2 and isinstance(args[0], int):
-        text = "%s (error %d)" % (args[1], args[0])
-    else:
-        text = str(orig).split("\nCONTEXT:")[0]
-    return " ".join(text.split()) or type(exc).__name__
+    from fastsync.agent.sinks.jdbc import db_reason
+    return db_reason(exc)[0] or type(exc).__name__
 
 
 # -- staging and the move ----------------------------------------------------------------
@@ -591,10 +586,8 @@ def _check_update_key(target: sa.Table, columns: list[str], job: ExportJob) -> N
         if k not in columns:
             raise ExportError("--update-key: column %s is in none of the files" % k)
     if job.update_mode == "allowinsert":
-        keys = [{c.name for c in target.primary_key.columns}]
-        keys += [{c.name for c in ix.columns} for ix in target.indexes if ix.unique]
-        keys += [{c.name for c in uc.columns} for uc in target.constraints if isinstance(uc, sa.UniqueConstraint)]
-        if set(job.update_key) not in keys:
+        from fastsync.agent.sinks.jdbc import unique_keys
+        if set(job.update_key) not in unique_keys(target):
             raise ExportError("--update-key %s: allowinsert needs a primary key or unique index on exactly those "
                               "columns of %s" % (",".join(job.update_key), job.table))
 
