@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -113,7 +115,6 @@ def file_columns(f: PartFile, default: list[str]) -> list[str]:
         with open(f.path, "rb") as fh:
             return [x["name"] for x in fastavro.reader(fh).writer_schema["fields"]]
     if f.fmt == "csv":
-        import pyarrow.csv as pacsv
         with _open_bytes(f) as s:
             return pacsv.open_csv(s).schema.names
     if f.fmt == "jsonl":
@@ -145,7 +146,7 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         row = 1
         for b in batches:
-            yield row, {c: b.column(c).to_pylist() for c in columns}
+            yield row, b.select(columns)          # a RecordBatch: COPY may take it whole
             row += len(b)
     elif f.fmt == "avro":
         import fastavro
@@ -154,7 +155,6 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
     elif f.fmt == "jsonl":
         yield from _chunks(_jsonl_records(f), columns)
     elif f.fmt == "csv":
-        import pyarrow.csv as pacsv
         with _open_bytes(f) as s:
             reader = pacsv.open_csv(s, convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
@@ -370,6 +370,7 @@ class _Loader:
         self.dialect = engine.dialect.name
         self.conn = engine.raw_connection()
         self.how = self._choose()
+        self._arrow_checks: dict = {}
         log.info("%s: loading the staging table with %s", job.table, self.how)
         cols = ", ".join(engine.dialect.identifier_preparer.quote(c) for c in columns)
         self.target = "%s (%s)" % (_quote(engine, _stage_name(stage)), cols)
@@ -395,6 +396,25 @@ class _Loader:
                 cur.close()
             log.info("the server does not allow LOAD DATA LOCAL INFILE (local_infile is OFF): multi-row inserts")
         return "executemany"
+
+    def load_arrow(self, batch: pa.RecordBatch) -> bool:
+        """PostgreSQL: a batch whose columns need no per-value conversion (checked a column
+        at a time: Arrow types that map exactly, NULLs, lengths, integer ranges) goes to
+        COPY as CSV written by Arrow. False: the batch must take the per-value path."""
+        if self.how != "copy":
+            return False
+        checks = self._arrow_checks.get(batch.schema)
+        if checks is None:
+            checks = self._arrow_checks[batch.schema] = [_arrow_check(self.stage.c[c], batch.schema.field(c).type)
+                                                         for c in self.columns]
+        for c, check, a in zip(self.columns, checks, batch.columns):
+            if check is None or (a.null_count and not self.stage.c[c].nullable) or not check(a):
+                return False
+        buf = pa.BufferOutputStream()
+        pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
+        with self.conn.driver_connection.cursor() as cur, cur.copy("COPY %s FROM STDIN (FORMAT csv)" % self.target) as copy:
+            copy.write(buf.getvalue().to_pybytes())
+        return True
 
     def load(self, rows: list[tuple]) -> None:
         if self.how == "copy":
@@ -479,6 +499,39 @@ def _mysql_field(v) -> str:
     return str(v).translate(_MYSQL_ESCAPES)
 
 
+def _always(a) -> bool:
+    return True
+
+
+def _arrow_check(col: sa.Column, ftype: pa.DataType):
+    """For an Arrow column of `ftype` into `col`: a check array -> bool that its values are
+    what the per-value converter would send unchanged, or None (never)."""
+    t, kind = col.type, _kind(col)
+    if kind is int and pa.types.is_integer(ftype):
+        bits = 16 if isinstance(t, sa.SmallInteger) else 64 if isinstance(t, sa.BigInteger) else 32
+        lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+
+        def in_range(a):
+            mm = pc.min_max(a)
+            return mm["min"].as_py() is None or (mm["min"].as_py() >= lo and mm["max"].as_py() <= hi)
+        return in_range
+    if kind is Decimal and pa.types.is_decimal(ftype):
+        p, sc = getattr(t, "precision", None), getattr(t, "scale", None) or 0
+        return _always if p is None or (ftype.scale <= sc and ftype.precision - ftype.scale <= p - sc) else None
+    if (kind is float and pa.types.is_floating(ftype)) or (kind is bool and pa.types.is_boolean(ftype)) \
+            or (kind is dt.date and pa.types.is_date32(ftype)):
+        return _always
+    if kind is str and (pa.types.is_string(ftype) or pa.types.is_large_string(ftype)):
+        length = getattr(t, "length", None)
+        if length is None or isinstance(t, sa.Enum):
+            return _always
+        return lambda a: (pc.max(pc.utf8_length(a)).as_py() or 0) <= length
+    if kind is dt.datetime and pa.types.is_timestamp(ftype) and ftype.unit == "us" \
+            and ftype.tz in ((None,) if not t.timezone else ("UTC", "+00:00")) and getattr(t, "precision", None) in (None, 6):
+        return _always
+    return None
+
+
 def _stage_name(stage: sa.Table) -> str:
     return "%s.%s" % (stage.schema, stage.name) if stage.schema else stage.name
 
@@ -490,13 +543,25 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
         for f in files:
             try:
                 convs = converters[f.fmt in ("csv", "text")]
+                whole = 0
                 for first, values in read_rows(f, columns, job.text, kinds):
-                    rows = convert_batch(f, first, values, convs, columns)
+                    n = len(values) if isinstance(values, pa.RecordBatch) else len(values[columns[0]])
                     try:
+                        if isinstance(values, pa.RecordBatch):
+                            if loader.load_arrow(values):
+                                counter.add(n)
+                                whole += n
+                                continue
+                            values = {c: values.column(c).to_pylist() for c in columns}
+                        rows = convert_batch(f, first, values, convs, columns)
                         loader.load(rows)
+                    except _RowError:
+                        raise
                     except Exception as exc:
-                        raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + len(rows) - 1, _db_reason(exc))) from None
-                    counter.add(len(rows))
+                        raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, _db_reason(exc))) from None
+                    counter.add(n)
+                if whole:
+                    log.info("%s: %d rows checked a column at a time and written by Arrow as CSV for COPY", f.name, whole)
             except ExportError:
                 raise
             except Exception as exc:          # a file that can't be read
