@@ -105,14 +105,18 @@ def export_by(path, *args):
     return out
 
 
-@pytest.mark.parametrize("path", ["copy", "executemany"])
-def test_postgresql_every_type_round_trips_through_parquet(tmp_path, path):
+EVERY_FORMAT = {"parquet": [], "arrow": ["--format", "arrow"], "avro": ["--as-avrodatafile"], "jsonl": ["--format", "jsonl"]}
+
+
+@pytest.mark.parametrize("path,fmt", [("copy", "parquet"), ("executemany", "parquet"), ("copy", "arrow"),
+                                      ("copy", "avro"), ("copy", "jsonl")])
+def test_postgresql_every_type_round_trips(tmp_path, path, fmt):
     src, dst, enum = name("src"), name("dst"), name("mood")
     sql(PG_URL, "CREATE TYPE %s AS ENUM ('sad', 'happy')" % enum,
         "CREATE TABLE %s %s" % (src, PG_COLUMNS.format(enum=enum)), "CREATE TABLE %s %s" % (dst, PG_COLUMNS.format(enum=enum)))
     try:
         insert(PG_URL, src, [{**{k: None for k in PG_ROWS[0]}, **r} for r in PG_ROWS])
-        ok(fastsync("import", "--connect", PG_URL, "--table", src, "-m", 2, "--target-dir", tmp_path / "out"))
+        ok(fastsync("import", "--connect", PG_URL, "--table", src, "-m", 2, "--target-dir", tmp_path / "out", *EVERY_FORMAT[fmt]))
         out = export_by(path, "--connect", PG_URL, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2)
         assert "exported 3 rows from " in out.stdout
         tables_equal(PG_URL, src, dst, PG_SELECT)
@@ -139,13 +143,14 @@ MY_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("path", ["load data", "executemany"])
-def test_mariadb_every_type_round_trips_through_parquet(tmp_path, path):
+@pytest.mark.parametrize("path,fmt", [("load data", "parquet"), ("executemany", "parquet"), ("load data", "avro"),
+                                      ("load data", "jsonl")])
+def test_mariadb_every_type_round_trips(tmp_path, path, fmt):
     src, dst = name("src"), name("dst")
     sql(MYSQL_URL, "CREATE TABLE %s %s" % (src, MY_COLUMNS), "CREATE TABLE %s %s" % (dst, MY_COLUMNS))
     try:
         insert(MYSQL_URL, src, [{**{k: None for k in MY_ROWS[0]}, **r} for r in MY_ROWS])
-        ok(fastsync("import", "--connect", MYSQL_URL, "--table", src, "-m", 2, "--target-dir", tmp_path / "out"))
+        ok(fastsync("import", "--connect", MYSQL_URL, "--table", src, "-m", 2, "--target-dir", tmp_path / "out", *EVERY_FORMAT[fmt]))
         export_by(path, "--connect", MYSQL_URL, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2)
         tables_equal(MYSQL_URL, src, dst)
         assert not leftover_stage(MYSQL_URL, dst)
@@ -328,6 +333,13 @@ def test_a_bad_row_in_the_last_file_leaves_the_target_unchanged(tmp_path, db):
         assert "\n" not in line and "%s row 42: column %s.vc:" % (f, dst) in line and "11 characters do not fit 10" in line, line
         assert sorted(sql(url, "SELECT * FROM %s" % dst)) == before
         assert not leftover_stage(url, dst)
+        if db != "sqlite":        # an int column holds 32 bits (SQLite's integers are all 64-bit)
+            f = _spoil_last_file(tmp_path / "out", 42, "vc", "ok")
+            _spoil_last_file(tmp_path / "out", 5, "id", 2 ** 40)
+            out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out")
+            assert out.returncode == 1 and "%s row 5: column %s.id: 1099511627776 is out of range for the column " \
+                "(-2147483648..2147483647)" % (f, dst) in out.stderr, out.stderr
+            _spoil_last_file(tmp_path / "out", 5, "id", 100005)
         # NULL into NOT NULL
         f = _spoil_last_file(tmp_path / "out", 42, "vc", "ok")
         _spoil_last_file(tmp_path / "out", 7, "n", None)

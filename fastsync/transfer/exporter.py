@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.importer import STREAM_CODECS
-from fastsync.transfer.sqlvalues import column_converter, show
+from fastsync.transfer.sqlvalues import column_converter, integer_range, show
 from fastsync.transfer.textfile import TextOptions
 
 log = logging.getLogger("fastsync.export")
@@ -405,7 +405,7 @@ class _Loader:
             return False
         checks = self._arrow_checks.get(batch.schema)
         if checks is None:
-            checks = self._arrow_checks[batch.schema] = [_arrow_check(self.stage.c[c], batch.schema.field(c).type)
+            checks = self._arrow_checks[batch.schema] = [_arrow_check(self.stage.c[c], batch.schema.field(c).type, self.dialect)
                                                          for c in self.columns]
         for c, check, a in zip(self.columns, checks, batch.columns):
             if check is None or (a.null_count and not self.stage.c[c].nullable) or not check(a):
@@ -503,13 +503,12 @@ def _always(a) -> bool:
     return True
 
 
-def _arrow_check(col: sa.Column, ftype: pa.DataType):
+def _arrow_check(col: sa.Column, ftype: pa.DataType, dialect: str):
     """For an Arrow column of `ftype` into `col`: a check array -> bool that its values are
     what the per-value converter would send unchanged, or None (never)."""
     t, kind = col.type, _kind(col)
-    if kind is int and pa.types.is_integer(ftype):
-        bits = 16 if isinstance(t, sa.SmallInteger) else 64 if isinstance(t, sa.BigInteger) else 32
-        lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    if kind is int and pa.types.is_integer(ftype) and integer_range(t, dialect):
+        lo, hi = integer_range(t, dialect)
 
         def in_range(a):
             mm = pc.min_max(a)

@@ -6,7 +6,7 @@ ValueError with a reason naming the column when the value can't be stored exactl
 
 | column (python_type) | accepted                                                                  |
 | --- | --- |
-| int            | int, bool (0/1), an integral float or decimal, a string of digits             |
+| int            | int, bool (0/1), an integral float or decimal, a string of digits; within the column's range (TINYINT .. BIGINT, UNSIGNED) |
 | Decimal        | int, Decimal, float, decimal text; rejected if it has more decimal places than the scale or more digits than the precision allows (never rounded) |
 | float          | any number or number text                                                     |
 | bool           | true/false, 0/1, "true"/"false"                                               |
@@ -232,6 +232,31 @@ _BY_PYTHON_TYPE = {
 }
 
 
+_INT_BITS = {"TINYINT": 8, "SMALLINT": 16, "MEDIUMINT": 24, "BIGINT": 64}
+
+
+def integer_range(t, dialect: str) -> tuple[int, int] | None:
+    """The values an integer column holds (SQLite's integers are all 64-bit), or None."""
+    if not isinstance(t, sa.Integer):
+        return None
+    if dialect == "sqlite":
+        return -2 ** 63, 2 ** 63 - 1
+    bits = _INT_BITS.get(type(t).__name__.upper()) or (
+        16 if isinstance(t, sa.SmallInteger) else 64 if isinstance(t, sa.BigInteger) else 32)
+    if getattr(t, "unsigned", False):
+        return 0, 2 ** bits - 1
+    return -2 ** (bits - 1), 2 ** (bits - 1) - 1
+
+
+def _ranged(fn, lo: int, hi: int):
+    def check(v, t):
+        v = fn(v, t)
+        if not lo <= v <= hi:
+            raise ValueError("%d is out of range for the column (%d..%d)" % (v, lo, hi))
+        return v
+    return check
+
+
 def _fraction_digits(t, dialect: str) -> int | None:
     """Digits of a second a time/timestamp column keeps, where the dialect says."""
     if dialect in ("mysql", "mariadb"):
@@ -251,6 +276,9 @@ def column_converter(column: sa.Column, dialect: str, label: str):
     fn = _BY_PYTHON_TYPE.get(kind, _as_is)
     if kind is dt.time and dialect in ("mysql", "mariadb"):
         fn = _mysql_time
+    limits = integer_range(t, dialect) if kind is int else None
+    if limits:
+        fn = _ranged(fn, *limits)
     if kind in (dt.datetime, dt.time):
         digits = _fraction_digits(t, dialect)
         base = fn
