@@ -340,6 +340,10 @@ def test_a_bad_row_in_the_last_file_leaves_the_target_unchanged(tmp_path, db):
             assert out.returncode == 1 and "%s row 5: column %s.id: 1099511627776 is out of range for the column " \
                 "(-2147483648..2147483647)" % (f, dst) in out.stderr, out.stderr
             _spoil_last_file(tmp_path / "out", 5, "id", 100005)
+        if db == "pg":            # PostgreSQL text holds no NUL: found before COPY, not by it
+            f = _spoil_last_file(tmp_path / "out", 42, "vc", "a\x00b")
+            out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out")
+            assert out.returncode == 1 and "%s row 42: column %s.vc: PostgreSQL text can't hold a NUL" % (f, dst) in out.stderr
         # NULL into NOT NULL
         f = _spoil_last_file(tmp_path / "out", 42, "vc", "ok")
         _spoil_last_file(tmp_path / "out", 7, "n", None)

@@ -503,6 +503,12 @@ def _always(a) -> bool:
     return True
 
 
+def _has_nul(a: pa.Array) -> bool:
+    """Might a string array hold a NUL character? (Its whole data buffer is looked at.)"""
+    data = a.buffers()[2]
+    return data is not None and data.to_pybytes().find(b"\x00") >= 0
+
+
 def _arrow_check(col: sa.Column, ftype: pa.DataType, dialect: str):
     """For an Arrow column of `ftype` into `col`: a check array -> bool that its values are
     what the per-value converter would send unchanged, or None (never)."""
@@ -523,8 +529,9 @@ def _arrow_check(col: sa.Column, ftype: pa.DataType, dialect: str):
     if kind is str and (pa.types.is_string(ftype) or pa.types.is_large_string(ftype)):
         length = getattr(t, "length", None)
         if length is None or isinstance(t, sa.Enum):
-            return _always
-        return lambda a: (pc.max(pc.utf8_length(a)).as_py() or 0) <= length
+            length = None
+        return lambda a: (not _has_nul(a)
+                          and (length is None or (pc.max(pc.utf8_length(a)).as_py() or 0) <= length))
     if kind is dt.datetime and pa.types.is_timestamp(ftype) and ftype.unit == "us" \
             and ftype.tz in ((None,) if not t.timezone else ("UTC", "+00:00")) and getattr(t, "precision", None) in (None, 6):
         return _always

@@ -10,7 +10,7 @@ ValueError with a reason naming the column when the value can't be stored exactl
 | Decimal        | int, Decimal, float, decimal text; rejected if it has more decimal places than the scale or more digits than the precision allows (never rounded) |
 | float          | any number or number text                                                     |
 | bool           | true/false, 0/1, "true"/"false"                                               |
-| str            | text (length checked), numbers as their text, JSON objects/arrays as JSON text |
+| str            | text (length checked; no NUL on PostgreSQL), numbers as their text, JSON objects/arrays as JSON text |
 | MySQL TIME     | a duration: timedelta, microseconds (int), a time of day, or [-]H:MM:SS[.ffffff] |
 | date, datetime, time | the objects, or ISO 8601 text; fractions of a second the column can't keep are rejected; a datetime with an offset goes to a column without time zone as UTC, a naive one to a column with a time zone is taken as UTC |
 | timedelta      | microseconds (int), as the import writes durations                            |
@@ -257,6 +257,15 @@ def _ranged(fn, lo: int, hi: int):
     return check
 
 
+def _no_nul(fn):
+    def check(v, t):
+        v = fn(v, t)
+        if "\x00" in v:
+            raise ValueError("PostgreSQL text can't hold a NUL character (at %d)" % v.index("\x00"))
+        return v
+    return check
+
+
 def _fraction_digits(t, dialect: str) -> int | None:
     """Digits of a second a time/timestamp column keeps, where the dialect says."""
     if dialect in ("mysql", "mariadb"):
@@ -279,6 +288,8 @@ def column_converter(column: sa.Column, dialect: str, label: str):
     limits = integer_range(t, dialect) if kind is int else None
     if limits:
         fn = _ranged(fn, *limits)
+    if kind is str and dialect == "postgresql":
+        fn = _no_nul(fn)
     if kind in (dt.datetime, dt.time):
         digits = _fraction_digits(t, dialect)
         base = fn
