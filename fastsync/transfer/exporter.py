@@ -136,8 +136,9 @@ def _jsonl_records(f: PartFile, limit: int | None = None):
 
 
 def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
-    """Batches of a file as (first row number, {column: [python values]}). Text values are
-    parsed for the column's kind (see `_from_text`)."""
+    """Batches of a file as (first row number, values): a pyarrow RecordBatch of `columns`
+    for Parquet and Arrow files, else {column: [python values]} (csv and Sqoop text: the
+    text of each field, None for NULL; parsed later by the text converters)."""
     if f.fmt in ("parquet", "arrow"):
         if f.fmt == "parquet":
             batches = pq.ParquetFile(f.path).iter_batches(batch_size=_BATCH_ROWS, columns=columns)
@@ -198,7 +199,7 @@ def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
     nulls = [o.null_string if kinds.get(c) is str else o.null_non_string for c in columns]
     fields, cur, in_quote, pos, start, n = [], [], False, 0, 0, len(data)
 
-    def field(end):
+    def finish(end):
         i = len(fields)
         raw = data[start:end]
         return None if i < len(nulls) and raw == nulls[i] else "".join(cur)
@@ -219,14 +220,14 @@ def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
         elif in_quote:
             cur.append(ch)
         elif ch == fs:
-            fields.append(field(m.start()))
+            fields.append(finish(m.start()))
             cur, start = [], pos
         else:                                   # line terminator
-            fields.append(field(m.start()))
+            fields.append(finish(m.start()))
             yield fields
             fields, cur, start = [], [], pos
     if start < n:
-        fields.append(field(n))
+        fields.append(finish(n))
         yield fields
 
 
