@@ -224,15 +224,9 @@ def run_import_args(args) -> dict:
     from fastsync.transfer.importer import ImportError_, ImportJob, run_import
 
     setup_logging(args.log_level)
-    from fastsync.transfer.textfile import TextOptions, unescape
     if args.fmt is None:
         args.fmt = "text" if args.as_textfile else "parquet"
-    text = TextOptions(*(unescape(v) for v in (args.fields_terminated_by, args.lines_terminated_by, args.enclosed_by,
-                                               args.optionally_enclosed_by, args.escaped_by, args.null_string,
-                                               args.null_non_string)))
-    for flag, value in (("--fields-terminated-by", text.fields_terminated_by), ("--lines-terminated-by", text.lines_terminated_by)):
-        if len(value) != 1:
-            raise CliError("%s: expected one character, got %r" % (flag, value), EXIT_CONFIG)
+    text = _text_options(args)
     if bool(args.table) == bool(args.query):
         raise CliError("give one of --table or --query", EXIT_CONFIG)
     if args.query and not args.target_dir and not getattr(args, "kafka_topic", None):
@@ -270,6 +264,45 @@ def run_import_args(args) -> dict:
         print("incremental import complete; next time run with: --incremental %s --check-column %s --last-value %s"
               % (args.incremental, args.check_column, r["last_value"]), flush=True)
     return r
+
+
+def _text_options(args, prefix: str = ""):
+    """TextOptions from the text flags (import's, or export's --input-* ones)."""
+    from fastsync.transfer.textfile import TextOptions, unescape
+    names = ("fields_terminated_by", "lines_terminated_by", "enclosed_by", "optionally_enclosed_by", "escaped_by",
+             "null_string", "null_non_string")
+    text = TextOptions(*(unescape(getattr(args, prefix + n)) for n in names))
+    for n in names[:2]:
+        value = getattr(text, n)
+        if len(value) != 1:
+            raise CliError("--%s: expected one character, got %r" % ((prefix + n).replace("_", "-"), value), EXIT_CONFIG)
+    return text
+
+
+def cmd_export(args) -> int:
+    from fastsync.transfer.exporter import ExportError, ExportJob, run_export
+
+    setup_logging(args.log_level)
+    text = _text_options(args, "input_")
+    url = _connect_url(args)
+    job = ExportJob(url=url, table=args.table, export_dir=args.export_dir,
+                    columns=_names(args.columns), mappers=args.num_mappers, text=text,
+                    staging_table=args.staging_table, clear_staging_table=args.clear_staging_table,
+                    update_key=_names(args.update_key), update_mode=args.update_mode, batch=args.batch,
+                    fast_path=args.fast_path)
+    if args.clear_staging_table and not args.staging_table:
+        raise CliError("--clear-staging-table needs --staging-table", EXIT_CONFIG)
+    try:
+        r = run_export(job)
+    except ExportError as exc:
+        raise CliError("export into %s failed: %s" % (args.table, exc)) from None
+    print("exported %d rows from %d files in %s into %s (%d writers) in %.3f s: %.0f rows/s"
+          % (r["rows"], r["files"], args.export_dir, args.table, r["writers"], r["seconds"], r["rows_per_s"]), flush=True)
+    return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
 def cmd_job(args) -> int:
@@ -519,6 +552,29 @@ def build_parser() -> argparse.ArgumentParser:
     im = sub.add_parser("import", help="import a table into Parquet or CSV files (Sqoop's flags)")
     _import_flags(im)
     im.set_defaults(func=cmd_import)
+
+    ex = sub.add_parser("export", help="export part files (as import writes them) into a table, all or nothing (Sqoop's flags)")
+    _connection_flags(ex)
+    ex.add_argument("--table", required=True, help="the target table ([schema.]name); it must exist")
+    ex.add_argument("--export-dir", required=True, help="directory of part files: .parquet, .arrow, .csv, .txt, .jsonl, .avro "
+                                                        "(text, csv and jsonl also .gz, .zst, .lz4)")
+    ex.add_argument("--columns", help="comma-separated columns to export (text files: their order in the file)")
+    ex.add_argument("-m", "--num-mappers", type=positive, default=4, help="parallel writers into the staging table")
+    ex.add_argument("--staging-table", help="load here first (default: a copy of the table's columns, dropped afterwards)")
+    ex.add_argument("--clear-staging-table", action="store_true", help="empty --staging-table before loading")
+    ex.add_argument("--update-key", help="comma-separated key columns: update rows with these keys instead of inserting")
+    ex.add_argument("--update-mode", choices=["updateonly", "allowinsert"], default="updateonly",
+                    help="updateonly: only rows whose key exists; allowinsert: upsert")
+    ex.add_argument("--batch", action="store_true", help="load through the driver's executemany, not COPY / LOAD DATA")
+    ex.add_argument("--no-fast-path", dest="fast_path", action="store_false", help="same as --batch")
+    for flag, default, what in (("fields-terminated-by", ",", "field separator"), ("lines-terminated-by", "\\n", "line end"),
+                                ("enclosed-by", "", "character around fields"),
+                                ("optionally-enclosed-by", "", "character around some fields"),
+                                ("escaped-by", "", "escape character"), ("null-string", "null", "NULL in a string column"),
+                                ("null-non-string", "null", "NULL in other columns")):
+        ex.add_argument("--input-" + flag, default=default, help="text files: " + what)
+    ex.add_argument("--log-level", default="WARNING")
+    ex.set_defaults(func=cmd_export)
 
     ia = sub.add_parser("import-all-tables", help="import every table of a database into --warehouse-dir/TABLE")
     _import_flags(ia, all_tables=True)

@@ -6,11 +6,12 @@ ValueError with a reason naming the column when the value can't be stored exactl
 
 | column (python_type) | accepted                                                                  |
 | --- | --- |
-| int            | int, bool (0/1), an integral float or decimal, a string of digits             |
+| int            | int, bool (0/1), an integral float or decimal, a string of digits; within the column's range (TINYINT .. BIGINT, UNSIGNED) |
 | Decimal        | int, Decimal, float, decimal text; rejected if it has more decimal places than the scale or more digits than the precision allows (never rounded) |
 | float          | any number or number text                                                     |
 | bool           | true/false, 0/1, "true"/"false"                                               |
-| str            | text (length checked), numbers as their text, JSON objects/arrays as JSON text |
+| str            | text (length checked; no NUL on PostgreSQL), numbers as their text, JSON objects/arrays as JSON text |
+| MySQL TIME     | a duration: timedelta, microseconds (int), a time of day, or [-]H:MM:SS[.ffffff] |
 | date, datetime, time | the objects, or ISO 8601 text; fractions of a second the column can't keep are rejected; a datetime with an offset goes to a column without time zone as UTC, a naive one to a column with a time zone is taken as UTC |
 | timedelta      | microseconds (int), as the import writes durations                            |
 | bytes          | bytes, or base64 text                                                         |
@@ -164,6 +165,28 @@ def _interval(v, t):
     raise ValueError("expected a duration in microseconds, got %s" % show(v))
 
 
+_MYSQL_TIME = re.compile(r"\s*(-?)(\d+):(\d\d):(\d\d)(?:\.(\d{1,6}))?\s*\Z")
+
+
+def _mysql_time(v, t, digits=None):
+    """MySQL's TIME is a duration (-838:59:59 .. 838:59:59): a timedelta, microseconds,
+    a time of day, or [-]H:MM:SS[.ffffff] text."""
+    if isinstance(v, dt.time):
+        v = dt.timedelta(hours=v.hour, minutes=v.minute, seconds=v.second, microseconds=v.microsecond)
+    elif isinstance(v, str):
+        m = _MYSQL_TIME.match(v)
+        if not m:
+            raise ValueError("expected a MySQL TIME ([-]H:MM:SS[.ffffff]), got %s" % show(v))
+        sign, h, mi, sec, frac = m.groups()
+        v = dt.timedelta(hours=int(h), minutes=int(mi), seconds=int(sec), microseconds=int((frac or "0").ljust(6, "0")))
+        v = -v if sign else v
+    else:
+        v = _interval(v, t)
+    if digits is not None and digits < 6 and v.microseconds % 10 ** (6 - digits):
+        raise ValueError("%s has more fractional second digits than the column keeps (%d)" % (v, digits))
+    return v
+
+
 def _bytes(v, t):
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v)
@@ -209,6 +232,40 @@ _BY_PYTHON_TYPE = {
 }
 
 
+_INT_BITS = {"TINYINT": 8, "SMALLINT": 16, "MEDIUMINT": 24, "BIGINT": 64}
+
+
+def integer_range(t, dialect: str) -> tuple[int, int] | None:
+    """The values an integer column holds (SQLite's integers are all 64-bit), or None."""
+    if not isinstance(t, sa.Integer):
+        return None
+    if dialect == "sqlite":
+        return -2 ** 63, 2 ** 63 - 1
+    bits = _INT_BITS.get(type(t).__name__.upper()) or (
+        16 if isinstance(t, sa.SmallInteger) else 64 if isinstance(t, sa.BigInteger) else 32)
+    if getattr(t, "unsigned", False):
+        return 0, 2 ** bits - 1
+    return -2 ** (bits - 1), 2 ** (bits - 1) - 1
+
+
+def _ranged(fn, lo: int, hi: int):
+    def check(v, t):
+        v = fn(v, t)
+        if not lo <= v <= hi:
+            raise ValueError("%d is out of range for the column (%d..%d)" % (v, lo, hi))
+        return v
+    return check
+
+
+def _no_nul(fn):
+    def check(v, t):
+        v = fn(v, t)
+        if "\x00" in v:
+            raise ValueError("PostgreSQL text can't hold a NUL character (at %d)" % v.index("\x00"))
+        return v
+    return check
+
+
 def _fraction_digits(t, dialect: str) -> int | None:
     """Digits of a second a time/timestamp column keeps, where the dialect says."""
     if dialect in ("mysql", "mariadb"):
@@ -226,6 +283,13 @@ def column_converter(column: sa.Column, dialect: str, label: str):
     except NotImplementedError:
         kind = None
     fn = _BY_PYTHON_TYPE.get(kind, _as_is)
+    if kind is dt.time and dialect in ("mysql", "mariadb"):
+        fn = _mysql_time
+    limits = integer_range(t, dialect) if kind is int else None
+    if limits:
+        fn = _ranged(fn, *limits)
+    if kind is str and dialect == "postgresql":
+        fn = _no_nul(fn)
     if kind in (dt.datetime, dt.time):
         digits = _fraction_digits(t, dialect)
         base = fn

@@ -181,8 +181,9 @@ _COLUMN_NAMED = re.compile(r'column "([^"]+)"|column (?:`[^`]*`\.)*`([^`]+)`|(?:
 
 
 def db_reason(exc: sa.exc.DBAPIError) -> tuple[str, str | None]:
-    """The database's message on one line, and the column it names if any."""
-    orig = exc.orig
+    """The database's message on one line, and the column it names if any (`exc`: a
+    SQLAlchemy DBAPIError or the driver's own exception)."""
+    orig = getattr(exc, "orig", exc)
     args = getattr(orig, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
         text = "%s (error %d)" % (args[1], args[0])
@@ -211,14 +212,20 @@ def reflect_table(engine: sa.Engine, c: JdbcSinkConfig, error) -> sa.Table:
             if n not in columns:
                 raise error(key, "no column %s.%s (columns: %s)" % (c.table, n, ", ".join(columns.keys())))
     if c.mode == "upsert":
-        keys = [{col.name for col in table.primary_key.columns}]
-        keys += [{col.name for col in ix.columns} for ix in table.indexes if ix.unique]
-        keys += [{col.name for col in uc.columns} for uc in table.constraints if isinstance(uc, sa.UniqueConstraint)]
+        keys = unique_keys(table)
         if set(c.pkFields) not in keys:
             raise error("pk.fields", "upsert on (%s) needs a primary key or unique index on exactly those columns of %s; "
                         "it has: %s" % (", ".join(c.pkFields), c.table,
                                         "; ".join("(%s)" % ", ".join(sorted(k)) for k in keys if k) or "none"))
     return table
+
+
+def unique_keys(table: sa.Table) -> list[set]:
+    """The column sets of a table's primary key, unique indexes and unique constraints."""
+    keys = [{col.name for col in table.primary_key.columns}]
+    keys += [{col.name for col in ix.columns} for ix in table.indexes if ix.unique]
+    keys += [{col.name for col in uc.columns} for uc in table.constraints if isinstance(uc, sa.UniqueConstraint)]
+    return keys
 
 
 @SINKS.register("jdbc")

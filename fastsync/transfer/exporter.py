@@ -1,0 +1,734 @@
+"""`fastsync export`: the part files `fastsync import` writes, back into a table.
+
+All or nothing: the files are loaded into a staging table (a copy of the target's columns,
+created for the export, or `--staging-table`), each writer (`-m`) in its own connection,
+then moved into the target in ONE transaction (insert, `--update-key` upsert or update)
+and the automatic staging table is dropped. A failed export leaves the target as it was
+and says which file, row and column failed and why.
+
+Values go through `sqlvalues.column_converter` (exact: decimals never rounded, text length
+checked, NULL into NOT NULL refused) before anything is written; text formats (csv, Sqoop
+text) are read as text and parsed per column type.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from fastsync.transfer.importer import STREAM_CODECS
+from fastsync.transfer.sqlvalues import column_converter, integer_range, show
+from fastsync.transfer.textfile import TextOptions
+
+log = logging.getLogger("fastsync.export")
+
+# file suffix (before any compression suffix) -> format
+SUFFIX_FORMATS = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "txt": "text", "jsonl": "jsonl", "avro": "avro"}
+_CODEC_OF_SUFFIX = {v: k for k, v in STREAM_CODECS.items()}
+_BATCH_ROWS = 10000
+
+
+class ExportError(Exception):
+    """An export failed; the message says where (flag, file, row, column)."""
+
+
+@dataclass
+class ExportJob:
+    url: sa.engine.URL
+    table: str
+    export_dir: str
+    columns: list[str] | None = None
+    mappers: int = 1
+    text: TextOptions = field(default_factory=TextOptions)
+    staging_table: str | None = None
+    clear_staging_table: bool = False
+    update_key: list[str] | None = None
+    update_mode: str = "updateonly"
+    batch: bool = False                  # the generic executemany path, also where a bulk path exists
+    fast_path: bool = True
+
+
+# -- files -------------------------------------------------------------------------------
+
+@dataclass
+class PartFile:
+    path: str
+    fmt: str
+    codec: str | None
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+def find_files(export_dir: str) -> list[PartFile]:
+    """The data files of an export directory (`_SUCCESS`, hidden and other files skipped)."""
+    if not os.path.isdir(export_dir):
+        raise ExportError("--export-dir %s: no such directory" % export_dir)
+    out = []
+    for name in sorted(os.listdir(export_dir)):
+        if name.startswith((".", "_")):
+            continue
+        parts = name.split(".")
+        codec = _CODEC_OF_SUFFIX.get(parts[-1]) if len(parts) > 2 else None
+        suffix = parts[-2] if codec else parts[-1]
+        fmt = SUFFIX_FORMATS.get(suffix)
+        if fmt is None or (codec and fmt not in ("csv", "text", "jsonl")):
+            log.warning("--export-dir: skipping %s (not a part file: .%s)", name, " .".join(SUFFIX_FORMATS))
+            continue
+        out.append(PartFile(os.path.join(export_dir, name), fmt, codec))
+    if not out:
+        raise ExportError("--export-dir %s: no part files (.%s)" % (export_dir, ", .".join(SUFFIX_FORMATS)))
+    return out
+
+
+def _open_bytes(f: PartFile):
+    raw = pa.OSFile(f.path, "rb")
+    return pa.CompressedInputStream(raw, f.codec) if f.codec else raw
+
+
+def file_columns(f: PartFile, default: list[str]) -> list[str]:
+    """The columns a file holds (text files: `default`, they have no header)."""
+    if f.fmt == "parquet":
+        return pq.read_schema(f.path).names
+    if f.fmt == "arrow":
+        with pa.memory_map(f.path) as m:
+            return pa.ipc.open_file(m).schema.names
+    if f.fmt == "avro":
+        import fastavro
+        with open(f.path, "rb") as fh:
+            return [x["name"] for x in fastavro.reader(fh).writer_schema["fields"]]
+    if f.fmt == "csv":
+        with _open_bytes(f) as s:
+            return pacsv.open_csv(s).schema.names
+    if f.fmt == "jsonl":
+        names: dict = {}
+        for rec in _jsonl_records(f, limit=1000):
+            names.update(dict.fromkeys(rec))
+        return list(names) or default
+    return default
+
+
+def _jsonl_records(f: PartFile, limit: int | None = None):
+    with _open_bytes(f) as s:
+        data = s.read()
+    for i, line in enumerate(data.decode("utf-8").splitlines()):
+        if limit is not None and i >= limit:
+            return
+        if line.strip():
+            yield json.loads(line, parse_float=Decimal)
+
+
+def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
+    """Batches of a file as (first row number, values): a pyarrow RecordBatch of `columns`
+    for Parquet and Arrow files, else {column: [python values]} (csv and Sqoop text: the
+    text of each field, None for NULL; parsed later by the text converters)."""
+    if f.fmt in ("parquet", "arrow"):
+        if f.fmt == "parquet":
+            batches = pq.ParquetFile(f.path).iter_batches(batch_size=_BATCH_ROWS, columns=columns)
+        else:
+            reader = pa.ipc.open_file(pa.memory_map(f.path))
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        row = 1
+        for b in batches:
+            yield row, b.select(columns)          # a RecordBatch: COPY may take it whole
+            row += len(b)
+    elif f.fmt == "avro":
+        import fastavro
+        with open(f.path, "rb") as fh:
+            yield from _chunks(fastavro.reader(fh), columns)
+    elif f.fmt == "jsonl":
+        yield from _chunks(_jsonl_records(f), columns)
+    elif f.fmt == "csv":
+        with _open_bytes(f) as s:
+            reader = pacsv.open_csv(s, convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
+                quoted_strings_can_be_null=False, include_columns=columns))
+            row = 1
+            for b in reader:
+                yield row, {c: b.column(c).to_pylist() for c in columns}
+                row += len(b)
+    else:
+        with _open_bytes(f) as s:
+            data = s.read().decode("utf-8")
+        yield from _chunks(_text_records(f, data, text, columns, kinds), columns)
+
+
+def _text_records(f: PartFile, data: str, text: TextOptions, columns: list[str], kinds: dict):
+    for i, fields in enumerate(_parse_text(data, text, columns, kinds)):
+        if len(fields) != len(columns):
+            raise _RowError("%s row %d: %d fields, expected %d (%s); check the --input-* delimiters"
+                            % (f.name, i + 1, len(fields), len(columns), ",".join(columns)))
+        yield dict(zip(columns, fields))
+
+
+def _chunks(records, columns: list[str]):
+    row, buf = 1, []
+    for rec in records:
+        buf.append(rec)
+        if len(buf) == _BATCH_ROWS:
+            yield row, {c: [r.get(c) for r in buf] for c in columns}
+            row += len(buf)
+            buf = []
+    if buf:
+        yield row, {c: [r.get(c) for r in buf] for c in columns}
+
+
+def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
+    """Sqoop delimited text -> one list of field values (None for NULL) per line. A field
+    is NULL when its raw text (before unescaping, not enclosed) is the null string."""
+    fs, ls, esc = o.fields_terminated_by, o.lines_terminated_by, o.escaped_by
+    quote = o.enclosed_by or o.optionally_enclosed_by
+    token = re.compile("|".join(re.escape(c) for c in (fs, ls, quote, esc) if c))
+    nulls = [o.null_string if kinds.get(c) is str else o.null_non_string for c in columns]
+    fields, cur, in_quote, pos, start, n = [], [], False, 0, 0, len(data)
+
+    def finish(end):
+        i = len(fields)
+        raw = data[start:end]
+        return None if i < len(nulls) and raw == nulls[i] else "".join(cur)
+    while pos < n:
+        m = token.search(data, pos)
+        if m is None:
+            cur.append(data[pos:])
+            pos = n
+            break
+        cur.append(data[pos:m.start()])
+        ch, pos = m.group(), m.end()
+        if esc and ch == esc:
+            if pos < n:
+                cur.append(data[pos])
+                pos += 1
+        elif quote and ch == quote:
+            in_quote = not in_quote
+        elif in_quote:
+            cur.append(ch)
+        elif ch == fs:
+            fields.append(finish(m.start()))
+            cur, start = [], pos
+        else:                                   # line terminator
+            fields.append(finish(m.start()))
+            yield fields
+            fields, cur, start = [], [], pos
+    if start < n:
+        fields.append(finish(n))
+        yield fields
+
+
+def _from_text(v: str, kind):
+    """A value read as text (csv, Sqoop text) for a column of python type `kind`: bytes
+    from hex, durations from microseconds; other kinds are parsed by sqlvalues."""
+    if kind is bytes:
+        try:
+            return bytes.fromhex(v)
+        except ValueError:
+            raise ValueError("expected bytes as hex, got %s" % show(v)) from None
+    if kind is dt.timedelta and re.fullmatch(r"-?\d+", v.strip()):
+        return int(v)
+    return v
+
+
+# -- the table ---------------------------------------------------------------------------
+
+def _kind(col: sa.Column):
+    if isinstance(col.type, sa.ARRAY):
+        return list
+    if isinstance(col.type, pg.INTERVAL):
+        return dt.timedelta
+    try:
+        return col.type.python_type
+    except NotImplementedError:
+        return None
+
+
+def _split_name(name: str) -> tuple[str | None, str]:
+    schema, _, table = name.strip().rpartition(".")
+    return schema or None, table
+
+
+def reflect(engine, name: str, flag: str) -> sa.Table:
+    schema, table = _split_name(name)
+    try:
+        t = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
+    except sa.exc.NoSuchTableError:
+        raise ExportError("%s %s: no such table" % (flag, name)) from None
+    for c in t.c:
+        if isinstance(c.type, sa.Float) and getattr(c.type, "asdecimal", False):
+            c.type.asdecimal = False
+    return t
+
+
+def _converters(table: sa.Table, columns: list[str], dialect: str) -> tuple[dict, dict]:
+    """(converters of typed values, converters of text values: csv and Sqoop text)."""
+    typed = {c: column_converter(table.c[c], dialect, "%s.%s" % (table.name, c)) for c in columns}
+    return typed, {c: _text_converter(typed[c], _kind(table.c[c]), "%s.%s" % (table.name, c)) for c in columns}
+
+
+def _text_converter(conv, kind, label: str):
+    def convert(v):
+        if v is None:
+            return conv(None)
+        try:
+            v = _from_text(v, kind)
+        except ValueError as exc:
+            raise ValueError("column %s: %s" % (label, exc)) from None
+        return conv(v)
+    return convert
+
+
+def check_columns(table: sa.Table, files: list[PartFile], job: ExportJob) -> list[str]:
+    """The columns to write (the same in every file), checked against the table before
+    anything is written."""
+    default = job.columns or list(table.c.keys())
+    if job.columns:
+        missing = [c for c in job.columns if c not in table.c]
+        if missing:
+            raise ExportError("--columns: table %s has no column %s" % (job.table, ", ".join(missing)))
+    columns = None
+    for f in files:
+        names = file_columns(f, default)
+        if job.columns and f.fmt not in ("text",):
+            absent = [c for c in job.columns if c not in names]
+            if absent:
+                raise ExportError("%s: no column %s in the file (--columns)" % (f.name, ", ".join(absent)))
+            names = job.columns
+        extra = [c for c in names if c not in table.c]
+        if extra:
+            raise ExportError("%s: column %s is not a column of table %s" % (f.name, ", ".join(extra), job.table))
+        if columns is None:
+            columns = names
+        elif set(names) != set(columns):
+            raise ExportError("%s: columns %s differ from %s's %s"
+                              % (f.name, ",".join(names), files[0].name, ",".join(columns)))
+    needed = [c.name for c in table.c if not c.nullable and c.server_default is None and c.name not in columns
+              and not (c.autoincrement is True or (c.primary_key and c.autoincrement == "auto"
+                                                    and isinstance(c.type, sa.Integer) and len(table.primary_key.columns) == 1))]
+    if needed:
+        raise ExportError("table %s: NOT NULL column %s (no default) is in none of the files"
+                          % (job.table, ", ".join(needed)))
+    return columns
+
+
+# -- writing -----------------------------------------------------------------------------
+
+class _RowError(ExportError):
+    pass
+
+
+def convert_batch(f: PartFile, first_row: int, values: dict, converters: dict, columns: list[str]) -> list[tuple]:
+    """A batch's columns converted to row tuples; _RowError names file, row and column."""
+    out = []
+    for c in columns:
+        conv, col = converters[c], values[c]
+        try:
+            out.append([conv(v) for v in col])
+        except ValueError:
+            for i, v in enumerate(col):
+                try:
+                    conv(v)
+                except ValueError as exc:
+                    raise _RowError("%s row %d: %s" % (f.name, first_row + i, exc)) from None
+            raise
+    return list(zip(*out))
+
+
+class _Counter:
+    def __init__(self):
+        self.rows = 0
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.rows += n
+
+
+def _quote(engine, name: str) -> str:
+    prep = engine.dialect.identifier_preparer
+    return ".".join(prep.quote(p) for p in name.split("."))
+
+
+class _Loader:
+    """Loads converted rows into the staging table over one connection."""
+
+    def __init__(self, engine, stage: sa.Table, columns: list[str], job: ExportJob):
+        self.engine, self.stage, self.columns, self.job = engine, stage, columns, job
+        self.dialect = engine.dialect.name
+        self.conn = engine.raw_connection()
+        self.how = self._choose()
+        self._arrow_checks: dict = {}
+        log.info("%s: loading the staging table with %s", job.table, self.how)
+        cols = ", ".join(engine.dialect.identifier_preparer.quote(c) for c in columns)
+        self.target = "%s (%s)" % (_quote(engine, _stage_name(stage)), cols)
+        marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(columns))
+        self.insert = "INSERT INTO %s VALUES (%s)" % (self.target, marks)
+        dialect = engine.dialect
+        self.procs = [None if isinstance(stage.c[c].type, sa.JSON) else stage.c[c].type.dialect_impl(dialect).bind_processor(dialect)
+                      for c in columns]
+        self.json_cols = [i for i, c in enumerate(columns) if isinstance(stage.c[c].type, sa.JSON)]
+
+    def _choose(self) -> str:
+        if self.job.batch or not self.job.fast_path:
+            return "executemany"
+        if self.dialect == "postgresql":
+            return "copy"
+        if self.dialect in ("mysql", "mariadb") and getattr(self.conn.driver_connection, "_local_infile", False):
+            cur = self.conn.cursor()
+            try:
+                cur.execute("SELECT @@GLOBAL.local_infile")
+                if cur.fetchone()[0] in (1, "1", "ON"):
+                    return "load data"
+            finally:
+                cur.close()
+            log.info("the server does not allow LOAD DATA LOCAL INFILE (local_infile is OFF): multi-row inserts")
+        return "executemany"
+
+    def load_arrow(self, batch: pa.RecordBatch) -> bool:
+        """PostgreSQL: a batch whose columns need no per-value conversion (checked a column
+        at a time: Arrow types that map exactly, NULLs, lengths, integer ranges) goes to
+        COPY as CSV written by Arrow. False: the batch must take the per-value path."""
+        if self.how != "copy":
+            return False
+        checks = self._arrow_checks.get(batch.schema)
+        if checks is None:
+            checks = self._arrow_checks[batch.schema] = [_arrow_check(self.stage.c[c], batch.schema.field(c).type, self.dialect)
+                                                         for c in self.columns]
+        for c, check, a in zip(self.columns, checks, batch.columns):
+            if check is None or (a.null_count and not self.stage.c[c].nullable) or not check(a):
+                return False
+        buf = pa.BufferOutputStream()
+        pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
+        with self.conn.driver_connection.cursor() as cur, cur.copy("COPY %s FROM STDIN (FORMAT csv)" % self.target) as copy:
+            copy.write(buf.getvalue().to_pybytes())
+        return True
+
+    def load(self, rows: list[tuple]) -> None:
+        if self.how == "copy":
+            with self.conn.driver_connection.cursor() as cur, cur.copy("COPY %s FROM STDIN" % self.target) as copy:
+                for r in rows:
+                    copy.write_row(r)
+            return
+        if self.how == "load data":
+            return self._load_data(rows)
+        if any(self.procs) or self.json_cols:
+            rows = [self._bind(r) for r in rows]
+        cur = self.conn.cursor()
+        try:
+            cur.executemany(self.insert, rows)
+        finally:
+            cur.close()
+
+    def _load_data(self, rows: list[tuple]) -> None:
+        """MySQL/MariaDB: the rows as a tab-separated file (LOAD DATA's default escapes, bytes
+        as hex through UNHEX), loaded with LOAD DATA LOCAL INFILE. With LOCAL the server turns
+        data errors into warnings: any warning fails the load."""
+        import tempfile
+        binary = [isinstance(self.stage.c[c].type, (sa.LargeBinary, sa.types._Binary)) for c in self.columns]
+        q = self.engine.dialect.identifier_preparer.quote
+        targets = ", ".join("@v%d" % i if b else q(c) for i, (c, b) in enumerate(zip(self.columns, binary)))
+        sets = ", ".join("%s = UNHEX(@v%d)" % (q(c), i) for i, (c, b) in enumerate(zip(self.columns, binary)) if b)
+        with tempfile.NamedTemporaryFile("wb", prefix="fastsync-export-", suffix=".tsv") as tmp:
+            tmp.write("".join("\t".join(_mysql_field(v) for v in r) + "\n" for r in rows).encode("utf-8"))
+            tmp.flush()
+            sql = ("LOAD DATA LOCAL INFILE '%s' INTO TABLE %s CHARACTER SET utf8mb4 (%s)%s"
+                   % (tmp.name, _quote(self.engine, _stage_name(self.stage)), targets, " SET " + sets if sets else ""))
+            cur = self.conn.cursor()
+            try:
+                cur.execute(sql)
+                cur.execute("SHOW WARNINGS LIMIT 1")
+                warning = cur.fetchone()
+                if warning:
+                    raise ValueError("LOAD DATA: %s (%s %s)" % (warning[2], warning[0], warning[1]))
+            finally:
+                cur.close()
+
+    def _bind(self, r: tuple) -> tuple:
+        r = [p(v) if p is not None and v is not None else v for p, v in zip(self.procs, r)]
+        for i in self.json_cols:
+            if r[i] is not None and not isinstance(r[i], str):
+                r[i] = json.dumps(r[i], ensure_ascii=False)
+            elif r[i] is not None and self.dialect == "postgresql":
+                from psycopg.types.json import Json
+                r[i] = Json(r[i], dumps=lambda x: x)
+        return tuple(r)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+_MYSQL_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\0": "\\0", "\r": "\\r"})
+
+
+def _mysql_field(v) -> str:
+    """A value in LOAD DATA's default text format (\\N is NULL)."""
+    if v is None:
+        return "\\N"
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, Decimal):
+        return format(v, "f")
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, dt.datetime):
+        return v.isoformat(sep=" ")
+    if isinstance(v, dt.timedelta):
+        sign, v = ("-", -v) if v < dt.timedelta(0) else ("", v)
+        secs = v.days * 86400 + v.seconds
+        return "%s%d:%02d:%02d.%06d" % (sign, secs // 3600, secs // 60 % 60, secs % 60, v.microseconds)
+    if isinstance(v, (dict, list)):
+        v = json.dumps(v, ensure_ascii=False)
+    return str(v).translate(_MYSQL_ESCAPES)
+
+
+def _always(a) -> bool:
+    return True
+
+
+def _has_nul(a: pa.Array) -> bool:
+    """Might a string array hold a NUL character? (Its whole data buffer is looked at.)"""
+    data = a.buffers()[2]
+    return data is not None and data.to_pybytes().find(b"\x00") >= 0
+
+
+def _arrow_check(col: sa.Column, ftype: pa.DataType, dialect: str):
+    """For an Arrow column of `ftype` into `col`: a check array -> bool that its values are
+    what the per-value converter would send unchanged, or None (never)."""
+    t, kind = col.type, _kind(col)
+    if kind is int and pa.types.is_integer(ftype) and integer_range(t, dialect):
+        lo, hi = integer_range(t, dialect)
+
+        def in_range(a):
+            mm = pc.min_max(a)
+            return mm["min"].as_py() is None or (mm["min"].as_py() >= lo and mm["max"].as_py() <= hi)
+        return in_range
+    if kind is Decimal and pa.types.is_decimal(ftype):
+        p, sc = getattr(t, "precision", None), getattr(t, "scale", None) or 0
+        return _always if p is None or (ftype.scale <= sc and ftype.precision - ftype.scale <= p - sc) else None
+    if (kind is float and pa.types.is_floating(ftype)) or (kind is bool and pa.types.is_boolean(ftype)) \
+            or (kind is dt.date and pa.types.is_date32(ftype)):
+        return _always
+    if kind is str and (pa.types.is_string(ftype) or pa.types.is_large_string(ftype)):
+        length = getattr(t, "length", None)
+        if length is None or isinstance(t, sa.Enum):
+            length = None
+        return lambda a: (not _has_nul(a)
+                          and (length is None or (pc.max(pc.utf8_length(a)).as_py() or 0) <= length))
+    if kind is dt.datetime and pa.types.is_timestamp(ftype) and ftype.unit == "us" \
+            and ftype.tz in ((None,) if not t.timezone else ("UTC", "+00:00")) and getattr(t, "precision", None) in (None, 6):
+        return _always
+    return None
+
+
+def _stage_name(stage: sa.Table) -> str:
+    return "%s.%s" % (stage.schema, stage.name) if stage.schema else stage.name
+
+
+def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[str], converters: dict,
+                 kinds: dict, job: ExportJob, counter: _Counter) -> None:
+    loader = _Loader(engine, stage, columns, job)
+    try:
+        for f in files:
+            try:
+                convs = converters[f.fmt in ("csv", "text")]
+                whole = 0
+                for first, values in read_rows(f, columns, job.text, kinds):
+                    n = len(values) if isinstance(values, pa.RecordBatch) else len(values[columns[0]])
+                    try:
+                        if isinstance(values, pa.RecordBatch):
+                            if loader.load_arrow(values):
+                                counter.add(n)
+                                whole += n
+                                continue
+                            values = {c: values.column(c).to_pylist() for c in columns}
+                        rows = convert_batch(f, first, values, convs, columns)
+                        loader.load(rows)
+                    except _RowError:
+                        raise
+                    except Exception as exc:
+                        raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, _db_reason(exc))) from None
+                    counter.add(n)
+                if whole:
+                    log.info("%s: %d rows checked a column at a time and written by Arrow as CSV for COPY", f.name, whole)
+            except ExportError:
+                raise
+            except Exception as exc:          # a file that can't be read
+                raise ExportError("%s: %s" % (f.name, _db_reason(exc))) from None
+        loader.commit()
+    finally:
+        loader.close()
+
+
+def _db_reason(exc: Exception) -> str:
+    from fastsync.agent.sinks.jdbc import db_reason
+    return db_reason(exc)[0] or type(exc).__name__
+
+
+# -- staging and the move ----------------------------------------------------------------
+
+def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
+    name = "%s_stage_%s" % (target.name[:40], uuid.uuid4().hex[:8])
+    if engine.dialect.name == "postgresql":
+        ddl = "CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS)" % (_quote(engine, _qualified(target.schema, name)),
+                                                                _quote(engine, _qualified(target.schema, target.name)))
+        with engine.begin() as conn:
+            conn.exec_driver_sql(ddl)
+    else:
+        md = sa.MetaData()
+        sa.Table(name, md, *[sa.Column(c.name, c.type, nullable=c.nullable) for c in target.c], schema=target.schema)
+        md.create_all(engine)
+    return reflect(engine, _qualified(target.schema, name), "--staging-table")
+
+
+def _qualified(schema, name):
+    return "%s.%s" % (schema, name) if schema else name
+
+
+def _prepare_stage(engine, target: sa.Table, job: ExportJob) -> tuple[sa.Table, bool]:
+    """(staging table, created here)."""
+    if not job.staging_table:
+        return _create_stage(engine, target, job), True
+    stage = reflect(engine, job.staging_table, "--staging-table")
+    missing = [c for c in target.c.keys() if c not in stage.c]
+    if missing:
+        raise ExportError("--staging-table %s has no column %s of %s" % (job.staging_table, ", ".join(missing), job.table))
+    with engine.begin() as conn:
+        if job.clear_staging_table:
+            conn.execute(stage.delete())
+        elif conn.execute(sa.select(sa.func.count()).select_from(stage)).scalar():
+            raise ExportError("--staging-table %s is not empty (use --clear-staging-table)" % job.staging_table)
+    return stage, False
+
+
+def move_sql(engine, target: sa.Table, stage: sa.Table, columns: list[str], job: ExportJob) -> str:
+    """The one statement that moves the staging rows into the target."""
+    q = engine.dialect.identifier_preparer.quote
+    t, s = _quote(engine, _stage_name(target)), _quote(engine, _stage_name(stage))
+    cols = ", ".join(q(c) for c in columns)
+    dialect = engine.dialect.name
+    if not job.update_key:
+        return "INSERT INTO %s (%s) SELECT %s FROM %s" % (t, cols, cols, s)
+    keys = job.update_key
+    rest = [c for c in columns if c not in keys]
+    if job.update_mode == "allowinsert":
+        if dialect in ("mysql", "mariadb"):
+            sets = ", ".join("%s = VALUES(%s)" % (q(c), q(c)) for c in rest or keys[:1])
+            return "INSERT INTO %s (%s) SELECT %s FROM %s ON DUPLICATE KEY UPDATE %s" % (t, cols, cols, s, sets)
+        sets = ", ".join("%s = excluded.%s" % (q(c), q(c)) for c in rest)
+        action = "DO UPDATE SET %s" % sets if rest else "DO NOTHING"
+        return "INSERT INTO %s (%s) SELECT %s FROM %s WHERE true ON CONFLICT (%s) %s" % (
+            t, cols, cols, s, ", ".join(q(k) for k in keys), action)
+    if not rest:
+        return "SELECT 1"
+    on = " AND ".join("%s.%s = fastsync_s.%s" % (t, q(k), q(k)) for k in keys)
+    if dialect in ("mysql", "mariadb"):
+        sets = ", ".join("%s.%s = fastsync_s.%s" % (t, q(c), q(c)) for c in rest)
+        return "UPDATE %s JOIN %s AS fastsync_s ON %s SET %s" % (t, s, on, sets)
+    sets = ", ".join("%s = fastsync_s.%s" % (q(c), q(c)) for c in rest)
+    return "UPDATE %s SET %s FROM %s AS fastsync_s WHERE %s" % (t, sets, s, on)
+
+
+def _check_update_key(target: sa.Table, columns: list[str], job: ExportJob) -> None:
+    if not job.update_key:
+        return
+    if job.update_mode not in ("updateonly", "allowinsert"):
+        raise ExportError("--update-mode %s: expected updateonly or allowinsert" % job.update_mode)
+    for k in job.update_key:
+        if k not in target.c:
+            raise ExportError("--update-key: table %s has no column %s" % (job.table, k))
+        if k not in columns:
+            raise ExportError("--update-key: column %s is in none of the files" % k)
+    if job.update_mode == "allowinsert":
+        from fastsync.agent.sinks.jdbc import unique_keys
+        if set(job.update_key) not in unique_keys(target):
+            raise ExportError("--update-key %s: allowinsert needs a primary key or unique index on exactly those "
+                              "columns of %s" % (",".join(job.update_key), job.table))
+
+
+# -- the export --------------------------------------------------------------------------
+
+def make_engine(url):
+    from fastsync.agent.sinks.jdbc import make_engine as jdbc_engine
+    return jdbc_engine(url)
+
+
+def run_export(job: ExportJob, progress: bool | None = None) -> dict:
+    t0 = time.perf_counter()
+    files = find_files(job.export_dir)
+    url = job.url
+    if url.get_backend_name() in ("mysql", "mariadb") and job.fast_path and not job.batch and "local_infile" not in url.query:
+        url = url.update_query_dict({"local_infile": "1"})       # PyMySQL refuses LOAD DATA LOCAL without it
+    engine = make_engine(url)
+    stage = created = None
+    try:
+        try:
+            target = reflect(engine, job.table, "--table")
+            columns = check_columns(target, files, job)
+            _check_update_key(target, columns, job)
+            dialect = engine.dialect.name
+            converters = _converters(target, columns, dialect)
+            kinds = {c: _kind(target.c[c]) for c in columns}
+            stage, created = _prepare_stage(engine, target, job)
+        except sa.exc.SQLAlchemyError as exc:
+            raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), _db_reason(exc))) from None
+        counter = _Counter()
+        writers = 1 if dialect == "sqlite" else min(job.mappers, len(files))
+        groups = [files[i::writers] for i in range(writers)]
+        show = progress if progress is not None else sys.stderr.isatty()
+        with cf.ThreadPoolExecutor(max_workers=writers, thread_name_prefix="export") as pool:
+            futures = [pool.submit(_write_files, engine, stage, g, columns, converters, kinds, job, counter)
+                       for g in groups]
+            if show:
+                _show_progress(futures, counter, t0)
+            for fut in futures:
+                fut.result()
+        sql = move_sql(engine, target, stage, columns, job)
+        try:
+            with engine.begin() as conn:
+                res = conn.exec_driver_sql(sql)
+                moved = res.rowcount
+                if not created:
+                    conn.execute(stage.delete())
+        except sa.exc.SQLAlchemyError as exc:
+            raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
+    finally:
+        if created and stage is not None:
+            try:
+                stage.drop(engine)
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("could not drop the staging table %s: %s", _stage_name(stage), _db_reason(exc))
+        engine.dispose()
+    seconds = time.perf_counter() - t0
+    return {"rows": counter.rows, "moved": moved, "files": len(files), "seconds": seconds,
+            "rows_per_s": counter.rows / seconds if seconds else 0.0, "writers": writers}
+
+
+def _show_progress(futures, counter: _Counter, t0: float) -> None:
+    while True:
+        done = all(f.done() for f in futures)
+        secs = max(time.perf_counter() - t0, 1e-9)
+        sys.stderr.write("\r%d rows, %.0f rows/s   " % (counter.rows, counter.rows / secs))
+        sys.stderr.flush()
+        if done:
+            sys.stderr.write("\n")
+            return
+        time.sleep(0.5)

@@ -1,0 +1,443 @@
+"""`fastsync export` end to end through the CLI, against SQLite and the real PostgreSQL and
+MariaDB servers: tables imported with `fastsync import` and exported into an empty copy
+must equal the source value by value (compared in SQL); upserts touch only keyed rows; a
+failed export leaves the target as it was and names file, row and column."""
+import datetime
+import decimal
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from test_import import fastsync
+from test_import_types import MYSQL_URL, PG_URL, TRICKY
+
+UTC = datetime.timezone.utc
+D = decimal.Decimal
+
+
+def engine_for(url):
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://").replace("mysql://", "mysql+pymysql://")
+                            + ("?charset=utf8mb4" if url.startswith("mysql") else ""))
+
+
+def name(prefix="x"):
+    return "%s_%s" % (prefix, uuid.uuid4().hex[:10])
+
+
+def sql(url, *statements, params=None):
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            out = None
+            for s in statements:
+                res = conn.execute(sa.text(s), params or {})
+                out = res.fetchall() if res.returns_rows else None
+            return out
+    finally:
+        engine.dispose()
+
+
+def insert(url, table, rows):
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            t = sa.Table(table, sa.MetaData(), autoload_with=conn)
+            conn.execute(t.insert(), rows)
+    finally:
+        engine.dispose()
+
+
+def ok(out):
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def tables_equal(url, a, b, select="*"):
+    """Both ways EXCEPT (and the counts): the two tables hold the same rows."""
+    for x, y in ((a, b), (b, a)):
+        diff = sql(url, "SELECT %s FROM %s EXCEPT SELECT %s FROM %s" % (select, x, select, y))
+        assert diff == [], (x, y, diff[:3])
+    assert sql(url, "SELECT COUNT(*) FROM %s" % a) == sql(url, "SELECT COUNT(*) FROM %s" % b)
+
+
+def cleanup(url, *tables):
+    for t in tables:
+        sql(url, "DROP TABLE IF EXISTS %s" % t)
+
+
+def leftover_stage(url, table):
+    engine = engine_for(url)
+    try:
+        return [t for t in sa.inspect(engine).get_table_names() if t.startswith(table + "_stage_")]
+    finally:
+        engine.dispose()
+
+
+# -- every type, Parquet, all three databases ------------------------------------------------------------
+
+PG_COLUMNS = """(
+  id int PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, num numeric(38, 10), num_small numeric(5, 2),
+  f4 real, f8 double precision, b boolean, c char(5), vc varchar(200), t text, by bytea,
+  d date, tm time, ts timestamp, tstz timestamptz, iv interval, j json, jb jsonb, u uuid, e {enum},
+  arr_i int[], arr_t text[], arr_n numeric(6, 2)[])"""
+PG_ROWS = [
+    dict(id=1, i2=-32768, i4=2147483647, i8=-9223372036854775808, num=D("1234567890123456789012345678.0123456789"),
+         num_small=D("-999.99"), f4=1.5, f8=-2.25e300, b=True, c="ab   ", vc=TRICKY, t=TRICKY * 3,
+         by=b"\x00\x01\xff\x00bin", d=datetime.date(1, 1, 1), tm=datetime.time(23, 59, 59, 999999),
+         ts=datetime.datetime(2026, 11, 24, 8, 30, 1, 123456), tstz=datetime.datetime(2026, 6, 1, 12, 0, tzinfo=UTC),
+         iv=datetime.timedelta(days=3, hours=4, microseconds=5), j={"a": [1, 2, {"b": None}]}, jb={"k": "v\u00e9"},
+         u=uuid.UUID("12345678-1234-5678-1234-567812345678"), e="happy", arr_i=[1, None, 3], arr_t=["x", "", None, "a,b\"{}"],
+         arr_n=[D("1.10"), None]),
+    dict(id=2, i2=7, f8=0.1, f4=3.4028234663852886e38, tm=datetime.time(0, 0), iv=-datetime.timedelta(days=1, microseconds=1),
+         vc="", t="\\N null NULL", by=b"", j=[], jb=None, arr_i=[], arr_t=[]),
+    dict(id=3),
+]
+PG_SELECT = "id, i2, i4, i8, num, num_small, f4, f8, b, c, vc, t, by, d, tm, ts, tstz, iv, j::text, jb, u, e, arr_i, arr_t, arr_n"
+
+
+def export_by(path, *args):
+    """`fastsync export` that must load the staging table by `path` (copy, load data, executemany)."""
+    out = ok(fastsync("export", *args, "--log-level", "INFO", *(["--batch"] if path == "executemany" else [])))
+    assert "loading the staging table with %s" % path in out.stderr, out.stderr
+    return out
+
+
+EVERY_FORMAT = {"parquet": [], "arrow": ["--format", "arrow"], "avro": ["--as-avrodatafile"], "jsonl": ["--format", "jsonl"]}
+
+
+@pytest.mark.parametrize("path,fmt", [("copy", "parquet"), ("executemany", "parquet"), ("copy", "arrow"),
+                                      ("copy", "avro"), ("copy", "jsonl")])
+def test_postgresql_every_type_round_trips(tmp_path, path, fmt):
+    src, dst, enum = name("src"), name("dst"), name("mood")
+    sql(PG_URL, "CREATE TYPE %s AS ENUM ('sad', 'happy')" % enum,
+        "CREATE TABLE %s %s" % (src, PG_COLUMNS.format(enum=enum)), "CREATE TABLE %s %s" % (dst, PG_COLUMNS.format(enum=enum)))
+    try:
+        insert(PG_URL, src, [{**{k: None for k in PG_ROWS[0]}, **r} for r in PG_ROWS])
+        ok(fastsync("import", "--connect", PG_URL, "--table", src, "-m", 2, "--target-dir", tmp_path / "out", *EVERY_FORMAT[fmt]))
+        out = export_by(path, "--connect", PG_URL, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2)
+        assert "exported 3 rows from " in out.stdout
+        tables_equal(PG_URL, src, dst, PG_SELECT)
+        assert not leftover_stage(PG_URL, dst)
+    finally:
+        cleanup(PG_URL, src, dst)
+        sql(PG_URL, "DROP TYPE IF EXISTS %s" % enum)
+
+
+MY_COLUMNS = """(
+  id INT PRIMARY KEY, ti TINYINT, si SMALLINT, mi MEDIUMINT, i INT, bi BIGINT, ubi BIGINT UNSIGNED,
+  num DECIMAL(65, 30), num_small DECIMAL(5, 2), f FLOAT, dbl DOUBLE, bo BOOLEAN, c CHAR(5), vc VARCHAR(200),
+  t LONGTEXT, bl LONGBLOB, d DATE, tm TIME(6), dt DATETIME(6), ts TIMESTAMP(6) NULL, y YEAR, e ENUM('sad', 'happy'), j JSON
+) CHARACTER SET utf8mb4"""
+MY_ROWS = [
+    dict(id=1, ti=-128, si=-32768, mi=8388607, i=-2147483648, bi=9223372036854775807, ubi=18446744073709551615,
+         num=D("12345678901234567890123456789012345.123456789012345678901234567891"[:66]),
+         num_small=D("999.99"), f=0.5, dbl=1e-300, bo=1, c="ab", vc=TRICKY, t=TRICKY * 2,
+         bl=b"\x00\xff\x00\t\n\\N", d=datetime.date(2026, 2, 28), tm=datetime.timedelta(hours=838, minutes=59, seconds=59),
+         dt=datetime.datetime(2026, 11, 24, 8, 1, 2, 345678), ts=datetime.datetime(2026, 1, 2, 3, 4, 5, 6), y=2026,
+         e="sad", j='{"a": [1, null], "b": "\\u00e9"}'),
+    dict(id=2, tm=-datetime.timedelta(hours=1, microseconds=7), vc="\\N", t="null", bl=b"", dbl=0.1, f=-3.5),
+    dict(id=3),
+]
+
+
+@pytest.mark.parametrize("path,fmt", [("load data", "parquet"), ("executemany", "parquet"), ("load data", "avro"),
+                                      ("load data", "jsonl")])
+def test_mariadb_every_type_round_trips(tmp_path, path, fmt):
+    src, dst = name("src"), name("dst")
+    sql(MYSQL_URL, "CREATE TABLE %s %s" % (src, MY_COLUMNS), "CREATE TABLE %s %s" % (dst, MY_COLUMNS))
+    try:
+        insert(MYSQL_URL, src, [{**{k: None for k in MY_ROWS[0]}, **r} for r in MY_ROWS])
+        ok(fastsync("import", "--connect", MYSQL_URL, "--table", src, "-m", 2, "--target-dir", tmp_path / "out", *EVERY_FORMAT[fmt]))
+        export_by(path, "--connect", MYSQL_URL, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2)
+        tables_equal(MYSQL_URL, src, dst)
+        assert not leftover_stage(MYSQL_URL, dst)
+    finally:
+        cleanup(MYSQL_URL, src, dst)
+
+
+SQLITE_COLUMNS = """(id INTEGER PRIMARY KEY, i BIGINT, num NUMERIC(10, 2), f REAL, b BOOLEAN, vc VARCHAR(200),
+  t TEXT NOT NULL, bl BLOB, d DATE, ts DATETIME, tm TIME)"""
+
+
+def test_sqlite_every_type_round_trips_through_parquet(tmp_path):
+    url = "sqlite:///%s" % (tmp_path / "db.sqlite")
+    sql(url, "CREATE TABLE src %s" % SQLITE_COLUMNS, "CREATE TABLE dst %s" % SQLITE_COLUMNS)
+    insert(url, "src", [
+        dict(id=1, i=-2 ** 63, num=D("12345678.91"), f=1e-300, b=True, vc=TRICKY, t=TRICKY, bl=b"\x00\xff",
+             d=datetime.date(2026, 1, 31), ts=datetime.datetime(2026, 1, 2, 3, 4, 5, 123456), tm=datetime.time(1, 2, 3, 4)),
+        dict(id=2, i=None, num=None, f=None, b=False, vc=None, t="", bl=None, d=None, ts=None, tm=None)])
+    ok(fastsync("import", "--connect", url, "--table", "src", "-m", 2, "--target-dir", tmp_path / "out"))
+    ok(fastsync("export", "--connect", url, "--table", "dst", "--export-dir", tmp_path / "out", "-m", 2))
+    tables_equal(url, "src", "dst")
+    tables_equal(url, "src", "dst", "id, typeof(i), typeof(num), typeof(f), typeof(b), typeof(bl), typeof(ts)")
+    assert sql(url, "SELECT name FROM sqlite_master WHERE name LIKE 'dst_stage_%'") == []
+
+
+# -- every file format --------------------------------------------------------------------------------
+
+FORMAT_COLUMNS = "(id int PRIMARY KEY, n numeric(12, 3), vc varchar(300), by bytea, d date, tstz timestamptz, b boolean, f double precision)"
+FORMATS = {
+    "parquet": [], "arrow": ["--format", "arrow"], "avro": ["--as-avrodatafile"], "csv": ["--format", "csv"],
+    "csv.zst": ["--format", "csv", "--compression-codec", "zstd"], "jsonl.gz": ["--format", "jsonl", "-z"],
+    "jsonl.lz4": ["--format", "jsonl", "--compression-codec", "lz4"],
+    "text": ["--as-textfile", "--optionally-enclosed-by", "\"", "--escaped-by", "\\\\"],
+    "text.gz": ["--as-textfile", "-z", "--fields-terminated-by", "\\t", "--escaped-by", "\\\\"],
+}
+
+
+def input_flags(import_flags):
+    """import's text flags as export's --input-* flags (the others dropped)."""
+    out, keep = [], False
+    for a in import_flags:
+        if a.startswith("--"):
+            keep = a in ("--fields-terminated-by", "--lines-terminated-by", "--enclosed-by", "--optionally-enclosed-by",
+                         "--escaped-by", "--null-string", "--null-non-string")
+            if keep:
+                out.append(a.replace("--", "--input-", 1))
+        elif keep:
+            out.append(a)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pg_format_source():
+    src = name("fmt")
+    sql(PG_URL, "CREATE TABLE %s %s" % (src, FORMAT_COLUMNS))
+    rows = [dict(id=i, n=D("%d.%03d" % (i * 37 - 500, i % 1000)) if i % 11 else None,
+                 vc=None if i % 13 == 0 else ("" if i % 17 == 0 else "v\u00e9 %d ,\"'\u2603" % i),
+                 by=None if i % 7 == 0 else bytes([i % 256, 0, 255]),
+                 d=datetime.date(2000, 1, 1) + datetime.timedelta(days=i), b=i % 3 == 0 if i % 5 else None,
+                 tstz=datetime.datetime(2020, 1, 1, tzinfo=UTC) + datetime.timedelta(seconds=i * 3601, microseconds=i),
+                 f=i / 7 if i % 9 else None) for i in range(1, 2001)]
+    insert(PG_URL, src, rows)
+    yield src
+    cleanup(PG_URL, src)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_every_format_round_trips_into_postgresql(tmp_path, pg_format_source, fmt):
+    src, dst = pg_format_source, name("dst")
+    sql(PG_URL, "CREATE TABLE %s %s" % (dst, FORMAT_COLUMNS))
+    try:
+        # CSV files can't hold bytes: the bytea column stays out of them
+        columns = "id,n,vc,d,tstz,b,f" if fmt.startswith("csv") else "id,n,vc,by,d,tstz,b,f"
+        ok(fastsync("import", "--connect", PG_URL, "--table", src, "-m", 3, "--target-dir", tmp_path / "out",
+                    "--columns", columns, *FORMATS[fmt]))
+        assert any(p.name.endswith("." + fmt.replace("text", "txt")) for p in (tmp_path / "out").iterdir())
+        ok(fastsync("export", "--connect", PG_URL, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2,
+                    *input_flags(FORMATS[fmt])))
+        tables_equal(PG_URL, src, dst, columns)
+    finally:
+        cleanup(PG_URL, dst)
+
+
+TEXT_OPTIONS = [
+    ["--fields-terminated-by", "\\t", "--lines-terminated-by", "\\n", "--escaped-by", "\\\\", "--null-string", "\\\\N",
+     "--null-non-string", "\\\\N"],
+    ["--fields-terminated-by", "|", "--enclosed-by", "\"", "--escaped-by", "\\\\"],
+    ["--fields-terminated-by", ";", "--lines-terminated-by", "#", "--optionally-enclosed-by", "'", "--escaped-by", "\\\\",
+     "--null-string", "NIL", "--null-non-string", ""],
+]
+
+
+@pytest.mark.parametrize("url", ["pg", "mysql"])
+@pytest.mark.parametrize("options", TEXT_OPTIONS, ids=["tab-escaped", "enclosed", "optionally-enclosed"])
+def test_text_options_round_trip(tmp_path, url, options):
+    url = PG_URL if url == "pg" else MYSQL_URL
+    src, dst = name("txt"), name("dst")
+    ddl = "(id int PRIMARY KEY, vc varchar(100), n numeric(8, 2), d date)"
+    sql(url, "CREATE TABLE %s %s" % (src, ddl), "CREATE TABLE %s %s" % (dst, ddl))
+    try:
+        weird = ["a\tb", "line\nbreak", "back\\slash", "|pipe|", "semi;colon", "hash#", "quote\"'", "", "null", "NIL",
+                 "\\N", None, "\u00e9\u2603"]
+        insert(url, src, [dict(id=i, vc=v, n=None if i % 4 == 0 else D("%d.5" % i), d=None if i % 3 == 0 else datetime.date(2001, 2, 3))
+                          for i, v in enumerate(weird)])
+        ok(fastsync("import", "--connect", url, "--table", src, "-m", 2, "--as-textfile", "--target-dir", tmp_path / "out", *options))
+        ok(fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out", *input_flags(options)))
+        # Sqoop text can't tell the string "null"/"NIL"/"\\N" from the null string chosen for NULL
+        null_text = options[options.index("--null-string") + 1].replace("\\\\", "\\") if "--null-string" in options else "null"
+        ambiguous = [i for i, v in enumerate(weird) if v == null_text] or [-1]
+        keep = " WHERE id NOT IN (%s)" % ", ".join(map(str, ambiguous))
+        tables_equal(url, "(SELECT * FROM %s%s) AS a" % (src, keep), "(SELECT * FROM %s%s) AS b" % (dst, keep))
+    finally:
+        cleanup(url, src, dst)
+
+
+# -- upserts --------------------------------------------------------------------------------------------
+
+def _urls(tmp_path):
+    return {"pg": PG_URL, "mysql": MYSQL_URL, "sqlite": "sqlite:///%s" % (tmp_path / "db.sqlite")}
+
+
+@pytest.mark.parametrize("db", ["pg", "mysql", "sqlite"])
+@pytest.mark.parametrize("mode", ["allowinsert", "updateonly"])
+def test_update_key_changes_only_the_keyed_rows(tmp_path, db, mode):
+    url = _urls(tmp_path)[db]
+    src, dst = name("upd"), name("dst")
+    ddl = "(id int PRIMARY KEY, vc varchar(50), n numeric(8, 2))"
+    sql(url, "CREATE TABLE %s %s" % (src, ddl), "CREATE TABLE %s %s" % (dst, ddl))
+    try:
+        insert(url, dst, [dict(id=i, vc="old %d" % i, n=D(i)) for i in range(1, 11)])
+        insert(url, src, [dict(id=i, vc="new %d" % i, n=None) for i in range(5, 16)])
+        ok(fastsync("import", "--connect", url, "--table", src, "-m", 2, "--target-dir", tmp_path / "out"))
+        ok(fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out", "-m", 2,
+                    "--update-key", "id", "--update-mode", mode))
+        got = {r[0]: (r[1], r[2]) for r in sql(url, "SELECT id, vc, n FROM %s" % dst)}
+        want = {i: ("old %d" % i, D(i)) for i in range(1, 5)}
+        want.update({i: ("new %d" % i, None) for i in range(5, 11 if mode == "updateonly" else 16)})
+        assert {k: (v, None if n is None else D(n)) for k, (v, n) in got.items()} == want
+    finally:
+        cleanup(url, src, dst)
+
+
+def test_allowinsert_needs_a_unique_key(tmp_path):
+    url = "sqlite:///%s" % (tmp_path / "db.sqlite")
+    sql(url, "CREATE TABLE t (id int, v text)", "INSERT INTO t VALUES (1, 'a')")
+    ok(fastsync("import", "--connect", url, "--table", "t", "-m", 1, "--target-dir", tmp_path / "out"))
+    out = fastsync("export", "--connect", url, "--table", "t", "--export-dir", tmp_path / "out",
+                   "--update-key", "v", "--update-mode", "allowinsert")
+    assert out.returncode == 1 and "--update-key v: allowinsert needs a primary key or unique index" in out.stderr
+
+
+# -- all or nothing -------------------------------------------------------------------------------------
+
+def _spoil_last_file(out_dir, row, column, value):
+    last = sorted(p for p in out_dir.iterdir() if p.name.startswith("part-"))[-1]
+    t = pq.read_table(last)
+    values = t.column(column).to_pylist()
+    values[row - 1] = value
+    t = t.set_column(t.schema.get_field_index(column), column, pa.array(values, t.schema.field(column).type))
+    pq.write_table(t, last)
+    return last.name
+
+
+@pytest.mark.parametrize("db", ["pg", "mysql", "sqlite"])
+def test_a_bad_row_in_the_last_file_leaves_the_target_unchanged(tmp_path, db):
+    url = _urls(tmp_path)[db]
+    src, dst = name("bad"), name("dst")
+    ddl = "(id int PRIMARY KEY, vc varchar(10), n numeric(8, 2) NOT NULL)"
+    sql(url, "CREATE TABLE %s %s" % (src, ddl), "CREATE TABLE %s %s" % (dst, ddl))
+    try:
+        insert(url, dst, [dict(id=-i, vc="keep", n=D("1.50")) for i in range(1, 4)])
+        before = sorted(sql(url, "SELECT * FROM %s" % dst))
+        insert(url, src, [dict(id=i, vc="v%d" % i, n=D(i)) for i in range(300)])
+        ok(fastsync("import", "--connect", url, "--table", src, "-m", 3, "--target-dir", tmp_path / "out"))
+        # too long for varchar(10)
+        f = _spoil_last_file(tmp_path / "out", 42, "vc", "x" * 11)
+        out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out", "-m", 3)
+        assert out.returncode == 1
+        line = out.stderr.strip()
+        assert "\n" not in line and "%s row 42: column %s.vc:" % (f, dst) in line and "11 characters do not fit 10" in line, line
+        assert sorted(sql(url, "SELECT * FROM %s" % dst)) == before
+        assert not leftover_stage(url, dst)
+        if db != "sqlite":        # an int column holds 32 bits (SQLite's integers are all 64-bit)
+            f = _spoil_last_file(tmp_path / "out", 42, "vc", "ok")
+            _spoil_last_file(tmp_path / "out", 5, "id", 2 ** 40)
+            out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out")
+            assert out.returncode == 1 and "%s row 5: column %s.id: 1099511627776 is out of range for the column " \
+                "(-2147483648..2147483647)" % (f, dst) in out.stderr, out.stderr
+            _spoil_last_file(tmp_path / "out", 5, "id", 100005)
+        if db == "pg":            # PostgreSQL text holds no NUL: found before COPY, not by it
+            f = _spoil_last_file(tmp_path / "out", 42, "vc", "a\x00b")
+            out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out")
+            assert out.returncode == 1 and "%s row 42: column %s.vc: PostgreSQL text can't hold a NUL" % (f, dst) in out.stderr
+        # NULL into NOT NULL
+        f = _spoil_last_file(tmp_path / "out", 42, "vc", "ok")
+        _spoil_last_file(tmp_path / "out", 7, "n", None)
+        out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out")
+        assert out.returncode == 1 and "%s row 7: column %s.n:" % (f, dst) in out.stderr and "NULL into a NOT NULL column" in out.stderr
+        # a duplicate key only the database sees: found when moving, nothing moved
+        sql(url, "INSERT INTO %s VALUES (5, 'dup', 1)" % dst)
+        before = sorted(sql(url, "SELECT * FROM %s" % dst))
+        _spoil_last_file(tmp_path / "out", 7, "n", D("2.25"))
+        out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out")
+        assert out.returncode == 1 and "moving the rows" in out.stderr, out.stderr
+        assert sorted(sql(url, "SELECT * FROM %s" % dst)) == before
+        assert not leftover_stage(url, dst)
+    finally:
+        cleanup(url, src, dst)
+
+
+def test_columns_are_checked_before_anything_is_written(tmp_path):
+    url = "sqlite:///%s" % (tmp_path / "db.sqlite")
+    sql(url, "CREATE TABLE src (id int PRIMARY KEY, extra text, v text)", "INSERT INTO src VALUES (1, 'e', 'v')",
+        "CREATE TABLE dst (id int PRIMARY KEY, v text, must text NOT NULL)")
+    ok(fastsync("import", "--connect", url, "--table", "src", "-m", 1, "--target-dir", tmp_path / "out"))
+    out = fastsync("export", "--connect", url, "--table", "dst", "--export-dir", tmp_path / "out")
+    assert out.returncode == 1 and "part-m-00000.parquet: column extra is not a column of table dst" in out.stderr
+    out = fastsync("export", "--connect", url, "--table", "dst", "--export-dir", tmp_path / "out", "--columns", "id,v")
+    assert out.returncode == 1 and "NOT NULL column must (no default) is in none of the files" in out.stderr
+    assert sql(url, "SELECT name FROM sqlite_master WHERE name LIKE 'dst_stage%'") == []
+    out = fastsync("export", "--connect", url, "--table", "dst", "--export-dir", tmp_path / "nowhere")
+    assert out.returncode == 1 and "no such directory" in out.stderr
+
+
+# -- staging-table flags --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("db", ["pg", "mysql"])
+def test_staging_table_flags(tmp_path, db):
+    url = _urls(tmp_path)[db]
+    src, dst, stage = name("src"), name("dst"), name("stg")
+    ddl = "(id int PRIMARY KEY, v varchar(20))"
+    sql(url, *("CREATE TABLE %s %s" % (t, ddl) for t in (src, dst, stage)))
+    try:
+        insert(url, src, [dict(id=i, v="v%d" % i) for i in range(50)])
+        insert(url, stage, [dict(id=999, v="stale")])
+        ok(fastsync("import", "--connect", url, "--table", src, "-m", 2, "--target-dir", tmp_path / "out"))
+        args = ["export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out", "--staging-table", stage]
+        out = fastsync(*args)
+        assert out.returncode == 1 and "--staging-table %s is not empty (use --clear-staging-table)" % stage in out.stderr
+        assert sql(url, "SELECT COUNT(*) FROM %s" % dst)[0][0] == 0
+        ok(fastsync(*args, "--clear-staging-table"))
+        tables_equal(url, src, dst)
+        assert sql(url, "SELECT COUNT(*) FROM %s" % stage)[0][0] == 0     # emptied in the move's transaction
+        out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", tmp_path / "out", "--clear-staging-table")
+        assert out.returncode == 2 and "--clear-staging-table needs --staging-table" in out.stderr
+    finally:
+        cleanup(url, src, dst, stage)
+
+
+def test_password_flags_and_batch_path(tmp_path):
+    src, dst = name("pw"), name("dst")
+    ddl = "(id int PRIMARY KEY, v varchar(20))"
+    sql(PG_URL, "CREATE TABLE %s %s" % (src, ddl), "CREATE TABLE %s %s" % (dst, ddl))
+    try:
+        insert(PG_URL, src, [dict(id=i, v="v%d" % i) for i in range(20)])
+        ok(fastsync("import", "--connect", PG_URL, "--table", src, "--target-dir", tmp_path / "out"))
+        (tmp_path / "pw").write_text("fastsync\n")
+        bare = "jdbc:postgresql://127.0.0.1:5432/fastsync"
+        ok(fastsync("export", "--connect", bare, "--username", "fastsync", "--password-file", tmp_path / "pw",
+                    "--table", dst, "--export-dir", tmp_path / "out", "--batch"))
+        tables_equal(PG_URL, src, dst)
+        out = fastsync("export", "--connect", bare, "--username", "fastsync", "--table", dst, "--export-dir", tmp_path / "out",
+                       env={"FASTSYNC_PASSWORD": "wrong"})
+        assert out.returncode == 1 and "fastsync:***@" in out.stderr and "wrong" not in out.stderr
+    finally:
+        cleanup(PG_URL, src, dst)
+
+
+def test_postgresql_batches_that_need_no_conversion_go_to_copy_as_csv_written_by_arrow(tmp_path):
+    src, dst = name("csvp"), name("dst")
+    ddl = ("(id int PRIMARY KEY, i2 smallint, i8 bigint, n numeric(20, 4), nu numeric, f4 real, f8 double precision, "
+           "b boolean, c char(3), vc varchar(40), t text, d date, ts timestamp, tstz timestamptz)")
+    sql(PG_URL, "CREATE TABLE %s %s" % (src, ddl), "CREATE TABLE %s %s" % (dst, ddl))
+    try:
+        insert(PG_URL, src, [
+            dict(id=1, i2=-32768, i8=2 ** 63 - 1, n=D("-1234567890123456.1234"), nu=D("1e-20"), f4=3.4028234663852886e38,
+                 f8=1e-300, b=True, c="a", vc=TRICKY[:40], t="\"quoted\",\n\r\\N" + TRICKY, d=datetime.date(1, 1, 1),
+                 ts=datetime.datetime(1, 1, 1, 0, 0, 0, 1), tstz=datetime.datetime(2026, 3, 29, 1, 30, 0, 999999, tzinfo=UTC)),
+            dict(id=2, i2=None, i8=None, n=None, nu=None, f4=None, f8=None, b=None, c=None, vc="", t="", d=None, ts=None, tstz=None),
+            dict(id=3, i2=0, i8=0, n=D("0.0001"), nu=D("12345678901234567890.123456789"), f4=0.1, f8=0.1, b=False, c="",
+                 vc=",", t="", d=datetime.date(9999, 12, 31), ts=datetime.datetime(9999, 12, 31, 23, 59, 59, 999999),
+                 tstz=datetime.datetime(1970, 1, 1, tzinfo=UTC))])
+        # nu (unconstrained numeric) is inferred per batch by import, so it stays out
+        columns = "id,i2,i8,n,f4,f8,b,c,vc,t,d,ts,tstz"
+        ok(fastsync("import", "--connect", PG_URL, "--table", src, "-m", 1, "--target-dir", tmp_path / "out", "--columns", columns))
+        out = ok(fastsync("export", "--connect", PG_URL, "--table", dst, "--export-dir", tmp_path / "out", "--log-level", "INFO"))
+        assert "3 rows checked a column at a time and written by Arrow as CSV for COPY" in out.stderr, out.stderr
+        tables_equal(PG_URL, src, dst, columns)
+    finally:
+        cleanup(PG_URL, src, dst)
