@@ -151,7 +151,7 @@ def test_relay_with_headers_in_flume_event_format(tmp_path, agent):
     import io
 
     import fastavro
-    from fastsync.agent.sinks.kafka import FLUME_EVENT_SCHEMA
+    from fastsync.kafkaio import FLUME_EVENT_SCHEMA
     schema = fastavro.parse_schema(FLUME_EVENT_SCHEMA)
     events = [fastavro.schemaless_reader(io.BytesIO(m.value()), schema) for m in msgs]
     assert sorted(e["body"] for e in events) == sorted(b"body-%d" % i for i in range(n))

@@ -13,6 +13,8 @@ import json
 
 import pyarrow as pa
 
+from fastsync.kafkaio import produce
+
 FORMATS = ("json", "avro", "arrow")
 ARROW_MESSAGE_BYTES = 768 * 1024     # under the broker's default message.max.bytes (1 MiB)
 FLUSH_TIMEOUT = 600.0
@@ -58,13 +60,8 @@ class KafkaWriter:
             self.failures.append(err)
 
     def _produce(self, value: bytes, key: bytes | None) -> None:
-        while True:
-            try:
-                self.producer.produce(self.topic, value, key)
-                self.sent += 1
-                return
-            except BufferError:          # librdkafka's queue is full: wait for acknowledgements
-                self.producer.poll(0.05)
+        produce(self.producer, self.topic, value, key)
+        self.sent += 1
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         if self.fmt == "arrow":

@@ -11,6 +11,7 @@ are Avro `AvroFlumeEvent`s carrying the headers; otherwise the value is the body
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from fastsync.agent.channels.base import Channel, Transaction
 from fastsync.agent.component import CHANNELS, ComponentConfig, Place, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.metrics import CHANNEL_COUNTERS, Counters
-from fastsync.agent.sinks.kafka import client_config, flume_event_bytes, flume_event_reader
 from fastsync.event import Event, EventBatch
+from fastsync.kafkaio import Offsets, client_config, encode_events, flume_event_reader, flush_all, good_messages, produce
 
-FLUSH_STEP = 0.5
+log = logging.getLogger("fastsync.channel.kafka")
 SIZE_CACHE = 0.5        # seconds the lag-based size is reused
 
 
@@ -122,15 +123,6 @@ class KafkaChannel(Channel):
     def in_flight(self) -> int:
         return self.taken
 
-    def _encode(self, batch: EventBatch) -> tuple[list, list | None]:
-        bodies = batch.bodies().to_pylist()
-        key_header = self.config.keyHeader
-        keys = batch.header_array(key_header).to_pylist() if key_header in batch.headers else None
-        if self.reader is not None:
-            rows = batch.to_arrow().drop_columns(["body"]).to_pylist()
-            bodies = [flume_event_bytes({k: v for k, v in h.items() if v is not None}, b) for h, b in zip(rows, bodies)]
-        return bodies, keys
-
     def _decode(self, msgs) -> EventBatch:
         if self.reader is None:
             return EventBatch.from_bodies([m.value() or b"" for m in msgs])
@@ -143,14 +135,13 @@ class KafkaChannel(Channel):
 
 class KafkaTransaction(Transaction):
     FLUME_NAME = "KafkaTransaction"
-    __slots__ = ("ch", "puts", "first", "last", "take_n", "failures", "holds_consumer")
+    __slots__ = ("ch", "puts", "offsets", "take_n", "failures", "holds_consumer")
 
     def __init__(self, channel: KafkaChannel):
         super().__init__()
         self.ch = channel
         self.puts: list[EventBatch] = []
-        self.first: dict = {}       # (topic, partition) -> first offset taken
-        self.last: dict = {}        # (topic, partition) -> last offset taken
+        self.offsets = Offsets()
         self.take_n = 0
         self.failures: list = []
         self.holds_consumer = False
@@ -171,20 +162,11 @@ class KafkaTransaction(Transaction):
             raise ChannelException("channel %s is not started" % ch.name)
         wait = ch.config.pollTimeout / 1000.0 if timeout is None else timeout
         got = ch.consumer.consume(num_messages=max_events or 1000, timeout=wait)
-        msgs = []
-        for m in got:
-            err = m.error()
-            if err is None:
-                msgs.append(m)
-            elif err.fatal():
-                raise ChannelException("channel %s: Kafka consumer failed: %s" % (ch.name, err.str()))
+        msgs = good_messages(got, ChannelException, log, "channel %s" % ch.name)
         ch.counters.add(EventTakeAttemptCount=max(1, len(msgs)))
         if not msgs:
             return None
-        for m in msgs:
-            tp = (m.topic(), m.partition())
-            self.first.setdefault(tp, m.offset())
-            self.last[tp] = m.offset()
+        self.offsets.add(msgs)
         self.take_n += len(msgs)
         ch.taken += len(msgs)
         return ch._decode(msgs)
@@ -200,10 +182,8 @@ class KafkaTransaction(Transaction):
             if self.puts:
                 self._produce_all()
             if self.take_n:
-                from confluent_kafka import TopicPartition
                 try:
-                    ch.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in self.last.items()],
-                                       asynchronous=False)
+                    self.offsets.commit(ch.consumer)
                 except Exception as exc:
                     raise ChannelException("channel %s: take offsets not committed: %s" % (ch.name, exc)) from None
                 ch.counters.add(EventTakeSuccessCount=self.take_n)
@@ -217,17 +197,11 @@ class KafkaTransaction(Transaction):
         n = sum(len(b) for b in self.puts)
         ch.counters.add(EventPutAttemptCount=n)
         for batch in self.puts:
-            bodies, keys = ch._encode(batch)
-            for i, body in enumerate(bodies):
-                while True:
-                    try:
-                        ch.producer.produce(ch.config.topic, body, keys[i] if keys else None, on_delivery=self._on_delivery)
-                        break
-                    except BufferError:
-                        ch.producer.poll(0.05)
-        while ch.producer.flush(FLUSH_STEP) > 0:
-            if ch.stopping.is_set():
-                raise ChannelException("channel %s stopped with messages unacknowledged" % ch.name)
+            values, keys = encode_events(batch, ch.config.parseAsFlumeEvent, ch.config.keyHeader)
+            for i, value in enumerate(values):
+                produce(ch.producer, ch.config.topic, value, keys[i] if keys else None, on_delivery=self._on_delivery)
+        if flush_all(ch.producer, ch.stopping):
+            raise ChannelException("channel %s stopped with messages unacknowledged" % ch.name)
         if self.failures:
             raise ChannelException("channel %s: %d of %d events not stored in Kafka: %s"
                                    % (ch.name, len(self.failures), n, self.failures[0].str()))
@@ -238,20 +212,15 @@ class KafkaTransaction(Transaction):
         if self.state != Transaction.OPEN:
             return
         ch = self.ch
-        if self.first and ch.consumer is not None:
-            from confluent_kafka import TopicPartition
-            for (t, p), off in self.first.items():
-                try:
-                    ch.consumer.seek(TopicPartition(t, p, off))
-                except Exception:
-                    pass      # the partition moved to another member: it re-reads from the committed offset
+        if ch.consumer is not None:
+            self.offsets.seek_back(ch.consumer)
         self._done()
 
     def _done(self) -> None:
         ch = self.ch
         ch.taken -= self.take_n
         self.take_n = 0
-        self.first, self.last, self.puts = {}, {}, []
+        self.offsets, self.puts = Offsets(), []
         if self.holds_consumer:
             self.holds_consumer = False
             ch.take_lock.release()

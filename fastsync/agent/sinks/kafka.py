@@ -9,7 +9,6 @@ back-pressure. Idempotent producer and `acks=all` unless the config says otherwi
 """
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from dataclasses import dataclass
@@ -17,39 +16,9 @@ from dataclasses import dataclass
 from fastsync.agent.component import SINKS, Place, setting
 from fastsync.agent.errors import ConfigError
 from fastsync.agent.sink import Sink, SinkConfig
+from fastsync.kafkaio import client_config, encode_events, flush_all, produce
 
 log = logging.getLogger("fastsync.sink.kafka")
-
-# Flume's AvroFlumeEvent, the wire format of useFlumeEventFormat / parseAsFlumeEvent
-FLUME_EVENT_SCHEMA = {
-    "type": "record", "name": "AvroFlumeEvent", "namespace": "org.apache.flume.source.avro",
-    "fields": [{"name": "headers", "type": {"type": "map", "values": "string"}}, {"name": "body", "type": "bytes"}],
-}
-FLUSH_STEP = 0.5   # seconds per flush wait, so stop() is noticed
-
-
-def flume_event_bytes(headers: dict, body: bytes) -> bytes:
-    import fastavro
-    out = io.BytesIO()
-    fastavro.schemaless_writer(out, fastavro.parse_schema(FLUME_EVENT_SCHEMA), {"headers": headers, "body": body})
-    return out.getvalue()
-
-
-def flume_event_reader():
-    """bytes of an AvroFlumeEvent -> {"headers": {...}, "body": bytes}."""
-    import fastavro
-    schema = fastavro.parse_schema(FLUME_EVENT_SCHEMA)
-    return lambda value: fastavro.schemaless_reader(io.BytesIO(value), schema)
-
-
-def client_config(extra: dict, prefix: str, defaults: dict) -> dict:
-    """librdkafka settings: our defaults, then every `<prefix>*` key of the component."""
-    conf = dict(defaults)
-    for key, value in (extra or {}).items():
-        if key.startswith(prefix):
-            conf[key[len(prefix):]] = value.strip()
-    return conf
-
 
 @dataclass
 class KafkaSinkConfig(SinkConfig):
@@ -68,7 +37,7 @@ class KafkaSinkConfig(SinkConfig):
         if not self.bootstrapServers.strip():
             raise place.error("kafka.bootstrap.servers", "Bootstrap Servers must be specified")
         try:
-            import confluent_kafka  # noqa: F401
+            import confluent_kafka  # noqa: F401  (only to report a missing package here)
         except ImportError:
             raise place.error("type", "the Kafka sink needs confluent-kafka (pip install confluent-kafka)") from None
 
@@ -101,39 +70,25 @@ class KafkaSink(Sink):
         self.stopping.clear()
         super().start()
 
-    def _produce(self, topic, value, key) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key)
-                return
-            except BufferError:          # librdkafka's queue is full: let it drain
-                self.producer.poll(0.05)
-                if self.stopping.is_set():
-                    raise
-
     def deliver(self, batch) -> None:
         c = self.config
-        bodies = batch.bodies().to_pylist()
+        values, keys = encode_events(batch, c.useFlumeEventFormat, c.keyHeader)
         topics = batch.header_array(c.topicHeader).to_pylist() if c.allowTopicOverride and c.topicHeader in batch.headers else None
-        keys = batch.header_array(c.keyHeader).to_pylist() if c.keyHeader in batch.headers else None
-        if c.useFlumeEventFormat:
-            rows = batch.to_arrow().drop_columns(["body"]).to_pylist()
-            bodies = [flume_event_bytes({k: v for k, v in h.items() if v is not None}, b) for h, b in zip(rows, bodies)]
         self.failures.clear()
+        producer, stopping = self.producer, self.stopping
         if topics is None and keys is None:
-            topic, produce = c.topic, self._produce
-            for body in bodies:
-                produce(topic, body, None)
+            for value in values:
+                produce(producer, c.topic, value, None, stopping)
         else:
-            for i, body in enumerate(bodies):
-                self._produce((topics and topics[i]) or c.topic, body, keys[i] if keys else None)
+            for i, value in enumerate(values):
+                produce(producer, (topics and topics[i]) or c.topic, value, keys[i] if keys else None, stopping)
         # every message acknowledged (or failed) before the take may commit
-        while self.producer.flush(FLUSH_STEP) > 0:
-            if self.stopping.is_set():
-                raise RuntimeError("sink %s stopped with %d messages unacknowledged" % (self.name, len(self.producer)))
+        left = flush_all(producer, stopping)
+        if left:
+            raise RuntimeError("sink %s stopped with %d messages unacknowledged" % (self.name, left))
         if self.failures:
             err = self.failures[0]
-            raise RuntimeError("sink %s: %d of %d messages not delivered: %s" % (self.name, len(self.failures), len(bodies), err.str()))
+            raise RuntimeError("sink %s: %d of %d messages not delivered: %s" % (self.name, len(self.failures), len(values), err.str()))
 
     def interrupt(self) -> None:
         self.stopping.set()

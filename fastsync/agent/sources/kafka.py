@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException, ConfigError
-from fastsync.agent.sinks.kafka import client_config, flume_event_reader
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.event import EventBatch
+from fastsync.kafkaio import Offsets, client_config, flume_event_reader, good_messages
 
 log = logging.getLogger("fastsync.source.kafka")
 
@@ -98,36 +98,22 @@ class KafkaSource(PollableSource):
         return EventBatch.from_events(events)
 
     def process(self) -> Status:
-        from confluent_kafka import KafkaError, TopicPartition
         c = self.config
         got = self.consumer.consume(num_messages=c.batchSize, timeout=c.batchDurationMillis / 1000.0)
-        msgs = []
-        for m in got:
-            err = m.error()
-            if err is None:
-                msgs.append(m)
-            elif err.fatal():
-                raise RuntimeError("source %s: Kafka consumer failed: %s" % (self.name, err.str()))
-            elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("source %s: %s", self.name, err.str())
+        msgs = good_messages(got, RuntimeError, log, "source %s" % self.name)
         if not msgs:
             return Status.BACKOFF
-        first, last = {}, {}
-        for m in msgs:
-            tp = (m.topic(), m.partition())
-            first.setdefault(tp, m.offset())
-            last[tp] = m.offset()
+        offsets = Offsets()
+        offsets.add(msgs)
         try:
             self.deliver(self._batch(msgs))
         except ChannelException as exc:
             # not stored: read the same messages again
             log.warning("%s source could not write to channel: %s", self.name, exc)
-            for (t, p), off in first.items():
-                self.consumer.seek(TopicPartition(t, p, off))
+            offsets.seek_back(self.consumer)
             return Status.BACKOFF
         try:
-            self.consumer.commit(offsets=[TopicPartition(t, p, off + 1) for (t, p), off in last.items()],
-                                 asynchronous=False)
+            offsets.commit(self.consumer)
         except Exception as exc:   # e.g. partitions moved to another member: they re-read the batch
             log.warning("source %s: offsets not committed (the batch may be delivered again): %s", self.name, exc)
         return Status.READY

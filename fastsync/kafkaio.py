@@ -1,0 +1,127 @@
+"""What the Kafka sink, source and channel and `import --kafka-topic` share: Flume's
+AvroFlumeEvent wire format, librdkafka settings from a component's keys, producing with
+back-pressure and waiting for every acknowledgement, and reading consume() results with
+the offsets they span."""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+
+FLUSH_STEP = 0.5   # seconds per flush wait, so a stop request is noticed
+
+# Flume's AvroFlumeEvent, the wire format of useFlumeEventFormat / parseAsFlumeEvent
+FLUME_EVENT_SCHEMA = {
+    "type": "record", "name": "AvroFlumeEvent", "namespace": "org.apache.flume.source.avro",
+    "fields": [{"name": "headers", "type": {"type": "map", "values": "string"}}, {"name": "body", "type": "bytes"}],
+}
+_PARSED = None
+
+
+def _schema():
+    global _PARSED
+    if _PARSED is None:
+        import fastavro
+        _PARSED = fastavro.parse_schema(FLUME_EVENT_SCHEMA)
+    return _PARSED
+
+
+def flume_event_bytes(headers: dict, body: bytes) -> bytes:
+    import fastavro
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, _schema(), {"headers": headers, "body": body})
+    return out.getvalue()
+
+
+def flume_event_reader():
+    """bytes of an AvroFlumeEvent -> {"headers": {...}, "body": bytes}."""
+    import fastavro
+    schema = _schema()
+    return lambda value: fastavro.schemaless_reader(io.BytesIO(value), schema)
+
+
+def encode_events(batch, flume_format: bool, key_header: str) -> tuple[list, list | None]:
+    """A batch's message values (the bodies, or AvroFlumeEvents with the headers) and keys
+    (the `key_header` values, or None when no event has one)."""
+    values = batch.bodies().to_pylist()
+    keys = batch.header_array(key_header).to_pylist() if key_header in batch.headers else None
+    if flume_format:
+        rows = batch.to_arrow().drop_columns(["body"]).to_pylist()
+        values = [flume_event_bytes({k: v for k, v in h.items() if v is not None}, b) for h, b in zip(rows, values)]
+    return values, keys
+
+
+def client_config(extra: dict, prefix: str, defaults: dict) -> dict:
+    """librdkafka settings: our defaults, then every `<prefix>*` key of the component."""
+    conf = dict(defaults)
+    for key, value in (extra or {}).items():
+        if key.startswith(prefix):
+            conf[key[len(prefix):]] = value.strip()
+    return conf
+
+
+def produce(producer, topic: str, value, key=None, stopping: threading.Event | None = None, **kw) -> None:
+    """producer.produce, waiting while librdkafka's queue is full (BufferError is raised
+    again once `stopping` is set)."""
+    while True:
+        try:
+            producer.produce(topic, value, key, **kw)
+            return
+        except BufferError:
+            producer.poll(0.05)
+            if stopping is not None and stopping.is_set():
+                raise
+
+
+def flush_all(producer, stopping: threading.Event | None = None) -> int:
+    """Wait until every message produced so far is acknowledged (or failed); returns the
+    messages still outstanding when `stopping` was set (0: all done)."""
+    while True:
+        left = producer.flush(FLUSH_STEP)
+        if left == 0 or (stopping is not None and stopping.is_set()):
+            return left
+
+
+def good_messages(got, fail, log: logging.Logger, name: str) -> list:
+    """The messages of a consume() that carry no error: a fatal error raises fail(text),
+    others (but partition EOF) are logged."""
+    from confluent_kafka import KafkaError
+    msgs = []
+    for m in got:
+        err = m.error()
+        if err is None:
+            msgs.append(m)
+        elif err.fatal():
+            raise fail("%s: Kafka consumer failed: %s" % (name, err.str()))
+        elif err.code() != KafkaError._PARTITION_EOF:
+            log.warning("%s: %s", name, err.str())
+    return msgs
+
+
+class Offsets:
+    """The first and last offset taken per (topic, partition)."""
+
+    def __init__(self):
+        self.first: dict = {}
+        self.last: dict = {}
+
+    def add(self, msgs) -> None:
+        for m in msgs:
+            tp = (m.topic(), m.partition())
+            self.first.setdefault(tp, m.offset())
+            self.last[tp] = m.offset()
+
+    def commit(self, consumer) -> None:
+        """Commit past the last offsets, synchronously."""
+        from confluent_kafka import TopicPartition
+        consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in self.last.items()], asynchronous=False)
+
+    def seek_back(self, consumer) -> None:
+        """Read again from the first offsets (a partition that moved to another member is
+        re-read there, from the committed offset)."""
+        from confluent_kafka import TopicPartition
+        for (t, p), off in self.first.items():
+            try:
+                consumer.seek(TopicPartition(t, p, off))
+            except Exception:
+                pass
