@@ -255,3 +255,12 @@ def _binary_buffers(arr: pa.Array):
         offsets = offsets.astype(np.int64)
     data = bufs[2] if bufs[2] is not None else _EMPTY_DATA
     return data, offsets
+
+
+def as_utf8(arr: pa.Array, type: pa.DataType = pa.string()) -> pa.Array:
+    """A binary array as text for Arrow's string kernels; bytes that are not UTF-8 are
+    replaced (element by element, only when the whole-array cast refuses)."""
+    try:
+        return arr.cast(type)
+    except pa.ArrowInvalid:
+        return pa.array([b.decode("utf-8", "replace") for b in arr.to_pylist()], type)

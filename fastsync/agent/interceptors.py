@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fastsync.agent.component import ComponentConfig, Place, Registry, check_regex, setting
-from fastsync.event import EventBatch
+from fastsync.event import EventBatch, as_utf8
 
 INTERCEPTORS = Registry("interceptor")
 
@@ -52,11 +52,7 @@ def _set_header(batch: EventBatch, name: str, value, preserve: bool) -> EventBat
 
 def _text_bodies(batch: EventBatch) -> pa.Array:
     """Bodies as utf8 for the regex kernels (bytes that are not UTF-8 are replaced)."""
-    bodies = batch.bodies()
-    try:
-        return bodies.cast(pa.large_string())
-    except pa.ArrowInvalid:
-        return pa.array([b.decode("utf-8", "replace") for b in bodies.to_pylist()], pa.large_string())
+    return as_utf8(batch.bodies(), pa.large_string())
 
 
 @dataclass

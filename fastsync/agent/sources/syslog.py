@@ -24,7 +24,7 @@ from fastsync._native import split_lines
 from fastsync.agent.component import SOURCES, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import Source, SourceConfig
-from fastsync.event import EventBatch
+from fastsync.event import EventBatch, as_utf8
 
 log = logging.getLogger("fastsync.source.syslog")
 MAX_BATCH = 1000
@@ -32,13 +32,6 @@ MAX_BATCH = 1000
 RFC5424 = (r"^<(?P<pri>\d{1,3})>(?P<ver>[1-9]\d{0,2}) (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) "
            r"(?P<msgid>\S+) (?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<msg>(?s:.*)))?$")
 RFC3164 = r"^<(?P<pri>\d{1,3})>(?P<ts>[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d) (?P<host>\S+) (?P<msg>(?s:.*))$"
-
-
-def _to_text(raw: pa.Array) -> pa.Array:
-    try:
-        return raw.cast(pa.string())
-    except pa.ArrowInvalid:        # not UTF-8: parsed with the bad bytes replaced
-        return pa.array([b.decode("utf-8", "replace") for b in raw.to_pylist()], pa.string())
 
 
 def _ms(ts: pa.Array) -> pa.Array:
@@ -63,7 +56,7 @@ def _iso_ms(text: pa.Array) -> pa.Array:
 def parse_syslog(raw: pa.Array, keep_fields: bool = False) -> EventBatch:
     """Syslog messages (a binary array) -> one EventBatch with Flume's syslog headers."""
     n = len(raw)
-    text = _to_text(raw)
+    text = as_utf8(raw)          # not UTF-8: parsed with the bad bytes replaced
     m5 = pc.extract_regex(text, RFC5424)
     m3 = pc.extract_regex(text, RFC3164)
     ok5, ok3 = pc.is_valid(m5), pc.is_valid(m3)
