@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -33,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.importer import STREAM_CODECS
-from fastsync.transfer.sqlvalues import column_converter, integer_range, show
+from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, show
 from fastsync.transfer.textfile import TextOptions
 
 log = logging.getLogger("fastsync.export")
@@ -399,10 +400,11 @@ class _Loader:
         return "executemany"
 
     def load_arrow(self, batch: pa.RecordBatch) -> bool:
-        """PostgreSQL: a batch whose columns need no per-value conversion (checked a column
-        at a time: Arrow types that map exactly, NULLs, lengths, integer ranges) goes to
-        COPY as CSV written by Arrow. False: the batch must take the per-value path."""
-        if self.how != "copy":
+        """A batch whose columns need no per-value conversion (checked a column at a time:
+        Arrow types that map exactly, NULLs, lengths, integer ranges) is written as CSV by
+        Arrow: PostgreSQL COPY, MariaDB/MySQL LOAD DATA. False: the batch must take the
+        per-value path."""
+        if self.how not in ("copy", "load data"):
             return False
         checks = self._arrow_checks.get(batch.schema)
         if checks is None:
@@ -411,10 +413,21 @@ class _Loader:
         for c, check, a in zip(self.columns, checks, batch.columns):
             if check is None or (a.null_count and not self.stage.c[c].nullable) or not check(a):
                 return False
-        buf = pa.BufferOutputStream()
-        pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
-        with self.conn.driver_connection.cursor() as cur, cur.copy("COPY %s FROM STDIN (FORMAT csv)" % self.target) as copy:
-            copy.write(buf.getvalue().to_pybytes())
+        if self.how == "copy":
+            buf = pa.BufferOutputStream()
+            pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
+            with self.conn.driver_connection.cursor() as cur, cur.copy("COPY %s FROM STDIN (FORMAT csv)" % self.target) as copy:
+                copy.write(buf.getvalue())
+            return True
+        # LOAD DATA reads true/false as 0; an unenclosed NULL is NULL, "NULL" the string
+        batch = pa.RecordBatch.from_arrays([pc.cast(a, pa.int8()) if pa.types.is_boolean(a.type) else a
+                                            for a in batch.columns], names=batch.schema.names)
+        with tempfile.NamedTemporaryFile("wb", prefix="fastsync-export-", suffix=".csv") as tmp:
+            pacsv.write_csv(batch, tmp.name, pacsv.WriteOptions(include_header=False, quoting_style="all_valid",
+                                                                 null_string="NULL"))
+            q = self.engine.dialect.identifier_preparer.quote
+            self._load_file(tmp.name, "FIELDS TERMINATED BY ',' ENCLOSED BY '\"' ESCAPED BY ''",
+                            ", ".join(q(c) for c in self.columns))
         return True
 
     def load(self, rows: list[tuple]) -> None:
@@ -435,9 +448,7 @@ class _Loader:
 
     def _load_data(self, rows: list[tuple]) -> None:
         """MySQL/MariaDB: the rows as a tab-separated file (LOAD DATA's default escapes, bytes
-        as hex through UNHEX), loaded with LOAD DATA LOCAL INFILE. With LOCAL the server turns
-        data errors into warnings: any warning fails the load."""
-        import tempfile
+        as hex through UNHEX), loaded with LOAD DATA LOCAL INFILE."""
         binary = [isinstance(self.stage.c[c].type, (sa.LargeBinary, sa.types._Binary)) for c in self.columns]
         q = self.engine.dialect.identifier_preparer.quote
         targets = ", ".join("@v%d" % i if b else q(c) for i, (c, b) in enumerate(zip(self.columns, binary)))
@@ -445,17 +456,22 @@ class _Loader:
         with tempfile.NamedTemporaryFile("wb", prefix="fastsync-export-", suffix=".tsv") as tmp:
             tmp.write("".join("\t".join(_mysql_field(v) for v in r) + "\n" for r in rows).encode("utf-8"))
             tmp.flush()
-            sql = ("LOAD DATA LOCAL INFILE '%s' INTO TABLE %s CHARACTER SET utf8mb4 (%s)%s"
-                   % (tmp.name, _quote(self.engine, _stage_name(self.stage)), targets, " SET " + sets if sets else ""))
-            cur = self.conn.cursor()
-            try:
-                cur.execute(sql)
-                cur.execute("SHOW WARNINGS LIMIT 1")
-                warning = cur.fetchone()
-                if warning:
-                    raise ValueError("LOAD DATA: %s (%s %s)" % (warning[2], warning[0], warning[1]))
-            finally:
-                cur.close()
+            self._load_file(tmp.name, "", targets, sets)
+
+    def _load_file(self, path: str, format_clause: str, targets: str, sets: str = "") -> None:
+        """LOAD DATA LOCAL INFILE of one file into the staging table. With LOCAL the server
+        turns data errors into warnings: any warning fails the load."""
+        sql = ("LOAD DATA LOCAL INFILE '%s' INTO TABLE %s CHARACTER SET utf8mb4 %s (%s)%s"
+               % (path, _quote(self.engine, _stage_name(self.stage)), format_clause, targets, " SET " + sets if sets else ""))
+        cur = self.conn.cursor()
+        try:
+            cur.execute(sql)
+            cur.execute("SHOW WARNINGS LIMIT 1")
+            warning = cur.fetchone()
+            if warning:
+                raise ValueError("LOAD DATA: %s (%s %s)" % (warning[2], warning[0], warning[1]))
+        finally:
+            cur.close()
 
     def _bind(self, r: tuple) -> tuple:
         r = [p(v) if p is not None and v is not None else v for p, v in zip(self.procs, r)]
@@ -524,8 +540,10 @@ def _arrow_check(col: sa.Column, ftype: pa.DataType, dialect: str):
     if kind is Decimal and pa.types.is_decimal(ftype):
         p, sc = getattr(t, "precision", None), getattr(t, "scale", None) or 0
         return _always if p is None or (ftype.scale <= sc and ftype.precision - ftype.scale <= p - sc) else None
-    if (kind is float and pa.types.is_floating(ftype)) or (kind is bool and pa.types.is_boolean(ftype)) \
-            or (kind is dt.date and pa.types.is_date32(ftype)):
+    if kind is float and pa.types.is_floating(ftype):
+        # MariaDB/MySQL have no infinity or NaN
+        return _always if dialect == "postgresql" else (lambda a: pc.all(pc.is_finite(a)).as_py() is not False)
+    if (kind is bool and pa.types.is_boolean(ftype)) or (kind is dt.date and pa.types.is_date32(ftype)):
         return _always
     if kind is str and (pa.types.is_string(ftype) or pa.types.is_large_string(ftype)):
         length = getattr(t, "length", None)
@@ -534,8 +552,16 @@ def _arrow_check(col: sa.Column, ftype: pa.DataType, dialect: str):
         return lambda a: (not _has_nul(a)
                           and (length is None or (pc.max(pc.utf8_length(a)).as_py() or 0) <= length))
     if kind is dt.datetime and pa.types.is_timestamp(ftype) and ftype.unit == "us" \
-            and ftype.tz in ((None,) if not t.timezone else ("UTC", "+00:00")) and getattr(t, "precision", None) in (None, 6):
-        return _always
+            and ftype.tz in ((None,) if not t.timezone else ("UTC", "+00:00")):
+        digits = fraction_digits(t, dialect)
+        if digits is None or digits >= 6:
+            return _always
+        unit = 10 ** (6 - digits)           # the column keeps fewer digits: only whole units pass
+
+        def whole(a):
+            us = a.cast(pa.int64())
+            return pc.all(pc.equal(pc.subtract(us, pc.multiply(pc.divide(us, unit), unit)), 0)).as_py() is not False
+        return whole
     return None
 
 
@@ -568,7 +594,7 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
                         raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, _db_reason(exc))) from None
                     counter.add(n)
                 if whole:
-                    log.info("%s: %d rows checked a column at a time and written by Arrow as CSV for COPY", f.name, whole)
+                    log.info("%s: %d rows checked a column at a time and written by Arrow as CSV for %s", f.name, whole, loader.how.upper())
             except ExportError:
                 raise
             except Exception as exc:          # a file that can't be read

@@ -266,7 +266,7 @@ def _no_nul(fn):
     return check
 
 
-def _fraction_digits(t, dialect: str) -> int | None:
+def fraction_digits(t, dialect: str) -> int | None:
     """Digits of a second a time/timestamp column keeps, where the dialect says."""
     if dialect in ("mysql", "mariadb"):
         return getattr(t, "fsp", None) or 0
@@ -291,7 +291,7 @@ def column_converter(column: sa.Column, dialect: str, label: str):
     if kind is str and dialect == "postgresql":
         fn = _no_nul(fn)
     if kind in (dt.datetime, dt.time):
-        digits = _fraction_digits(t, dialect)
+        digits = fraction_digits(t, dialect)
         base = fn
         fn = lambda v, t: base(v, t, digits)   # noqa: E731
     nullable = column.nullable
