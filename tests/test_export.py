@@ -469,3 +469,46 @@ def test_mariadb_batches_that_need_no_conversion_go_to_load_data_as_csv_written_
         assert sql(MYSQL_URL, "SELECT COUNT(*) FROM %s" % coarse) == [(0,)]
     finally:
         cleanup(MYSQL_URL, src, dst, coarse)
+
+
+@pytest.mark.parametrize("duplicate", ["id", "code"])
+def test_mariadb_bulk_move_into_an_empty_table_still_refuses_duplicate_keys(tmp_path, duplicate):
+    """The move into an empty table runs with unique_checks=0 (InnoDB's bulk insert): a
+    duplicate primary key or unique secondary key must still fail it, leaving the table empty."""
+    dst = name("bulk")
+    sql(MYSQL_URL, "CREATE TABLE %s (id INT PRIMARY KEY, code VARCHAR(10) NOT NULL, UNIQUE KEY (code)) ENGINE=InnoDB" % dst)
+    try:
+        ids, codes = list(range(1, 5001)), ["c%d" % i for i in range(1, 5001)]
+        (ids if duplicate == "id" else codes)[4000] = (ids if duplicate == "id" else codes)[17]
+        (tmp_path / "in").mkdir()
+        pq.write_table(pa.table({"id": pa.array(ids, pa.int32()), "code": codes}), tmp_path / "in" / "part-m-00000.parquet")
+        out = fastsync("export", "--connect", MYSQL_URL, "--table", dst, "--export-dir", tmp_path / "in", "--log-level", "INFO")
+        assert out.returncode == 1 and "Duplicate entry" in out.stderr, out.stderr
+        assert "bulk insert" in out.stderr, out.stderr
+        assert sql(MYSQL_URL, "SELECT COUNT(*) FROM %s" % dst) == [(0,)]
+        # without the duplicate the same export goes through the bulk path and keeps every row
+        (ids if duplicate == "id" else codes)[4000] = 4001 if duplicate == "id" else "c4001"
+        pq.write_table(pa.table({"id": pa.array(ids, pa.int32()), "code": codes}), tmp_path / "in" / "part-m-00000.parquet")
+        ok(fastsync("export", "--connect", MYSQL_URL, "--table", dst, "--export-dir", tmp_path / "in"))
+        assert sql(MYSQL_URL, "SELECT COUNT(*), COUNT(DISTINCT code), SUM(id) FROM %s" % dst) == [(5000, 5000, 5000 * 5001 // 2)]
+        assert not leftover_stage(MYSQL_URL, dst)
+    finally:
+        cleanup(MYSQL_URL, dst)
+
+
+def test_mariadb_load_data_warning_names_file_and_row(tmp_path):
+    """What only the server sees on the Arrow path (a TIMESTAMP past 2038) fails the load
+    with the server's row number, which is the file's: one LOAD DATA per file."""
+    dst = name("warn")
+    sql(MYSQL_URL, "CREATE TABLE %s (id INT PRIMARY KEY, ts TIMESTAMP NULL)" % dst)
+    try:
+        (tmp_path / "in").mkdir()
+        ts = [datetime.datetime(2020, 1, 1)] * 29999 + [datetime.datetime(2040, 1, 1)]
+        pq.write_table(pa.table({"id": pa.array(range(30000), pa.int32()), "ts": pa.array(ts, pa.timestamp("us"))}),
+                       tmp_path / "in" / "part-m-00000.parquet")
+        out = fastsync("export", "--connect", MYSQL_URL, "--table", dst, "--export-dir", tmp_path / "in")
+        assert out.returncode == 1, out.stderr
+        assert "part-m-00000.parquet rows 1..30000: LOAD DATA: Out of range value for column 'ts' at row 30000" in out.stderr
+        assert sql(MYSQL_URL, "SELECT COUNT(*) FROM %s" % dst) == [(0,)] and not leftover_stage(MYSQL_URL, dst)
+    finally:
+        cleanup(MYSQL_URL, dst)

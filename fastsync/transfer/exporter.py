@@ -43,6 +43,7 @@ log = logging.getLogger("fastsync.export")
 SUFFIX_FORMATS = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "txt": "text", "jsonl": "jsonl", "avro": "avro"}
 _CODEC_OF_SUFFIX = {v: k for k, v in STREAM_CODECS.items()}
 _BATCH_ROWS = 10000
+_LOAD_DATA_ROWS = 500000                 # at most this many rows per LOAD DATA statement
 
 
 class ExportError(Exception):
@@ -373,6 +374,7 @@ class _Loader:
         self.conn = engine.raw_connection()
         self.how = self._choose()
         self._arrow_checks: dict = {}
+        self._pending = None             # LOAD DATA: [temporary file, its CSVWriter, rows, schema]
         log.info("%s: loading the staging table with %s", job.table, self.how)
         cols = ", ".join(engine.dialect.identifier_preparer.quote(c) for c in columns)
         self.target = "%s (%s)" % (_quote(engine, _stage_name(stage)), cols)
@@ -422,13 +424,35 @@ class _Loader:
         # LOAD DATA reads true/false as 0; an unenclosed NULL is NULL, "NULL" the string
         batch = pa.RecordBatch.from_arrays([pc.cast(a, pa.int8()) if pa.types.is_boolean(a.type) else a
                                             for a in batch.columns], names=batch.schema.names)
-        with tempfile.NamedTemporaryFile("wb", prefix="fastsync-export-", suffix=".csv") as tmp:
-            pacsv.write_csv(batch, tmp.name, pacsv.WriteOptions(include_header=False, quoting_style="all_valid",
-                                                                 null_string="NULL"))
+        if self._pending is not None and not self._pending[3].equals(batch.schema):
+            self.flush()
+        if self._pending is None:
+            tmp = tempfile.NamedTemporaryFile("wb", prefix="fastsync-export-", suffix=".csv")
+            writer = pacsv.CSVWriter(tmp.name, batch.schema, write_options=pacsv.WriteOptions(
+                include_header=False, quoting_style="all_valid", null_string="NULL"))
+            self._pending = [tmp, writer, 0, batch.schema]
+        self._pending[1].write_batch(batch)
+        self._pending[2] += len(batch)
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Rows load_arrow collected that flush() has yet to load."""
+        return self._pending[2] if self._pending is not None else 0
+
+    def flush(self) -> None:
+        """LOAD DATA of the batches load_arrow collected: one statement per file (or per
+        _LOAD_DATA_ROWS rows), not per batch."""
+        if self._pending is None:
+            return
+        (tmp, writer, _, _), self._pending = self._pending, None
+        try:
+            writer.close()
             q = self.engine.dialect.identifier_preparer.quote
             self._load_file(tmp.name, "FIELDS TERMINATED BY ',' ENCLOSED BY '\"' ESCAPED BY ''",
                             ", ".join(q(c) for c in self.columns))
-        return True
+        finally:
+            tmp.close()
 
     def load(self, rows: list[tuple]) -> None:
         if self.how == "copy":
@@ -487,6 +511,8 @@ class _Loader:
         self.conn.commit()
 
     def close(self) -> None:
+        if self._pending is not None:
+            self._pending[0].close()
         self.conn.close()
 
 
@@ -576,23 +602,37 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
         for f in files:
             try:
                 convs = converters[f.fmt in ("csv", "text")]
-                whole = 0
+                whole, last = 0, 0
+
+                def flush():
+                    # the rows load_arrow collected are the last loader.pending ones read
+                    held = loader.pending
+                    if held:
+                        try:
+                            loader.flush()
+                        except Exception as exc:
+                            raise ExportError("%s rows %d..%d: %s" % (f.name, last - held + 1, last, _db_reason(exc))) from None
                 for first, values in read_rows(f, columns, job.text, kinds):
                     n = len(values) if isinstance(values, pa.RecordBatch) else len(values[columns[0]])
                     try:
                         if isinstance(values, pa.RecordBatch):
                             if loader.load_arrow(values):
                                 counter.add(n)
-                                whole += n
+                                whole, last = whole + n, first + n - 1
+                                if loader.pending >= _LOAD_DATA_ROWS:
+                                    flush()
                                 continue
                             values = {c: values.column(c).to_pylist() for c in columns}
+                        flush()
                         rows = convert_batch(f, first, values, convs, columns)
                         loader.load(rows)
-                    except _RowError:
+                    except ExportError:
                         raise
                     except Exception as exc:
                         raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, _db_reason(exc))) from None
                     counter.add(n)
+                    last = first + n - 1
+                flush()
                 if whole:
                     log.info("%s: %d rows checked a column at a time and written by Arrow as CSV for %s", f.name, whole, loader.how.upper())
             except ExportError:
@@ -612,15 +652,26 @@ def _db_reason(exc: Exception) -> str:
 # -- staging and the move ----------------------------------------------------------------
 
 def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
+    """The automatic staging table. It is only a buffer (the move into the target is the
+    one transaction that counts, and it is dropped whatever happens), so it skips what makes
+    writes durable: UNLOGGED on PostgreSQL (no WAL), MyISAM on MariaDB/MySQL (no redo or
+    undo log), and no keys."""
     name = "%s_stage_%s" % (target.name[:40], uuid.uuid4().hex[:8])
     if engine.dialect.name == "postgresql":
-        ddl = "CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS)" % (_quote(engine, _qualified(target.schema, name)),
-                                                                _quote(engine, _qualified(target.schema, target.name)))
+        ddl = "CREATE UNLOGGED TABLE %s (LIKE %s INCLUDING DEFAULTS)" % (
+            _quote(engine, _qualified(target.schema, name)), _quote(engine, _qualified(target.schema, target.name)))
         with engine.begin() as conn:
             conn.exec_driver_sql(ddl)
     else:
+        options = {}
+        if engine.dialect.name in ("mysql", "mariadb"):
+            with engine.connect() as conn:
+                if conn.exec_driver_sql("SELECT support FROM information_schema.engines WHERE engine = 'MyISAM'").scalar() \
+                        in ("YES", "DEFAULT"):
+                    options["mysql_engine"] = "MyISAM"
         md = sa.MetaData()
-        sa.Table(name, md, *[sa.Column(c.name, c.type, nullable=c.nullable) for c in target.c], schema=target.schema)
+        sa.Table(name, md, *[sa.Column(c.name, c.type, nullable=c.nullable) for c in target.c], schema=target.schema,
+                 **options)
         md.create_all(engine)
     return reflect(engine, _qualified(target.schema, name), "--staging-table")
 
@@ -671,6 +722,22 @@ def move_sql(engine, target: sa.Table, stage: sa.Table, columns: list[str], job:
         return "UPDATE %s JOIN %s AS fastsync_s ON %s SET %s" % (t, s, on, sets)
     sets = ", ".join("%s = fastsync_s.%s" % (q(c), q(c)) for c in rest)
     return "UPDATE %s SET %s FROM %s AS fastsync_s WHERE %s" % (t, sets, s, on)
+
+
+def _bulk_move(conn, engine, target: sa.Table, job: ExportJob) -> bool:
+    """MariaDB/MySQL, a plain insert into an empty table without foreign keys: with
+    unique_checks and foreign_key_checks off, InnoDB inserts into an empty table with
+    table-level undo logging and builds its indexes by sorting (duplicate keys still fail
+    the statement), as mariadb-import does. The target is read FOR UPDATE first, so no
+    other session can add rows before the move commits."""
+    if engine.dialect.name not in ("mysql", "mariadb") or job.update_key or target.foreign_keys:
+        return False
+    t = _quote(engine, _stage_name(target))
+    if conn.exec_driver_sql("SELECT 1 FROM %s LIMIT 1 FOR UPDATE" % t).first() is not None:
+        return False
+    # left so on this connection: the engine is disposed after the export
+    conn.exec_driver_sql("SET SESSION unique_checks = 0, foreign_key_checks = 0")
+    return True
 
 
 def _check_update_key(target: sa.Table, columns: list[str], job: ExportJob) -> None:
@@ -727,13 +794,18 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
                 _show_progress(futures, counter, t0)
             for fut in futures:
                 fut.result()
+        t1 = time.perf_counter()
+        log.info("%s: %d rows loaded into the staging table %s in %.3f s", job.table, counter.rows, _stage_name(stage), t1 - t0)
         sql = move_sql(engine, target, stage, columns, job)
         try:
             with engine.begin() as conn:
+                if _bulk_move(conn, engine, target, job):
+                    log.info("%s: the target is empty: moving with InnoDB's bulk insert", job.table)
                 res = conn.exec_driver_sql(sql)
                 moved = res.rowcount
                 if not created:
                     conn.execute(stage.delete())
+            log.info("%s: %d rows moved in one transaction in %.3f s", job.table, moved, time.perf_counter() - t1)
         except sa.exc.SQLAlchemyError as exc:
             raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
     finally:
