@@ -663,16 +663,18 @@ def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
         with engine.begin() as conn:
             conn.exec_driver_sql(ddl)
     else:
-        options = {}
-        if engine.dialect.name in ("mysql", "mariadb"):
-            with engine.connect() as conn:
-                if conn.exec_driver_sql("SELECT support FROM information_schema.engines WHERE engine = 'MyISAM'").scalar() \
-                        in ("YES", "DEFAULT"):
-                    options["mysql_engine"] = "MyISAM"
-        md = sa.MetaData()
-        sa.Table(name, md, *[sa.Column(c.name, c.type, nullable=c.nullable) for c in target.c], schema=target.schema,
-                 **options)
-        md.create_all(engine)
+        engines = [{"mysql_engine": "MyISAM"}, {}] if engine.dialect.name in ("mysql", "mariadb") else [{}]
+        for i, options in enumerate(engines):
+            md = sa.MetaData()
+            sa.Table(name, md, *[sa.Column(c.name, c.type, nullable=c.nullable) for c in target.c],
+                     schema=target.schema, **options)
+            try:
+                md.create_all(engine)
+                break
+            except sa.exc.OperationalError as exc:     # MyISAM missing or disabled: the default engine
+                if i == len(engines) - 1:
+                    raise
+                log.info("staging table without MyISAM: %s", _db_reason(exc))
     return reflect(engine, _qualified(target.schema, name), "--staging-table")
 
 
