@@ -161,6 +161,18 @@ def test_compressed_text_keeps_its_codec_and_output_options_apply(db, tmp_path):
     assert sorted(got) == as_text(expected(), None)
 
 
+def test_progress_line_on_a_terminal(db, tmp_path):
+    import sys
+
+    from e2e_support import run_on_terminal
+    onto, new = datasets(db, tmp_path)
+    code, text = run_on_terminal([sys.executable, "-m", "fastsync", "merge", "--new-data", str(new), "--onto", str(onto),
+                                  "--target-dir", str(tmp_path / "merged"), "--merge-key", "id"])
+    assert code == 0, text
+    assert "rows, " in text and " rows/s   " in text and "\r" in text, text     # the status line
+    assert "merged %d rows" % len(expected()) in text
+
+
 def test_delete_target_dir_and_existing_target(db, tmp_path):
     onto, new = datasets(db, tmp_path)
     target = tmp_path / "merged"

@@ -9,7 +9,7 @@ and csv; Sqoop text and Avro go through the exporter's readers, which parse valu
 Python):
 1. --new-data is read, checked (columns, NULL keys) and cast to --onto's schema into a
    spill file (Arrow IPC) beside the output; its key column is kept in memory, and the
-   last row of each key found with an Arrow group-by.
+   last row of each key found from a stable sort of the keys.
 2. each --onto file is written again without the rows whose key is in --new-data;
 3. the winning --new-data rows are written from the spill file.
 The part files go into a temporary sibling of --target-dir, renamed into place with
@@ -35,6 +35,9 @@ from fastsync.transfer.textfile import TextOptions
 
 _PARQUET_CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "LZ4": "lz4", "BROTLI": "brotli",
                    "UNCOMPRESSED": "none"}
+
+
+_PROBE_ROWS = (65536, 524288)   # rows of --onto whose keys are looked up at once: at least, at most
 
 
 class MergeError(Exception):
@@ -296,6 +299,19 @@ def _reading(f: PartFile, batches):
         raise MergeError("%s: %s" % (_rel(f), _one_line(exc))) from None
 
 
+def _gathered(batches, rows: int):
+    """Record batches in lists of at least `rows` rows (the last list may have fewer)."""
+    buf, n = [], 0
+    for b in batches:
+        buf.append(b)
+        n += len(b)
+        if n >= rows:
+            yield buf
+            buf, n = [], 0
+    if buf:
+        yield buf
+
+
 def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, prog: _Progress) -> dict:
     schema, key = onto.schema, job.merge_key
     # 1. --new-data, cast to onto's schema, into a spill file; its keys kept
@@ -308,26 +324,39 @@ def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, prog: _Progress) ->
                 keys.append(b.column(key))
     keys = pa.chunked_array(keys, schema.field(key).type)
     n = len(keys)
-    # the last row of each key: max position per key
-    last = pa.table({"k": keys, "i": pa.array(np.arange(n, dtype=np.int64))}).group_by("k").aggregate([("i", "max")])
-    unique = last.column("k").combine_chunks()
+    # the last row of each key: in a stable sort of the keys, the last of each run of equals
+    # (less memory than a hash group-by: a few arrays of n)
+    keys = keys.combine_chunks()
+    order = pc.sort_indices(keys)
+    ordered = keys.take(order)
+    del keys
+    last = np.ones(n, dtype=bool)
+    if n > 1:
+        last[:-1] = pc.not_equal(ordered.slice(0, n - 1), ordered.slice(1)).to_numpy(zero_copy_only=False)
+    unique = ordered.filter(pa.array(last))
     wins = np.zeros(n, dtype=bool)
-    wins[last.column("i_max").to_numpy()] = True
-    del keys, last
+    wins[order.to_numpy()[last]] = True
+    del order, ordered, last
     hit = np.zeros(len(unique), dtype=bool)
-    # 2. --onto without the replaced rows, one part file per onto file
+    # 2. --onto without the replaced rows, one part file per onto file. index_in builds a
+    # hash table of its value set on every call: the keys are looked up in chunks of batches
+    # about as large as that set (within _PROBE_ROWS), so building it costs no more than probing
     out = _Output(tmp, _writer_job(onto, job), schema, prog)
     kept = dropped = 0
+    probe = min(max(len(unique), _PROBE_ROWS[0]), _PROBE_ROWS[1])
     for f in onto.files:
-        for b in _reading(f, _batches(f, schema, job)):
-            idx = pc.index_in(b.column(key), value_set=unique)
-            found = pc.is_valid(idx)
+        for chunk in _gathered(_reading(f, _batches(f, schema, job)), probe):
+            idx = pc.index_in(pa.concat_arrays([b.column(key) for b in chunk]), value_set=unique)
+            found = pc.is_valid(idx).to_numpy(zero_copy_only=False)
             if len(unique):
                 hit[pc.drop_null(idx).to_numpy()] = True
-            keep = b.filter(pc.invert(found))
-            dropped += len(b) - len(keep)
-            kept += len(keep)
-            out.write(keep)
+            pos = 0
+            for b in chunk:
+                keep = b.filter(pa.array(~found[pos:pos + len(b)]))
+                pos += len(b)
+                kept += len(keep)
+                out.write(keep)
+            dropped += int(found.sum())
         out.next_part()
     # 3. the winning --new-data rows
     with pa.memory_map(spill) as m:
