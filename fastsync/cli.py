@@ -301,6 +301,40 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _input_text_flags(p, output: bool = False) -> None:
+    """Export's --input-* text flags; with `output`, also import's text flags for writing
+    (unset: as read)."""
+    for flag, default, what in (("fields-terminated-by", ",", "field separator"), ("lines-terminated-by", "\\n", "line end"),
+                                ("enclosed-by", "", "character around fields"),
+                                ("optionally-enclosed-by", "", "character around some fields"),
+                                ("escaped-by", "", "escape character"), ("null-string", "null", "NULL in a string column"),
+                                ("null-non-string", "null", "NULL in other columns")):
+        p.add_argument("--input-" + flag, default=default, help="text files: " + what)
+        if output:
+            p.add_argument("--" + flag, help="text output: %s (default: as --input-%s)" % (what, flag))
+
+
+def cmd_merge(args) -> int:
+    from fastsync.transfer.merger import MergeError, MergeJob, run_merge
+    from fastsync.transfer.textfile import TextOptions
+
+    setup_logging(args.log_level)
+    for name in TextOptions.__dataclass_fields__:            # unset output text flags: as read
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(args, "input_" + name))
+    job = MergeJob(new_data=args.new_data, onto=args.onto, target_dir=args.target_dir, merge_key=args.merge_key,
+                   columns=_names(args.columns), text=_text_options(args, "input_"), out_text=_text_options(args),
+                   delete_target_dir=args.delete_target_dir)
+    try:
+        r = run_merge(job)
+    except MergeError as exc:
+        raise CliError(str(exc)) from None
+    print("merged %d rows (%d replaced, %d added) from %s onto %s into %s in %.3f s: %.0f rows/s"
+          % (r["rows"], r["replaced"], r["added"], args.new_data, args.onto, r["target_dir"], r["seconds"],
+             r["rows_per_s"]), flush=True)
+    return 0
+
+
 def _names(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
@@ -567,14 +601,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="updateonly: only rows whose key exists; allowinsert: upsert")
     ex.add_argument("--batch", action="store_true", help="load through the driver's executemany, not COPY / LOAD DATA")
     ex.add_argument("--no-fast-path", dest="fast_path", action="store_false", help="same as --batch")
-    for flag, default, what in (("fields-terminated-by", ",", "field separator"), ("lines-terminated-by", "\\n", "line end"),
-                                ("enclosed-by", "", "character around fields"),
-                                ("optionally-enclosed-by", "", "character around some fields"),
-                                ("escaped-by", "", "escape character"), ("null-string", "null", "NULL in a string column"),
-                                ("null-non-string", "null", "NULL in other columns")):
-        ex.add_argument("--input-" + flag, default=default, help="text files: " + what)
+    _input_text_flags(ex)
     ex.add_argument("--log-level", default="WARNING")
     ex.set_defaults(func=cmd_export)
+
+    mg = sub.add_parser("merge", help="merge --new-data onto --onto (two import outputs) into --target-dir on --merge-key (Sqoop's merge)")
+    for flag, what in (("--new-data", "directory of the newer part files"), ("--onto", "directory of the older part files"),
+                       ("--target-dir", "output directory (must not exist; published atomically, with _SUCCESS)"),
+                       ("--merge-key", "column whose values identify a row")):
+        mg.add_argument(flag, required=True, help=what)
+    mg.add_argument("--delete-target-dir", action="store_true", help="replace an existing --target-dir (only once the merge succeeded)")
+    mg.add_argument("--columns", help="Sqoop text files: the comma-separated field names, in order")
+    _input_text_flags(mg, output=True)
+    mg.add_argument("--log-level", default="WARNING")
+    mg.set_defaults(func=cmd_merge)
 
     ia = sub.add_parser("import-all-tables", help="import every table of a database into --warehouse-dir/TABLE")
     _import_flags(ia, all_tables=True)

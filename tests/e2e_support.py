@@ -16,6 +16,7 @@ Everything here is generic (no knowledge of a particular test file):
 * AgentProcess / agent_argv
                                  `python -m fastsync agent ...` as a child process, its
                                  stdout and stderr in files, always killed at teardown
+* run_on_terminal(argv)          a command with a pseudo-terminal as stdin/out/err: (code, output)
 * read_dir_lines(dir)            the lines of every file in a directory, in file order
 * multiset_problems(...)         a short description of missing / extra / duplicate items
 """
@@ -161,6 +162,31 @@ def poll(fn: Callable[[], object], timeout: float, interval: float = 0.02, messa
         if time.monotonic() >= deadline:
             raise AssertionError("timed out after %gs%s (last value: %r)" % (timeout, ": " + message if message else "", last))
         time.sleep(interval)
+
+
+def run_on_terminal(argv: list[str], timeout: float = 60.0) -> tuple[int, str]:
+    """Run argv with a pseudo-terminal as its stdin, stdout and stderr (so isatty() is
+    true); (exit code, all it wrote). Stops reading after `timeout` s of silence."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    out = b""
+    while True:
+        r, _, _ = select.select([fd], [], [], timeout)
+        if not r:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict, bytes]:

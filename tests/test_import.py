@@ -315,27 +315,10 @@ def test_free_form_query_with_conditions(tmp_path):
 
 
 def test_progress_on_a_terminal_and_quiet_in_a_pipe(sqlite_db, tmp_path):
-    import pty
-    import select
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(sys.executable, [sys.executable, "-m", "fastsync", "import", "--connect", "jdbc:sqlite:%s" % sqlite_db,
+    from e2e_support import run_on_terminal
+    code, text = run_on_terminal([sys.executable, "-m", "fastsync", "import", "--connect", "jdbc:sqlite:%s" % sqlite_db,
                                   "--table", "items", "-m", "2", "--fetch-size", "500", "--target-dir", str(tmp_path / "tty")])
-    out = b""
-    while True:
-        r, _, _ = select.select([fd], [], [], 60)
-        if not r:
-            break
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, out
-    text = out.decode("utf-8", "replace")
+    assert code == 0, text
     assert "%d rows 100%%" % N in text and "rows/s" in text and "[splits 0:" in text, text
     piped = fastsync("import", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--table", "items", "--target-dir", tmp_path / "pipe")
     assert piped.returncode == 0 and piped.stderr == "", piped.stderr

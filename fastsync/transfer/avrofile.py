@@ -44,6 +44,37 @@ def avro_schema(schema: pa.Schema, name: str = "row") -> dict:
         {"name": re.sub(r"\W", "_", f.name), "type": ["null", _avro_type(f.type, f.name)], "default": None} for f in schema]}
 
 
+_AVRO_LOGICAL = {"date": pa.date32(), "time-micros": pa.time64("us"), "time-millis": pa.time32("ms"),
+                 "timestamp-micros": pa.timestamp("us", tz="UTC"), "timestamp-millis": pa.timestamp("ms", tz="UTC"),
+                 "local-timestamp-micros": pa.timestamp("us"), "local-timestamp-millis": pa.timestamp("ms")}
+_AVRO_PRIMITIVE = {"boolean": pa.bool_(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
+                   "double": pa.float64(), "bytes": pa.binary(), "string": pa.string()}
+
+
+def _arrow_type(t) -> pa.DataType:
+    """The Arrow type of an Avro type (the inverse of _avro_type; pa.null() where there is
+    none: enums, maps, records, fixed)."""
+    if isinstance(t, list):                      # a union: its one non-null branch
+        branches = [b for b in t if b != "null"]
+        return _arrow_type(branches[0]) if len(branches) == 1 else pa.null()
+    if isinstance(t, dict):
+        logical = t.get("logicalType")
+        if logical == "decimal":
+            p, s = t["precision"], t.get("scale", 0)
+            return pa.decimal128(p, s) if p <= 38 else pa.decimal256(p, s)
+        if logical in _AVRO_LOGICAL:
+            return _AVRO_LOGICAL[logical]
+        if t.get("type") == "array":
+            return pa.list_(_arrow_type(t["items"]))
+        return _arrow_type(t.get("type")) if isinstance(t.get("type"), str) else pa.null()
+    return _AVRO_PRIMITIVE.get(t, pa.null())
+
+
+def arrow_schema(schema: dict) -> pa.Schema:
+    """The Arrow schema of an Avro record schema (as avro_schema writes them)."""
+    return pa.schema([pa.field(f["name"], _arrow_type(f["type"])) for f in schema["fields"]])
+
+
 class AvroRecords:
     """Arrow record batches as the dicts fastavro writes with avro_schema(schema)."""
 

@@ -79,10 +79,11 @@ class PartFile:
         return os.path.basename(self.path)
 
 
-def find_files(export_dir: str) -> list[PartFile]:
-    """The data files of an export directory (`_SUCCESS`, hidden and other files skipped)."""
+def find_files(export_dir: str, flag: str = "--export-dir") -> list[PartFile]:
+    """The data files of a directory `fastsync import` wrote (`_SUCCESS`, hidden and other
+    files skipped), in name order; `flag` names the directory in errors."""
     if not os.path.isdir(export_dir):
-        raise ExportError("--export-dir %s: no such directory" % export_dir)
+        raise ExportError("%s %s: no such directory" % (flag, export_dir))
     out = []
     for name in sorted(os.listdir(export_dir)):
         if name.startswith((".", "_")):
@@ -92,11 +93,11 @@ def find_files(export_dir: str) -> list[PartFile]:
         suffix = parts[-2] if codec else parts[-1]
         fmt = SUFFIX_FORMATS.get(suffix)
         if fmt is None or (codec and fmt not in ("csv", "text", "jsonl")):
-            log.warning("--export-dir: skipping %s (not a part file: .%s)", name, " .".join(SUFFIX_FORMATS))
+            log.warning("%s: skipping %s (not a part file: .%s)", flag, name, " .".join(SUFFIX_FORMATS))
             continue
         out.append(PartFile(os.path.join(export_dir, name), fmt, codec))
     if not out:
-        raise ExportError("--export-dir %s: no part files (.%s)" % (export_dir, ", .".join(SUFFIX_FORMATS)))
+        raise ExportError("%s %s: no part files (.%s)" % (flag, export_dir, ", .".join(SUFFIX_FORMATS)))
     return out
 
 
@@ -105,20 +106,31 @@ def _open_bytes(f: PartFile):
     return pa.CompressedInputStream(raw, f.codec) if f.codec else raw
 
 
-def file_columns(f: PartFile, default: list[str]) -> list[str]:
-    """The columns a file holds (text files: `default`, they have no header)."""
+def file_schema(f: PartFile, delimiter: str = ",") -> pa.Schema | None:
+    """The Arrow schema a file holds (csv: as inferred from its first block; Sqoop text and
+    JSON lines: None, they have no schema)."""
     if f.fmt == "parquet":
-        return pq.read_schema(f.path).names
+        return pq.read_schema(f.path)
     if f.fmt == "arrow":
         with pa.memory_map(f.path) as m:
-            return pa.ipc.open_file(m).schema.names
+            return pa.ipc.open_file(m).schema
     if f.fmt == "avro":
         import fastavro
+
+        from fastsync.transfer.avrofile import arrow_schema
         with open(f.path, "rb") as fh:
-            return [x["name"] for x in fastavro.reader(fh).writer_schema["fields"]]
+            return arrow_schema(fastavro.reader(fh).writer_schema)
     if f.fmt == "csv":
         with _open_bytes(f) as s:
-            return pacsv.open_csv(s).schema.names
+            return pacsv.open_csv(s, parse_options=pacsv.ParseOptions(delimiter=delimiter)).schema
+    return None
+
+
+def file_columns(f: PartFile, default: list[str]) -> list[str]:
+    """The columns a file holds (text files: `default`, they have no header)."""
+    schema = file_schema(f)
+    if schema is not None:
+        return schema.names
     if f.fmt == "jsonl":
         names: dict = {}
         for rec in _jsonl_records(f, limit=1000):
@@ -158,18 +170,24 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
     elif f.fmt == "jsonl":
         yield from _chunks(_jsonl_records(f), columns)
     elif f.fmt == "csv":
-        with _open_bytes(f) as s:
-            reader = pacsv.open_csv(s, convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
-                quoted_strings_can_be_null=False, include_columns=columns))
-            row = 1
-            for b in reader:
-                yield row, {c: b.column(c).to_pylist() for c in columns}
-                row += len(b)
+        row = 1
+        for b in csv_batches(f, columns):
+            yield row, {c: b.column(c).to_pylist() for c in columns}
+            row += len(b)
     else:
         with _open_bytes(f) as s:
             data = s.read().decode("utf-8")
         yield from _chunks(_text_records(f, data, text, columns, kinds), columns)
+
+
+def csv_batches(f: PartFile, columns: list[str], delimiter: str = ","):
+    """A csv file's `columns` as record batches of text: NULL is an empty field not in
+    quotes, "" the empty string."""
+    with _open_bytes(f) as s:
+        yield from pacsv.open_csv(s, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                                  convert_options=pacsv.ConvertOptions(
+                                      column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
+                                      quoted_strings_can_be_null=False, include_columns=columns))
 
 
 def _text_records(f: PartFile, data: str, text: TextOptions, columns: list[str], kinds: dict):
