@@ -613,8 +613,12 @@ def _stage_name(stage: sa.Table) -> str:
     return "%s.%s" % (stage.schema, stage.name) if stage.schema else stage.name
 
 
+class _Stopped(ExportError):
+    """A writer stopped because another part of the export failed."""
+
+
 def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[str], converters: dict,
-                 kinds: dict, job: ExportJob, counter: _Counter) -> None:
+                 kinds: dict, job: ExportJob, counter: _Counter, stop: threading.Event | None = None) -> None:
     loader = _Loader(engine, stage, columns, job)
     try:
         for f in files:
@@ -631,6 +635,8 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
                         except Exception as exc:
                             raise ExportError("%s rows %d..%d: %s" % (f.name, last - held + 1, last, _db_reason(exc))) from None
                 for first, values in read_rows(f, columns, job.text, kinds):
+                    if stop is not None and stop.is_set():
+                        raise _Stopped("stopped")
                     n = len(values) if isinstance(values, pa.RecordBatch) else len(values[columns[0]])
                     try:
                         if isinstance(values, pa.RecordBatch):
@@ -694,6 +700,13 @@ def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
                     raise
                 log.info("staging table without MyISAM: %s", _db_reason(exc))
     return reflect(engine, _qualified(target.schema, name), "--staging-table")
+
+
+def _staging_table(make):
+    try:
+        return make()
+    except sa.exc.SQLAlchemyError as exc:
+        raise ExportError("making the staging table: %s" % _db_reason(exc)) from None
 
 
 def _qualified(schema, name):
@@ -792,6 +805,7 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
         url = url.update_query_dict({"local_infile": "1"})       # PyMySQL refuses LOAD DATA LOCAL without it
     engine = make_engine(url)
     stage = created = None
+    stages: list[sa.Table] = []          # the automatic staging tables of _load_and_move
     try:
         try:
             target = reflect(engine, job.table, "--table")
@@ -800,53 +814,119 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
             dialect = engine.dialect.name
             converters = _converters(target, columns, dialect)
             kinds = {c: _kind(target.c[c]) for c in columns}
-            stage, created = _prepare_stage(engine, target, job)
         except sa.exc.SQLAlchemyError as exc:
             raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), _db_reason(exc))) from None
         counter = _Counter()
         writers = 1 if dialect == "sqlite" else min(job.mappers, len(files))
-        groups = [files[i::writers] for i in range(writers)]
         show = progress if progress is not None else sys.stderr.isatty()
-        with cf.ThreadPoolExecutor(max_workers=writers, thread_name_prefix="export") as pool:
-            futures = [pool.submit(_write_files, engine, stage, g, columns, converters, kinds, job, counter)
-                       for g in groups]
-            if show:
-                _show_progress(futures, counter, t0)
-            for fut in futures:
-                fut.result()
-        t1 = time.perf_counter()
-        log.info("%s: %d rows loaded into the staging table %s in %.3f s", job.table, counter.rows, _stage_name(stage), t1 - t0)
-        sql = move_sql(engine, target, stage, columns, job)
+        shown = _show_progress(counter, t0) if show else None
         try:
-            with engine.begin() as conn:
-                if _bulk_move(conn, engine, target, job):
-                    log.info("%s: the target is empty: moving with InnoDB's bulk insert", job.table)
-                res = conn.exec_driver_sql(sql)
-                moved = res.rowcount
-                if not created:
-                    conn.execute(stage.delete())
-            log.info("%s: %d rows moved in one transaction in %.3f s", job.table, moved, time.perf_counter() - t1)
-        except sa.exc.SQLAlchemyError as exc:
-            raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
+            if not job.staging_table and not job.update_key and dialect != "sqlite":
+                moved = _load_and_move(engine, target, files, columns, converters, kinds, job, counter, writers, stages)
+            else:
+                stage, created = _staging_table(lambda: _prepare_stage(engine, target, job))
+                moved = _load_then_move(engine, target, stage, created, files, columns, converters, kinds, job, counter,
+                                        writers, t0)
+        finally:
+            if shown is not None:
+                shown.set()
     finally:
-        if created and stage is not None:
+        for made in stages + ([stage] if created and stage is not None else []):
             try:
-                stage.drop(engine)
+                made.drop(engine)
             except sa.exc.SQLAlchemyError as exc:
-                log.warning("could not drop the staging table %s: %s", _stage_name(stage), _db_reason(exc))
+                log.warning("could not drop the staging table %s: %s", _stage_name(made), _db_reason(exc))
         engine.dispose()
     seconds = time.perf_counter() - t0
     return {"rows": counter.rows, "moved": moved, "files": len(files), "seconds": seconds,
             "rows_per_s": counter.rows / seconds if seconds else 0.0, "writers": writers}
 
 
-def _show_progress(futures, counter: _Counter, t0: float) -> None:
-    while True:
-        done = all(f.done() for f in futures)
-        secs = max(time.perf_counter() - t0, 1e-9)
-        sys.stderr.write("\r%d rows, %.0f rows/s   " % (counter.rows, counter.rows / secs))
-        sys.stderr.flush()
-        if done:
-            sys.stderr.write("\n")
-            return
-        time.sleep(0.5)
+def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, files: list[PartFile], columns: list[str],
+                    converters: dict, kinds: dict, job: ExportJob, counter: _Counter, writers: int, t0: float) -> int:
+    """All files into one staging table (the writers share them out round-robin), then one
+    statement moves the rows: for --staging-table, --update-key and SQLite."""
+    with cf.ThreadPoolExecutor(max_workers=writers, thread_name_prefix="export") as pool:
+        futures = [pool.submit(_write_files, engine, stage, files[i::writers], columns, converters, kinds, job, counter)
+                   for i in range(writers)]
+        for fut in futures:
+            fut.result()
+    t1 = time.perf_counter()
+    log.info("%s: %d rows loaded into the staging table %s in %.3f s", job.table, counter.rows, _stage_name(stage), t1 - t0)
+    try:
+        with engine.begin() as conn:
+            if _bulk_move(conn, engine, target, job):
+                log.info("%s: the target is empty: moving with InnoDB's bulk insert", job.table)
+            moved = conn.exec_driver_sql(move_sql(engine, target, stage, columns, job)).rowcount
+            if not created:
+                conn.execute(stage.delete())
+    except sa.exc.SQLAlchemyError as exc:
+        raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
+    log.info("%s: %d rows moved in one transaction in %.3f s", job.table, moved, time.perf_counter() - t1)
+    return moved
+
+
+def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: list[str], converters: dict, kinds: dict,
+                   job: ExportJob, counter: _Counter, writers: int, stages: list) -> int:
+    """A plain insert through automatic staging tables: each part file is loaded into a
+    staging table of its own (`writers` at a time, each committed), and each loaded one is
+    moved into the target while the others load: all the moves are ONE transaction,
+    committed after the last, so the target still changes all at once or not at all, but
+    the move overlaps the loading instead of following it. A failure on either side stops
+    the other (writers between batches); the transaction is rolled back."""
+    stop = threading.Event()
+
+    def load(f: PartFile) -> sa.Table:
+        if stop.is_set():
+            raise _Stopped("stopped")
+        stage = _staging_table(lambda: _create_stage(engine, target, job))
+        stages.append(stage)
+        _write_files(engine, stage, [f], columns, converters, kinds, job, counter, stop)
+        return stage
+
+    moved, t0 = 0, time.perf_counter()
+    with cf.ThreadPoolExecutor(max_workers=writers, thread_name_prefix="export") as pool:
+        futures = [pool.submit(load, f) for f in files]
+        try:
+            with engine.connect() as conn, conn.begin():
+                bulk = None
+                for fut in cf.as_completed(futures):
+                    stage = fut.result()
+                    try:
+                        if bulk is None:     # decided just before the first insert
+                            bulk = _bulk_move(conn, engine, target, job)
+                            if bulk:
+                                log.info("%s: the target is empty: moving with InnoDB's bulk insert", job.table)
+                        t1 = time.perf_counter()
+                        n = conn.exec_driver_sql(move_sql(engine, target, stage, columns, job)).rowcount
+                        moved += n
+                        log.debug("%s: %d rows moved from %s in %.3f s", job.table, n, _stage_name(stage),
+                                  time.perf_counter() - t1)
+                    except sa.exc.SQLAlchemyError as exc:
+                        raise ExportError("moving the rows from %s into %s: %s"
+                                          % (_stage_name(stage), job.table, _db_reason(exc))) from None
+        except BaseException:
+            stop.set()
+            for fut in futures:
+                fut.cancel()
+            raise
+    log.info("%s: %d rows loaded into %d staging tables and moved in one transaction in %.3f s",
+             job.table, moved, len(stages), time.perf_counter() - t0)
+    return moved
+
+
+def _show_progress(counter: _Counter, t0: float) -> threading.Event:
+    """A status line on stderr every half second until the returned event is set."""
+    done = threading.Event()
+
+    def show():
+        while True:
+            finished = done.wait(0.5)
+            secs = max(time.perf_counter() - t0, 1e-9)
+            sys.stderr.write("\r%d rows, %.0f rows/s   " % (counter.rows, counter.rows / secs))
+            sys.stderr.flush()
+            if finished:
+                sys.stderr.write("\n")
+                return
+    threading.Thread(target=show, daemon=True, name="export-progress").start()
+    return done
