@@ -1,9 +1,13 @@
 """`fastsync merge` end to end through the CLI: two datasets written by `fastsync import` from
-SQLite, merged, and the result read back with other readers (pyarrow, fastavro, Python's csv,
-a split on the delimiter) and compared value by value with the merge computed here in plain
+SQLite, merged, and the result read back with other readers (pyarrow, fastavro, Python's csv
+and json, a split on the delimiter) and compared value by value with the merge computed here in plain
 Python from the rows put into the source tables."""
+import base64
 import csv
+import datetime
 import decimal
+import gzip
+import json
 import os
 import sqlite3
 
@@ -109,6 +113,21 @@ def read_text(path):
         return [tuple(None if v == "\\N" else v for v in line.split("|")) for line in f.read().splitlines()]
 
 
+def read_jsonl(path):
+    data = str(path).endswith(".zst") and _unzstd(path) or open(path, "rb").read()
+    rows = [json.loads(line) for line in data.decode("utf-8").split("\n") if line]
+    assert all(list(r) == ["id", "name", "price", "qty"] for r in rows)
+    # import writes a decimal as a JSON string, an integer as a JSON number
+    assert all(type(r["id"]) is int and (r["price"] is None or type(r["price"]) is str) for r in rows)
+    return [(str(r["id"]), r["name"], r["price"], None if r["qty"] is None else str(r["qty"])) for r in rows]
+
+
+def _unzstd(path):
+    import pyarrow as pa
+    with pa.CompressedInputStream(pa.OSFile(str(path)), "zstd") as s:
+        return s.read()
+
+
 TEXT = ["--as-textfile", "--fields-terminated-by", "|", "--null-string", "\\\\N", "--null-non-string", "\\\\N"]
 TEXT_IN = ["--columns", "id,name,price,qty", "--input-fields-terminated-by", "|", "--input-null-string", "\\\\N",
            "--input-null-non-string", "\\\\N"]
@@ -119,7 +138,9 @@ TEXT_IN = ["--columns", "id,name,price,qty", "--input-fields-terminated-by", "|"
     (["--as-avrodatafile"], [], ".avro", read_avro),
     (["--format", "csv"], [], ".csv", read_csv),
     (TEXT, TEXT_IN, ".txt", read_text),
-], ids=["parquet", "avro", "csv", "text"])
+    (["--format", "jsonl"], [], ".jsonl", read_jsonl),
+    (["--format", "jsonl", "--compression-codec", "zstd"], [], ".jsonl.zst", read_jsonl),
+], ids=["parquet", "avro", "csv", "text", "jsonl", "jsonl-zstd"])
 def test_merge_replaces_adds_keeps_and_last_duplicate_wins(db, tmp_path, flags, merge_flags, suffix, reader):
     onto, new = datasets(db, tmp_path, *flags)
     assert len(parts(new)) == 3            # two splits of `new`, then `dup`'s part
@@ -234,4 +255,115 @@ def test_corrupt_part_file_leaves_no_target_and_no_temp_dir(db, tmp_path):
         f.write(b"\xff" * 400)
     out = merge(new, onto, tmp_path / "merged")
     assert out.returncode == 1 and "onto/part-m-00001.parquet" in out.stderr, out.stderr
+    assert sorted(os.listdir(tmp_path)) == ["newdata", "onto", "src.db"]
+
+
+# JSON lines with more types: every value written again exactly as import wrote it
+TEXTS = ['line1\nline2\r\nline3', 'quote " and \'single\' and \\ and \ttab', '\u00e9 \u2603 \U0001F600 \u4e2d',
+         'sep\u2028and\u2029and\x85end', "", "{\"not\": [\"json\"]}"]
+BIGS = [2 ** 63 - 1, -2 ** 63, 2 ** 53 + 1, 0]
+FLOATS = [0.1, 1e-07, 1e300, -2.5, 123456.789]
+
+
+def rich_row(i, tag):
+    """id, name, price, day, ts, big, f, raw: NULL in every column but the key for some rows."""
+    if i % 11 == 0:
+        return (i, None, None, None, None, None, None, None)
+    return (i, "%s %d %s" % (tag, i, TEXTS[i % len(TEXTS)]),
+            decimal.Decimal("%d.%04d" % (i * 1000 + (7 if tag == "new" else 3), i % 10000)) * (-1 if i % 3 else 1),
+            datetime.date(2000, 1, 1) + datetime.timedelta(days=i),
+            datetime.datetime(2024, 2, 29, 13, 45, 56, 123456) + datetime.timedelta(hours=i, microseconds=i),
+            BIGS[(i + (tag == "new")) % len(BIGS)], FLOATS[i % len(FLOATS)] * (2 if tag == "new" else 1),
+            bytes([i % 256, 0, 255]) + tag.encode())
+
+
+def rich_db(path):
+    c = sqlite3.connect(path)
+    for t in ("rold", "rnew"):
+        c.execute("CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT, price NUMERIC(14, 4), day DATE, ts TIMESTAMP, "
+                  "big BIGINT, f REAL, raw BLOB)" % t)
+    c.executemany("INSERT INTO rold VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [_rich_sql(rich_row(i, "old")) for i in range(300)])
+    c.executemany("INSERT INTO rnew VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [_rich_sql(rich_row(i, "new"))
+                                                                       for i in range(200, 400)])
+    c.commit()
+    c.close()
+
+
+def _rich_sql(r):
+    i, name, price, day, ts, big, f, raw = r
+    return (i, name, None if price is None else str(price), None if day is None else day.isoformat(),
+            None if ts is None else ts.isoformat(" "), big, f, raw)
+
+
+def from_json(r):
+    """A merged JSON object back to the values of rich_row (decimals, dates and timestamps
+    are ISO text, bytes base64, in import's encoding)."""
+    if r["name"] is None:
+        assert all(v is None for k, v in r.items() if k != "id")
+        return (r["id"],) + (None,) * 7
+    assert type(r["price"]) is str and type(r["big"]) is int and type(r["f"]) is float
+    return (r["id"], r["name"], decimal.Decimal(r["price"]), datetime.date.fromisoformat(r["day"]),
+            datetime.datetime.fromisoformat(r["ts"]), r["big"], r["f"], base64.b64decode(r["raw"]))
+
+
+def lines(d, opener):
+    out = []
+    for p in parts(d):
+        with opener(d / p, "rb") as f:
+            out += f.read().decode("utf-8").split("\n")[:-1]
+    return out
+
+
+@pytest.mark.parametrize("codec", [None, "gzip"])
+def test_jsonl_values_round_trip_exactly(tmp_path, codec):
+    rich_db(tmp_path / "rich.db")
+    flags = ["--format", "jsonl"] + (["--compression-codec", codec] if codec else [])
+    imp(tmp_path / "rich.db", "rold", tmp_path / "onto", *flags)
+    imp(tmp_path / "rich.db", "rnew", tmp_path / "newdata", *flags)
+    # an empty split: a part file without rows (and so without column names)
+    out = fastsync("import", "--connect", "sqlite:///%s" % (tmp_path / "rich.db"), "--table", "rnew", "--where", "id < 0",
+                   "--target-dir", tmp_path / "newdata", "--append", "-m", 1, *flags)
+    assert out.returncode == 0, out.stderr
+    opener = gzip.open if codec else open
+    suffix = ".jsonl.gz" if codec else ".jsonl"
+    assert len(parts(tmp_path / "newdata")) == 2 and all(p.endswith(suffix) for p in parts(tmp_path / "newdata"))
+    with opener(tmp_path / "newdata" / parts(tmp_path / "newdata")[1], "rb") as f:
+        assert f.read() == b""
+    out = merge(tmp_path / "newdata", tmp_path / "onto", tmp_path / "merged")
+    assert out.returncode == 0, out.stderr
+    assert "merged 400 rows (100 replaced, 100 added)" in out.stdout, out.stdout
+    merged = tmp_path / "merged"
+    assert all(p.endswith(suffix) for p in parts(merged))
+    got_lines = lines(merged, opener)
+    got = {}
+    for line in got_lines:
+        r = json.loads(line)
+        assert list(r) == ["id", "name", "price", "day", "ts", "big", "f", "raw"]
+        got[r["id"]] = from_json(r)
+    want = {i: rich_row(i, "old") for i in range(200)} | {i: rich_row(i, "new") for i in range(200, 400)}
+    assert len(got_lines) == len(got) == len(want)
+    for i, w in want.items():
+        assert got[i] == w, i
+    # and each line is the one import wrote for that row, byte for byte (an untouched row
+    # from --onto, the others from --new-data)
+    source = {json.loads(x)["id"]: x for x in lines(tmp_path / "onto", opener) if json.loads(x)["id"] < 200}
+    source |= {json.loads(x)["id"]: x for x in lines(tmp_path / "newdata", opener)}
+    assert sorted(got_lines) == sorted(source.values())
+    assert any("\u2028and\u2029and\x85" in x for x in got_lines)        # not escaped, yet one line each
+
+
+def test_jsonl_member_not_in_the_other_files_fails(db, tmp_path):
+    onto, new = datasets(db, tmp_path, "--format", "jsonl")
+    with open(new / "part-m-00002.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"id": 7, "name": "x", "price": "1.00", "qty": 1, "extra": true}\n')
+    err = one_error(merge(new, onto, tmp_path / "merged"))      # found when the columns are read
+    assert err.endswith("newdata/part-m-00002.jsonl: column extra is not in newdata/part-m-00000.jsonl"), err
+    os.unlink(new / "part-m-00002.jsonl")
+    with open(onto / "part-m-00001.jsonl", "a+", encoding="utf-8") as f:    # after the first 1000 rows read for them
+        f.seek(0)
+        n = len(f.read().splitlines())
+        f.write('{"id": 7, "name": "x", "price": "1.00", "qty": 1, "extra": true}\n')
+    assert n >= 1000
+    err = one_error(merge(new, onto, tmp_path / "merged"))
+    assert err.endswith("onto/part-m-00001.jsonl row %d: column extra is not in the other files" % (n + 1)), err
     assert sorted(os.listdir(tmp_path)) == ["newdata", "onto", "src.db"]

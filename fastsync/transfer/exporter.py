@@ -139,14 +139,18 @@ def file_columns(f: PartFile, default: list[str]) -> list[str]:
     return default
 
 
-def _jsonl_records(f: PartFile, limit: int | None = None):
+def _jsonl_records(f: PartFile, limit: int | None = None, parse_float=Decimal, parse_int=None):
+    """The objects of a JSON lines file (numbers with a fraction or exponent as Decimal
+    unless `parse_float`, integers as int unless `parse_int`, as json.loads takes them)."""
     with _open_bytes(f) as s:
         data = s.read()
-    for i, line in enumerate(data.decode("utf-8").splitlines()):
+    # lines end at \n only: json.dumps(ensure_ascii=False) leaves U+2028, U+0085, ... in a
+    # string unescaped, where str.splitlines() would split it (a \r before \n is whitespace)
+    for i, line in enumerate(data.decode("utf-8").split("\n")):
         if limit is not None and i >= limit:
             return
         if line.strip():
-            yield json.loads(line, parse_float=Decimal)
+            yield json.loads(line, parse_float=parse_float, parse_int=parse_int)
 
 
 def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):

@@ -690,16 +690,22 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
 
 class _JsonLinesWriter:
     """One JSON object per row (values as kafkaout.json_default writes them), into a
-    binary stream."""
+    binary stream. `json_text`: the batch's columns hold each value's JSON text already
+    (NULL: null), as merge reads JSON lines; the line is the same as json.dumps writes."""
 
-    def __init__(self, f):
-        self.f = f
+    def __init__(self, f, json_text: bool = False):
+        self.f, self.json_text = f, json_text
 
     def write_batch(self, batch) -> None:
         import json
 
         from fastsync.transfer.kafkaout import json_default
-        lines = [json.dumps(row, ensure_ascii=False, default=json_default) for row in batch.to_pylist()]
+        if self.json_text:          # json.dumps' separators: ", " between members, ": " after a name
+            names = [json.dumps(n, ensure_ascii=False) + ": " for n in batch.schema.names]
+            lines = ["{" + ", ".join(n + ("null" if v is None else v) for n, v in zip(names, row)) + "}"
+                     for row in zip(*(c.to_pylist() for c in batch.columns))]
+        else:
+            lines = [json.dumps(row, ensure_ascii=False, default=json_default) for row in batch.to_pylist()]
         if lines:
             self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
 
@@ -725,7 +731,8 @@ def part_extension(job: ImportJob) -> str:
     return FORMATS[job.fmt] + ("." + STREAM_CODECS[codec] if codec else "")
 
 
-def _open_writer(job: ImportJob, path: str, schema: pa.Schema):
+def _open_writer(job: ImportJob, path: str, schema: pa.Schema, json_text: bool = False):
+    """A part file's writer (write_batch, close); `json_text`: see _JsonLinesWriter."""
     if job.kafka_topic:
         from fastsync.transfer.kafkaout import KafkaWriter
         return KafkaWriter(job.kafka_brokers, job.kafka_topic, schema, job.kafka_format, job.kafka_key)
@@ -744,7 +751,7 @@ def _open_writer(job: ImportJob, path: str, schema: pa.Schema):
         from fastsync.transfer.textfile import TextOptions, TextWriter
         return TextWriter(out, schema, job.text or TextOptions())
     if job.fmt == "jsonl":
-        return _JsonLinesWriter(out)
+        return _JsonLinesWriter(out, json_text)
     return _Closing(pacsv.CSVWriter(out, schema, write_options=pacsv.WriteOptions(delimiter=job.fields_terminated_by)), out)
 
 

@@ -5,8 +5,9 @@ are kept; a key repeated within --new-data: the last one wins (file name order, 
 order).
 
 Three passes, a record batch at a time (never a Python object per row for Parquet, Arrow
-and csv; Sqoop text and Avro go through the exporter's readers, which parse values in
-Python):
+and csv; Sqoop text, Avro and JSON lines go through the exporter's readers, which parse
+values in Python; JSON lines are merged as the JSON text of each value, numbers as they
+were written, so the output is the input's lines, value for value):
 1. --new-data is read, checked (columns, NULL keys) and cast to --onto's schema into a
    spill file (Arrow IPC) beside the output; its key column is kept in memory, and the
    last row of each key found from a stable sort of the keys.
@@ -17,6 +18,7 @@ The part files go into a temporary sibling of --target-dir, renamed into place w
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -29,7 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fastsync.transfer.exporter import ExportError, PartFile, csv_batches, file_schema, find_files, read_rows
+from fastsync.transfer.exporter import (_BATCH_ROWS, ExportError, PartFile, _jsonl_records, csv_batches, file_columns,
+                                        file_schema, find_files, read_rows)
 from fastsync.transfer.importer import ImportJob, _open_writer, part_extension
 from fastsync.transfer.textfile import TextOptions
 
@@ -72,9 +75,8 @@ def _rel(f: PartFile) -> str:
 
 
 def _schema(f: PartFile, job: MergeJob) -> pa.Schema:
-    if f.fmt == "jsonl":
-        raise MergeError("%s: merging JSON lines files is not supported (Parquet, Arrow, Avro, csv and Sqoop text are)"
-                         % _rel(f))
+    if f.fmt == "jsonl":                 # the names of its first objects' members; an empty file: none
+        return pa.schema([pa.field(c, pa.string()) for c in file_columns(f, job.columns or [])])
     if f.fmt == "text":
         if not job.columns:
             raise MergeError("%s: Sqoop text files have no header: give their field names with --columns" % _rel(f))
@@ -102,6 +104,12 @@ def _side(path: str, flag: str, job: MergeJob) -> _Side:
             raise
         except Exception as exc:               # a file that can't be read
             raise MergeError("%s: %s" % (_rel(f), _one_line(exc))) from None
+    if files[0].fmt == "jsonl":          # an empty file (an empty split) takes the others' columns
+        full = next((s for s in schemas if s.names), None)
+        if full is None:
+            raise MergeError("%s %s: the JSON lines files hold no rows to take the column names from: give them "
+                             "with --columns" % (flag, path))
+        schemas = [s if s.names else full for s in schemas]
     if job.merge_key not in schemas[0].names:
         raise MergeError("--merge-key %s: no such column in %s (%s)" % (job.merge_key, _rel(files[0]), flag))
     for f, s in zip(files[1:], schemas[1:]):
@@ -133,6 +141,8 @@ def _batches(f: PartFile, schema: pa.Schema, job: MergeJob):
     first = 1
     if f.fmt == "csv":
         batches = csv_batches(f, names, job.text.fields_terminated_by)
+    elif f.fmt == "jsonl":
+        batches = _jsonl_batches(f, names)
     else:
         kinds = dict.fromkeys(names, str)          # Sqoop text: every field is text, NULL is --null-string
         batches = (v if isinstance(v, pa.RecordBatch) else pa.RecordBatch.from_arrays(
@@ -149,6 +159,50 @@ def _batches(f: PartFile, schema: pa.Schema, job: MergeJob):
                              % (_rel(f), row, job.merge_key))
         first += len(b)
         yield b
+
+
+class _JsonNumber(str):
+    """A JSON number's text, as the file holds it (so no number changes: not a decimal into
+    a float, not 1e-07 into 1E-7)."""
+
+
+_json_encode = json.JSONEncoder(ensure_ascii=False).encode     # as import's json.dumps writes
+
+
+def _json_text(v) -> str:
+    """The JSON text of a value json.loads read with _JsonNumber for numbers; written as
+    import's json.dumps writes it (separators ", " and ": ", not ASCII-escaped)."""
+    t = type(v)
+    if t is _JsonNumber:
+        return str(v)
+    if t is list:
+        return "[" + ", ".join(map(_json_text, v)) + "]"
+    if t is dict:
+        return "{" + ", ".join(_json_encode(k) + ": " + _json_text(x) for k, x in v.items()) + "}"
+    return _json_encode(v)                         # strings, true, false, NaN, Infinity
+
+
+def _jsonl_batches(f: PartFile, names: list[str]):
+    """A JSON lines file as record batches of `names`, each value its JSON text (a member
+    that is missing or null: NULL); a member not in `names` is an error."""
+    known = set(names)
+
+    def batch(recs):
+        return pa.RecordBatch.from_arrays(
+            [pa.array([None if (v := r.get(c)) is None else _json_text(v) for r in recs], pa.string()) for c in names],
+            names=names)
+
+    buf = []
+    for row, rec in enumerate(_jsonl_records(f, parse_float=_JsonNumber, parse_int=_JsonNumber), 1):
+        if not known.issuperset(rec):
+            raise MergeError("%s row %d: column %s is not in the other files"
+                             % (_rel(f), row, next(k for k in rec if k not in known)))
+        buf.append(rec)
+        if len(buf) == _BATCH_ROWS:
+            yield batch(buf)
+            buf = []
+    if buf:
+        yield batch(buf)
 
 
 def _cast(f: PartFile, b: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -202,7 +256,7 @@ class _Output:
             return
         if self.writer is None:
             self.writer = _open_writer(self.wjob, os.path.join(self.tmp, "part-m-%05d.%s" % (self.parts, self.ext)),
-                                       self.schema)
+                                       self.schema, json_text=True)
             self.parts += 1
         self.writer.write_batch(b)
         self.rows += len(b)
@@ -219,7 +273,7 @@ class _Output:
             self.write_empty()
 
     def write_empty(self) -> None:
-        _open_writer(self.wjob, os.path.join(self.tmp, "part-m-00000.%s" % self.ext), self.schema).close()
+        _open_writer(self.wjob, os.path.join(self.tmp, "part-m-00000.%s" % self.ext), self.schema, json_text=True).close()
         self.parts = 1
 
 
