@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.importer import STREAM_CODECS
@@ -387,7 +388,11 @@ class _Loader:
             return "executemany"
         if self.dialect == "postgresql":
             return "copy"
-        if self.dialect in ("mysql", "mariadb") and getattr(self.conn.driver_connection, "_local_infile", False):
+        bits = [c for c in self.columns if isinstance(self.stage.c[c].type, mysql.BIT)]
+        if bits:
+            # LOAD DATA reads a BIT field's text as a byte string ("1" is 0x31, out of range)
+            log.info("column %s is BIT, which LOAD DATA can't take as a number: multi-row inserts", bits[0])
+        elif self.dialect in ("mysql", "mariadb") and getattr(self.conn.driver_connection, "_local_infile", False):
             cur = self.conn.cursor()
             try:
                 cur.execute("SELECT @@GLOBAL.local_infile")
