@@ -21,8 +21,9 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
-from test_export import cleanup, insert, leftover_stage, name, ok, sql, tables_equal
+from test_export import cleanup, engine_for, insert, leftover_stage, name, ok, sql, tables_equal
 from test_import import fastsync
 from test_import_types import MYSQL_URL, PG_URL
 
@@ -142,12 +143,13 @@ def prefilled(url, n=3):
 # what the drivers say when the server killed the connection (psycopg; PyMySQL)
 KILLED = re.compile(r"terminating connection due to administrator command|server closed the connection|"
                     r"Lost connection to (MySQL|MariaDB) server|server has gone away|Connection was killed|"
-                    r"connection (is )?closed|Query execution was interrupted", re.I)
+                    r"connection (is )?(closed|lost)|Query execution was interrupted", re.I)
 
 
 def one_error_line(err, dst):
     lines = [l for l in err.splitlines() if l.startswith("fastsync: error:")]
     assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    assert "Traceback" not in err and " ERROR " not in err, err        # nothing else logged about it
     assert lines[0].startswith("fastsync: error: export into %s failed: " % dst), err
     return lines[0]
 
@@ -207,6 +209,44 @@ def test_connection_killed_while_moving_leaves_the_target_as_it_was(tmp_path, db
         tables_equal(url, dst, before)
         assert not leftover_stage(url, dst), err
     finally:
+        if db == "pg":
+            sql(url, "DROP TABLE IF EXISTS %s" % dst, "DROP FUNCTION IF EXISTS %s_slow()" % dst)
+        cleanup(url, dst, before, *leftover_stage(url, dst))
+
+
+@pytest.mark.parametrize("db", ["pg", "mysql"])
+def test_connection_killed_while_dropping_the_staging_table_drops_it_over_a_new_one(tmp_path, db):
+    """The move killed (as above), then the DROP of the staging table killed too while it
+    waits for a lock this test holds on that table: the export drops it over a new connection."""
+    url = DB[db]
+    dst, before = prefilled(url)
+    engine = engine_for(url)
+    try:
+        sql(url, *(s.format(t=dst) for s in SLOW_MOVE[db]))
+        src = tmp_path / "out"
+        src.mkdir()
+        pq.write_table(pa.table({"id": pa.array(range(1, 101), pa.int64()), "vc": pa.array(["v%d" % i for i in range(100)])}),
+                       src / "part-m-00000.parquet")
+        proc = start_export(url, dst, src)
+        ids = wait_for(proc, db, r"\s*(INSERT INTO\s+\S*%s\S*\s*\(.*SELECT .* FROM \S*%s_stage_|DO SLEEP\(120\))" % (dst, dst))
+        stage, = leftover_stage(url, dst)
+        with engine.connect() as holder:
+            holder.execute(sa.text("SELECT COUNT(*) FROM %s" % stage))      # a shared lock on it until the rollback
+            kill_sessions(db, ids)
+            for _ in range(2):     # the DROP, then the DROP over a new connection, each waiting for the lock
+                ids = wait_for(proc, db, r"\s*DROP TABLE\s+\S*%s" % stage)
+                assert stage in leftover_stage(url, dst)
+                if _ == 0:
+                    kill_sessions(db, ids)
+            holder.rollback()
+        code, out, err = finish(proc)
+        assert code == 1, (code, out, err)
+        assert "moving the rows from %s into %s: " % (stage, dst) in one_error_line(err, dst)
+        assert "could not drop" not in err, err
+        tables_equal(url, dst, before)
+        assert not leftover_stage(url, dst), err
+    finally:
+        engine.dispose()
         if db == "pg":
             sql(url, "DROP TABLE IF EXISTS %s" % dst, "DROP FUNCTION IF EXISTS %s_slow()" % dst)
         cleanup(url, dst, before, *leftover_stage(url, dst))

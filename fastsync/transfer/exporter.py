@@ -579,6 +579,11 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
             except Exception as exc:          # a file that can't be read
                 raise ExportError("%s: %s" % (f.name, _db_reason(exc))) from None
         loader.commit()
+    except BaseException:
+        # not back into the pool: its rollback on a connection the server killed would log a
+        # traceback (the error is reported once, by the caller)
+        loader.conn.invalidate()
+        raise
     finally:
         loader.close()
 
@@ -717,14 +722,25 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
             raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
     finally:
         if created and stage is not None:
-            try:
-                stage.drop(engine)
-            except sa.exc.SQLAlchemyError as exc:
-                log.warning("could not drop the staging table %s: %s", _stage_name(stage), _db_reason(exc))
+            _drop_stage(engine, stage)
         engine.dispose()
     seconds = time.perf_counter() - t0
     return {"rows": counter.rows, "moved": moved, "files": len(files), "seconds": seconds,
             "rows_per_s": counter.rows / seconds if seconds else 0.0, "writers": writers}
+
+
+def _drop_stage(engine, stage: sa.Table) -> None:
+    """Drops the automatic staging table; when the connection dies under the DROP (killed,
+    server restarted), once more over a new one (checkfirst: the first may have done it)."""
+    for retry in (False, True):
+        try:
+            stage.drop(engine, checkfirst=retry)
+            return
+        except sa.exc.SQLAlchemyError as exc:
+            if not retry and getattr(exc, "connection_invalidated", False):
+                continue
+            log.warning("could not drop the staging table %s: %s", _stage_name(stage), _db_reason(exc))
+            return
 
 
 def _show_progress(futures, counter: _Counter, t0: float) -> None:
