@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.importer import STREAM_CODECS
@@ -412,7 +413,11 @@ class _Loader:
             return "executemany"
         if self.dialect == "postgresql":
             return "copy"
-        if self.dialect in ("mysql", "mariadb") and getattr(self.conn.driver_connection, "_local_infile", False):
+        bits = [c for c in self.columns if isinstance(self.stage.c[c].type, mysql.BIT)]
+        if bits:
+            # LOAD DATA reads a BIT field's text as a byte string ("1" is 0x31, out of range)
+            log.info("column %s is BIT, which LOAD DATA can't take as a number: multi-row inserts", bits[0])
+        elif self.dialect in ("mysql", "mariadb") and getattr(self.conn.driver_connection, "_local_infile", False):
             cur = self.conn.cursor()
             try:
                 cur.execute("SELECT @@GLOBAL.local_infile")
@@ -668,6 +673,11 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
             except Exception as exc:          # a file that can't be read
                 raise ExportError("%s: %s" % (f.name, _db_reason(exc))) from None
         loader.commit()
+    except BaseException:
+        # not back into the pool: its rollback on a connection the server killed would log a
+        # traceback (the error is reported once, by the caller)
+        loader.conn.invalidate()
+        raise
     finally:
         loader.close()
 
@@ -836,10 +846,7 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
                 shown.set()
     finally:
         for made in stages + ([stage] if created and stage is not None else []):
-            try:
-                made.drop(engine)
-            except sa.exc.SQLAlchemyError as exc:
-                log.warning("could not drop the staging table %s: %s", _stage_name(made), _db_reason(exc))
+            _drop_stage(engine, made)
         engine.dispose()
     seconds = time.perf_counter() - t0
     return {"rows": counter.rows, "moved": moved, "files": len(files), "seconds": seconds,
@@ -891,32 +898,60 @@ def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: lis
     moved, t0 = 0, time.perf_counter()
     with cf.ThreadPoolExecutor(max_workers=writers, thread_name_prefix="export") as pool:
         futures = [pool.submit(load, f) for f in files]
+        conn = trans = None
         try:
-            with engine.connect() as conn, conn.begin():
-                bulk = None
-                for fut in cf.as_completed(futures):
-                    stage = fut.result()
-                    try:
-                        if bulk is None:     # decided just before the first insert
-                            bulk = _bulk_move(conn, engine, target, job)
-                            if bulk:
-                                log.info("%s: the target is empty: moving with InnoDB's bulk insert", job.table)
-                        t1 = time.perf_counter()
-                        n = conn.exec_driver_sql(move_sql(engine, target, stage, columns, job)).rowcount
-                        moved += n
-                        log.debug("%s: %d rows moved from %s in %.3f s", job.table, n, _stage_name(stage),
-                                  time.perf_counter() - t1)
-                    except sa.exc.SQLAlchemyError as exc:
-                        raise ExportError("moving the rows from %s into %s: %s"
-                                          % (_stage_name(stage), job.table, _db_reason(exc))) from None
+            conn = engine.connect()
+            trans = conn.begin()
+            bulk = None
+            for fut in cf.as_completed(futures):
+                stage = fut.result()
+                try:
+                    if bulk is None:     # decided just before the first insert
+                        bulk = _bulk_move(conn, engine, target, job)
+                        if bulk:
+                            log.info("%s: the target is empty: moving with InnoDB's bulk insert", job.table)
+                    t1 = time.perf_counter()
+                    n = conn.exec_driver_sql(move_sql(engine, target, stage, columns, job)).rowcount
+                    moved += n
+                    log.debug("%s: %d rows moved from %s in %.3f s", job.table, n, _stage_name(stage),
+                              time.perf_counter() - t1)
+                except sa.exc.SQLAlchemyError as exc:
+                    raise ExportError("moving the rows from %s into %s: %s"
+                                      % (_stage_name(stage), job.table, _db_reason(exc))) from None
+            try:
+                trans.commit()
+            except sa.exc.SQLAlchemyError as exc:
+                raise ExportError("committing the move into %s: %s" % (job.table, _db_reason(exc))) from None
         except BaseException:
             stop.set()
             for fut in futures:
                 fut.cancel()
+            if trans is not None and trans.is_active:
+                try:
+                    trans.rollback()
+                except sa.exc.SQLAlchemyError:     # the connection is gone: so is the transaction
+                    conn.invalidate()
             raise
+        finally:
+            if conn is not None:
+                conn.close()
     log.info("%s: %d rows loaded into %d staging tables and moved in one transaction in %.3f s",
              job.table, moved, len(stages), time.perf_counter() - t0)
     return moved
+
+
+def _drop_stage(engine, stage: sa.Table) -> None:
+    """Drops the automatic staging table; when the connection dies under the DROP (killed,
+    server restarted), once more over a new one (checkfirst: the first may have done it)."""
+    for retry in (False, True):
+        try:
+            stage.drop(engine, checkfirst=retry)
+            return
+        except sa.exc.SQLAlchemyError as exc:
+            if not retry and getattr(exc, "connection_invalidated", False):
+                continue
+            log.warning("could not drop the staging table %s: %s", _stage_name(stage), _db_reason(exc))
+            return
 
 
 def _show_progress(counter: _Counter, t0: float) -> threading.Event:

@@ -84,6 +84,15 @@ def _json_text(v):
     return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
+def _timetz_text(v):
+    return v.isoformat()
+
+
+def _set_text(t):
+    order = {m: i for i, m in enumerate(t.values)}
+    return lambda v: v if isinstance(v, str) else ",".join(sorted(v, key=lambda m: order.get(m, len(order))))
+
+
 def _column_plan(col: sa.Column):
     """(Arrow type or None to infer, converter for each non-NULL value or None)."""
     t = col.type
@@ -100,6 +109,10 @@ def _column_plan(col: sa.Column):
         return pa.duration("us"), None
     if isinstance(t, sa.Boolean):
         return pa.bool_(), None
+    if isinstance(t, mysql.BIT):
+        return pa.uint64(), None               # BIT(1..64): the driver's int, up to 2**64 - 1
+    if isinstance(t, mysql.SET):
+        return pa.string(), _set_text(t)       # the members as MySQL writes them: in definition order, comma-separated
     if isinstance(t, sa.Integer) and getattr(t, "unsigned", False):
         return pa.uint64(), None               # MySQL's BIGINT UNSIGNED goes past int64
     if isinstance(t, sa.SmallInteger):
@@ -121,6 +134,8 @@ def _column_plan(col: sa.Column):
         return pa.duration("us"), None
     if isinstance(t, mysql.YEAR):
         return pa.int64(), None                # the driver's int; typed even when a batch is all NULL
+    if isinstance(t, sa.Time) and t.timezone:
+        return pa.string(), _timetz_text       # no Arrow type keeps a time's UTC offset: ISO text, 12:00:00+05:30
     if isinstance(t, sa.Time):
         return pa.time64("us"), None
     if isinstance(t, (sa.LargeBinary, sa.types._Binary)):

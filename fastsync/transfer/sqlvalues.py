@@ -33,6 +33,7 @@ import uuid
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 _UTC = dt.timezone.utc
 _EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
@@ -113,7 +114,8 @@ def _str(v, t):
     else:
         raise ValueError("expected text, got %s" % show(v))
     length = getattr(t, "length", None)
-    if length is not None and not isinstance(t, sa.Enum) and len(s) > length:
+    # ENUM and SET: the server checks the members (a SET's "length" is its longest member's)
+    if length is not None and not isinstance(t, (sa.Enum, mysql.SET)) and len(s) > length:
         raise ValueError("%d characters do not fit %d" % (len(s), length))
     return s
 
