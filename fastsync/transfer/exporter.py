@@ -17,7 +17,9 @@ import datetime as dt
 import json
 import logging
 import os
+import queue
 import re
+import socket
 import sys
 import tempfile
 import threading
@@ -45,6 +47,7 @@ SUFFIX_FORMATS = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "txt": "
 _CODEC_OF_SUFFIX = {v: k for k, v in STREAM_CODECS.items()}
 _BATCH_ROWS = 10000
 _LOAD_DATA_ROWS = 500000                 # at most this many rows per LOAD DATA statement
+_CHUNK_ROWS = 250000                     # rows per staging table when the move overlaps the loading
 
 
 class ExportError(Exception):
@@ -399,14 +402,19 @@ class _Loader:
         self._arrow_checks: dict = {}
         self._pending = None             # LOAD DATA: [temporary file, its CSVWriter, rows, schema]
         log.info("%s: loading the staging table with %s", job.table, self.how)
-        cols = ", ".join(engine.dialect.identifier_preparer.quote(c) for c in columns)
-        self.target = "%s (%s)" % (_quote(engine, _stage_name(stage)), cols)
-        marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(columns))
-        self.insert = "INSERT INTO %s VALUES (%s)" % (self.target, marks)
+        self.aim(stage)
         dialect = engine.dialect
         self.procs = [None if isinstance(stage.c[c].type, sa.JSON) else stage.c[c].type.dialect_impl(dialect).bind_processor(dialect)
                       for c in columns]
         self.json_cols = [i for i, c in enumerate(columns) if isinstance(stage.c[c].type, sa.JSON)]
+
+    def aim(self, stage: sa.Table) -> None:
+        """Load into `stage` from now on (a table with the same columns)."""
+        self.stage = stage
+        cols = ", ".join(self.engine.dialect.identifier_preparer.quote(c) for c in self.columns)
+        self.target = "%s (%s)" % (_quote(self.engine, _stage_name(stage)), cols)
+        marks = ", ".join(["?" if self.engine.dialect.paramstyle == "qmark" else "%s"] * len(self.columns))
+        self.insert = "INSERT INTO %s VALUES (%s)" % (self.target, marks)
 
     def _choose(self) -> str:
         if self.job.batch or not self.job.fast_path:
@@ -516,7 +524,14 @@ class _Loader:
                % (path, _quote(self.engine, _stage_name(self.stage)), format_clause, targets, " SET " + sets if sets else ""))
         cur = self.conn.cursor()
         try:
-            cur.execute(sql)
+            try:
+                cur.execute(sql)
+            except AttributeError:
+                # PyMySQL, when the server drops the connection while the file is sent,
+                # goes on writing to the socket it has set to None
+                if getattr(self.conn.driver_connection, "_sock", True) is None:
+                    raise ConnectionError("connection lost while sending the file of LOAD DATA LOCAL INFILE") from None
+                raise
             cur.execute("SHOW WARNINGS LIMIT 1")
             warning = cur.fetchone()
             if warning:
@@ -536,6 +551,17 @@ class _Loader:
 
     def commit(self) -> None:
         self.conn.commit()
+
+    def abort(self) -> None:
+        """From another thread: end a LOAD DATA LOCAL this loader may be stuck in. A server
+        that killed the connection mid-file can leave its socket open without reading, and
+        PyMySQL would wait in send() for the server's timeout (~100 s)."""
+        sock = getattr(self.conn.driver_connection, "_sock", None)
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._pending is not None:
@@ -626,9 +652,19 @@ class _Stopped(ExportError):
     """A writer stopped because another part of the export failed."""
 
 
-def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[str], converters: dict,
-                 kinds: dict, job: ExportJob, counter: _Counter, stop: threading.Event | None = None) -> None:
+def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns: list[str], converters: dict,
+                 kinds: dict, job: ExportJob, counter: _Counter, stop: threading.Event | None = None,
+                 chunks=None) -> None:
+    """Loads `files` into `stage` over one connection, committed at the end. With `chunks`
+    (new_stage, hand_over, a list the loader is added to): into a new staging table every _CHUNK_ROWS rows instead, each
+    committed and handed over (to be moved) when full, and the last at the end."""
+    if chunks is not None:
+        new_stage, hand_over, live = chunks
+        stage = new_stage()
     loader = _Loader(engine, stage, columns, job)
+    if chunks is not None:
+        live.append(loader)
+    in_stage = 0
     try:
         for f in files:
             try:
@@ -646,12 +682,18 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
                 for first, values in read_rows(f, columns, job.text, kinds):
                     if stop is not None and stop.is_set():
                         raise _Stopped("stopped")
+                    if chunks is not None and in_stage >= _CHUNK_ROWS:
+                        flush()
+                        loader.commit()
+                        hand_over(loader.stage)
+                        loader.aim(new_stage())
+                        in_stage = 0
                     n = len(values) if isinstance(values, pa.RecordBatch) else len(values[columns[0]])
                     try:
                         if isinstance(values, pa.RecordBatch):
                             if loader.load_arrow(values):
                                 counter.add(n)
-                                whole, last = whole + n, first + n - 1
+                                whole, last, in_stage = whole + n, first + n - 1, in_stage + n
                                 if loader.pending >= _LOAD_DATA_ROWS:
                                     flush()
                                 continue
@@ -664,7 +706,7 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
                     except Exception as exc:
                         raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, _db_reason(exc))) from None
                     counter.add(n)
-                    last = first + n - 1
+                    last, in_stage = first + n - 1, in_stage + n
                 flush()
                 if whole:
                     log.info("%s: %d rows checked a column at a time and written by Arrow as CSV for %s", f.name, whole, loader.how.upper())
@@ -673,6 +715,8 @@ def _write_files(engine, stage: sa.Table, files: list[PartFile], columns: list[s
             except Exception as exc:          # a file that can't be read
                 raise ExportError("%s: %s" % (f.name, _db_reason(exc))) from None
         loader.commit()
+        if chunks is not None and in_stage:
+            hand_over(loader.stage)
     except BaseException:
         # not back into the pool: its rollback on a connection the server killed would log a
         # traceback (the error is reported once, by the caller)
@@ -817,6 +861,10 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
     url = job.url
     if url.get_backend_name() in ("mysql", "mariadb") and job.fast_path and not job.batch and "local_infile" not in url.query:
         url = url.update_query_dict({"local_infile": "1"})       # PyMySQL refuses LOAD DATA LOCAL without it
+    if url.get_backend_name() in ("mysql", "mariadb") and "write_timeout" not in url.query:
+        # a server that killed the connection while LOAD DATA LOCAL sends the file may leave
+        # the socket open unread for ~100 s; 30 s is the server's own net_read_timeout
+        url = url.update_query_dict({"write_timeout": "30"})
     engine = make_engine(url)
     stage = created = None
     stages: list[sa.Table] = []          # the automatic staging tables of _load_and_move
@@ -879,32 +927,39 @@ def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, fi
 
 def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: list[str], converters: dict, kinds: dict,
                    job: ExportJob, counter: _Counter, writers: int, stages: list) -> int:
-    """A plain insert through automatic staging tables: each part file is loaded into a
-    staging table of its own (`writers` at a time, each committed), and each loaded one is
-    moved into the target while the others load: all the moves are ONE transaction,
-    committed after the last, so the target still changes all at once or not at all, but
-    the move overlaps the loading instead of following it. A failure on either side stops
-    the other (writers between batches); the transaction is rolled back."""
-    stop = threading.Event()
+    """A plain insert through automatic staging tables: the writers load the files (shared
+    out round-robin) into staging tables of _CHUNK_ROWS rows, each committed and handed over
+    when full, and each handed-over one is moved into the target while the writers go on:
+    all the moves are ONE transaction, committed after the last, so the target still
+    changes all at once or not at all, but the move overlaps the loading instead of
+    following it. A failure on either side stops the other (writers between batches); the
+    transaction is rolled back."""
+    stop, ready, loaders = threading.Event(), queue.Queue(), []
 
-    def load(f: PartFile) -> sa.Table:
-        if stop.is_set():
-            raise _Stopped("stopped")
+    def new_stage() -> sa.Table:
         stage = _staging_table(lambda: _create_stage(engine, target, job))
         stages.append(stage)
-        _write_files(engine, stage, [f], columns, converters, kinds, job, counter, stop)
         return stage
 
     moved, t0 = 0, time.perf_counter()
     with cf.ThreadPoolExecutor(max_workers=writers, thread_name_prefix="export") as pool:
-        futures = [pool.submit(load, f) for f in files]
+        futures = [pool.submit(_write_files, engine, None, files[i::writers], columns, converters, kinds, job, counter,
+                               stop, (new_stage, ready.put, loaders)) for i in range(writers)]
         conn = trans = None
         try:
             conn = engine.connect()
             trans = conn.begin()
             bulk = None
-            for fut in cf.as_completed(futures):
-                stage = fut.result()
+            while True:
+                try:
+                    stage = ready.get(timeout=0.1)
+                except queue.Empty:
+                    failed = [f for f in futures if f.done() and f.exception() is not None]
+                    if failed:
+                        failed[0].result()
+                    if all(f.done() for f in futures) and ready.empty():    # a writer hands over before it ends
+                        break
+                    continue
                 try:
                     if bulk is None:     # decided just before the first insert
                         bulk = _bulk_move(conn, engine, target, job)
@@ -926,6 +981,8 @@ def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: lis
             stop.set()
             for fut in futures:
                 fut.cancel()
+            for loader in loaders:
+                loader.abort()
             if trans is not None and trans.is_active:
                 try:
                     trans.rollback()
@@ -935,8 +992,8 @@ def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: lis
         finally:
             if conn is not None:
                 conn.close()
-    log.info("%s: %d rows loaded into %d staging tables and moved in one transaction in %.3f s",
-             job.table, moved, len(stages), time.perf_counter() - t0)
+    log.info("%s: %d rows loaded and moved in one transaction in %.3f s (%d staging tables of up to %d rows)",
+             job.table, moved, time.perf_counter() - t0, len(stages), _CHUNK_ROWS)
     return moved
 
 
