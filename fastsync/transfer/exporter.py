@@ -901,6 +901,20 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
             "rows_per_s": counter.rows / seconds if seconds else 0.0, "writers": writers}
 
 
+def _move(conn, engine, target: sa.Table, stage: sa.Table, columns: list[str], job: ExportJob, first: bool) -> int:
+    """One staging table's rows into the target, in the caller's transaction; the first
+    move decides, just before it inserts, whether InnoDB's bulk insert can take them all."""
+    try:
+        if first and _bulk_move(conn, engine, target, job):
+            log.info("%s: the target is empty: moving with InnoDB's bulk insert", job.table)
+        t0 = time.perf_counter()
+        n = conn.exec_driver_sql(move_sql(engine, target, stage, columns, job)).rowcount
+    except sa.exc.SQLAlchemyError as exc:
+        raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
+    log.debug("%s: %d rows moved from %s in %.3f s", job.table, n, _stage_name(stage), time.perf_counter() - t0)
+    return n
+
+
 def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, files: list[PartFile], columns: list[str],
                     converters: dict, kinds: dict, job: ExportJob, counter: _Counter, writers: int, t0: float) -> int:
     """All files into one staging table (the writers share them out round-robin), then one
@@ -914,12 +928,11 @@ def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, fi
     log.info("%s: %d rows loaded into the staging table %s in %.3f s", job.table, counter.rows, _stage_name(stage), t1 - t0)
     try:
         with engine.begin() as conn:
-            if _bulk_move(conn, engine, target, job):
-                log.info("%s: the target is empty: moving with InnoDB's bulk insert", job.table)
-            moved = conn.exec_driver_sql(move_sql(engine, target, stage, columns, job)).rowcount
+            moved = _move(conn, engine, target, stage, columns, job, first=True)
             if not created:
                 conn.execute(stage.delete())
     except sa.exc.SQLAlchemyError as exc:
+        # the commit, or emptying a given staging table
         raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
     log.info("%s: %d rows moved in one transaction in %.3f s", job.table, moved, time.perf_counter() - t1)
     return moved
@@ -949,7 +962,7 @@ def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: lis
         try:
             conn = engine.connect()
             trans = conn.begin()
-            bulk = None
+            first = True
             while True:
                 try:
                     stage = ready.get(timeout=0.1)
@@ -960,19 +973,8 @@ def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: lis
                     if all(f.done() for f in futures) and ready.empty():    # a writer hands over before it ends
                         break
                     continue
-                try:
-                    if bulk is None:     # decided just before the first insert
-                        bulk = _bulk_move(conn, engine, target, job)
-                        if bulk:
-                            log.info("%s: the target is empty: moving with InnoDB's bulk insert", job.table)
-                    t1 = time.perf_counter()
-                    n = conn.exec_driver_sql(move_sql(engine, target, stage, columns, job)).rowcount
-                    moved += n
-                    log.debug("%s: %d rows moved from %s in %.3f s", job.table, n, _stage_name(stage),
-                              time.perf_counter() - t1)
-                except sa.exc.SQLAlchemyError as exc:
-                    raise ExportError("moving the rows from %s into %s: %s"
-                                      % (_stage_name(stage), job.table, _db_reason(exc))) from None
+                moved += _move(conn, engine, target, stage, columns, job, first)
+                first = False
             try:
                 trans.commit()
             except sa.exc.SQLAlchemyError as exc:
