@@ -391,6 +391,15 @@ def _quote(engine, name: str) -> str:
     return ".".join(prep.quote(p) for p in name.split("."))
 
 
+@dataclass
+class _CsvFile:
+    """A temporary CSV file being written for one LOAD DATA."""
+    tmp: tempfile._TemporaryFileWrapper
+    writer: pacsv.CSVWriter
+    schema: pa.Schema
+    rows: int = 0
+
+
 class _Loader:
     """Loads converted rows into the staging table over one connection."""
 
@@ -400,7 +409,7 @@ class _Loader:
         self.conn = engine.raw_connection()
         self.how = self._choose()
         self._arrow_checks: dict = {}
-        self._pending = None             # LOAD DATA: [temporary file, its CSVWriter, rows, schema]
+        self._pending: _CsvFile | None = None     # LOAD DATA: the batches collected so far
         log.info("%s: loading the staging table with %s", job.table, self.how)
         self.aim(stage)
         dialect = engine.dialect
@@ -459,35 +468,35 @@ class _Loader:
         # LOAD DATA reads true/false as 0; an unenclosed NULL is NULL, "NULL" the string
         batch = pa.RecordBatch.from_arrays([pc.cast(a, pa.int8()) if pa.types.is_boolean(a.type) else a
                                             for a in batch.columns], names=batch.schema.names)
-        if self._pending is not None and not self._pending[3].equals(batch.schema):
+        if self._pending is not None and not self._pending.schema.equals(batch.schema):
             self.flush()
         if self._pending is None:
             tmp = tempfile.NamedTemporaryFile("wb", prefix="fastsync-export-", suffix=".csv")
             writer = pacsv.CSVWriter(tmp.name, batch.schema, write_options=pacsv.WriteOptions(
                 include_header=False, quoting_style="all_valid", null_string="NULL"))
-            self._pending = [tmp, writer, 0, batch.schema]
-        self._pending[1].write_batch(batch)
-        self._pending[2] += len(batch)
+            self._pending = _CsvFile(tmp, writer, batch.schema)
+        self._pending.writer.write_batch(batch)
+        self._pending.rows += len(batch)
         return True
 
     @property
     def pending(self) -> int:
         """Rows load_arrow collected that flush() has yet to load."""
-        return self._pending[2] if self._pending is not None else 0
+        return self._pending.rows if self._pending is not None else 0
 
     def flush(self) -> None:
         """LOAD DATA of the batches load_arrow collected: one statement per file (or per
         _LOAD_DATA_ROWS rows), not per batch."""
         if self._pending is None:
             return
-        (tmp, writer, _, _), self._pending = self._pending, None
+        done, self._pending = self._pending, None
         try:
-            writer.close()
+            done.writer.close()
             q = self.engine.dialect.identifier_preparer.quote
-            self._load_file(tmp.name, "FIELDS TERMINATED BY ',' ENCLOSED BY '\"' ESCAPED BY ''",
+            self._load_file(done.tmp.name, "FIELDS TERMINATED BY ',' ENCLOSED BY '\"' ESCAPED BY ''",
                             ", ".join(q(c) for c in self.columns))
         finally:
-            tmp.close()
+            done.tmp.close()
 
     def load(self, rows: list[tuple]) -> None:
         if self.how == "copy":
@@ -565,7 +574,7 @@ class _Loader:
 
     def close(self) -> None:
         if self._pending is not None:
-            self._pending[0].close()
+            self._pending.tmp.close()
         self.conn.close()
 
 
