@@ -50,14 +50,22 @@ def _sql(source: str, *statements: str):
 def settle(source: str) -> None:
     """Let the server write out what the previous load left dirty, so no run pays for the
     one before it: PostgreSQL CHECKPOINT (needs pg_checkpoint, which scripts/services.sh
-    grants), MariaDB: wait (at most 120 s) until the buffer pool has few dirty pages."""
+    grants), MariaDB: wait (at most 120 s) until the buffer pool has few dirty pages, or
+    until their count has stopped falling for 2 s (a stock MariaDB 10.11 may keep a few
+    hundred dirty pages for good; waiting for them cost minutes and bought nothing)."""
     if source == "postgresql":
         _sql(source, "CHECKPOINT")
         return
     deadline = time.monotonic() + 120
+    lowest, since = None, time.monotonic()
     while time.monotonic() < deadline:
-        if int(_sql(source, "SELECT variable_value FROM information_schema.global_status "
-                            "WHERE variable_name = 'INNODB_BUFFER_POOL_PAGES_DIRTY'")) < 100:
+        dirty = int(_sql(source, "SELECT variable_value FROM information_schema.global_status "
+                                 "WHERE variable_name = 'INNODB_BUFFER_POOL_PAGES_DIRTY'"))
+        if dirty < 100:
+            return
+        if lowest is None or dirty < lowest:
+            lowest, since = dirty, time.monotonic()
+        elif time.monotonic() - since > 2:
             return
         time.sleep(0.5)
 
