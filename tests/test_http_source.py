@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 
 from e2e_support import free_port, poll, read_dir_lines, wait_for_port, write_config
+from test_syslog import logged_events
 
 
 def post(port: int, data: bytes, content_type: str = "application/json; charset=utf-8") -> tuple[int, str]:
@@ -41,7 +42,7 @@ def test_events_with_headers_then_malformed_input_keeps_the_agent_running(tmp_pa
     events.append({"body": "no headers"})
     assert post(port, json.dumps(events).encode()) == (200, "")
     for bad, words in ((b"{not json", "not JSON"), (b'{"body": "x"}', "expected a JSON array"),
-                       (b'[{"body": 5}]', "event 0"), (b'[{"headers": {"a": 1}, "body": "x"}]', "headers must map")):
+                       (b'[{"body": {}}]', "event 0: body"), (b'[{"headers": ["a"], "body": "x"}]', "headers must map")):
         code, text = post(port, bad)
         assert code == 400 and words in text, (bad, code, text)
     assert post(port, json.dumps([{"body": "after"}]).encode("utf-16"), "application/json; charset=utf-16") == (200, "")
@@ -50,7 +51,7 @@ def test_events_with_headers_then_malformed_input_keeps_the_agent_running(tmp_pa
     logged = re.findall(r"Event: \{ headers:\{(.*?)\} body: .*? (\S.*?) \}", p.stderr)
     assert [h for h, _ in logged][:3] == ["host=web1, n=0", "host=web1, n=1", "host=web1, n=2"]
     assert logged[3][0] == "" and logged[4][0] == ""
-    assert "hello" in logged[0][1] and logged[4][1].endswith("after")
+    assert "hello" in logged[0][1] and logged[4][1].endswith(".a.f.t.e.r")      # UTF-16 bytes
 
 
 def test_full_channel_is_503_and_size_limits_413(tmp_path, agent):
@@ -85,3 +86,29 @@ def test_bind_defaults_to_loopback_and_bad_handler_is_refused(tmp_path, run_agen
     assert p.returncode == 2 and "handler 'org.example.XmlHandler' is not supported" in p.stderr
     from fastsync.agent.sources.http import HttpSourceConfig
     assert HttpSourceConfig(port=port).bind == "127.0.0.1"
+
+
+def test_json_handler_takes_numbers_and_booleans_as_their_text_and_bodies_in_the_request_charset(tmp_path, agent):
+    """As Flume 1.11's JSONHandler (Gson into Map<String, String>): numbers and true/false are
+    their JSON text as written, null is no header / an empty body; UTF-16 bodies are Java's
+    UTF-16 bytes (big-endian, with a BOM), UTF-32 big-endian. Objects or arrays in their
+    place, a header name given twice, another charset: 400, the agent keeps running."""
+    p, port = http_agent(tmp_path, agent, **{"a1.sinks.k1.maxBytesToLog": 200})
+    assert post(port, b'[{"headers": {"n": 1, "f": 1.50, "b": true, "e": -2E+3, "z": null}, "body": 1.50},'
+                      b' {"body": false}, {"headers": {"a": "b"}, "body": null}]') == (200, "")
+    assert post(port, '[{"headers": {"h": 7}, "body": "h\u00e9"}]'.encode("utf-16"),
+                "application/json; charset=UTF-16") == (200, "")
+    assert post(port, '[{"body": "h\u00e9"}]'.encode("utf-16-be"), "application/json; charset=utf-16") == (200, "")
+    assert post(port, '[{"body": "x"}]'.encode("utf-32"), "application/json; charset=UTF-32") == (200, "")
+    for bad, words in ((b'[{"headers": {"a": {"b": "c"}}, "body": "x"}]', "event 0: header 'a': expected a string"),
+                       (b'[{"body": [1]}]', "event 0: body: expected a string, number or true/false, got an array"),
+                       (b'[{"headers": {"a": "1", "a": "2"}}]', "header 'a' is given twice")):
+        code, text = post(port, bad)
+        assert code == 400 and words in text, (bad, code, text)
+    code, text = post(port, b'[{"body": "x"}]', "application/json; charset=ISO-8859-1")
+    assert code == 400 and "charset iso-8859-1 is not supported" in text, text
+    poll(lambda: p.stderr.count("Event: ") >= 6, 15, message="6 events logged")
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert logged_events(p.stderr) == [
+        ({"n": "1", "f": "1.50", "b": "true", "e": "-2E+3"}, b"1.50"), ({}, b"false"), ({"a": "b"}, b""),
+        ({"h": "7"}, b"\xfe\xff\x00h\x00\xe9"), ({}, b"\xfe\xff\x00h\x00\xe9"), ({}, b"\x00\x00\x00x")]
