@@ -7,8 +7,13 @@ import json
 import re
 import urllib.error
 import urllib.request
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from e2e_support import free_port, poll, read_dir_lines, wait_for_port, write_config
+from fastsync.agent.sources.http import BadRequest, parse_json_events
 from test_syslog import logged_events
 
 
@@ -112,3 +117,46 @@ def test_json_handler_takes_numbers_and_booleans_as_their_text_and_bodies_in_the
     assert logged_events(p.stderr) == [
         ({"n": "1", "f": "1.50", "b": "true", "e": "-2E+3"}, b"1.50"), ({}, b"false"), ({"a": "b"}, b""),
         ({"h": "7"}, b"\xfe\xff\x00h\x00\xe9"), ({}, b"\xfe\xff\x00h\x00\xe9"), ({}, b"\x00\x00\x00x")]
+
+
+# -- fuzzing: any request body is either a batch or a clean 400 --
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12)
+_events = st.lists(st.fixed_dictionaries({}, optional={"headers": st.dictionaries(st.text(max_size=8), _json, max_size=3)
+                                                       | _json, "body": _json}), max_size=5)
+_doc = st.one_of(st.binary(max_size=300), _events.map(lambda d: json.dumps(d).encode()),
+                 _json.map(lambda d: json.dumps(d).encode()), st.sampled_from([b"[" * 5000, b'[{"body": "\\ud800"}]',
+                 b'[{"headers": {"\\udfff": 1}}]', b"\xef\xbb\xbf[]", b"[1e999999, -0, NaN]"]))
+_charsets = st.sampled_from(["utf-8", "UTF-16", "utf-32", "latin-1", "nonsense", ""])
+
+
+@settings(max_examples=60, deadline=timedelta(seconds=10), database=None)
+@given(_doc, _charsets)
+def test_fuzz_parse_json_events_is_a_batch_or_a_bad_request(data, charset):
+    try:
+        batch = parse_json_events(data, charset)
+    except BadRequest as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    doc = json.loads(data.decode({"utf-16": "utf-16-be", "utf-32": "utf-32-be"}.get(charset.lower(), charset)
+                                 if not data.startswith((b"\xfe\xff", b"\xff\xfe")) else charset), parse_int=str)
+    assert isinstance(doc, list) and len(batch) == len(doc)
+
+
+def test_fuzzed_requests_leave_the_agent_up_and_answering(tmp_path, agent):
+    """Fuzzed request bodies and charsets over real HTTP: every one is answered 200 or 400,
+    and a sound request afterwards is stored."""
+    p, port = http_agent(tmp_path, agent)
+
+    @settings(max_examples=40, deadline=timedelta(seconds=10), database=None)
+    @given(_doc, _charsets)
+    def send(data, charset):
+        code, text = post(port, data, "application/json; charset=" + charset if charset else "application/json")
+        assert code in (200, 400), (code, text)
+
+    send()
+    assert post(port, b'[{"headers": {"after": "fuzz"}, "body": "still up"}]') == (200, "")
+    poll(lambda: "after=fuzz" in p.stderr or not p.alive(), 20, message="the request after the fuzz")
+    assert p.alive() and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.stop(timeout=20) == 0, p.stderr[-3000:]

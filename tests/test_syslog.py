@@ -4,11 +4,14 @@ flume.syslog.status=Invalid, over real TCP and UDP sockets through the agent CLI
 from __future__ import annotations
 
 import datetime as dt
+from datetime import timedelta
 import re
 import socket
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from e2e_support import free_port, poll, wait_for_port, write_config
 from fastsync.agent.sources.syslog import parse_syslog
@@ -139,3 +142,46 @@ def test_syslogudp_one_message_per_datagram(tmp_path, agent):
     assert p.stop(timeout=20) == 0, p.stderr
     key = lambda e: (sorted(e[0].items()), e[1])      # noqa: E731 (datagrams may be reordered)
     assert sorted(logged_events(p.stderr), key=key) == sorted(((h, b) for _, b, h in cases), key=key)
+
+
+# -- fuzzing: whatever arrives, the parser returns one event per non-empty message --
+FUZZ = settings(max_examples=60, deadline=timedelta(seconds=10), database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+_TOKENS = [b"<13>", b"<165>", b"<", b">", b"1", b"999", b" ", b"  ", b"\t", b"-", b"2003-10-11T22:14:15.003Z",
+           b"2003-10-11T22:14:15", b"2003-02-30T25:61:61+99:99", b"Oct 11 22:14:15", b"Feb 29 00:00:00", b"Jan  0 99:99:99",
+           b"host", b"a.b@c-d", b"[id k=\"v\\]\"]", b"msg", "\u00e9\u2028".encode(), b"\xff\xfe", b"\r", b"\x85", b"\x00"]
+messages_strategy = st.one_of(st.binary(max_size=300), st.lists(st.sampled_from(_TOKENS), max_size=14).map(b"".join))
+
+
+@FUZZ
+@given(st.lists(messages_strategy, max_size=20), st.booleans())
+def test_fuzz_parse_syslog_never_raises(raw, keep):
+    got = parse_syslog(pa.array(raw, pa.large_binary()), keep).events()
+    sent = [m for m in raw if m]
+    assert len(got) == len(sent)
+    for m, e in zip(sent, got):
+        sound = re.match(rb"<\d{1,3}>", m) is not None
+        assert (e.headers.get("flume.syslog.status") == "Invalid") == (not sound)
+        assert e.headers["Facility"].isdigit() and e.headers["Severity"].isdigit()
+        assert re.fullmatch(r"-?\d+", e.headers.get("timestamp", "0"))
+        # the body is the message, or (the message as UTF-8 text) from some point on
+        assert e.body == m or (not keep and m.decode("utf-8", "replace").encode().endswith(e.body))
+
+
+def test_fuzzed_syslog_over_tcp_leaves_the_agent_up_and_answering(tmp_path, agent):
+    """Fuzzed messages on TCP connections (one each, cut at random, some without their final
+    newline), then a sound message: the agent is still up and delivers it."""
+    p, port = syslog_agent(tmp_path, agent, "syslogtcp")
+
+    @settings(max_examples=40, deadline=timedelta(seconds=10), database=None)
+    @given(st.lists(messages_strategy, min_size=1, max_size=10), st.booleans())
+    def send(msgs, final_newline):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"\n".join(msgs) + (b"\n" if final_newline else b""))
+
+    send()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"<13>1 - still-up app - - - after the fuzz\n")
+    poll(lambda: "host=still-up" in p.stderr or not p.alive(), 30, message="the message after the fuzz")
+    assert p.alive() and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.stop(timeout=20) == 0, p.stderr[-3000:]
