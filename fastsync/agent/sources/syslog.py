@@ -135,8 +135,10 @@ def parse_syslog(raw: pa.Array, keep_fields: bool = False) -> EventBatch:
     text = as_utf8(raw)          # not UTF-8: parsed with the bad bytes replaced, as Flume decodes
     prefix = pc.extract_regex(text, PRI)
     valid = pc.is_valid(prefix)
-    m5 = pc.extract_regex(text, RFC5424)
-    m3 = pc.extract_regex(text, RFC3164)
+    # each pattern only where it can still match (others blanked): a batch of one kind pays once
+    empty = pa.scalar("", pa.string())
+    m5 = pc.extract_regex(pc.if_else(valid, text, empty), RFC5424)
+    m3 = pc.extract_regex(pc.if_else(pc.and_not(valid, pc.is_valid(m5)), text, empty), RFC3164)
 
     def field(name):      # RFC 5424's group, else RFC 3164's (Flume tries 5424 first)
         return pc.coalesce(*(pc.struct_field(m, [m.type.get_field_index(name)]) for m in (m5, m3)
