@@ -67,7 +67,7 @@ def _string(value, what: str) -> str | None:
         return value if value is None or value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, bool):
         return "true" if value else "false"
-    raise BadRequest("%s: expected a string, number or true/false, got %s" % (what, "an object" if isinstance(value, dict) else "an array"))
+    raise BadRequest("%s: expected a string, number or true/false, got %s" % (what, _JSON_TYPES.get(type(value), "an array")))
 
 
 def parse_json_events(data: bytes, charset: str = "utf-8") -> EventBatch:
@@ -94,7 +94,8 @@ def parse_json_events(data: bytes, charset: str = "utf-8") -> EventBatch:
     for i, ev in enumerate(doc):
         if not isinstance(ev, dict):
             raise BadRequest("event %d: expected {\"headers\": {...}, \"body\": \"...\"}" % i)
-        h = ev.get("headers") or {}
+        h = ev.get("headers")
+        h = {} if h is None else h
         if not isinstance(h, dict):
             raise BadRequest("event %d: headers must map names to strings" % i)
         if getattr(h, "twice", None) is not None:
