@@ -7,8 +7,14 @@ import json
 import re
 import urllib.error
 import urllib.request
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from e2e_support import free_port, poll, read_dir_lines, wait_for_port, write_config
+from fastsync.agent.sources.http import BadRequest, parse_json_events
+from test_syslog import logged_events
 
 
 def post(port: int, data: bytes, content_type: str = "application/json; charset=utf-8") -> tuple[int, str]:
@@ -41,7 +47,7 @@ def test_events_with_headers_then_malformed_input_keeps_the_agent_running(tmp_pa
     events.append({"body": "no headers"})
     assert post(port, json.dumps(events).encode()) == (200, "")
     for bad, words in ((b"{not json", "not JSON"), (b'{"body": "x"}', "expected a JSON array"),
-                       (b'[{"body": 5}]', "event 0"), (b'[{"headers": {"a": 1}, "body": "x"}]', "headers must map")):
+                       (b'[{"body": {}}]', "event 0: body"), (b'[{"headers": ["a"], "body": "x"}]', "headers must map")):
         code, text = post(port, bad)
         assert code == 400 and words in text, (bad, code, text)
     assert post(port, json.dumps([{"body": "after"}]).encode("utf-16"), "application/json; charset=utf-16") == (200, "")
@@ -50,7 +56,7 @@ def test_events_with_headers_then_malformed_input_keeps_the_agent_running(tmp_pa
     logged = re.findall(r"Event: \{ headers:\{(.*?)\} body: .*? (\S.*?) \}", p.stderr)
     assert [h for h, _ in logged][:3] == ["host=web1, n=0", "host=web1, n=1", "host=web1, n=2"]
     assert logged[3][0] == "" and logged[4][0] == ""
-    assert "hello" in logged[0][1] and logged[4][1].endswith("after")
+    assert "hello" in logged[0][1] and logged[4][1].endswith(".a.f.t.e.r")      # UTF-16 bytes
 
 
 def test_full_channel_is_503_and_size_limits_413(tmp_path, agent):
@@ -85,3 +91,72 @@ def test_bind_defaults_to_loopback_and_bad_handler_is_refused(tmp_path, run_agen
     assert p.returncode == 2 and "handler 'org.example.XmlHandler' is not supported" in p.stderr
     from fastsync.agent.sources.http import HttpSourceConfig
     assert HttpSourceConfig(port=port).bind == "127.0.0.1"
+
+
+def test_json_handler_takes_numbers_and_booleans_as_their_text_and_bodies_in_the_request_charset(tmp_path, agent):
+    """As Flume 1.11's JSONHandler (Gson into Map<String, String>): numbers and true/false are
+    their JSON text as written, null is no header / an empty body; UTF-16 bodies are Java's
+    UTF-16 bytes (big-endian, with a BOM), UTF-32 big-endian. Objects or arrays in their
+    place, a header name given twice, another charset: 400, the agent keeps running."""
+    p, port = http_agent(tmp_path, agent, **{"a1.sinks.k1.maxBytesToLog": 200})
+    assert post(port, b'[{"headers": {"n": 1, "f": 1.50, "b": true, "e": -2E+3, "z": null}, "body": 1.50},'
+                      b' {"body": false}, {"headers": {"a": "b"}, "body": null}]') == (200, "")
+    assert post(port, '[{"headers": {"h": 7}, "body": "h\u00e9"}]'.encode("utf-16"),
+                "application/json; charset=UTF-16") == (200, "")
+    assert post(port, '[{"body": "h\u00e9"}]'.encode("utf-16-be"), "application/json; charset=utf-16") == (200, "")
+    assert post(port, '[{"body": "x"}]'.encode("utf-32"), "application/json; charset=UTF-32") == (200, "")
+    for bad, words in ((b'[{"headers": {"a": {"b": "c"}}, "body": "x"}]', "event 0: header 'a': expected a string"),
+                       (b'[{"body": [1]}]', "event 0: body: expected a string, number or true/false, got an array"),
+                       (b'[{"headers": {"a": "1", "a": "2"}}]', "header 'a' is given twice")):
+        code, text = post(port, bad)
+        assert code == 400 and words in text, (bad, code, text)
+    code, text = post(port, b'[{"body": "x"}]', "application/json; charset=ISO-8859-1")
+    assert code == 400 and "charset iso-8859-1 is not supported" in text, text
+    poll(lambda: p.stderr.count("Event: ") >= 6, 15, message="6 events logged")
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert logged_events(p.stderr) == [
+        ({"n": "1", "f": "1.50", "b": "true", "e": "-2E+3"}, b"1.50"), ({}, b"false"), ({"a": "b"}, b""),
+        ({"h": "7"}, b"\xfe\xff\x00h\x00\xe9"), ({}, b"\xfe\xff\x00h\x00\xe9"), ({}, b"\x00\x00\x00x")]
+
+
+# -- fuzzing: any request body is either a batch or a clean 400 --
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=12)
+_events = st.lists(st.fixed_dictionaries({}, optional={"headers": st.dictionaries(st.text(max_size=8), _json, max_size=3)
+                                                       | _json, "body": _json}), max_size=5)
+_doc = st.one_of(st.binary(max_size=300), _events.map(lambda d: json.dumps(d).encode()),
+                 _json.map(lambda d: json.dumps(d).encode()), st.sampled_from([b"[" * 5000, b'[{"body": "\\ud800"}]',
+                 b'[{"headers": {"\\udfff": 1}}]', b"\xef\xbb\xbf[]", b"[1e999999, -0, NaN]"]))
+_charsets = st.sampled_from(["utf-8", "UTF-16", "utf-32", "latin-1", "nonsense", ""])
+
+
+@settings(max_examples=60, deadline=timedelta(seconds=10), database=None)
+@given(_doc, _charsets)
+def test_fuzz_parse_json_events_is_a_batch_or_a_bad_request(data, charset):
+    try:
+        batch = parse_json_events(data, charset)
+    except BadRequest as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    doc = json.loads(data.decode({"utf-16": "utf-16-be", "utf-32": "utf-32-be"}.get(charset.lower(), charset)
+                                 if not data.startswith((b"\xfe\xff", b"\xff\xfe")) else charset), parse_int=str)
+    assert isinstance(doc, list) and len(batch) == len(doc)
+
+
+def test_fuzzed_requests_leave_the_agent_up_and_answering(tmp_path, agent):
+    """Fuzzed request bodies and charsets over real HTTP: every one is answered 200 or 400,
+    and a sound request afterwards is stored."""
+    p, port = http_agent(tmp_path, agent)
+
+    @settings(max_examples=40, deadline=timedelta(seconds=10), database=None)
+    @given(_doc, _charsets)
+    def send(data, charset):
+        code, text = post(port, data, "application/json; charset=" + charset if charset else "application/json")
+        assert code in (200, 400), (code, text)
+
+    send()
+    assert post(port, b'[{"headers": {"after": "fuzz"}, "body": "still up"}]') == (200, "")
+    poll(lambda: "after=fuzz" in p.stderr or not p.alive(), 20, message="the request after the fuzz")
+    assert p.alive() and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.stop(timeout=20) == 0, p.stderr[-3000:]

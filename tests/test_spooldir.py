@@ -8,7 +8,7 @@ import re
 import signal
 import time
 
-from e2e_support import multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import multiset_problems, poll, read_dir_bytes, read_dir_lines, write_config
 
 
 def spool_config(tmp_path, spool, sink: dict, channel: dict | None = None, **source):
@@ -107,3 +107,18 @@ def test_missing_spool_dir_is_a_located_error(tmp_path, run_agent):
     p = run_agent("a1", write_config(tmp_path, spool_config(tmp_path, tmp_path / "nope", file_roll(tmp_path / "o"))),
                   "--validate", timeout=30)
     assert p.returncode == 2 and re.search(r"agent\.properties:\d+: a1\.sources\.r1\.spoolDir: not a directory", p.stderr)
+
+
+def test_long_lines_are_cut_into_several_events_and_cr_is_kept_as_in_flume(tmp_path, agent):
+    """Flume 1.11's LineDeserializer with maxLineLength = 5: `abcdefghijkl` -> abcde, fghij, kl
+    (nothing dropped); a line of exactly 5 is followed by an empty event; `\\r\\n` keeps its
+    `\\r`. With batchSize 2 the cut pieces span several channel transactions."""
+    spool, out = tmp_path / "spool", tmp_path / "out"
+    spool.mkdir()
+    (spool / "x.log").write_bytes(b"abcdefghijkl\nok\r\nfives\nab\xc3\xa9cdefg\nlast one")
+    cfg = spool_config(tmp_path, spool, file_roll(out), batchSize=2, **{"deserializer.maxLineLength": 5})
+    p = agent("a1", write_config(tmp_path, cfg))
+    poll(lambda: (spool / "x.log.COMPLETED").exists() or not p.alive(), 20, message="the file completed")
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert read_dir_bytes(out).split(b"\n") == [
+        b"abcde", b"fghij", b"kl", b"ok\r", b"fives", b"", b"ab\xc3\xa9cd", b"efg", b"last ", b"one", b""]

@@ -4,9 +4,15 @@ batch, and is answered 200 only after the channel transactions committed.
 
 400: the request is not a JSON array of such objects (nothing is stored); 413: larger than
 `maxRequestSize` bytes, or more events than one channel transaction may hold; 503: a
-channel refused the batch (full: the client should retry); 405 for other methods. Bodies
-are the strings' UTF-8 bytes (the request's charset is decoded first). Listens on
-127.0.0.1 unless `bind` says otherwise.
+channel refused the batch (full: the client should retry); 405 for other methods. Listens
+on 127.0.0.1 unless `bind` says otherwise.
+
+As Flume's JSONHandler (Gson into Map<String, String> and String): a header value or body
+that is a JSON number or true/false is taken as its JSON text, exactly as written (`1.50`
+stays "1.50"); null is no header / an empty body; an object or array there is a 400, and so
+is a header name given twice. The request's charset (UTF-8, UTF-16 or UTF-32; others are a
+400) decodes the request and encodes the bodies, as Java does: UTF-16 bodies are big-endian
+with a byte order mark, UTF-32 big-endian.
 """
 from __future__ import annotations
 
@@ -29,23 +35,75 @@ class BadRequest(Exception):
     pass
 
 
+# charset -> (BOM-less decoding, as Java reads it; how Java's String.getBytes writes a body)
+CHARSETS = {
+    "utf-8": ("utf-8", lambda t: t.encode("utf-8", "replace")),
+    "utf-16": ("utf-16-be", lambda t: b"\xfe\xff" + t.encode("utf-16-be", "replace") if t else b""),
+    "utf-32": ("utf-32-be", lambda t: t.encode("utf-32-be", "replace")),
+}
+_BOMS = {"utf-16": (b"\xfe\xff", b"\xff\xfe"), "utf-32": (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00")}
+
+
+class _Object(dict):
+    """A JSON object; `twice` is a name it had more than once (Gson refuses those in a map)."""
+    twice = None
+
+
+_JSON_TYPES = {type(None): "null", bool: "true/false", _Object: "an object"}
+
+
+def _object(pairs: list) -> _Object:
+    obj = _Object(pairs)
+    if len(obj) < len(pairs):
+        seen = set()
+        obj.twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+    return obj
+
+
+def _string(value, what: str) -> str | None:
+    """A value Gson reads as a String: numbers (kept as text by the parse) and strings as they
+    are, true/false as text, null as None; Arrow needs UTF-8, so lone surrogates become '?'."""
+    if value is None or isinstance(value, str):
+        return value if value is None or value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    raise BadRequest("%s: expected a string, number or true/false, got %s" % (what, _JSON_TYPES.get(type(value), "an array")))
+
+
 def parse_json_events(data: bytes, charset: str = "utf-8") -> EventBatch:
-    """Flume's JSONHandler format -> one EventBatch; BadRequest naming what is wrong."""
+    """Flume's JSONHandler format -> one EventBatch; BadRequest naming what is wrong (any
+    bytes: nothing else is raised)."""
+    cs = charset.strip().lower()
+    if cs not in CHARSETS:
+        raise BadRequest("charset %s is not supported: UTF-8, UTF-16 or UTF-32" % charset)
+    decoding, encode = CHARSETS[cs]
+    if data.startswith(_BOMS.get(cs, ())):
+        decoding = cs                      # the BOM says which byte order
     try:
-        doc = json.loads(data.decode(charset))
-    except (UnicodeDecodeError, LookupError, ValueError) as exc:
+        doc = json.loads(data.decode(decoding), parse_int=str, parse_float=str, parse_constant=str,
+                         object_pairs_hook=_object)
+    except UnicodeDecodeError as exc:
+        raise BadRequest("not %s: %s" % (charset, exc)) from None
+    except ValueError as exc:
         raise BadRequest("not JSON: %s" % exc) from None
+    except RecursionError:
+        raise BadRequest("not JSON: nested too deeply") from None
     if not isinstance(doc, list):
-        raise BadRequest("expected a JSON array of events, got %s" % type(doc).__name__)
+        raise BadRequest("expected a JSON array of events, got %s" % _JSON_TYPES.get(type(doc), "a string or number"))
     bodies, headers = [], []
     for i, ev in enumerate(doc):
-        if not isinstance(ev, dict) or not isinstance(ev.get("body", ""), str):
+        if not isinstance(ev, dict):
             raise BadRequest("event %d: expected {\"headers\": {...}, \"body\": \"...\"}" % i)
-        h = ev.get("headers") or {}
-        if not isinstance(h, dict) or not all(isinstance(v, str) for v in h.values()):
+        h = ev.get("headers")
+        h = {} if h is None else h
+        if not isinstance(h, dict):
             raise BadRequest("event %d: headers must map names to strings" % i)
-        bodies.append(ev.get("body", "").encode("utf-8"))
-        headers.append(h)
+        if getattr(h, "twice", None) is not None:
+            raise BadRequest("event %d: header %r is given twice" % (i, h.twice))
+        body = _string(ev.get("body"), "event %d: body" % i)
+        bodies.append(encode(body) if body else b"")
+        headers.append({_string(k, "event %d: header name" % i): _string(v, "event %d: header %r" % (i, k))
+                        for k, v in h.items()})
     names = dict.fromkeys(k for h in headers for k in h)      # in the order they first appear
     return EventBatch.from_bodies(bodies, {k: [h.get(k) for h in headers] for k in names})
 

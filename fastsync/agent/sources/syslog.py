@@ -1,20 +1,32 @@
 """Flume's syslog sources: `syslogtcp` (newline-delimited messages on TCP connections) and
 `syslogudp` (one message per datagram).
 
-Messages are parsed a batch at a time with Arrow's regex kernels, RFC 5424
-(`<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG`) or RFC 3164 (`<PRI>Mmm dd hh:mm:ss HOST
-MSG`), into Flume's headers: `Facility`, `Severity`, `host`, `timestamp` (ms since the
-epoch; RFC 3164 dates, which have no year or zone, are taken in the current year, UTC).
-The body is the message part (with `keepFields = true`, the whole line). A message that is
-neither gets Flume's header `flume.syslog.status = Invalid` and its raw bytes as the body:
-it is stored, not dropped, and the source keeps running.
+Messages are parsed a batch at a time with Arrow's regex kernels, with Flume's two patterns
+(SyslogUtils): RFC 5424 `<PRI>VERSION TIMESTAMP HOST MSG` and RFC 3164 `<PRI>Mmm dd hh:mm:ss
+HOST MSG`. As in Flume, the body is everything after the host (for RFC 5424 that keeps app
+name, procid, msgid and structured data: `evntslog - ID47 [...] An application event`), and
+the headers are `Facility`, `Severity`, `priority` (the PRI digits), `version`, `host` and
+`timestamp` (ms since the epoch). RFC 3164 dates have no year or zone: they are read in the
+local zone, in the year that puts them between 11 months ago and 1 month ahead (Flume's
+window). RFC 5424 timestamps without an offset are local too; unlike Flume, which drops the
+offset of a timestamp with a fraction and reads `.3` as 3 ms, an offset and the fraction are
+honoured.
+
+A message that starts with `<` 1-3 digits `>` but fits neither pattern (a bare `<13>`, free
+text) is valid: Facility and Severity from PRI, the whole line as the body. Anything else
+gets Flume's `flume.syslog.status = Invalid`, `Facility = 0`, `Severity = 0` and its raw
+bytes as the body: it is stored, not dropped, and the source keeps running. Empty lines are
+skipped, as Flume skips them. With `keepFields = true` the body is always the whole line.
 """
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import logging
+import re
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -29,9 +41,17 @@ from fastsync.event import EventBatch, as_utf8
 log = logging.getLogger("fastsync.source.syslog")
 MAX_BATCH = 1000
 
-RFC5424 = (r"^<(?P<pri>\d{1,3})>(?P<ver>[1-9]\d{0,2}) (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) "
-           r"(?P<msgid>\S+) (?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<msg>(?s:.*)))?$")
-RFC3164 = r"^<(?P<pri>\d{1,3})>(?P<ts>[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d) (?P<host>\S+) (?P<msg>(?s:.*))$"
+# Flume's patterns (SyslogUtils.SYSLOG_MSG_RFC5424_0 / _RFC3164_0), in RE2: Java's \s, and
+# Java's `.`, which stops at line terminators (Flume matches the whole message with matches()).
+_SP = r"[\t\n\x0B\f\r ]"
+_MSG = r"(?P<msg>[^\n\r\x{85}\x{2028}\x{2029}]*)$"
+PRI = r"^<(?P<pri>\d{1,3})>"
+RFC5424 = (PRI + r"(?P<ver>\d?)" + _SP + r"?(?:(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?"
+           r"(?:[+-]\d{2}:\d{2}|Z)?)|-)" + _SP + r"(?:(?P<host>\w[\w.@\-]*)|-)" + _SP + _MSG)
+RFC3164 = (PRI + r"(?P<ver>\d)?" + _SP + r"?(?P<ts>[A-Z][a-z][a-z]" + _SP + r"{1,2}\d{1,2}" + _SP +
+           r"\d{2}:\d{2}:\d{2})" + _SP + r"(?P<host>\w[\w.@-]*)" + _SP + _MSG)
+_RFC3164_TS = re.compile(r"([A-Z][a-z][a-z])\s{1,2}(\d{1,2})\s(\d\d):(\d\d):(\d\d)")
+_MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 
 
 def _ms(ts: pa.Array) -> pa.Array:
@@ -53,39 +73,100 @@ def _iso_ms(text: pa.Array) -> pa.Array:
         return pa.array(out, pa.string())
 
 
+def _per_value(text: pa.Array, convert) -> pa.Array:
+    """convert(str) -> str | None applied once per distinct value (a batch's messages share
+    few timestamps), mapped back over the array with Arrow."""
+    distinct = pc.unique(text.drop_null())
+    values = pa.array([convert(t) for t in distinct.to_pylist()], pa.string())
+    return pc.take(values, pc.index_in(text, distinct))
+
+
+def _local_ms(t: dt.datetime) -> int:
+    """A wall-clock time in the local zone (TZ) -> ms since the epoch."""
+    return round(t.timestamp() * 1000)
+
+
+def _add_months(t: dt.datetime, months: int) -> dt.datetime:
+    """Java's Calendar.add(MONTH, n): the day is clamped to the month's length."""
+    y, m = divmod(t.month - 1 + months, 12)
+    year = t.year + y
+    return t.replace(year=year, month=m + 1, day=min(t.day, calendar.monthrange(year, m + 1)[1]))
+
+
+def _rfc3164_ms(text: str, now_ms: int, year: int) -> str | None:
+    """`Mmm dd hh:mm:ss` -> ms, read as Flume reads it: leniently (`Feb 30` is 2 March), in
+    the local zone, in this (UTC) year moved a year back when it is more than a month ahead
+    or a year on when it is more than 11 months ago."""
+    m = _RFC3164_TS.fullmatch(text)
+    month = _MONTHS.get(m.group(1)) if m else None
+    if month is None:
+        return None
+    day, hh, mm, ss = (int(g) for g in m.groups()[1:])
+    t = dt.datetime(year, month, 1) + dt.timedelta(days=day - 1, hours=hh, minutes=mm, seconds=ss)
+    at = _local_ms(t)
+    if at > now_ms and _local_ms(_add_months(t, -1)) > now_ms:
+        t = _add_months(t, -12)
+    elif at < now_ms and _local_ms(_add_months(t, 11)) < now_ms:
+        t = _add_months(t, 12)
+    return str(_local_ms(t))
+
+
+def _zoneless_ms(text: str) -> str | None:
+    """An RFC 5424 timestamp without an offset: local time, as Flume reads it."""
+    try:
+        return str(_local_ms(dt.datetime.fromisoformat(text)))
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _text(a: pa.Array) -> pa.Array:
+    """A regex group: "" (did not take part) -> null."""
+    return pc.if_else(pc.equal(a, ""), pa.scalar(None, pa.string()), a)
+
+
 def parse_syslog(raw: pa.Array, keep_fields: bool = False) -> EventBatch:
-    """Syslog messages (a binary array) -> one EventBatch with Flume's syslog headers."""
+    """Syslog messages (a binary array) -> one EventBatch with Flume's syslog headers.
+    Never raises on the messages' content: what fits no pattern is stored as it came."""
+    raw = raw.cast(pa.large_binary())
+    raw = raw.filter(pc.greater(pc.binary_length(raw), 0))   # Flume skips empty lines
     n = len(raw)
-    text = as_utf8(raw)          # not UTF-8: parsed with the bad bytes replaced
-    m5 = pc.extract_regex(text, RFC5424)
-    m3 = pc.extract_regex(text, RFC3164)
-    ok5, ok3 = pc.is_valid(m5), pc.is_valid(m3)
-    valid = pc.or_(ok5, ok3)
+    if not n:
+        return EventBatch.empty()
+    text = as_utf8(raw)          # not UTF-8: parsed with the bad bytes replaced, as Flume decodes
+    prefix = pc.extract_regex(text, PRI)
+    valid = pc.is_valid(prefix)
+    # each pattern only where it can still match (others blanked): a batch of one kind pays once
+    empty = pa.scalar("", pa.string())
+    m5 = pc.extract_regex(pc.if_else(valid, text, empty), RFC5424)
+    m3 = pc.extract_regex(pc.if_else(pc.and_not(valid, pc.is_valid(m5)), text, empty), RFC3164)
 
-    def field(m, name):
-        return pc.struct_field(m, [m.type.get_field_index(name)])
+    def field(name):      # RFC 5424's group, else RFC 3164's (Flume tries 5424 first)
+        return pc.coalesce(*(pc.struct_field(m, [m.type.get_field_index(name)]) for m in (m5, m3)
+                             if m.type.get_field_index(name) >= 0))
 
-    pri = pc.cast(pc.coalesce(field(m5, "pri"), field(m3, "pri")), pa.int32())
+    pri = pc.cast(pc.struct_field(prefix, [0]), pa.int32())     # Invalid: null -> 0, as in Flume
     facility = pc.divide(pri, 8)
-    severity = pc.subtract(pri, pc.multiply(facility, 8))
-    host = pc.coalesce(field(m5, "host"), field(m3, "host"))
-    # RFC 5424: ISO 8601 or "-"; RFC 3164: no year, no zone
-    ts5 = _iso_ms(pc.if_else(pc.equal(field(m5, "ts"), "-"), pa.scalar(None, pa.string()), field(m5, "ts")))
-    year = str(dt.datetime.now(dt.timezone.utc).year)
-    ts3 = pc.replace_substring(pc.binary_join_element_wise(year, field(m3, "ts"), " "), "  ", " ")
-    ts3 = _ms(pc.strptime(ts3, format="%Y %b %d %H:%M:%S", unit="ms", error_is_null=True))
-    msg = pc.coalesce(field(m5, "msg"), field(m3, "msg"), "")
+    severity = pc.fill_null(pc.subtract(pri, pc.multiply(facility, 8)), 0)
+    facility = pc.fill_null(facility, 0)
+    ts5 = _text(pc.struct_field(m5, [m5.type.get_field_index("ts")]))
+    zoned = pc.match_substring_regex(ts5, r"(Z|[+-]\d\d:\d\d)$")
+    ts5_zoned = _iso_ms(pc.if_else(zoned, ts5, pa.scalar(None, pa.string())))
+    ts5_local = _per_value(pc.if_else(zoned, pa.scalar(None, pa.string()), ts5), _zoneless_ms)
+    now = time.time()
+    year = dt.datetime.fromtimestamp(now, dt.timezone.utc).year
+    ts3 = _per_value(pc.struct_field(m3, [m3.type.get_field_index("ts")]),
+                     lambda t: _rfc3164_ms(t, round(now * 1000), year))
+    msg = field("msg")
     if keep_fields:
         body = raw
-    else:
-        body = pc.if_else(valid, pc.cast(msg, pa.large_binary()), raw.cast(pa.large_binary()))
-    status = pc.if_else(valid, pa.scalar(None, pa.string()), "Invalid")
+    else:    # as Flume: the message part, or the whole line when that is empty or nothing matched
+        body = pc.if_else(pc.fill_null(pc.not_equal(msg, ""), False), pc.cast(msg, pa.large_binary()), raw)
     headers = {
         "Facility": pc.cast(facility, pa.string()), "Severity": pc.cast(severity, pa.string()),
-        "host": pc.cast(host, pa.string()), "timestamp": pc.coalesce(ts5, ts3),
+        "priority": field("pri"), "version": _text(field("ver")),
+        "timestamp": pc.coalesce(ts5_zoned, ts5_local, ts3), "host": _text(field("host")),
+        "flume.syslog.status": pc.if_else(valid, pa.scalar(None, pa.string()), "Invalid"),
     }
-    if pc.any(pc.invert(valid)).as_py():
-        headers["flume.syslog.status"] = status
     out = EventBatch.from_arrow(body.cast(pa.large_binary()))
     return EventBatch(out.data, out.offsets, {k: v for k, v in headers.items() if v.null_count < n})
 
