@@ -15,7 +15,7 @@ import sys
 import pyarrow as pa
 import pytest
 
-from e2e_support import write_config
+from e2e_support import LineClient, free_port, read_dir_lines, wait_for_port, write_config
 from fastsync.agent.channels.file import FileChannel, FileChannelConfig
 from fastsync.agent.errors import ChannelException
 from fastsync.event import Event, EventBatch
@@ -355,3 +355,65 @@ def test_agent_refuses_to_start_on_a_corrupt_log(tmp_path):
     assert out.returncode == 1
     err = out.stderr.strip().splitlines()[-1]
     assert err.startswith("fastsync: error: channel c1: %s: corrupt WAL record at byte %d" % (seg, recs[2][0])), err
+
+
+# -- end to end: real agents ---------------------------------------------------------------
+
+def channel_props(ck, data_dirs, **extra):
+    props = {"a1.channels": "c1", "a1.channels.c1.type": "file", "a1.channels.c1.checkpointDir": ck,
+             "a1.channels.c1.dataDirs": ",".join(str(d) for d in data_dirs), "a1.channels.c1.minimumRequiredSpace": 0,
+             "a1.channels.c1.keep-alive": 0.2}
+    props.update({"a1.channels.c1." + k: v for k, v in extra.items()})
+    return props
+
+
+def netcat_props(port):
+    """netcat that answers OK to a line only once the channel committed it."""
+    return {"a1.sources": "r1", "a1.sources.r1.type": "netcat", "a1.sources.r1.bind": "127.0.0.1",
+            "a1.sources.r1.port": port, "a1.sources.r1.ack-every-event": "true", "a1.sources.r1.channels": "c1"}
+
+
+def file_roll_props(out):
+    out.mkdir(exist_ok=True)
+    return {"a1.sinks": "k1", "a1.sinks.k1.type": "file_roll", "a1.sinks.k1.channel": "c1",
+            "a1.sinks.k1.sink.directory": out, "a1.sinks.k1.sink.rollInterval": 0}
+
+
+def send_acked(port, lines):
+    """Send lines to a netcat source; returns once every one was answered OK."""
+    with LineClient(port) as c:
+        c.send(b"".join(line + b"\n" for line in lines))
+        answers = c.read_lines(len(lines), timeout=30)
+    assert answers == [b"OK"] * len(lines), answers[:5]
+
+
+def drain(run_agent, tmp_path, name, props, out):
+    """An agent with only a file_roll sink on the channel, run until the channel is empty:
+    the lines it delivered."""
+    conf = write_config(tmp_path, {**props, **file_roll_props(out)}, name + ".properties")
+    p = run_agent("a1", conf, "--exit-when-done", timeout=60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return read_dir_lines(out)
+
+
+def test_two_agents_on_the_same_data_dirs_the_second_is_refused_and_nothing_is_lost(tmp_path, agent, run_agent):
+    data = tmp_path / "data"
+    port = free_port()
+    first = agent("a1", write_config(tmp_path, {**netcat_props(port), **channel_props(tmp_path / "ck1", [data])}, "first.properties"))
+    wait_for_port(port, alive=first.alive)
+    sent = [b"ev-%d" % i for i in range(50)]
+    send_acked(port, sent)
+    # the second agent: its own checkpointDir, the same dataDirs, a sink that would deliver
+    # (and then delete) what it replayed
+    second = run_agent("a1", write_config(tmp_path, {**channel_props(tmp_path / "ck2", [data]), **file_roll_props(tmp_path / "out2")},
+                                          "second.properties"), "--exit-when-done")
+    assert second.returncode == 1, second.stderr[-3000:]
+    err = second.stderr.strip().splitlines()[-1]
+    assert err == ("fastsync: error: channel c1: dataDirs %s is in use by another file channel (pid %d, lock %s/in_use.lock); "
+                   "every channel needs its own directories" % (data, first.pid, data)), err
+    assert read_dir_lines(tmp_path / "out2") == []
+    assert first.alive()
+    send_acked(port, [b"late-%d" % i for i in range(5)])      # the first goes on undisturbed
+    assert first.stop() == 0, first.stderr[-3000:]
+    got = drain(run_agent, tmp_path, "drain", channel_props(tmp_path / "ck1", [data]), tmp_path / "out1")
+    assert got == sent + [b"late-%d" % i for i in range(5)]

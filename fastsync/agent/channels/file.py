@@ -37,6 +37,7 @@ from fastsync.event import EventBatch
 log = logging.getLogger("fastsync.channel.file")
 
 PREFILL = 64 << 20       # bytes of zeros kept written ahead of the log's end
+LOCK_NAME = "in_use.lock"
 _HOME = os.path.join(os.path.expanduser("~"), ".fastsync", "file-channel")
 FILE_CHANNEL_COUNTERS = CHANNEL_COUNTERS + (
     "CheckpointWriteErrorCount", "CheckpointBackupWriteErrorCount", "EventPutErrorCount",
@@ -243,7 +244,7 @@ class FileChannel(Channel):
         self._log: Log | None = None
         self._txn_ids = None
         self._interrupted = False
-        self._lockfile = None
+        self._lockfiles: list = []
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_checkpoint = 0.0
@@ -285,9 +286,7 @@ class FileChannel(Channel):
             self._queued = self._inflight = 0
             self._open_takes.clear()
             self._segments.clear()
-        if self._lockfile is not None:
-            self._lockfile.close()     # releases the flock
-            self._lockfile = None
+        self._unlock()
         self.counters.stopped()
 
     def interrupt(self) -> None:
@@ -307,21 +306,48 @@ class FileChannel(Channel):
                 os.makedirs(d, exist_ok=True)
             except OSError as exc:
                 raise ChannelException("channel %s: cannot create directory %s: %s" % (self.name, d, exc.strerror)) from None
-        lock_path = os.path.join(cfg.checkpointDir, "in_use.lock")
-        f = open(lock_path, "a+")
+        # one channel per directory: a second channel replaying our data directories would
+        # deliver our events again and delete our live segments
+        locked = [("checkpointDir", cfg.checkpointDir)] + [("dataDirs", d) for d in cfg.dataDirs]
+        if cfg.useDualCheckpoints:
+            locked.append(("backupCheckpointDir", cfg.backupCheckpointDir))
+        self._lockfiles = []
+        try:
+            seen = set()
+            for key, d in locked:
+                if os.path.realpath(d) not in seen:
+                    seen.add(os.path.realpath(d))
+                    self._lockfiles.append(self._lock_dir(key, d))
+            self._recover()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _lock_dir(self, key: str, d: str):
+        """flock d/in_use.lock, holding our pid; refused (naming the holder) when taken."""
+        path = os.path.join(d, LOCK_NAME)
+        try:
+            f = open(path, "a+")
+        except OSError as exc:
+            raise ChannelException("channel %s: cannot open the lock file %s: %s" % (self.name, path, exc.strerror)) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
             f.close()
-            raise ChannelException("channel %s: checkpointDir %s is in use by another file channel (lock %s)"
-                                   % (self.name, cfg.checkpointDir, lock_path)) from None
-        self._lockfile = f
-        try:
-            self._recover()
-        except BaseException:
-            self._lockfile.close()
-            self._lockfile = None
-            raise
+            raise ChannelException("channel %s: %s %s is in use by another file channel (pid %s, lock %s); "
+                                   "every channel needs its own directories" % (self.name, key, d, holder, path)) from None
+        f.seek(0)
+        f.truncate()
+        f.write("%d\n" % os.getpid())
+        f.flush()
+        return f
+
+    def _unlock(self) -> None:
+        for f in self._lockfiles:
+            f.close()     # releases the flock
+        self._lockfiles = []
 
     def _recover(self) -> None:
         cfg = self.config
