@@ -15,7 +15,7 @@ import sys
 import pyarrow as pa
 import pytest
 
-from e2e_support import LineClient, free_port, read_dir_lines, wait_for_port, write_config
+from e2e_support import LineClient, free_port, poll, read_dir_lines, wait_for_json, wait_for_port, write_config
 from fastsync.agent.channels.file import FileChannel, FileChannelConfig
 from fastsync.agent.errors import ChannelException
 from fastsync.event import Event, EventBatch
@@ -417,3 +417,54 @@ def test_two_agents_on_the_same_data_dirs_the_second_is_refused_and_nothing_is_l
     assert first.stop() == 0, first.stderr[-3000:]
     got = drain(run_agent, tmp_path, "drain", channel_props(tmp_path / "ck1", [data]), tmp_path / "out1")
     assert got == sent + [b"late-%d" % i for i in range(5)]
+
+
+def put_bodies(data, off):
+    """The event bodies of the put record at off, by the documented payload layout."""
+    (length,) = struct.unpack_from("<I", data, off + 8)
+    n, hlen = struct.unpack_from("<QQ", data, off + 24)
+    offs = struct.unpack_from("<%dq" % (n + 1), data, off + 40)
+    body = off + 40 + 8 * (n + 1) + ((hlen + 7) & ~7)
+    return [bytes(data[body + offs[i]:body + offs[i + 1]]) for i in range(n)]
+
+
+def test_repair_replays_the_segments_when_the_checkpoint_points_at_a_corrupt_record(tmp_path, agent, run_agent):
+    ck, data = tmp_path / "ck", tmp_path / "data"
+    port = free_port()
+    first = agent("a1", write_config(tmp_path, {**netcat_props(port), **channel_props(ck, [data])}, "fill.properties"))
+    wait_for_port(port, alive=first.alive)
+    sent = []
+    for g in range(6):                     # six acknowledged groups: several put records
+        lines = [b"g%d-%d" % (g, i) for i in range(10)]
+        send_acked(port, lines)
+        sent += lines
+    assert first.stop() == 0, first.stderr[-3000:]     # its checkpoint points at every put record
+    seg = max(data.glob("log-*"), key=lambda p: int(p.name[4:]))
+    raw = bytearray(seg.read_bytes())
+    puts = [r for r in parse_records(raw) if r[2] == 1]
+    assert len(puts) >= 3
+    victim = puts[1][0]
+    lost = put_bodies(raw, victim)
+    raw[victim + 60] ^= 0x5A                # a flipped bit in its payload: CRC mismatch
+    seg.write_bytes(bytes(raw))
+
+    refused = run_agent("a1", write_config(tmp_path, {**channel_props(ck, [data]), **file_roll_props(tmp_path / "out0")},
+                                           "norepair.properties"), "--exit-when-done")
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    err = refused.stderr.strip().splitlines()[-1]
+    assert err == ("fastsync: error: channel c1: %s: the checkpoint points at byte %d, which is not a valid put record "
+                   "(CRC mismatch); set repair = true on the channel to skip it and replay the segments without the "
+                   "checkpoint" % (seg, victim)), err
+
+    mport = free_port()
+    out = tmp_path / "out"
+    repaired = agent("a1", write_config(tmp_path, {**channel_props(ck, [data], repair="true"), **file_roll_props(out)},
+                                        "repair.properties"), "--metrics-port", mport)
+    url = "http://127.0.0.1:%d/metrics" % mport
+    expected = [b for b in sent if b not in lost]
+    metrics = poll(lambda: (m := wait_for_json(url, alive=repaired.alive))["SINK.k1"]["EventDrainSuccessCount"] == str(len(expected)) and m,
+                   timeout=30, message="the repaired channel drained")
+    assert metrics["CHANNEL.c1"]["CorruptRecordsSkipped"] == "1", metrics
+    assert repaired.stop() == 0, repaired.stderr[-3000:]
+    assert read_dir_lines(out) == expected
+    assert "skipping corrupt WAL record at byte %d" % victim in repaired.stderr

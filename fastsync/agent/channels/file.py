@@ -144,13 +144,26 @@ class _Replay:
         return q
 
 
+class _CheckpointMismatch(wal.CorruptLogError):
+    """The checkpoint points at a record or segment the log does not hold intact."""
+
+    def __init__(self, msg: str, record: tuple | None = None):
+        super().__init__(msg)
+        self.record = record      # (file, offset, reason) of a corrupt record it points at
+
+
 def _record_at(seg: Segment, off: int) -> wal.PutRecord:
     mv = memoryview(seg.view(0, seg.end))
     got = wal._check_record(mv, off, seg.end)
     if isinstance(got, str) or got[0] != wal.PUT:
-        raise wal.CorruptLogError("%s: the checkpoint points at byte %d, which is not a valid put record (%s)"
-                                  % (seg.path, off, got if isinstance(got, str) else wal.KIND_NAMES[got[0]]))
-    return wal.PutRecord(seg, off, seg.view(off + wal.RECORD_HEADER, off + wal.RECORD_HEADER + got[2]))
+        why = got if isinstance(got, str) else "a %s record" % wal.KIND_NAMES[got[0]]
+        raise _CheckpointMismatch("%s: the checkpoint points at byte %d, which is not a valid put record (%s)"
+                                  % (seg.path, off, why), (str(seg.path), off, why))
+    try:
+        return wal.PutRecord(seg, off, seg.view(off + wal.RECORD_HEADER, off + wal.RECORD_HEADER + got[2]))
+    except ValueError as exc:
+        raise _CheckpointMismatch("%s: the put record at byte %d, which the checkpoint points at, is damaged (%s)"
+                                  % (seg.path, off, exc), (str(seg.path), off, str(exc))) from None
 
 
 def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_Replay, dict, "wal.Checkpoint | None"]:
@@ -166,7 +179,7 @@ def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_
     def segment(sid: int) -> Segment:
         if sid not in segments:
             if sid not in paths:
-                raise wal.CorruptLogError("the checkpoint points into segment log-%d, which is missing from %s"
+                raise _CheckpointMismatch("the checkpoint points into segment log-%d, which is missing from %s"
                                           % (sid, ", ".join(data_dirs)))
             segments[sid] = wal.open_segment_file(paths[sid], sid)
         return segments[sid]
@@ -175,19 +188,32 @@ def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_
         segment(sid)
     r = _Replay()
     start_seg, start_off = (min(paths) if paths else 1), wal.SEGMENT_HEADER
+    bad = None
     if ck is not None:
-        r.next_txn = ck.next_txn
-        start_seg, start_off = ck.segment, ck.offset
-        records: dict[tuple[int, int], wal.PutRecord] = {}
-        for e in ck.entries:
-            key = (int(e["seg"]), int(e["off"]))
-            rec = records.get(key)
-            if rec is None:
-                rec = records[key] = _record_at(segment(key[0]), key[1])
-            r.add(rec, int(e["start"]), int(e["count"]))
-        if start_seg not in paths and any(sid >= start_seg for sid in paths):
-            raise wal.CorruptLogError("the checkpoint resumes in segment log-%d, which is missing from %s"
-                                      % (start_seg, ", ".join(data_dirs)))
+        try:
+            r.next_txn = ck.next_txn
+            records: dict[tuple[int, int], wal.PutRecord] = {}
+            for e in ck.entries:
+                key = (int(e["seg"]), int(e["off"]))
+                rec = records.get(key)
+                if rec is None:
+                    rec = records[key] = _record_at(segment(key[0]), key[1])
+                r.add(rec, int(e["start"]), int(e["count"]))
+            if ck.segment not in paths and any(sid >= ck.segment for sid in paths):
+                raise _CheckpointMismatch("the checkpoint resumes in segment log-%d, which is missing from %s"
+                                          % (ck.segment, ", ".join(data_dirs)))
+            start_seg, start_off = ck.segment, ck.offset
+        except _CheckpointMismatch as exc:
+            if not repair:
+                raise wal.CorruptLogError("%s; set repair = true on the channel to skip it and replay the segments without "
+                                          "the checkpoint" % exc) from None
+            # every segment still holds what the queue needs; only takes recorded in segments
+            # already deleted are lost, so those events may be delivered again (never lost)
+            log.warning("%s; repair = true: replaying every segment from log-%d instead of the checkpoint",
+                        exc, start_seg)
+            bad = exc.record
+            r = _Replay()
+            r.next_txn = ck.next_txn
     elif warnings and paths:
         log.warning("no valid checkpoint: replaying every segment from log-%d", min(paths))
     newest = max(paths) if paths else 0
@@ -221,6 +247,8 @@ def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_
             if not readonly:
                 log.warning("%s: truncating a torn tail of %d bytes at byte %d (never committed)", seg.path, cut, res.torn_at)
                 os.truncate(seg.path, res.torn_at)
+    if bad is not None and bad[:2] not in [s[:2] for s in r.skipped]:
+        r.skipped.append(bad)     # at a segment's tail the scan took it for a torn tail
     return r, segments, ck
 
 
