@@ -468,3 +468,84 @@ def test_repair_replays_the_segments_when_the_checkpoint_points_at_a_corrupt_rec
     assert repaired.stop() == 0, repaired.stderr[-3000:]
     assert read_dir_lines(out) == expected
     assert "skipping corrupt WAL record at byte %d" % victim in repaired.stderr
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def answer(port, line):
+    with LineClient(port) as c:
+        c.send(line + b"\n")
+        return c.read_lines(1, timeout=30)[0]
+
+
+def test_restart_on_a_full_disk_drains_and_refuses_puts_until_space_returns(tmp_path, agent):
+    """A real 8 MB tmpfs holds the channel. It fills until puts are refused, something else
+    fills the rest; the restarted agent starts anyway, its sink drains, and puts work again
+    once minimumRequiredSpace is free."""
+    assert os.geteuid() == 0, "this test mounts a tmpfs and needs root (CI runs as root)"
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
+    procs = []
+    try:
+        # segments of 1 MB, so a restart's cut of the newest one's unused tail frees < 1 MB,
+        # below minimumRequiredSpace = 2 MB
+        chan = channel_props(small / "ck", [small / "data"], minimumRequiredSpace=2 << 20, maxFileSize=1 << 20,
+                             checkpointInterval=200)
+        port = free_port()
+        procs.append(agent("a1", write_config(tmp_path, {**netcat_props(port), **chan}, "fill.properties")))
+        wait_for_port(port, alive=procs[-1].alive)
+        acked, refusal = [], None
+        with LineClient(port) as c:
+            for g in range(400):
+                lines = [b"ev-%d-%d-" % (g, i) + b"x" * 400 for i in range(250)]
+                c.send(b"".join(line + b"\n" for line in lines))
+                answers = c.read_lines(len(lines), timeout=30)
+                acked += [line for line, a in zip(lines, answers) if a == b"OK"]
+                if any(a != b"OK" for a in answers):
+                    refusal = next(a for a in answers if a != b"OK")
+                    break
+        assert refusal is not None and b"minimumRequiredSpace = 2097152" in refusal, refusal
+        assert len(acked) > 3000
+        assert procs[-1].stop() == 0, procs[-1].stderr[-3000:]
+
+        # something else takes the rest of the disk: too little left to preallocate a segment
+        with open(small / "filler", "wb") as f:
+            f.write(b"\1" * (free_bytes(small) - (16 << 10)))
+        assert free_bytes(small) == 16 << 10
+
+        # the agent starts anyway; with no sink nothing frees space, so puts are refused
+        port = free_port()
+        procs.append(agent("a1", write_config(tmp_path, {**netcat_props(port), **chan}, "nosink.properties")))
+        wait_for_port(port, alive=procs[-1].alive)
+        got = answer(port, b"refused-0")
+        assert got.startswith(b"FAILED: ") and b"below minimumRequiredSpace = 2097152" in got, got
+        assert procs[-1].stop() == 0, procs[-1].stderr[-3000:]
+
+        # with its sink: the backlog drains, drained segments are deleted, puts work again
+        out = tmp_path / "out"
+        port = free_port()
+        procs.append(agent("a1", write_config(tmp_path, {**netcat_props(port), **chan, **file_roll_props(out)},
+                                              "drain.properties")))
+        wait_for_port(port, alive=procs[-1].alive)
+        poll(lambda: len(read_dir_lines(out)) >= len(acked), timeout=30, message="the backlog drained")
+        late = []
+
+        def accepted():
+            line = b"late-%d" % len(late)
+            late.append((line, answer(port, line)))
+            return late[-1][1] == b"OK"
+        poll(accepted, timeout=30, interval=0.1, message="puts accepted again")
+        assert free_bytes(small) >= 2 << 20
+        assert procs[-1].stop() == 0, procs[-1].stderr[-3000:]
+        assert read_dir_lines(out) == acked + [line for line, a in late if a == b"OK"]
+        assert all(a == b"OK" or b"minimumRequiredSpace" in a for _, a in late), late
+    finally:
+        for p in procs:
+            p.kill()
+        gc.collect()
+        if subprocess.run(["umount", str(small)]).returncode:
+            subprocess.run(["umount", "-l", str(small)], check=True)

@@ -247,6 +247,10 @@ def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_
             if not readonly:
                 log.warning("%s: truncating a torn tail of %d bytes at byte %d (never committed)", seg.path, cut, res.torn_at)
                 os.truncate(seg.path, res.torn_at)
+        elif sid == newest and res.end < seg.end and not readonly:
+            # the zeros preallocated past its data: no run appends to it again (each start
+            # opens a new segment), and on a full disk they are the space a restart needs
+            os.truncate(seg.path, res.end)
     if bad is not None and bad[:2] not in [s[:2] for s in r.skipped]:
         r.skipped.append(bad)     # at a segment's tail the scan took it for a torn tail
     return r, segments, ck
@@ -385,9 +389,12 @@ class FileChannel(Channel):
             r, segments, _ = recover(ck_dirs, cfg.dataDirs, cfg.repair, readonly=False)
         except wal.CorruptLogError as exc:
             raise ChannelException("channel %s: %s" % (self.name, exc)) from None
-        self.replay = r
         self._segments = segments
         self._queue = r.queue()
+        # kept for its counts only: its records would keep deleted segments mapped, and
+        # their disk space taken, for the channel's life
+        r.order, r.live = [], {}
+        self.replay = r
         self._queued = sum(e[2] for e in self._queue)
         if r.skipped:
             self.counters.add(CorruptRecordsSkipped=len(r.skipped))
@@ -398,22 +405,45 @@ class FileChannel(Channel):
         self._log = Log(self._new_segment(max(list(paths) + [0]) + 1), chunk=min(1 << 24, cfg.maxFileSize))
         log.info("channel %s: replayed %d records (%d transactions) in %.3f s: %d events waiting",
                  self.name, r.records, r.transactions, time.perf_counter() - t0, self._queued)
-        self.checkpoint()
+        try:
+            self.checkpoint()
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            # the previous checkpoint and the log still describe the queue: start, so the
+            # sinks can drain it and free space; the next interval checkpoints again
+            log.warning("channel %s: no space for a checkpoint (%s); starting without one", self.name, exc)
 
     def _new_segment(self, sid: int) -> Segment:
         d = self.config.dataDirs[sid % len(self.config.dataDirs)]
         path = os.path.join(d, "log-%d" % sid)
         try:
-            seg = Segment(path, sid, self.config.maxFileSize, True, min(1 << 24, self.config.maxFileSize))
+            try:
+                seg = self._create_segment(path, sid, 1 << 16)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                # a nearly full disk: start the segment with no space reserved, so that a
+                # restarted channel can still record takes and its sinks can free space
+                log.warning("channel %s: %s: %s; creating the segment without preallocating", self.name, path, exc.strerror)
+                seg = self._create_segment(path, sid, 0)
+        except OSError as exc:
+            hint = "; free some space in %s" % d if exc.errno == errno.ENOSPC else ""
+            raise ChannelException("channel %s: cannot create log segment %s: %s%s"
+                                   % (self.name, path, exc.strerror or exc, hint)) from None
+        self._segments[sid] = seg
+        return seg
+
+    def _create_segment(self, path: str, sid: int, prealloc: int) -> Segment:
+        try:
+            return Segment(path, sid, self.config.maxFileSize, True, min(1 << 24, self.config.maxFileSize), prealloc)
         except OSError as exc:
             if exc.errno != errno.EEXIST:     # don't leave a stub that would block the next try
                 try:
                     os.unlink(path)
                 except OSError:
                     pass
-            raise ChannelException("channel %s: cannot create log segment %s: %s" % (self.name, path, exc.strerror or exc)) from None
-        self._segments[sid] = seg
-        return seg
+            raise
 
     # -- state --
     @property
@@ -488,9 +518,15 @@ class FileChannel(Channel):
             return
         seg = lg.current
         ahead = min(PREFILL, self.config.maxFileSize)
-        if seg.writable and seg.allocated - seg.end < ahead // 2:
+        room = seg.allocated - seg.end
+        if seg.writable and room < ahead // 2:
             try:
-                seg.prefill(ahead)
+                # never into the space minimumRequiredSpace keeps free: on a small disk the
+                # zeros would refuse puts (and fill it) although the log holds little
+                st = os.statvfs(os.path.dirname(seg.path))
+                ahead = min(ahead, room + st.f_bavail * st.f_frsize - self.config.minimumRequiredSpace)
+                if ahead > room:
+                    seg.prefill(ahead)
             except OSError as exc:      # a full disk: appends fall back to posix_fallocate and fail cleanly
                 log.debug("channel %s: prefill: %s", self.name, exc)
 
@@ -664,7 +700,7 @@ class FileTransaction(Transaction):
                 ch._release(self.put_n)
                 ch.counters.add(EventPutSuccessCount=-self.put_n, EventPutErrorCount=1)
             if exc.errno == errno.ENOSPC:
-                raise ChannelException("channel %s: the disk of %s is full; puts fail until space is freed"
+                raise ChannelException("channel %s: the disk of %s is full; commits fail until space is freed"
                                        % (ch.name, ch._log.current.path)) from None
             raise ChannelException("channel %s: writing the log failed: %s" % (ch.name, exc)) from None
         except BaseException:
