@@ -15,7 +15,7 @@ import sys
 import pyarrow as pa
 import pytest
 
-from e2e_support import write_config
+from e2e_support import LineClient, free_port, poll, read_dir_lines, wait_for_json, wait_for_port, write_config
 from fastsync.agent.channels.file import FileChannel, FileChannelConfig
 from fastsync.agent.errors import ChannelException
 from fastsync.event import Event, EventBatch
@@ -355,3 +355,197 @@ def test_agent_refuses_to_start_on_a_corrupt_log(tmp_path):
     assert out.returncode == 1
     err = out.stderr.strip().splitlines()[-1]
     assert err.startswith("fastsync: error: channel c1: %s: corrupt WAL record at byte %d" % (seg, recs[2][0])), err
+
+
+# -- end to end: real agents ---------------------------------------------------------------
+
+def channel_props(ck, data_dirs, **extra):
+    props = {"a1.channels": "c1", "a1.channels.c1.type": "file", "a1.channels.c1.checkpointDir": ck,
+             "a1.channels.c1.dataDirs": ",".join(str(d) for d in data_dirs), "a1.channels.c1.minimumRequiredSpace": 0,
+             "a1.channels.c1.keep-alive": 0.2}
+    props.update({"a1.channels.c1." + k: v for k, v in extra.items()})
+    return props
+
+
+def netcat_props(port):
+    """netcat that answers OK to a line only once the channel committed it."""
+    return {"a1.sources": "r1", "a1.sources.r1.type": "netcat", "a1.sources.r1.bind": "127.0.0.1",
+            "a1.sources.r1.port": port, "a1.sources.r1.ack-every-event": "true", "a1.sources.r1.channels": "c1"}
+
+
+def file_roll_props(out):
+    out.mkdir(exist_ok=True)
+    return {"a1.sinks": "k1", "a1.sinks.k1.type": "file_roll", "a1.sinks.k1.channel": "c1",
+            "a1.sinks.k1.sink.directory": out, "a1.sinks.k1.sink.rollInterval": 0}
+
+
+def send_acked(port, lines):
+    """Send lines to a netcat source; returns once every one was answered OK."""
+    with LineClient(port) as c:
+        c.send(b"".join(line + b"\n" for line in lines))
+        answers = c.read_lines(len(lines), timeout=30)
+    assert answers == [b"OK"] * len(lines), answers[:5]
+
+
+def drain(run_agent, tmp_path, name, props, out):
+    """An agent with only a file_roll sink on the channel, run until the channel is empty:
+    the lines it delivered."""
+    conf = write_config(tmp_path, {**props, **file_roll_props(out)}, name + ".properties")
+    p = run_agent("a1", conf, "--exit-when-done", timeout=60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return read_dir_lines(out)
+
+
+def test_two_agents_on_the_same_data_dirs_the_second_is_refused_and_nothing_is_lost(tmp_path, agent, run_agent):
+    data = tmp_path / "data"
+    port = free_port()
+    first = agent("a1", write_config(tmp_path, {**netcat_props(port), **channel_props(tmp_path / "ck1", [data])}, "first.properties"))
+    wait_for_port(port, alive=first.alive)
+    sent = [b"ev-%d" % i for i in range(50)]
+    send_acked(port, sent)
+    # the second agent: its own checkpointDir, the same dataDirs, a sink that would deliver
+    # (and then delete) what it replayed
+    second = run_agent("a1", write_config(tmp_path, {**channel_props(tmp_path / "ck2", [data]), **file_roll_props(tmp_path / "out2")},
+                                          "second.properties"), "--exit-when-done")
+    assert second.returncode == 1, second.stderr[-3000:]
+    err = second.stderr.strip().splitlines()[-1]
+    assert err == ("fastsync: error: channel c1: dataDirs %s is in use by another file channel (pid %d, lock %s/in_use.lock); "
+                   "every channel needs its own directories" % (data, first.pid, data)), err
+    assert read_dir_lines(tmp_path / "out2") == []
+    assert first.alive()
+    send_acked(port, [b"late-%d" % i for i in range(5)])      # the first goes on undisturbed
+    assert first.stop() == 0, first.stderr[-3000:]
+    got = drain(run_agent, tmp_path, "drain", channel_props(tmp_path / "ck1", [data]), tmp_path / "out1")
+    assert got == sent + [b"late-%d" % i for i in range(5)]
+
+
+def put_bodies(data, off):
+    """The event bodies of the put record at off, by the documented payload layout."""
+    (length,) = struct.unpack_from("<I", data, off + 8)
+    n, hlen = struct.unpack_from("<QQ", data, off + 24)
+    offs = struct.unpack_from("<%dq" % (n + 1), data, off + 40)
+    body = off + 40 + 8 * (n + 1) + ((hlen + 7) & ~7)
+    return [bytes(data[body + offs[i]:body + offs[i + 1]]) for i in range(n)]
+
+
+def test_repair_replays_the_segments_when_the_checkpoint_points_at_a_corrupt_record(tmp_path, agent, run_agent):
+    ck, data = tmp_path / "ck", tmp_path / "data"
+    port = free_port()
+    first = agent("a1", write_config(tmp_path, {**netcat_props(port), **channel_props(ck, [data])}, "fill.properties"))
+    wait_for_port(port, alive=first.alive)
+    sent = []
+    for g in range(6):                     # six acknowledged groups: several put records
+        lines = [b"g%d-%d" % (g, i) for i in range(10)]
+        send_acked(port, lines)
+        sent += lines
+    assert first.stop() == 0, first.stderr[-3000:]     # its checkpoint points at every put record
+    seg = max(data.glob("log-*"), key=lambda p: int(p.name[4:]))
+    raw = bytearray(seg.read_bytes())
+    puts = [r for r in parse_records(raw) if r[2] == 1]
+    assert len(puts) >= 3
+    victim = puts[1][0]
+    lost = put_bodies(raw, victim)
+    raw[victim + 60] ^= 0x5A                # a flipped bit in its payload: CRC mismatch
+    seg.write_bytes(bytes(raw))
+
+    refused = run_agent("a1", write_config(tmp_path, {**channel_props(ck, [data]), **file_roll_props(tmp_path / "out0")},
+                                           "norepair.properties"), "--exit-when-done")
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    err = refused.stderr.strip().splitlines()[-1]
+    assert err == ("fastsync: error: channel c1: %s: the checkpoint points at byte %d, which is not a valid put record "
+                   "(CRC mismatch); set repair = true on the channel to skip it and replay the segments without the "
+                   "checkpoint" % (seg, victim)), err
+
+    mport = free_port()
+    out = tmp_path / "out"
+    repaired = agent("a1", write_config(tmp_path, {**channel_props(ck, [data], repair="true"), **file_roll_props(out)},
+                                        "repair.properties"), "--metrics-port", mport)
+    url = "http://127.0.0.1:%d/metrics" % mport
+    expected = [b for b in sent if b not in lost]
+    metrics = poll(lambda: (m := wait_for_json(url, alive=repaired.alive))["SINK.k1"]["EventDrainSuccessCount"] == str(len(expected)) and m,
+                   timeout=30, message="the repaired channel drained")
+    assert metrics["CHANNEL.c1"]["CorruptRecordsSkipped"] == "1", metrics
+    assert repaired.stop() == 0, repaired.stderr[-3000:]
+    assert read_dir_lines(out) == expected
+    assert "skipping corrupt WAL record at byte %d" % victim in repaired.stderr
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def answer(port, line):
+    with LineClient(port) as c:
+        c.send(line + b"\n")
+        return c.read_lines(1, timeout=30)[0]
+
+
+def test_restart_on_a_full_disk_drains_and_refuses_puts_until_space_returns(tmp_path, agent):
+    """A real 8 MB tmpfs holds the channel. It fills until puts are refused, something else
+    fills the rest; the restarted agent starts anyway, its sink drains, and puts work again
+    once minimumRequiredSpace is free."""
+    assert os.geteuid() == 0, "this test mounts a tmpfs and needs root (CI runs as root)"
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
+    procs = []
+    try:
+        # segments of 1 MB, so a restart's cut of the newest one's unused tail frees < 1 MB,
+        # below minimumRequiredSpace = 2 MB
+        chan = channel_props(small / "ck", [small / "data"], minimumRequiredSpace=2 << 20, maxFileSize=1 << 20,
+                             checkpointInterval=200)
+        port = free_port()
+        procs.append(agent("a1", write_config(tmp_path, {**netcat_props(port), **chan}, "fill.properties")))
+        wait_for_port(port, alive=procs[-1].alive)
+        acked, refusal = [], None
+        with LineClient(port) as c:
+            for g in range(400):
+                lines = [b"ev-%d-%d-" % (g, i) + b"x" * 400 for i in range(250)]
+                c.send(b"".join(line + b"\n" for line in lines))
+                answers = c.read_lines(len(lines), timeout=30)
+                acked += [line for line, a in zip(lines, answers) if a == b"OK"]
+                if any(a != b"OK" for a in answers):
+                    refusal = next(a for a in answers if a != b"OK")
+                    break
+        assert refusal is not None and b"minimumRequiredSpace = 2097152" in refusal, refusal
+        assert len(acked) > 3000
+        assert procs[-1].stop() == 0, procs[-1].stderr[-3000:]
+
+        # something else takes the rest of the disk: too little left to preallocate a segment
+        with open(small / "filler", "wb") as f:
+            f.write(b"\1" * (free_bytes(small) - (16 << 10)))
+        assert free_bytes(small) == 16 << 10
+
+        # the agent starts anyway; with no sink nothing frees space, so puts are refused
+        port = free_port()
+        procs.append(agent("a1", write_config(tmp_path, {**netcat_props(port), **chan}, "nosink.properties")))
+        wait_for_port(port, alive=procs[-1].alive)
+        got = answer(port, b"refused-0")
+        assert got.startswith(b"FAILED: ") and b"below minimumRequiredSpace = 2097152" in got, got
+        assert procs[-1].stop() == 0, procs[-1].stderr[-3000:]
+
+        # with its sink: the backlog drains, drained segments are deleted, puts work again
+        out = tmp_path / "out"
+        port = free_port()
+        procs.append(agent("a1", write_config(tmp_path, {**netcat_props(port), **chan, **file_roll_props(out)},
+                                              "drain.properties")))
+        wait_for_port(port, alive=procs[-1].alive)
+        poll(lambda: len(read_dir_lines(out)) >= len(acked), timeout=30, message="the backlog drained")
+        late = []
+
+        def accepted():
+            line = b"late-%d" % len(late)
+            late.append((line, answer(port, line)))
+            return late[-1][1] == b"OK"
+        poll(accepted, timeout=30, interval=0.1, message="puts accepted again")
+        assert free_bytes(small) >= 2 << 20
+        assert procs[-1].stop() == 0, procs[-1].stderr[-3000:]
+        assert read_dir_lines(out) == acked + [line for line, a in late if a == b"OK"]
+        assert all(a == b"OK" or b"minimumRequiredSpace" in a for _, a in late), late
+    finally:
+        for p in procs:
+            p.kill()
+        gc.collect()
+        if subprocess.run(["umount", str(small)]).returncode:
+            subprocess.run(["umount", "-l", str(small)], check=True)

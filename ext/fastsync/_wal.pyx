@@ -115,11 +115,13 @@ cdef class Segment:
     """One segment file mapped into memory.
 
     Segment(path, id, size, create=True) makes a new file (it must not exist), writes its
-    header and maps ``size`` bytes for appending; Segment(path) maps an existing file
+    header and maps ``size`` bytes for appending, with its first ``prealloc`` bytes
+    preallocated (0: none, for a nearly full disk); Segment(path) maps an existing file
     read-only, as large as it is. The map lives as long as this object and every Buffer
     from view(), so a consumer may hold taken events after the file is deleted."""
 
-    def __cinit__(self, path, int64_t seg_id=0, int64_t size=0, bint create=False, int64_t chunk=1 << 24):
+    def __cinit__(self, path, int64_t seg_id=0, int64_t size=0, bint create=False, int64_t chunk=1 << 24,
+                  int64_t prealloc=1 << 16):
         cdef struct_stat st
         cdef int64_t ns
         cdef timespec ts
@@ -142,7 +144,7 @@ cdef class Segment:
         try:
             if create:
                 self.mapped = size
-                self._grow(min(1 << 16, size))     # appends grow it a chunk at a time
+                self._grow(min(prealloc, size))     # appends grow it a chunk at a time
             else:
                 if fstat(self.fd, &st) != 0:
                     raise OSError(errno, "cannot stat WAL segment", str(path))
@@ -165,6 +167,8 @@ cdef class Segment:
                 if pwrite(self.fd, head, SEGMENT_HEADER, 0) != SEGMENT_HEADER:
                     raise OSError(errno, "cannot write WAL segment header", str(path))
                 self.end = SEGMENT_HEADER
+                if self.allocated < SEGMENT_HEADER:     # a prefill must never zero the header
+                    self.allocated = SEGMENT_HEADER
         except BaseException:
             self._unmap()
             raise

@@ -37,6 +37,7 @@ from fastsync.event import EventBatch
 log = logging.getLogger("fastsync.channel.file")
 
 PREFILL = 64 << 20       # bytes of zeros kept written ahead of the log's end
+LOCK_NAME = "in_use.lock"
 _HOME = os.path.join(os.path.expanduser("~"), ".fastsync", "file-channel")
 FILE_CHANNEL_COUNTERS = CHANNEL_COUNTERS + (
     "CheckpointWriteErrorCount", "CheckpointBackupWriteErrorCount", "EventPutErrorCount",
@@ -143,13 +144,26 @@ class _Replay:
         return q
 
 
+class _CheckpointMismatch(wal.CorruptLogError):
+    """The checkpoint points at a record or segment the log does not hold intact."""
+
+    def __init__(self, msg: str, record: tuple | None = None):
+        super().__init__(msg)
+        self.record = record      # (file, offset, reason) of a corrupt record it points at
+
+
 def _record_at(seg: Segment, off: int) -> wal.PutRecord:
     mv = memoryview(seg.view(0, seg.end))
     got = wal._check_record(mv, off, seg.end)
     if isinstance(got, str) or got[0] != wal.PUT:
-        raise wal.CorruptLogError("%s: the checkpoint points at byte %d, which is not a valid put record (%s)"
-                                  % (seg.path, off, got if isinstance(got, str) else wal.KIND_NAMES[got[0]]))
-    return wal.PutRecord(seg, off, seg.view(off + wal.RECORD_HEADER, off + wal.RECORD_HEADER + got[2]))
+        why = got if isinstance(got, str) else "a %s record" % wal.KIND_NAMES[got[0]]
+        raise _CheckpointMismatch("%s: the checkpoint points at byte %d, which is not a valid put record (%s)"
+                                  % (seg.path, off, why), (str(seg.path), off, why))
+    try:
+        return wal.PutRecord(seg, off, seg.view(off + wal.RECORD_HEADER, off + wal.RECORD_HEADER + got[2]))
+    except ValueError as exc:
+        raise _CheckpointMismatch("%s: the put record at byte %d, which the checkpoint points at, is damaged (%s)"
+                                  % (seg.path, off, exc), (str(seg.path), off, str(exc))) from None
 
 
 def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_Replay, dict, "wal.Checkpoint | None"]:
@@ -165,7 +179,7 @@ def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_
     def segment(sid: int) -> Segment:
         if sid not in segments:
             if sid not in paths:
-                raise wal.CorruptLogError("the checkpoint points into segment log-%d, which is missing from %s"
+                raise _CheckpointMismatch("the checkpoint points into segment log-%d, which is missing from %s"
                                           % (sid, ", ".join(data_dirs)))
             segments[sid] = wal.open_segment_file(paths[sid], sid)
         return segments[sid]
@@ -174,19 +188,32 @@ def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_
         segment(sid)
     r = _Replay()
     start_seg, start_off = (min(paths) if paths else 1), wal.SEGMENT_HEADER
+    bad = None
     if ck is not None:
-        r.next_txn = ck.next_txn
-        start_seg, start_off = ck.segment, ck.offset
-        records: dict[tuple[int, int], wal.PutRecord] = {}
-        for e in ck.entries:
-            key = (int(e["seg"]), int(e["off"]))
-            rec = records.get(key)
-            if rec is None:
-                rec = records[key] = _record_at(segment(key[0]), key[1])
-            r.add(rec, int(e["start"]), int(e["count"]))
-        if start_seg not in paths and any(sid >= start_seg for sid in paths):
-            raise wal.CorruptLogError("the checkpoint resumes in segment log-%d, which is missing from %s"
-                                      % (start_seg, ", ".join(data_dirs)))
+        try:
+            r.next_txn = ck.next_txn
+            records: dict[tuple[int, int], wal.PutRecord] = {}
+            for e in ck.entries:
+                key = (int(e["seg"]), int(e["off"]))
+                rec = records.get(key)
+                if rec is None:
+                    rec = records[key] = _record_at(segment(key[0]), key[1])
+                r.add(rec, int(e["start"]), int(e["count"]))
+            if ck.segment not in paths and any(sid >= ck.segment for sid in paths):
+                raise _CheckpointMismatch("the checkpoint resumes in segment log-%d, which is missing from %s"
+                                          % (ck.segment, ", ".join(data_dirs)))
+            start_seg, start_off = ck.segment, ck.offset
+        except _CheckpointMismatch as exc:
+            if not repair:
+                raise wal.CorruptLogError("%s; set repair = true on the channel to skip it and replay the segments without "
+                                          "the checkpoint" % exc) from None
+            # every segment still holds what the queue needs; only takes recorded in segments
+            # already deleted are lost, so those events may be delivered again (never lost)
+            log.warning("%s; repair = true: replaying every segment from log-%d instead of the checkpoint",
+                        exc, start_seg)
+            bad = exc.record
+            r = _Replay()
+            r.next_txn = ck.next_txn
     elif warnings and paths:
         log.warning("no valid checkpoint: replaying every segment from log-%d", min(paths))
     newest = max(paths) if paths else 0
@@ -220,6 +247,12 @@ def recover(checkpoint_dirs, data_dirs, repair: bool, readonly: bool) -> tuple[_
             if not readonly:
                 log.warning("%s: truncating a torn tail of %d bytes at byte %d (never committed)", seg.path, cut, res.torn_at)
                 os.truncate(seg.path, res.torn_at)
+        elif sid == newest and res.end < seg.end and not readonly:
+            # the zeros preallocated past its data: no run appends to it again (each start
+            # opens a new segment), and on a full disk they are the space a restart needs
+            os.truncate(seg.path, res.end)
+    if bad is not None and bad[:2] not in [s[:2] for s in r.skipped]:
+        r.skipped.append(bad)     # at a segment's tail the scan took it for a torn tail
     return r, segments, ck
 
 
@@ -243,7 +276,7 @@ class FileChannel(Channel):
         self._log: Log | None = None
         self._txn_ids = None
         self._interrupted = False
-        self._lockfile = None
+        self._lockfiles: list = []
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_checkpoint = 0.0
@@ -285,9 +318,7 @@ class FileChannel(Channel):
             self._queued = self._inflight = 0
             self._open_takes.clear()
             self._segments.clear()
-        if self._lockfile is not None:
-            self._lockfile.close()     # releases the flock
-            self._lockfile = None
+        self._unlock()
         self.counters.stopped()
 
     def interrupt(self) -> None:
@@ -307,21 +338,48 @@ class FileChannel(Channel):
                 os.makedirs(d, exist_ok=True)
             except OSError as exc:
                 raise ChannelException("channel %s: cannot create directory %s: %s" % (self.name, d, exc.strerror)) from None
-        lock_path = os.path.join(cfg.checkpointDir, "in_use.lock")
-        f = open(lock_path, "a+")
+        # one channel per directory: a second channel replaying our data directories would
+        # deliver our events again and delete our live segments
+        locked = [("checkpointDir", cfg.checkpointDir)] + [("dataDirs", d) for d in cfg.dataDirs]
+        if cfg.useDualCheckpoints:
+            locked.append(("backupCheckpointDir", cfg.backupCheckpointDir))
+        self._lockfiles = []
+        try:
+            seen = set()
+            for key, d in locked:
+                if os.path.realpath(d) not in seen:
+                    seen.add(os.path.realpath(d))
+                    self._lockfiles.append(self._lock_dir(key, d))
+            self._recover()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _lock_dir(self, key: str, d: str):
+        """flock d/in_use.lock, holding our pid; refused (naming the holder) when taken."""
+        path = os.path.join(d, LOCK_NAME)
+        try:
+            f = open(path, "a+")
+        except OSError as exc:
+            raise ChannelException("channel %s: cannot open the lock file %s: %s" % (self.name, path, exc.strerror)) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
             f.close()
-            raise ChannelException("channel %s: checkpointDir %s is in use by another file channel (lock %s)"
-                                   % (self.name, cfg.checkpointDir, lock_path)) from None
-        self._lockfile = f
-        try:
-            self._recover()
-        except BaseException:
-            self._lockfile.close()
-            self._lockfile = None
-            raise
+            raise ChannelException("channel %s: %s %s is in use by another file channel (pid %s, lock %s); "
+                                   "every channel needs its own directories" % (self.name, key, d, holder, path)) from None
+        f.seek(0)
+        f.truncate()
+        f.write("%d\n" % os.getpid())
+        f.flush()
+        return f
+
+    def _unlock(self) -> None:
+        for f in self._lockfiles:
+            f.close()     # releases the flock
+        self._lockfiles = []
 
     def _recover(self) -> None:
         cfg = self.config
@@ -331,9 +389,12 @@ class FileChannel(Channel):
             r, segments, _ = recover(ck_dirs, cfg.dataDirs, cfg.repair, readonly=False)
         except wal.CorruptLogError as exc:
             raise ChannelException("channel %s: %s" % (self.name, exc)) from None
-        self.replay = r
         self._segments = segments
         self._queue = r.queue()
+        # kept for its counts only: its records would keep deleted segments mapped, and
+        # their disk space taken, for the channel's life
+        r.order, r.live = [], {}
+        self.replay = r
         self._queued = sum(e[2] for e in self._queue)
         if r.skipped:
             self.counters.add(CorruptRecordsSkipped=len(r.skipped))
@@ -344,22 +405,45 @@ class FileChannel(Channel):
         self._log = Log(self._new_segment(max(list(paths) + [0]) + 1), chunk=min(1 << 24, cfg.maxFileSize))
         log.info("channel %s: replayed %d records (%d transactions) in %.3f s: %d events waiting",
                  self.name, r.records, r.transactions, time.perf_counter() - t0, self._queued)
-        self.checkpoint()
+        try:
+            self.checkpoint()
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            # the previous checkpoint and the log still describe the queue: start, so the
+            # sinks can drain it and free space; the next interval checkpoints again
+            log.warning("channel %s: no space for a checkpoint (%s); starting without one", self.name, exc)
 
     def _new_segment(self, sid: int) -> Segment:
         d = self.config.dataDirs[sid % len(self.config.dataDirs)]
         path = os.path.join(d, "log-%d" % sid)
         try:
-            seg = Segment(path, sid, self.config.maxFileSize, True, min(1 << 24, self.config.maxFileSize))
+            try:
+                seg = self._create_segment(path, sid, 1 << 16)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                # a nearly full disk: start the segment with no space reserved, so that a
+                # restarted channel can still record takes and its sinks can free space
+                log.warning("channel %s: %s: %s; creating the segment without preallocating", self.name, path, exc.strerror)
+                seg = self._create_segment(path, sid, 0)
+        except OSError as exc:
+            hint = "; free some space in %s" % d if exc.errno == errno.ENOSPC else ""
+            raise ChannelException("channel %s: cannot create log segment %s: %s%s"
+                                   % (self.name, path, exc.strerror or exc, hint)) from None
+        self._segments[sid] = seg
+        return seg
+
+    def _create_segment(self, path: str, sid: int, prealloc: int) -> Segment:
+        try:
+            return Segment(path, sid, self.config.maxFileSize, True, min(1 << 24, self.config.maxFileSize), prealloc)
         except OSError as exc:
             if exc.errno != errno.EEXIST:     # don't leave a stub that would block the next try
                 try:
                     os.unlink(path)
                 except OSError:
                     pass
-            raise ChannelException("channel %s: cannot create log segment %s: %s" % (self.name, path, exc.strerror or exc)) from None
-        self._segments[sid] = seg
-        return seg
+            raise
 
     # -- state --
     @property
@@ -434,9 +518,15 @@ class FileChannel(Channel):
             return
         seg = lg.current
         ahead = min(PREFILL, self.config.maxFileSize)
-        if seg.writable and seg.allocated - seg.end < ahead // 2:
+        room = seg.allocated - seg.end
+        if seg.writable and room < ahead // 2:
             try:
-                seg.prefill(ahead)
+                # never into the space minimumRequiredSpace keeps free: on a small disk the
+                # zeros would refuse puts (and fill it) although the log holds little
+                st = os.statvfs(os.path.dirname(seg.path))
+                ahead = min(ahead, room + st.f_bavail * st.f_frsize - self.config.minimumRequiredSpace)
+                if ahead > room:
+                    seg.prefill(ahead)
             except OSError as exc:      # a full disk: appends fall back to posix_fallocate and fail cleanly
                 log.debug("channel %s: prefill: %s", self.name, exc)
 
@@ -610,7 +700,7 @@ class FileTransaction(Transaction):
                 ch._release(self.put_n)
                 ch.counters.add(EventPutSuccessCount=-self.put_n, EventPutErrorCount=1)
             if exc.errno == errno.ENOSPC:
-                raise ChannelException("channel %s: the disk of %s is full; puts fail until space is freed"
+                raise ChannelException("channel %s: the disk of %s is full; commits fail until space is freed"
                                        % (ch.name, ch._log.current.path)) from None
             raise ChannelException("channel %s: writing the log failed: %s" % (ch.name, exc)) from None
         except BaseException:
