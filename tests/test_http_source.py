@@ -176,7 +176,7 @@ def test_connections_past_max_connections_get_503_and_idle_ones_are_closed(tmp_p
 
 
 def make_tls_files(tmp_path, password: bytes = b"changeit"):
-    """A self-signed certificate for 127.0.0.1: (cert.pem, key.pem, keystore.p12)."""
+    """A self-signed certificate for 127.0.0.1: (cert.pem, key.pem encrypted with password, keystore.p12)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -195,7 +195,7 @@ def make_tls_files(tmp_path, password: bytes = b"changeit"):
     pem, keypem, p12 = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "keystore.p12"
     pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     keypem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+                                         serialization.BestAvailableEncryption(password)))
     p12.write_bytes(pkcs12.serialize_key_and_certificates(b"fastsync", key, cert, None,
                                                           serialization.BestAvailableEncryption(password)))
     return pem, keypem, p12
@@ -206,7 +206,8 @@ def test_https_with_a_keystore_or_pem_files(tmp_path, agent, store):
     pem, keypem, p12 = make_tls_files(tmp_path)
     keys = ({"a1.sources.r1.keystore": p12, "a1.sources.r1.keystorePassword": "changeit",
              "a1.sources.r1.keystore-type": "PKCS12"} if store == "pkcs12"
-            else {"a1.sources.r1.ssl.certfile": pem, "a1.sources.r1.ssl.keyfile": keypem})
+            else {"a1.sources.r1.ssl.certfile": pem, "a1.sources.r1.ssl.keyfile": keypem,
+                  "a1.sources.r1.keystorePassword": "changeit"})
     p, port = http_agent(tmp_path, agent, **{"a1.sources.r1.ssl": "true"}, **keys)
     client = ssl.create_default_context(cafile=str(pem))       # verifies the certificate and 127.0.0.1
     assert post(port, json.dumps([{"body": "over tls"}]).encode(), scheme="https", context=client) == (200, "")
@@ -229,6 +230,8 @@ def test_tls_configuration_errors_name_the_key(tmp_path, run_agent):
          "a1.sources.r1.keystore", "cannot load the TLS key and certificate"),
         ({"a1.sources.r1.keystore": p12, "a1.sources.r1.keystore-type": "JKS"}, "a1.sources.r1.keystore-type", "only PKCS12"),
         ({}, "a1.sources.r1.ssl", "needs either keystore or ssl.certfile"),
+        # an encrypted key without its password: an error, not a prompt on the terminal
+        ({"a1.sources.r1.ssl.certfile": pem, "a1.sources.r1.ssl.keyfile": keypem}, "a1.sources.r1.ssl.certfile", "cannot load"),
     ]
     for i, (keys, key, words) in enumerate(cases):
         p = run_agent("a1", write_config(tmp_path, {**base, **keys}, name="bad%d.properties" % i), "--validate", timeout=30)

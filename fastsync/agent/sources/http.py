@@ -70,7 +70,7 @@ class HttpSourceConfig(ListenerConfig):
     maxRequestSize: int = setting("maxRequestSize", 64 << 20, "largest request body accepted, bytes", min=1)
     sslEnabled: bool = setting("ssl", False, "serve HTTPS")
     keystore: str = setting("keystore", "", "ssl: PKCS12 file with the private key and its certificate chain")
-    keystorePassword: str = setting("keystorePassword", "", "ssl: the keystore's password")
+    keystorePassword: str = setting("keystorePassword", "", "ssl: the keystore's password (or an encrypted ssl.keyfile's)")
     keystoreType: str = setting("keystore-type", "PKCS12", "ssl: the keystore's format; PKCS12 only")
     certfile: str = setting("ssl.certfile", "", "ssl: PEM certificate chain (instead of a keystore)")
     keyfile: str = setting("ssl.keyfile", "", "ssl: PEM private key, if not in ssl.certfile")
@@ -95,7 +95,8 @@ class HttpSourceConfig(ListenerConfig):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.certfile:
-            ctx.load_cert_chain(self.certfile, self.keyfile or None)
+            # a callable, so an encrypted key without its password fails instead of prompting on the terminal
+            ctx.load_cert_chain(self.certfile, self.keyfile or None, lambda: self.keystorePassword.encode())
             return ctx
         from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat, pkcs12
         with open(self.keystore, "rb") as f:
