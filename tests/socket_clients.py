@@ -7,6 +7,9 @@ import selectors
 import socket
 import subprocess
 import time
+from typing import Callable
+
+from e2e_support import get_json, poll, wait_for_json
 
 
 def listen_backlog(port: int) -> int:
@@ -25,6 +28,21 @@ def peak_rss_kib(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     raise AssertionError("no VmHWM for pid %d" % pid)
+
+
+def hold_connections(metrics_port: int, n: int, connect: Callable[[], object]) -> list:
+    """n connections opened one after the other, each seen served (the source r1's
+    OpenConnectionCount at --metrics-port) before the next, after any earlier connection
+    (e.g. wait_for_port's) has ended: so they are exactly the n connections being served."""
+    url = "http://127.0.0.1:%d/metrics" % metrics_port
+    wait_for_json(url, timeout=15)
+    served = lambda k: lambda: get_json(url)["SOURCE.r1"]["OpenConnectionCount"] == str(k)   # noqa: E731
+    poll(served(0), 15, message="no connection served")
+    held = []
+    for i in range(n):
+        held.append(connect())
+        poll(served(i + 1), 15, message="%d connections served" % (i + 1))
+    return held
 
 
 def simultaneous(port: int, requests: list[bytes], timeout: float = 60.0) -> list[bytes | str]:

@@ -15,7 +15,7 @@ import pytest
 from e2e_support import (AGENT_CMD, LineClient, free_port, get_json, http_get, line_of, multiset_problems,
                       poll, read_dir_bytes, read_dir_lines, sequence_problems, wait_for_json,
                       wait_for_port, write_config)
-from socket_clients import listen_backlog, peak_rss_kib, simultaneous
+from socket_clients import hold_connections, listen_backlog, peak_rss_kib, simultaneous
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"^agent (\S+): (\d+) events delivered in (\d+\.\d+) s: (\d+) events/s$")
@@ -312,9 +312,10 @@ def test_netcat_max_connections_idle_timeout_and_a_line_without_end(tmp_path, ag
     port = free_port()
     cfg = netcat_config(port, file_roll(out))
     cfg.update({"a1.sources.r1.maxConnections": 2, "a1.sources.r1.idleTimeout": 1000})
-    p = agent("a1", write_config(tmp_path, cfg))
+    mport = free_port()
+    p = agent("a1", write_config(tmp_path, cfg), "--metrics-port", str(mport))
     wait_for_port(port, timeout=15, alive=p.alive)
-    held = [LineClient(port) for _ in range(2)]
+    held = hold_connections(mport, 2, lambda: LineClient(port))
     with LineClient(port) as c:     # past maxConnections: told so and closed
         assert c.read_until_closed() == b"FAILED: too many connections (maxConnections 2)\n"
     for c in held:                  # they sent nothing: closed after idleTimeout

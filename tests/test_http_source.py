@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from e2e_support import free_port, get_json, poll, read_dir_lines, wait_for_port, write_config
-from socket_clients import listen_backlog, simultaneous
+from socket_clients import hold_connections, listen_backlog, simultaneous
 
 
 def post(port: int, data: bytes, content_type: str = "application/json; charset=utf-8",
@@ -161,9 +161,11 @@ def test_500_simultaneous_clients_are_all_answered(tmp_path, agent):
 
 
 def test_connections_past_max_connections_get_503_and_idle_ones_are_closed(tmp_path, agent):
-    p, port = http_agent(tmp_path, agent, **{"a1.sources.r1.maxConnections": 2, "a1.sources.r1.idleTimeout": 1000})
-    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
-    # accepted in order: these two take both slots, the next one is refused at once
+    mport = free_port()
+    p, port = http_agent(tmp_path, agent, args=("--metrics-port", str(mport)),
+                         **{"a1.sources.r1.maxConnections": 2, "a1.sources.r1.idleTimeout": 1000})
+    # these two take both slots, the next one is refused at once
+    held = hold_connections(mport, 2, lambda: socket.create_connection(("127.0.0.1", port), timeout=10))
     answer = raw_exchange(port, b"")
     assert answer.startswith(b"HTTP/1.0 503 ") and b"too many connections (maxConnections 2)" in answer, answer
     for s in held:      # they sent nothing: closed after idleTimeout

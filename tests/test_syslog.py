@@ -12,7 +12,7 @@ import socket
 import pyarrow as pa
 
 from e2e_support import free_port, poll, read_dir_lines, wait_for_port, write_config
-from socket_clients import listen_backlog, peak_rss_kib, simultaneous
+from socket_clients import hold_connections, listen_backlog, peak_rss_kib, simultaneous
 from fastsync.agent.sources.syslog import parse_syslog
 
 YEAR = dt.datetime.now(dt.timezone.utc).year
@@ -47,13 +47,13 @@ def test_parse_rfc5424_rfc3164_and_invalid():
     assert keep[0].body == MESSAGES[0][0] and keep[0].headers["Severity"] == "2"
 
 
-def syslog_agent(tmp_path, agent, kind, **extra):
+def syslog_agent(tmp_path, agent, kind, args: tuple = (), **extra):
     port = free_port() if kind == "syslogtcp" else _free_udp_port()
     cfg = {"a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
            "a1.sources.r1.type": kind, "a1.sources.r1.port": port, "a1.sources.r1.channels": "c1",
            "a1.channels.c1.type": "memory", "a1.sinks.k1.type": "logger", "a1.sinks.k1.channel": "c1",
            "a1.sinks.k1.maxBytesToLog": 200, **extra}
-    p = agent("a1", write_config(tmp_path, cfg))
+    p = agent("a1", write_config(tmp_path, cfg), *args)
     if kind == "syslogtcp":
         wait_for_port(port, timeout=15, alive=p.alive)
     else:
@@ -134,9 +134,10 @@ def test_syslogtcp_500_simultaneous_clients(tmp_path, agent):
 
 
 def test_syslogtcp_max_connections_and_idle_timeout(tmp_path, agent):
-    p, port = syslog_agent(tmp_path, agent, "syslogtcp", **{"a1.sources.r1.maxConnections": 2,
-                                                             "a1.sources.r1.idleTimeout": 1000})
-    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    mport = free_port()
+    p, port = syslog_agent(tmp_path, agent, "syslogtcp", args=("--metrics-port", str(mport)),
+                           **{"a1.sources.r1.maxConnections": 2, "a1.sources.r1.idleTimeout": 1000})
+    held = hold_connections(mport, 2, lambda: socket.create_connection(("127.0.0.1", port), timeout=10))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:   # the third: closed at once
         assert s.recv(100) == b""
     for s in held:      # they sent nothing: closed after idleTimeout

@@ -150,7 +150,7 @@ class SyslogTcpSource(_SyslogSource):
         super().start()
         c = self.config
         self._stop.clear()
-        self.listener = Listener("syslogtcp source %s" % self.name, c.host, c.port, c, self._connection)
+        self.listener = Listener("syslogtcp source %s" % self.name, c.host, c.port, c, self._connection, self.counters)
         self.port = self.listener.port
 
     def stop(self) -> None:
