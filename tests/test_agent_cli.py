@@ -322,9 +322,9 @@ def test_netcat_max_connections_idle_timeout_and_a_line_without_end(tmp_path, ag
         with c:
             assert c.read_until_closed() == b""
     # 32 MiB without a newline: refused after max-line-length, never buffered whole
-    before = peak_rss_kib(p.pid)
     with LineClient(port) as c:
         send_and_ack(c, [b"first"])
+        before = peak_rss_kib(p.pid)
         try:
             for _ in range(32):
                 c.send(b"x" * (1 << 20))
