@@ -120,7 +120,8 @@ class Listener:
     def recv(self, conn: socket.socket, size: int = 1 << 16) -> bytes | None:
         """The next bytes from conn (b"" at its end), or None when the source is stopping or
         the client sent nothing for idleTimeout (the connection is then to be closed)."""
-        conn.settimeout(POLL)
+        if conn.gettimeout() != POLL:
+            conn.settimeout(POLL)
         idle = self.config.idle_seconds
         since = time.monotonic()
         while not self.stopping.is_set():
