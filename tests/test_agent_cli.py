@@ -15,6 +15,7 @@ import pytest
 from e2e_support import (AGENT_CMD, LineClient, free_port, get_json, http_get, line_of, multiset_problems,
                       poll, read_dir_bytes, read_dir_lines, sequence_problems, wait_for_json,
                       wait_for_port, write_config)
+from socket_clients import hold_connections, listen_backlog, peak_rss_kib, simultaneous
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"^agent (\S+): (\d+) events delivered in (\d+\.\d+) s: (\d+) events/s$")
@@ -291,6 +292,51 @@ s.sendall(b''.join(b'%d\\n'%i for i in range(150)));import time;time.sleep(1);pr
         assert replies.count(b"OK") == 150, "%d of 150 OK; first reply: %r" % (replies.count(b"OK"), replies[0])
     assert p.stop(timeout=20) == 0, p.stderr
     assert read_dir_lines(out) == lines
+
+
+def test_netcat_500_simultaneous_clients(tmp_path, agent):
+    out = tmp_path / "out"
+    p, port = start_netcat_agent(agent, tmp_path, file_roll(out), capacity=1000, tx=10)
+    assert listen_backlog(port) >= 1024
+    n = 500
+    answers = simultaneous(port, [b"client-%03d\n" % i for i in range(n)])
+    failed = [a for a in answers if a != b"OK\n"]
+    assert not failed, "%d of %d failed, e.g. %r" % (len(failed), n, failed[:3])
+    poll(lambda: len(read_dir_lines(out)) >= n, 30, message="%d events stored" % n)
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert sorted(read_dir_lines(out)) == [b"client-%03d" % i for i in range(n)]
+
+
+def test_netcat_max_connections_idle_timeout_and_a_line_without_end(tmp_path, agent):
+    out = tmp_path / "out"
+    port = free_port()
+    cfg = netcat_config(port, file_roll(out))
+    cfg.update({"a1.sources.r1.maxConnections": 2, "a1.sources.r1.idleTimeout": 1000})
+    mport = free_port()
+    p = agent("a1", write_config(tmp_path, cfg), "--metrics-port", str(mport))
+    wait_for_port(port, timeout=15, alive=p.alive)
+    held = hold_connections(mport, 2, lambda: LineClient(port))
+    with LineClient(port) as c:     # past maxConnections: told so and closed
+        assert c.read_until_closed() == b"FAILED: too many connections (maxConnections 2)\n"
+    for c in held:                  # they sent nothing: closed after idleTimeout
+        with c:
+            assert c.read_until_closed() == b""
+    # 32 MiB without a newline: refused after max-line-length, never buffered whole
+    with LineClient(port) as c:
+        send_and_ack(c, [b"first"])
+        before = peak_rss_kib(p.pid)
+        try:
+            for _ in range(32):
+                c.send(b"x" * (1 << 20))
+        except OSError:             # the source closed the connection while we were still sending
+            pass
+        assert c.read_until_closed().startswith(b"FAILED: Event exceeds the maximum length (512 chars")
+    assert peak_rss_kib(p.pid) - before < 16 << 10
+    with LineClient(port) as c:
+        send_and_ack(c, [b"after"])
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert read_dir_lines(out) == [b"first", b"after"]
+    assert "refused 1 connection(s)" in p.stderr
 
 
 # -- 5. logger sink ---------------------------------------------------------------------------

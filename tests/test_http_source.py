@@ -1,10 +1,15 @@
 """The HTTP source (Flume's JSONHandler) through the agent CLI with real requests: 200 only
 after the commit, 400 for malformed input (the agent keeps running), 503 when the channel
-is full, 413 over the size limit."""
+is full, 413 over the size limit; strict Content-Length, deep JSON, HTTPS with a PKCS12
+keystore or PEM files, and the listener's limits (backlog, maxConnections, idleTimeout)."""
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import json
 import re
+import socket
+import ssl
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -12,22 +17,26 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2e_support import free_port, poll, read_dir_lines, wait_for_port, write_config
+import pytest
+
+from e2e_support import free_port, get_json, poll, read_dir_lines, wait_for_port, write_config
 from fastsync.agent.sources.http import BadRequest, parse_json_events
+from socket_clients import hold_connections, listen_backlog, simultaneous
 from test_syslog import logged_events
 
 
-def post(port: int, data: bytes, content_type: str = "application/json; charset=utf-8") -> tuple[int, str]:
-    req = urllib.request.Request("http://127.0.0.1:%d/" % port, data=data, method="POST",
+def post(port: int, data: bytes, content_type: str = "application/json; charset=utf-8",
+         scheme: str = "http", context: ssl.SSLContext | None = None) -> tuple[int, str]:
+    req = urllib.request.Request("%s://127.0.0.1:%d/" % (scheme, port), data=data, method="POST",
                                  headers={"Content-Type": content_type})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30, context=context) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
 
 
-def http_agent(tmp_path, agent, sink: bool = True, **extra):
+def http_agent(tmp_path, agent, sink: bool = True, args: tuple = (), **extra):
     port = free_port()
     cfg = {"a1.sources": "r1", "a1.channels": "c1",
            "a1.sources.r1.type": "org.apache.flume.source.http.HTTPSource", "a1.sources.r1.port": port,
@@ -36,9 +45,23 @@ def http_agent(tmp_path, agent, sink: bool = True, **extra):
         cfg.update({"a1.sinks": "k1", "a1.sinks.k1.type": "logger", "a1.sinks.k1.channel": "c1",
                     "a1.sinks.k1.maxBytesToLog": 64})
     cfg.update(extra)
-    p = agent("a1", write_config(tmp_path, cfg))
+    p = agent("a1", write_config(tmp_path, cfg), *args)
     wait_for_port(port, timeout=15, alive=p.alive)
     return p, port
+
+
+def raw_exchange(port: int, head: bytes, timeout: float = 10.0) -> bytes:
+    """Send `head` (request line and headers, no body) and read the answer until the server
+    closes; AssertionError if it does not answer within timeout."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head)
+        got = b""
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except socket.timeout:
+            raise AssertionError("no answer within %gs to %r (got %r)" % (timeout, head, got)) from None
+        return got
 
 
 def test_events_with_headers_then_malformed_input_keeps_the_agent_running(tmp_path, agent):
@@ -160,3 +183,134 @@ def test_fuzzed_requests_leave_the_agent_up_and_answering(tmp_path, agent):
     poll(lambda: "after=fuzz" in p.stderr or not p.alive(), 20, message="the request after the fuzz")
     assert p.alive() and "Traceback" not in p.stderr, p.stderr[-3000:]
     assert p.stop(timeout=20) == 0, p.stderr[-3000:]
+
+
+def test_content_length_must_be_a_non_negative_integer(tmp_path, agent):
+    """Content-Length -1 (or any non-number) used to read the body to the end of the stream,
+    past maxRequestSize; now it is answered 400 from the headers alone, nothing read."""
+    mport = free_port()
+    p, port = http_agent(tmp_path, agent, args=("--metrics-port", str(mport)), **{"a1.sources.r1.maxRequestSize": 1000})
+    bad = ["-1", "abc", "+5", "1e3", "0x10", "5_0", "\u0662"]
+    for value in bad:
+        head = ("POST / HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n" % value).encode()
+        answer = raw_exchange(port, head)
+        assert answer.startswith(b"HTTP/1.0 400 ") and b"Content-Length must be one non-negative integer" in answer, (value, answer)
+    # two different lengths (request smuggling) are refused as well
+    answer = raw_exchange(port, b"POST / HTTP/1.0\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 400 "), answer
+    assert post(port, json.dumps([{"body": "fine"}]).encode()) == (200, "")
+    assert get_json("http://127.0.0.1:%d/metrics" % mport)["SOURCE.r1"]["EventReadFail"] == str(len(bad) + 1)
+    poll(lambda: p.stderr.count("Event: ") >= 1, 15, message="the good event logged")
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert p.stderr.count("Event: ") == 1
+
+
+def test_json_nested_too_deeply_is_answered_400(tmp_path, agent):
+    mport = free_port()
+    p, port = http_agent(tmp_path, agent, args=("--metrics-port", str(mport)))
+    code, text = post(port, b"[" * 100_000 + b"]" * 100_000)
+    assert code == 400 and "nested too deeply" in text, (code, text)
+    code, text = post(port, b'[{"headers": ' + b'{"a": ' * 50_000 + b'""' + b"}" * 50_001 + b"]")
+    assert code == 400, (code, text)
+    assert get_json("http://127.0.0.1:%d/metrics" % mport)["SOURCE.r1"]["EventReadFail"] == "2"
+    assert post(port, json.dumps([{"body": "after"}]).encode()) == (200, "")
+    poll(lambda: p.stderr.count("Event: ") >= 1, 15, message="the good event logged")
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_500_simultaneous_clients_are_all_answered(tmp_path, agent):
+    p, port = http_agent(tmp_path, agent, **{"a1.channels.c1.capacity": 1000, "a1.channels.c1.transactionCapacity": 10})
+    assert listen_backlog(port) >= 1024
+    n = 500
+    requests = []
+    for i in range(n):
+        body = json.dumps([{"headers": {"n": str(i)}, "body": "client %d" % i}]).encode()
+        requests.append(b"POST / HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    answers = simultaneous(port, requests)
+    failed = [a for a in answers if not (isinstance(a, bytes) and a.startswith(b"HTTP/1.0 200 "))]
+    assert not failed, "%d of %d failed, e.g. %r" % (len(failed), n, failed[:3])
+    poll(lambda: p.stderr.count("Event: ") >= n, 30, message="%d events logged" % n)
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert sorted(map(int, re.findall(r"headers:\{n=(\d+)\}", p.stderr))) == list(range(n))
+
+
+def test_connections_past_max_connections_get_503_and_idle_ones_are_closed(tmp_path, agent):
+    mport = free_port()
+    p, port = http_agent(tmp_path, agent, args=("--metrics-port", str(mport)),
+                         **{"a1.sources.r1.maxConnections": 2, "a1.sources.r1.idleTimeout": 1000})
+    # these two take both slots, the next one is refused at once
+    held = hold_connections(mport, 2, lambda: socket.create_connection(("127.0.0.1", port), timeout=10))
+    answer = raw_exchange(port, b"")
+    assert answer.startswith(b"HTTP/1.0 503 ") and b"too many connections (maxConnections 2)" in answer, answer
+    for s in held:      # they sent nothing: closed after idleTimeout
+        with s:
+            assert s.recv(100) == b""
+    assert post(port, json.dumps([{"body": "slot free again"}]).encode()) == (200, "")
+    poll(lambda: p.stderr.count("Event: ") >= 1, 15, message="the event logged")
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert "refused 1 connection(s)" in p.stderr and "maxConnections is 2" in p.stderr
+
+
+def make_tls_files(tmp_path, password: bytes = b"changeit"):
+    """A self-signed certificate for 127.0.0.1: (cert.pem, key.pem encrypted with password, keystore.p12)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fastsync test")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    pem, keypem, p12 = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "keystore.p12"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keypem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.BestAvailableEncryption(password)))
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"fastsync", key, cert, None,
+                                                          serialization.BestAvailableEncryption(password)))
+    return pem, keypem, p12
+
+
+@pytest.mark.parametrize("store", ["pkcs12", "pem"])
+def test_https_with_a_keystore_or_pem_files(tmp_path, agent, store):
+    pem, keypem, p12 = make_tls_files(tmp_path)
+    keys = ({"a1.sources.r1.keystore": p12, "a1.sources.r1.keystorePassword": "changeit",
+             "a1.sources.r1.keystore-type": "PKCS12"} if store == "pkcs12"
+            else {"a1.sources.r1.ssl.certfile": pem, "a1.sources.r1.ssl.keyfile": keypem,
+                  "a1.sources.r1.keystorePassword": "changeit"})
+    p, port = http_agent(tmp_path, agent, **{"a1.sources.r1.ssl": "true"}, **keys)
+    client = ssl.create_default_context(cafile=str(pem))       # verifies the certificate and 127.0.0.1
+    assert post(port, json.dumps([{"body": "over tls"}]).encode(), scheme="https", context=client) == (200, "")
+    with pytest.raises(urllib.error.URLError) as refused:        # a client that does not trust it
+        post(port, b"[]", scheme="https", context=ssl.create_default_context())
+    assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
+    with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP gets no answer
+        post(port, json.dumps([{"body": "in clear"}]).encode())
+    poll(lambda: p.stderr.count("Event: ") >= 1, 15, message="the event logged")
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert p.stderr.count("Event: ") == 1 and "over tls" in p.stderr
+
+
+def test_tls_configuration_errors_name_the_key(tmp_path, run_agent):
+    pem, keypem, p12 = make_tls_files(tmp_path)
+    base = {"a1.sources": "r1", "a1.channels": "c1", "a1.sources.r1.type": "http", "a1.sources.r1.port": free_port(),
+            "a1.sources.r1.channels": "c1", "a1.channels.c1.type": "memory", "a1.sources.r1.ssl": "true"}
+    cases = [
+        ({"a1.sources.r1.keystore": p12, "a1.sources.r1.keystorePassword": "wrong"},
+         "a1.sources.r1.keystore", "cannot load the TLS key and certificate"),
+        ({"a1.sources.r1.keystore": p12, "a1.sources.r1.keystore-type": "JKS"}, "a1.sources.r1.keystore-type", "only PKCS12"),
+        ({}, "a1.sources.r1.ssl", "needs either keystore or ssl.certfile"),
+        # an encrypted key without its password: an error, not a prompt on the terminal
+        ({"a1.sources.r1.ssl.certfile": pem, "a1.sources.r1.ssl.keyfile": keypem}, "a1.sources.r1.ssl.certfile", "cannot load"),
+    ]
+    for i, (keys, key, words) in enumerate(cases):
+        p = run_agent("a1", write_config(tmp_path, {**base, **keys}, name="bad%d.properties" % i), "--validate", timeout=30)
+        assert p.returncode == 2 and key in p.stderr and words in p.stderr, (keys, p.stderr)
+        assert "Traceback" not in p.stderr and "changeit" not in p.stderr

@@ -13,18 +13,29 @@ stays "1.50"); null is no header / an empty body; an object or array there is a 
 is a header name given twice. The request's charset (UTF-8, UTF-16 or UTF-32; others are a
 400) decodes the request and encodes the bodies, as Java does: UTF-16 bodies are big-endian
 with a byte order mark, UTF-32 big-endian.
+
+The body is read only after its Content-Length (digits only, at most `maxRequestSize`) was
+checked, and never past it. With `ssl = true` the source speaks HTTPS (TLS 1.2 or later),
+its key and certificate from a PKCS12 `keystore` (as Flume's) or PEM `ssl.certfile` /
+`ssl.keyfile`. The listening socket and its limits (`backlog`, `maxConnections`,
+`idleTimeout`) are listener.py's; a connection past `maxConnections` is answered 503.
 """
 from __future__ import annotations
 
 import json
 import logging
-import threading
+import os
+import re
+import secrets
+import ssl
+import tempfile
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from fastsync.agent.component import SOURCES, Place, setting
 from fastsync.agent.errors import ChannelException
-from fastsync.agent.source import Source, SourceConfig
+from fastsync.agent.source import Source
+from fastsync.agent.sources.listener import Listener, ListenerConfig
 from fastsync.event import EventBatch
 
 log = logging.getLogger("fastsync.source.http")
@@ -109,16 +120,87 @@ def parse_json_events(data: bytes, charset: str = "utf-8") -> EventBatch:
 
 
 @dataclass
-class HttpSourceConfig(SourceConfig):
+class HttpSourceConfig(ListenerConfig):
     PASSTHROUGH = ("handler.",)
     port: int = setting("port", doc="TCP port to listen on", min=0, max=65535)
     bind: str = setting("bind", "127.0.0.1", "address to listen on")
     handler: str = setting("handler", JSON_HANDLER[0], "request format: Flume's JSONHandler")
     maxRequestSize: int = setting("maxRequestSize", 64 << 20, "largest request body accepted, bytes", min=1)
+    sslEnabled: bool = setting("ssl", False, "serve HTTPS")
+    keystore: str = setting("keystore", "", "ssl: PKCS12 file with the private key and its certificate chain")
+    keystorePassword: str = setting("keystorePassword", "", "ssl: the keystore's password (or an encrypted ssl.keyfile's)")
+    keystoreType: str = setting("keystore-type", "PKCS12", "ssl: the keystore's format; PKCS12 only")
+    certfile: str = setting("ssl.certfile", "", "ssl: PEM certificate chain (instead of a keystore)")
+    keyfile: str = setting("ssl.keyfile", "", "ssl: PEM private key, if not in ssl.certfile")
 
     def validate(self, place: Place) -> None:
         if self.handler.strip().lower() not in [h.lower() for h in JSON_HANDLER]:
             raise place.error("handler", "handler '%s' is not supported (supported: %s)" % (self.handler, JSON_HANDLER[0]))
+        if not self.sslEnabled:
+            return
+        if self.keystoreType.strip().upper() != "PKCS12":
+            raise place.error("keystore-type", "keystore-type %s is not supported, only PKCS12 (convert it with "
+                              "keytool -importkeystore -deststoretype PKCS12)" % self.keystoreType)
+        if bool(self.keystore) == bool(self.certfile):
+            raise place.error("ssl", "ssl = true needs either keystore or ssl.certfile (not both)")
+        try:
+            self.ssl_context()
+        except (OSError, ValueError) as exc:
+            key = "keystore" if self.keystore else "ssl.certfile"
+            raise place.error(key, "cannot load the TLS key and certificate: %s" % _reason(exc)) from None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.certfile:
+            # a callable, so an encrypted key without its password fails instead of prompting on the terminal
+            ctx.load_cert_chain(self.certfile, self.keyfile or None, lambda: self.keystorePassword.encode())
+            return ctx
+        from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat, pkcs12
+        with open(self.keystore, "rb") as f:
+            key, cert, chain = pkcs12.load_key_and_certificates(f.read(), self.keystorePassword.encode() or None)
+        if key is None or cert is None:
+            raise ValueError("%s holds no private key with its certificate" % self.keystore)
+        # ssl loads keys from files only: a private directory, the key encrypted with a one-off password
+        password = secrets.token_hex(16)
+        with tempfile.TemporaryDirectory(prefix="fastsync-tls-") as tmp:
+            certs, keyfile = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
+            with open(certs, "wb") as f:
+                f.write(b"".join(c.public_bytes(Encoding.PEM) for c in [cert, *chain]))
+            with open(keyfile, "wb") as f:
+                f.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(password.encode())))
+            ctx.load_cert_chain(certs, keyfile, password)
+        return ctx
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return "%s: %s" % (exc.filename or "", exc.strerror) if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class _Handler(BaseHTTPRequestHandler):
+    source: "HttpSource"
+
+    def _reply(self, code: int, message: str = "") -> None:
+        body = (message + "\n").encode() if message else b""
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        code, message = self.source.handle(self.headers, self.rfile)
+        self._reply(code, message)
+
+    def do_GET(self):
+        self._reply(405, "POST a JSON array of events")
+
+    do_PUT = do_DELETE = do_GET
+
+    def log_message(self, fmt, *args):
+        log.debug("http source: " + fmt, *args)
 
 
 @SOURCES.register("http", "org.apache.flume.source.http.HTTPSource")
@@ -127,49 +209,46 @@ class HttpSource(Source):
 
     def __init__(self, name, config):
         super().__init__(name, config)
-        self.server: ThreadingHTTPServer | None = None
+        self.listener: Listener | None = None
+        self.tls: ssl.SSLContext | None = None
         self.port = config.port
 
     def start(self) -> None:
         super().start()
-        source = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, code: int, message: str = "") -> None:
-                body = (message + "\n").encode() if message else b""
-                self.send_response(code)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                code, message = source.handle(self.headers, self.rfile)
-                self._reply(code, message)
-
-            def do_GET(self):
-                self._reply(405, "POST a JSON array of events")
-
-            do_PUT = do_DELETE = do_GET
-
-            def log_message(self, fmt, *args):
-                log.debug("http source: " + fmt, *args)
-
         c = self.config
+        self.tls = c.ssl_context() if c.sslEnabled else None
+        # the handler reads with idleTimeout as its socket timeout
+        self.Handler = type("Handler", (_Handler,), {"source": self, "timeout": c.idle_seconds})
+        text = b"too many connections (maxConnections %d)\n" % c.maxConnections
+        refusal = b"" if self.tls else (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(text), text))
+        what = "http%s source %s" % ("s" if self.tls else "", self.name)
+        self.listener = Listener(what, c.bind, c.port, c, self._serve, self.counters, refusal)
+        self.port = self.listener.port
+
+    def _serve(self, conn, peer) -> None:
+        if self.tls is None:
+            self.Handler(conn, peer, None)
+            return
+        conn.settimeout(self.config.idle_seconds)       # a client that never completes the handshake
         try:
-            self.server = ThreadingHTTPServer((c.bind, c.port), Handler)
-        except OSError as exc:
-            raise OSError("http source %s: cannot listen on %s:%d: %s" % (self.name, c.bind, c.port, exc.strerror)) from None
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, name="http-%s" % self.name, daemon=True).start()
-        log.info("http source %s listening on %s:%d", self.name, c.bind, self.port)
+            tls = self.tls.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.info("http source %s: TLS handshake with %s:%s failed: %s", self.name, peer[0], peer[1], exc)
+            return
+        with tls:
+            self.Handler(tls, peer, None)
 
     def handle(self, headers, rfile) -> tuple[int, str]:
-        try:
-            length = int(headers.get("Content-Length", ""))
-        except ValueError:
+        if headers.get("Transfer-Encoding"):
+            return 411, "Transfer-Encoding is not supported: send a Content-Length"
+        lengths = headers.get_all("Content-Length") or []
+        if not lengths:
             return 411, "a Content-Length is required"
+        if len(set(v.strip() for v in lengths)) > 1 or not re.fullmatch(r"[0-9]+", lengths[0].strip()):
+            self.counters.add(EventReadFail=1)
+            return 400, "Content-Length must be one non-negative integer, got %s" % ", ".join(map(repr, lengths))
+        length = int(lengths[0])
         if length > self.config.maxRequestSize:
             return 413, "request of %d bytes is larger than maxRequestSize (%d)" % (length, self.config.maxRequestSize)
         data = rfile.read(length)
@@ -179,6 +258,9 @@ class HttpSource(Source):
         except BadRequest as exc:
             self.counters.add(EventReadFail=1)
             return 400, str(exc)
+        except RecursionError:
+            self.counters.add(EventReadFail=1)
+            return 400, "not JSON this parser accepts: nested too deeply"
         if len(batch) > self.processor.max_batch:
             return 413, "%d events are more than one channel transaction holds (%d)" % (len(batch), self.processor.max_batch)
         try:
@@ -189,8 +271,7 @@ class HttpSource(Source):
         return 200, ""
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
         super().stop()

@@ -4,12 +4,13 @@ Lines that arrive together are put into the channels as one batch; with ack-ever
 each event is answered "OK\n" only after that batch was committed, or
 "FAILED: <reason>\n" if a channel refused it. A line longer than max-line-length (bytes,
 newline included) is answered with Flume's FAILED message and the connection is closed.
+The listening socket and its limits (`backlog`, `maxConnections`, `idleTimeout`) are
+listener.py's; a connection past `maxConnections` is answered "FAILED: ..." and closed.
 """
 from __future__ import annotations
 
 import logging
 import socket
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,14 +18,15 @@ import numpy as np
 from fastsync._native import split_lines
 from fastsync.agent.component import SOURCES, setting
 from fastsync.agent.errors import ChannelException
-from fastsync.agent.source import Source, SourceConfig
+from fastsync.agent.source import Source
+from fastsync.agent.sources.listener import Listener, ListenerConfig
 from fastsync.event import EventBatch
 
 log = logging.getLogger("fastsync.source.netcat")
 
 
 @dataclass
-class NetcatSourceConfig(SourceConfig):
+class NetcatSourceConfig(ListenerConfig):
     bind: str = setting("bind", doc="address to listen on")
     port: int = setting("port", doc="TCP port to listen on", min=0, max=65535)
     maxLineLength: int = setting("max-line-length", 512, "longest line accepted, newline included", min=2)
@@ -38,59 +40,28 @@ class NetcatSource(Source):
 
     def __init__(self, name, config):
         super().__init__(name, config)
-        self._stop = threading.Event()
-        self._sock: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
+        self.listener: Listener | None = None
         self.port = config.port
 
     def start(self) -> None:
         super().start()
         c = self.config
-        try:
-            self._sock = socket.create_server((c.bind, c.port), reuse_port=False)
-        except OSError as exc:
-            raise OSError("netcat source %s: cannot listen on %s:%d: %s" % (self.name, c.bind, c.port, exc.strerror)) from None
-        self._sock.settimeout(0.2)
-        self.port = self._sock.getsockname()[1]
-        log.info("netcat source %s listening on %s:%d", self.name, c.bind, self.port)
-        t = threading.Thread(target=self._accept, name="netcat-%s" % self.name, daemon=True)
-        t.start()
-        self._threads.append(t)
+        refusal = b"FAILED: too many connections (maxConnections %d)\n" % c.maxConnections
+        self.listener = Listener("netcat source %s" % self.name, c.bind, c.port, c, self._serve, self.counters, refusal)
+        self.port = self.listener.port
 
     def stop(self) -> None:
-        self._stop.set()
-        for t in list(self._threads):
-            t.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
+        if self.listener is not None:
+            self.listener.stop(wait=10)
         super().stop()
-
-    def _accept(self) -> None:
-        n = 0
-        while not self._stop.is_set():
-            try:
-                conn, peer = self._sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            n += 1
-            t = threading.Thread(target=self._serve, args=(conn, peer), name="netcat-handler-%d" % n, daemon=True)
-            t.start()
-            self._threads = [x for x in self._threads if x.is_alive()] + [t]
 
     def _serve(self, conn: socket.socket, peer) -> None:
         c = self.config
-        self.counters.add(OpenConnectionCount=1)
         buf = bytearray()
-        conn.settimeout(0.2)
         try:
-            while not self._stop.is_set():
-                try:
-                    chunk = conn.recv(1 << 16)
-                except socket.timeout:
-                    continue
-                if not chunk:
+            while True:
+                chunk = self.listener.recv(conn)
+                if not chunk:       # end, stop or idle
                     break
                 buf += chunk
                 data, offsets, n, used, _ = split_lines(buf, strip_cr=False)
@@ -109,9 +80,6 @@ class NetcatSource(Source):
                 del buf[:used]
         except OSError as exc:
             log.info("netcat source %s: connection from %s ended: %s", self.name, peer, exc)
-        finally:
-            conn.close()
-            self.counters.add(OpenConnectionCount=-1)
 
     def _commit_and_ack(self, conn: socket.socket, batch: EventBatch) -> None:
         try:

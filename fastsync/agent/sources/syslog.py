@@ -17,6 +17,11 @@ text) is valid: Facility and Severity from PRI, the whole line as the body. Anyt
 gets Flume's `flume.syslog.status = Invalid`, `Facility = 0`, `Severity = 0` and its raw
 bytes as the body: it is stored, not dropped, and the source keeps running. Empty lines are
 skipped, as Flume skips them. With `keepFields = true` the body is always the whole line.
+
+TCP: a line longer than `eventSize` is cut there while it is read (the rest, up to its
+newline, is dropped), so a connection never holds more than `eventSize` bytes of a line
+whatever a client sends; the listening socket and its limits (`backlog`,
+`maxConnections`, `idleTimeout`) are listener.py's.
 """
 from __future__ import annotations
 
@@ -36,10 +41,12 @@ from fastsync._native import split_lines
 from fastsync.agent.component import SOURCES, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import Source, SourceConfig
+from fastsync.agent.sources.listener import Listener, ListenerConfig
 from fastsync.event import EventBatch, as_utf8
 
 log = logging.getLogger("fastsync.source.syslog")
 MAX_BATCH = 1000
+READ_SIZE = 256 << 10       # TCP: bytes read at a time
 
 # Flume's patterns (SyslogUtils.SYSLOG_MSG_RFC5424_0 / _RFC3164_0), in RE2: Java's \s, and
 # Java's `.`, which stops at line terminators (Flume matches the whole message with matches()).
@@ -185,28 +192,11 @@ class SyslogSourceConfig(SourceConfig):
 
 class _SyslogSource(Source):
     Config = SyslogSourceConfig
-    kind = socket.SOCK_STREAM
 
     def __init__(self, name, config):
         super().__init__(name, config)
         self._stop = threading.Event()
-        self.sock: socket.socket | None = None
         self.port = config.port
-
-    def start(self) -> None:
-        super().start()
-        c = self.config
-        self.sock = socket.socket(socket.AF_INET, self.kind)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((c.host, c.port))
-        except OSError as exc:
-            raise OSError("%s source %s: cannot listen on %s:%d: %s" % (self.TYPE, self.name, c.host, c.port, exc.strerror)) from None
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop.clear()
-        threading.Thread(target=self._serve, name="%s-%s" % (self.TYPE, self.name), daemon=True).start()
-        log.info("%s source %s listening on %s:%d", self.TYPE, self.name, c.host, self.port)
 
     @property
     def batch_limit(self) -> int:
@@ -227,53 +217,79 @@ class _SyslogSource(Source):
                     self._stop.wait(0.5)
         return True
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self.sock is not None:
-            self.sock.close()
-        super().stop()
+
+@dataclass
+class SyslogTcpSourceConfig(ListenerConfig, SyslogSourceConfig):
+    pass
 
 
 @SOURCES.register("syslogtcp", "org.apache.flume.source.SyslogTcpSource")
 class SyslogTcpSource(_SyslogSource):
-    def _serve(self) -> None:
-        self.sock.listen(64)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+    Config = SyslogTcpSourceConfig
 
-    def _connection(self, conn: socket.socket) -> None:
-        """Lines of one connection; TCP's flow control is the back-pressure."""
+    def start(self) -> None:
+        super().start()
+        c = self.config
+        self._stop.clear()
+        self.listener = Listener("syslogtcp source %s" % self.name, c.host, c.port, c, self._connection, self.counters)
+        self.port = self.listener.port
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.stop()
+        super().stop()
+
+    def _connection(self, conn: socket.socket, peer) -> None:
+        """Lines of one connection; TCP's flow control is the back-pressure. At most
+        eventSize bytes of an unfinished line are kept: a longer one is cut there and the
+        rest of it skipped."""
+        size = self.config.eventSize
         pending = b""
-        conn.settimeout(0.2)
-        with conn:
-            while not self._stop.is_set():
-                try:
-                    chunk = conn.recv(1 << 20)
-                except socket.timeout:
+        skipping = False        # in the rest of a line already cut
+        while True:
+            chunk = self.listener.recv(conn, READ_SIZE)
+            if chunk is None:
+                return
+            final = not chunk
+            if skipping:
+                nl = chunk.find(b"\n")
+                if nl < 0:
                     continue
-                except OSError:
-                    return
-                data = pending + chunk
-                final = not chunk
-                buf, offsets, n, used, _ = split_lines(data, True, final, self.config.eventSize)
-                pending = data[used:]
-                if n:
-                    lines = pa.Array.from_buffers(pa.large_binary(), n, [None, offsets, buf])
-                    if not self._put(lines):
-                        return
-                if final:
-                    return
+                chunk, skipping = chunk[nl + 1:], False
+            data = pending + chunk
+            buf, offsets, n, used, _ = split_lines(data, True, final, size)
+            lines = pa.Array.from_buffers(pa.large_binary(), n, [None, offsets, buf])
+            pending = data[used:]
+            if len(pending) > size:
+                lines = pa.concat_arrays([lines, pa.array([pending[:size]], pa.large_binary())])
+                pending, skipping = b"", True
+            if len(lines) and not self._put(lines):
+                return
+            if final:
+                return
 
 
 @SOURCES.register("syslogudp", "org.apache.flume.source.SyslogUDPSource")
 class SyslogUdpSource(_SyslogSource):
-    kind = socket.SOCK_DGRAM
+    def start(self) -> None:
+        super().start()
+        c = self.config
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((c.host, c.port))
+        except OSError as exc:
+            raise OSError("%s source %s: cannot listen on %s:%d: %s" % (self.TYPE, self.name, c.host, c.port, exc.strerror)) from None
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop.clear()
+        threading.Thread(target=self._serve, name="%s-%s" % (self.TYPE, self.name), daemon=True).start()
+        log.info("%s source %s listening on %s:%d", self.TYPE, self.name, c.host, self.port)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        super().stop()
 
     def _serve(self) -> None:
         """Datagrams that arrive together form a batch; UDP has no back-pressure, so a
