@@ -8,6 +8,7 @@ know are reported as warnings (Flume ignores them), never silently dropped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -75,7 +76,11 @@ def _parse_value(kind, raw: str, place: Place, key: str):
         except ValueError:
             raise place.error(key, "expected a number, got %r" % raw) from None
     if kind is list:
-        return text.replace(",", " ").split()
+        items = text.replace(",", " ").split()
+        if len(set(items)) != len(items):
+            seen: set[str] = set()
+            raise place.error(key, "%s listed twice" % ", ".join(sorted({i for i in items if i in seen or seen.add(i)})))
+        return items
     return text
 
 
@@ -96,16 +101,10 @@ def check_regex(place: Place, key: str, pattern: str, re2: bool = False) -> None
 
 def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
     """Build cls from place.props, checking types, ranges, choices and required keys."""
-    hints = {f.name: f.type for f in fields(cls)}
     values: dict[str, Any] = {}
-    known = set(cls.STRUCTURAL)
-    for f in fields(cls):
-        key = f.metadata.get("key")
-        if key is None:
-            continue
-        known.add(key)
+    settings, known = _settings(cls)
+    for f, key, kind in settings:
         prop = place.props.get(key)
-        kind = _resolve(hints[f.name])
         if prop is None:
             if f.default is _MISSING and f.default_factory is _MISSING:
                 raise place.error(key, "required key is missing")
@@ -135,6 +134,14 @@ def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
         config.extra = extra  # type: ignore[attr-defined]
     config.validate(place)
     return config
+
+
+@functools.lru_cache(maxsize=None)
+def _settings(cls: type[ComponentConfig]) -> tuple[list[tuple[dataclasses.Field, str, type]], frozenset[str]]:
+    """The (field, key, kind) of each setting of cls and every key it knows, worked out once
+    per class, not once per component."""
+    settings = [(f, f.metadata["key"], _resolve(f.type)) for f in fields(cls) if f.metadata.get("key") is not None]
+    return settings, frozenset(cls.STRUCTURAL) | {key for _, key, _ in settings}
 
 
 def _resolve(t):
