@@ -213,7 +213,7 @@ def lines(draw) -> str:
 # a valid config, then lines that add to or override it (later keys win), or lines alone
 configs = st.tuples(st.booleans(), st.lists(lines(), max_size=10)).map(
     lambda t: (BASE if t[0] else "") + "\n".join(t[1]))
-LINE_BREAK = "a1.sources = r1\na1.sources.r1.type = bad\\nname"            # an escaped line break in an error
+LINE_BREAK = BASE + "a1.sources.r1.type = bad\\nname"                      # an escaped line break in an error
 HALF_SURROGATE = "a1.channels = \\uD800\na1.sinks = k1"                      # half a surrogate pair
 SHORT_ESCAPE = BASE + "a1.channels.c1.capacity = \\u12"                     # a \u escape of 2 digits
 # a surrogate pair written as two escapes is one character (before: two halves, a traceback printing them)
