@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -58,6 +59,11 @@ class Place:
         return ConfigError(message, self.path, line, "%s.%s" % (self.prefix, key))
 
 
+def duplicates(names: list[str]) -> list[str]:
+    """The names listed more than once, sorted."""
+    return sorted(n for n, count in Counter(names).items() if count > 1)
+
+
 def _parse_value(kind, raw: str, place: Place, key: str):
     text = raw.strip()
     if kind is bool:
@@ -77,9 +83,9 @@ def _parse_value(kind, raw: str, place: Place, key: str):
             raise place.error(key, "expected a number, got %r" % raw) from None
     if kind is list:
         items = text.replace(",", " ").split()
-        if len(set(items)) != len(items):
-            seen: set[str] = set()
-            raise place.error(key, "%s listed twice" % ", ".join(sorted({i for i in items if i in seen or seen.add(i)})))
+        dup = duplicates(items)
+        if dup:
+            raise place.error(key, "%s listed twice" % ", ".join(dup))
         return items
     return text
 

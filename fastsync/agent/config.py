@@ -10,7 +10,8 @@ import logging
 from dataclasses import dataclass, field
 
 from fastsync.agent import channels as _channels, sinks as _sinks, sources as _sources  # noqa: F401 (registers)
-from fastsync.agent.component import CHANNELS, SINKS, SOURCES, ComponentConfig, Place, Registry, parse_config
+from fastsync.agent.component import (CHANNELS, SINKS, SOURCES, ComponentConfig, Place, Registry, duplicates,
+                                      parse_config)
 from fastsync.agent.errors import ConfigError
 from fastsync.agent.interceptors import INTERCEPTORS
 from fastsync.agent.properties import Prop, parse_properties
@@ -71,19 +72,16 @@ def _children(props: dict[str, Prop]) -> dict[str, dict[str, Prop]]:
     return out
 
 
-def _names(value: str, err) -> list[str]:
-    """The names of a list-valued key (`channels = c1 c2`); a name listed twice would, for
-    channels, deliver every event twice: err(message) builds the error."""
-    listed = value.split()
-    if len(set(listed)) != len(listed):
-        seen: set[str] = set()
-        dup = sorted({n for n in listed if n in seen or seen.add(n)})
-        raise err("%s listed twice" % ", ".join(dup))
-    return listed
-
-
 def _listed(place: Place, key: str) -> list[str]:
-    return _names(place.props[key].value, lambda message: place.error(key, message)) if key in place.props else []
+    """The names of a list-valued key (`channels = c1 c2`), [] if absent. A name listed twice
+    is an error: in a source's channels it would deliver every event twice."""
+    if key not in place.props:
+        return []
+    names = place.props[key].value.split()
+    dup = duplicates(names)
+    if dup:
+        raise place.error(key, "%s listed twice" % ", ".join(dup))
+    return names
 
 
 def _multiplexing(place: Place, bound: list[str]) -> Multiplexing:
@@ -130,19 +128,15 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         agents = sorted({k.split(".", 1)[0] for k in props if "." in k})
         raise ConfigError("no keys for agent '%s' (agents in this file: %s)" % (agent, ", ".join(agents) or "none"), path)
 
-    def names(kind: str) -> tuple[list[str], int | None]:
-        p = mine.get(kind)
-        if p is None:
-            return [], None
+    agent_place = Place(path, agent, mine)
 
-        def err(message: str) -> ConfigError:
-            return ConfigError(message, path, p.line, prefix + kind)
-        listed = _names(p.value, err)
+    def names(kind: str) -> tuple[list[str], int | None]:
+        listed = _listed(agent_place, kind)
         for n in listed:
             # keys are split at dots: a dotted name could never have keys of its own (as in Flume)
             if "." in n:
-                raise err("'%s': a component name cannot contain '.'" % n)
-        return listed, p.line
+                raise agent_place.error(kind, "'%s': a component name cannot contain '.'" % n)
+        return listed, agent_place.line(kind)
 
     listed = {kind: names(kind) for kind in KINDS}
     listed_sets = {kind: set(listed[kind][0]) for kind in KINDS}
