@@ -53,8 +53,9 @@ class Agent:
 
     def _start_sinks(self, names) -> None:
         grouped = self._grouped()
+        starting = set(names)      # once, not once per group: start-up stays linear
         for group in self.config.sinkgroups.values():
-            if group.processor is None or not set(group.sinks) & set(names):
+            if group.processor is None or starting.isdisjoint(group.sinks):
                 continue
             members = [self.sinks[s] for s in group.sinks]
             for sink in members:

@@ -8,7 +8,9 @@ know are reported as warnings (Flume ignores them), never silently dropped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -57,6 +59,11 @@ class Place:
         return ConfigError(message, self.path, line, "%s.%s" % (self.prefix, key))
 
 
+def duplicates(names: list[str]) -> list[str]:
+    """The names listed more than once, sorted."""
+    return sorted(n for n, count in Counter(names).items() if count > 1)
+
+
 def _parse_value(kind, raw: str, place: Place, key: str):
     text = raw.strip()
     if kind is bool:
@@ -75,7 +82,11 @@ def _parse_value(kind, raw: str, place: Place, key: str):
         except ValueError:
             raise place.error(key, "expected a number, got %r" % raw) from None
     if kind is list:
-        return text.replace(",", " ").split()
+        items = text.replace(",", " ").split()
+        dup = duplicates(items)
+        if dup:
+            raise place.error(key, "%s listed twice" % ", ".join(dup))
+        return items
     return text
 
 
@@ -96,16 +107,10 @@ def check_regex(place: Place, key: str, pattern: str, re2: bool = False) -> None
 
 def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
     """Build cls from place.props, checking types, ranges, choices and required keys."""
-    hints = {f.name: f.type for f in fields(cls)}
     values: dict[str, Any] = {}
-    known = set(cls.STRUCTURAL)
-    for f in fields(cls):
-        key = f.metadata.get("key")
-        if key is None:
-            continue
-        known.add(key)
+    settings, known = _settings(cls)
+    for f, key, kind in settings:
         prop = place.props.get(key)
-        kind = _resolve(hints[f.name])
         if prop is None:
             if f.default is _MISSING and f.default_factory is _MISSING:
                 raise place.error(key, "required key is missing")
@@ -135,6 +140,14 @@ def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
         config.extra = extra  # type: ignore[attr-defined]
     config.validate(place)
     return config
+
+
+@functools.lru_cache(maxsize=None)
+def _settings(cls: type[ComponentConfig]) -> tuple[list[tuple[dataclasses.Field, str, type]], frozenset[str]]:
+    """The (field, key, kind) of each setting of cls and every key it knows, worked out once
+    per class, not once per component."""
+    settings = [(f, f.metadata["key"], _resolve(f.type)) for f in fields(cls) if f.metadata.get("key") is not None]
+    return settings, frozenset(cls.STRUCTURAL) | {key for _, key, _ in settings}
 
 
 def _resolve(t):

@@ -10,7 +10,8 @@ import logging
 from dataclasses import dataclass, field
 
 from fastsync.agent import channels as _channels, sinks as _sinks, sources as _sources  # noqa: F401 (registers)
-from fastsync.agent.component import CHANNELS, SINKS, SOURCES, ComponentConfig, Place, Registry, parse_config
+from fastsync.agent.component import (CHANNELS, SINKS, SOURCES, ComponentConfig, Place, Registry, duplicates,
+                                      parse_config)
 from fastsync.agent.errors import ConfigError
 from fastsync.agent.interceptors import INTERCEPTORS
 from fastsync.agent.properties import Prop, parse_properties
@@ -60,14 +61,39 @@ class SinkGroupSpec:
     config: ComponentConfig
 
 
+def _children(props: dict[str, Prop]) -> dict[str, dict[str, Prop]]:
+    """{"c1.type": p, "c1.capacity": q} -> {"c1": {"type": p, "capacity": q}}: the keys under
+    each first name, in one pass (scanning all keys per component is quadratic)."""
+    out: dict[str, dict[str, Prop]] = {}
+    for key, p in props.items():
+        first, dot, rest = key.partition(".")
+        if dot:
+            out.setdefault(first, {})[rest] = p
+    return out
+
+
+def _listed(place: Place, key: str) -> list[str]:
+    """The names of a list-valued key (`channels = c1 c2`), [] if absent. A name listed twice
+    is an error: in a source's channels it would deliver every event twice."""
+    if key not in place.props:
+        return []
+    names = place.props[key].value.split()
+    dup = duplicates(names)
+    if dup:
+        raise place.error(key, "%s listed twice" % ", ".join(dup))
+    return names
+
+
 def _multiplexing(place: Place, bound: list[str]) -> Multiplexing:
     """Flume's multiplexing selector keys of a source: selector.header
     (flume.selector.header), selector.mapping.<value>, selector.optional.<value>,
     selector.default; every channel named must be one of the source's."""
+    bound_set = set(bound)
+
     def channels_of(key: str) -> list[str]:
-        names = place.props[key].value.split()
+        names = _listed(place, key)
         for ch in names:
-            if ch not in bound:
+            if ch not in bound_set:
                 raise place.error(key, "channel '%s' is not in %s.channels" % (ch, place.prefix))
         return names
     header = place.props["selector.header"].value.strip() if "selector.header" in place.props else "flume.selector.header"
@@ -102,26 +128,28 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         agents = sorted({k.split(".", 1)[0] for k in props if "." in k})
         raise ConfigError("no keys for agent '%s' (agents in this file: %s)" % (agent, ", ".join(agents) or "none"), path)
 
+    agent_place = Place(path, agent, mine)
+
     def names(kind: str) -> tuple[list[str], int | None]:
-        p = mine.get(kind)
-        if p is None:
-            return [], None
-        listed = p.value.split()
-        dup = {n for n in listed if listed.count(n) > 1}
-        if dup:
-            raise ConfigError("%s listed twice" % ", ".join(sorted(dup)), path, p.line, prefix + kind)
-        return listed, p.line
+        listed = _listed(agent_place, kind)
+        for n in listed:
+            # keys are split at dots: a dotted name could never have keys of its own (as in Flume)
+            if "." in n:
+                raise agent_place.error(kind, "'%s': a component name cannot contain '.'" % n)
+        return listed, agent_place.line(kind)
 
     listed = {kind: names(kind) for kind in KINDS}
+    listed_sets = {kind: set(listed[kind][0]) for kind in KINDS}
+    by_kind = _children(mine)
+    by_component = {kind: _children(by_kind.get(kind, {})) for kind in KINDS}
 
     def component_props(kind: str, name: str) -> dict[str, Prop]:
-        pre = "%s.%s." % (kind, name)
-        return {k[len(pre):]: v for k, v in mine.items() if k.startswith(pre)}
+        return by_component[kind].get(name, {})
 
     # keys of components that are not listed: Flume ignores them; say so
     for key, p in mine.items():
         parts = key.split(".")
-        if len(parts) >= 3 and parts[0] in KINDS and parts[1] not in listed[parts[0]][0]:
+        if len(parts) >= 3 and parts[0] in KINDS and parts[1] not in listed_sets[parts[0]]:
             log.warning("%s:%d: %s%s: component '%s' is not listed in %s%s, ignored",
                         path, p.line, prefix, key, parts[1], prefix, parts[0])
         elif len(parts) == 1 and parts[0] not in KINDS:
@@ -157,7 +185,7 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         cls, cfg, place = build("sources", SOURCES, name)
         if "channels" not in place.props:
             raise place.error("type", "source '%s' has no channels: set %s.channels" % (name, place.prefix))
-        bound = place.props["channels"].value.split()
+        bound = _listed(place, "channels")
         if not bound:
             raise place.error("channels", "source '%s' has no channels" % name)
         for ch in bound:
@@ -169,16 +197,19 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
             multiplexing = _multiplexing(place, bound)
             optional = []
         elif kind in ("replicating", "org.apache.flume.channel.replicatingchannelselector"):
-            optional = place.props["selector.optional"].value.split() if "selector.optional" in place.props else []
+            optional = _listed(place, "selector.optional")
+            bound_set = set(bound)
             for ch in optional:
-                if ch not in bound:
+                if ch not in bound_set:
                     raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
         else:
             raise place.error("selector.type", "unknown channel selector '%s' (known: replicating, multiplexing)" % selector.value.strip())
         interceptors = []
-        for iname in place.props["interceptors"].value.split() if "interceptors" in place.props else []:
-            iprops = {k[len("interceptors.%s." % iname):]: v for k, v in place.props.items()
-                      if k.startswith("interceptors.%s." % iname)}
+        iprops_of = _children(_children(place.props).get("interceptors", {}))
+        for iname in _listed(place, "interceptors"):
+            if "." in iname:
+                raise place.error("interceptors", "'%s': an interceptor name cannot contain '.'" % iname)
+            iprops = iprops_of.get(iname, {})
             iplace = Place(path, "%s.interceptors.%s" % (place.prefix, iname), iprops)
             itype = iprops.get("type")
             if itype is None:
@@ -193,7 +224,8 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
             if batch and cap and batch > cap:
                 raise place.error("batchSize", "%d is more than %schannels.%s.transactionCapacity (%d): every put would fail"
                                   % (batch, prefix, ch, cap))
-        sources[name] = SourceSpec(name, cls, cfg, place, [c for c in bound if c not in optional], optional, interceptors,
+        optional_set = set(optional)
+        sources[name] = SourceSpec(name, cls, cfg, place, [c for c in bound if c not in optional_set], optional, interceptors,
                                    multiplexing)
 
     sinks = {}
@@ -215,7 +247,7 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         place = Place(path, "%ssinkgroups.%s" % (prefix, group), gprops)
         if "sinks" not in gprops:
             raise ConfigError("sink group '%s' lists no sinks" % group, path, listed["sinkgroups"][1], place.prefix + ".sinks")
-        members = gprops["sinks"].value.split()
+        members = _listed(place, "sinks")
         for s in members:
             if s not in sinks:
                 raise place.error("sinks", "sink '%s' is not defined in %ssinks" % (s, prefix))
@@ -227,11 +259,11 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         if kind not in PROCESSORS:
             raise place.error("processor.type", "unknown sink processor '%s' (known: default, failover, load_balance)"
                               % ptype.value.strip())
-        pplace = Place(path, place.prefix + ".processor", {k[len("processor."):]: v for k, v in gprops.items()
-                                                            if k.startswith("processor.")})
+        pplace = Place(path, place.prefix + ".processor", _children(gprops).get("processor", {}))
         pconfig = parse_config(SinkProcessorConfig, pplace)
+        member_set = set(members)
         for s in getattr(pconfig, "priorities", {}):
-            if s not in members:
+            if s not in member_set:
                 raise pplace.error("priority." + s, "sink '%s' is not in sink group '%s'" % (s, group))
         sinkgroups[group] = SinkGroupSpec(group, members, PROCESSORS[kind], pconfig)
     return AgentConfig(agent, path, channels, sources, sinks, sinkgroups)

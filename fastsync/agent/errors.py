@@ -1,8 +1,26 @@
 """Errors of the agent half, named as Flume names them."""
+import re
+
+MAX_KEY = 200        # characters of a key kept in an error
+MAX_MESSAGE = 400    # characters of a message kept in an error (it quotes values, lists names)
+# characters that would break the one-line error (str.splitlines() splits at all of these) or
+# garble a terminal
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def readable(text: str, limit: int) -> str:
+    """text on one line, control characters escaped, and at most about `limit` characters: a
+    10 MB value quoted in an error is cut in the middle, its start and end kept."""
+    if len(text) > limit:
+        head = limit * 3 // 4
+        tail = limit - head
+        text = "%s...[%d characters]...%s" % (text[:head], len(text) - head - tail, text[-tail:])
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class ConfigError(Exception):
-    """A configuration problem, located: `file:line: key: message`."""
+    """A configuration problem, located: `file:line: key: message`, on one line of readable
+    length whatever the values it quotes."""
 
     def __init__(self, message: str, path: str | None = None, line: int | None = None, key: str | None = None):
         self.message, self.path, self.line, self.key = message, path, line, key
@@ -10,8 +28,8 @@ class ConfigError(Exception):
         if path:
             where = "%s:%s: " % (path, line) if line else "%s: " % path
         if key:
-            where += "%s: " % key
-        super().__init__(where + message)
+            where += "%s: " % readable(key, MAX_KEY)
+        super().__init__(where + readable(message, MAX_MESSAGE))
 
 
 class ChannelException(Exception):
