@@ -130,7 +130,7 @@ class KafkaSink(Sink):
         if failures:
             err = failures[0][0]
             raise RuntimeError("sink %s: %d of %d messages not delivered: %s" % (self.name, len(failures), n, err.str()))
-        if len(self.failures):
+        if self.failures:
             dead += self._refused(topics, values, keys)
         if dead:
             if self.dead_letters is None:
@@ -146,12 +146,34 @@ class KafkaSink(Sink):
         events: dict = {}
         for i, (t, v, k) in enumerate(zip(topics, values, keys)):
             events.setdefault((t, v, k.encode() if isinstance(k, str) else k), []).append(i)
-        out = []
+        refused = []
         for err, msg in self.failures:
             same = events.get((msg.topic(), msg.value(), msg.key()))
             if same:
-                out.append((same.pop(0), "topic %s: %s" % (msg.topic(), err.str())))
+                refused.append((same.pop(0), err))
+        out = []
+        for i, err in refused:
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                # the broker refuses a whole record batch over its limit: try the message alone
+                err = self._alone(topics[i], values[i], keys[i])
+                if err is None:
+                    continue
+            out.append((i, "topic %s: %s" % (topics[i], err.str())))
         return out
+
+    def _alone(self, topic, value, key):
+        """Produce one message in a batch of its own: None once acknowledged, the error if
+        refused for good; raises if it may work later."""
+        self.failures.clear()
+        produce(self.producer, topic, value, key, self.stopping)
+        if flush_all(self.producer, self.stopping):
+            raise RuntimeError("sink %s stopped with messages unacknowledged" % self.name)
+        if not self.failures:
+            return None
+        err = self.failures[0][0]
+        if err.code() not in PERMANENT:
+            raise RuntimeError("sink %s: message not delivered: %s" % (self.name, err.str()))
+        return err
 
     def interrupt(self) -> None:
         self.stopping.set()
