@@ -121,8 +121,11 @@ class PathTemplate:
             raise TemplateError("path", "unsupported filesystem %r in %r (supported: local paths, file://, %s)"
                                 % (scheme, path, ", ".join(s + "://" for s in REMOTE_SCHEMES)))
         self.name_extra = 0     # bytes the sink adds to a file name prefix (counter, suffixes)
+        # the components of `rest` with a NUL where a value is substituted (an encoded value has no NUL or /)
+        self.marks = "".join(v if kind == "lit" else "\0" for kind, v in rest).split("/")
         parts = rest + self.name_parts
         self.uses_time = any(kind == "time" for kind, _ in parts)
+        self.time_escapes = {v for kind, v in parts if kind == "time"}
         self.headers = list(dict.fromkeys(v for kind, v in parts if kind == "header"))
 
     def _connect(self) -> None:
@@ -137,7 +140,8 @@ class PathTemplate:
             head += "/"
         self._fs, self.head = fs, head
         # a rendered directory must stay under this (the path up to the first escape)
-        self.base = posixpath.normpath(head) + ("/" if head.endswith("/") else "")
+        base = posixpath.normpath(head)
+        self.base = base + "/" if head.endswith("/") and not base.endswith("/") else base
 
     @property
     def fs(self):
@@ -158,11 +162,11 @@ class PathTemplate:
         return d.timetuple(), int(d.utcoffset().total_seconds())
 
     def render(self, secs: int | None, values: dict) -> tuple[str, str]:
-        """(directory, file name prefix) for one bucket. A substituted value is
-        percent-encoded (`/ \\ %`, NUL, control characters) and never makes a `.` or `..`
+        """(directory, file name prefix) for one bucket; `values`: the header values,
+        already made safe with encode_value. A substituted value never makes a `.` or `..`
         component, so the path stays under the configured base; a path that still can't be
         written raises Poison."""
-        t = None
+        times = {}
         if self.uses_time:
             if secs is None:
                 raise Poison("no valid timestamp header")
@@ -170,30 +174,24 @@ class PathTemplate:
                 t = self.when(secs)[0]
             except (OverflowError, OSError, ValueError) as exc:
                 raise Poison("timestamp %d s is out of range: %s" % (secs, exc)) from None
+            # digits (and a sign): nothing to encode
+            times = {v: str(secs) if v == "s" else time.strftime("%" + v, t) for v in self.time_escapes}
 
-        def one(parts, mark=False):
-            out = []
-            for kind, v in parts:
-                if kind == "lit":
-                    out.append(v)
-                elif mark:
-                    out.append("\0")     # where a substitution is (an encoded value has no NUL or /)
-                elif kind == "header":
-                    out.append(encode_value(values.get(v) or ""))
-                else:
-                    out.append(encode_value(str(secs) if v == "s" else time.strftime("%" + v, t)))
-            return "".join(out)
+        def one(parts):
+            return "".join([v if kind == "lit" else (values.get(v) or "") if kind == "header" else times[v]
+                            for kind, v in parts])
         self.fs   # noqa: B018  (connects, setting self.head)
-        comps, marks = one(self.rest).split("/"), one(self.rest, True).split("/")
-        for i, c in enumerate(comps):
-            if c in (".", "..") and "\0" in marks[i]:
-                comps[i] = "%2E" * len(c)
+        comps = one(self.rest).split("/")
+        if "." in comps or ".." in comps:
+            for i, c in enumerate(comps):
+                if c in (".", "..") and "\0" in self.marks[i]:
+                    comps[i] = "%2E" * len(c)
         directory = (self.head + "/".join(comps)).rstrip("/") or "/"
         name = one(self.name_parts)
         if not (posixpath.normpath(directory) + "/").startswith(self.base):
             raise Poison("path %s is outside %s" % (directory, self.base))
-        for c in directory.split("/") + [name + "x" * self.name_extra]:
-            if len(c.encode("utf-8")) > NAME_MAX:
+        for c in comps + [name + "x" * self.name_extra]:
+            if len(c) * 4 > NAME_MAX and len(c.encode("utf-8")) > NAME_MAX:
                 raise Poison("path component longer than %d bytes: %s..." % (NAME_MAX, c[:40]))
         return directory, name
 
@@ -254,6 +252,11 @@ def event_seconds(batch: EventBatch, config) -> tuple[np.ndarray | None, int | N
     if isinstance(col, str):
         ok = re.match(_MILLIS, col) is not None
         return None, int(col) // 1000 if ok else None, None if ok else np.ones(len(batch), dtype=bool)
+    if not col.null_count:
+        try:        # the usual case: every event has a number
+            return np.floor_divide(pc.cast(col, pa.int64()).to_numpy(), 1000), None, None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     valid = pc.fill_null(pc.match_substring_regex(col, _MILLIS), False)
     millis = pc.cast(pc.if_else(valid, col, "0"), pa.int64()).to_numpy()
     bad = ~valid.to_numpy(zero_copy_only=False)
@@ -281,7 +284,9 @@ def route(batch: EventBatch, template: PathTemplate, config):
                 inv[bad_time] = len(values)
                 values.append(None)
             dims.append((inv, values))
-    dims.extend(_codes(batch.headers.get(h)) for h in template.headers)
+    for h in template.headers:
+        codes, values = _codes(batch.headers.get(h))
+        dims.append((codes, [None if v is None else encode_value(v) for v in values]))
     step = ROUND_UNITS[config.roundUnit] * config.roundValue if config.round else 1
     reasons: list[str] = []
 
