@@ -220,8 +220,8 @@ def test_messages_that_can_never_be_produced_go_to_the_dead_letter_file(tmp_path
     letters = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [(d["body"][:7], d.get("headers")) for d in letters] == [
         ("nul", {"topic": "nul\u0000topic"}), ("invalid", {"topic": "no topic!"}), ("x" * 7, None)]
-    assert "embedded null character" in letters[0]["reason"]
-    assert "Invalid topic" in letters[1]["reason"] and "too large" in letters[2]["reason"]
+    assert "'nul\\x00topic' is not a valid Kafka topic name" in letters[0]["reason"]
+    assert "'no topic!' is not a valid Kafka topic name" in letters[1]["reason"] and "too large" in letters[2]["reason"]
 
 
 def test_without_dead_letter_file_an_unproducible_message_is_retried_and_logged_once(tmp_path, agent):
@@ -233,7 +233,7 @@ def test_without_dead_letter_file_an_unproducible_message_is_retried_and_logged_
     wait_for_json(url, timeout=10, alive=p.alive)
     poll(lambda: int(get_json(url)["SINK.k1"]["EventWriteFail"]) >= 2, 30, interval=0.2, message="two failed tries")
     assert p.stop(timeout=60) == 0
-    assert p.stderr.count("embedded null character") == 1, p.stderr
+    assert p.stderr.count("is not a valid Kafka topic name") == 1, p.stderr
     assert "1 of 2 events can never be produced and no deadLetterFile" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -247,6 +247,9 @@ def test_bad_kafka_config_is_one_located_error(tmp_path, run_agent):
     cfg["a2.sources.r1.kafka.topics.regex"] = "t-.*"
     p = run_agent("a2", write_config(tmp_path, cfg), timeout=30)
     assert p.returncode != 0 and "exactly one of kafka.topics and kafka.topics.regex" in p.stderr
+    p = run_agent("a1", write_config(tmp_path, seq_to_kafka("no/topic", 10)), timeout=30)
+    assert p.returncode != 0 and "kafka.topic: 'no/topic' is not a valid Kafka topic name" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
 
 
 @pytest.mark.parametrize("acks", ["1", "all"])

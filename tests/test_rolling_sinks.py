@@ -427,6 +427,7 @@ def test_bad_timestamps_go_to_the_dead_letter_file_and_the_rest_is_written(tmp_p
     assert p.stop(timeout=60) == 0, p.stderr
     got = {str(f.parent.relative_to(out)): read_events(sink_type, [f]) for f in files(out)}
     assert got == {"2023/a": [b"good 1", "\u00e9 good 3".encode(), b"later"], "2023/nul%00here": [b"good 2"]}
+    assert dead.stat().st_mode & 0o777 == 0o600, "the events are readable by the agent's user only"
     letters = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [(d["body"], d["headers"], d["reason"], d["sink"]) for d in letters] == [
         ("bad stamp", {"timestamp": "yesterday", "dir": "a"},

@@ -25,7 +25,8 @@ class DeadLetterFile:
 
     def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self.file = open(self.path, "ab")
+        # events may hold anything: readable by the agent's user only (an existing file keeps its mode)
+        self.file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
 
     def write(self, batch, items, **common) -> int:
         """Append one line per (event index in `batch`, reason, extra fields or None) in

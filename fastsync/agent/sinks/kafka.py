@@ -15,6 +15,7 @@ batch, retried as Flume does.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 
@@ -35,6 +36,11 @@ except ImportError:        # reported by the config's validate()
     KafkaException, PERMANENT = (), frozenset()
 
 log = logging.getLogger("fastsync.sink.kafka")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")      # Kafka's legal topic names
+
+
+def valid_topic(name: str) -> bool:
+    return _TOPIC.fullmatch(name) is not None and name not in (".", "..")
 
 
 def never_produced(exc: Exception) -> str | None:
@@ -62,6 +68,9 @@ class KafkaSinkConfig(SinkConfig):
     def validate(self, place: Place) -> None:
         if not self.bootstrapServers.strip():
             raise place.error("kafka.bootstrap.servers", "Bootstrap Servers must be specified")
+        if not valid_topic(self.topic):
+            raise place.error("kafka.topic", "%r is not a valid Kafka topic name (letters, digits, . _ -; at most 249)"
+                              % self.topic)
         try:
             import confluent_kafka  # noqa: F401  (only to report a missing package here)
         except ImportError:
@@ -104,16 +113,27 @@ class KafkaSink(Sink):
         c = self.config
         values, keys = encode_events(batch, c.useFlumeEventFormat, c.keyHeader)
         n = len(values)
-        topics = batch.header_array(c.topicHeader).to_pylist() if c.allowTopicOverride and c.topicHeader in batch.headers else None
-        topics = [t or c.topic for t in topics] if topics is not None else [c.topic] * n
+        chosen = batch.header_array(c.topicHeader).to_pylist() if c.allowTopicOverride and c.topicHeader in batch.headers else None
+        topics = [t or c.topic for t in chosen] if chosen is not None else [c.topic] * n
         keys = keys if keys is not None else [None] * n
         self.failures.clear()
         producer, stopping = self.producer, self.stopping
         dead = []           # (event index, reason) of messages that can never be produced
+        todo = range(n)
+        bad = [t for t in set(chosen) if t and not valid_topic(t)] if chosen is not None else []
+        if bad:             # a topic header no topic can ever have
+            todo = []
+            for i, t in enumerate(topics):
+                if t in bad:
+                    dead.append((i, "topic header %r is not a valid Kafka topic name (letters, digits, . _ -; "
+                                    "at most 249)" % t))
+                else:
+                    todo.append(i)
         start = 0
-        while start < n:
+        while start < len(todo):
             try:
-                for i in range(start, n):
+                for pos in range(start, len(todo)):
+                    i = todo[pos]
                     produce(producer, topics[i], values[i], keys[i], stopping)
                 break
             except (KafkaException, ValueError, TypeError) as exc:   # refused before sending
@@ -121,7 +141,7 @@ class KafkaSink(Sink):
                 if reason is None:
                     raise
                 dead.append((i, reason))
-                start = i + 1
+                start = pos + 1
         # every message acknowledged (or failed) before the take may commit
         left = flush_all(producer, stopping)
         if left:
