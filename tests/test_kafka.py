@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from e2e_support import multiset_problems, poll, read_dir_lines, write_config
@@ -235,6 +235,10 @@ def test_without_dead_letter_file_an_unproducible_message_is_retried_and_logged_
     assert p.stop(timeout=60) == 0
     assert p.stderr.count("is not a valid Kafka topic name") == 1, p.stderr
     assert "1 of 2 events can never be produced and no deadLetterFile" in p.stderr and "Traceback" not in p.stderr
+    consumer = Consumer({"bootstrap.servers": BROKERS, "group.id": "check-" + uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    consumer.close()
+    assert high == 0, "as Flume: nothing of the batch is sent, it is retried (and no duplicate on each retry)"
 
 
 def test_bad_kafka_config_is_one_located_error(tmp_path, run_agent):

@@ -129,6 +129,7 @@ class KafkaSink(Sink):
                                     "at most 249)" % t))
                 else:
                     todo.append(i)
+            self._no_dead_letters(dead, n)      # fails before anything is sent (no duplicates on each retry)
         start = 0
         while start < len(todo):
             try:
@@ -141,6 +142,7 @@ class KafkaSink(Sink):
                 if reason is None:
                     raise
                 dead.append((i, reason))
+                self._no_dead_letters(dead, n)
                 start = pos + 1
         # every message acknowledged (or failed) before the take may commit
         left = flush_all(producer, stopping)
@@ -153,12 +155,16 @@ class KafkaSink(Sink):
         if self.failures:
             dead += self._refused(topics, values, keys)
         if dead:
-            if self.dead_letters is None:
-                raise EventDeliveryException("sink %s: %d of %d events can never be produced and no deadLetterFile, batch "
-                                             "rolled back: %s" % (self.name, len(dead), n, dead[0][1]))
+            self._no_dead_letters(dead, n)
             written = self.dead_letters.write(batch, [(i, r, None) for i, r in sorted(dead)], sink=self.name)
             self.counters.add(DeadLetterCount=written)
             log.warning("sink %s: %d events of this batch to %s, first: %s", self.name, written, c.deadLetterFile, dead[0][1])
+
+    def _no_dead_letters(self, dead: list, n: int) -> None:
+        """Without a deadLetterFile, an event that can never be produced fails the batch."""
+        if self.dead_letters is None:
+            raise EventDeliveryException("sink %s: %d of %d events can never be produced and no deadLetterFile, batch "
+                                         "rolled back: %s" % (self.name, len(dead), n, dead[0][1]))
 
     def _refused(self, topics, values, keys) -> list:
         """(event index, reason) of the messages the broker refused for good (rare path:
