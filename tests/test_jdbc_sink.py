@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka import Producer
 
-from e2e_support import line_of, poll, properties_text, write_config
+from e2e_support import free_port, get_json, line_of, poll, properties_text, wait_for_json, write_config
 from fastsync.transfer.connect import build_url
 from fastsync.transfer.kafkaout import json_default
 from test_kafka import BROKERS, fastsync_cli, new_topic
@@ -280,10 +280,13 @@ def test_without_dead_letter_file_a_bad_row_fails_the_batch(tmp_path, agent, dbs
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"id": 1, "qty": 1}\n{"id": 2, "qty": "two"}\n{"id": 3, "qty": 3}\n')
     cfg = agent_config(exec_source(rows), {"connection.url": PG_URL, "table.name": table})
-    p = agent("a1", write_config(tmp_path, cfg), "--drain-timeout", "1")
-    # rolled back and retried (the runner waits 5 s between tries): logged each time
-    poll(lambda: p.stderr.count("1 of 3 rows rejected and no deadLetterFile") >= 2 or not p.alive(), 30,
-         interval=0.2, message="two failed tries")
+    mport = free_port()
+    p = agent("a1", write_config(tmp_path, cfg), "--drain-timeout", "1", "--metrics-port", str(mport))
+    # rolled back and retried (the runner waits 5 s between tries): counted each time, logged once
+    url = "http://127.0.0.1:%d/metrics" % mport
+    wait_for_json(url, timeout=10, alive=p.alive)
+    poll(lambda: int(get_json(url)["SINK.k1"]["EventWriteFail"]) >= 2, 30, interval=0.2, message="two failed tries")
+    assert p.stderr.count("1 of 3 rows rejected and no deadLetterFile") == 1, p.stderr
     assert "column %s.qty: expected an integer" % table in p.stderr
     assert pg.rows(table) == []
     assert p.stop(timeout=60) == 0

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from e2e_support import multiset_problems, poll, read_dir_lines, write_config
@@ -19,10 +19,10 @@ BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 KAFKA_LIBS = Path(os.environ.get("FASTSYNC_KAFKA_HOME", Path.home() / ".cache/fastsync-kafka")) / "libs"
 
 
-def new_topic(partitions: int = 1) -> str:
+def new_topic(partitions: int = 1, **config) -> str:
     name = "t-" + uuid.uuid4().hex[:12]
     admin = AdminClient({"bootstrap.servers": BROKERS})   # kept alive until the topic exists
-    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+    admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(30)
     return name
 
 
@@ -179,6 +179,68 @@ def test_topic_and_key_headers_route_each_event(tmp_path):
     assert sorted((m.value(), m.key()) for m in read_topic(default, 2)) == [(b"b", None), (b"c", b"kc")]
 
 
+def http_to_kafka(tmp_path, agent, topic: str, *extra, **sink):
+    """http source -> memory channel -> kafka sink; (agent, http port)."""
+    from e2e_support import free_port, wait_for_port
+    port = free_port()
+    cfg = {"a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
+           "a1.sources.r1.type": "http", "a1.sources.r1.port": port, "a1.sources.r1.channels": "c1",
+           "a1.channels.c1.type": "memory",
+           "a1.sinks.k1.type": "kafka", "a1.sinks.k1.channel": "c1", "a1.sinks.k1.kafka.bootstrap.servers": BROKERS,
+           "a1.sinks.k1.kafka.topic": topic}
+    cfg.update({"a1.sinks.k1." + k: v for k, v in sink.items()})
+    p = agent("a1", write_config(tmp_path, cfg), *extra)
+    wait_for_port(port, timeout=15, alive=p.alive)
+    return p, port
+
+
+def post_events(port: int, events: list) -> None:
+    import json
+    from test_http_source import post
+    assert post(port, json.dumps(events).encode()) == (200, "")
+
+
+def test_messages_that_can_never_be_produced_go_to_the_dead_letter_file(tmp_path, agent):
+    """A NUL in the topic header (refused by the client), an invalid topic name and a
+    message over the topic's max.message.bytes (refused by the broker) are dead-lettered;
+    the rest of the batch reaches Kafka."""
+    import json
+    topic = new_topic(**{"max.message.bytes": "2000"})
+    dead = tmp_path / "dead.jsonl"
+    p, port = http_to_kafka(tmp_path, agent, topic, deadLetterFile=dead)
+    post_events(port, [{"body": "good 1"}, {"headers": {"topic": "nul\u0000topic"}, "body": "nul"},
+                       {"headers": {"topic": "no topic!"}, "body": "invalid"}, {"body": "x" * 5000},
+                       {"headers": {"key": "k"}, "body": "good 2"}])
+    try:
+        poll(lambda: dead.exists() and len(dead.read_text().splitlines()) == 3, 30, message="3 dead letters")
+    except AssertionError:
+        raise AssertionError(p.stderr[-5000:])
+    assert sorted((m.value(), m.key()) for m in read_topic(topic, 2)) == [(b"good 1", None), (b"good 2", b"k")]
+    assert p.stop(timeout=60) == 0, p.stderr
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [(d["body"][:7], d.get("headers")) for d in letters] == [
+        ("nul", {"topic": "nul\u0000topic"}), ("invalid", {"topic": "no topic!"}), ("x" * 7, None)]
+    assert "'nul\\x00topic' is not a valid Kafka topic name" in letters[0]["reason"]
+    assert "'no topic!' is not a valid Kafka topic name" in letters[1]["reason"] and "too large" in letters[2]["reason"]
+
+
+def test_without_dead_letter_file_an_unproducible_message_is_retried_and_logged_once(tmp_path, agent):
+    from e2e_support import free_port, get_json, wait_for_json
+    topic, mport = new_topic(), free_port()
+    p, port = http_to_kafka(tmp_path, agent, topic, "--metrics-port", str(mport), "--drain-timeout", "1")
+    post_events(port, [{"body": "good"}, {"headers": {"topic": "nul\u0000topic"}, "body": "nul"}])
+    url = "http://127.0.0.1:%d/metrics" % mport
+    wait_for_json(url, timeout=10, alive=p.alive)
+    poll(lambda: int(get_json(url)["SINK.k1"]["EventWriteFail"]) >= 2, 30, interval=0.2, message="two failed tries")
+    assert p.stop(timeout=60) == 0
+    assert p.stderr.count("is not a valid Kafka topic name") == 1, p.stderr
+    assert "1 of 2 events can never be produced and no deadLetterFile" in p.stderr and "Traceback" not in p.stderr
+    consumer = Consumer({"bootstrap.servers": BROKERS, "group.id": "check-" + uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    consumer.close()
+    assert high == 0, "as Flume: nothing of the batch is sent, it is retried (and no duplicate on each retry)"
+
+
 def test_bad_kafka_config_is_one_located_error(tmp_path, run_agent):
     cfg = seq_to_kafka("x", 10)
     del cfg["a1.sinks.k1.kafka.bootstrap.servers"]
@@ -189,6 +251,9 @@ def test_bad_kafka_config_is_one_located_error(tmp_path, run_agent):
     cfg["a2.sources.r1.kafka.topics.regex"] = "t-.*"
     p = run_agent("a2", write_config(tmp_path, cfg), timeout=30)
     assert p.returncode != 0 and "exactly one of kafka.topics and kafka.topics.regex" in p.stderr
+    p = run_agent("a1", write_config(tmp_path, seq_to_kafka("no/topic", 10)), timeout=30)
+    assert p.returncode != 0 and "kafka.topic: 'no/topic' is not a valid Kafka topic name" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
 
 
 @pytest.mark.parametrize("acks", ["1", "all"])

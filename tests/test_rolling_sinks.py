@@ -358,3 +358,99 @@ def test_config_errors(tmp_path, run_agent, case):
     line_key = key if key.split("a1.sinks.k1.")[1] in keys else "a1.sinks.k1.type"
     assert err.startswith("fastsync: error: %s:%d: %s: " % (conf, line_of(text, line_key), key)), err
     assert fragment in err, err
+
+
+# -- event data in paths, events that can never be written (issue 13) --------------------------
+
+def http_config(port: int, sink_type: str, sink: dict, mport: int | None = None) -> dict:
+    """http source -> memory channel -> an hdfs or parquet sink (small batches)."""
+    return agent_config(sink_type, dict(NO_ROLL, **sink), {"type": "http", "port": port}, sink_batch=10)
+
+
+def start_http_agent(agent, tmp_path, cfg, *extra):
+    from e2e_support import wait_for_port
+    p = agent("a1", write_config(tmp_path, cfg), *extra, env=UTC)
+    wait_for_port(cfg["a1.sources.r1.port"], timeout=15, alive=p.alive)
+    return p
+
+
+def post_events(port: int, events: list) -> None:
+    import json
+    from test_http_source import post
+    assert post(port, json.dumps(events).encode()) == (200, "")
+
+
+def read_events(sink_type: str, paths) -> list[bytes]:
+    if sink_type == "hdfs":
+        return lines_of(paths)
+    return [b for p in paths for b in pq.read_table(p).column("body").to_pylist()]
+
+
+@pytest.mark.parametrize("sink_type", ["hdfs", "parquet"])
+def test_header_values_cannot_leave_the_base_directory(tmp_path, agent, sink_type):
+    from e2e_support import free_port
+    root = tmp_path / "data"
+    base = root / "a" / "b" / "base"
+    port = free_port()
+    cfg = http_config(port, sink_type, {"path": "%s/%%{dir}" % base, "filePrefix": "%{name}"})
+    p = start_http_agent(agent, tmp_path, cfg)
+    post_events(port, [{"headers": {"dir": "../../x", "name": "n"}, "body": "dir up"},
+                       {"headers": {"dir": "d", "name": "../../../x"}, "body": "name up"},
+                       {"headers": {"dir": "..", "name": ".."}, "body": "dot dot"},
+                       {"headers": {"dir": "/etc", "name": "a\\b\u0000c\nd%"}, "body": "odd"}])
+    poll(lambda: len(files(base)) >= 4, 20, message="4 files")
+    assert p.stop(timeout=60) == 0, p.stderr
+    written = {str(f.relative_to(base)): read_events(sink_type, [f]) for f in files(base)}
+    assert all(f.is_relative_to(base) for f in files(root)), files(root)
+    names = {re.sub(r"\.\d{13}(\.parquet)?$", "", k): v for k, v in written.items()}
+    assert names == {"..%2F..%2Fx/n": [b"dir up"], "d/..%2F..%2F..%2Fx": [b"name up"],
+                     "%2E%2E/..": [b"dot dot"], "%2Fetc/a%5Cb%00c%0Ad%25": [b"odd"]}
+
+
+@pytest.mark.parametrize("sink_type", ["hdfs", "parquet"])
+def test_bad_timestamps_go_to_the_dead_letter_file_and_the_rest_is_written(tmp_path, agent, sink_type):
+    import json
+    from e2e_support import free_port
+    out, dead = tmp_path / "out", tmp_path / "dead" / "letters.jsonl"
+    port = free_port()
+    cfg = http_config(port, sink_type, {"path": "%s/%%Y/%%{dir}" % out})
+    cfg["a1.sinks.k1.deadLetterFile"] = dead
+    p = start_http_agent(agent, tmp_path, cfg)
+    ts = "1700000000000"
+    post_events(port, [{"headers": {"timestamp": ts, "dir": "a"}, "body": "good 1"},
+                       {"headers": {"timestamp": "yesterday", "dir": "a"}, "body": "bad stamp"},
+                       {"headers": {"timestamp": ts, "dir": "nul\u0000here"}, "body": "good 2"},
+                       {"headers": {"dir": "a"}, "body": "no stamp"},
+                       {"headers": {"timestamp": ts, "dir": "a"}, "body": "\u00e9 good 3"}])
+    post_events(port, [{"headers": {"timestamp": ts, "dir": "a"}, "body": "later"}])
+    poll(lambda: dead.exists() and len(dead.read_text().splitlines()) == 2, 20, message="2 dead letters")
+    assert p.stop(timeout=60) == 0, p.stderr
+    got = {str(f.parent.relative_to(out)): read_events(sink_type, [f]) for f in files(out)}
+    assert got == {"2023/a": [b"good 1", "\u00e9 good 3".encode(), b"later"], "2023/nul%00here": [b"good 2"]}
+    assert dead.stat().st_mode & 0o777 == 0o600, "the events are readable by the agent's user only"
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [(d["body"], d["headers"], d["reason"], d["sink"]) for d in letters] == [
+        ("bad stamp", {"timestamp": "yesterday", "dir": "a"},
+         "invalid timestamp header 'yesterday': not a number of milliseconds", "k1"),
+        ("no stamp", {"dir": "a"}, "Expected timestamp in the Flume event headers, but it wasn't found", "k1")]
+
+
+def test_without_dead_letter_file_a_bad_timestamp_is_retried_logged_once_and_counted(tmp_path, agent):
+    from e2e_support import free_port, get_json, wait_for_json
+    out = tmp_path / "out"
+    port, mport = free_port(), free_port()
+    cfg = http_config(port, "hdfs", {"path": "%s/%%Y" % out})
+    p = start_http_agent(agent, tmp_path, cfg, "--metrics-port", mport, "--drain-timeout", "1")
+    post_events(port, [{"headers": {"timestamp": "1700000000000"}, "body": "good"},
+                       {"headers": {"timestamp": "soon"}, "body": "bad"}])
+    url = "http://127.0.0.1:%d/metrics" % mport
+    wait_for_json(url, timeout=10, alive=p.alive)
+    # the runner waits 5 s between tries: two failed tries take about 5 s
+    poll(lambda: int(get_json(url)["SINK.k1"]["EventWriteFail"]) >= 2, 30, interval=0.2, message="two failed tries")
+    metrics = get_json(url)
+    assert p.stop(timeout=60) == 0
+    assert p.stderr.count("invalid timestamp header 'soon'") == 1, p.stderr
+    assert "1 of 2 events can never be written and no deadLetterFile" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert metrics["SINK.k1"]["EventDrainSuccessCount"] == "0" and metrics["CHANNEL.c1"]["ChannelSize"] == "2"
+    assert not files(out), "as Flume: nothing of the batch is written, it is retried"

@@ -14,7 +14,7 @@ MAX_BACKOFF = 5.0         # Flume's maxBackoffSleep
 class Runner:
     """Calls `step()` until stopped. BACKOFF sleeps min(k * 1 s, 5 s) after k in a row,
     unless the component already waited (a sink's take waits for events); an exception
-    is logged and sleeps 5 s. Sleeps end early on stop()."""
+    is logged (unless already logged: exc.logged) and sleeps 5 s. Sleeps end early on stop()."""
 
     def __init__(self, name: str, step, waits_itself: bool = False, done=lambda: False):
         self.name = name
@@ -36,8 +36,9 @@ class Runner:
         while not self.stopping.is_set() and not self.done():
             try:
                 status = self.step()
-            except Exception:
-                log.exception("%s: Unable to process. Exception follows.", self.name)
+            except Exception as exc:
+                if not getattr(exc, "logged", False):   # a sink logs a failed delivery once itself
+                    log.exception("%s: Unable to process. Exception follows.", self.name)
                 self.stopping.wait(MAX_BACKOFF)
                 continue
             if status is Status.BACKOFF:

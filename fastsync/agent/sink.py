@@ -2,19 +2,25 @@
 
 Sink.process() is the one place with the transaction idiom: a batch that could not be
 delivered is rolled back to the head of the channel and retried after a backoff, so
-delivery is at-least-once and a failure duplicates at most one batch.
+delivery is at-least-once and a failure duplicates at most one batch. Each failed try
+counts in EventWriteFail; its reason is logged once until a batch gets through, not on
+every retry (a poison event would otherwise log every few seconds forever).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from fastsync.agent.channels.base import Channel
 from fastsync.agent.component import ComponentConfig
+from fastsync.agent.errors import EventDeliveryException
 from fastsync.agent.metrics import SINK_COUNTERS, Counters
 from fastsync.agent.source import Status
 from fastsync.event import EventBatch
 
+log = logging.getLogger("fastsync.sink")
 TAKE_WAIT = 0.5   # seconds a take waits for events before process() reports BACKOFF
+MAX_REPORTED = 100   # distinct failure reasons remembered between two delivered batches
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Sink:
         self.config = config
         self.channel: Channel | None = None
         self.counters = Counters("SINK", SINK_COUNTERS)
+        self.reported: set[str] = set()     # failure reasons logged since the last delivered batch
 
     @property
     def batch_size(self) -> int:
@@ -67,10 +74,12 @@ class Sink:
             self.counters.add(EventDrainAttemptCount=n)
             try:
                 self.deliver(batch)
-            except Exception:
+            except Exception as exc:
                 self.counters.add(EventWriteFail=1)
+                self._report(exc, n)
                 raise
             tx.commit()
+            self.reported.clear()
             self.counters.add(EventDrainSuccessCount=n, **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
             return Status.READY
         except BaseException:
@@ -78,3 +87,20 @@ class Sink:
             raise
         finally:
             tx.close()
+
+    def _report(self, exc: Exception, n: int) -> None:
+        """Log a failed delivery the first time its reason is seen, and mark the exception
+        as logged so the runner does not log it again on every retry."""
+        reason = "%s: %s" % (type(exc).__name__, exc)
+        if reason not in self.reported:
+            if len(self.reported) >= MAX_REPORTED:
+                self.reported.clear()
+            self.reported.add(reason)
+            expected = isinstance(exc, (EventDeliveryException, OSError, ValueError))
+            log.error("sink %s: a batch of %d events not delivered, rolled back and retried (logged once until a "
+                      "batch gets through, counted in EventWriteFail): %s", self.name, n,
+                      exc if expected else reason, exc_info=not expected)
+        try:
+            exc.logged = True
+        except AttributeError:
+            pass

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from fastsync._native import join_lines
 from fastsync.agent.component import SINKS, Place, setting
+from fastsync.agent.deadletter import dead_letter_setting
 from fastsync.agent.sink import Sink, SinkConfig
 
 log = logging.getLogger("fastsync.sink.file_roll")
@@ -29,6 +30,9 @@ class RollingFileSinkConfig(SinkConfig):
     pathManager: str = setting("sink.pathManager", "DEFAULT", "file naming scheme", choices=("default",))
     prefix: str = setting("sink.pathManager.prefix", "", "file name prefix")
     extension: str = setting("sink.pathManager.extension", "", "file name extension")
+    # accepted as the other sinks accept it: this sink writes bodies only, so no event is
+    # ever refused for what it holds (a failed write is an I/O error, retried)
+    deadLetterFile: str = dead_letter_setting()
 
     def validate(self, place: Place) -> None:
         if not self.directory:

@@ -24,11 +24,8 @@ executemany takes them: the per-row cost is the JSON parse and the conversion.
 """
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,11 +34,11 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from fastsync.agent.component import SINKS, Place, setting
+from fastsync.agent.deadletter import DeadLetterFile, dead_letter_setting
 from fastsync.agent.errors import ConfigError, EventDeliveryException
 from fastsync.agent.metrics import SINK_COUNTERS, Counters
 from fastsync.agent.sink import Sink, SinkConfig
 from fastsync.transfer.connect import ConnectError, build_url, read_password_file
-from fastsync.transfer.kafkaout import json_default
 from fastsync.transfer.sqlvalues import column_converter
 
 log = logging.getLogger("fastsync.sink.jdbc")
@@ -68,7 +65,7 @@ class JdbcSinkConfig(SinkConfig):
     batchSize: int = setting("batchSize", 100, "events per take transaction", min=1)
     format: str = setting("format", "json", "json: a body is a JSON object; arrow: an Arrow IPC stream",
                           choices=("json", "arrow"))
-    deadLetterFile: str = setting("deadLetterFile", "", "rejected rows go here as JSON lines; unset: a bad row fails the batch")
+    deadLetterFile: str = dead_letter_setting()
 
     def validate(self, place: Place) -> None:
         self.place = place
@@ -255,8 +252,8 @@ class JdbcSink(Sink):
         self.engine = make_engine(c.engine_url)
         self.dialect = self.engine.dialect.name
         if c.deadLetterFile:
-            os.makedirs(os.path.dirname(os.path.abspath(c.deadLetterFile)), exist_ok=True)
-            self.dead_letters = open(c.deadLetterFile, "ab")
+            self.dead_letters = DeadLetterFile(c.deadLetterFile)
+            self.dead_letters.open()
         if c.reflected is not None:
             self._use(c.reflected)
         super().start()
@@ -424,30 +421,12 @@ class JdbcSink(Sink):
             log.warning("sink %s: %d rows of this batch to %s, first: %s", self.name, written, c.deadLetterFile, dead[0][1])
 
     def _dead_letter(self, batch, dead: list) -> int:
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
-        lines = []
+        items = []
         for sources, reason, column in dead:
+            extra = {"column": column} if column else {}
             for i, j, record in sources:
-                entry = {"time": now, "sink": self.name, "table": self.config.table, "reason": reason}
-                if column:
-                    entry["column"] = column
-                headers = {k: (v if isinstance(v, str) else v[i].as_py()) for k, v in batch.headers.items()}
-                headers = {k: v for k, v in headers.items() if v is not None}
-                if headers:
-                    entry["headers"] = headers
-                if j is None:
-                    body = batch.body(i)
-                    try:
-                        entry["body"] = body.decode("utf-8")
-                    except UnicodeDecodeError:
-                        entry["body_base64"] = base64.b64encode(body).decode()
-                else:
-                    entry["row_index"], entry["row"] = j, record
-                lines.append(json.dumps(entry, ensure_ascii=False, default=json_default))
-        self.dead_letters.write(("\n".join(lines) + "\n").encode("utf-8"))
-        self.dead_letters.flush()
-        os.fsync(self.dead_letters.fileno())
-        return len(lines)
+                items.append((i, reason, extra if j is None else dict(extra, row_index=j, row=record)))
+        return self.dead_letters.write(batch, items, sink=self.name, table=self.config.table)
 
     def stop(self) -> None:
         if self.engine is not None:

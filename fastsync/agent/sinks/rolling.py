@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 import time
 from dataclasses import make_dataclass
 from datetime import datetime
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -29,6 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from fastsync.agent.component import Place, setting
+from fastsync.agent.deadletter import DeadLetterFile, dead_letter_setting
+from fastsync.agent.errors import EventDeliveryException
+from fastsync.agent.metrics import SINK_COUNTERS, Counters
 from fastsync.agent.sink import Sink, SinkConfig
 from fastsync.event import EventBatch
 
@@ -37,6 +42,7 @@ log = logging.getLogger("fastsync.sink.rolling")
 TIME_ESCAPES = "YmdHMSyjs"
 ROUND_UNITS = {"second": 1, "minute": 60, "hour": 3600}
 _ESCAPE = re.compile(r"%(\{[^}]*\}|.?)")
+NAME_MAX = 255     # bytes in one path component (Linux, HDFS's default max-component-length)
 
 
 def rolling_config(prefix: str, name: str, file_prefix: str = "FlumeData", file_suffix: str = ""):
@@ -61,6 +67,7 @@ def rolling_config(prefix: str, name: str, file_prefix: str = "FlumeData", file_
         ("roundValue", int, s("roundValue", 1, "round down to this many roundUnits", min=1)),
         ("roundUnit", str, s("roundUnit", "second", "unit of roundValue", choices=tuple(ROUND_UNITS))),
         ("fsync", bool, s("fsync", False, "fsync each file a take wrote to before the commit (local files)")),
+        ("deadLetterFile", str, dead_letter_setting()),
     ]
     cls = make_dataclass(name, specs, bases=(SinkConfig,))
     cls.KEY_PREFIX = prefix
@@ -106,15 +113,19 @@ class PathTemplate:
         rest = _parse("" if cut < 0 else path[cut:], "path")
         self.name_parts = _parse(file_prefix, "filePrefix")
         scheme = self.static.split("://", 1)[0].lower() if "://" in self.static else ""
+        self.rest = rest
         self._fs = None
         if scheme in ("", "file", "local"):
             self._connect()
         elif scheme not in REMOTE_SCHEMES:
             raise TemplateError("path", "unsupported filesystem %r in %r (supported: local paths, file://, %s)"
                                 % (scheme, path, ", ".join(s + "://" for s in REMOTE_SCHEMES)))
-        self.rest = rest
+        self.name_extra = 0     # bytes the sink adds to a file name prefix (counter, suffixes)
+        # the components of `rest` with a NUL where a value is substituted (an encoded value has no NUL or /)
+        self.marks = "".join(v if kind == "lit" else "\0" for kind, v in rest).split("/")
         parts = rest + self.name_parts
         self.uses_time = any(kind == "time" for kind, _ in parts)
+        self.time_escapes = {v for kind, v in parts if kind == "time"}
         self.headers = list(dict.fromkeys(v for kind, v in parts if kind == "header"))
 
     def _connect(self) -> None:
@@ -128,6 +139,9 @@ class PathTemplate:
         if self.static.endswith("/") and not head.endswith("/"):
             head += "/"
         self._fs, self.head = fs, head
+        # a rendered directory must stay under this (the path up to the first escape)
+        base = posixpath.normpath(head)
+        self.base = base + "/" if head.endswith("/") and not base.endswith("/") else base
 
     @property
     def fs(self):
@@ -148,21 +162,50 @@ class PathTemplate:
         return d.timetuple(), int(d.utcoffset().total_seconds())
 
     def render(self, secs: int | None, values: dict) -> tuple[str, str]:
-        """(directory, file name prefix) for one bucket."""
-        t = self.when(secs)[0] if secs is not None else None
+        """(directory, file name prefix) for one bucket; `values`: the header values,
+        already made safe with encode_value. A substituted value never makes a `.` or `..`
+        component, so the path stays under the configured base; a path that still can't be
+        written raises Poison."""
+        times = {}
+        if self.uses_time:
+            if secs is None:
+                raise Poison("no valid timestamp header")
+            try:
+                t = self.when(secs)[0]
+            except (OverflowError, OSError, ValueError) as exc:
+                raise Poison("timestamp %d s is out of range: %s" % (secs, exc)) from None
+            # digits (and a sign): nothing to encode
+            times = {v: str(secs) if v == "s" else time.strftime("%" + v, t) for v in self.time_escapes}
 
         def one(parts):
-            out = []
-            for kind, v in parts:
-                if kind == "lit":
-                    out.append(v)
-                elif kind == "header":
-                    out.append(values.get(v) or "")
-                else:
-                    out.append(str(secs) if v == "s" else time.strftime("%" + v, t))
-            return "".join(out)
+            return "".join([v if kind == "lit" else (values.get(v) or "") if kind == "header" else times[v]
+                            for kind, v in parts])
         self.fs   # noqa: B018  (connects, setting self.head)
-        return (self.head + one(self.rest)).rstrip("/") or "/", one(self.name_parts)
+        comps = one(self.rest).split("/")
+        if "." in comps or ".." in comps:
+            for i, c in enumerate(comps):
+                if c in (".", "..") and "\0" in self.marks[i]:
+                    comps[i] = "%2E" * len(c)
+        directory = (self.head + "/".join(comps)).rstrip("/") or "/"
+        name = one(self.name_parts)
+        if not (posixpath.normpath(directory) + "/").startswith(self.base):
+            raise Poison("path %s is outside %s" % (directory, self.base))
+        for c in comps + [name + "x" * self.name_extra]:
+            if len(c) * 4 > NAME_MAX and len(c.encode("utf-8")) > NAME_MAX:
+                raise Poison("path component longer than %d bytes: %s..." % (NAME_MAX, c[:40]))
+        return directory, name
+
+
+class Poison(ValueError):
+    """These events can never be written (e.g. their path is invalid): dead-lettered."""
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\%]")
+
+
+def encode_value(value: str) -> str:
+    """A substituted value made safe for one path component."""
+    return _UNSAFE.sub(lambda m: quote(m.group(), safe=""), value)
 
 
 def _parse(text: str, key: str):
@@ -194,59 +237,109 @@ def _codes(col) -> tuple[np.ndarray, list]:
     return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary.to_pylist()
 
 
-def event_seconds(batch: EventBatch, config) -> tuple[np.ndarray | None, int | None]:
-    """(seconds per event, or None with one shared value) for the path's time escapes."""
+MISSING_TIMESTAMP = "Expected timestamp in the Flume event headers, but it wasn't found"
+_MILLIS = r"^[+-]?[0-9]{1,18}$"      # what Java's Long.valueOf reads, within int64
+
+
+def event_seconds(batch: EventBatch, config) -> tuple[np.ndarray | None, int | None, np.ndarray | None]:
+    """(seconds per event, or None with one shared value; mask of the events whose
+    `timestamp` header is missing or not a number, or None) for the path's time escapes."""
     if config.useLocalTimeStamp:
-        return None, int(time.time())
+        return None, int(time.time()), None
     col = batch.headers.get("timestamp")
-    if col is None or (not isinstance(col, str) and col.null_count):
-        raise ValueError("Expected timestamp in the Flume event headers, but it wasn't found")
-    try:
-        if isinstance(col, str):
-            return None, int(col) // 1000
-        return np.floor_divide(pc.cast(col, pa.int64()).to_numpy(), 1000), None
-    except (ValueError, pa.ArrowInvalid) as exc:
-        raise ValueError("invalid timestamp header: %s" % str(exc).splitlines()[0]) from None
+    if col is None:
+        return None, None, np.ones(len(batch), dtype=bool)
+    if isinstance(col, str):
+        ok = re.match(_MILLIS, col) is not None
+        return None, int(col) // 1000 if ok else None, None if ok else np.ones(len(batch), dtype=bool)
+    if not col.null_count:
+        try:        # the usual case: every event has a number
+            return np.floor_divide(pc.cast(col, pa.int64()).to_numpy(), 1000), None, None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    valid = pc.fill_null(pc.match_substring_regex(col, _MILLIS), False)
+    millis = pc.cast(pc.if_else(valid, col, "0"), pa.int64()).to_numpy()
+    bad = ~valid.to_numpy(zero_copy_only=False)
+    return np.floor_divide(millis, 1000), None, bad if bad.any() else None
 
 
-def route(batch: EventBatch, template: PathTemplate, config) -> list[tuple[tuple[str, str], EventBatch]]:
-    """The batch split by resolved bucket: [((directory, name prefix), events)]."""
+def timestamp_reason(value) -> str:
+    return MISSING_TIMESTAMP if value is None else "invalid timestamp header %r: not a number of milliseconds" % value
+
+
+def route(batch: EventBatch, template: PathTemplate, config):
+    """The batch split by resolved bucket: ([((directory, name prefix), events)], [(event
+    index, reason)] of the events that can never be written)."""
     dims = []          # (codes per event or None when shared by the batch, distinct values)
+    bad_time = None
     if template.uses_time:
-        secs, shared = event_seconds(batch, config)
+        secs, shared, bad_time = event_seconds(batch, config)
         if secs is None:
             dims.append((None, [shared]))
         else:
             distinct, inv = np.unique(secs, return_inverse=True)
-            dims.append((inv.reshape(-1).astype(np.int64), [int(s) for s in distinct]))
-    dims.extend(_codes(batch.headers.get(h)) for h in template.headers)
+            inv = inv.reshape(-1).astype(np.int64)
+            values = [int(s) for s in distinct]
+            if bad_time is not None:        # one more value, None: rendering it raises Poison
+                inv[bad_time] = len(values)
+                values.append(None)
+            dims.append((inv, values))
+    for h in template.headers:
+        codes, values = _codes(batch.headers.get(h))
+        dims.append((codes, [None if v is None else encode_value(v) for v in values]))
     step = ROUND_UNITS[config.roundUnit] * config.roundValue if config.round else 1
+    reasons: list[str] = []
 
     def render(combo):
+        """The path's index in `paths`, or -1 - the index of the reason it can't be written."""
         secs = combo.pop(0) if template.uses_time else None
-        if secs is not None and step > 1:
-            off = template.when(secs)[1]
-            secs = (secs + off) // step * step - off
-        return template.render(secs, dict(zip(template.headers, combo)))
+        try:
+            if secs is not None and step > 1:
+                off = template.when(secs)[1]
+                secs = (secs + off) // step * step - off
+            return paths.setdefault(template.render(secs, dict(zip(template.headers, combo))), len(paths))
+        except (Poison, OverflowError, OSError, ValueError) as exc:
+            reasons.append(str(exc))
+            return -len(reasons)
 
+    paths: dict[tuple[str, str], int] = {}
     keys = [codes for codes, _ in dims if codes is not None]
     if not keys:
-        return [(render([values[0] for _, values in dims]), batch)]
+        pid = render([values[0] for _, values in dims])
+        if pid < 0:
+            return [], _poison(batch, np.arange(len(batch)), reasons[-1 - pid], bad_time)
+        return [(next(iter(paths)), batch)], []
     groups, gid = np.unique(np.stack(keys, axis=1), axis=0, return_inverse=True)
-    paths: dict[tuple[str, str], int] = {}
     path_of_group = np.empty(len(groups), dtype=np.int64)
     for g, row in enumerate(groups):
         it = iter(row)
         combo = [values[next(it)] if codes is not None else values[0] for codes, values in dims]
-        path_of_group[g] = paths.setdefault(render(combo), len(paths))
-    if len(paths) == 1:
-        return [(next(iter(paths)), batch)]
+        path_of_group[g] = render(combo)
     pid = path_of_group[gid.reshape(-1)]
+    poison = []
+    if reasons:
+        for r, reason in enumerate(reasons):
+            poison += _poison(batch, np.flatnonzero(pid == -1 - r), reason, bad_time)
+        poison.sort()
+        if not paths:
+            return [], poison
+        batch = EventBatch.from_arrow(batch.to_arrow().filter(pa.array(pid >= 0)))
+        pid = pid[pid >= 0]
+    if len(paths) == 1:
+        return [(next(iter(paths)), batch)], poison
     order = np.argsort(pid, kind="stable")
     bounds = np.searchsorted(pid[order], np.arange(len(paths) + 1))
     table = batch.to_arrow()
     return [(path, EventBatch.from_arrow(table.take(pa.array(order[bounds[p]:bounds[p + 1]]))))
-            for path, p in paths.items()]
+            for path, p in paths.items()], poison
+
+
+def _poison(batch, indices, reason, bad_time) -> list[tuple[int, str]]:
+    """(event index, reason) of events that can't be written; a bad timestamp says which."""
+    if bad_time is None or not bad_time[indices].any():
+        return [(int(i), reason) for i in indices]
+    stamps = batch.header_array("timestamp").take(pa.array(indices)).to_pylist()
+    return [(int(i), timestamp_reason(v) if bad_time[i] else reason) for i, v in zip(indices, stamps)]
 
 
 class FileWriter:
@@ -298,8 +391,17 @@ class RollingSink(Sink):
     def __init__(self, name, config):
         super().__init__(name, config)
         self.template: PathTemplate = config.template
+        # what a file name adds to its prefix: "." and a 13-digit counter, a suffix or extension (.parquet at most)
+        self.template.name_extra = len((config.inUsePrefix + config.inUseSuffix + config.fileSuffix).encode()) + 14 + 8
         self.buckets: dict[tuple[str, str], Bucket] = {}
         self.next_counter = 0
+        self.counters = Counters("SINK", SINK_COUNTERS + ("DeadLetterCount",))
+        self.dead_letters = DeadLetterFile(config.deadLetterFile) if config.deadLetterFile else None
+
+    def start(self) -> None:
+        if self.dead_letters is not None:
+            self.dead_letters.open()
+        super().start()
 
     def new_writer(self, fs, path: str) -> FileWriter:
         raise NotImplementedError
@@ -348,8 +450,13 @@ class RollingSink(Sink):
     # -- delivery --
     def deliver(self, batch: EventBatch) -> None:
         self._roll_on_time()
+        buckets, poison = route(batch, self.template, self.config)
+        if poison and self.dead_letters is None:
+            raise EventDeliveryException("%s sink %s: %d of %d events can never be written and no deadLetterFile, "
+                                         "batch rolled back: %s" % (self.KIND, self.name, len(poison), len(batch),
+                                                                    poison[0][1]))
         touched = []
-        for key, events in route(batch, self.template, self.config):
+        for key, events in buckets:
             b = self.buckets.pop(key, None)     # re-inserted last: the dict is in LRU order
             if b is None:
                 while len(self.buckets) >= self.config.maxOpenFiles:
@@ -367,6 +474,11 @@ class RollingSink(Sink):
                 b.writer.flush()
                 if self.config.fsync and self.template.local:
                     _fsync(b.tmp)
+        if poison:      # durable before the take commits
+            n = self.dead_letters.write(batch, [(i, reason, None) for i, reason in poison], sink=self.name)
+            self.counters.add(DeadLetterCount=n)
+            log.warning("%s sink %s: %d events of this batch to %s, first: %s", self.KIND, self.name, n,
+                        self.config.deadLetterFile, poison[0][1])
 
     def _write(self, b: Bucket, events: EventBatch) -> None:
         c = self.config
@@ -414,6 +526,8 @@ class RollingSink(Sink):
             except Exception:
                 log.exception("%s sink %s: cannot close %s", self.KIND, self.name, b.tmp)
         self.buckets.clear()
+        if self.dead_letters is not None:
+            self.dead_letters.close()
         super().stop()
 
 
