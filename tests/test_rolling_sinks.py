@@ -435,22 +435,33 @@ def test_bad_timestamps_go_to_the_dead_letter_file_and_the_rest_is_written(tmp_p
         ("no stamp", {"dir": "a"}, "Expected timestamp in the Flume event headers, but it wasn't found", "k1")]
 
 
-def test_without_dead_letter_file_a_bad_timestamp_is_retried_logged_once_and_counted(tmp_path, agent):
+@pytest.mark.parametrize("group", [None, "failover", "load_balance"])
+def test_without_dead_letter_file_a_bad_timestamp_is_retried_logged_once_and_counted(tmp_path, agent, group):
+    """Alone or in a sink group: each sink logs the reason once (the group and the runner do
+    not repeat it on every retry), every failed try counts in EventWriteFail."""
     from e2e_support import free_port, get_json, wait_for_json
     out = tmp_path / "out"
     port, mport = free_port(), free_port()
     cfg = http_config(port, "hdfs", {"path": "%s/%%Y" % out})
+    sinks = ["k1"]
+    if group:
+        sinks.append("k2")
+        cfg.update({k.replace(".k1.", ".k2."): v for k, v in cfg.items() if k.startswith("a1.sinks.k1.")})
+        cfg.update({"a1.sinks": "k1 k2", "a1.sinkgroups": "g1", "a1.sinkgroups.g1.sinks": "k1 k2",
+                    "a1.sinkgroups.g1.processor.type": group})
     p = start_http_agent(agent, tmp_path, cfg, "--metrics-port", mport, "--drain-timeout", "1")
     post_events(port, [{"headers": {"timestamp": "1700000000000"}, "body": "good"},
                        {"headers": {"timestamp": "soon"}, "body": "bad"}])
     url = "http://127.0.0.1:%d/metrics" % mport
     wait_for_json(url, timeout=10, alive=p.alive)
     # the runner waits 5 s between tries: two failed tries take about 5 s
-    poll(lambda: int(get_json(url)["SINK.k1"]["EventWriteFail"]) >= 2, 30, interval=0.2, message="two failed tries")
+    poll(lambda: all(int(get_json(url)["SINK." + k]["EventWriteFail"]) >= 2 for k in sinks), 30, interval=0.2,
+         message="two failed tries")
     metrics = get_json(url)
     assert p.stop(timeout=60) == 0
-    assert p.stderr.count("invalid timestamp header 'soon'") == 1, p.stderr
-    assert "1 of 2 events can never be written and no deadLetterFile" in p.stderr
-    assert "Traceback" not in p.stderr
-    assert metrics["SINK.k1"]["EventDrainSuccessCount"] == "0" and metrics["CHANNEL.c1"]["ChannelSize"] == "2"
+    assert p.stderr.count("invalid timestamp header 'soon'") == len(sinks), p.stderr
+    assert p.stderr.count("1 of 2 events can never be written and no deadLetterFile") == len(sinks)
+    assert "Traceback" not in p.stderr and "Unable to process" not in p.stderr
+    assert all(metrics["SINK." + k]["EventDrainSuccessCount"] == "0" for k in sinks)
+    assert metrics["CHANNEL.c1"]["ChannelSize"] == "2"
     assert not files(out), "as Flume: nothing of the batch is written, it is retried"

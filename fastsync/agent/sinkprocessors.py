@@ -6,7 +6,8 @@ sink whose batch failed (its take was rolled back, so nothing is lost) is penali
 over it is tried again. `load_balance`: each batch goes to the next sink in `round_robin`
 order (or a `random` one); a failing sink is skipped for that batch and, with `backoff`,
 left out for 1 s, 2 s ... up to `selector.maxTimeOut` ms. Either raises when every sink
-failed, so the runner backs off.
+failed, so the runner backs off. A failure its sink already logged (a sink logs each
+distinct reason once, not on every retry) is not logged again here.
 """
 from __future__ import annotations
 
@@ -65,6 +66,21 @@ class _Penalties:
         self.until.pop(name, None)
 
 
+def _sink_failed(group: str, sink: str, exc: Exception, what: str, errors: list[str]) -> None:
+    """Note a member's failure: logged here only if the sink did not log it already."""
+    if getattr(exc, "logged", False):
+        log.debug("sink group %s: sink %s failed, %s: %s", group, sink, what, exc)
+    else:
+        log.warning("sink group %s: sink %s failed, %s: %s", group, sink, what, exc)
+    errors.append("%s: %s" % (sink, exc))
+
+
+def _all_failed(message: str, logged: bool) -> EventDeliveryException:
+    exc = EventDeliveryException(message)
+    exc.logged = logged       # the runner logs it only if no member's failure was logged
+    return exc
+
+
 class FailoverSinkProcessor:
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
@@ -74,7 +90,7 @@ class FailoverSinkProcessor:
         self.penalties = _Penalties(config.maxpenalty / 1000.0)
 
     def process(self) -> Status:
-        errors = []
+        errors, logged = [], True
         for sink in self.sinks:
             if not self.penalties.ok(sink.name):
                 continue
@@ -82,14 +98,13 @@ class FailoverSinkProcessor:
                 status = sink.process()
             except Exception as exc:
                 penalty = self.penalties.fail(sink.name)
-                log.warning("sink group %s: sink %s failed, penalised for %gs, failing over: %s",
-                            self.group, sink.name, penalty, exc)
-                errors.append("%s: %s" % (sink.name, exc))
+                _sink_failed(self.group, sink.name, exc, "penalised for %gs, failing over" % penalty, errors)
+                logged = logged and getattr(exc, "logged", False)
                 continue
             self.penalties.clear(sink.name)
             return status
-        raise EventDeliveryException("sink group %s: all sinks failed or are penalised (%s)"
-                                     % (self.group, "; ".join(errors) or "waiting for penalties to end"))
+        raise _all_failed("sink group %s: all sinks failed or are penalised (%s)"
+                          % (self.group, "; ".join(errors) or "waiting for penalties to end"), logged)
 
 
 class LoadBalancingSinkProcessor:
@@ -108,7 +123,7 @@ class LoadBalancingSinkProcessor:
         return self.sinks[start:] + self.sinks[:start]
 
     def process(self) -> Status:
-        errors = []
+        errors, logged = [], True
         for sink in self._order():
             if self.backoff and not self.penalties.ok(sink.name):
                 continue
@@ -117,13 +132,13 @@ class LoadBalancingSinkProcessor:
             except Exception as exc:
                 if self.backoff:
                     self.penalties.fail(sink.name)
-                log.warning("sink group %s: sink %s failed, trying the next: %s", self.group, sink.name, exc)
-                errors.append("%s: %s" % (sink.name, exc))
+                _sink_failed(self.group, sink.name, exc, "trying the next", errors)
+                logged = logged and getattr(exc, "logged", False)
                 continue
             self.penalties.clear(sink.name)
             return status
-        raise EventDeliveryException("sink group %s: all sinks failed (%s)"
-                                     % (self.group, "; ".join(errors) or "all backed off"))
+        raise _all_failed("sink group %s: all sinks failed (%s)" % (self.group, "; ".join(errors) or "all backed off"),
+                          logged)
 
 
 PROCESSORS = {
