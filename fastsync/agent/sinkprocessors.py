@@ -6,8 +6,9 @@ sink whose batch failed (its take was rolled back, so nothing is lost) is penali
 over it is tried again. `load_balance`: each batch goes to the next sink in `round_robin`
 order (or a `random` one); a failing sink is skipped for that batch and, with `backoff`,
 left out for 1 s, 2 s ... up to `selector.maxTimeOut` ms. Either raises when every sink
-failed, so the runner backs off. A failure its sink already logged (a sink logs each
-distinct reason once, not on every retry) is not logged again here.
+failed, so the runner backs off. A member that starts failing is logged once; while it
+keeps failing, a reason its sink already logged (a sink logs each distinct reason once, not
+on every retry) is not logged again here.
 """
 from __future__ import annotations
 
@@ -66,13 +67,23 @@ class _Penalties:
         self.until.pop(name, None)
 
 
-def _sink_failed(group: str, sink: str, exc: Exception, what: str, errors: list[str]) -> None:
-    """Note a member's failure: logged here only if the sink did not log it already."""
-    if getattr(exc, "logged", False):
-        log.debug("sink group %s: sink %s failed, %s: %s", group, sink, what, exc)
-    else:
-        log.warning("sink group %s: sink %s failed, %s: %s", group, sink, what, exc)
-    errors.append("%s: %s" % (sink, exc))
+class _Failing:
+    """The members failing since their last delivered batch, so each failover is logged
+    when it starts rather than on every retry."""
+
+    def __init__(self, group: str):
+        self.group = group
+        self.names: set[str] = set()
+
+    def failed(self, sink: str, exc: Exception, what: str, errors: list[str]) -> None:
+        new = sink not in self.names
+        self.names.add(sink)
+        level = logging.WARNING if new or not getattr(exc, "logged", False) else logging.DEBUG
+        log.log(level, "sink group %s: sink %s failed, %s: %s", self.group, sink, what, exc)
+        errors.append("%s: %s" % (sink, exc))
+
+    def delivered(self, sink: str) -> None:
+        self.names.discard(sink)
 
 
 def _all_failed(message: str, logged: bool) -> EventDeliveryException:
@@ -88,6 +99,7 @@ class FailoverSinkProcessor:
         # highest priority first; the listed order breaks ties
         self.sinks = sorted(sinks, key=lambda s: -prio.get(s.name, 0))
         self.penalties = _Penalties(config.maxpenalty / 1000.0)
+        self.failing = _Failing(group)
 
     def process(self) -> Status:
         errors, logged = [], True
@@ -98,10 +110,11 @@ class FailoverSinkProcessor:
                 status = sink.process()
             except Exception as exc:
                 penalty = self.penalties.fail(sink.name)
-                _sink_failed(self.group, sink.name, exc, "penalised for %gs, failing over" % penalty, errors)
+                self.failing.failed(sink.name, exc, "penalised for %gs, failing over" % penalty, errors)
                 logged = logged and getattr(exc, "logged", False)
                 continue
             self.penalties.clear(sink.name)
+            self.failing.delivered(sink.name)
             return status
         raise _all_failed("sink group %s: all sinks failed or are penalised (%s)"
                           % (self.group, "; ".join(errors) or "waiting for penalties to end"), logged)
@@ -114,6 +127,7 @@ class LoadBalancingSinkProcessor:
         self.random = config.selector == "random"
         self.backoff = config.backoff
         self.penalties = _Penalties(config.maxTimeOut / 1000.0)
+        self.failing = _Failing(group)
         self.next = 0
 
     def _order(self) -> list:
@@ -132,10 +146,11 @@ class LoadBalancingSinkProcessor:
             except Exception as exc:
                 if self.backoff:
                     self.penalties.fail(sink.name)
-                _sink_failed(self.group, sink.name, exc, "trying the next", errors)
+                self.failing.failed(sink.name, exc, "trying the next", errors)
                 logged = logged and getattr(exc, "logged", False)
                 continue
             self.penalties.clear(sink.name)
+            self.failing.delivered(sink.name)
             return status
         raise _all_failed("sink group %s: all sinks failed (%s)" % (self.group, "; ".join(errors) or "all backed off"),
                           logged)
