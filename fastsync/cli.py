@@ -341,10 +341,12 @@ def _names(text: str | None) -> list[str] | None:
 
 def cmd_job(args) -> int:
     import shlex
-    from fastsync.transfer.jobs import JobError, Metastore
+
+    from fastsync.redact import masked_argv
+    from fastsync.transfer.jobs import JobError
 
     try:
-        store = Metastore(args.meta_connect)
+        store = _metastore(args.meta_connect)
         if args.create:
             rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
             if not rest or rest[0] != "import":
@@ -355,8 +357,8 @@ def cmd_job(args) -> int:
         elif args.list:
             for name in store.names():
                 print(name)
-        elif args.show:
-            print(shlex.join(["fastsync"] + store.get(args.show)))
+        elif args.show:      # masked: a job saved by an older version may hold a password
+            print(shlex.join(["fastsync"] + masked_argv(store.get(args.show))))
         elif args.delete:
             store.delete(args.delete)
         elif args.exec:
@@ -368,6 +370,18 @@ def cmd_job(args) -> int:
     except JobError as exc:
         raise CliError(str(exc)) from None
     return 0
+
+
+def _metastore(url: str | None):
+    import sqlalchemy as sa
+
+    from fastsync.redact import hide_password
+    from fastsync.transfer.jobs import Metastore
+    try:
+        return Metastore(url)
+    except (sa.exc.SQLAlchemyError, ValueError, OSError) as exc:   # ValueError: a URL that is not one
+        msg = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CliError("--meta-connect %s: %s" % (hide_password(url or "(default)"), hide_password(msg))) from None
 
 
 def cmd_import_all_tables(args) -> int:
@@ -646,20 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def hide_password_from_process_title(argv: list[str]) -> None:
-    """`--password X` on the command line is visible in ps and /proc/PID/cmdline: the
-    process title (which the split processes inherit) is rewritten with *** in its place."""
-    masked, hide = [], False
-    for a in argv:
-        if hide:
-            masked.append("***")
-            hide = False
-        elif a == "--password":
-            masked.append(a)
-            hide = True
-        elif a.startswith("--password="):
-            masked.append("--password=***")
-        else:
-            masked.append(a)
+    """A password on the command line is visible in ps and /proc/PID/cmdline: the process
+    title (which the split processes inherit) is rewritten with *** in its place."""
+    from fastsync.redact import masked_argv
+    masked = masked_argv(argv)
     if masked != argv:
         import setproctitle
         setproctitle.setproctitle(" ".join([os.path.basename(sys.executable), "-m", "fastsync"] + masked))
