@@ -253,6 +253,7 @@ def run_import_args(args) -> dict:
                     merge_key=args.merge_key, kafka_topic=getattr(args, "kafka_topic", None),
                     kafka_brokers=getattr(args, "kafka_brokers", "localhost:9092"),
                     kafka_key=getattr(args, "kafka_key", None), kafka_format=getattr(args, "kafka_format", "json"),
+                    kafka_config=_kafka_config(getattr(args, "kafka_config", None), getattr(args, "kafka_brokers", None)),
                     fast_path=args.fast_path)
     try:
         r = run_import(job)
@@ -264,6 +265,31 @@ def run_import_args(args) -> dict:
         print("incremental import complete; next time run with: --incremental %s --check-column %s --last-value %s"
               % (args.incremental, args.check_column, r["last_value"]), flush=True)
     return r
+
+
+def _kafka_config(path: str | None, brokers: str | None) -> dict:
+    """--kafka-config: librdkafka producer settings from a properties file (as Kafka's
+    --producer.config: security.protocol, sasl.mechanism, sasl.username, sasl.password,
+    ssl.*), so no secret is on the command line; checked by librdkafka here, before any split
+    runs. Messages never show a password or secret value."""
+    if not path:
+        return {}
+    from fastsync.agent.errors import ConfigError
+    from fastsync.agent.properties import parse_properties
+    from fastsync.kafkaio import without_secrets
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            conf = {k: p.value.strip() for k, p in parse_properties(f.read(), path).items()}
+    except OSError as exc:
+        raise CliError("--kafka-config %s: %s" % (path, exc.strerror), EXIT_CONFIG) from None
+    except (ConfigError, UnicodeDecodeError) as exc:
+        raise CliError("--kafka-config %s" % exc, EXIT_CONFIG) from None
+    from confluent_kafka import KafkaException, Producer
+    try:
+        Producer({**conf, "bootstrap.servers": brokers or "localhost:9092"})   # checks the settings, then is gone
+    except KafkaException as exc:
+        raise CliError("--kafka-config %s: %s" % (path, without_secrets(exc.args[0].str(), conf)), EXIT_CONFIG) from None
+    return conf
 
 
 def _text_options(args, prefix: str = ""):
@@ -532,6 +558,9 @@ def _import_flags(im, all_tables: bool = False) -> None:
         im.add_argument("--kafka-topic", help="send the rows to this Kafka topic instead of files")
         im.add_argument("--kafka-brokers", default="localhost:9092", help="bootstrap servers for --kafka-topic")
         im.add_argument("--kafka-key", help="column whose value keys each message")
+        im.add_argument("--kafka-config", metavar="FILE",
+                        help="librdkafka producer settings for --kafka-topic, key=value lines (security.protocol, "
+                             "sasl.mechanism, sasl.username, sasl.password, ssl.*)")
         im.add_argument("--kafka-format", choices=["json", "avro", "arrow"], default="json",
                         help="json or avro: one message per row; arrow: one Arrow IPC record batch per message")
     im.add_argument("--no-fast-path", dest="fast_path", action="store_false",

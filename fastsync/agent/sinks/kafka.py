@@ -5,7 +5,10 @@ produced, then flushed; a delivery failure (reported by librdkafka only for fail
 `delivery.report.only.error`) or messages still unacknowledged when the sink stops raise,
 so the take is rolled back and the batch retried. While the broker is away the flush
 waits (librdkafka retries until `message.timeout.ms`), which is the pipeline's
-back-pressure. Idempotent producer and `acks=all` unless the config says otherwise.
+back-pressure; a failed authentication (a wrong sasl.password) ends the wait, the messages
+still queued are purged and the take rolled back, with the broker's reason. Idempotent
+producer and `acks=all` unless the config says otherwise. `kafka.producer.*` keys go to
+librdkafka as they are (security.protocol, sasl.*, ssl.*); a password is never logged.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from fastsync.agent.component import SINKS, Place, setting
 from fastsync.agent.errors import ConfigError
 from fastsync.agent.sink import Sink, SinkConfig
-from fastsync.kafkaio import client_config, encode_events, flush_all, produce
+from fastsync.kafkaio import ClientErrors, client_config, encode_events, flush_all, produce, without_secrets
 
 log = logging.getLogger("fastsync.sink.kafka")
 
@@ -50,6 +53,7 @@ class KafkaSink(Sink):
         super().__init__(name, config)
         self.producer = None
         self.failures: list = []
+        self.errors = ClientErrors(log, "sink " + name)
         self.stopping = threading.Event()
 
     def _on_delivery(self, err, msg) -> None:
@@ -62,11 +66,12 @@ class KafkaSink(Sink):
         # the idempotent producer needs acks=all; with fewer acks it is off unless asked for
         conf = client_config(getattr(c, "extra", {}), "kafka.producer.", {
             "enable.idempotence": c.acks in ("all", "-1"), "linger.ms": 5, "delivery.report.only.error": True})
-        conf.update({"bootstrap.servers": c.bootstrapServers, "acks": c.acks, "on_delivery": self._on_delivery})
+        conf.update({"bootstrap.servers": c.bootstrapServers, "acks": c.acks, "on_delivery": self._on_delivery,
+                     "error_cb": self.errors})
         try:
             self.producer = Producer(conf)
         except Exception as exc:   # KafkaException for a bad kafka.producer.* setting
-            raise ConfigError("sink %s: Kafka producer settings rejected: %s" % (self.name, exc)) from None
+            raise ConfigError("sink %s: Kafka producer settings rejected: %s" % (self.name, without_secrets(str(exc), conf))) from None
         self.stopping.clear()
         super().start()
 
@@ -75,6 +80,7 @@ class KafkaSink(Sink):
         values, keys = encode_events(batch, c.useFlumeEventFormat, c.keyHeader)
         topics = batch.header_array(c.topicHeader).to_pylist() if c.allowTopicOverride and c.topicHeader in batch.headers else None
         self.failures.clear()
+        self.errors.failure = None
         producer, stopping = self.producer, self.stopping
         if topics is None and keys is None:
             for value in values:
@@ -83,7 +89,10 @@ class KafkaSink(Sink):
             for i, value in enumerate(values):
                 produce(producer, (topics and topics[i]) or c.topic, value, keys[i] if keys else None, stopping)
         # every message acknowledged (or failed) before the take may commit
-        left = flush_all(producer, stopping)
+        left = flush_all(producer, stopping, self.errors)
+        if left and self.errors.failure:
+            raise RuntimeError("sink %s: %d of %d messages not delivered, the batch stays in the channel: %s"
+                               % (self.name, left, len(values), self.errors.failure))
         if left:
             raise RuntimeError("sink %s stopped with %d messages unacknowledged" % (self.name, left))
         if self.failures:
