@@ -132,10 +132,17 @@ def test_job_show_masks_a_password_saved_by_an_older_version(tmp_path):
     assert "S3cret" not in out.stdout and "--connect 'postgresql://u:***@h/db' --password '***'" in out.stdout, out.stdout
 
 
-def test_metastore_is_created_owner_only(tmp_path):
+@pytest.fixture
+def umask_022():
+    """The usual umask, under which files are made 0644 unless asked otherwise."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_metastore_is_created_owner_only(tmp_path, umask_022):
     """The default metastore (~/.fastsync/metastore.db) and its directory are made 0600 and
     0700 whatever the umask; an older world-readable metastore is narrowed to 0600."""
-    os.umask(0o022)
     home = tmp_path / "home"
     home.mkdir()
     pw = tmp_path / "pw"
@@ -158,11 +165,10 @@ def test_meta_connect_errors_are_one_line_with_the_password_masked():
     assert "S3cret" not in out.stderr and "--meta-connect postgresql://fastsync:***@127.0.0.1:1/meta" in line, line
 
 
-def test_position_files_and_checkpoints_are_created_owner_only(tmp_path, agent):
+def test_position_files_and_checkpoints_are_created_owner_only(tmp_path, agent, umask_022):
     """TAILDIR's position file, the spooling directory source's tracker file and the file
     channel's checkpoint hold read positions: 0600 from their creation (an older 0644
     position file is replaced by a 0600 one)."""
-    os.umask(0o022)
     logs, spool = tmp_path / "logs", tmp_path / "spool"
     logs.mkdir()
     spool.mkdir()
