@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import uuid
 
+import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -20,6 +22,16 @@ from e2e_support import multiset_problems, poll, read_dir_lines, write_config
 BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 SASL_BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA_SASL", "127.0.0.1:9094")
 USER, PASSWORD = "fastsync", "fastsync"
+
+
+@pytest.fixture(autouse=True)
+def sasl_listener():
+    host, port = SASL_BROKERS.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise AssertionError("no SASL_PLAINTEXT listener at %s (%s): run `bash scripts/services.sh up`, which restarts "
+                             "a broker started with an older configuration" % (SASL_BROKERS, exc.strerror)) from None
 
 
 def sasl(prefix: str, password: str) -> dict:
@@ -155,3 +167,41 @@ def test_rejected_settings_never_show_the_password(tmp_path, run_agent):
     line = out.stderr.strip()
     assert out.returncode == 2 and line.startswith("fastsync: error: --kafka-config %s: " % props) and "NOPE" in line, out.stderr
     assert "\n" not in line and secret not in out.stderr
+
+
+def test_channel_with_a_wrong_password_refuses_puts_with_the_reason(tmp_path, agent):
+    """A put commit into a kafka channel that cannot authenticate fails (the source keeps
+    its batch and retries) with the broker's reason, instead of waiting message.timeout.ms."""
+    topic, wrong = new_topic(), "wrong-" + uuid.uuid4().hex
+    conf = write_config(tmp_path, {
+        "a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
+        "a1.sources.r1.type": "seq", "a1.sources.r1.totalEvents": 100, "a1.sources.r1.batchSize": 100,
+        "a1.sources.r1.channels": "c1",
+        "a1.channels.c1.type": "kafka", "a1.channels.c1.kafka.bootstrap.servers": SASL_BROKERS,
+        "a1.channels.c1.kafka.topic": topic, **sasl("a1.channels.c1.kafka.producer.", wrong),
+        **sasl("a1.channels.c1.kafka.consumer.", wrong),
+        "a1.sinks.k1.type": "null", "a1.sinks.k1.channel": "c1",
+    })
+    p = agent("a1", conf, "--no-reload-conf", "--drain-timeout", "0.5")
+    p.wait_for_stderr(r"channel c1: events not stored in Kafka: .*Authentication failed: Invalid username or password",
+                      timeout=60)
+    assert p.stop(signal.SIGTERM) == 0, p.stderr[-3000:]
+    assert wrong not in p.stderr + p.stdout
+    assert topic_bodies_now(topic) == []
+
+
+def topic_bodies_now(topic: str) -> list[bytes]:
+    """Every message the topic holds (read to its end over the plaintext listener)."""
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "check-" + uuid.uuid4().hex, "auto.offset.reset": "earliest",
+                  "enable.partition.eof": True})
+    c.subscribe([topic])
+    out, eof = [], []
+    try:
+        def more():
+            for m in c.consume(1000, 0.5):
+                (out.append(m.value()) if m.error() is None else eof.append(1))
+            return eof
+        poll(more, 60, message="the end of %s" % topic)
+    finally:
+        c.close()
+    return out
