@@ -253,6 +253,7 @@ def run_import_args(args) -> dict:
                     merge_key=args.merge_key, kafka_topic=getattr(args, "kafka_topic", None),
                     kafka_brokers=getattr(args, "kafka_brokers", "localhost:9092"),
                     kafka_key=getattr(args, "kafka_key", None), kafka_format=getattr(args, "kafka_format", "json"),
+                    kafka_config=_kafka_config(getattr(args, "kafka_config", None), getattr(args, "kafka_brokers", None)),
                     fast_path=args.fast_path)
     try:
         r = run_import(job)
@@ -264,6 +265,31 @@ def run_import_args(args) -> dict:
         print("incremental import complete; next time run with: --incremental %s --check-column %s --last-value %s"
               % (args.incremental, args.check_column, r["last_value"]), flush=True)
     return r
+
+
+def _kafka_config(path: str | None, brokers: str | None) -> dict:
+    """--kafka-config: librdkafka producer settings from a properties file (as Kafka's
+    --producer.config: security.protocol, sasl.mechanism, sasl.username, sasl.password,
+    ssl.*), so no secret is on the command line; checked by librdkafka here, before any split
+    runs. Messages never show a password or secret value."""
+    if not path:
+        return {}
+    from fastsync.agent.errors import ConfigError
+    from fastsync.agent.properties import parse_properties
+    from fastsync.kafkaio import without_secrets
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            conf = {k: p.value.strip() for k, p in parse_properties(f.read(), path).items()}
+    except OSError as exc:
+        raise CliError("--kafka-config %s: %s" % (path, exc.strerror), EXIT_CONFIG) from None
+    except (ConfigError, UnicodeDecodeError) as exc:
+        raise CliError("--kafka-config %s" % exc, EXIT_CONFIG) from None
+    from confluent_kafka import KafkaException, Producer
+    try:
+        Producer({**conf, "bootstrap.servers": brokers or "localhost:9092"})   # checks the settings, then is gone
+    except KafkaException as exc:
+        raise CliError("--kafka-config %s: %s" % (path, without_secrets(exc.args[0].str(), conf)), EXIT_CONFIG) from None
+    return conf
 
 
 def _text_options(args, prefix: str = ""):
@@ -341,10 +367,12 @@ def _names(text: str | None) -> list[str] | None:
 
 def cmd_job(args) -> int:
     import shlex
-    from fastsync.transfer.jobs import JobError, Metastore
+
+    from fastsync.redact import masked_argv
+    from fastsync.transfer.jobs import JobError
 
     try:
-        store = Metastore(args.meta_connect)
+        store = _metastore(args.meta_connect)
         if args.create:
             rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
             if not rest or rest[0] != "import":
@@ -355,8 +383,8 @@ def cmd_job(args) -> int:
         elif args.list:
             for name in store.names():
                 print(name)
-        elif args.show:
-            print(shlex.join(["fastsync"] + store.get(args.show)))
+        elif args.show:      # masked: a job saved by an older version may hold a password
+            print(shlex.join(["fastsync"] + masked_argv(store.get(args.show))))
         elif args.delete:
             store.delete(args.delete)
         elif args.exec:
@@ -368,6 +396,18 @@ def cmd_job(args) -> int:
     except JobError as exc:
         raise CliError(str(exc)) from None
     return 0
+
+
+def _metastore(url: str | None):
+    import sqlalchemy as sa
+
+    from fastsync.redact import hide_password
+    from fastsync.transfer.jobs import Metastore
+    try:
+        return Metastore(url)
+    except (sa.exc.SQLAlchemyError, ValueError, OSError) as exc:   # ValueError: a URL that is not one
+        msg = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CliError("--meta-connect %s: %s" % (hide_password(url or "(default)"), hide_password(msg))) from None
 
 
 def cmd_import_all_tables(args) -> int:
@@ -518,6 +558,9 @@ def _import_flags(im, all_tables: bool = False) -> None:
         im.add_argument("--kafka-topic", help="send the rows to this Kafka topic instead of files")
         im.add_argument("--kafka-brokers", default="localhost:9092", help="bootstrap servers for --kafka-topic")
         im.add_argument("--kafka-key", help="column whose value keys each message")
+        im.add_argument("--kafka-config", metavar="FILE",
+                        help="librdkafka producer settings for --kafka-topic, key=value lines (security.protocol, "
+                             "sasl.mechanism, sasl.username, sasl.password, ssl.*)")
         im.add_argument("--kafka-format", choices=["json", "avro", "arrow"], default="json",
                         help="json or avro: one message per row; arrow: one Arrow IPC record batch per message")
     im.add_argument("--no-fast-path", dest="fast_path", action="store_false",
@@ -646,20 +689,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def hide_password_from_process_title(argv: list[str]) -> None:
-    """`--password X` on the command line is visible in ps and /proc/PID/cmdline: the
-    process title (which the split processes inherit) is rewritten with *** in its place."""
-    masked, hide = [], False
-    for a in argv:
-        if hide:
-            masked.append("***")
-            hide = False
-        elif a == "--password":
-            masked.append(a)
-            hide = True
-        elif a.startswith("--password="):
-            masked.append("--password=***")
-        else:
-            masked.append(a)
+    """A password on the command line is visible in ps and /proc/PID/cmdline: the process
+    title (which the split processes inherit) is rewritten with *** in its place."""
+    from fastsync.redact import masked_argv
+    masked = masked_argv(argv)
     if masked != argv:
         import setproctitle
         setproctitle.setproctitle(" ".join([os.path.basename(sys.executable), "-m", "fastsync"] + masked))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 
 FLUSH_STEP = 0.5   # seconds per flush wait, so a stop request is noticed
 
@@ -52,12 +53,48 @@ def encode_events(batch, flume_format: bool, key_header: str) -> tuple[list, lis
 
 
 def client_config(extra: dict, prefix: str, defaults: dict) -> dict:
-    """librdkafka settings: our defaults, then every `<prefix>*` key of the component."""
+    """librdkafka settings: our defaults, then every `<prefix>*` key of the component
+    (security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.* ... pass
+    through as they are)."""
     conf = dict(defaults)
     for key, value in (extra or {}).items():
         if key.startswith(prefix):
             conf[key[len(prefix):]] = value.strip()
     return conf
+
+
+def without_secrets(text: str, conf: dict) -> str:
+    """`text` (e.g. librdkafka's rejection of a setting) with the value of every password or
+    secret setting of `conf` as ***."""
+    for key, value in conf.items():
+        if ("password" in key or "secret" in key) and isinstance(value, str) and value:
+            text = text.replace(value, "***")
+    return text
+
+
+class ClientErrors:
+    """librdkafka's error_cb for one client: errors not tied to a message (brokers down,
+    authentication failed) are logged, each kind at most once a minute (librdkafka reports
+    them at every reconnect); an authentication failure or a fatal error is kept in
+    `failure`, so a delivery waiting on the brokers can give up with it instead of waiting
+    for message.timeout.ms. librdkafka's texts never include a setting's value."""
+
+    REPEAT = 60.0
+
+    def __init__(self, log: logging.Logger, name: str):
+        self.log, self.name = log, name
+        self.logged: dict = {}          # error code -> when it was last logged
+        self.failure: str | None = None
+
+    def __call__(self, err) -> None:
+        from confluent_kafka import KafkaError
+        serious = err.fatal() or err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
+        if serious:
+            self.failure = err.str()
+        now = time.monotonic()
+        if now - self.logged.get(err.code(), -self.REPEAT) >= self.REPEAT:
+            self.logged[err.code()] = now
+            self.log.log(logging.ERROR if serious else logging.WARNING, "%s: Kafka: %s", self.name, err.str())
 
 
 def produce(producer, topic: str, value, key=None, stopping: threading.Event | None = None, **kw) -> None:
@@ -73,12 +110,22 @@ def produce(producer, topic: str, value, key=None, stopping: threading.Event | N
                 raise
 
 
-def flush_all(producer, stopping: threading.Event | None = None) -> int:
+def flush_all(producer, stopping: threading.Event | None = None, errors: ClientErrors | None = None,
+              until: float | None = None) -> int:
     """Wait until every message produced so far is acknowledged (or failed); returns the
-    messages still outstanding when `stopping` was set (0: all done)."""
+    messages still outstanding when `stopping` was set, time.monotonic() passed `until`, or
+    `errors` reported an authentication failure (0: all done). After such a failure they
+    are purged from librdkafka's queue: the caller sends them again, so they must not also
+    go out later."""
     while True:
         left = producer.flush(FLUSH_STEP)
-        if left == 0 or (stopping is not None and stopping.is_set()):
+        if left == 0:
+            return 0
+        if errors is not None and errors.failure:
+            producer.purge()
+            producer.poll(0)
+            return left
+        if (stopping is not None and stopping.is_set()) or (until is not None and time.monotonic() >= until):
             return left
 
 

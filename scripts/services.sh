@@ -10,11 +10,13 @@
 #   FASTSYNC_TEST_PG_URL=postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync
 #   FASTSYNC_TEST_MYSQL_URL=mysql://fastsync:fastsync@127.0.0.1:3306/fastsync
 #   FASTSYNC_TEST_KAFKA=127.0.0.1:9092
+#   FASTSYNC_TEST_KAFKA_SASL=127.0.0.1:9094   (SASL_PLAINTEXT, mechanism PLAIN, user fastsync, password fastsync)
 set -euo pipefail
 
 PG_PORT="${FASTSYNC_PG_PORT:-5432}"
 MYSQL_PORT="${FASTSYNC_MYSQL_PORT:-3306}"
 KAFKA_PORT="${FASTSYNC_KAFKA_PORT:-9092}"
+KAFKA_SASL_PORT="${FASTSYNC_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}"   # +1 is the controller's
 KAFKA_HOME="${FASTSYNC_KAFKA_HOME:-$HOME/.cache/fastsync-kafka}"   # jars, storage, config, pid
 LOG_DIR="${FASTSYNC_SERVICES_LOG:-/tmp/fastsync-services}"
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -115,7 +117,7 @@ mysql_down() {
 kafka_cp() { echo "$KAFKA_HOME/libs/*"; }
 kafka_pid() { cat "$KAFKA_HOME/broker.pid" 2>/dev/null; }
 kafka_alive() { local p; p="$(kafka_pid)"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
-kafka_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; }
+kafka_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/${1:-$KAFKA_PORT}") 2>/dev/null; }
 # ready: answers an ApiVersions request, asked by Kafka's own admin tool
 kafka_ready() {
     java -cp "$(kafka_cp)" org.apache.kafka.tools.BrokerApiVersionsCommand \
@@ -136,20 +138,24 @@ kafka_jars() {
     fi
 }
 
-kafka_config() {
+kafka_config() {  # writes server.properties.new
     local controller=$((KAFKA_PORT + 1))
+    # a second client listener, SASL_PLAINTEXT with mechanism PLAIN and one user (fastsync /
+    # fastsync), for the tests of the Kafka components' security.protocol / sasl.* passthrough
     printf '%s\n' \
         "process.roles=broker,controller" "node.id=1" \
         "controller.quorum.voters=1@127.0.0.1:$controller" \
-        "listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$controller" \
-        "advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT" \
-        "controller.listener.names=CONTROLLER" \
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT" \
+        "listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$controller,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT" \
+        "advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT" \
+        "controller.listener.names=CONTROLLER" "inter.broker.listener.name=PLAINTEXT" \
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT" \
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN" \
+        'listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_fastsync="fastsync";' \
         "log.dirs=$KAFKA_HOME/data" "num.partitions=1" \
         "offsets.topic.replication.factor=1" \
         "transaction.state.log.replication.factor=1" "transaction.state.log.min.isr=1" \
         "share.coordinator.state.topic.replication.factor=1" "share.coordinator.state.topic.min.isr=1" \
-        "group.initial.rebalance.delay.ms=0" > "$KAFKA_HOME/server.properties"
+        "group.initial.rebalance.delay.ms=0" > "$KAFKA_HOME/server.properties.new"
     printf '%s\n' \
         "appender.out.type=Console" "appender.out.name=out" "appender.out.layout.type=PatternLayout" \
         "appender.out.layout.pattern=[%d] %p %m (%c)%n" \
@@ -159,9 +165,17 @@ kafka_config() {
 kafka_up() {
     mkdir -p "$KAFKA_HOME"
     kafka_jars
-    if kafka_alive && kafka_port_open; then say "Kafka up: 127.0.0.1:$KAFKA_PORT"; return 0; fi
-    if kafka_port_open; then say "port $KAFKA_PORT is taken by a process services.sh did not start"; exit 1; fi
     kafka_config
+    if kafka_alive && kafka_port_open; then
+        if cmp -s "$KAFKA_HOME/server.properties.new" "$KAFKA_HOME/server.properties"; then
+            rm -f "$KAFKA_HOME/server.properties.new"
+            say "Kafka up: 127.0.0.1:$KAFKA_PORT, SASL_PLAINTEXT 127.0.0.1:$KAFKA_SASL_PORT"; return 0
+        fi
+        say "Kafka's configuration changed (scripts/services.sh is newer): restarting the broker"
+        kafka_down
+    fi
+    if kafka_port_open; then say "port $KAFKA_PORT is taken by a process services.sh did not start"; exit 1; fi
+    mv "$KAFKA_HOME/server.properties.new" "$KAFKA_HOME/server.properties"
     if [ ! -f "$KAFKA_HOME/data/meta.properties" ]; then     # KRaft storage, formatted once
         java -cp "$(kafka_cp)" kafka.tools.StorageTool format -c "$KAFKA_HOME/server.properties" \
             -t "$(java -cp "$(kafka_cp)" kafka.tools.StorageTool random-uuid)" >>"$LOG_DIR/kafka.log" 2>&1 || {
@@ -172,7 +186,8 @@ kafka_up() {
         -cp "$(kafka_cp)" kafka.Kafka "$KAFKA_HOME/server.properties" >>"$LOG_DIR/kafka.log" 2>&1 </dev/null &
     echo $! > "$KAFKA_HOME/broker.pid"
     wait_until 90 "Kafka" kafka_ready || { tail -20 "$LOG_DIR/kafka.log" >&2; exit 1; }
-    say "Kafka up: 127.0.0.1:$KAFKA_PORT"
+    wait_until 30 "Kafka's SASL listener" kafka_port_open "$KAFKA_SASL_PORT" || exit 1
+    say "Kafka up: 127.0.0.1:$KAFKA_PORT, SASL_PLAINTEXT 127.0.0.1:$KAFKA_SASL_PORT"
 }
 
 kafka_down() {
@@ -191,6 +206,9 @@ case "${1:-}" in
     status)
         if pg_ready 2>/dev/null; then echo "postgresql: up (127.0.0.1:$PG_PORT)"; else echo "postgresql: down"; fi
         if mysql_ready >/dev/null 2>&1; then echo "mariadb: up (127.0.0.1:$MYSQL_PORT)"; else echo "mariadb: down"; fi
-        if kafka_alive && kafka_port_open; then echo "kafka: up (127.0.0.1:$KAFKA_PORT)"; else echo "kafka: down"; fi ;;
+        if kafka_alive && kafka_port_open; then
+            if kafka_port_open "$KAFKA_SASL_PORT"; then echo "kafka: up (127.0.0.1:$KAFKA_PORT, SASL_PLAINTEXT 127.0.0.1:$KAFKA_SASL_PORT)"
+            else echo "kafka: up (127.0.0.1:$KAFKA_PORT; no SASL listener: an older configuration, 'up' restarts it)"; fi
+        else echo "kafka: down"; fi ;;
     *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

@@ -6,9 +6,12 @@ import getpass
 import logging
 import os
 import re
+from urllib.parse import unquote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from fastsync.redact import hide_password
 
 log = logging.getLogger("fastsync.connect")
 
@@ -44,15 +47,19 @@ def translate_url(connect: str, flag: str | None = "--connect") -> URL:
         m = re.match(r"^(\w+)://([^/?;]*)(/[^?;]*)?(?:[?;](.*))?$", rest)
         if not m or m.group(1) not in _JDBC:
             raise _error(flag, "unsupported JDBC URL %r (supported: jdbc:postgresql://, jdbc:mysql://, "
-                               "jdbc:mariadb://, jdbc:sqlite:)" % _hide(text))
+                               "jdbc:mariadb://, jdbc:sqlite:)" % hide_password(text))
         scheme, hostport, path, params = m.groups()
+        userinfo, _, hostport = hostport.rpartition("@")     # Connector/J's user:password@host
         host, _, port = hostport.partition(":")
+        if port and not port.isdigit():
+            raise _error(flag, "%r: the port is not a number" % hide_password(text))
         query = {}
         for part in re.split(r"[&;]", params or ""):
             k, sep, v = part.partition("=")
             if sep and k not in ("user", "password"):
                 query[k] = v
-        user = pw = None
+        user, _, pw = userinfo.partition(":")
+        user, pw = unquote(user) or None, unquote(pw) or None
         for part in re.split(r"[&;]", params or ""):
             k, _, v = part.partition("=")
             if k == "user":
@@ -66,15 +73,18 @@ def translate_url(connect: str, flag: str | None = "--connect") -> URL:
                           port=int(port) if port else None, database=(path or "/")[1:] or None)
     try:
         url = make_url(text)
-    except ArgumentError:
-        raise _error(flag, "not a database URL: %r" % _hide(text)) from None
+    except (ArgumentError, ValueError):      # ValueError: a port that is not a number
+        raise _error(flag, "not a database URL: %r" % hide_password(text)) from None
     if url.drivername in _DEFAULT_DRIVER:
         url = url.set(drivername=_DEFAULT_DRIVER[url.drivername])
+    if url.host and "@" in url.host:
+        # the password held an @: the rest of it would be taken for the host (and shown)
+        raise _error(flag, "%r: write an @ in the user or password as %%40" % hide_password(text))
+    try:
+        url.get_dialect()
+    except ArgumentError:                    # NoSuchModuleError: no such database type
+        raise _error(flag, "unknown database type %r in %r" % (url.drivername, hide_password(text))) from None
     return url
-
-
-def _hide(text: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)[^&;]*", r"\1***", text))
 
 
 def resolve_password(password: str | None, password_file: str | None, prompt: bool) -> str | None:

@@ -68,6 +68,7 @@ class ImportJob:
     kafka_brokers: str = "localhost:9092"
     kafka_key: str | None = None         # column whose value keys each message
     kafka_format: str = "json"           # json | avro | arrow
+    kafka_config: dict = field(default_factory=dict)    # librdkafka settings (--kafka-config)
     fast_path: bool = True               # native readers where the database has one (else SQLAlchemy's rows)
     extra: dict = field(default_factory=dict)
 
@@ -750,7 +751,7 @@ def _open_writer(job: ImportJob, path: str, schema: pa.Schema, json_text: bool =
     """A part file's writer (write_batch, close); `json_text`: see _JsonLinesWriter."""
     if job.kafka_topic:
         from fastsync.transfer.kafkaout import KafkaWriter
-        return KafkaWriter(job.kafka_brokers, job.kafka_topic, schema, job.kafka_format, job.kafka_key)
+        return KafkaWriter(job.kafka_brokers, job.kafka_topic, schema, job.kafka_format, job.kafka_key, job.kafka_config)
     if job.fmt == "avro":
         from fastsync.transfer.avrofile import AvroWriter
         codec = {None: "null", "none": "null", "gzip": "deflate"}.get(job.compression, job.compression)

@@ -1,7 +1,8 @@
 """Saved jobs (Sqoop's `job`): an import's command line stored by name in a metastore, an
-embedded SQLite file by default. Passwords are never stored: a job keeps --password-file
-(a reference), -P (prompt at run time) or relies on FASTSYNC_PASSWORD. An incremental
-job's --last-value is advanced only after its output was published."""
+embedded SQLite file by default (0600). Passwords are never stored (neither --password nor
+one in the --connect URL): a job keeps --password-file (a reference), -P (prompt at run
+time) or relies on FASTSYNC_PASSWORD. An incremental job's --last-value is advanced only
+after its output was published."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,8 @@ import os
 import time
 
 import sqlalchemy as sa
+
+from fastsync.redact import hide_password
 
 DEFAULT_METASTORE = "sqlite:///" + os.path.join(os.path.expanduser("~"), ".fastsync", "metastore.db")
 
@@ -24,18 +27,46 @@ class JobError(Exception):
     pass
 
 
+def _create_sqlite_file(path: str) -> None:
+    """The metastore holds positions (--last-value) and the jobs' command lines: an SQLite
+    file made here is its owner's only (0600, as are SQLite's journals, which copy its
+    mode), in a 0700 directory when that is made too; one made by an older version is
+    narrowed to 0600."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", mode=0o700, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        st = os.stat(path)
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            os.chmod(path, 0o600)
+
+
+def _saved_password(argv: list[str]) -> str | None:
+    """The flag of `argv` that carries a password, if one does."""
+    for i, a in enumerate(argv):
+        if a == "--password" or a.startswith("--password="):
+            return "--password"
+        if a.startswith("--connect=") or (a != "--connect" and i and argv[i - 1] == "--connect"):
+            if hide_password(a) != a:
+                return "--connect"
+    return None
+
+
 class Metastore:
     def __init__(self, url: str | None = None):
         url = url or DEFAULT_METASTORE
-        if url.startswith("sqlite:///"):
-            os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])) or ".", exist_ok=True)
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            _create_sqlite_file(parsed.database)
         self.engine = sa.create_engine(url)
         _md.create_all(self.engine)
 
     def create(self, name: str, argv: list[str]) -> None:
-        if "--password" in argv or any(a.startswith("--password=") for a in argv):
-            raise JobError("job --create %s: --password would be stored in the metastore; use --password-file, -P "
-                           "or FASTSYNC_PASSWORD" % name)
+        flag = _saved_password(argv)
+        if flag:
+            what = "--password" if flag == "--password" else "the password in --connect's URL"
+            raise JobError("job --create %s: %s would be stored in the metastore; use --password-file, -P "
+                           "or FASTSYNC_PASSWORD" % (name, what))
         now = time.time()
         with self.engine.begin() as conn:
             if conn.execute(sa.select(JOBS.c.name).where(JOBS.c.name == name)).first():

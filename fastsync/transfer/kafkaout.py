@@ -4,16 +4,21 @@ Each row is one message (JSON, or Avro binary with the schema of `--as-avrodataf
 by `--kafka-key`; `--kafka-format arrow` sends one Arrow IPC stream (schema + one record
 batch) per message, batches cut to stay under the broker's message size. close() returns
 only when every message is acknowledged (acks=all, idempotent producer), so a split
-succeeds only once its rows are in Kafka; a failed delivery fails the split.
+succeeds only once its rows are in Kafka; a failed delivery, or a failed authentication
+(`--kafka-config`'s sasl.* settings), fails the split.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
+import time
 
 import pyarrow as pa
 
-from fastsync.kafkaio import produce
+from fastsync.kafkaio import ClientErrors, flush_all, produce
+
+log = logging.getLogger("fastsync.import.kafka")
 
 FORMATS = ("json", "avro", "arrow")
 ARROW_MESSAGE_BYTES = 768 * 1024     # under the broker's default message.max.bytes (1 MiB)
@@ -42,15 +47,17 @@ def json_default(v):
 
 
 class KafkaWriter:
-    def __init__(self, brokers: str, topic: str, schema: pa.Schema, fmt: str = "json", key: str | None = None):
+    def __init__(self, brokers: str, topic: str, schema: pa.Schema, fmt: str = "json", key: str | None = None,
+                 config: dict | None = None):
         from confluent_kafka import Producer
         self.topic, self.fmt, self.schema = topic, fmt, schema
         self.key_index = schema.get_field_index(key) if key else -1
         self.failures: list = []
+        self.errors = ClientErrors(log, "--kafka-topic %s" % topic)
         self.sent = 0
         self.producer = Producer({
-            "bootstrap.servers": brokers, "acks": "all", "enable.idempotence": True, "linger.ms": 20,
-            "delivery.report.only.error": True, "on_delivery": self._on_delivery})
+            "acks": "all", "enable.idempotence": True, "linger.ms": 20, **(config or {}), "bootstrap.servers": brokers,
+            "delivery.report.only.error": True, "on_delivery": self._on_delivery, "error_cb": self.errors})
         if fmt == "avro":
             from fastsync.transfer.avrofile import AvroRecords
             self.avro = AvroRecords(schema)
@@ -85,7 +92,11 @@ class KafkaWriter:
         self.producer.poll(0)
 
     def close(self) -> None:
-        left = self.producer.flush(FLUSH_TIMEOUT)
+        deadline = time.monotonic() + FLUSH_TIMEOUT
+        left = flush_all(self.producer, errors=self.errors, until=deadline)
+        if left and self.errors.failure:
+            raise KafkaDeliveryError("%d of %d messages to topic %s not delivered: %s"
+                                     % (left, self.sent, self.topic, self.errors.failure))
         if left:
             raise KafkaDeliveryError("%d of %d messages to topic %s not acknowledged within %gs"
                                      % (left, self.sent, self.topic, FLUSH_TIMEOUT))

@@ -21,7 +21,8 @@ from fastsync.agent.component import CHANNELS, ComponentConfig, Place, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.metrics import CHANNEL_COUNTERS, Counters
 from fastsync.event import Event, EventBatch
-from fastsync.kafkaio import Offsets, client_config, encode_events, flume_event_reader, flush_all, good_messages, produce
+from fastsync.kafkaio import (ClientErrors, Offsets, client_config, encode_events, flume_event_reader, flush_all, good_messages,
+                              produce, without_secrets)
 
 log = logging.getLogger("fastsync.channel.kafka")
 SIZE_CACHE = 0.5        # seconds the lag-based size is reused
@@ -56,6 +57,7 @@ class KafkaChannel(Channel):
         self.take_lock = threading.Lock()      # one take transaction at a time owns the consumer
         self.taken = 0
         self.stopping = threading.Event()
+        self.errors = ClientErrors(log, "channel " + name)      # the producer's; the consumers' are only logged
         self._size = (0.0, 0)
         self.counters = Counters("CHANNEL", CHANNEL_COUNTERS, lambda: {"ChannelSize": self.size})
         self.reader = flume_event_reader() if config.parseAsFlumeEvent else None
@@ -70,14 +72,16 @@ class KafkaChannel(Channel):
             "enable.idempotence": True, "acks": "all", "linger.ms": 5, "delivery.report.only.error": True})
         cconf = client_config(extra, "kafka.consumer.", {"auto.offset.reset": "earliest"})
         cconf.update({"group.id": c.groupId, "enable.auto.commit": False})
+        consumer_errors = ClientErrors(log, "channel %s (taking)" % self.name)
         try:
-            self.producer = Producer({**pconf, "bootstrap.servers": c.bootstrapServers})
-            self.consumer = Consumer({**cconf, "bootstrap.servers": c.bootstrapServers})
+            self.producer = Producer({**pconf, "bootstrap.servers": c.bootstrapServers, "error_cb": self.errors})
+            self.consumer = Consumer({**cconf, "bootstrap.servers": c.bootstrapServers, "error_cb": consumer_errors})
             # a second handle, never subscribed, for the size: metadata calls on the taking
             # consumer wait behind its consume()
-            self.meta = Consumer({**cconf, "bootstrap.servers": c.bootstrapServers})
+            self.meta = Consumer({**cconf, "bootstrap.servers": c.bootstrapServers, "error_cb": consumer_errors})
         except Exception as exc:
-            raise ChannelException("channel %s: Kafka settings rejected: %s" % (self.name, exc)) from None
+            raise ChannelException("channel %s: Kafka settings rejected: %s"
+                                   % (self.name, without_secrets(str(exc), {**pconf, **cconf}))) from None
         self.consumer.subscribe([c.topic])
         self.stopping.clear()
         self.counters.started()
@@ -196,11 +200,14 @@ class KafkaTransaction(Transaction):
         ch = self.ch
         n = sum(len(b) for b in self.puts)
         ch.counters.add(EventPutAttemptCount=n)
+        ch.errors.failure = None
         for batch in self.puts:
             values, keys = encode_events(batch, ch.config.parseAsFlumeEvent, ch.config.keyHeader)
             for i, value in enumerate(values):
                 produce(ch.producer, ch.config.topic, value, keys[i] if keys else None, on_delivery=self._on_delivery)
-        if flush_all(ch.producer, ch.stopping):
+        if flush_all(ch.producer, ch.stopping, ch.errors):
+            if ch.errors.failure:
+                raise ChannelException("channel %s: events not stored in Kafka: %s" % (ch.name, ch.errors.failure))
             raise ChannelException("channel %s stopped with messages unacknowledged" % ch.name)
         if self.failures:
             raise ChannelException("channel %s: %d of %d events not stored in Kafka: %s"

@@ -29,6 +29,7 @@ import pyarrow as pa
 from crc32c import crc32c
 
 from fastsync._native import Segment, _wal
+from fastsync.redact import create_private
 
 log = logging.getLogger("fastsync.channel.file")
 
@@ -305,7 +306,7 @@ def read_checkpoint(path: str) -> Checkpoint:
 def write_atomically(path: str, data: bytes) -> None:
     """temp file + fsync + rename + fsync of the directory: the old or the new, never a mix."""
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = create_private(tmp)        # 0600: the channel's read positions
     try:
         try:
             view = memoryview(data)

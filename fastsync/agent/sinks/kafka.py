@@ -5,7 +5,10 @@ produced, then flushed; a delivery failure (reported by librdkafka only for fail
 `delivery.report.only.error`) or messages still unacknowledged when the sink stops raise,
 so the take is rolled back and the batch retried. While the broker is away the flush
 waits (librdkafka retries until `message.timeout.ms`), which is the pipeline's
-back-pressure. Idempotent producer and `acks=all` unless the config says otherwise.
+back-pressure; a failed authentication (a wrong sasl.password) ends the wait, the messages
+still queued are purged and the take rolled back, with the broker's reason. Idempotent
+producer and `acks=all` unless the config says otherwise. `kafka.producer.*` keys go to
+librdkafka as they are (security.protocol, sasl.*, ssl.*); a password is never logged.
 
 A message that can never be produced (larger than the producer's or the broker's
 message.max.bytes, a topic header that is no valid topic name or holds a NUL) goes to
@@ -24,7 +27,7 @@ from fastsync.agent.deadletter import DeadLetterFile, dead_letter_setting
 from fastsync.agent.errors import ConfigError, EventDeliveryException
 from fastsync.agent.metrics import SINK_COUNTERS, Counters
 from fastsync.agent.sink import Sink, SinkConfig
-from fastsync.kafkaio import client_config, encode_events, flush_all, produce
+from fastsync.kafkaio import ClientErrors, client_config, encode_events, flush_all, produce, without_secrets
 
 try:
     from confluent_kafka import KafkaError, KafkaException
@@ -85,6 +88,7 @@ class KafkaSink(Sink):
         super().__init__(name, config)
         self.producer = None
         self.failures: list = []
+        self.errors = ClientErrors(log, "sink " + name)
         self.stopping = threading.Event()
         self.counters = Counters("SINK", SINK_COUNTERS + ("DeadLetterCount",))
         self.dead_letters = DeadLetterFile(config.deadLetterFile) if config.deadLetterFile else None
@@ -99,11 +103,12 @@ class KafkaSink(Sink):
         # the idempotent producer needs acks=all; with fewer acks it is off unless asked for
         conf = client_config(getattr(c, "extra", {}), "kafka.producer.", {
             "enable.idempotence": c.acks in ("all", "-1"), "linger.ms": 5, "delivery.report.only.error": True})
-        conf.update({"bootstrap.servers": c.bootstrapServers, "acks": c.acks, "on_delivery": self._on_delivery})
+        conf.update({"bootstrap.servers": c.bootstrapServers, "acks": c.acks, "on_delivery": self._on_delivery,
+                     "error_cb": self.errors})
         try:
             self.producer = Producer(conf)
         except Exception as exc:   # KafkaException for a bad kafka.producer.* setting
-            raise ConfigError("sink %s: Kafka producer settings rejected: %s" % (self.name, exc)) from None
+            raise ConfigError("sink %s: Kafka producer settings rejected: %s" % (self.name, without_secrets(str(exc), conf))) from None
         self.stopping.clear()
         if self.dead_letters is not None:
             self.dead_letters.open()
@@ -117,6 +122,7 @@ class KafkaSink(Sink):
         topics = [t or c.topic for t in chosen] if chosen is not None else [c.topic] * n
         keys = keys if keys is not None else [None] * n
         self.failures.clear()
+        self.errors.failure = None
         producer, stopping = self.producer, self.stopping
         dead = []           # (event index, reason) of messages that can never be produced
         todo = range(n)
@@ -145,7 +151,10 @@ class KafkaSink(Sink):
                 self._no_dead_letters(dead, n)
                 start = pos + 1
         # every message acknowledged (or failed) before the take may commit
-        left = flush_all(producer, stopping)
+        left = flush_all(producer, stopping, self.errors)
+        if left and self.errors.failure:
+            raise RuntimeError("sink %s: %d of %d messages not delivered, the batch stays in the channel: %s"
+                               % (self.name, left, len(values), self.errors.failure))
         if left:
             raise RuntimeError("sink %s stopped with %d messages unacknowledged" % (self.name, left))
         failures = [(err, msg) for err, msg in self.failures if err.code() not in PERMANENT]

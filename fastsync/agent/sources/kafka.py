@@ -15,7 +15,7 @@ from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException, ConfigError
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.event import EventBatch
-from fastsync.kafkaio import Offsets, client_config, flume_event_reader, good_messages
+from fastsync.kafkaio import ClientErrors, Offsets, client_config, flume_event_reader, good_messages, without_secrets
 
 log = logging.getLogger("fastsync.source.kafka")
 
@@ -56,11 +56,12 @@ class KafkaSource(PollableSource):
         from confluent_kafka import Consumer
         c = self.config
         conf = client_config(getattr(c, "extra", {}), "kafka.consumer.", {"auto.offset.reset": "earliest"})
-        conf.update({"bootstrap.servers": c.bootstrapServers, "group.id": c.groupId, "enable.auto.commit": False})
+        conf.update({"bootstrap.servers": c.bootstrapServers, "group.id": c.groupId, "enable.auto.commit": False,
+                     "error_cb": ClientErrors(log, "source " + self.name)})   # e.g. authentication failed: logged
         try:
             self.consumer = Consumer(conf)
         except Exception as exc:
-            raise ConfigError("source %s: Kafka consumer settings rejected: %s" % (self.name, exc)) from None
+            raise ConfigError("source %s: Kafka consumer settings rejected: %s" % (self.name, without_secrets(str(exc), conf))) from None
         # librdkafka subscribes to a regex when the topic name starts with ^
         self.consumer.subscribe(["^" + c.topicsRegex.lstrip("^")] if c.topicsRegex else list(c.topics))
         if c.useFlumeEventFormat:

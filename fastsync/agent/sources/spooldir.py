@@ -28,6 +28,7 @@ from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.event import EventBatch
+from fastsync.redact import create_private
 
 log = logging.getLogger("fastsync.source.spooldir")
 READ_SIZE = 1 << 20
@@ -151,7 +152,7 @@ class SpoolDirSource(PollableSource):
 
     def _save(self) -> None:
         tmp = self.meta_path + ".tmp"
-        with open(tmp, "w") as f:
+        with os.fdopen(create_private(tmp), "w") as f:      # 0600: a read position
             json.dump(self.current, f)
             f.flush()
             os.fsync(f.fileno())

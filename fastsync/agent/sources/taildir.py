@@ -34,6 +34,7 @@ from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.event import EventBatch
+from fastsync.redact import create_private
 
 log = logging.getLogger("fastsync.source.taildir")
 READ_SIZE = 1 << 20
@@ -221,7 +222,7 @@ class TaildirSource(PollableSource):
         directory = os.path.dirname(self.position_file)
         os.makedirs(directory, exist_ok=True)
         tmp = self.position_file + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with os.fdopen(create_private(tmp), "w", encoding="utf-8") as f:     # 0600: read positions
             json.dump(records, f, separators=(",", ":"))     # as Flume writes it
         os.replace(tmp, self.position_file)
         self._saved = records
