@@ -91,11 +91,11 @@ def test_exec_cuts_before_a_utf8_character_and_a_line_of_the_limit_is_one_event(
 
 def test_taildir_cuts_a_line_without_newline_in_bounded_memory(tmp_path, agent):
     """A 64 MiB line used to be read whole (the read block doubling until it held it); now
-    it is read in pieces of maxLineLength (default 1 MiB), every byte in order."""
+    it is read in pieces of maxLineLength (1 MiB), every byte in order."""
     log = tmp_path / "logs" / "app.log"
     cfg = taildir_config(tmp_path, r"app\.log", channel={"capacity": 8, "transactionCapacity": 8},
                          sink={"type": "file_roll", "sink.directory": tmp_path / "out", "sink.rollInterval": 0,
-                               "sink.batchSize": 4}, batchSize=4)
+                               "sink.batchSize": 4}, batchSize=4, maxLineLength=MIB)
     log.write_bytes(b"first\n")
     out = tmp_path / "out"
     p = agent("a1", write_config(tmp_path, cfg))

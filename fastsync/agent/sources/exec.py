@@ -38,7 +38,7 @@ class ExecSourceConfig(SourceConfig):
     logStdErr: bool = setting("logStdErr", False, "log the command's stderr lines")
     batchSize: int = setting("batchSize", 20, "most lines per channel transaction", min=1)
     batchTimeout: int = setting("batchTimeout", 3000, "ms after which a partial batch is sent", min=1)
-    maxLineLength: int = setting("maxLineLength", 1 << 20, "longer lines are cut into events of at most this many bytes", min=1)
+    maxLineLength: int = setting("maxLineLength", 8 << 20, "longer lines are cut into events of at most this many bytes", min=1)
     charset: str = setting("charset", "UTF-8", "accepted for compatibility; bodies are the raw bytes")
 
     def validate(self, place: Place) -> None:

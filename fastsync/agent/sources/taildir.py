@@ -54,7 +54,7 @@ class TaildirSourceConfig(SourceConfig):
     fileHeader: bool = setting("fileHeader", False, "put the file's path in a header")
     fileHeaderKey: str = setting("fileHeaderKey", "file", "header carrying the path")
     byteOffsetHeader: bool = setting("byteOffsetHeader", False, "put each line's byte offset in header `byteoffset`")
-    maxLineLength: int = setting("maxLineLength", 1 << 20, "longer lines are cut into events of at most this many bytes", min=1)
+    maxLineLength: int = setting("maxLineLength", 8 << 20, "longer lines are cut into events of at most this many bytes", min=1)
     idleTimeout: int = setting("idleTimeout", 120000, "ms without new data before a file is closed", min=0)
     writePosInterval: int = setting("writePosInterval", 3000, "ms between position file writes with non-durable channels (durable ones: every commit)", min=0)
     backoffSleepIncrement: int = setting("backoffSleepIncrement", 1000, "ms added to the wait after each empty poll", min=1)
@@ -132,7 +132,7 @@ class TailFile:
             log.info("%s shrank to %d bytes below position %d (truncated): reading it from the start",
                      self.path, size, self.read_pos)
             self.pos = self.read_pos = self.waiting = 0
-        if not self.final and self.waiting > self.read_pos:
+        if not self.final and self.read_pos < self.waiting <= size:
             # [read_pos, waiting) is an unfinished line: look only at what came after it
             if size == self.waiting:
                 return 0
