@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -160,3 +161,23 @@ def test_taildir_positions_across_cuts_survive_sigkill_and_restarts(tmp_path, ag
     assert list(dict.fromkeys(got)) == want, "pieces lost or out of order"
     duplicated = sum(c - 1 for c in collections.Counter(got).values())
     assert duplicated <= batch + sink_batch, "%d pieces twice after one kill" % duplicated
+
+
+def test_exec_logs_a_stderr_line_without_newline_in_pieces(tmp_path, agent):
+    """With logStdErr, 64 MiB on stderr without a newline used to be read as one line (and
+    decoded and formatted whole); now it is logged in pieces of maxLineLength bytes."""
+    out, go = tmp_path / "out", tmp_path / "go"
+    cmd = ("echo first; while [ ! -e '%s' ]; do sleep 0.05; done; head -c %d /dev/zero | tr -c e e >&2; "
+           "echo done >&2; echo last" % (go, 64 * MIB))
+    p = agent("a1", write_config(tmp_path, exec_agent_config(out, cmd, batchSize=4, logStdErr="true",
+                                                             maxLineLength=MIB // 4)))
+    poll(lambda: stored(out) == [b"first"], 30, message="the first line stored")
+    before = peak_rss_kib(p.pid)
+    go.touch()
+    poll(lambda: "= 'done'" in p.stderr[-2000:] or not p.alive(), 60, message="the end of stderr logged")
+    grew = peak_rss_kib(p.pid) - before
+    print("peak RSS grew by %d KiB" % grew)
+    assert p.stop(timeout=20) == 0, p.stderr[-2000:]
+    logged = [len(m) for m in re.findall(r"StderrLogger\[\d+\] = '(e*)'", p.stderr)]
+    assert logged == [MIB // 4] * 256, logged[:5]
+    assert grew < 32 << 10, "peak RSS grew by %d KiB while 64 MiB went to stderr" % grew

@@ -3,7 +3,8 @@
 stdout is read in large blocks and split into lines natively; a batch goes to the channels
 when it has batchSize events or its oldest line is batchTimeout ms old. A line longer than
 maxLineLength bytes is cut into several events (linecut.py), so an endless line costs at
-most about maxLineLength + 1 MiB of memory, and each byte is scanned once. Unlike Flume, a
+most about maxLineLength + 1 MiB of memory, and each byte is scanned once (stderr, with
+logStdErr, is logged in pieces of at most maxLineLength bytes too). Unlike Flume, a
 batch the channel refuses is retried (the command's pipe applies back-pressure) instead of
 being dropped.
 """
@@ -102,7 +103,9 @@ class ExecSource(Source):
         self.finished = True
 
     def _log_stderr(self, proc) -> None:
-        for i, line in enumerate(proc.stderr):
+        # at most maxLineLength bytes at a time: a longer line is logged in pieces
+        pieces = iter(lambda: proc.stderr.readline(self.config.maxLineLength), b"")
+        for i, line in enumerate(pieces):
             log.info("StderrLogger[%d] = '%s'", i + 1, line.decode("utf-8", "replace").rstrip("\r\n"))
 
     def _pump(self, fd: int) -> None:
