@@ -143,7 +143,9 @@ class ExecSource(Source):
                     pending = [whole.slice(full, count)] if full < count else []
                     count -= full
                     oldest = time.monotonic()
-            if count and (eof or not ready):
+            held = sum(int(b.offsets[-1] - b.offsets[0]) for b in pending)
+            # long lines: send what is there rather than hold batchSize of them
+            if count and (eof or not ready or held >= c.maxLineLength):
                 self._send(EventBatch.concat(pending))
                 pending, count = [], 0
 
