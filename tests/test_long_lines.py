@@ -15,6 +15,7 @@ import numpy as np
 
 from e2e_support import poll, read_dir_lines, write_config
 from socket_clients import peak_rss_kib
+from fastsync.agent.sources.linecut import cut_lines
 from test_taildir import taildir_config
 
 MIB = 1 << 20
@@ -181,3 +182,30 @@ def test_exec_logs_a_stderr_line_without_newline_in_pieces(tmp_path, agent):
     logged = [len(m) for m in re.findall(r"StderrLogger\[\d+\] = '(e*)'", p.stderr)]
     assert logged == [MIB // 4] * 256, logged[:5]
     assert grew < 32 << 10, "peak RSS grew by %d KiB while 64 MiB went to stderr" % grew
+
+
+def test_cut_lines_fed_in_random_chunks_gives_every_byte_back_in_bounded_pieces():
+    """linecut.cut_lines as the sources call it, on random text fed in random chunks: every
+    piece at most `limit` bytes, its position right, the pieces and the newlines (and the
+    stripped '\\r's) together are the input, and what waits for a newline stays small."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        limit, strip = int(rng.integers(1, 20)), bool(rng.integers(2))
+        src = bytes(rng.choice(list(b"ab\n\r\xc3\xa9"), int(rng.integers(0, 300))).astype(np.uint8))
+        buf, rebuilt, read = b"", b"", 0
+        while True:
+            k = int(rng.integers(0, 40))
+            buf, read = buf + src[read:read + k], read + k
+            final = read >= len(src)
+            data, offs, n, used, starts = cut_lines(buf, limit, final, strip_cr=strip, positions=True)
+            data = bytes(data)
+            for i in range(n):
+                piece = data[offs[i]:offs[i + 1]]
+                assert len(piece) <= limit and buf[starts[i]:starts[i] + len(piece)] == piece
+            ends = list(starts[1:]) + [used]
+            rebuilt += b"".join(buf[s:e] for s, e in zip(starts, ends))
+            buf = buf[used:]
+            assert len(buf) <= limit + 1 + 40
+            if final:
+                break
+        assert rebuilt == src and not buf

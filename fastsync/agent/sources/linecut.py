@@ -74,7 +74,7 @@ def cut_lines(chunk, limit: int, final: bool = False, strip_cr: bool = True, pos
         cuts = _cuts(piece, 0, sure, limit)
         took = cuts[-1]
         end = int(offs[-1])
-        data = bytes(view) + bytes(piece[:took])
+        data = bytes(view) + bytes(piece[:took]) if len(view) else bytes(piece[:took])
         new_offs.append(end + np.array(cuts, dtype=np.int64))
         if positions:
             new_starts.append(used + np.array([0] + cuts[:-1], dtype=np.int64))
