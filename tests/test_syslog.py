@@ -1,7 +1,7 @@
 """Syslog sources: RFC 5424 and RFC 3164 parsed into Flume's headers (checked against
 values worked out by hand from the RFCs' own examples), malformed messages stored with
 flume.syslog.status=Invalid, over real TCP and UDP sockets through the agent CLI; a line
-without end cut at eventSize in bounded memory, and the listener's limits (backlog,
+without end cut every eventSize bytes in bounded memory (Flume's Incomplete pieces), and the listener's limits (backlog,
 maxConnections, idleTimeout)."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import re
 import socket
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -195,27 +196,61 @@ def test_fuzzed_syslog_over_tcp_leaves_the_agent_up_and_answering(tmp_path, agen
 
 def test_syslogtcp_cuts_a_line_without_end_in_bounded_memory(tmp_path, agent):
     """64 MiB without a newline used to be buffered whole (and copied at every read); now
-    the line is cut at eventSize as it is read, the rest of it skipped, and the next
-    messages on the same connection are intact."""
-    out = tmp_path / "out"
+    the line is cut every eventSize bytes as it is read, as Flume does, every piece stored
+    in order, and the next messages on the same connection are intact."""
+    out, size = tmp_path / "out", 1 << 16
     p, port = syslog_agent(tmp_path, agent, "syslogtcp", **{
-        "a1.sources.r1.eventSize": 200, "a1.sources.r1.keepFields": "true",
+        "a1.sources.r1.eventSize": size, "a1.sources.r1.keepFields": "true",
         "a1.sinks.k1.type": "file_roll", "a1.sinks.k1.sink.directory": out, "a1.sinks.k1.sink.rollInterval": 0})
     head = b"<34>1 2003-10-11T22:14:15.003Z host app - - - "
+    body = (np.random.default_rng(1).integers(0, 64, 64 << 20, dtype=np.uint8) + 48).tobytes()    # no newline
+    long = head + body
+    pieces = [long[i:i + size] for i in range(0, len(long), size)]
+    expected = [MESSAGES[1][0]] + pieces + [MESSAGES[0][0], b"y" * size, b"y" * 50]
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(MESSAGES[1][0] + b"\n")      # the first event loads what the path needs
-        poll(lambda: len(read_dir_lines(out)) >= 1, 30, message="the first event stored")
+        poll(lambda: len(stored(out)) >= 1, 30, message="the first event stored")
         before = peak_rss_kib(p.pid)
         s.sendall(head)
-        block = b"x" * (1 << 20)
-        for _ in range(64):
-            s.sendall(block)
-        s.sendall(b"\n" + MESSAGES[0][0] + b"\n" + b"y" * 250 + b"\n")
-    poll(lambda: len(read_dir_lines(out)) >= 4, 30, message="4 events stored")
+        for i in range(0, len(body), 1 << 20):
+            s.sendall(body[i:i + (1 << 20)])
+        s.sendall(b"\n" + MESSAGES[0][0] + b"\n" + b"y" * (size + 50) + b"\n")
+    poll(lambda: len(stored(out)) >= len(expected), 30, message="%d events stored" % len(expected))
     grew = peak_rss_kib(p.pid) - before
+    print("peak RSS grew by %d KiB" % grew)
     assert p.stop(timeout=20) == 0, p.stderr
-    assert read_dir_lines(out) == [MESSAGES[1][0], (head + block)[:200], MESSAGES[0][0], b"y" * 200]
+    assert read_dir_lines(out) == expected
     assert grew < 32 << 10, "peak RSS grew by %d KiB while 64 MiB were sent" % grew
+
+
+def stored(out) -> list[bytes]:
+    """The lines file_roll wrote so far ([] while a batch is caught mid-write)."""
+    try:
+        return read_dir_lines(out) if out.exists() else []
+    except AssertionError:
+        return []
+
+
+def test_syslogtcp_pieces_of_a_cut_line_are_flumes_incomplete_and_invalid_events(tmp_path, agent):
+    """As Flume 1.11's SyslogUtils: a piece of eventSize bytes is an event with status
+    Incomplete, parsed as far as it goes; the bytes after a cut are read as the next message
+    (Invalid without a <PRI>, Invalid winning over Incomplete; valid with one); a line of
+    exactly eventSize bytes is one Incomplete event."""
+    p, port = syslog_agent(tmp_path, agent, "syslogtcp", **{"a1.sources.r1.eventSize": 40})
+    head = b"<34>1 2003-10-11T22:14:15.003Z h "
+    assert len(head) == 33
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head + b"abcdefg" + b"0123456789" * 4 + b"<13>rest\n" + b"<13>" + b"z" * 36 + b"\n<13>\n")
+    poll(lambda: p.stderr.count("Event: ") >= 5, 15, message="events logged")
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert logged_events(p.stderr) == [
+        ({"Facility": "4", "Severity": "2", "priority": "34", "version": "1", "timestamp": "1065910455003",
+          "host": "h", "flume.syslog.status": "Incomplete"}, b"abcdefg"),
+        ({"Facility": "0", "Severity": "0", "flume.syslog.status": "Invalid"}, b"0123456789" * 4),
+        ({"Facility": "1", "Severity": "5"}, b"<13>rest"),
+        ({"Facility": "1", "Severity": "5", "flume.syslog.status": "Incomplete"}, b"<13>" + b"z" * 36),
+        ({"Facility": "1", "Severity": "5"}, b"<13>"),
+    ]
 
 
 def test_syslogtcp_500_simultaneous_clients(tmp_path, agent):

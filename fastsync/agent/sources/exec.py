@@ -1,7 +1,10 @@
 """Flume's `exec` source: runs a command and turns each line of its stdout into an event.
 
 stdout is read in large blocks and split into lines natively; a batch goes to the channels
-when it has batchSize events or its oldest line is batchTimeout ms old. Unlike Flume, a
+when it has batchSize events or its oldest line is batchTimeout ms old. A line longer than
+maxLineLength bytes is cut into several events (linecut.py), so an endless line costs at
+most about maxLineLength + 1 MiB of memory, and each byte is scanned once (stderr, with
+logStdErr, is logged in pieces of at most maxLineLength bytes too). Unlike Flume, a
 batch the channel refuses is retried (the command's pipe applies back-pressure) instead of
 being dropped.
 """
@@ -17,12 +20,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from fastsync._native import split_lines
 from fastsync.agent.component import SOURCES, Place, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import Source, SourceConfig
+from fastsync.agent.sources.linecut import cut_lines
 from fastsync.event import EventBatch
 
 log = logging.getLogger("fastsync.source.exec")
@@ -38,6 +39,7 @@ class ExecSourceConfig(SourceConfig):
     logStdErr: bool = setting("logStdErr", False, "log the command's stderr lines")
     batchSize: int = setting("batchSize", 20, "most lines per channel transaction", min=1)
     batchTimeout: int = setting("batchTimeout", 3000, "ms after which a partial batch is sent", min=1)
+    maxLineLength: int = setting("maxLineLength", 8 << 20, "longer lines are cut into events of at most this many bytes", min=1)
     charset: str = setting("charset", "UTF-8", "accepted for compatibility; bodies are the raw bytes")
 
     def validate(self, place: Place) -> None:
@@ -101,7 +103,9 @@ class ExecSource(Source):
         self.finished = True
 
     def _log_stderr(self, proc) -> None:
-        for i, line in enumerate(proc.stderr):
+        # at most maxLineLength bytes at a time: a longer line is logged in pieces
+        pieces = iter(lambda: proc.stderr.readline(self.config.maxLineLength), b"")
+        for i, line in enumerate(pieces):
             log.info("StderrLogger[%d] = '%s'", i + 1, line.decode("utf-8", "replace").rstrip("\r\n"))
 
     def _pump(self, fd: int) -> None:
@@ -120,12 +124,16 @@ class ExecSource(Source):
                     buf += chunk
                 else:
                     eof = True
-                data, offsets, n, used, _ = split_lines(buf, final=eof)
-                del buf[:used]
+                # buf holds no newline before chunk: a line still short of the limit just waits
+                if eof or len(buf) > c.maxLineLength or b"\n" in chunk:
+                    data, offsets, n, used, _ = cut_lines(buf, c.maxLineLength, final=eof)
+                    del buf[:used]
+                else:
+                    n = 0
                 if n:
                     if not count:
                         oldest = time.monotonic()
-                    pending.append(EventBatch(data, np.frombuffer(offsets, dtype=np.int64)))
+                    pending.append(EventBatch(data, offsets))
                     count += n
                 if count >= c.batchSize:
                     whole = EventBatch.concat(pending)
@@ -135,7 +143,9 @@ class ExecSource(Source):
                     pending = [whole.slice(full, count)] if full < count else []
                     count -= full
                     oldest = time.monotonic()
-            if count and (eof or not ready):
+            held = sum(int(b.offsets[-1] - b.offsets[0]) for b in pending)
+            # long lines: send what is there rather than hold batchSize of them
+            if count and (eof or not ready or held >= c.maxLineLength):
                 self._send(EventBatch.concat(pending))
                 pending, count = [], 0
 

@@ -18,10 +18,12 @@ gets Flume's `flume.syslog.status = Invalid`, `Facility = 0`, `Severity = 0` and
 bytes as the body: it is stored, not dropped, and the source keeps running. Empty lines are
 skipped, as Flume skips them. With `keepFields = true` the body is always the whole line.
 
-TCP: a line longer than `eventSize` is cut there while it is read (the rest, up to its
-newline, is dropped), so a connection never holds more than `eventSize` bytes of a line
-whatever a client sends; the listening socket and its limits (`backlog`,
-`maxConnections`, `idleTimeout`) are listener.py's.
+TCP: as in Flume, a line is cut every `eventSize` bytes while it is read: each piece of
+`eventSize` bytes is an event with `flume.syslog.status = Incomplete` (parsed as far as it
+goes), and the bytes after a cut are read as the next message (so a piece that does not
+start with a `<PRI>` is `Invalid`), none of it dropped. A connection never holds more than
+`eventSize` bytes of a line whatever a client sends; the listening socket and its limits
+(`backlog`, `maxConnections`, `idleTimeout`) are listener.py's.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -131,11 +134,15 @@ def _text(a: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(a, ""), pa.scalar(None, pa.string()), a)
 
 
-def parse_syslog(raw: pa.Array, keep_fields: bool = False) -> EventBatch:
+def parse_syslog(raw: pa.Array, keep_fields: bool = False, incomplete: pa.Array | None = None) -> EventBatch:
     """Syslog messages (a binary array) -> one EventBatch with Flume's syslog headers.
-    Never raises on the messages' content: what fits no pattern is stored as it came."""
+    Never raises on the messages' content: what fits no pattern is stored as it came.
+    `incomplete` marks the pieces of a line cut at eventSize (Flume's status Incomplete)."""
     raw = raw.cast(pa.large_binary())
-    raw = raw.filter(pc.greater(pc.binary_length(raw), 0))   # Flume skips empty lines
+    nonempty = pc.greater(pc.binary_length(raw), 0)
+    raw = raw.filter(nonempty)      # Flume skips empty lines
+    if incomplete is not None:
+        incomplete = incomplete.filter(nonempty)
     n = len(raw)
     if not n:
         return EventBatch.empty()
@@ -172,7 +179,9 @@ def parse_syslog(raw: pa.Array, keep_fields: bool = False) -> EventBatch:
         "Facility": pc.cast(facility, pa.string()), "Severity": pc.cast(severity, pa.string()),
         "priority": field("pri"), "version": _text(field("ver")),
         "timestamp": pc.coalesce(ts5_zoned, ts5_local, ts3), "host": _text(field("host")),
-        "flume.syslog.status": pc.if_else(valid, pa.scalar(None, pa.string()), "Invalid"),
+        # as in Flume, Invalid wins over Incomplete
+        "flume.syslog.status": pc.if_else(valid, pa.scalar(None, pa.string()) if incomplete is None else
+                                          pc.if_else(incomplete, "Incomplete", pa.scalar(None, pa.string())), "Invalid"),
     }
     out = EventBatch.from_arrow(body.cast(pa.large_binary()))
     return EventBatch(out.data, out.offsets, {k: v for k, v in headers.items() if v.null_count < n})
@@ -203,9 +212,10 @@ class _SyslogSource(Source):
         """Messages per channel transaction: what the channels take, at most MAX_BATCH."""
         return min(MAX_BATCH, self.processor.max_batch)
 
-    def _put(self, raw: pa.Array) -> bool:
+    def _put(self, raw: pa.Array, incomplete: pa.Array | None = None) -> bool:
         for start in range(0, len(raw), self.batch_limit):
-            batch = parse_syslog(raw.slice(start, self.batch_limit), self.config.keep)
+            batch = parse_syslog(raw.slice(start, self.batch_limit), self.config.keep,
+                                 None if incomplete is None else incomplete.slice(start, self.batch_limit))
             while True:
                 try:
                     self.deliver(batch)
@@ -241,32 +251,46 @@ class SyslogTcpSource(_SyslogSource):
 
     def _connection(self, conn: socket.socket, peer) -> None:
         """Lines of one connection; TCP's flow control is the back-pressure. At most
-        eventSize bytes of an unfinished line are kept: a longer one is cut there and the
-        rest of it skipped."""
+        eventSize bytes of an unfinished line are kept: a longer one goes on in pieces."""
         size = self.config.eventSize
-        pending = b""
-        skipping = False        # in the rest of a line already cut
+        pending = bytearray()       # holds no newline between reads
         while True:
             chunk = self.listener.recv(conn, READ_SIZE)
             if chunk is None:
                 return
             final = not chunk
-            if skipping:
-                nl = chunk.find(b"\n")
-                if nl < 0:
-                    continue
-                chunk, skipping = chunk[nl + 1:], False
-            data = pending + chunk
-            buf, offsets, n, used, _ = split_lines(data, True, final, size)
-            lines = pa.Array.from_buffers(pa.large_binary(), n, [None, offsets, buf])
-            pending = data[used:]
-            if len(pending) > size:
-                lines = pa.concat_arrays([lines, pa.array([pending[:size]], pa.large_binary())])
-                pending, skipping = b"", True
-            if len(lines) and not self._put(lines):
+            pending += chunk
+            if not final and len(pending) < size and b"\n" not in chunk:
+                continue            # a line still short of eventSize: wait for more
+            lines, used = tcp_pieces(pending, size, final)
+            del pending[:used]
+            if len(lines) and not self._put(lines, pc.equal(pc.binary_length(lines), size)):
                 return
             if final:
                 return
+
+
+def tcp_pieces(data, size: int, final: bool) -> tuple[pa.Array, int]:
+    """The messages of data as Flume's syslogtcp reads them: each line (its '\r\n' or '\n'
+    dropped) cut every `size` bytes, and the front of an unfinished last line too while it
+    has `size` bytes or more. A piece of exactly `size` bytes is an incomplete message.
+    Returns (messages, bytes of data used)."""
+    buf, offsets, n, used, _ = split_lines(data, True, final)
+    offs = np.frombuffer(offsets, dtype=np.int64)
+    lens = np.diff(offs)
+    if n and lens.max() > size:       # cut the long lines: more offsets into the same bodies
+        counts = np.maximum(1, -(-lens // size))
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        offs = np.append(np.repeat(offs[:-1], counts) + size * (np.arange(counts.sum()) - first), offs[-1])
+    lines = pa.Array.from_buffers(pa.large_binary(), len(offs) - 1, [None, pa.py_buffer(offs), buf])
+    k = (len(data) - used) // size
+    if k:       # the front of the unfinished line
+        rest = bytes(data[used:used + k * size])
+        cut = pa.Array.from_buffers(pa.large_binary(), k, [None, pa.py_buffer(np.arange(k + 1, dtype=np.int64) * size),
+                                                            pa.py_buffer(rest)])
+        lines = pa.concat_arrays([lines, cut])
+        used += k * size
+    return lines, used
 
 
 @SOURCES.register("syslogudp", "org.apache.flume.source.SyslogUDPSource")

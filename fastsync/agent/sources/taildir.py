@@ -4,7 +4,10 @@ file names), turning each appended line into an event.
 Files are followed by inode: a file renamed away (rotation) is read to its end under its
 new name, a file that shrinks below its position (copytruncate) is read again from 0,
 new matching files are picked up. Each file is read in 1 MiB blocks split into lines
-natively; a last line without its newline waits until it is complete. One file's lines
+natively; a last line without its newline waits until it is complete (and is only read
+again once the file has grown). A line longer than maxLineLength bytes is cut into several
+events (linecut.py), so a line without end is read in pieces, never whole; the position of
+a cut is recorded like any other, so a restart goes on from the middle of the line. One file's lines
 go in one batch (one channel transaction, `batchSize` lines), so the file header and a
 group's static headers are shared by the batch.
 
@@ -29,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from fastsync._native import split_lines
 from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import PollableSource, SourceConfig, Status
+from fastsync.agent.sources.linecut import cut_lines
 from fastsync.event import EventBatch
 from fastsync.redact import create_private
 
@@ -52,6 +55,7 @@ class TaildirSourceConfig(SourceConfig):
     fileHeader: bool = setting("fileHeader", False, "put the file's path in a header")
     fileHeaderKey: str = setting("fileHeaderKey", "file", "header carrying the path")
     byteOffsetHeader: bool = setting("byteOffsetHeader", False, "put each line's byte offset in header `byteoffset`")
+    maxLineLength: int = setting("maxLineLength", 8 << 20, "longer lines are cut into events of at most this many bytes", min=1)
     idleTimeout: int = setting("idleTimeout", 120000, "ms without new data before a file is closed", min=0)
     writePosInterval: int = setting("writePosInterval", 3000, "ms between position file writes with non-durable channels (durable ones: every commit)", min=0)
     backoffSleepIncrement: int = setting("backoffSleepIncrement", 1000, "ms added to the wait after each empty poll", min=1)
@@ -96,7 +100,7 @@ class TailFile:
         self.fd: int | None = None
         self.pending: EventBatch | None = None
         self.bounds: np.ndarray | None = None
-        self.block = READ_SIZE
+        self.waiting = 0          # read_pos to this offset: a last line without newline (yet)
         self.last_data = time.monotonic()
         self.mtime = 0.0
         self.size = 0             # as of the last scan
@@ -120,31 +124,34 @@ class TailFile:
             os.close(self.fd)
             self.fd = None
 
-    def read_lines(self) -> int:
+    def read_lines(self, limit: int) -> int:
         """Read the next block and keep its complete lines as `pending` (with `final`, also a
-        last line without its newline); the number of lines."""
+        last line without its newline), lines longer than `limit` bytes cut into pieces; the
+        number of lines (pieces)."""
         size = os.fstat(self.fd).st_size
         if size < self.read_pos:
             log.info("%s shrank to %d bytes below position %d (truncated): reading it from the start",
                      self.path, size, self.read_pos)
-            self.pos = self.read_pos = 0
+            self.pos = self.read_pos = self.waiting = 0
+        if not self.final and self.read_pos < self.waiting <= size:
+            # [read_pos, waiting) is an unfinished line: look only at what came after it
+            if size == self.waiting:
+                return 0
+            more = os.pread(self.fd, min(size - self.waiting, limit + 2), self.waiting)
+            if b"\n" not in more and self.waiting + len(more) - self.read_pos <= limit:
+                self.waiting += len(more)
+                return 0
+        block = READ_SIZE
         while True:
-            chunk = os.pread(self.fd, self.block, self.read_pos)
-            data, offsets, n, used, _ = split_lines(chunk, strip_cr=False, final=self.final)
+            chunk = os.pread(self.fd, block, self.read_pos)
+            data, offs, n, used, starts = cut_lines(chunk, limit, self.final, strip_cr=True, positions=True)
             if n:
                 break
-            if len(chunk) < self.block:     # nothing new, or a last line still without its newline
+            if len(chunk) < block:          # nothing new, or a last line still without its newline
+                self.waiting = self.read_pos + len(chunk)
                 return 0
-            self.block *= 2                 # a line longer than the block: read more at once
-        self.block = READ_SIZE
-        offs = np.frombuffer(offsets, dtype=np.int64)
-        # line i starts at offs[i] + i in the chunk (each line before it lost its '\n')
-        self.bounds = self.read_pos + offs + np.arange(n + 1, dtype=np.int64)
-        ends = offs[1:]
-        cr = np.frombuffer(data, dtype=np.uint8)[ends[ends > offs[:-1]] - 1] == 13
-        if cr.any():    # CRLF lines: drop the '\r' as Flume does (rare: split again)
-            data, offsets, n2, _, _ = split_lines(chunk[:used], strip_cr=True, final=True)
-            offs = np.frombuffer(offsets, dtype=np.int64)
+            block = min(block * 2, limit + 2)   # a line longer than the block: read more at once
+        self.bounds = self.read_pos + np.append(starts, used)
         self.pending = EventBatch(data, offs)
         self.read_pos += used
         self.last_data = time.monotonic()
@@ -318,7 +325,7 @@ class TaildirSource(PollableSource):
         step = min(c.batchSize, self.processor.max_batch)
         got = False
         for _ in range(c.maxBatchCount):
-            if tf.pending is None and not tf.read_lines():
+            if tf.pending is None and not tf.read_lines(c.maxLineLength):
                 break
             k = min(step, len(tf.pending))
             batch = tf.pending.slice(0, k)
