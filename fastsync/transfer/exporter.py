@@ -37,6 +37,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.importer import STREAM_CODECS
+from fastsync.transfer.localinfile import guard as guard_local_infile
 from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, show
 from fastsync.transfer.textfile import TextOptions
 
@@ -534,7 +535,8 @@ class _Loader:
         cur = self.conn.cursor()
         try:
             try:
-                cur.execute(sql)
+                with self.conn.driver_connection.allow(path):
+                    cur.execute(sql)
             except AttributeError:
                 # PyMySQL, when the server drops the connection while the file is sent,
                 # goes on writing to the socket it has set to None
@@ -875,6 +877,8 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
         # the socket open unread for ~100 s; 30 s is the server's own net_read_timeout
         url = url.update_query_dict({"write_timeout": "30"})
     engine = make_engine(url)
+    if url.get_backend_name() in ("mysql", "mariadb"):
+        guard_local_infile(engine)            # the server gets only the files our LOAD DATA names
     stage = created = None
     stages: list[sa.Table] = []          # the automatic staging tables of _load_and_move
     try:
