@@ -361,6 +361,46 @@ def test_a_bad_row_in_the_last_file_leaves_the_target_unchanged(tmp_path, db):
         cleanup(url, src, dst)
 
 
+MALFORMED = [
+    # (file name, content, what the one line says after the file name)
+    ("part-m-00000.csv", b"id,v\n1,a\n2\n3,c\n", "row 2: 1 fields, expected 2 as in the header"),
+    # past pyarrow's first block (1 MB): read after the first batches were loaded
+    ("part-m-00000.csv", b"id,v\n" + b"".join(b"%d,%s\n" % (i, b"x" * 100) for i in range(12000)) + b"12000,y,z\n",
+     "row 12001: 3 fields, expected 2 as in the header"),
+    ("part-m-00000.csv", b"id,v\n1,a\n2,\xff\xfe\n", "row 2: column v: not UTF-8 text"),
+    ("part-m-00000.csv", b"", "an empty file (a csv part file starts with a header)"),
+    ("part-m-00000.csv", b"id,id\n1,2\n", "column id is twice in the header"),
+    ("part-m-00000.txt", b"1,a\n2,b\n3,\xc3(\n", "row 3: not UTF-8 text"),
+    ("part-m-00000.txt", b"1,a\n2,b,c\n", "row 2: 3 fields, expected 2"),
+    ("part-m-00000.jsonl", b'{"id": 1, "v": "a"}\n{"id": 2, "v": \n', "row 2: not JSON"),
+    ("part-m-00000.jsonl", b'{"id": 1, "v": "a"}\n[2]\n', "row 2: not a JSON object"),
+    ("part-m-00000.parquet", b"PAR1 not parquet", "Parquet magic bytes not found"),
+]
+
+
+@pytest.mark.parametrize("db", ["pg", "mysql", "sqlite"])
+def test_a_malformed_file_fails_in_one_line_naming_file_and_row(tmp_path, db):
+    """Rows short or long for the header, text not UTF-8, JSON that isn't, early in a file or
+    deep in it: one line naming the file and the row, exit 1, the target as it was."""
+    url = _urls(tmp_path)[db]
+    dst = name("malformed")
+    sql(url, "CREATE TABLE %s (id int PRIMARY KEY, v varchar(200))" % dst)
+    try:
+        insert(url, dst, [dict(id=-1, v="keep")])
+        for i, (file_name, content, says) in enumerate(MALFORMED):
+            d = tmp_path / ("in%d" % i)
+            d.mkdir()
+            (d / file_name).write_bytes(content)
+            out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", d)
+            line = out.stderr.strip()
+            assert out.returncode == 1 and "\n" not in line, out.stderr[-3000:]
+            assert file_name + (" " if says.startswith("row") else ": ") + says in line, line
+            assert sql(url, "SELECT id, v FROM %s" % dst) == [(-1, "keep")]
+            assert not leftover_stage(url, dst)
+    finally:
+        cleanup(url, dst)
+
+
 def test_columns_are_checked_before_anything_is_written(tmp_path):
     url = "sqlite:///%s" % (tmp_path / "db.sqlite")
     sql(url, "CREATE TABLE src (id int PRIMARY KEY, extra text, v text)", "INSERT INTO src VALUES (1, 'e', 'v')",

@@ -113,22 +113,70 @@ def _open_bytes(f: PartFile):
 
 def file_schema(f: PartFile, delimiter: str = ",") -> pa.Schema | None:
     """The Arrow schema a file holds (csv: as inferred from its first block; Sqoop text and
-    JSON lines: None, they have no schema)."""
-    if f.fmt == "parquet":
-        return pq.read_schema(f.path)
-    if f.fmt == "arrow":
-        with pa.memory_map(f.path) as m:
-            return pa.ipc.open_file(m).schema
-    if f.fmt == "avro":
-        import fastavro
+    JSON lines: None, they have no schema). A file that can't be read: ExportError."""
+    try:
+        if f.fmt == "parquet":
+            return pq.read_schema(f.path)
+        if f.fmt == "arrow":
+            with pa.memory_map(f.path) as m:
+                return pa.ipc.open_file(m).schema
+        if f.fmt == "avro":
+            import fastavro
 
-        from fastsync.transfer.avrofile import arrow_schema
-        with open(f.path, "rb") as fh:
-            return arrow_schema(fastavro.reader(fh).writer_schema)
-    if f.fmt == "csv":
-        with _open_bytes(f) as s:
-            return pacsv.open_csv(s, parse_options=pacsv.ParseOptions(delimiter=delimiter)).schema
+            from fastsync.transfer.avrofile import arrow_schema
+            with open(f.path, "rb") as fh:
+                return arrow_schema(fastavro.reader(fh).writer_schema)
+        if f.fmt == "csv":
+            with _open_bytes(f) as s:
+                return _open_csv(f, s, delimiter)[0].schema
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError("%s: %s" % (f.name, _one_line(exc))) from None
     return None
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+class _BadRows:
+    """pyarrow's invalid_row_handler: keeps the malformed row so the error can name it."""
+
+    def __init__(self):
+        self.row = None
+
+    def __call__(self, row) -> str:
+        self.row = row
+        return "error"
+
+    def error(self, f: PartFile, exc: Exception) -> ExportError:
+        r = self.row
+        if r is None:
+            return ExportError("%s: %s" % (f.name, _one_line(exc)))
+        # pyarrow counts the header as row 1; ours count data rows
+        return _RowError("%s row %s: %d fields, expected %d as in the header; check the delimiter"
+                         % (f.name, r.number - 1 if r.number else "?", r.actual_columns, r.expected_columns))
+
+
+def _open_csv(f: PartFile, stream, delimiter: str = ",", convert: pacsv.ConvertOptions | None = None):
+    """pyarrow's streaming csv reader, serial (so it knows the number of a malformed row);
+    its errors as ExportError naming file and row: (reader, the _BadRows whose error() its
+    batches' errors must pass through too)."""
+    bad = _BadRows()
+    try:
+        reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(use_threads=False),
+                                parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=bad),
+                                convert_options=convert)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if "Empty CSV file" in str(exc):
+            raise ExportError("%s: an empty file (a csv part file starts with a header)" % f.name) from None
+        raise bad.error(f, exc) from None
+    dup = next((c for i, c in enumerate(reader.schema.names) if c in reader.schema.names[:i]), None)
+    if dup is not None:
+        raise ExportError("%s: column %s is twice in the header" % (f.name, dup))
+    return reader, bad
 
 
 def file_columns(f: PartFile, default: list[str]) -> list[str]:
@@ -151,11 +199,19 @@ def _jsonl_records(f: PartFile, limit: int | None = None, parse_float=Decimal, p
         data = s.read()
     # lines end at \n only: json.dumps(ensure_ascii=False) leaves U+2028, U+0085, ... in a
     # string unescaped, where str.splitlines() would split it (a \r before \n is whitespace)
-    for i, line in enumerate(data.decode("utf-8").split("\n")):
+    for i, line in enumerate(data.split(b"\n")):
         if limit is not None and i >= limit:
             return
         if line.strip():
-            yield json.loads(line, parse_float=parse_float, parse_int=parse_int)
+            try:
+                rec = json.loads(line.decode("utf-8"), parse_float=parse_float, parse_int=parse_int)
+            except UnicodeDecodeError as exc:
+                raise _RowError("%s row %d: not UTF-8 text (%s)" % (f.name, i + 1, exc.reason)) from None
+            except (ValueError, RecursionError) as exc:
+                raise _RowError("%s row %d: not JSON: %s" % (f.name, i + 1, _one_line(exc))) from None
+            if not isinstance(rec, dict):
+                raise _RowError("%s row %d: not a JSON object" % (f.name, i + 1))
+            yield rec
 
 
 def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
@@ -185,18 +241,46 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             row += len(b)
     else:
         with _open_bytes(f) as s:
-            data = s.read().decode("utf-8")
+            raw = s.read()
+        try:
+            data = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(text.lines_terminated_by.encode("utf-8"), 0, exc.start) + 1 if text.lines_terminated_by else 1
+            raise _RowError("%s row %d: not UTF-8 text (%s at byte %d)" % (f.name, line, exc.reason, exc.start)) from None
         yield from _chunks(_text_records(f, data, text, columns, kinds), columns)
 
 
 def csv_batches(f: PartFile, columns: list[str], delimiter: str = ","):
     """A csv file's `columns` as record batches of text: NULL is an empty field not in
-    quotes, "" the empty string."""
+    quotes, "" the empty string. Malformed rows and text not UTF-8: _RowError naming file,
+    row (counted from the first after the header) and column."""
     with _open_bytes(f) as s:
-        yield from pacsv.open_csv(s, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                                  convert_options=pacsv.ConvertOptions(
-                                      column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
-                                      quoted_strings_can_be_null=False, include_columns=columns))
+        # read as bytes, so text that is not UTF-8 can be found by row and column
+        reader, bad = _open_csv(f, s, delimiter, pacsv.ConvertOptions(
+            column_types={c: pa.binary() for c in columns}, strings_can_be_null=True,
+            quoted_strings_can_be_null=False, include_columns=columns))
+        row = 1
+        while True:
+            try:
+                b = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                raise bad.error(f, exc) from None
+            yield pa.RecordBatch.from_arrays([_utf8(f, row, c, b.column(c)) for c in columns], names=columns)
+            row += len(b)
+
+
+def _utf8(f: PartFile, first_row: int, name: str, col: pa.Array) -> pa.Array:
+    try:
+        return col.cast(pa.string())
+    except pa.ArrowInvalid:
+        for i, v in enumerate(col.to_pylist()):
+            try:
+                v is None or v.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _RowError("%s row %d: column %s: not UTF-8 text (%s)" % (f.name, first_row + i, name, exc.reason)) from None
+        raise
 
 
 def _text_records(f: PartFile, data: str, text: TextOptions, columns: list[str], kinds: dict):
@@ -511,6 +595,10 @@ class _Loader:
             rows = [self._bind(r) for r in rows]
         cur = self.conn.cursor()
         try:
+            if self.dialect == "sqlite" and not self.conn.driver_connection.in_transaction:
+                # the engine's connections autocommit (isolation_level None): one transaction
+                # until commit(), not one (and one fsync) per row
+                cur.execute("BEGIN")
             cur.executemany(self.insert, rows)
         finally:
             cur.close()
