@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.importer import STREAM_CODECS
 from fastsync.transfer.localinfile import guard as guard_local_infile
-from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, show
+from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, reflect_table, show
 from fastsync.transfer.textfile import TextOptions
 
 log = logging.getLogger("fastsync.export")
@@ -378,7 +378,7 @@ def _split_name(name: str) -> tuple[str | None, str]:
 def reflect(engine, name: str, flag: str) -> sa.Table:
     schema, table = _split_name(name)
     try:
-        t = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
+        t = reflect_table(engine, table, schema)
     except sa.exc.NoSuchTableError:
         raise ExportError("%s %s: no such table" % (flag, name)) from None
     for c in t.c:
@@ -471,6 +471,14 @@ class _Counter:
             self.rows += n
 
 
+def _as_is(sql: str) -> str:
+    """A statement the driver sends without parameters, so without %-formatting (COPY,
+    LOAD DATA): with PyMySQL and psycopg the identifier preparer doubles each % in a name
+    for that formatting (x%y is quoted `x%%y`); here it must stay single. Only quoted
+    names hold a % in these statements."""
+    return sql.replace("%%", "%")
+
+
 def _quote(engine, name: str) -> str:
     prep = engine.dialect.identifier_preparer
     return ".".join(prep.quote(p) for p in name.split("."))
@@ -547,7 +555,7 @@ class _Loader:
         if self.how == "copy":
             buf = pa.BufferOutputStream()
             pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
-            with self.conn.driver_connection.cursor() as cur, cur.copy("COPY %s FROM STDIN (FORMAT csv)" % self.target) as copy:
+            with self.conn.driver_connection.cursor() as cur, cur.copy(_as_is("COPY %s FROM STDIN (FORMAT csv)" % self.target)) as copy:
                 copy.write(buf.getvalue())
             return True
         # LOAD DATA reads true/false as 0; an unenclosed NULL is NULL, "NULL" the string
@@ -585,7 +593,7 @@ class _Loader:
 
     def load(self, rows: list[tuple]) -> None:
         if self.how == "copy":
-            with self.conn.driver_connection.cursor() as cur, cur.copy("COPY %s FROM STDIN" % self.target) as copy:
+            with self.conn.driver_connection.cursor() as cur, cur.copy(_as_is("COPY %s FROM STDIN" % self.target)) as copy:
                 for r in rows:
                     copy.write_row(r)
             return
@@ -618,8 +626,8 @@ class _Loader:
     def _load_file(self, path: str, format_clause: str, targets: str, sets: str = "") -> None:
         """LOAD DATA LOCAL INFILE of one file into the staging table. With LOCAL the server
         turns data errors into warnings: any warning fails the load."""
-        sql = ("LOAD DATA LOCAL INFILE '%s' INTO TABLE %s CHARACTER SET utf8mb4 %s (%s)%s"
-               % (path, _quote(self.engine, _stage_name(self.stage)), format_clause, targets, " SET " + sets if sets else ""))
+        sql = _as_is("LOAD DATA LOCAL INFILE '%s' INTO TABLE %s CHARACTER SET utf8mb4 %s (%s)%s"
+                     % (path, _quote(self.engine, _stage_name(self.stage)), format_clause, targets, " SET " + sets if sets else ""))
         cur = self.conn.cursor()
         try:
             try:
