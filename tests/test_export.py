@@ -586,3 +586,59 @@ def test_awkward_column_names_round_trip(tmp_path, db):
     finally:
         engine.dispose()
         cleanup(url, src, dst)
+
+
+# -- fuzz: the text and csv readers of export and merge -------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fastsync.transfer.exporter import ExportError, PartFile, csv_batches, file_columns, read_rows  # noqa: E402
+from fastsync.transfer.textfile import TextOptions  # noqa: E402
+
+# bytes near the delimiters, quotes, escapes and bad UTF-8 the readers care about
+FUZZ_BYTES = st.lists(st.sampled_from([b",", b"\n", b"\r", b'"', b"\\", b"'", b"|", b"a", b"1", b"null", b"",
+                                       b"\xff", b"\xc3", b"\xc3\xa9", b"\x00", b"\t", b" "]) | st.binary(max_size=4),
+                      max_size=60).map(b"".join)
+FUZZ = settings(max_examples=60, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _read_all(f: PartFile, columns, text=None):
+    """Every batch the export reader gives, or its ExportError: one line naming the file."""
+    try:
+        names = file_columns(f, columns)
+        for _, values in read_rows(f, names, text or TextOptions(), dict.fromkeys(names, str)):
+            assert all(isinstance(v, (str, type(None))) for col in values.values() for v in col)
+        for b in csv_batches(f, names) if f.fmt == "csv" else ():
+            assert b.num_columns == len(names)
+    except ExportError as exc:
+        line = str(exc)
+        assert "\n" not in line and line.startswith(f.name + (" row " if " row " in line else ": ")), line
+
+
+@FUZZ
+@given(header=st.sampled_from([b"id,v\n", b"id\n", b"a,b,c\n", b'"i,d",v\n', b""]), body=FUZZ_BYTES)
+def test_fuzz_csv_reader_gives_rows_or_one_line(tmp_path, header, body):
+    p = tmp_path / "part-m-00000.csv"
+    p.write_bytes(header + body)
+    _read_all(PartFile(str(p), "csv", None), ["id", "v"])
+
+
+@FUZZ
+@given(body=FUZZ_BYTES, opts=st.sampled_from([
+    TextOptions(),
+    TextOptions(fields_terminated_by="|", enclosed_by='"', escaped_by="\\"),
+    TextOptions(fields_terminated_by="\t", optionally_enclosed_by="'", escaped_by="\\", null_string="\\N"),
+    TextOptions(lines_terminated_by="\r", enclosed_by='"')]))
+def test_fuzz_sqoop_text_reader_gives_rows_or_one_line(tmp_path, body, opts):
+    p = tmp_path / "part-m-00000.txt"
+    p.write_bytes(body)
+    _read_all(PartFile(str(p), "text", None), ["id", "v"], opts)
+
+
+@FUZZ
+@given(body=FUZZ_BYTES | st.sampled_from([b'{"id": 1}\n{"id": \n', b"[1]\n", b'{"id": "\xff"}\n', b"1e999999\n"]))
+def test_fuzz_jsonl_reader_gives_rows_or_one_line(tmp_path, body):
+    p = tmp_path / "part-m-00000.jsonl"
+    p.write_bytes(body)
+    _read_all(PartFile(str(p), "jsonl", None), ["id", "v"])

@@ -128,7 +128,7 @@ def file_schema(f: PartFile, delimiter: str = ",") -> pa.Schema | None:
                 return arrow_schema(fastavro.reader(fh).writer_schema)
         if f.fmt == "csv":
             with _open_bytes(f) as s:
-                return _open_csv(f, s, delimiter)[0].schema
+                return _open_csv(f, s, delimiter).schema
     except ExportError:
         raise
     except Exception as exc:
@@ -141,42 +141,33 @@ def _one_line(exc: Exception) -> str:
     return text or type(exc).__name__
 
 
-class _BadRows:
-    """pyarrow's invalid_row_handler: keeps the malformed row so the error can name it."""
+_CSV_ROW = re.compile(r"Row #(\d+): Expected (\d+) columns, got (\d+)")
 
-    def __init__(self):
-        self.row = None
 
-    def __call__(self, row) -> str:
-        self.row = row
-        return "error"
-
-    def error(self, f: PartFile, exc: Exception) -> ExportError:
-        r = self.row
-        if r is None:
-            return ExportError("%s: %s" % (f.name, _one_line(exc)))
-        # pyarrow counts the header as row 1; ours count data rows
-        return _RowError("%s row %s: %d fields, expected %d as in the header; check the delimiter"
-                         % (f.name, r.number - 1 if r.number else "?", r.actual_columns, r.expected_columns))
+def _csv_error(f: PartFile, exc: Exception) -> ExportError:
+    """pyarrow's csv error as one line naming file and row (a serial reader's parse errors
+    carry the row's number; pyarrow counts the header as row 1, ours count data rows)."""
+    m = _CSV_ROW.search(str(exc))
+    if m is None:
+        return ExportError("%s: %s" % (f.name, _one_line(exc)))
+    return _RowError("%s row %d: %s fields, expected %s as in the header; check the delimiter"
+                     % (f.name, int(m.group(1)) - 1, m.group(3), m.group(2)))
 
 
 def _open_csv(f: PartFile, stream, delimiter: str = ",", convert: pacsv.ConvertOptions | None = None):
-    """pyarrow's streaming csv reader, serial (so it knows the number of a malformed row);
-    its errors as ExportError naming file and row: (reader, the _BadRows whose error() its
-    batches' errors must pass through too)."""
-    bad = _BadRows()
+    """pyarrow's streaming csv reader, serial (so its errors give a malformed row's number);
+    its errors as ExportError naming file and row (its batches' errors: _csv_error)."""
     try:
         reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(use_threads=False),
-                                parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=bad),
-                                convert_options=convert)
+                                parse_options=pacsv.ParseOptions(delimiter=delimiter), convert_options=convert)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         if "Empty CSV file" in str(exc):
             raise ExportError("%s: an empty file (a csv part file starts with a header)" % f.name) from None
-        raise bad.error(f, exc) from None
+        raise _csv_error(f, exc) from None
     dup = next((c for i, c in enumerate(reader.schema.names) if c in reader.schema.names[:i]), None)
     if dup is not None:
         raise ExportError("%s: column %s is twice in the header" % (f.name, dup))
-    return reader, bad
+    return reader
 
 
 def file_columns(f: PartFile, default: list[str]) -> list[str]:
@@ -256,7 +247,7 @@ def csv_batches(f: PartFile, columns: list[str], delimiter: str = ","):
     row (counted from the first after the header) and column."""
     with _open_bytes(f) as s:
         # read as bytes, so text that is not UTF-8 can be found by row and column
-        reader, bad = _open_csv(f, s, delimiter, pacsv.ConvertOptions(
+        reader = _open_csv(f, s, delimiter, pacsv.ConvertOptions(
             column_types={c: pa.binary() for c in columns}, strings_can_be_null=True,
             quoted_strings_can_be_null=False, include_columns=columns))
         row = 1
@@ -266,7 +257,7 @@ def csv_batches(f: PartFile, columns: list[str], delimiter: str = ","):
             except StopIteration:
                 return
             except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-                raise bad.error(f, exc) from None
+                raise _csv_error(f, exc) from None
             yield pa.RecordBatch.from_arrays([_utf8(f, row, c, b.column(c)) for c in columns], names=columns)
             row += len(b)
 
