@@ -10,7 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from fastsync.transfer.exporter import ExportError, PartFile, csv_batches, file_columns, read_rows
+from fastsync.transfer.textfile import TextOptions
 from test_import import fastsync
 from test_import_types import MYSQL_URL, PG_URL, TRICKY
 
@@ -589,12 +593,6 @@ def test_awkward_column_names_round_trip(tmp_path, db):
 
 
 # -- fuzz: the text and csv readers of export and merge -------------------------------------------------
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from fastsync.transfer.exporter import ExportError, PartFile, csv_batches, file_columns, read_rows  # noqa: E402
-from fastsync.transfer.textfile import TextOptions  # noqa: E402
 
 # bytes near the delimiters, quotes, escapes and bad UTF-8 the readers care about
 FUZZ_BYTES = st.lists(st.sampled_from([b",", b"\n", b"\r", b'"', b"\\", b"'", b"|", b"a", b"1", b"null", b"",
