@@ -10,7 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from fastsync.transfer.exporter import ExportError, PartFile, csv_batches, file_columns, read_rows
+from fastsync.transfer.textfile import TextOptions
 from test_import import fastsync
 from test_import_types import MYSQL_URL, PG_URL, TRICKY
 
@@ -361,6 +365,46 @@ def test_a_bad_row_in_the_last_file_leaves_the_target_unchanged(tmp_path, db):
         cleanup(url, src, dst)
 
 
+MALFORMED = [
+    # (file name, content, what the one line says after the file name)
+    ("part-m-00000.csv", b"id,v\n1,a\n2\n3,c\n", "row 2: 1 fields, expected 2 as in the header"),
+    # past pyarrow's first block (1 MB): read after the first batches were loaded
+    ("part-m-00000.csv", b"id,v\n" + b"".join(b"%d,%s\n" % (i, b"x" * 100) for i in range(12000)) + b"12000,y,z\n",
+     "row 12001: 3 fields, expected 2 as in the header"),
+    ("part-m-00000.csv", b"id,v\n1,a\n2,\xff\xfe\n", "row 2: column v: not UTF-8 text"),
+    ("part-m-00000.csv", b"", "an empty file (a csv part file starts with a header)"),
+    ("part-m-00000.csv", b"id,id\n1,2\n", "column id is twice in the header"),
+    ("part-m-00000.txt", b"1,a\n2,b\n3,\xc3(\n", "row 3: not UTF-8 text"),
+    ("part-m-00000.txt", b"1,a\n2,b,c\n", "row 2: 3 fields, expected 2"),
+    ("part-m-00000.jsonl", b'{"id": 1, "v": "a"}\n{"id": 2, "v": \n', "row 2: not JSON"),
+    ("part-m-00000.jsonl", b'{"id": 1, "v": "a"}\n[2]\n', "row 2: not a JSON object"),
+    ("part-m-00000.parquet", b"PAR1 not parquet", "Parquet magic bytes not found"),
+]
+
+
+@pytest.mark.parametrize("db", ["pg", "mysql", "sqlite"])
+def test_a_malformed_file_fails_in_one_line_naming_file_and_row(tmp_path, db):
+    """Rows short or long for the header, text not UTF-8, JSON that isn't, early in a file or
+    deep in it: one line naming the file and the row, exit 1, the target as it was."""
+    url = _urls(tmp_path)[db]
+    dst = name("malformed")
+    sql(url, "CREATE TABLE %s (id int PRIMARY KEY, v varchar(200))" % dst)
+    try:
+        insert(url, dst, [dict(id=-1, v="keep")])
+        for i, (file_name, content, says) in enumerate(MALFORMED):
+            d = tmp_path / ("in%d" % i)
+            d.mkdir()
+            (d / file_name).write_bytes(content)
+            out = fastsync("export", "--connect", url, "--table", dst, "--export-dir", d)
+            line = out.stderr.strip()
+            assert out.returncode == 1 and "\n" not in line, out.stderr[-3000:]
+            assert file_name + (" " if says.startswith("row") else ": ") + says in line, line
+            assert sql(url, "SELECT id, v FROM %s" % dst) == [(-1, "keep")]
+            assert not leftover_stage(url, dst)
+    finally:
+        cleanup(url, dst)
+
+
 def test_columns_are_checked_before_anything_is_written(tmp_path):
     url = "sqlite:///%s" % (tmp_path / "db.sqlite")
     sql(url, "CREATE TABLE src (id int PRIMARY KEY, extra text, v text)", "INSERT INTO src VALUES (1, 'e', 'v')",
@@ -512,3 +556,87 @@ def test_mariadb_load_data_warning_names_file_and_row(tmp_path):
         assert sql(MYSQL_URL, "SELECT COUNT(*) FROM %s" % dst) == [(0,)] and not leftover_stage(MYSQL_URL, dst)
     finally:
         cleanup(MYSQL_URL, dst)
+
+
+# -- awkward identifiers --------------------------------------------------------------------------------
+
+AWKWARD = ["a`b", "`", 'c"d', "e f", "g.h", "\u00fcn\u00ef \u4e2d", "x%s", "p%%q", "y'z", "semi;colon"]
+
+
+@pytest.mark.parametrize("db", ["pg", "mysql", "sqlite"])
+def test_awkward_column_names_round_trip(tmp_path, db):
+    """Column names with backticks, double and single quotes, spaces, dots, % and unicode:
+    imported and exported on every path (COPY / LOAD DATA, executemany, the upsert), the
+    values where they belong."""
+    url = _urls(tmp_path)[db]
+    src, dst = name("awk"), name("dst")
+    engine = engine_for(url)
+    try:
+        md = sa.MetaData()
+        tables = [sa.Table(t, md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                           *[sa.Column(n, sa.String(40)) for n in AWKWARD]) for t in (src, dst)]
+        md.create_all(engine)
+        rows = [{"id": i, **{n: "%s=%d" % (n, i) for n in AWKWARD}} for i in range(1, 6)]
+        with engine.begin() as conn:        # not insert(): SQLAlchemy's MySQL reflection loses a``b
+            conn.execute(tables[0].insert(), rows)
+        for fmt in ([], ["--format", "csv"]):
+            out_dir = tmp_path / ("out%d" % len(fmt))
+            ok(fastsync("import", "--connect", url, "--table", src, "-m", 2, "--split-by", "id", "--target-dir", out_dir, *fmt))
+            for extra in ([], ["--batch"], ["--update-key", "id", "--update-mode", "allowinsert"]):
+                ok(fastsync("export", "--connect", url, "--table", dst, "--export-dir", out_dir, *extra))
+                got = sql(url, "SELECT * FROM %s ORDER BY id" % dst)
+                assert [dict(zip(["id"] + AWKWARD, r)) for r in got] == rows, (fmt, extra)
+                sql(url, "DELETE FROM %s" % dst)
+    finally:
+        engine.dispose()
+        cleanup(url, src, dst)
+
+
+# -- fuzz: the text and csv readers of export and merge -------------------------------------------------
+
+# bytes near the delimiters, quotes, escapes and bad UTF-8 the readers care about
+FUZZ_BYTES = st.lists(st.sampled_from([b",", b"\n", b"\r", b'"', b"\\", b"'", b"|", b"a", b"1", b"null", b"",
+                                       b"\xff", b"\xc3", b"\xc3\xa9", b"\x00", b"\t", b" "]) | st.binary(max_size=4),
+                      max_size=60).map(b"".join)
+FUZZ = settings(max_examples=60, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _read_all(f: PartFile, columns, text=None):
+    """Every batch the export reader gives, or its ExportError: one line naming the file."""
+    try:
+        names = file_columns(f, columns)
+        for _, values in read_rows(f, names, text or TextOptions(), dict.fromkeys(names, str)):
+            assert all(isinstance(v, (str, type(None))) for col in values.values() for v in col)
+        for b in csv_batches(f, names) if f.fmt == "csv" else ():
+            assert b.num_columns == len(names)
+    except ExportError as exc:
+        line = str(exc)
+        assert "\n" not in line and line.startswith(f.name + (" row " if " row " in line else ": ")), line
+
+
+@FUZZ
+@given(header=st.sampled_from([b"id,v\n", b"id\n", b"a,b,c\n", b'"i,d",v\n', b""]), body=FUZZ_BYTES)
+def test_fuzz_csv_reader_gives_rows_or_one_line(tmp_path, header, body):
+    p = tmp_path / "part-m-00000.csv"
+    p.write_bytes(header + body)
+    _read_all(PartFile(str(p), "csv", None), ["id", "v"])
+
+
+@FUZZ
+@given(body=FUZZ_BYTES, opts=st.sampled_from([
+    TextOptions(),
+    TextOptions(fields_terminated_by="|", enclosed_by='"', escaped_by="\\"),
+    TextOptions(fields_terminated_by="\t", optionally_enclosed_by="'", escaped_by="\\", null_string="\\N"),
+    TextOptions(lines_terminated_by="\r", enclosed_by='"')]))
+def test_fuzz_sqoop_text_reader_gives_rows_or_one_line(tmp_path, body, opts):
+    p = tmp_path / "part-m-00000.txt"
+    p.write_bytes(body)
+    _read_all(PartFile(str(p), "text", None), ["id", "v"], opts)
+
+
+@FUZZ
+@given(body=FUZZ_BYTES | st.sampled_from([b'{"id": 1}\n{"id": \n', b"[1]\n", b'{"id": "\xff"}\n', b"1e999999\n"]))
+def test_fuzz_jsonl_reader_gives_rows_or_one_line(tmp_path, body):
+    p = tmp_path / "part-m-00000.jsonl"
+    p.write_bytes(body)
+    _read_all(PartFile(str(p), "jsonl", None), ["id", "v"])

@@ -14,9 +14,13 @@ import decimal
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -330,3 +334,93 @@ def test_mariadb_bit_and_set_round_trip(tmp_path):
         tables_equal(MYSQL_URL, src, dst, "id, s")
     finally:
         cleanup(MYSQL_URL, src, dst)
+
+
+# -- a hostile server ------------------------------------------------------------------------------------
+
+def _packet(seq, payload):
+    return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
+
+
+class FakeMySQL:
+    """A MySQL server on loopback (handshake, OK) that answers every statement but SET with
+    a LOCAL INFILE request for `wanted`, and keeps every byte its clients send."""
+
+    def __init__(self, wanted: str):
+        self.wanted = wanted.encode()
+        self.received = bytearray()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(c,), daemon=True).start()
+
+    def _recv(self, c, n):
+        data = b""
+        while len(data) < n:
+            chunk = c.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        self.received += data
+        return data
+
+    def _read(self, c):
+        head = self._recv(c, 4)
+        return head[3], self._recv(c, int.from_bytes(head[:3], "little"))
+
+    def _session(self, c):
+        caps = 0x1 | 0x8 | 0x80 | 0x200 | 0x2000 | 0x8000 | 0x80000   # LOCAL_FILES, PROTOCOL_41, PLUGIN_AUTH, ...
+        salt = b"abcdefghijklmnopqrst"
+        hello = (b"\x0a5.7.99-fake\x00" + struct.pack("<I", 7) + salt[:8] + b"\x00" + struct.pack("<H", caps & 0xFFFF)
+                 + b"\x21" + struct.pack("<HH", 2, caps >> 16) + bytes([21]) + b"\x00" * 10 + salt[8:] + b"\x00"
+                 + b"mysql_native_password\x00")
+
+        def ok(seq):
+            return _packet(seq, b"\x00\x00\x00\x02\x00\x00\x00")
+        try:
+            c.sendall(_packet(0, hello))
+            seq, _ = self._read(c)                         # the handshake response
+            c.sendall(ok(seq + 1))
+            while True:
+                seq, body = self._read(c)
+                if body[:1] == b"\x01":                    # COM_QUIT
+                    return
+                if body[:1] != b"\x03" or body[1:4].upper() == b"SET":   # ping, SET NAMES (read as one packet)
+                    c.sendall(ok(seq + 1))
+                    continue
+                c.sendall(_packet(seq + 1, b"\xfb" + self.wanted))
+                while self._read(c)[1]:                    # the file, up to an empty packet
+                    pass
+                c.sendall(ok(seq + 1))
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+
+def test_export_sends_a_hostile_server_no_file_but_its_own(tmp_path):
+    """PyMySQL with local_infile answers any LOCAL INFILE request: a server that asks for
+    another file than the export's own LOAD DATA names gets nothing, the export fails."""
+    canary = tmp_path / "canary.txt"
+    canary.write_text("CANARY-%s\n" % uuid.uuid4().hex)
+    server = FakeMySQL(str(canary))
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": pa.array([1, 2], pa.int32())}), tmp_path / "in" / "part-m-00000.parquet")
+    try:
+        out = fastsync("export", "--connect", "mysql://u:p@127.0.0.1:%d/d" % server.port, "--table", "t",
+                       "--export-dir", tmp_path / "in")
+    finally:
+        server.sock.close()
+    line = out.stderr.strip()
+    assert out.returncode == 1 and "\n" not in line, out.stderr
+    assert "the server asked for the local file %r, which no LOAD DATA of this export names: refused" % str(canary) in line
+    assert canary.read_bytes().strip() not in server.received

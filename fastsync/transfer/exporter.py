@@ -37,7 +37,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.importer import STREAM_CODECS
-from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, show
+from fastsync.transfer.localinfile import guard as guard_local_infile
+from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, reflect_table, show
 from fastsync.transfer.textfile import TextOptions
 
 log = logging.getLogger("fastsync.export")
@@ -112,22 +113,61 @@ def _open_bytes(f: PartFile):
 
 def file_schema(f: PartFile, delimiter: str = ",") -> pa.Schema | None:
     """The Arrow schema a file holds (csv: as inferred from its first block; Sqoop text and
-    JSON lines: None, they have no schema)."""
-    if f.fmt == "parquet":
-        return pq.read_schema(f.path)
-    if f.fmt == "arrow":
-        with pa.memory_map(f.path) as m:
-            return pa.ipc.open_file(m).schema
-    if f.fmt == "avro":
-        import fastavro
+    JSON lines: None, they have no schema). A file that can't be read: ExportError."""
+    try:
+        if f.fmt == "parquet":
+            return pq.read_schema(f.path)
+        if f.fmt == "arrow":
+            with pa.memory_map(f.path) as m:
+                return pa.ipc.open_file(m).schema
+        if f.fmt == "avro":
+            import fastavro
 
-        from fastsync.transfer.avrofile import arrow_schema
-        with open(f.path, "rb") as fh:
-            return arrow_schema(fastavro.reader(fh).writer_schema)
-    if f.fmt == "csv":
-        with _open_bytes(f) as s:
-            return pacsv.open_csv(s, parse_options=pacsv.ParseOptions(delimiter=delimiter)).schema
+            from fastsync.transfer.avrofile import arrow_schema
+            with open(f.path, "rb") as fh:
+                return arrow_schema(fastavro.reader(fh).writer_schema)
+        if f.fmt == "csv":
+            with _open_bytes(f) as s:
+                return _open_csv(f, s, delimiter).schema
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError("%s: %s" % (f.name, _one_line(exc))) from None
     return None
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+_CSV_ROW = re.compile(r"Row #(\d+): Expected (\d+) columns, got (\d+)")
+
+
+def _csv_error(f: PartFile, exc: Exception) -> ExportError:
+    """pyarrow's csv error as one line naming file and row (a serial reader's parse errors
+    carry the row's number; pyarrow counts the header as row 1, ours count data rows)."""
+    m = _CSV_ROW.search(str(exc))
+    if m is None:
+        return ExportError("%s: %s" % (f.name, _one_line(exc)))
+    return _RowError("%s row %d: %s fields, expected %s as in the header; check the delimiter"
+                     % (f.name, int(m.group(1)) - 1, m.group(3), m.group(2)))
+
+
+def _open_csv(f: PartFile, stream, delimiter: str = ",", convert: pacsv.ConvertOptions | None = None):
+    """pyarrow's streaming csv reader, serial (so its errors give a malformed row's number);
+    its errors as ExportError naming file and row (its batches' errors: _csv_error)."""
+    try:
+        reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(use_threads=False),
+                                parse_options=pacsv.ParseOptions(delimiter=delimiter), convert_options=convert)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if "Empty CSV file" in str(exc):
+            raise ExportError("%s: an empty file (a csv part file starts with a header)" % f.name) from None
+        raise _csv_error(f, exc) from None
+    dup = next((c for i, c in enumerate(reader.schema.names) if c in reader.schema.names[:i]), None)
+    if dup is not None:
+        raise ExportError("%s: column %s is twice in the header" % (f.name, dup))
+    return reader
 
 
 def file_columns(f: PartFile, default: list[str]) -> list[str]:
@@ -150,11 +190,19 @@ def _jsonl_records(f: PartFile, limit: int | None = None, parse_float=Decimal, p
         data = s.read()
     # lines end at \n only: json.dumps(ensure_ascii=False) leaves U+2028, U+0085, ... in a
     # string unescaped, where str.splitlines() would split it (a \r before \n is whitespace)
-    for i, line in enumerate(data.decode("utf-8").split("\n")):
+    for i, line in enumerate(data.split(b"\n")):
         if limit is not None and i >= limit:
             return
         if line.strip():
-            yield json.loads(line, parse_float=parse_float, parse_int=parse_int)
+            try:
+                rec = json.loads(line.decode("utf-8"), parse_float=parse_float, parse_int=parse_int)
+            except UnicodeDecodeError as exc:
+                raise _RowError("%s row %d: not UTF-8 text (%s)" % (f.name, i + 1, exc.reason)) from None
+            except (ValueError, RecursionError) as exc:
+                raise _RowError("%s row %d: not JSON: %s" % (f.name, i + 1, _one_line(exc))) from None
+            if not isinstance(rec, dict):
+                raise _RowError("%s row %d: not a JSON object" % (f.name, i + 1))
+            yield rec
 
 
 def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
@@ -184,18 +232,46 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             row += len(b)
     else:
         with _open_bytes(f) as s:
-            data = s.read().decode("utf-8")
+            raw = s.read()
+        try:
+            data = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(text.lines_terminated_by.encode("utf-8"), 0, exc.start) + 1 if text.lines_terminated_by else 1
+            raise _RowError("%s row %d: not UTF-8 text (%s at byte %d)" % (f.name, line, exc.reason, exc.start)) from None
         yield from _chunks(_text_records(f, data, text, columns, kinds), columns)
 
 
 def csv_batches(f: PartFile, columns: list[str], delimiter: str = ","):
     """A csv file's `columns` as record batches of text: NULL is an empty field not in
-    quotes, "" the empty string."""
+    quotes, "" the empty string. Malformed rows and text not UTF-8: _RowError naming file,
+    row (counted from the first after the header) and column."""
     with _open_bytes(f) as s:
-        yield from pacsv.open_csv(s, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                                  convert_options=pacsv.ConvertOptions(
-                                      column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
-                                      quoted_strings_can_be_null=False, include_columns=columns))
+        # read as bytes, so text that is not UTF-8 can be found by row and column
+        reader = _open_csv(f, s, delimiter, pacsv.ConvertOptions(
+            column_types={c: pa.binary() for c in columns}, strings_can_be_null=True,
+            quoted_strings_can_be_null=False, include_columns=columns))
+        row = 1
+        while True:
+            try:
+                b = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                raise _csv_error(f, exc) from None
+            yield pa.RecordBatch.from_arrays([_utf8(f, row, c, b.column(c)) for c in columns], names=columns)
+            row += len(b)
+
+
+def _utf8(f: PartFile, first_row: int, name: str, col: pa.Array) -> pa.Array:
+    try:
+        return col.cast(pa.string())
+    except pa.ArrowInvalid:
+        for i, v in enumerate(col.to_pylist()):
+            try:
+                v is None or v.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _RowError("%s row %d: column %s: not UTF-8 text (%s)" % (f.name, first_row + i, name, exc.reason)) from None
+        raise
 
 
 def _text_records(f: PartFile, data: str, text: TextOptions, columns: list[str], kinds: dict):
@@ -293,7 +369,7 @@ def _split_name(name: str) -> tuple[str | None, str]:
 def reflect(engine, name: str, flag: str) -> sa.Table:
     schema, table = _split_name(name)
     try:
-        t = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
+        t = reflect_table(engine, table, schema)
     except sa.exc.NoSuchTableError:
         raise ExportError("%s %s: no such table" % (flag, name)) from None
     for c in t.c:
@@ -386,6 +462,14 @@ class _Counter:
             self.rows += n
 
 
+def _as_is(sql: str) -> str:
+    """A statement the driver sends without parameters, so without %-formatting (COPY,
+    LOAD DATA): with PyMySQL and psycopg the identifier preparer doubles each % in a name
+    for that formatting (x%y is quoted `x%%y`); here it must stay single. Only quoted
+    names hold a % in these statements."""
+    return sql.replace("%%", "%")
+
+
 def _quote(engine, name: str) -> str:
     prep = engine.dialect.identifier_preparer
     return ".".join(prep.quote(p) for p in name.split("."))
@@ -462,7 +546,7 @@ class _Loader:
         if self.how == "copy":
             buf = pa.BufferOutputStream()
             pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
-            with self.conn.driver_connection.cursor() as cur, cur.copy("COPY %s FROM STDIN (FORMAT csv)" % self.target) as copy:
+            with self.conn.driver_connection.cursor() as cur, cur.copy(_as_is("COPY %s FROM STDIN (FORMAT csv)" % self.target)) as copy:
                 copy.write(buf.getvalue())
             return True
         # LOAD DATA reads true/false as 0; an unenclosed NULL is NULL, "NULL" the string
@@ -500,7 +584,7 @@ class _Loader:
 
     def load(self, rows: list[tuple]) -> None:
         if self.how == "copy":
-            with self.conn.driver_connection.cursor() as cur, cur.copy("COPY %s FROM STDIN" % self.target) as copy:
+            with self.conn.driver_connection.cursor() as cur, cur.copy(_as_is("COPY %s FROM STDIN" % self.target)) as copy:
                 for r in rows:
                     copy.write_row(r)
             return
@@ -510,6 +594,10 @@ class _Loader:
             rows = [self._bind(r) for r in rows]
         cur = self.conn.cursor()
         try:
+            if self.dialect == "sqlite" and not self.conn.driver_connection.in_transaction:
+                # the engine's connections autocommit (isolation_level None): one transaction
+                # until commit(), not one (and one fsync) per row
+                cur.execute("BEGIN")
             cur.executemany(self.insert, rows)
         finally:
             cur.close()
@@ -529,12 +617,13 @@ class _Loader:
     def _load_file(self, path: str, format_clause: str, targets: str, sets: str = "") -> None:
         """LOAD DATA LOCAL INFILE of one file into the staging table. With LOCAL the server
         turns data errors into warnings: any warning fails the load."""
-        sql = ("LOAD DATA LOCAL INFILE '%s' INTO TABLE %s CHARACTER SET utf8mb4 %s (%s)%s"
-               % (path, _quote(self.engine, _stage_name(self.stage)), format_clause, targets, " SET " + sets if sets else ""))
+        sql = _as_is("LOAD DATA LOCAL INFILE '%s' INTO TABLE %s CHARACTER SET utf8mb4 %s (%s)%s"
+                     % (path, _quote(self.engine, _stage_name(self.stage)), format_clause, targets, " SET " + sets if sets else ""))
         cur = self.conn.cursor()
         try:
             try:
-                cur.execute(sql)
+                with self.conn.driver_connection.allow(path):
+                    cur.execute(sql)
             except AttributeError:
                 # PyMySQL, when the server drops the connection while the file is sent,
                 # goes on writing to the socket it has set to None
@@ -875,6 +964,8 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
         # the socket open unread for ~100 s; 30 s is the server's own net_read_timeout
         url = url.update_query_dict({"write_timeout": "30"})
     engine = make_engine(url)
+    if url.get_backend_name() in ("mysql", "mariadb"):
+        guard_local_infile(engine)            # the server gets only the files our LOAD DATA names
     stage = created = None
     stages: list[sa.Table] = []          # the automatic staging tables of _load_and_move
     try:

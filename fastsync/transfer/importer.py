@@ -26,6 +26,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
 from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
+from fastsync.transfer.sqlvalues import reflect_table
 
 log = logging.getLogger("fastsync.import")
 
@@ -151,9 +152,8 @@ def _arrow_type(col: sa.Column) -> pa.DataType | None:
 
 
 def _reflect(engine, job: ImportJob) -> tuple[sa.Table, list[sa.Column]]:
-    md = sa.MetaData()
     try:
-        table = sa.Table(job.table, md, autoload_with=engine)
+        table = reflect_table(engine, job.table)
     except sa.exc.NoSuchTableError:
         raise ImportError_("--table %s: no such table" % job.table) from None
     for c in table.c:

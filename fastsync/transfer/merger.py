@@ -102,6 +102,8 @@ def _side(path: str, flag: str, job: MergeJob) -> _Side:
             schemas.append(_schema(f, job))
         except MergeError:
             raise
+        except ExportError as exc:             # the reader's: it names file and row
+            raise MergeError(_renamed(f, exc)) from None
         except Exception as exc:               # a file that can't be read
             raise MergeError("%s: %s" % (_rel(f), _one_line(exc))) from None
     if files[0].fmt == "jsonl":          # an empty file (an empty split) takes the others' columns
@@ -216,6 +218,12 @@ def _cast(f: PartFile, b: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
                 raise MergeError("%s: column %s: can't cast %s to %s: %s"
                                  % (_rel(f), want.name, col.type, want.type, _one_line(exc))) from None
         raise
+
+
+def _renamed(f: PartFile, exc: Exception) -> str:
+    """A reader's error, which starts with the file's name, with its side's directory too."""
+    text = str(exc)
+    return _rel(f) + text[len(f.name):] if text.startswith(f.name) else "%s: %s" % (_rel(f), text)
 
 
 def _one_line(exc: Exception) -> str:
@@ -349,6 +357,8 @@ def _reading(f: PartFile, batches):
         yield from batches
     except MergeError:
         raise
+    except ExportError as exc:                 # the reader's: it names file and row
+        raise MergeError(_renamed(f, exc)) from None
     except Exception as exc:
         raise MergeError("%s: %s" % (_rel(f), _one_line(exc))) from None
 
