@@ -197,6 +197,26 @@ def test_exec_to_database_insert_keeps_every_value_exactly(tmp_path, run_agent, 
         assert g == w, (g, w)
 
 
+@pytest.mark.parametrize("kind", ["mariadb", "postgresql"])
+def test_column_names_with_backticks_and_quotes_are_written(tmp_path, run_agent, dbs, kind):
+    """MariaDB's reflection left a backtick in a column name doubled (a column that does not
+    exist); every name is quoted by the dialect, never by hand."""
+    db = dbs(kind)
+    q = "`" if kind == "mariadb" else '"'
+    odd = ["we`ird", 'dq"name', "sp ace", "dot.ted"]
+    cols = ", ".join("%s%s%s TEXT" % (q, n.replace(q, q + q), q) for n in odd)
+    table = db.table("CREATE TABLE {t} (id INT PRIMARY KEY, %s)" % cols)
+    rows = [dict({"id": i}, **{n: "%s-%d" % (n, i) for n in odd}) for i in range(5)]
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"".join(body(r) + b"\n" for r in rows))
+    sink = {"table.name": table, "batchSize": 10, "connection.url": db.url}
+    p = run_agent("a1", write_config(tmp_path, agent_config(exec_source(path), sink)), "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    with db.engine.connect() as c:
+        got = c.exec_driver_sql("SELECT * FROM %s ORDER BY id" % table).all()
+    assert [tuple(r) for r in got] == [(r["id"], *(r[n] for n in odd)) for r in rows]
+
+
 def test_import_arrow_messages_through_kafka_into_mariadb(tmp_path, agent, dbs):
     """`fastsync import --kafka-format arrow` (PostgreSQL -> Kafka, Arrow IPC messages of many
     rows), then kafka source -> jdbc sink with format=arrow -> MariaDB: the same rows."""

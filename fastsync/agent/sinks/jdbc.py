@@ -39,7 +39,7 @@ from fastsync.agent.errors import ConfigError, EventDeliveryException
 from fastsync.agent.metrics import SINK_COUNTERS, Counters
 from fastsync.agent.sink import Sink, SinkConfig
 from fastsync.transfer.connect import ConnectError, build_url, read_password_file
-from fastsync.transfer.sqlvalues import column_converter
+from fastsync.transfer.sqlvalues import column_converter, reflect_table as reflect
 
 log = logging.getLogger("fastsync.sink.jdbc")
 
@@ -199,7 +199,7 @@ def reflect_table(engine: sa.Engine, c: JdbcSinkConfig, error) -> sa.Table:
     the config names, or a key an upsert can use. DBAPIError if the database can't be reached."""
     schema, _, name = c.table.strip().rpartition(".")
     try:
-        table = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=engine)
+        table = reflect(engine, name, schema or None)
     except sa.exc.NoSuchTableError:
         raise error("table.name", "no table %s in %s (the sink does not create tables)"
                     % (c.table, engine.url.render_as_string(hide_password=True))) from None
