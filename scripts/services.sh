@@ -201,7 +201,8 @@ kafka_down() {
 }
 
 case "${1:-}" in
-    up) pg_up; mysql_up; kafka_up ;;
+    # the tests also read listen backlogs with ss (iproute2)
+    up) command -v ss >/dev/null || apt_install iproute2; pg_up; mysql_up; kafka_up ;;
     down) pg_down; mysql_down; kafka_down ;;
     status)
         if pg_ready 2>/dev/null; then echo "postgresql: up (127.0.0.1:$PG_PORT)"; else echo "postgresql: down"; fi
