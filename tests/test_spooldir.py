@@ -100,7 +100,10 @@ def test_sigkill_and_restart_resume_where_the_commits_ended(tmp_path, agent):
     assert p2.stop(timeout=30) == 0, p2.stderr
     lines = read_dir_lines(out)
     assert multiset_problems(set(lines), [b"line-%d" % i for i in range(n)]) == ""
-    assert len(lines) - n <= 1000, "%d duplicates" % (len(lines) - n)
+    # the kill may fall after a source commit whose position was not yet saved (one source
+    # batch read again, 1000) and after a sink's write whose take was not yet committed (one
+    # sink batch written again, 100): at most one batch on each side
+    assert len(lines) - n <= 1000 + 100, "%d duplicates" % (len(lines) - n)
 
 
 def test_missing_spool_dir_is_a_located_error(tmp_path, run_agent):
