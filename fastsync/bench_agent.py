@@ -4,6 +4,7 @@ until its finite sources are exhausted and its channels drained, and summarises 
 component events/s, MB/s and channel fill."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -147,6 +148,8 @@ def plot_agent_result(r: dict, path: str) -> None:
         elif samples[-1][comp]["fill_pct"] is not None:
             fill.plot(ts, [s[comp]["fill_pct"] for s in pts], marker=".", label=comp)
     rates.set_ylabel("events/s")
+    rates.set_ylim(bottom=0)
+    fill.set_ylim(0, 100)
     rates.set_title("agent %s" % r["agent"])
     fill.set_ylabel("channel fill %")
     fill.set_xlabel("seconds")
@@ -173,6 +176,8 @@ def run(conf_file: str, name: str, seconds: float, interval: float = 0.5, json_o
     if seconds <= 0 or interval <= 0:
         raise CliError("--seconds and --interval must be positive", EXIT_CONFIG)
     if plot:
+        if not os.path.isdir(os.path.dirname(os.path.abspath(plot))):    # fail before the run, not after
+            raise CliError("--plot %s: No such file or directory" % plot)
         try:
             import matplotlib  # noqa: F401
         except ImportError:
