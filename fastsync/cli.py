@@ -186,6 +186,13 @@ def cmd_bench_channel(args) -> int:
     return 0
 
 
+def cmd_bench_agent(args) -> int:
+    from fastsync.bench_agent import run
+
+    setup_logging(args.log_level)
+    return run(args.conf_file, args.name, args.seconds, args.interval, args.json, args.plot)
+
+
 def cmd_channel_inspect(args) -> int:
     from fastsync.agent.channels.file import inspect
     from fastsync.agent.channels.wal import CorruptLogError
@@ -616,6 +623,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fsync-policy", default="commit", choices=["commit", "interval"], help="file channel: fsyncPolicy")
     c.add_argument("--json", action="store_true", help="one JSON object on stdout")
     c.set_defaults(func=cmd_bench_channel)
+    ba = bsub.add_parser("agent", help="run an agent, sample its counters: events/s and MB/s per source and sink, channel fill")
+    ba.add_argument("-n", "--name", required=True, help="agent name: the prefix of its keys in the file")
+    ba.add_argument("-f", "--conf-file", required=True, help="Flume properties file")
+    ba.add_argument("--seconds", type=float, default=10.0,
+                    help="run this long at most (it ends earlier once finite sources are exhausted and channels drained)")
+    ba.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
+    ba.add_argument("--json", action="store_true", help="the summary and the samples as one JSON object on stdout")
+    ba.add_argument("--plot", metavar="OUT.png", help="draw events/s and channel fill over time into this PNG (needs matplotlib)")
+    ba.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
+    ba.set_defaults(func=cmd_bench_agent)
 
     for name, fn, helptext in (("list-tables", cmd_list_tables, "the tables of a database"),
                                ("list-databases", cmd_list_databases, "the databases of a server"),

@@ -19,6 +19,7 @@ SOURCE_COUNTERS = (
     "EventReceivedCount", "EventAcceptedCount", "AppendReceivedCount", "AppendAcceptedCount",
     "AppendBatchReceivedCount", "AppendBatchAcceptedCount", "OpenConnectionCount",
     "EventReadFail", "ChannelWriteFail", "GenericProcessingFail",
+    "EventAcceptedBytes",       # not Flume's: body bytes of the accepted events, for MB/s
 )
 CHANNEL_COUNTERS = (
     "EventPutAttemptCount", "EventPutSuccessCount", "EventTakeAttemptCount", "EventTakeSuccessCount",
@@ -27,6 +28,7 @@ SINK_COUNTERS = (
     "ConnectionCreatedCount", "ConnectionClosedCount", "ConnectionFailedCount", "BatchEmptyCount",
     "BatchUnderflowCount", "BatchCompleteCount", "EventDrainAttemptCount", "EventDrainSuccessCount",
     "ChannelReadFail", "EventWriteFail",
+    "EventDrainSuccessBytes",   # not Flume's: body bytes of the delivered events, for MB/s
 )
 
 

@@ -70,7 +70,7 @@ class Sink:
                 self.counters.add(BatchEmptyCount=1)
                 self.idle()
                 return Status.BACKOFF
-            n = len(batch)
+            n, nbytes = len(batch), batch.nbytes   # before the commit frees the batch's slot
             self.counters.add(EventDrainAttemptCount=n)
             try:
                 self.deliver(batch)
@@ -80,7 +80,7 @@ class Sink:
                 raise
             tx.commit()
             self.reported.clear()
-            self.counters.add(EventDrainSuccessCount=n, **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
+            self.counters.add(EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes, **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
             return Status.READY
         except BaseException:
             tx.rollback()

@@ -122,14 +122,14 @@ class Source:
     def deliver(self, batch: EventBatch) -> None:
         """Put a batch through the processor, keeping Flume's counters; re-raises
         ChannelException so the caller can retry the same batch."""
-        n = len(batch)
+        n, nbytes = len(batch), batch.nbytes
         self.counters.add(EventReceivedCount=n, AppendBatchReceivedCount=1)
         try:
             self.processor.process_batch(batch)
         except ChannelException:
             self.counters.add(ChannelWriteFail=1)
             raise
-        self.counters.add(EventAcceptedCount=n, AppendBatchAcceptedCount=1)
+        self.counters.add(EventAcceptedCount=n, AppendBatchAcceptedCount=1, EventAcceptedBytes=nbytes)
 
 
 class PollableSource(Source):
