@@ -1,6 +1,8 @@
 """The compiled extensions, imported in one place so a missing build fails clearly."""
 import importlib
 
+from fastsync import NOT_BUILT
+
 try:
     _framing = importlib.import_module("fastsync._framing")
     _ringbuf = importlib.import_module("fastsync._ringbuf")
@@ -8,11 +10,7 @@ try:
     _pgcopy = importlib.import_module("fastsync._pgcopy")
     _mysqlrows = importlib.import_module("fastsync._mysqlrows")
 except ImportError as exc:
-    raise ImportError(
-        "fastsync's native extensions are not built (%s); install the package with "
-        "`pip install .` (or `pip install -e .` in a checkout), which compiles ext/ "
-        "with Cython and a C compiler" % exc
-    ) from None
+    raise ImportError(NOT_BUILT % exc) from None
 
 RingBuffer = _ringbuf.RingBuffer
 decimal_bodies = _framing.decimal_bodies

@@ -169,7 +169,7 @@ def test_escaped_line_break_in_a_value_stays_on_one_line(tmp_path):
 
 def _keys(registry) -> list[str]:
     keys = set()
-    for cls in set(registry._by_name.values()):
+    for cls in set(registry.load_all().values()):
         keys |= {f.metadata["key"] for f in fields(cls.Config) if f.metadata.get("key")}
         keys |= set(cls.Config.STRUCTURAL) | set(cls.Config.PASSTHROUGH)
     return sorted(keys)
@@ -197,7 +197,7 @@ def lines(draw) -> str:
         kind = draw(st.sampled_from(sorted(REGISTRIES)))
         key = draw(st.sampled_from(["type"] + KEYS[kind] + STRUCTURE))
         if key == "type":
-            value = draw(st.sampled_from(sorted(REGISTRIES[kind]._by_name)))
+            value = draw(st.sampled_from(sorted(REGISTRIES[kind].load_all())))
         elif key == "interceptors.i1.type":
             value = draw(st.sampled_from(sorted(INTERCEPTORS._by_name)))
         else:

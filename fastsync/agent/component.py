@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -157,17 +158,30 @@ def _resolve(t):
 
 
 class Registry:
-    """Type name (Flume alias, case-insensitive, or fully qualified class name) -> class."""
+    """Type name (Flume alias, case-insensitive, or fully qualified class name) -> class.
+
+    Components are declared by name and module (`declare`) and their module is imported only
+    when a config uses them, so an agent does not pay for the libraries of components it has
+    not got (confluent_kafka, sqlalchemy, pyarrow.parquet...). The module registers the class
+    with the `register` decorator when imported."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._by_name: dict[str, type] = {}
         self._aliases: list[str] = []
+        self._modules: dict[str, str] = {}    # lower-case alias or class name -> module
+
+    def declare(self, module: str, alias: str, *class_names: str) -> None:
+        for name in (alias, *class_names):
+            self._modules[name.lower()] = module
+        if alias not in self._aliases:
+            self._aliases.append(alias)
 
     def register(self, alias: str, *class_names: str):
         def deco(cls):
             self._by_name[alias.lower()] = cls
-            self._aliases.append(alias)
+            if alias not in self._aliases:
+                self._aliases.append(alias)
             for name in class_names:
                 self._by_name[name.lower()] = cls
             cls.TYPE = alias
@@ -175,12 +189,44 @@ class Registry:
         return deco
 
     def lookup(self, name: str):
-        return self._by_name.get(name.strip().lower())
+        key = name.strip().lower()
+        if key not in self._by_name and key in self._modules:
+            importlib.import_module(self._modules[key])
+        return self._by_name.get(key)
 
     def known(self) -> list[str]:
         return sorted(self._aliases)
+
+    def load_all(self) -> dict[str, type]:
+        """Every component, by lower-case name (imports all their modules)."""
+        for module in set(self._modules.values()):
+            importlib.import_module(module)
+        return self._by_name
 
 
 SOURCES = Registry("source")
 CHANNELS = Registry("channel")
 SINKS = Registry("sink")
+
+_P = "fastsync.agent."
+for _registry, _module, _alias, *_names in [
+        (SOURCES, "sources.seq", "seq", "org.apache.flume.source.SequenceGeneratorSource"),
+        (SOURCES, "sources.taildir", "TAILDIR", "org.apache.flume.source.taildir.TaildirSource"),
+        (SOURCES, "sources.syslog", "syslogtcp", "org.apache.flume.source.SyslogTcpSource"),
+        (SOURCES, "sources.syslog", "syslogudp", "org.apache.flume.source.SyslogUDPSource"),
+        (SOURCES, "sources.http", "http", "org.apache.flume.source.http.HTTPSource"),
+        (SOURCES, "sources.kafka", "kafka", "org.apache.flume.source.kafka.KafkaSource"),
+        (SOURCES, "sources.netcat", "netcat", "org.apache.flume.source.NetcatSource"),
+        (SOURCES, "sources.spooldir", "spooldir", "org.apache.flume.source.SpoolDirectorySource"),
+        (SOURCES, "sources.exec", "exec", "org.apache.flume.source.ExecSource"),
+        (CHANNELS, "channels.memory", "memory", "org.apache.flume.channel.MemoryChannel"),
+        (CHANNELS, "channels.file", "file", "org.apache.flume.channel.file.FileChannel"),
+        (CHANNELS, "channels.kafka", "kafka", "org.apache.flume.channel.kafka.KafkaChannel"),
+        (SINKS, "sinks.null", "null", "org.apache.flume.sink.NullSink"),
+        (SINKS, "sinks.logger", "logger", "org.apache.flume.sink.LoggerSink"),
+        (SINKS, "sinks.file_roll", "file_roll", "org.apache.flume.sink.RollingFileSink"),
+        (SINKS, "sinks.hdfs", "hdfs", "org.apache.flume.sink.hdfs.HDFSEventSink"),
+        (SINKS, "sinks.kafka", "kafka", "org.apache.flume.sink.kafka.KafkaSink"),
+        (SINKS, "sinks.jdbc", "jdbc"),
+        (SINKS, "sinks.parquet", "parquet")]:
+    _registry.declare(_P + _module, _alias, *_names)

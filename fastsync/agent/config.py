@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from fastsync.agent import channels as _channels, sinks as _sinks, sources as _sources  # noqa: F401 (registers)
 from fastsync.agent.component import (CHANNELS, SINKS, SOURCES, ComponentConfig, Place, Registry, duplicates,
                                       parse_config)
 from fastsync.agent.errors import ConfigError

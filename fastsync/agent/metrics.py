@@ -10,7 +10,6 @@ import re
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 log = logging.getLogger("fastsync.metrics")
@@ -103,6 +102,7 @@ class MetricsServer:
     GET /metrics/prometheus (Prometheus' text format)."""
 
     def __init__(self, port: int, collect: Callable[[], dict], host: str = "127.0.0.1"):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer   # only with a metrics port
         collect_ = collect
 
         class Handler(BaseHTTPRequestHandler):

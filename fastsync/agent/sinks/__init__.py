@@ -1,2 +1,2 @@
-"""Sinks; importing this package registers them."""
-from fastsync.agent.sinks import file_roll, hdfs, jdbc, kafka, logger, null, parquet  # noqa: F401
+"""Sinks, one module each; a module is imported (and registers its sink) when a config uses
+it: see fastsync.agent.component.Registry."""

@@ -1,2 +1,2 @@
-"""Sources; importing this package registers them."""
-from fastsync.agent.sources import exec as exec_source, http, kafka, netcat, seq, spooldir, syslog, taildir  # noqa: F401
+"""Sources, one module each; a module is imported (and registers its source) when a config
+uses it: see fastsync.agent.component.Registry."""

@@ -1,0 +1,76 @@
+"""Start-up imports only what a command uses (hot-path issue item 4): `fastsync --help` and a
+seq -> memory -> null agent load none of the heavy libraries of components they have not got.
+A correctness check of sys.modules at exit, not a timing one (`-X importtime` misses modules
+imported with importlib.import_module, as the component registry does)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+from e2e_support import PYTHON
+
+HEAVY = ("confluent_kafka", "sqlalchemy", "pyarrow.parquet", "cryptography", "pyarrow.compute", "http.server")
+# runs `python -m fastsync ARGS` and writes the names in sys.modules at exit to the file argv[1]
+WRAPPER = ("import atexit, json, runpy, sys\n"
+           "out = sys.argv.pop(1)\n"
+           "atexit.register(lambda: open(out, 'w').write(json.dumps(sorted(sys.modules))))\n"
+           "runpy.run_module('fastsync', run_name='__main__', alter_sys=True)\n")
+SEQ_NULL = """a1.sources = r1
+a1.channels = c1
+a1.sinks = k1
+a1.sources.r1.type = seq
+a1.sources.r1.totalEvents = 1
+a1.sources.r1.channels = c1
+a1.channels.c1.type = org.apache.flume.channel.MemoryChannel
+a1.sinks.k1.type = null
+a1.sinks.k1.channel = c1
+"""
+
+
+def fastsync_argv(tmp_path, *args: str) -> list[str]:
+    return [PYTHON, "-c", WRAPPER, str(tmp_path / "modules.json"), *args]
+
+
+def imported(tmp_path) -> set[str]:
+    return set(json.loads((tmp_path / "modules.json").read_text()))
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+def test_help_imports_neither_pyarrow_nor_component_libraries(tmp_path):
+    p = subprocess.run(fastsync_argv(tmp_path, "--help"), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "agent" in p.stdout
+    modules = imported(tmp_path)
+    assert "fastsync.cli" in modules
+    assert heavy(modules) == []
+    assert "pyarrow" not in modules and "fastsync.agent" not in modules
+
+
+def test_seq_memory_null_agent_imports_only_its_components(tmp_path, run_agent):
+    conf = tmp_path / "seq.properties"
+    conf.write_text(SEQ_NULL)
+    p = run_agent("a1", conf, "--exit-when-done", argv=fastsync_argv(tmp_path, "agent", "-n", "a1", "-f", str(conf), "--exit-when-done"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "1 events delivered" in p.stdout
+    modules = imported(tmp_path)
+    # the components it uses (the channel by its Flume class name), and no other component
+    assert {"fastsync.agent.sources.seq", "fastsync.agent.channels.memory", "fastsync.agent.sinks.null"} <= modules
+    others = sorted(m for m in modules if re.match(r"fastsync\.agent\.(sources|channels|sinks)\.", m))
+    assert others == ["fastsync.agent.channels.base", "fastsync.agent.channels.memory",
+                      "fastsync.agent.sinks.null", "fastsync.agent.sources.seq"]
+    assert heavy(modules) == []
+
+
+def test_validate_names_every_known_type_without_importing_them(tmp_path):
+    conf = tmp_path / "bad.properties"
+    conf.write_text(SEQ_NULL.replace("sinks.k1.type = null", "sinks.k1.type = nul"))
+    p = subprocess.run(fastsync_argv(tmp_path, "agent", "-n", "a1", "-f", str(conf), "--validate"), capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 2
+    assert ("fastsync: error: %s:8: a1.sinks.k1.type: unknown sink type 'nul' (known: file_roll, hdfs, jdbc, kafka, "
+            "logger, null, parquet)" % conf) in p.stderr
+    assert heavy(imported(tmp_path)) == []
