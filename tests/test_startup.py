@@ -74,3 +74,18 @@ def test_validate_names_every_known_type_without_importing_them(tmp_path):
     assert ("fastsync: error: %s:8: a1.sinks.k1.type: unknown sink type 'nul' (known: file_roll, hdfs, jdbc, kafka, "
             "logger, null, parquet)" % conf) in p.stderr
     assert heavy(imported(tmp_path)) == []
+
+
+def test_every_declared_type_name_finds_its_class():
+    """The registry's table of names -> modules and the names each module registers are
+    written in two places: every declared name must resolve to the class its module
+    registers, and every registered name must be declared (else it is found only once its
+    module happens to be imported)."""
+    from fastsync.agent.component import CHANNELS, SINKS, SOURCES
+    for registry in (SOURCES, CHANNELS, SINKS):
+        declared = dict(registry._modules)
+        registered = registry.load_all()
+        assert set(declared) == set(registered), (registry.kind, set(declared) ^ set(registered))
+        for name, module in declared.items():
+            cls = registry.lookup(name)
+            assert cls is not None and cls.__module__ == module, (registry.kind, name, module, cls)
