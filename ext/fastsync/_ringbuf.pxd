@@ -1,48 +1,36 @@
-# Contract of the memory channel's storage: a bounded FIFO of committed event batches.
-from libc.stdint cimport int64_t, uint32_t
+# Contract of the memory channel's storage: a bounded FIFO of committed event batches,
+# held by reference (the source's own buffers), never copied in.
+from cpython.ref cimport PyObject
+from libc.stdint cimport int64_t
 from fastsync._sync cimport pthread_mutex_t, pthread_cond_t
 
-cdef struct Slot:
-    int64_t n        # events of one committed batch still queued
-    int64_t hid      # key of that batch's header columns in the Python-side table; 0 = none
-    int64_t hstart   # index, within those header columns, of the slot's first queued event
-
-cdef struct Chunk:
-    const char *data        # base of the source buffer
-    const int64_t *offsets  # n + 1 body offsets into data (offsets[0] need not be 0)
-    int64_t n
-    int64_t hid
-    int64_t hstart
-
-cdef struct Taken:
-    char *data           # n bodies, malloc'd, handed to Python
-    int64_t *offsets     # n + 1 offsets into data, malloc'd, handed to Python
-    Slot *segs           # the header segments the events came from
-    char *whole          # per segment: 1 if its slot was used up
-    int64_t n, nbytes, nseg
+cdef struct Extent:
+    PyObject *owner          # the chunk (data, offsets, hid, hstart); one reference per extent
+    const char *data         # base of the chunk's body buffer
+    const int64_t *offsets   # the chunk's offsets: events [pos, end) span data[offsets[pos]:offsets[end]]
+    int64_t pos, end
+    int64_t hid              # key of the header columns in the Python-side table; 0 = none
+    int64_t hstart           # index, within those header columns, of event `pos`
 
 cdef class RingBuffer:
     cdef:
-        # Three circular arrays, each [head, head + used) modulo its capacity:
-        # body bytes, one uint32 length per event, one Slot per committed batch.
-        char *data
-        int64_t data_cap, data_head, data_used
-        uint32_t *lens
-        int64_t lens_cap, lens_head, lens_used
-        Slot *slots
-        int64_t slot_cap, slot_head, slot_used
+        # [head, head + used) modulo ext_cap: the committed extents, oldest first
+        Extent *ext
+        int64_t ext_cap, ext_head, ext_used
+        readonly int64_t events, nbytes       # committed and waiting
         # Taken but not yet committed: still counted against capacity so a rollback
         # always has room to go back to the head.
         readonly int64_t reserved_events, reserved_bytes, reserved_slots
         readonly int64_t max_events, max_bytes
+        int64_t waiting                       # threads blocked in a wait on `changed`
         pthread_mutex_t mu
         pthread_cond_t changed
         bint interrupted
 
-    cdef int _reserve_physical(self, int64_t events, int64_t nbytes, int64_t nslots) noexcept nogil
-    cdef int _wait(self, double deadline) noexcept nogil
-    cdef void _append(self, Chunk *c) noexcept nogil
-    cdef void _prepend(self, Chunk *c) noexcept nogil
-    cdef int _try_put(self, Chunk *cs, Py_ssize_t m, int64_t total_n, int64_t total_b,
-                      int64_t credit_n, int64_t credit_b, int64_t credit_s) noexcept nogil
-    cdef int64_t _try_take(self, int64_t max_events, Taken *t) noexcept nogil
+    cdef int _lock(self) except -1
+    cdef int _wait(self, double deadline) except -1
+    cdef void _signal(self) noexcept nogil
+    cdef int _reserve_physical(self, int64_t nslots) noexcept nogil
+    cdef bint _fits(self, int64_t n, int64_t nbytes, int64_t credit_n, int64_t credit_b) noexcept nogil
+    cdef bint _append(self, Extent *e) noexcept nogil
+    cdef void _prepend(self, Extent *e) noexcept nogil

@@ -97,6 +97,24 @@ class ChannelProcessor:
             except ChannelException as exc:
                 log.warning("Unable to put batch on optional channel %s: %s", ch.name, exc)
 
+    def process_each(self, batch: EventBatch, per_tx: int) -> int:
+        """process_batch of consecutive slices of per_tx events, each its own transaction
+        per channel (as a source delivering batchSize at a time). Returns len(batch); a
+        failure raises its ChannelException with `.committed`, the events of the slices
+        delivered before it."""
+        if self.interceptor is None and self.multiplexing is None and len(self.required) == 1 and not self.optional:
+            return self.required[0].put_each(batch, per_tx)
+        done = 0
+        for start in range(0, len(batch), per_tx):
+            part = batch.slice(start, start + per_tx)
+            try:
+                self.process_batch(part)
+            except ChannelException as exc:
+                exc.committed = done
+                raise
+            done += len(part)
+        return done
+
 
 class Source:
     """Base of sources. Subclasses are pollable (process() called by a SourceRunner) or
@@ -130,6 +148,28 @@ class Source:
             self.counters.add(ChannelWriteFail=1)
             raise
         self.counters.add(EventAcceptedCount=n, AppendBatchAcceptedCount=1, EventAcceptedBytes=nbytes)
+
+    def deliver_each(self, batch: EventBatch, per_tx: int) -> int:
+        """deliver() as consecutive transactions of per_tx events, in as few Python
+        steps as the channels allow. Returns the events accepted; on a failure raises its
+        ChannelException with `.committed` (the events accepted before it)."""
+        n = len(batch)
+        self.counters.add(EventReceivedCount=n, AppendBatchReceivedCount=-(-n // per_tx))
+        try:
+            done = self.processor.process_each(batch, per_tx)
+        except ChannelException as exc:
+            done = exc.committed
+            self._accepted(batch, done, per_tx)
+            self.counters.add(ChannelWriteFail=1)
+            raise
+        self._accepted(batch, n, per_tx)
+        return done
+
+    def _accepted(self, batch: EventBatch, done: int, per_tx: int) -> None:
+        if done:
+            nbytes = batch.nbytes if done == len(batch) else int(batch.offsets[done] - batch.offsets[0])
+            self.counters.add(EventAcceptedCount=done, AppendBatchAcceptedCount=-(-done // per_tx),
+                              EventAcceptedBytes=nbytes)
 
 
 class PollableSource(Source):

@@ -103,6 +103,22 @@ class Channel:
     def interrupt(self) -> None:
         """Wake every thread blocked in a put or take (used at shutdown)."""
 
+    def put_each(self, batch: EventBatch, per_tx: int) -> int:
+        """Put `batch` as consecutive transactions of `per_tx` events (the last may be
+        shorter), in order, each committed on its own, as a source putting its events
+        batchSize at a time would. Returns len(batch); if one fails, raises its
+        ChannelException with `.committed` set to the events committed before it."""
+        done = 0
+        try:
+            for start in range(0, len(batch), per_tx):
+                with self.transaction() as tx:
+                    tx.put(batch.slice(start, start + per_tx))
+                done = min(start + per_tx, len(batch))
+        except ChannelException as exc:
+            exc.committed = done
+            raise
+        return done
+
     @property
     def size(self) -> int:
         """Committed events waiting."""

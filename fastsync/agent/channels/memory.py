@@ -1,11 +1,13 @@
 """Flume's `memory` channel on the native ring buffer (fastsync._ringbuf).
 
-Puts are staged in the transaction and copied into the ring at commit, all the batches of
-a transaction at once or none; a commit waits up to keep-alive for room and then fails
-with ChannelFullException (back-pressure: nothing is dropped). A take copies events out
-of the ring; their room stays reserved until commit, and a rollback puts them back at the
-head in their order. Header columns stay Python objects, kept beside the ring in a table
-keyed per batch, so events with no headers cost no Python work at all.
+Nothing is copied in: a commit hands the ring references to the source's own batches
+(Arrow layout), all the batches of a transaction at once or none; a commit waits up to
+keep-alive for room and then fails with ChannelFullException (back-pressure: nothing is
+dropped). A take of events of one put is a view of that put's buffers; a take spanning
+several puts gathers their bodies into one buffer. Taken events keep their room until
+commit, and a rollback puts them back at the head in their order. `byteCapacity` counts
+body bytes as Flume does. Header columns stay Python objects, kept beside the ring in a
+table keyed per batch, so events with no headers cost no Python work at all.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from fastsync._native import RingBuffer
 from fastsync.agent.channels.base import Channel, Transaction
@@ -74,6 +77,39 @@ class MemoryChannel(Channel):
     def interrupt(self) -> None:
         self.ring.interrupt()
 
+    def put_each(self, batch: EventBatch, per_tx: int) -> int:
+        """Channel.put_each in one native call: the transactions are committed one by one
+        with the GIL released, a sink taking meanwhile."""
+        n = len(batch)
+        if not n:
+            return 0
+        cap = self.config.transactionCapacity
+        if per_tx > cap:
+            Transaction._check_put_room(MemoryTransaction, 0, per_tx, cap, self.name)
+        hid = self._register(batch.headers, n)
+        # counted before the events become visible (see commit); the rest undone below
+        self.counters.add(EventPutAttemptCount=n, EventPutSuccessCount=n)
+        try:
+            done = self.ring.put_each(_chunk(batch, hid), per_tx, self.config.keepAlive)
+        except ValueError as exc:
+            self._release_headers(hid, n)
+            self.counters.add(EventPutAttemptCount=-(n - min(per_tx, n)), EventPutSuccessCount=-n)
+            raise ChannelException("channel %s: %s" % (self.name, exc)) from None
+        if done < n:
+            self._release_headers(hid, n - done)
+            tried = min(done + per_tx, n)    # the transactions after the failed one were not tried
+            self.counters.add(EventPutAttemptCount=tried - n, EventPutSuccessCount=done - n)
+            exc = self._full()
+            exc.committed = done
+            raise exc
+        return n
+
+    def _full(self) -> ChannelFullException:
+        return ChannelFullException(
+            "Space for commit to queue couldn't be acquired. Sinks are likely not keeping up with sources, "
+            "or the buffer size is too tight (channel %s: capacity %d events, %d body bytes; waited %gs)"
+            % (self.name, self.config.capacity, self.max_bytes, self.config.keepAlive))
+
     @property
     def size(self) -> int:
         return self.ring.events
@@ -108,6 +144,10 @@ class MemoryChannel(Channel):
                 del self._headers[hid]
         return entry[0]
 
+    def _release_headers(self, hid: int, count: int) -> None:
+        if hid:
+            self._claim(hid, count)
+
     def _forget(self, hids) -> None:
         with self._hlock:
             for hid in hids:
@@ -115,7 +155,11 @@ class MemoryChannel(Channel):
 
 
 def _chunk(batch: EventBatch, hid: int, hstart: int = 0):
-    return (batch.data, batch.offsets, hid, hstart)
+    # the ring keeps this tuple: it must hold buffers nobody changes afterwards
+    data = batch.data
+    if data.is_mutable:
+        data = pa.py_buffer(data.to_pybytes())
+    return (data, batch.offsets, hid, hstart)
 
 
 def _segment_headers(segments):
@@ -165,8 +209,10 @@ class MemoryTransaction(Transaction):
         else:
             segments = [((ch._claim(hid, count) if hid else None), hstart, count) for hid, hstart, count, _ in raw_segments]
             headers = _segment_headers(segments)
-        batch = EventBatch(data, np.frombuffer(offs, dtype=np.int64), headers)
-        self.takes.append((batch, segments, len(data)))
+        if not isinstance(offs, np.ndarray):
+            offs = np.frombuffer(offs, dtype=np.int64)
+        batch = EventBatch(data, offs, headers)
+        self.takes.append((batch, segments, batch.nbytes))
         self.take_n += n
         ch.counters.add(EventTakeAttemptCount=n + (n < want))
         return batch
@@ -198,10 +244,7 @@ class MemoryTransaction(Transaction):
                 ch.counters.add(EventPutSuccessCount=-self.put_n)
                 if ok is None:
                     raise error
-                raise ChannelFullException(
-                    "Space for commit to queue couldn't be acquired. Sinks are likely not keeping up with sources, "
-                    "or the buffer size is too tight (channel %s: capacity %d events, %d body bytes; waited %gs)"
-                    % (ch.name, ch.config.capacity, ch.max_bytes, ch.config.keepAlive))
+                raise ch._full()
         elif self.takes:
             ch.ring.release(self.take_n, nbytes, nseg)
         if self.takes:

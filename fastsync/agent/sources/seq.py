@@ -13,6 +13,7 @@ from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.event import EventBatch
 
 log = logging.getLogger("fastsync.source.seq")
+BLOCK = 4096    # events made per process() call, when batchSize is smaller
 
 
 @dataclass
@@ -30,16 +31,18 @@ class SeqSource(PollableSource):
         self.next = 0
 
     def process(self) -> Status:
-        n = min(self.config.batchSize, self.config.totalEvents - self.next)
+        per_tx = self.config.batchSize
+        # several transactions' events made at once, committed one transaction at a time
+        n = min(per_tx * max(1, BLOCK // per_tx), self.config.totalEvents - self.next)
         if n <= 0:
             self.finished = True
             return Status.BACKOFF
         data, offsets = decimal_bodies(self.next, n)
         try:
-            self.deliver(EventBatch(data, np.frombuffer(offsets, dtype=np.int64)))
+            self.next += self.deliver_each(EventBatch(data, np.frombuffer(offsets, dtype=np.int64)), per_tx)
         except ChannelException as exc:
-            # the counter does not advance: the same numbers are retried
+            # the counter advances past what was committed only: the rest is retried
+            self.next += exc.committed
             log.warning("%s source could not write to channel: %s", self.name, exc)
             return Status.BACKOFF
-        self.next += n
         return Status.READY
