@@ -231,6 +231,31 @@ class ChannelMachine(RuleBasedStateMachine):
                 got = ("ok", got[1].events())
             self.check(got, want, "take")
 
+    @rule(n=st.integers(0, 12), per_tx=st.integers(1, 5), mode=st.sampled_from(HEADER_MODES),
+          pads=st.lists(st.integers(0, 3), min_size=1, max_size=3), sliced=st.booleans())
+    def put_each(self, n, per_tx, mode, pads, sliced):
+        """Channel.put_each: consecutive transactions of per_tx events, on the reference
+        one put transaction after another, stopping at the first that fails."""
+        events = self._events(n, mode, pads)
+        batch = EventBatch.from_events(self._events(1, mode, pads) + events).slice(1, n + 1) if sliced \
+            else EventBatch.from_events(events)
+        try:
+            got = ("ok", self.real.put_each(batch, per_tx))
+        except ChannelException as exc:
+            got = (type(exc), getattr(exc, "committed", 0))
+        want, done = ("ok", n), 0
+        for start in range(0, n, per_tx):
+            tx = self.ref.transaction()
+            try:
+                tx.put(events[start:start + per_tx])
+                tx.commit()
+            except ChannelException as exc:
+                tx.rollback()
+                want = (type(exc), done)
+                break
+            done = min(n, start + per_tx)
+        self.check(got, want, "put_each")
+
     @rule(modes=st.lists(st.sampled_from(HEADER_MODES), min_size=1, max_size=3), extra=st.integers(0, 1))
     def fill_up(self, modes, extra):
         """A put transaction of as many events as there is room for (or one more), in one
@@ -751,3 +776,73 @@ def test_byte_capacity_buffer_percentage():
     put_commit(ch, EventBatch.from_bodies([b"q" * 80]))
     with pytest.raises(ChannelFullException):
         put_commit(ch, EventBatch.from_bodies([b"r"]))
+
+
+# ======================================================================================
+# (e) by reference: the ring keeps the sources' buffers
+# ======================================================================================
+
+def test_a_take_from_one_put_is_a_view_of_its_buffer_and_across_puts_one_copy():
+    ch = make_channel(100)
+    first = EventBatch.from_bodies([b"a" * 10, b"b" * 20, b"c" * 30])
+    second = EventBatch.from_bodies([b"d", b"e"])
+    put_commit(ch, first)
+    put_commit(ch, second)
+    with ch.transaction() as tx:
+        part = tx.take(2, timeout=0)
+        assert part.data.address == first.data.address          # no copy
+        assert part.bodies().to_pylist() == [b"a" * 10, b"b" * 20]
+        rest = tx.take(10, timeout=0)                            # the end of one put and another
+        assert rest.bodies().to_pylist() == [b"c" * 30, b"d", b"e"]
+        assert rest.data.address != second.data.address and rest.offsets[0] == 0
+    assert ch.size == 0 and ch.in_flight == 0 and ch.ring.nbytes == 0
+
+
+def test_a_mutable_buffer_is_copied_at_commit():
+    raw = bytearray(b"one\ntwo\n")
+    batch = EventBatch(pa.py_buffer(raw), np.array([0, 3, 3, 6], dtype=np.int64))
+    ch = make_channel(10)
+    put_commit(ch, batch)
+    raw[:] = b"XXXXXXXX"
+    assert [e.body for e in drain(ch)] == [b"one", b"", b"\ntw"]
+
+
+def test_put_each_commits_transaction_by_transaction_and_stops_when_full():
+    ch = make_channel(capacity=10, tx=4)
+    batch = EventBatch.from_bodies([b"%d" % i for i in range(25)], {"h": pa.array(["v%d" % i for i in range(25)])})
+    with pytest.raises(ChannelFullException) as err:
+        ch.put_each(batch, 3)
+    assert err.value.committed == 9             # three transactions of 3; the fourth has no room
+    assert ch.counters["EventPutSuccessCount"] == 9 and ch.counters["EventPutAttemptCount"] == 12
+    with ch.transaction() as tx:                # consecutive transactions of one batch: one extent
+        got = tx.take(4, timeout=0)
+        assert got.data.address == batch.data.address
+    assert [e.headers["h"] for e in got.events()] == ["v0", "v1", "v2", "v3"]
+    assert ch.ring.batches == 1
+    assert [e.body for e in drain(ch)] == [b"%d" % i for i in range(4, 9)]
+    with pytest.raises(ChannelException, match="Put queue for MemoryTransaction of capacity 4 full"):
+        ch.put_each(batch, 5)
+    assert ch.put_each(batch.slice(0, 3), 5) == 3   # a shorter batch is one transaction of 3
+    assert not ch._headers or all(entry[1] > 0 for entry in ch._headers.values())
+
+
+def test_put_each_wakes_a_waiting_sink_and_waits_for_room():
+    """A producer putting one-event transactions into a small channel while a consumer
+    takes: everything arrives once, in order."""
+    ch = make_channel(capacity=50, tx=50, keep_alive=5)
+    n = 20_000
+    batch = EventBatch.from_bodies([b"%d" % i for i in range(n)])
+    got = []
+
+    def consume():
+        while len(got) < n:
+            with ch.transaction() as tx:
+                b = tx.take(50, timeout=5)
+            assert b is not None
+            got.extend(b.bodies().to_pylist())
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert ch.put_each(batch, 1) == n
+    t.join(30)
+    assert got == [b"%d" % i for i in range(n)]

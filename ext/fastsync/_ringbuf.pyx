@@ -245,7 +245,9 @@ cdef class RingBuffer:
     def put_each(self, tuple chunk, int64_t per_tx, double timeout):
         """Commit chunk's events as consecutive transactions of per_tx events (the last
         may be shorter), each atomically and in order, each waiting up to `timeout` s for
-        room; stops at the first that finds none. Returns the events committed.
+        room; stops at the first that finds none. Returns (events committed, why it
+        stopped): 1 all committed, 0 no room in time (or interrupted), -1 the next
+        transaction's bodies are more than the ring's bytes and can never fit.
 
         The GIL is released for the whole loop, so a sink takes while this still commits;
         consecutive transactions of one chunk become one extent.
@@ -260,7 +262,7 @@ cdef class RingBuffer:
         load_chunk(chunk, &e)
         n = e.end
         if not n:
-            return 0
+            return 0, 1
         if min(per_tx, n) > self.max_events:
             raise ValueError("%d events can never fit a ring of %d events" % (min(per_tx, n), self.max_events))
         # one reference per extent this may create, at most one per transaction
@@ -274,6 +276,9 @@ cdef class RingBuffer:
                 part.end = done + per_tx if done + per_tx < n else n
                 part.hstart = e.hstart + done
                 nbytes = extent_bytes(&part)
+                if nbytes > self.max_bytes:
+                    ok = -1
+                    break
                 pthread_mutex_lock(&self.mu)
                 deadline = now() + timeout
                 while True:
@@ -294,7 +299,7 @@ cdef class RingBuffer:
             Py_DECREF(chunk)
         if ok == -2 and not done:
             raise MemoryError("ring buffer: out of memory")
-        return done
+        return done, (ok if ok < 1 else 0) if done < n else 1
 
     def take(self, int64_t max_events, double timeout):
         """Remove up to max_events from the head, waiting up to `timeout` s for the first.

@@ -70,17 +70,19 @@ class Sink:
                 self.counters.add(BatchEmptyCount=1)
                 self.idle()
                 return Status.BACKOFF
-            n, nbytes = len(batch), batch.nbytes   # before the commit frees the batch's slot
-            self.counters.add(EventDrainAttemptCount=n)
+            n, nbytes = len(batch), batch.nbytes
             try:
                 self.deliver(batch)
             except Exception as exc:
-                self.counters.add(EventWriteFail=1)
+                self.counters.add(EventDrainAttemptCount=n, EventWriteFail=1)
                 self._report(exc, n)
                 raise
             tx.commit()
-            self.reported.clear()
-            self.counters.add(EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes, **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
+            if self.reported:
+                self.reported.clear()
+            # one update per batch: the attempt is counted with its outcome
+            self.counters.add(EventDrainAttemptCount=n, EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes,
+                              **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
             return Status.READY
         except BaseException:
             tx.rollback()

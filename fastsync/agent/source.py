@@ -158,7 +158,7 @@ class Source:
         try:
             done = self.processor.process_each(batch, per_tx)
         except ChannelException as exc:
-            done = exc.committed
+            done = getattr(exc, "committed", 0)
             self._accepted(batch, done, per_tx)
             self.counters.add(ChannelWriteFail=1)
             raise

@@ -84,22 +84,25 @@ class MemoryChannel(Channel):
         if not n:
             return 0
         cap = self.config.transactionCapacity
-        if per_tx > cap:
-            Transaction._check_put_room(MemoryTransaction, 0, per_tx, cap, self.name)
+        if min(per_tx, n) > cap:    # Flume's error for a put of more than a transaction holds
+            MemoryTransaction._check_put_room(MemoryTransaction, 0, min(per_tx, n), cap, self.name)
         hid = self._register(batch.headers, n)
         # counted before the events become visible (see commit); the rest undone below
         self.counters.add(EventPutAttemptCount=n, EventPutSuccessCount=n)
         try:
-            done = self.ring.put_each(_chunk(batch, hid), per_tx, self.config.keepAlive)
-        except ValueError as exc:
-            self._release_headers(hid, n)
-            self.counters.add(EventPutAttemptCount=-(n - min(per_tx, n)), EventPutSuccessCount=-n)
-            raise ChannelException("channel %s: %s" % (self.name, exc)) from None
+            done, why = self.ring.put_each(_chunk(batch, hid), per_tx, self.config.keepAlive)
+            reason = None
+        except ValueError as exc:   # more events in one transaction than the capacity
+            done, why, reason = 0, -1, str(exc)
         if done < n:
             self._release_headers(hid, n - done)
             tried = min(done + per_tx, n)    # the transactions after the failed one were not tried
             self.counters.add(EventPutAttemptCount=tried - n, EventPutSuccessCount=done - n)
-            exc = self._full()
+            if why == 0:
+                exc = self._full()
+            else:
+                exc = ChannelException("channel %s: %s" % (self.name, reason or (
+                    "a transaction of %d body bytes can never fit %d bytes" % (batch.slice(done, tried).nbytes, self.max_bytes))))
             exc.committed = done
             raise exc
         return n
@@ -173,15 +176,15 @@ def _segment_headers(segments):
 
 class MemoryTransaction(Transaction):
     FLUME_NAME = "MemoryTransaction"
-    __slots__ = ("ch", "puts", "put_n", "takes", "take_n")
+    __slots__ = ("ch", "puts", "put_n", "takes", "take_n", "take_bytes", "take_slots")
 
     def __init__(self, channel: MemoryChannel):
-        super().__init__()
+        self.state = Transaction.NEW
         self.ch = channel
         self.puts: list[EventBatch] = []
         self.put_n = 0
-        self.takes: list = []   # (batch, segments, nbytes) in take order
-        self.take_n = 0
+        self.takes: list = []   # (batch, header segments or None) in take order
+        self.take_n = self.take_bytes = self.take_slots = 0
 
     def put(self, batch: EventBatch) -> None:
         self._check_open("put")
@@ -194,17 +197,21 @@ class MemoryTransaction(Transaction):
     def take(self, max_events: int | None = None, timeout: float | None = None) -> EventBatch | None:
         """Up to max_events (default: what the transaction still allows), waiting up to
         `timeout` s (default keep-alive) for the first; None when nothing came."""
-        self._check_open("take")
+        if self.state != Transaction.OPEN:
+            self._check_open("take")
         ch = self.ch
-        room = self._take_room(self.take_n, ch.config.transactionCapacity, ch.name)
-        want = room if max_events is None else min(max_events, room)
-        got = ch.ring.take(want, ch.config.keepAlive if timeout is None else timeout)
+        config = ch.config
+        room = config.transactionCapacity - self.take_n
+        if room <= 0:
+            self._take_room(self.take_n, config.transactionCapacity, ch.name)
+        want = room if max_events is None or max_events > room else max_events
+        got = ch.ring.take(want, config.keepAlive if timeout is None else timeout)
         if got is None:
             ch.counters.add(EventTakeAttemptCount=1)
             return None
         data, offs, n, raw_segments = got
         if len(raw_segments) == 1 and raw_segments[0][0] == 0:   # the common case: no headers
-            segments = [(None, 0, n)]
+            segments = None     # rollback puts the batch back as one chunk
             headers = None
         else:
             segments = [((ch._claim(hid, count) if hid else None), hstart, count) for hid, hstart, count, _ in raw_segments]
@@ -212,16 +219,17 @@ class MemoryTransaction(Transaction):
         if not isinstance(offs, np.ndarray):
             offs = np.frombuffer(offs, dtype=np.int64)
         batch = EventBatch(data, offs, headers)
-        self.takes.append((batch, segments, batch.nbytes))
+        self.takes.append((batch, segments))
         self.take_n += n
+        self.take_bytes += batch.nbytes
+        self.take_slots += len(raw_segments)
         ch.counters.add(EventTakeAttemptCount=n + (n < want))
         return batch
 
     def commit(self) -> None:
-        self._check_open("commit")
+        if self.state != Transaction.OPEN:
+            self._check_open("commit")
         ch = self.ch
-        nbytes = sum(t[2] for t in self.takes)
-        nseg = sum(len(t[1]) for t in self.takes)
         if self.puts:
             hids = []
             chunks = []
@@ -235,7 +243,7 @@ class MemoryTransaction(Transaction):
             ch.counters.add(EventPutAttemptCount=self.put_n, EventPutSuccessCount=self.put_n)
             try:
                 # this transaction's takes count as room, as in Flume
-                ok = ch.ring.put(chunks, ch.config.keepAlive, self.take_n, nbytes, nseg)
+                ok = ch.ring.put(chunks, ch.config.keepAlive, self.take_n, self.take_bytes, self.take_slots)
             except ValueError as exc:
                 ok = None
                 error = ChannelException("channel %s: %s" % (ch.name, exc))
@@ -246,7 +254,7 @@ class MemoryTransaction(Transaction):
                     raise error
                 raise ch._full()
         elif self.takes:
-            ch.ring.release(self.take_n, nbytes, nseg)
+            ch.ring.release(self.take_n, self.take_bytes, self.take_slots)
         if self.takes:
             ch.counters.add(EventTakeSuccessCount=self.take_n)   # as Flume: at commit
         self._done()
@@ -257,7 +265,10 @@ class MemoryTransaction(Transaction):
         if self.put_n:
             ch.counters.add(EventPutAttemptCount=self.put_n)
         # the last take goes back first, so the head ends up in the original order
-        for batch, segments, _ in reversed(self.takes):
+        for batch, segments in reversed(self.takes):
+            if segments is None:
+                ch.ring.unget([(batch.data, batch.offsets, 0, 0)], 1)
+                continue
             chunks, pos = [], 0
             for headers, hstart, count in segments:
                 hid = ch._register(headers, count)
@@ -269,5 +280,5 @@ class MemoryTransaction(Transaction):
     def _done(self) -> None:
         self.puts = []
         self.takes = []
-        self.put_n = self.take_n = 0
+        self.put_n = self.take_n = self.take_bytes = self.take_slots = 0
         self.state = Transaction.COMPLETED

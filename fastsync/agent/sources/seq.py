@@ -42,7 +42,7 @@ class SeqSource(PollableSource):
             self.next += self.deliver_each(EventBatch(data, np.frombuffer(offsets, dtype=np.int64)), per_tx)
         except ChannelException as exc:
             # the counter advances past what was committed only: the rest is retried
-            self.next += exc.committed
+            self.next += getattr(exc, "committed", 0)
             log.warning("%s source could not write to channel: %s", self.name, exc)
             return Status.BACKOFF
         return Status.READY
