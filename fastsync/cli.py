@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -72,6 +73,8 @@ def cmd_agent(args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # kill -QUIT prints every thread's stack to stderr and goes on, as a JVM's thread dump
+    faulthandler.register(signal.SIGQUIT, all_threads=True, chain=False)
     server = None
     if port is not None:
         try:

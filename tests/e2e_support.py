@@ -280,9 +280,12 @@ class AgentProcess:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            if "agent" in self.argv:    # its threads' stacks (kill -QUIT), to see where it hangs
+                self.proc.send_signal(signal.SIGQUIT)
+                time.sleep(2)
             self.kill()
             raise AssertionError("%s did not exit within %gs; stderr tail:\n%s"
-                                 % (" ".join(self.argv), timeout, self.stderr[-3000:])) from None
+                                 % (" ".join(self.argv), timeout, self.stderr[-12000:])) from None
 
     def send_signal(self, sig: int = signal.SIGTERM) -> None:
         if self.alive():

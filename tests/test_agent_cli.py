@@ -101,6 +101,16 @@ def test_seq_to_file_roll_exit_when_done(tmp_path, run_agent):
     assert not sequence_problems(lines, decimal_lines(n)), sequence_problems(lines, decimal_lines(n))
 
 
+def test_sigquit_prints_the_threads_stacks_and_the_agent_goes_on(tmp_path, agent):
+    out = tmp_path / "out"
+    p = agent("a1", write_config(tmp_path, seq_config(out, 10**12)))
+    poll(lambda: read_dir_lines(out), 30, message="first events")
+    p.send_signal(signal.SIGQUIT)
+    p.wait_for_stderr(r"Thread 0x[0-9a-f]+ .*\n(.*\n)*.*SinkRunner|File .*runner.py", timeout=10)
+    assert p.alive()
+    assert p.stop(timeout=30) == 0, p.stderr[-3000:]
+
+
 def test_example_config_with_console_script(tmp_path):
     """The shipped example, run as its header says, with the `fastsync` script."""
     script = Path(sys.executable).parent / "fastsync"

@@ -7,7 +7,7 @@ offsets (offsets[0] may be non-zero). Results are fresh pyarrow Buffers.
 """
 from libc.stdint cimport int64_t, INT64_MAX
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memchr
+from libc.string cimport memcpy, memchr, memset
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
 
 include "_owned.pxi"
@@ -53,20 +53,29 @@ def decimal_bodies(int64_t start, int64_t n):
     if data == NULL or offs == NULL:
         free(data); free(offs)
         raise MemoryError()
+    cdef char digits[20]     # the current number, right-aligned: digits[20 - w:]
     with nogil:
+        memset(digits, 48, 20)
+        v = start
+        w = decimal_width(v)
+        for p in range(19, 19 - w, -1):
+            digits[p] = <char>(48 + v % 10)
+            v //= 10
         offs[0] = 0
         for i in range(n):
-            v = start + i
-            w = decimal_width(v)
-            p = pos + w - 1
-            while True:
-                data[p] = <char>(48 + v % 10)
-                v //= 10
-                if v == 0:
-                    break
-                p -= 1
+            memcpy(data + pos, digits + 20 - w, w)
             pos += w
             offs[i + 1] = pos
+            # count up like an odometer: no division per number
+            p = 19
+            while digits[p] == 57:
+                digits[p] = 48
+                p -= 1
+            if p < 20 - w:
+                w += 1
+                digits[p] = 49
+            else:
+                digits[p] += 1
     return owned_buffer(data, total), owned_buffer(offs, (n + 1) * sizeof(int64_t))
 
 

@@ -207,7 +207,7 @@ cdef class RingBuffer:
             if total_n > self.max_events or total_b > self.max_bytes:
                 raise ValueError("%d events of %d bytes can never fit a ring of %d events, %d bytes"
                                  % (total_n, total_b, self.max_events, self.max_bytes))
-            deadline = now() + timeout
+            deadline = 0
             self._lock()
             while True:
                 if self._fits(total_n, total_b, release_events, release_bytes):
@@ -228,6 +228,8 @@ cdef class RingBuffer:
                     self._signal()
                     ok = 1
                     break
+                if deadline == 0:
+                    deadline = now() + timeout
                 if not self._wait(deadline):
                     break
             pthread_mutex_unlock(&self.mu)
@@ -280,7 +282,7 @@ cdef class RingBuffer:
                     ok = -1
                     break
                 pthread_mutex_lock(&self.mu)
-                deadline = now() + timeout
+                deadline = 0    # set at the first wait: most transactions never wait
                 while True:
                     if self._fits(part.end - part.pos, nbytes, 0, 0):
                         if self._reserve_physical(1) < 0:
@@ -289,6 +291,8 @@ cdef class RingBuffer:
                             new_extents += 1
                         self._signal()
                         break
+                    if deadline == 0:
+                        deadline = now() + timeout
                     if not wait_changed(&self.changed, &self.mu, &self.interrupted, &self.waiting, deadline):
                         ok = 0
                         break
@@ -319,9 +323,11 @@ cdef class RingBuffer:
         cdef int64_t *offs
         if max_events <= 0:
             raise ValueError("max_events must be positive")
-        deadline = now() + timeout
         self._lock()
+        deadline = 0    # the clock is read only if the take has to wait
         while self.events == 0:
+            if deadline == 0:
+                deadline = now() + timeout
             if not self._wait(deadline):
                 pthread_mutex_unlock(&self.mu)
                 return None

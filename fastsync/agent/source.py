@@ -154,6 +154,8 @@ class Source:
         steps as the channels allow. Returns the events accepted; on a failure raises its
         ChannelException with `.committed` (the events accepted before it)."""
         n = len(batch)
+        if not n:
+            return 0
         self.counters.add(EventReceivedCount=n, AppendBatchReceivedCount=-(-n // per_tx))
         try:
             done = self.processor.process_each(batch, per_tx)

@@ -138,8 +138,7 @@ class ExecSource(Source):
                 if count >= c.batchSize:
                     whole = EventBatch.concat(pending)
                     full = count - count % c.batchSize
-                    for start in range(0, full, c.batchSize):
-                        self._send(whole.slice(start, start + c.batchSize))
+                    self._send(whole.slice(0, full), c.batchSize)
                     pending = [whole.slice(full, count)] if full < count else []
                     count -= full
                     oldest = time.monotonic()
@@ -149,13 +148,16 @@ class ExecSource(Source):
                 self._send(EventBatch.concat(pending))
                 pending, count = [], 0
 
-    def _send(self, batch: EventBatch) -> None:
+    def _send(self, batch: EventBatch, per_tx: int | None = None) -> None:
+        """Deliver batch as transactions of per_tx lines (default: one), retrying what the
+        channel refused until it takes it or the source stops."""
         delay = 0.1
         while True:
             try:
-                self.deliver(batch)
+                self.deliver_each(batch, per_tx or len(batch))
                 return
             except ChannelException as exc:
+                batch = batch.slice(getattr(exc, "committed", 0), len(batch))
                 if self._stop.is_set() and delay > 1:
                     log.error("exec source %s: stopping with %d lines not delivered: %s", self.name, len(batch), exc)
                     return

@@ -324,10 +324,13 @@ class TaildirSource(PollableSource):
             tf.last_data = time.monotonic()
         step = min(c.batchSize, self.processor.max_batch)
         got = False
-        for _ in range(c.maxBatchCount):
+        batches = 0
+        while batches < c.maxBatchCount:
             if tf.pending is None and not tf.read_lines(c.maxLineLength):
                 break
-            k = min(step, len(tf.pending))
+            # all the lines read, as consecutive transactions of `step` lines; with a
+            # durable channel one at a time, the positions saved after each commit
+            k = min(len(tf.pending), step * (1 if self._every_commit else min(c.maxBatchCount - batches, 1 << 20)))
             batch = tf.pending.slice(0, k)
             headers = dict(c.group_headers[tf.group])
             if c.fileHeader:
@@ -337,12 +340,17 @@ class TaildirSource(PollableSource):
             if headers:
                 batch = batch.with_headers(**headers)
             try:
-                self.deliver(batch)
+                done = self.deliver_each(batch, step)
             except ChannelException as exc:
+                done = getattr(exc, "committed", 0)
+                if done:
+                    tf.committed(done)
+                    got = True
                 log.warning("taildir source %s: channel refused %d lines of %s, will retry: %s",
-                            self.name, k, tf.path, exc)
+                            self.name, min(step, k - done), tf.path, exc)
                 return got, True
-            tf.committed(k)
+            tf.committed(done)
+            batches += -(-done // step)
             if self._save_due():
                 self._save_positions()
             got = True
