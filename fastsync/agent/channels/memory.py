@@ -176,7 +176,7 @@ def _segment_headers(segments):
 
 class MemoryTransaction(Transaction):
     FLUME_NAME = "MemoryTransaction"
-    __slots__ = ("ch", "puts", "put_n", "takes", "take_n", "take_bytes", "take_slots")
+    __slots__ = ("ch", "puts", "put_n", "takes", "take_n", "take_bytes", "take_slots", "take_tries")
 
     def __init__(self, channel: MemoryChannel):
         self.state = Transaction.NEW
@@ -184,7 +184,7 @@ class MemoryTransaction(Transaction):
         self.puts: list[EventBatch] = []
         self.put_n = 0
         self.takes: list = []   # (batch, header segments or None) in take order
-        self.take_n = self.take_bytes = self.take_slots = 0
+        self.take_n = self.take_bytes = self.take_slots = self.take_tries = 0
 
     def put(self, batch: EventBatch) -> None:
         self._check_open("put")
@@ -207,7 +207,7 @@ class MemoryTransaction(Transaction):
         want = room if max_events is None or max_events > room else max_events
         got = ch.ring.take(want, config.keepAlive if timeout is None else timeout)
         if got is None:
-            ch.counters.add(EventTakeAttemptCount=1)
+            self.take_tries += 1
             return None
         data, offs, n, raw_segments = got
         if len(raw_segments) == 1 and raw_segments[0][0] == 0:   # the common case: no headers
@@ -223,7 +223,7 @@ class MemoryTransaction(Transaction):
         self.take_n += n
         self.take_bytes += batch.nbytes
         self.take_slots += len(raw_segments)
-        ch.counters.add(EventTakeAttemptCount=n + (n < want))
+        self.take_tries += n + (n < want)   # counted at the end of the transaction, one update
         return batch
 
     def commit(self) -> None:
@@ -255,15 +255,15 @@ class MemoryTransaction(Transaction):
                 raise ch._full()
         elif self.takes:
             ch.ring.release(self.take_n, self.take_bytes, self.take_slots)
-        if self.takes:
-            ch.counters.add(EventTakeSuccessCount=self.take_n)   # as Flume: at commit
+        if self.take_tries:
+            ch.counters.add(EventTakeAttemptCount=self.take_tries, EventTakeSuccessCount=self.take_n)   # as Flume: at commit
         self._done()
 
     def rollback(self) -> None:
         self._check_open("rollback")
         ch = self.ch
-        if self.put_n:
-            ch.counters.add(EventPutAttemptCount=self.put_n)
+        if self.put_n or self.take_tries:
+            ch.counters.add(EventPutAttemptCount=self.put_n, EventTakeAttemptCount=self.take_tries)
         # the last take goes back first, so the head ends up in the original order
         for batch, segments in reversed(self.takes):
             if segments is None:
@@ -280,5 +280,5 @@ class MemoryTransaction(Transaction):
     def _done(self) -> None:
         self.puts = []
         self.takes = []
-        self.put_n = self.take_n = self.take_bytes = self.take_slots = 0
+        self.put_n = self.take_n = self.take_bytes = self.take_slots = self.take_tries = 0
         self.state = Transaction.COMPLETED

@@ -13,7 +13,7 @@ from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.event import EventBatch
 
 log = logging.getLogger("fastsync.source.seq")
-BLOCK = 4096    # events made per process() call, when batchSize is smaller
+BLOCK = 16384    # events made per process() call, when batchSize is smaller
 
 
 @dataclass
