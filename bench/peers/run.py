@@ -67,17 +67,17 @@ def _curve(b: int, n_flume: int, n_fastsync: int) -> Row:
 
 
 ROWS = {r.name: r for r in [
-    _curve(1, 500_000, 100_000),
-    _curve(10, 1_500_000, 1_000_000),
-    _curve(100, 4_000_000, 10_000_000),
+    _curve(1, 1_000_000, 100_000),
+    _curve(10, 2_000_000, 1_000_000),
+    _curve(100, 8_000_000, 10_000_000),
     _curve(1000, 30_000_000, 30_000_000),
-    _curve(10000, 15_000_000, 30_000_000),
+    _curve(10000, 30_000_000, 100_000_000),
     Row("null-src1-sink100", "seq -> memory -> null, source batchSize 1, sink 100", "seq", "memory", "null",
-        1, 100, 2_000_000, 100_000),
+        1, 100, 3_000_000, 100_000),
     Row("file_roll-1000", "seq -> memory -> file_roll, batches of 1000", "seq", "memory", "file_roll",
-        1000, 1000, 8_000_000, 20_000_000),
+        1000, 1000, 15_000_000, 20_000_000),
     Row("filechannel-1000", "seq -> file channel -> null, batches of 1000", "seq", "file", "null",
-        1000, 1000, 100_000, 5_000_000),
+        1000, 1000, 300_000, 10_000_000),
     Row("taildir-2m", "TAILDIR 2 M lines -> memory -> file_roll, batches of 1000", "taildir", "memory",
         "file_roll", 1000, 1000, 2_000_000, 2_000_000),
     Row("taildir-20m", "TAILDIR 20 M lines -> memory -> file_roll, batches of 1000", "taildir", "memory",
@@ -457,7 +457,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every row's N by this")
     ap.add_argument("--events", type=int, help="N for every row and engine (overrides the defaults)")
     ap.add_argument("--engines", default="flume,fastsync", help="which to run, in this order each round")
-    ap.add_argument("--java-opts", default="-Xms1g -Xmx1g", help="the JVM's options for Flume")
+    ap.add_argument("--java-opts", default="-Xmx1g", help="the JVM's options for Flume")
     ap.add_argument("--timeout", type=float, default=600, help="seconds a run may take")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="where results.json and the PNGs go")
     ap.add_argument("--scratch", help="directory for the agents' files (default: a temporary one in --out)")
