@@ -40,7 +40,7 @@ from dataclasses import dataclass
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 ENGINES = ("flume", "fastsync")
-POLL = 0.02
+POLL = 0.02       # s between two reads of /metrics (--poll)
 LINE = 100          # bytes per TAILDIR line, newline included
 
 
@@ -228,6 +228,7 @@ def run_once(engines: Engines, engine: str, row: Row, n: int, scratch: str, line
                             stdin=subprocess.DEVNULL, cwd=work)
     first = None
     marks = {}
+    trace = []      # (s since spawn, events taken) at each poll
     try:
         taken = 0
         while taken < n:
@@ -239,6 +240,7 @@ def run_once(engines: Engines, engine: str, row: Row, n: int, scratch: str, line
             now = time.perf_counter()
             if m and "CHANNEL.c1" in m:
                 taken = int(m["CHANNEL.c1"]["EventTakeSuccessCount"])
+                trace.append((round(now - t0, 3), taken))
                 if taken and first is None:
                     first = now
                 for frac in (0.1, 0.9):
@@ -283,7 +285,7 @@ def run_once(engines: Engines, engine: str, row: Row, n: int, scratch: str, line
             "steady_events_per_s": (e2 - e1) / (t2 - t1) if t2 > t1 and e2 > e1 else None,
             "cpu_s": cpu, "cpu_us_per_event": cpu / n * 1e6,
             "steady_cpu_us_per_event": (c2 - c1) / (e2 - e1) * 1e6 if e2 > e1 else None,
-            "peak_rss_mb": rss, "counts": got}
+            "peak_rss_mb": rss, "counts": got, "trace": trace[::max(1, len(trace) // 200)] + trace[-1:]}
 
 
 def output_lines(out: str) -> tuple[int, int]:
@@ -448,6 +450,7 @@ def plots(result: dict, out_dir: str) -> list[str]:
 
 
 def main(argv=None) -> int:
+    global POLL
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", help="comma-separated, of: %s (default all; --quick: %s)"
                     % (", ".join(ROWS), ", ".join(QUICK_ROWS)))
@@ -458,6 +461,7 @@ def main(argv=None) -> int:
     ap.add_argument("--events", type=int, help="N for every row and engine (overrides the defaults)")
     ap.add_argument("--engines", default="flume,fastsync", help="which to run, in this order each round")
     ap.add_argument("--java-opts", default="-Xmx1g", help="the JVM's options for Flume")
+    ap.add_argument("--poll", type=float, default=POLL, help="seconds between two reads of an engine's /metrics")
     ap.add_argument("--timeout", type=float, default=600, help="seconds a run may take")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="where results.json and the PNGs go")
     ap.add_argument("--scratch", help="directory for the agents' files (default: a temporary one in --out)")
@@ -470,6 +474,7 @@ def main(argv=None) -> int:
     if not order or any(e not in ENGINES for e in order):
         ap.error("--engines: flume and/or fastsync, comma-separated")
     rounds = args.rounds or (1 if args.quick else 2)
+    POLL = args.poll
     if rounds < 1:
         ap.error("--rounds: at least 1")
 
