@@ -6,4 +6,6 @@ set -euo pipefail
 if [ -x scripts/services.sh ]; then
     scripts/services.sh up
 fi
+# Apache Flume's jars for bench/bench_peers.py, once, from Maven Central
+bash scripts/flume.sh >/dev/null
 exec python -m pytest "$@"
