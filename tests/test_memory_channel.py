@@ -256,6 +256,20 @@ class ChannelMachine(RuleBasedStateMachine):
             done = min(n, start + per_tx)
         self.check(got, want, "put_each")
 
+    @rule(per_tx=st.integers(1, 5))
+    def drain_each(self, per_tx):
+        """MemoryChannel.drain_each (the null sink's native take-and-commit loop): the
+        events it reports gone are the reference's first ones, bytes and all."""
+        got = self.real.drain_each(per_tx, 0)
+        if got is None:         # events with headers at the head: none taken
+            self.check(bool(self.ref.queue), True, "drain_each stopped at headers of an empty channel")
+            return
+        k, txs, full, nbytes = got
+        cap = min(per_tx, self.ref.tx_capacity)
+        self.check((txs, full), (-(-k // cap), k // cap if cap == per_tx else 0), "drain_each transactions")
+        gone = [self.ref.queue.popleft() for _ in range(min(k, len(self.ref.queue)))]
+        self.check((len(gone), sum(len(e.body) for e in gone)), (k, nbytes), "drain_each events and bytes")
+
     @rule(modes=st.lists(st.sampled_from(HEADER_MODES), min_size=1, max_size=3), extra=st.integers(0, 1))
     def fill_up(self, modes, extra):
         """A put transaction of as many events as there is room for (or one more), in one
@@ -846,3 +860,15 @@ def test_put_each_wakes_a_waiting_sink_and_waits_for_room():
     assert ch.put_each(batch, 1) == n
     t.join(30)
     assert got == [b"%d" % i for i in range(n)]
+
+
+def test_drain_each_takes_what_is_there_transaction_by_transaction_and_stops_at_headers():
+    ch = make_channel(capacity=100, tx=4)
+    ch.put_each(EventBatch.from_bodies([b"x" * i for i in range(10)]), 3)
+    put_commit(ch, EventBatch.from_bodies([b"h1", b"h2"], {"k": "v"}))
+    put_commit(ch, EventBatch.from_bodies([b"after"]))
+    assert ch.drain_each(4, 0) == (10, 3, 2, sum(range(10)))    # 4 + 4 + 2, then the headers stop it
+    assert ch.counters["EventTakeSuccessCount"] == 10 and ch.counters["EventTakeAttemptCount"] == 11
+    assert ch.drain_each(4, 0) is None
+    assert [e.body for e in drain(ch, 4)] == [b"h1", b"h2", b"after"]
+    assert ch.drain_each(4, 0) == (0, 0, 0, 0) and ch.size == 0 and ch.in_flight == 0

@@ -67,15 +67,15 @@ def _curve(b: int, n_flume: int, n_fastsync: int) -> Row:
 
 
 ROWS = {r.name: r for r in [
-    _curve(1, 1_000_000, 100_000),
-    _curve(10, 2_000_000, 1_000_000),
-    _curve(100, 8_000_000, 10_000_000),
-    _curve(1000, 30_000_000, 30_000_000),
-    _curve(10000, 30_000_000, 100_000_000),
+    _curve(1, 1_000_000, 20_000_000),
+    _curve(10, 2_000_000, 30_000_000),
+    _curve(100, 8_000_000, 30_000_000),
+    _curve(1000, 30_000_000, 100_000_000),
+    _curve(10000, 30_000_000, 200_000_000),
     Row("null-src1-sink100", "seq -> memory -> null, source batchSize 1, sink 100", "seq", "memory", "null",
-        1, 100, 3_000_000, 100_000),
+        1, 100, 3_000_000, 20_000_000),
     Row("file_roll-1000", "seq -> memory -> file_roll, batches of 1000", "seq", "memory", "file_roll",
-        1000, 1000, 15_000_000, 20_000_000),
+        1000, 1000, 15_000_000, 50_000_000),
     Row("filechannel-1000", "seq -> file channel -> null, batches of 1000", "seq", "file", "null",
         1000, 1000, 300_000, 10_000_000),
     Row("taildir-2m", "TAILDIR 2 M lines -> memory -> file_roll, batches of 1000", "taildir", "memory",

@@ -389,6 +389,61 @@ cdef class RingBuffer:
                 Py_DECREF(<object>segs[i].owner)
             free(segs)
 
+    def take_each(self, int64_t per_tx, int64_t limit, double timeout):
+        """Consecutive take transactions of up to per_tx events each (what is there, as a
+        sink takes), each committed at once, for a sink that discards what it takes: the
+        first waits up to `timeout` s for an event; they stop when the channel is empty,
+        when events with headers are at the head, or after `limit` events. Returns
+        (events, transactions, transactions of per_tx events, body bytes, stopped at
+        events with headers)."""
+        cdef int64_t events = 0, txs = 0, full = 0, nbytes = 0, m, k, b, nown, i
+        cdef double deadline = 0
+        cdef bint headers = False
+        cdef Extent *h
+        cdef PyObject *owners[64]     # extents a transaction used up, released after it
+        if per_tx <= 0 or limit <= 0:
+            raise ValueError("per_tx and limit must be positive")
+        while events < limit and not headers:
+            self._lock()
+            if self.events == 0 and txs == 0:
+                while self.events == 0:
+                    if deadline == 0:
+                        deadline = now() + timeout
+                    if not self._wait(deadline):
+                        break
+            m = b = nown = 0
+            while m < per_tx and self.ext_used and nown < 64:
+                h = &self.ext[self.ext_head]
+                if h.hid:
+                    headers = True
+                    break
+                k = h.end - h.pos
+                if k > per_tx - m:
+                    k = per_tx - m
+                b += h.offsets[h.pos + k] - h.offsets[h.pos]
+                m += k
+                h.pos += k
+                h.hstart += k
+                if h.pos == h.end:
+                    owners[nown] = h.owner
+                    nown += 1
+                    self.ext_head = (self.ext_head + 1) % self.ext_cap
+                    self.ext_used -= 1
+            self.events -= m
+            self.nbytes -= b
+            if m:
+                self._signal()
+            pthread_mutex_unlock(&self.mu)
+            for i in range(nown):
+                Py_DECREF(<object>owners[i])
+            if m == 0:
+                break
+            events += m
+            nbytes += b
+            txs += 1
+            full += m == per_tx
+        return events, txs, full, nbytes, headers
+
     def release(self, int64_t events, int64_t nbytes, int64_t nslots):
         """Commit of a take: free the room reserved by take()."""
         self._lock()

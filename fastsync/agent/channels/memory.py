@@ -35,6 +35,9 @@ def _default_byte_capacity() -> int:
         return 1 << 30
 
 
+DRAIN_LIMIT = 65536    # events drain_each takes per call, so a stop is seen soon
+
+
 @dataclass
 class MemoryChannelConfig(ComponentConfig):
     capacity: int = setting("capacity", 100, "most events the channel holds", min=1)
@@ -106,6 +109,23 @@ class MemoryChannel(Channel):
             exc.committed = done
             raise exc
         return n
+
+    def drain_each(self, per_tx: int, timeout: float):
+        """Take transactions of up to per_tx events, each committed at once, in one native
+        call, for a sink that discards what it takes (null): (events, transactions,
+        transactions of per_tx events, body bytes), or None when the head holds events
+        with headers (take those with a transaction)."""
+        cap = min(per_tx, self.config.transactionCapacity)     # a take never holds more
+        events, txs, full, nbytes, headers = self.ring.take_each(cap, DRAIN_LIMIT, timeout)
+        if cap < per_tx:
+            full = 0
+        if txs:     # Flume counts the attempt that found fewer than per_tx too
+            self.counters.add(EventTakeAttemptCount=events + txs - full, EventTakeSuccessCount=events)
+        elif headers:
+            return None
+        else:
+            self.counters.add(EventTakeAttemptCount=1)
+        return events, txs, full, nbytes
 
     def _full(self) -> ChannelFullException:
         return ChannelFullException(
