@@ -366,6 +366,12 @@ def read_dir_lines(directory: Path) -> list[bytes]:
     return lines
 
 
+def count_lines(directory: Path) -> int:
+    """Complete lines in the directory's files so far: for polling while a sink still
+    writes (a reader may see the last line half written)."""
+    return sum(p.read_bytes().count(b"\n") for p in dir_files(directory))
+
+
 def multiset_problems(actual: Iterable, expected: Iterable, limit: int = 10) -> str:
     """'' if actual and expected hold the same items equally often; otherwise a short
     description (no giant diffs)."""

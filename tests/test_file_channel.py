@@ -15,7 +15,7 @@ import sys
 import pyarrow as pa
 import pytest
 
-from e2e_support import LineClient, free_port, poll, read_dir_lines, wait_for_json, wait_for_port, write_config
+from e2e_support import count_lines, LineClient, free_port, poll, read_dir_lines, wait_for_json, wait_for_port, write_config
 from fastsync.agent.channels.file import FileChannel, FileChannelConfig
 from fastsync.agent.errors import ChannelException
 from fastsync.event import Event, EventBatch
@@ -531,7 +531,7 @@ def test_restart_on_a_full_disk_drains_and_refuses_puts_until_space_returns(tmp_
         procs.append(agent("a1", write_config(tmp_path, {**netcat_props(port), **chan, **file_roll_props(out)},
                                               "drain.properties")))
         wait_for_port(port, alive=procs[-1].alive)
-        poll(lambda: len(read_dir_lines(out)) >= len(acked), timeout=30, message="the backlog drained")
+        poll(lambda: count_lines(out) >= len(acked), timeout=30, message="the backlog drained")
         late = []
 
         def accepted():

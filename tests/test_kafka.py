@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from e2e_support import multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import count_lines, multiset_problems, poll, read_dir_lines, write_config
 
 BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 KAFKA_LIBS = Path(os.environ.get("FASTSYNC_KAFKA_HOME", Path.home() / ".cache/fastsync-kafka")) / "libs"
@@ -85,7 +85,7 @@ def test_seq_memory_kafka_then_kafka_file_channel_file_roll_exactly_once(tmp_pat
 
     out = tmp_path / "out"
     p2 = agent("a2", write_config(tmp_path, kafka_to_file(tmp_path, topic, out, "g-" + topic), "a2.properties"))
-    poll(lambda: len(read_dir_lines(out)) >= n or not p2.alive(), 120, message="%d lines in %s" % (n, out))
+    poll(lambda: count_lines(out) >= n or not p2.alive(), 120, message="%d lines in %s" % (n, out))
     assert p2.stop(timeout=60) == 0, p2.stderr
     assert multiset_problems(read_dir_lines(out), [b"%d" % i for i in range(n)]) == ""
 
@@ -111,7 +111,7 @@ def test_kafka_source_reads_kafkas_console_producer_with_headers(tmp_path, agent
     cfg = kafka_to_file(tmp_path, topic, out, "g-" + topic)
     cfg.update({"a2.sinks.k1.type": "file_roll"})
     p = agent("a2", write_config(tmp_path, cfg))
-    poll(lambda: len(read_dir_lines(out)) >= len(lines) or not p.alive(), 90, message="lines in %s" % out)
+    poll(lambda: count_lines(out) >= len(lines) or not p.alive(), 90, message="lines in %s" % out)
     assert p.stop(timeout=60) == 0, p.stderr
     assert read_dir_lines(out) == lines     # one partition: Kafka's order
 
@@ -433,6 +433,6 @@ def test_kafka_channel_between_two_agents(tmp_path, run_agent, agent):
           "a2.sinks.k1.sink.directory": out, "a2.sinks.k1.sink.rollInterval": 0, "a2.sinks.k1.sink.batchSize": 1000}
     a2.update({"a2.channels.c1." + k: v for k, v in channel.items()})
     p2 = agent("a2", write_config(tmp_path, a2, "a2.properties"))
-    poll(lambda: len(read_dir_lines(out)) >= n or not p2.alive(), 120, message="%d lines" % n)
+    poll(lambda: count_lines(out) >= n or not p2.alive(), 120, message="%d lines" % n)
     assert p2.stop(timeout=60) == 0, p2.stderr
     assert multiset_problems(read_dir_lines(out), [b"%d" % i for i in range(n)]) == ""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from e2e_support import multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import count_lines, multiset_problems, poll, read_dir_lines, write_config
 from test_kafka import BROKERS, kafka_to_file, new_topic, read_topic, seq_to_kafka
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +102,7 @@ def test_consumer_group_member_killed_others_take_over(tmp_path, agent):
         cfgs.append(write_config(d, cfg))
     a1 = agent("a2", cfgs[0])
     a2 = agent("a2", cfgs[1])
-    poll(lambda: len(read_dir_lines(dirs[0] / "out")) > 2000 or not a1.alive(), 60, message="agent 1 started")
+    poll(lambda: count_lines(dirs[0] / "out") > 2000 or not a1.alive(), 60, message="agent 1 started")
     a1.send_signal(signal.SIGKILL)
     a1.wait(10)
     # a second wave into every partition: agent 2 alone must read all of it, so it took

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from e2e_support import multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import count_lines, multiset_problems, poll, read_dir_lines, write_config
 
 BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 SASL_BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA_SASL", "127.0.0.1:9094")
@@ -114,7 +114,7 @@ def test_source_and_channel_with_sasl(tmp_path, agent):
         "a1.sinks.k1.sink.rollInterval": 0,
     })
     p = agent("a1", conf, "--no-reload-conf")
-    poll(lambda: len(read_dir_lines(out)) >= n or not p.alive(), 90, message="%d lines in %s" % (n, out))
+    poll(lambda: count_lines(out) >= n or not p.alive(), 90, message="%d lines in %s" % (n, out))
     assert p.stop(signal.SIGTERM) == 0, p.stderr[-3000:]
     got = read_dir_lines(out)
     assert not multiset_problems(got, [b"m%d" % i for i in range(n)]), multiset_problems(got, [b"m%d" % i for i in range(n)])

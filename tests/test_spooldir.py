@@ -8,7 +8,7 @@ import re
 import signal
 import time
 
-from e2e_support import multiset_problems, poll, read_dir_bytes, read_dir_lines, write_config
+from e2e_support import count_lines, multiset_problems, poll, read_dir_bytes, read_dir_lines, write_config
 
 
 def spool_config(tmp_path, spool, sink: dict, channel: dict | None = None, **source):
@@ -41,7 +41,7 @@ def test_files_are_read_oldest_first_and_completed(tmp_path, agent):
     drop(spool, "a.log", [b"a%d" % i for i in range(250)], now - 20)
     (spool / "skip.tmp").write_bytes(b"never\n")
     p = agent("a1", write_config(tmp_path, spool_config(tmp_path, spool, file_roll(out), ignorePattern=r"\.tmp$")))
-    poll(lambda: len(read_dir_lines(out)) >= 500 or not p.alive(), 30, message="500 lines")
+    poll(lambda: count_lines(out) >= 500 or not p.alive(), 30, message="500 lines")
     poll(lambda: sorted(os.listdir(spool)) == [".flumespool", "a.log.COMPLETED", "b.log.COMPLETED", "skip.tmp"], 10,
          message="both files completed")
     assert p.stop(timeout=20) == 0, p.stderr
@@ -89,13 +89,13 @@ def test_sigkill_and_restart_resume_where_the_commits_ended(tmp_path, agent):
                "minimumRequiredSpace": 0, "transactionCapacity": 1000, "capacity": 1000000}
     cfg = write_config(tmp_path, spool_config(tmp_path, spool, file_roll(out), channel, batchSize=1000))
     p = agent("a1", cfg)
-    poll(lambda: len(read_dir_lines(out)) > 20000 or not p.alive(), 60, message="a part read")
+    poll(lambda: count_lines(out) > 20000 or not p.alive(), 60, message="a part read")
     p.send_signal(signal.SIGKILL)
     p.wait(10)
     first = len(read_dir_lines(out))
     assert first < n, "the kill came too late to test anything"
     p2 = agent("a1", cfg)
-    poll(lambda: len(read_dir_lines(out)) >= n or not p2.alive(), 120, message="all lines after the restart")
+    poll(lambda: count_lines(out) >= n or not p2.alive(), 120, message="all lines after the restart")
     poll(lambda: (spool / "big.log.COMPLETED").exists(), 30, message="completed")
     assert p2.stop(timeout=30) == 0, p2.stderr
     lines = read_dir_lines(out)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import free_port, get_json, line_of, multiset_problems, poll, read_dir_lines, sequence_problems, write_config
+from e2e_support import count_lines, free_port, get_json, line_of, multiset_problems, poll, read_dir_lines, sequence_problems, write_config
 
 BATCH = 50           # source batchSize
 SINK_BATCH = 100
@@ -264,8 +264,8 @@ def test_sigkill_and_restart_with_file_channel_each_line_once(tmp_path, agent):
     kills = 0
     for _ in range(3):
         p = agent("a1", conf)
-        before = len(read_dir_lines(out))
-        poll(lambda: len(read_dir_lines(out)) > before + 2000 or (done.is_set() and len(read_dir_lines(out)) > before),
+        before = count_lines(out)
+        poll(lambda: count_lines(out) > before + 2000 or (done.is_set() and count_lines(out) > before),
              30, interval=0.02, message="progress before the kill")
         os.kill(p.pid, signal.SIGKILL)
         assert p.wait(10) == -signal.SIGKILL
