@@ -32,6 +32,7 @@ _NUMBER = r"^[+-]?\d+(\.\d+)?$"
 _TIMESTAMP = (r"^(?P<date>\d{4}-\d\d-\d\d)[T ](?P<time>(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?)"
               r"(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<oh>[01]\d|2[0-3]):(?P<om>[0-5]\d))?$")
 _DATE = r"^\d{4}-\d\d-\d\d$"
+_SWITCH = re.compile(r"Column\(/(.+?)\) changed from (?:number to boolean|boolean to number)")
 _SIMPLE_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
 _MIN_US = int((dt.datetime(1, 1, 1) - dt.datetime(1970, 1, 1)) / dt.timedelta(microseconds=1))
 _MAX_US = int((dt.datetime(9999, 12, 31, 23, 59, 59, 999999) - dt.datetime(1970, 1, 1)) / dt.timedelta(microseconds=1))
@@ -115,6 +116,8 @@ class _Column:
         return getattr(self, "_" + self.kind)(a)
 
     def _int(self, a):
+        if pa.types.is_boolean(a.type):
+            a = a.cast(pa.int64())           # as the per-row converter: true is 1
         if self.limits is None:
             return a, None
         lo, hi = self.limits
@@ -193,6 +196,24 @@ class JsonColumns:
         self.key_patterns = {c.name: '"%s"[ \t]*:' % c.name
                              for c in self.columns if _SIMPLE_NAME.match(c.name)}
 
+    def _read(self, buf: pa.Buffer) -> pa.Table | None:
+        for _ in range(2):
+            try:
+                return pajson.read_json(pa.BufferReader(buf), parse_options=self.options,
+                                        read_options=pajson.ReadOptions(block_size=max(1 << 20, buf.size + 1)))
+            except (pa.ArrowException, ValueError) as exc:
+                # an integer column sent as true/false (MySQL's BOOLEAN is TINYINT(1)), or
+                # back: read it the other way from now on
+                m = _SWITCH.search(str(exc))
+                k = self.schema.get_field_index(m.group(1)) if m else -1
+                if k < 0 or self.columns[k].kind != "int":
+                    return None
+                c = self.columns[k]
+                c.parse_type = pa.bool_() if pa.types.is_integer(c.parse_type) else pa.int64()
+                self.schema = self.schema.set(k, pa.field(c.name, c.parse_type))
+                self.options.explicit_schema = self.schema
+        return None
+
     def parse(self, batch) -> Parsed | None:
         n = len(batch)
         if not n or not self.ok:
@@ -212,10 +233,8 @@ class JsonColumns:
         lines = pc.binary_join_element_wise(text, pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string()))
         ends = np.frombuffer(lines.buffers()[1], np.int64, n + 1, lines.offset * 8)
         buf = lines.buffers()[2].slice(int(ends[0]), int(ends[-1] - ends[0]))
-        try:
-            table = pajson.read_json(pa.BufferReader(buf), parse_options=self.options,
-                                     read_options=pajson.ReadOptions(block_size=max(1 << 20, buf.size + 1)))
-        except (pa.ArrowException, ValueError):
+        table = self._read(buf)
+        if table is None:
             return None
         if table.num_rows != n:
             return None
