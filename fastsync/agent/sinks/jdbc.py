@@ -30,7 +30,9 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
@@ -142,6 +144,36 @@ class _Block:
     @property
     def sources(self) -> list:
         return [(int(i), None, None) for i in self.events]
+
+
+def _text(s: str) -> pa.Scalar:
+    return pa.scalar(s, pa.string())
+
+
+def _interleave(items: list, sep) -> list:
+    out = []
+    for x in items:
+        out += [x, sep]
+    return out[:-1]
+
+
+def _mysql_literals(a: pa.Array, backslashes: bool) -> pa.Array:
+    """Each value of `a` as a MySQL literal (NULL for null), as PyMySQL escapes it."""
+    t = a.type
+    if pa.types.is_boolean(t):
+        out = pc.if_else(a, _text("1"), _text("0"))
+    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        out = a.cast(pa.string())
+    elif pa.types.is_binary(t):
+        out = pa.array([None if b is None else "X'%s'" % b.hex() for b in a.to_pylist()], pa.string())
+    else:                           # text, and timestamps and dates as text
+        text = a.cast(pa.string())
+        if backslashes:
+            text = pc.replace_substring(text, "\\", "\\\\")
+            text = pc.replace_substring(text, "\x00", "\\0")
+        text = pc.replace_substring(text, "'", "''")
+        out = pc.binary_join_element_wise(_text("'"), text, _text("'"), _text(""))
+    return out.fill_null("NULL")
 
 
 class _Reject(ValueError):
@@ -300,11 +332,15 @@ class JdbcSink(Sink):
             else:
                 log.info("sink %s: JSON bodies read a row at a time (column %s is of a type read that way)", self.name,
                          next(col.name for col in cols.columns if col.kind is None))
-        # PostgreSQL inserts: COPY of the columns read whole, not a statement per row
-        self.copy = self.json_columns is not None and self.dialect == "postgresql" and c.mode == "insert"
+        # inserts of the columns read whole: PostgreSQL COPY, MySQL/MariaDB VALUES text built by
+        # Arrow (PyMySQL connections), not parameters row by row
+        self.copy = self.json_columns is not None and c.mode == "insert" and (
+            self.dialect == "postgresql" or self.dialect in ("mysql", "mariadb") and self.engine.dialect.driver == "pymysql")
         log.info("sink %s: writing to table %s on %s (%s%s%s)", self.name, c.table, self._where(), c.mode,
                  " on " + ", ".join(c.pkFields) if c.mode == "upsert" else "",
-                 "; JSON bodies read a column at a time" + (", written with COPY" if self.copy else "")
+                 "; JSON bodies read a column at a time" + (
+                     (", written with COPY" if self.dialect == "postgresql" else ", written as INSERT text built by Arrow")
+                     if self.copy else "")
                  if self.json_columns is not None else "")
 
     # -- events -> rows -------------------------------------------------------------------
@@ -481,6 +517,31 @@ class JdbcSink(Sink):
         except conn.dialect.loaded_dbapi.Error as exc:
             raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from None
 
+    def _mysql_insert(self, conn, block: _Block) -> None:
+        """MySQL/MariaDB: the block as multi-row INSERT statements whose VALUES text Arrow
+        builds a column at a time (what PyMySQL's executemany builds value by value)."""
+        from pymysql.constants.SERVER_STATUS import SERVER_STATUS_NO_BACKSLASH_ESCAPES
+        raw = conn.connection.driver_connection
+        backslashes = not raw.server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES
+        cols = [_mysql_literals(a, backslashes) for a in block.values.columns]
+        rows = pc.binary_join_element_wise(_text("("), *_interleave(cols, _text(", ")), _text("),"), _text(""))
+        q = self.engine.dialect.identifier_preparer
+        head = ("INSERT INTO %s (%s) VALUES " % (q.format_table(self.table), ", ".join(q.quote(n) for n in block.names))
+                ).replace("%%", "%").encode()
+        ends = np.frombuffer(rows.buffers()[1], np.int32, len(rows) + 1, rows.offset * 4)
+        data = rows.buffers()[2]
+        start = 0
+        try:
+            with raw.cursor() as cur:
+                while start < len(rows):
+                    # statements of about 1 MB, as PyMySQL's executemany makes them
+                    stop = max(start + 1, int(np.searchsorted(ends, ends[start] + (1 << 20), "right")) - 1)
+                    cur.execute(head + data.slice(int(ends[start]), int(ends[stop] - ends[start]) - 1).to_pybytes())
+                    start = stop
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance("INSERT INTO %s" % self.config.table, None, exc,
+                                             conn.dialect.loaded_dbapi.Error) from None
+
     def deliver(self, batch) -> None:
         c = self.config
         written = 0
@@ -494,7 +555,7 @@ class JdbcSink(Sink):
                 groups.setdefault(frozenset(row.values), []).append(row)
             with self.engine.begin() as conn:           # one transaction per batch
                 for block in blocks:
-                    dead += self._write(conn, self._copy, block)
+                    dead += self._write(conn, self._copy if self.dialect == "postgresql" else self._mysql_insert, block)
                 for columns, group in groups.items():
                     stmt = self._statement(columns)
                     dead += self._write(conn, lambda conn, rows: conn.execute(stmt, [r.values for r in rows]), group)
