@@ -396,6 +396,20 @@ def test_columnar_upsert_merges_rows_of_a_batch_in_order(tmp_path, run_agent, db
     assert reasons == ["column %s.id: NULL into a NOT NULL column" % table, "column %s.id: an upsert needs its key value" % table]
 
 
+def test_columnar_whitelist_ignores_other_fields(tmp_path, run_agent, dbs):
+    """fields.whitelist with bodies read a column at a time: keys that are no column and
+    columns left out of the list are ignored, as row by row."""
+    pg = dbs("postgresql")
+    table = pg.table("CREATE TABLE {t} (id integer PRIMARY KEY, v text, secret text DEFAULT 'kept')")
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps({"id": i, "v": "v%d" % i, "secret": "leak", "extra": [i]}) for i in range(50)) + "\n")
+    sink = {"connection.url": PG_URL, "table.name": table, "fields.whitelist": "id, v"}
+    p = run_agent("a1", write_config(tmp_path, agent_config(exec_source(path), sink)), "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "JSON bodies read a column at a time, written with COPY" in p.stderr
+    assert pg.rows(table) == [{"id": i, "v": "v%d" % i, "secret": "kept"} for i in range(50)]
+
+
 def test_without_dead_letter_file_a_bad_row_fails_the_batch(tmp_path, agent, dbs):
     pg = dbs("postgresql")
     table = pg.table("CREATE TABLE {t} (id integer PRIMARY KEY, qty integer)")

@@ -424,7 +424,7 @@ def _query_native_split(job: ImportJob, engine, stmt, schema: pa.Schema | None, 
         select, kinds, decode = plan
         try:
             sql = str(stmt.compile(dialect=pg.dialect(paramstyle="named"), compile_kwargs={"literal_binds": True}))
-        except sa.exc.CompileError:
+        except (sa.exc.CompileError, NotImplementedError):      # a bound value with no literal form
             return None
         sql = "SELECT %s FROM (%s) AS fastsync_q" % (select, sql)
         log.info("--query split %d: binary COPY, decoded natively", part.index)
