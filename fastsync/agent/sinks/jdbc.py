@@ -4,8 +4,11 @@ Connect's JDBC sink (and its key names).
 Each body is one row (`format = json`: a JSON object whose keys are column names) or many
 (`format = arrow`: an Arrow IPC stream, as `import --kafka-format arrow` writes to Kafka).
 Values are converted to the reflected column types (fastsync.transfer.sqlvalues) and
-written with one executemany per batch in one database transaction, committed before the
-take is committed. `insert.mode = upsert` uses the dialect's own statement: INSERT ... ON
+written in one database transaction per batch, committed before the take is committed.
+JSON bodies are read a batch at a time where they can be (jdbcjson: pyarrow.json and
+checks a column at a time, exactly the per-row converters' result) and inserted as
+PostgreSQL COPY or MySQL multi-row INSERT text built by Arrow; the rest (rows those checks
+leave, upserts, Arrow bodies, other drivers) goes row by row through executemany. `insert.mode = upsert` uses the dialect's own statement: INSERT ... ON
 CONFLICT (pk.fields) DO UPDATE (PostgreSQL, SQLite) or ON DUPLICATE KEY UPDATE (MySQL,
 MariaDB).
 
@@ -19,8 +22,7 @@ rolled back and the batch retried.
 
 Exactness: MySQL/MariaDB sessions run in strict mode with time_zone UTC (so nothing is
 truncated silently and TIMESTAMP columns get the instant written); SQLite keeps NUMERIC
-values as REAL, about 15 exact digits. Rows are Python dicts because the drivers'
-executemany takes them: the per-row cost is the JSON parse and the conversion.
+values as REAL, about 15 exact digits.
 """
 from __future__ import annotations
 
@@ -129,7 +131,8 @@ class _Row:
 
 
 class _Block:
-    """Rows for one COPY: converted values of these columns, and the events they came from."""
+    """Rows for one COPY or INSERT text: converted values of these columns, and the events
+    they came from (sliced in halves when the database refuses one of them)."""
     __slots__ = ("names", "values", "events")
 
     def __init__(self, names: list, values: pa.RecordBatch, events):
@@ -323,7 +326,7 @@ class JdbcSink(Sink):
         self.statements = {}
         self.table = table
         names = list(self.converters)
-        self.json_columns = None
+        self.json_columns, self.text_decimals = None, set()
         if c.format == "json":
             cols = JsonColumns(table, names, self.dialect, bool(c.whitelist), c.pkFields if c.mode == "upsert" else [])
             self.json_columns = cols if cols.ok else None
