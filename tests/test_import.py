@@ -526,3 +526,63 @@ def test_where_still_applies_to_rows_with_a_null_split_key(tmp_path):
     assert out.returncode == 0, out.stderr
     got = sorted(pq.read_table(tmp_path / "o").to_pylist(), key=lambda r: (r["k"] is not None, r["k"] or 0))
     assert got == [{"k": None, "keep": 1}, {"k": 2, "keep": 1}, {"k": 3, "keep": 1}]
+
+
+QUERY_DDL = {
+    PG_URL: "CREATE TABLE {t} (id int PRIMARY KEY, s smallint, b bigint, r real, f double precision, n numeric(12,2), "
+            "ok boolean, t text, v varchar(9), c char(4), raw bytea, d date, ts timestamp, tz timestamptz, tm time, "
+            "iv interval, j jsonb)",
+    MYSQL_URL: "CREATE TABLE {t} (id int PRIMARY KEY, s smallint, b bigint, r float, f double, n decimal(12,2), "
+               "ok boolean, t text, v varchar(9), c char(4), raw blob, d date, ts datetime(6), tz timestamp(6) NULL, "
+               "tm time(6), iv int, j json) DEFAULT CHARSET=utf8mb4",
+}
+
+
+@pytest.mark.parametrize("url", [PG_URL, MYSQL_URL], ids=["postgresql", "mariadb"])
+def test_free_form_query_is_read_natively_into_the_generic_paths_types(tmp_path, url):
+    """`import --query` splits are read by the table path's native readers (PostgreSQL binary
+    COPY, MySQL text rows) into exactly the types and values the generic path gives
+    (--no-fast-path); a column they can't read that way (JSON) sends the split to the
+    generic path. Decimal columns take their declared precision, so rows past the first
+    1000 the query's types are sampled from may hold larger values."""
+    import uuid
+    name = "imq_" + uuid.uuid4().hex[:10]
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://").replace("mysql://", "mysql+pymysql://"))
+    pg = url == PG_URL
+    with engine.begin() as c:
+        c.exec_driver_sql(QUERY_DDL[url].format(t=name))
+        values = []
+        for i in range(3000):
+            values.append("(%d, %d, %d, %d.1, %d.3, %s, %s, %s, 'v%d', 'c', %s, '2026-01-%02d', '2026-01-01 00:00:00.%06d', "
+                          "'2026-01-01 00:00:00.%06d', '12:00:00.%06d', %s, '{\"k\": %d}')" % (
+                              i, i % 30000, i * 10 ** 9, i, i, "NULL" if i % 7 == 0 else "%d.%02d" % (i * 1000, i % 100),
+                              ("true" if i % 2 else "false") if pg else i % 2, "NULL" if i % 10 == 0 else "'t\u00e9%d'" % i,
+                              i, "'\\x0102'" if pg else "x'0102'", i % 28 + 1, i, i, i,
+                              "'%d seconds'" % i if pg else str(i), i))
+        c.exec_driver_sql("INSERT INTO %s VALUES %s" % (name, ", ".join(values)))
+    try:
+        cols = "id, s, b, r, f, n, n * 2 AS n2, ok, t, v, c, raw, d, ts, tz, tm, iv"
+        for query, native in (("SELECT %s FROM %s WHERE $CONDITIONS" % (cols, name), True),
+                              # jsonb has no native decoder; MariaDB's JSON is text, but an
+                              # unsigned BIGINT sampled as int64 is not read natively
+                              ("SELECT %s, %s FROM %s WHERE $CONDITIONS" % (cols, "j" if pg else "CAST(id AS UNSIGNED) AS u",
+                                                                            name), False)):
+            got = {}
+            for fast in (True, False):
+                out_dir = tmp_path / ("%s-%s" % (native, fast))
+                out = fastsync("import", "--connect", url, "--query", query, "--split-by", "id", "-m", 2,
+                               "--target-dir", out_dir, "--log-level", "INFO", *(() if fast else ("--no-fast-path",)))
+                assert out.returncode == 0, out.stderr
+                if fast:
+                    said = "binary COPY, decoded natively" if pg else "read as MySQL text rows, decoded natively"
+                    assert (out.stderr.count("--query split") == 2 and said in out.stderr) == native, out.stderr
+                got[fast] = pq.read_table(out_dir).sort_by("id")
+            assert got[True].num_rows == got[False].num_rows == 3000
+            assert got[True].schema == got[False].schema
+            assert got[True].to_pylist() == got[False].to_pylist()
+            assert str(got[True].schema.field("n").type) == "decimal128(%d, 2)" % (12 if pg else 13)
+            assert got[True].column("n").to_pylist()[2999] == decimal.Decimal("2999000.99")
+    finally:
+        with engine.begin() as c:
+            c.exec_driver_sql("DROP TABLE %s" % name)
+        engine.dispose()

@@ -247,9 +247,31 @@ def _sample_schema(job: ImportJob, conn) -> pa.Schema:
     empty one too) writes the same schema."""
     res = conn.execute(sa.text("SELECT * FROM (%s) AS fastsync_sample LIMIT 1000" % _query_sql(job, "1 = 1")))
     names = list(res.keys())
+    # the columns' type oids (PostgreSQL), for the binary COPY of each split
+    description = [tuple(d) for d in res.cursor.description or ()]
+    job.extra["query_oids"] = [d[1] for d in description]
     sample = res.fetchall()
     cols = list(zip(*sample)) if sample else [()] * len(names)
-    return pa.schema([pa.field(n, pa.array(list(c)).type if c else pa.string()) for n, c in zip(names, cols)])
+    fields = []
+    for n, c, d in zip(names, cols, description or [None] * len(names)):
+        t = pa.array(list(c)).type if c else pa.string()
+        if pa.types.is_decimal(t) and d is not None:
+            t = _declared_decimal(t, d, conn.dialect.name)
+        fields.append(pa.field(n, t))
+    return pa.schema(fields)
+
+
+def _declared_decimal(t: pa.DataType, d, dialect: str) -> pa.DataType:
+    """A decimal column's type from the declared precision and scale the driver describes
+    (PostgreSQL's exactly; MySQL's from its display length, which counts the point and a
+    sign), not from the sample's values, which later rows may outgrow."""
+    length, scale = d[4], d[5]
+    if not isinstance(length, int) or not isinstance(scale, int) or scale < 0:
+        return t
+    p = length if dialect == "postgresql" else length - (1 if scale else 0)
+    if not 0 < p <= 76 or scale > p:
+        return t
+    return pa.decimal128(p, scale) if p <= 38 else pa.decimal256(p, scale)
 
 
 def _plan_query(job: ImportJob, conn) -> list[Split]:
@@ -350,6 +372,82 @@ class _PartSink:
         return self.rows
 
 
+# PostgreSQL result type oid -> (SQL cast or None, CopyDecoder kind, the Arrow type the
+# generic path infers from psycopg's values of it; None: any decimal)
+_QUERY_COPY = {21: (None, 1, pa.int64()), 23: (None, 2, pa.int64()), 20: (None, 3, pa.int64()),
+               700: ("text", 7, pa.float64()),      # real as psycopg reads it: its shortest text
+               701: (None, 5, pa.float64()), 1700: ("text", 7, None), 16: (None, 6, pa.bool_()),
+               25: (None, 7, pa.string()), 1043: (None, 7, pa.string()), 1042: (None, 7, pa.string()),
+               19: (None, 7, pa.string()), 17: (None, 7, pa.binary()), 1082: (None, 8, pa.date32()),
+               1114: (None, 9, pa.timestamp("us")), 1184: (None, 9, "tz"), 1083: (None, 10, pa.time64("us")),
+               1186: (None, 11, pa.duration("us"))}
+
+
+def _query_copy_plan(job: ImportJob, schema: pa.Schema | None):
+    """(select list, decoder kinds, decode types) for a --query whose every column the
+    binary COPY decoder reads into the type the generic path infers, else None."""
+    oids = job.extra.get("query_oids") or []
+    if schema is None or len(oids) != len(schema) or len(set(schema.names)) != len(schema):
+        return None
+    exprs, kinds, decode = [], [], []
+    for f, oid in zip(schema, oids):
+        cast, kind, want = _QUERY_COPY.get(oid, (None, None, False))
+        if kind is None or pa.types.is_null(f.type):
+            return None
+        if not (f.type == want or want is None and pa.types.is_decimal(f.type)
+                or want == "tz" and pa.types.is_timestamp(f.type) and f.type.unit == "us" and f.type.tz):
+            return None
+        name = '"%s"' % f.name.replace('"', '""')
+        exprs.append("fastsync_q.%s%s" % (name, "::" + cast if cast else ""))
+        kinds.append(kind)
+        # what the decoder builds, cast to the sample's type afterwards
+        decode.append({1: pa.int16(), 2: pa.int32(), 9: pa.timestamp("us")}.get(kind) or (
+            pa.string() if kind == 7 and not pa.types.is_binary(f.type) else f.type))
+    return ", ".join(exprs), kinds, decode
+
+
+def _query_cannot(name: str, detail) -> ImportError_:
+    return ImportError_("--query column %s: cannot convert a value: %s" % (name, detail))
+
+
+def _query_native_split(job: ImportJob, engine, stmt, schema: pa.Schema | None, part: _PartSink) -> int | None:
+    """A --query split read by the table path's native readers (PostgreSQL binary COPY,
+    MySQL text rows), into the column types the sample gave; None when they can't read
+    it exactly as the generic path would (nothing written then)."""
+    if not job.fast_path or schema is None:
+        return None
+    names = schema.names
+    if engine.dialect.name == "postgresql":
+        plan = _query_copy_plan(job, schema)
+        if plan is None:
+            return None
+        select, kinds, decode = plan
+        try:
+            sql = str(stmt.compile(dialect=pg.dialect(paramstyle="named"), compile_kwargs={"literal_binds": True}))
+        except (sa.exc.CompileError, NotImplementedError):      # a bound value with no literal form
+            return None
+        sql = "SELECT %s FROM (%s) AS fastsync_q" % (select, sql)
+        log.info("--query split %d: binary COPY, decoded natively", part.index)
+        return _pg_copy_stream(engine, sql, kinds, decode, list(schema.types), names, part, job, _query_cannot, schema)
+    if engine.dialect.driver == "pymysql":
+        from fastsync import _mysqlrows as k
+        kinds = []
+        for t in schema.types:
+            kind = (k.UINT if pa.types.is_unsigned_integer(t) else k.INT if pa.types.is_integer(t)
+                    else k.DATE if pa.types.is_date32(t) else k.DATETIME if t == pa.timestamp("us")
+                    else k.TIME if t == pa.duration("us")
+                    else k.TEXT if (pa.types.is_decimal(t) or pa.types.is_floating(t) or pa.types.is_string(t)
+                                    or pa.types.is_binary(t)) else None)
+            if kind is None:
+                return None
+            kinds.append(kind)
+        n = _mysql_rows_split(engine, stmt, kinds, list(schema.types), names, part, job, _query_cannot, schema)
+        if n is not None:
+            log.info("--query split %d: read as MySQL text rows, decoded natively", part.index)
+        return n
+    return None
+
+
 def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
     """A --query split: column types come from the values (no table to reflect)."""
     engine = sa.create_engine(job.url)
@@ -357,6 +455,9 @@ def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
     schema = job.extra.get("schema")
     part = _PartSink(job, part_path, split.index, schema)
     try:
+        n = _query_native_split(job, engine, sa.text(_query_sql(job, cond)).bindparams(**params), schema, part)
+        if n is not None:
+            return n
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=job.fetch_size).execute(
                 sa.text(_query_sql(job, cond)).bindparams(**params))
@@ -461,23 +562,31 @@ def _libpq_path() -> str:
 
 def _pg_copy_split(engine, q, plan, known, cols, part, job) -> int:
     """Stream the split with COPY ... TO STDOUT (FORMAT binary), decoded natively."""
-    from fastsync._native import OUT_OF_RANGE, CopyDecoder, CopyOutOfRange, CopyReader
     sel = q.with_only_columns(*[expr.label(c.name) for (expr, _), c in zip(plan, cols)])
     # the SQL goes to PQexec as is: compiled for a paramstyle that does not double `%`
     sql = str(sel.compile(dialect=pg.dialect(paramstyle="named"), compile_kwargs={"literal_binds": True}))
     types = [k if k is not None else pa.string() for k in known]
     decode_types = [_decode_type(kind, t) for (_, kind), t in zip(plan, types)]
-    dec = CopyDecoder([kind for _, kind in plan])
-    names = [c.name for c in cols]
+    return _pg_copy_stream(engine, sql, [kind for _, kind in plan], decode_types, types, [c.name for c in cols], part, job,
+                           lambda name, detail: _cannot_convert(job, name, detail),
+                           pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)]))
+
+
+def _pg_copy_stream(engine, sql, kinds, decode_types, types, names, part, job, cannot, empty_schema) -> int:
+    """COPY (sql) TO STDOUT (FORMAT binary) decoded natively into `types` (cast from
+    `decode_types`), written to `part`; cannot(column, detail) -> the error for a value
+    the type can't hold."""
+    from fastsync._native import OUT_OF_RANGE, CopyDecoder, CopyOutOfRange, CopyReader
+    dec = CopyDecoder(kinds)
 
     def flush():
         arrays = dec.take(decode_types)
         out = []
-        for a, t, c in zip(arrays, types, cols):
+        for a, t, name in zip(arrays, types, names):
             try:
                 out.append(a if a.type == t else a.cast(t))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise _cannot_convert(job, c.name, exc) from None
+                raise cannot(name, exc) from None
         part.write(pa.RecordBatch.from_arrays(out, names=names))
 
     with engine.connect() as conn:
@@ -492,15 +601,15 @@ def _pg_copy_split(engine, q, plan, known, cols, part, job) -> int:
             try:
                 dec.feed(chunk)
             except CopyOutOfRange as exc:
-                raise _cannot_convert(job, cols[exc.column].name, OUT_OF_RANGE[exc.what]) from None
+                raise cannot(names[exc.column], OUT_OF_RANGE[exc.what]) from None
             if dec.buffered_rows >= job.fetch_size:
                 flush()
         if dec.buffered_rows:
             flush()
         if not dec.finished:
-            raise ImportError_("%s: the COPY stream ended early" % job.table)
+            raise ImportError_("%s: the COPY stream ended early" % (job.table or "--query"))
         conn.invalidate()         # libpq was driven beneath psycopg: don't hand it back to a pool
-    return part.close(pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)]))
+    return part.close(empty_schema)
 
 
 def _mysql_rows_plan(cols):
@@ -606,7 +715,7 @@ def _mysql_batches(raw, kinds, types, names, fetch_size):
     raw._next_seq_id = dec.next_seq
 
 
-def _mysql_rows_split(engine, q, kinds, known, cols, part, job):
+def _mysql_rows_split(engine, q, kinds, known, names, part, job, cannot, empty_schema):
     """Stream the split's rows as the server sends them (text protocol), decoded natively
     (_mysql_batches). None when this connection or result can't be read that way
     (nothing is written then: the caller takes the generic path)."""
@@ -617,18 +726,17 @@ def _mysql_rows_split(engine, q, kinds, known, cols, part, job):
         return None
     procs = getattr(compiled, "_bind_processors", None) or {}
     params = {n: procs[n](v) if n in procs else v for n, v in compiled.construct_params().items()}
-    names = [c.name for c in cols]
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         why = _mysql_conn_unfit(raw)
         if why:
-            log.debug("%s: MySQL rows read by the driver: %s", job.table, why)
+            log.debug("%s: MySQL rows read by the driver: %s", job.table or "--query", why)
             return None
         cur = raw.cursor(pymysql.cursors.SSCursor)
         cur.execute(compiled.string, params)       # the query and its column definitions; rows still unread
         why = _mysql_unfit(raw, raw._result.fields, kinds, known)
         if why:
-            log.debug("%s: MySQL rows read by the driver: %s", job.table, why)
+            log.debug("%s: MySQL rows read by the driver: %s", job.table or "--query", why)
             raw._result.unbuffered_active = False
             conn.invalidate()                      # the rows are still coming: drop the connection
             return None
@@ -638,10 +746,10 @@ def _mysql_rows_split(engine, q, kinds, known, cols, part, job):
         except BaseException as exc:
             conn.invalidate()                      # the socket may hold the unread rest of the result
             if isinstance(exc, RowError):
-                raise ImportError_("%s.%s: cannot convert a value: %s" % (job.table, names[exc.column], exc)) from None
+                raise cannot(names[exc.column], exc) from None
             raise
         cur.close()
-    return part.close(pa.schema([pa.field(c.name, k) for c, k in zip(cols, known)]))
+    return part.close(empty_schema)
 
 
 def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
@@ -672,7 +780,9 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         elif engine.dialect.driver == "pymysql" and job.fast_path:
             kinds, why = _mysql_rows_plan(cols)
             if kinds is not None:
-                n = _mysql_rows_split(engine, q, kinds, known, cols, part, job)
+                n = _mysql_rows_split(engine, q, kinds, known, [c.name for c in cols], part, job,
+                                      lambda name, detail: _cannot_convert(job, name, detail),
+                                      pa.schema([pa.field(c.name, k) for c, k in zip(cols, known)]))
                 if n is not None:
                     log.info("%s split %d: read as MySQL text rows, decoded natively", job.table, split.index)
                     return n

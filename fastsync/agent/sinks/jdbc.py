@@ -4,8 +4,11 @@ Connect's JDBC sink (and its key names).
 Each body is one row (`format = json`: a JSON object whose keys are column names) or many
 (`format = arrow`: an Arrow IPC stream, as `import --kafka-format arrow` writes to Kafka).
 Values are converted to the reflected column types (fastsync.transfer.sqlvalues) and
-written with one executemany per batch in one database transaction, committed before the
-take is committed. `insert.mode = upsert` uses the dialect's own statement: INSERT ... ON
+written in one database transaction per batch, committed before the take is committed.
+JSON bodies are read a batch at a time where they can be (jdbcjson: pyarrow.json and
+checks a column at a time, exactly the per-row converters' result) and inserted as
+PostgreSQL COPY or MySQL multi-row INSERT text built by Arrow; the rest (rows those checks
+leave, upserts, Arrow bodies, other drivers) goes row by row through executemany. `insert.mode = upsert` uses the dialect's own statement: INSERT ... ON
 CONFLICT (pk.fields) DO UPDATE (PostgreSQL, SQLite) or ON DUPLICATE KEY UPDATE (MySQL,
 MariaDB).
 
@@ -19,8 +22,7 @@ rolled back and the batch retried.
 
 Exactness: MySQL/MariaDB sessions run in strict mode with time_zone UTC (so nothing is
 truncated silently and TIMESTAMP columns get the instant written); SQLite keeps NUMERIC
-values as REAL, about 15 exact digits. Rows are Python dicts because the drivers'
-executemany takes them: the per-row cost is the JSON parse and the conversion.
+values as REAL, about 15 exact digits.
 """
 from __future__ import annotations
 
@@ -30,7 +32,10 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from fastsync.agent.component import SINKS, Place, setting
@@ -38,6 +43,7 @@ from fastsync.agent.deadletter import DeadLetterFile, dead_letter_setting
 from fastsync.agent.errors import ConfigError, EventDeliveryException
 from fastsync.agent.metrics import SINK_COUNTERS, Counters
 from fastsync.agent.sink import Sink, SinkConfig
+from fastsync.agent.sinks.jdbcjson import JsonColumns
 from fastsync.transfer.connect import ConnectError, build_url, read_password_file
 from fastsync.transfer.sqlvalues import column_converter, reflect_table as reflect
 
@@ -122,6 +128,55 @@ class _Row:
 
     def __init__(self, values: dict, sources: list):
         self.values, self.sources = values, sources
+
+
+class _Block:
+    """Rows for one COPY or INSERT text: converted values of these columns, and the events
+    they came from (sliced in halves when the database refuses one of them)."""
+    __slots__ = ("names", "values", "events")
+
+    def __init__(self, names: list, values: pa.RecordBatch, events):
+        self.names, self.values, self.events = names, values, events
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, s: slice) -> "_Block":
+        return _Block(self.names, self.values.slice(s.start or 0, len(range(*s.indices(len(self))))), self.events[s])
+
+    @property
+    def sources(self) -> list:
+        return [(int(i), None, None) for i in self.events]
+
+
+def _text(s: str) -> pa.Scalar:
+    return pa.scalar(s, pa.string())
+
+
+def _interleave(items: list, sep) -> list:
+    out = []
+    for x in items:
+        out += [x, sep]
+    return out[:-1]
+
+
+def _mysql_literals(a: pa.Array, backslashes: bool) -> pa.Array:
+    """Each value of `a` as a MySQL literal (NULL for null), as PyMySQL escapes it."""
+    t = a.type
+    if pa.types.is_boolean(t):
+        out = pc.if_else(a, _text("1"), _text("0"))
+    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        out = a.cast(pa.string())
+    elif pa.types.is_binary(t):
+        out = pa.array([None if b is None else "X'%s'" % b.hex() for b in a.to_pylist()], pa.string())
+    else:                           # text, and timestamps and dates as text
+        text = a.cast(pa.string())
+        if backslashes:
+            text = pc.replace_substring(text, "\\", "\\\\")
+            text = pc.replace_substring(text, "\x00", "\\0")
+        text = pc.replace_substring(text, "'", "''")
+        out = pc.binary_join_element_wise(_text("'"), text, _text("'"), _text(""))
+    return out.fill_null("NULL")
 
 
 class _Reject(ValueError):
@@ -236,6 +291,9 @@ class JdbcSink(Sink):
         self.table: sa.Table | None = None
         self.dialect = ""
         self.converters: dict = {}
+        self.json_columns: JsonColumns | None = None
+        self.copy = False
+        self.text_decimals: set = set()
         self.statements: dict = {}
         self.dead_letters = None
 
@@ -267,8 +325,26 @@ class JdbcSink(Sink):
                            for n in (c.whitelist or table.columns.keys())}
         self.statements = {}
         self.table = table
-        log.info("sink %s: writing to table %s on %s (%s%s)", self.name, c.table, self._where(), c.mode,
-                 " on " + ", ".join(c.pkFields) if c.mode == "upsert" else "")
+        names = list(self.converters)
+        self.json_columns, self.text_decimals = None, set()
+        if c.format == "json":
+            cols = JsonColumns(table, names, self.dialect, bool(c.whitelist), c.pkFields if c.mode == "upsert" else [])
+            self.json_columns = cols if cols.ok else None
+            if cols.ok:
+                self.text_decimals = {col.name for col in cols.columns if col.kind == "decimal" and col.decimal is None}
+            else:
+                log.info("sink %s: JSON bodies read a row at a time (column %s is of a type read that way)", self.name,
+                         next(col.name for col in cols.columns if col.kind is None))
+        # inserts of the columns read whole: PostgreSQL COPY, MySQL/MariaDB VALUES text built by
+        # Arrow (PyMySQL connections), not parameters row by row
+        self.copy = self.json_columns is not None and c.mode == "insert" and (
+            self.dialect == "postgresql" or self.dialect in ("mysql", "mariadb") and self.engine.dialect.driver == "pymysql")
+        log.info("sink %s: writing to table %s on %s (%s%s%s)", self.name, c.table, self._where(), c.mode,
+                 " on " + ", ".join(c.pkFields) if c.mode == "upsert" else "",
+                 "; JSON bodies read a column at a time" + (
+                     (", written with COPY" if self.dialect == "postgresql" else ", written as INSERT text built by Arrow")
+                     if self.copy else "")
+                 if self.json_columns is not None else "")
 
     # -- events -> rows -------------------------------------------------------------------
 
@@ -293,10 +369,13 @@ class JdbcSink(Sink):
                     raise _Reject("column %s.%s: an upsert needs its key value" % (self.config.table, k), k)
         return out
 
-    def _records(self, batch):
-        """(event index, row index or None, record | _Reject) for every row of the batch."""
+    def _records(self, batch, events=None):
+        """(event index, row index or None, record | _Reject) for every row of the batch
+        (json: of the events at these indices only, if given)."""
         if self.config.format == "json":
-            for i, body in enumerate(batch.bodies().to_pylist()):
+            bodies = batch.bodies()
+            for i in range(len(batch)) if events is None else events:
+                body = bodies[int(i)].as_py()
                 try:
                     record = json.loads(body, parse_float=Decimal)
                 except ValueError as exc:
@@ -316,10 +395,10 @@ class JdbcSink(Sink):
             for j, record in enumerate(table.to_pylist()):
                 yield i, j, record
 
-    def _rows(self, batch) -> tuple[list[_Row], list]:
+    def _rows(self, batch, events=None) -> tuple[list[_Row], list]:
         rows, dead = [], []
         arrow = self.config.format == "arrow"
-        for i, j, record in self._records(batch):
+        for i, j, record in self._records(batch, events):
             source = (i, j, record if arrow else None)
             if isinstance(record, _Reject):
                 dead.append(([source], str(record), record.column))
@@ -328,9 +407,37 @@ class JdbcSink(Sink):
                 rows.append(_Row(self._convert(record), [source]))
             except _Reject as exc:
                 dead.append(([source], str(exc), exc.column))
-        if self.config.mode == "upsert":
-            rows = self._merge_by_key(rows)
         return rows, dead
+
+    def _prepare(self, batch) -> tuple[list[_Row], list, list]:
+        """The batch as rows for executemany, dead letters, and blocks (column names,
+        RecordBatch of values, event indices) for COPY: JSON bodies are read a column at a
+        time where they can be (jdbcjson), the rest a row at a time."""
+        parsed = self.json_columns.parse(batch) if self.json_columns is not None else None
+        if parsed is None:
+            rows, dead = self._rows(batch)
+            return (self._merge_by_key(rows) if self.config.mode == "upsert" else rows), dead, []
+        rows, dead = self._rows(batch, parsed.slow) if len(parsed.slow) else ([], [])
+        blocks = []
+        for names, events in parsed.groups():
+            values = parsed.values.select(names).take(events)
+            if self.copy:
+                blocks.append(_Block(names, values, events))
+                continue
+            rows += [_Row(v, [(int(i), None, None)]) for v, i in zip(self._dicts(values), events)]
+        if self.config.mode == "upsert":
+            rows.sort(key=lambda r: r.sources[0][0])        # later events win, as they came
+            rows = self._merge_by_key(rows)
+        return rows, dead, blocks
+
+    def _dicts(self, values: pa.RecordBatch) -> list[dict]:
+        dicts = values.to_pylist()
+        texts = [n for n in values.schema.names if n in self.text_decimals]
+        for d in dicts if texts else ():
+            for n in texts:                   # NUMERIC of any precision, read as its text
+                if d[n] is not None:
+                    d[n] = Decimal(d[n])
+        return dicts
 
     def _merge_by_key(self, rows: list[_Row]) -> list[_Row]:
         """Rows of a batch with the same key become one, later values winning: what the
@@ -373,23 +480,70 @@ class JdbcSink(Sink):
         self.statements[columns] = stmt
         return stmt
 
-    def _write(self, conn, stmt, rows: list[_Row]) -> list:
-        """Execute rows in a savepoint; if the database refuses some of them, bisect to find
-        them. Returns the refused rows as dead letters; raises on any other error."""
+    def _write(self, conn, emit, rows) -> list:
+        """emit(conn, rows) in a savepoint; if the database refuses some of the rows (a list
+        of _Row or a _Block), bisect to find them. Returns the refused rows as dead letters;
+        raises on any other error."""
         savepoint = conn.begin_nested()
         try:
-            conn.execute(stmt, [r.values for r in rows])
+            emit(conn, rows)
         except sa.exc.DBAPIError as exc:
             if not is_row_error(exc, self.dialect):
                 raise
             savepoint.rollback()
             if len(rows) == 1:
                 reason, column = db_reason(exc)
-                return [(rows[0].sources, "table %s: %s" % (self.config.table, reason), column)]
+                sources = rows.sources if isinstance(rows, _Block) else rows[0].sources
+                return [(sources, "table %s: %s" % (self.config.table, reason), column)]
             half = len(rows) // 2
-            return self._write(conn, stmt, rows[:half]) + self._write(conn, stmt, rows[half:])
+            return self._write(conn, emit, rows[:half]) + self._write(conn, emit, rows[half:])
         savepoint.commit()
         return []
+
+    def _copy(self, conn, block: _Block) -> None:
+        """PostgreSQL: the block as CSV, written by Arrow, through COPY."""
+        cols = []
+        for a in block.values.columns:
+            if pa.types.is_binary(a.type):          # bytea's hex form
+                a = pa.array([None if b is None else "\\x" + b.hex() for b in a.to_pylist()], pa.string())
+            cols.append(a)
+        buf = pa.BufferOutputStream()
+        pacsv.write_csv(pa.RecordBatch.from_arrays(cols, names=block.names), buf, pacsv.WriteOptions(include_header=False))
+        q = self.engine.dialect.identifier_preparer
+        # sent without parameters: a % the preparer doubled in a name must be single again
+        sql = ("COPY %s (%s) FROM STDIN (FORMAT csv)" % (q.format_table(self.table), ", ".join(q.quote(n) for n in block.names))
+               ).replace("%%", "%")
+        raw = conn.connection.driver_connection
+        try:
+            with raw.cursor() as cur, cur.copy(sql) as copy:
+                copy.write(buf.getvalue())
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from None
+
+    def _mysql_insert(self, conn, block: _Block) -> None:
+        """MySQL/MariaDB: the block as multi-row INSERT statements whose VALUES text Arrow
+        builds a column at a time (what PyMySQL's executemany builds value by value)."""
+        from pymysql.constants.SERVER_STATUS import SERVER_STATUS_NO_BACKSLASH_ESCAPES
+        raw = conn.connection.driver_connection
+        backslashes = not raw.server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES
+        cols = [_mysql_literals(a, backslashes) for a in block.values.columns]
+        rows = pc.binary_join_element_wise(_text("("), *_interleave(cols, _text(", ")), _text("),"), _text(""))
+        q = self.engine.dialect.identifier_preparer
+        head = ("INSERT INTO %s (%s) VALUES " % (q.format_table(self.table), ", ".join(q.quote(n) for n in block.names))
+                ).replace("%%", "%").encode()
+        ends = np.frombuffer(rows.buffers()[1], np.int32, len(rows) + 1, rows.offset * 4)
+        data = rows.buffers()[2]
+        start = 0
+        try:
+            with raw.cursor() as cur:
+                while start < len(rows):
+                    # statements of about 1 MB, as PyMySQL's executemany makes them
+                    stop = max(start + 1, int(np.searchsorted(ends, ends[start] + (1 << 20), "right")) - 1)
+                    cur.execute(head + data.slice(int(ends[start]), int(ends[stop] - ends[start]) - 1).to_pybytes())
+                    start = stop
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance("INSERT INTO %s" % self.config.table, None, exc,
+                                             conn.dialect.loaded_dbapi.Error) from None
 
     def deliver(self, batch) -> None:
         c = self.config
@@ -397,14 +551,17 @@ class JdbcSink(Sink):
         try:
             if self.table is None:
                 self._use(reflect_table(self.engine, c, self._error))
-            rows, dead = self._rows(batch)
-            total = sum(len(r.sources) for r in rows) + len(dead)
+            rows, dead, blocks = self._prepare(batch)
+            total = sum(len(r.sources) for r in rows) + len(dead) + sum(len(b) for b in blocks)
             groups: dict = {}
             for row in rows:
                 groups.setdefault(frozenset(row.values), []).append(row)
             with self.engine.begin() as conn:           # one transaction per batch
+                for block in blocks:
+                    dead += self._write(conn, self._copy if self.dialect == "postgresql" else self._mysql_insert, block)
                 for columns, group in groups.items():
-                    dead += self._write(conn, self._statement(columns), group)
+                    stmt = self._statement(columns)
+                    dead += self._write(conn, lambda conn, rows: conn.execute(stmt, [r.values for r in rows]), group)
                 if dead:
                     if self.dead_letters is None:
                         raise EventDeliveryException("sink %s: %d of %d rows rejected and no deadLetterFile, batch rolled "
