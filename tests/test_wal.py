@@ -154,3 +154,31 @@ def test_fdatasync_baseline_writes_every_batch(tmp_path):
     assert (tmp_path / "b").read_bytes() == data * 20
     with pytest.raises(OSError):
         fdatasync_baseline(str(tmp_path / "missing" / "b"), data, 1)
+
+
+def _rss_of_mapping(address: int) -> int:
+    """Resident bytes of the mapping holding `address` (from /proc/self/smaps)."""
+    inside = False
+    for line in open("/proc/self/smaps"):
+        first = line.split()[0]
+        if "-" in first and not first.endswith(":"):
+            lo, hi = (int(x, 16) for x in first.split("-"))
+            inside = lo <= address < hi
+        elif inside and first == "Rss:":
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no mapping holds %#x" % address)
+
+
+def test_drop_pages_frees_the_resident_pages_and_a_view_reads_them_again(tmp_path):
+    seg, log = new_log(tmp_path, 64 << 20, 1, 1 << 20)
+    payload = bytes(range(256)) * (32 << 12)          # 8 MiB
+    start = log.append([wal.frame(1, 1, [payload])])
+    log.sync()
+    view = seg.view(start, seg.end)
+    assert view.to_pybytes()[wal.RECORD_HEADER:wal.RECORD_HEADER + len(payload)] == payload   # every page read
+    before = _rss_of_mapping(seg.address)
+    assert before >= 8 << 20
+    seg.drop_pages(view.address, view.size)
+    assert _rss_of_mapping(seg.address) <= before - (8 << 20) + (8 << 10)   # all but the two part pages
+    assert view.to_pybytes()[wal.RECORD_HEADER:wal.RECORD_HEADER + len(payload)] == payload   # mapped back
+    seg.drop_pages(view.address - (1 << 40), 10)      # outside the map: nothing happens

@@ -53,7 +53,8 @@ from libc.errno cimport errno, ENOSPC
 from posix.fcntl cimport open as c_open, O_RDWR, O_RDONLY, O_CREAT, O_EXCL, O_WRONLY, O_TRUNC, O_APPEND
 from posix.unistd cimport close as c_close, write as c_write
 from posix.stat cimport struct_stat, fstat
-from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
+from posix.unistd cimport sysconf, _SC_PAGESIZE
+from posix.mman cimport mmap, munmap, madvise, MADV_DONTNEED, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC, CLOCK_REALTIME
 from cpython.bytes cimport PyBytes_AS_STRING
 from fastsync._sync cimport *
@@ -99,6 +100,7 @@ SEGMENT_HEADER = 64
 RECORD_MAGIC = 0x52574653
 RECORD_HEADER = 24
 PUT, TAKE, COMMIT, ROLLBACK = 1, 2, 3, 4
+cdef int64_t PAGE = sysconf(_SC_PAGESIZE)
 
 
 cdef inline int64_t pad8(int64_t n) noexcept nogil:
@@ -224,6 +226,24 @@ cdef class Segment:
         if stop == start:
             return _pa.py_buffer(b"")
         return _pa.foreign_buffer(<size_t>(self.base + start), stop - start, base=self)
+
+    @property
+    def address(self):
+        """Where the map starts in this process's memory."""
+        return <int64_t>self.base
+
+    def drop_pages(self, int64_t addr, int64_t size):
+        """This process no longer needs the mapped bytes [addr, addr + size) (addr: an
+        address inside the map, e.g. a view's): the whole pages among them leave its
+        memory. They stay in the file and the page cache, and a view that reads them
+        again maps them back, so this only keeps the resident size to what is read."""
+        cdef int64_t start = addr - <int64_t>self.base, stop, page = PAGE
+        if self.base == NULL or size <= 0 or start < 0 or start + size > self.mapped:
+            return
+        stop = (start + size) & ~(page - 1)
+        start = (start + page - 1) & ~(page - 1)
+        if stop > start:
+            madvise(self.base + start, stop - start, MADV_DONTNEED)
 
     def sync(self):
         """fdatasync the file (a writable segment: before it is closed for good)."""

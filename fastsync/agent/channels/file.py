@@ -628,6 +628,18 @@ class FileChannel(Channel):
             self._cond.notify_all()
 
 
+def _drop_taken_pages(taken) -> None:
+    """Committed takes are never read through the map again: their pages leave the
+    process's memory (RSS stays what is being read, not what the log holds)."""
+    for rec, s, k in taken:
+        o = rec.offsets
+        if s + k == rec.n:      # the record's last events: all of it, its offsets too
+            start = rec.seg.address + rec.off
+            rec.seg.drop_pages(start, rec.body.address + int(o[-1]) - start)
+        else:
+            rec.seg.drop_pages(rec.body.address + int(o[s]), int(o[s + k] - o[s]))
+
+
 class FileTransaction(Transaction):
     FLUME_NAME = "FileBackedTransaction"
     __slots__ = ("ch", "puts", "put_n", "take_n", "sync_failed")
@@ -710,6 +722,7 @@ class FileTransaction(Transaction):
             raise
         if self.take_n:
             ch.counters.add(EventTakeSuccessCount=self.take_n)
+            _drop_taken_pages(taken)
         had_puts = self.put_n
         self._done()    # in the log and applied: a failed sync below cannot be rolled back
         # A take-only commit need not wait (unless syncTakes): it is in the page cache, so
