@@ -31,3 +31,5 @@ RowDecoder = _mysqlrows.RowDecoder
 RowError = _mysqlrows.RowError
 decode_flume_events = _avro.decode_flume_events
 avro_interleave = _avro.interleave
+avro_decode_block = _avro.decode_block
+AVRO_KINDS = _avro.KINDS                  # Avro type name -> decode_block kind

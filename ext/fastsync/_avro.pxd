@@ -1,7 +1,8 @@
 # Contract of the Avro batch codec (encoding rules at the top of _avro.pyx):
 # decode_flume_events(list of AvroFlumeEvent bytes) -> bodies buffer + offsets, one string
 # column per header name, the indexes of values that are not events; interleave(pieces, n)
-# -> the rows of an Avro block from per-column (data, offsets) pieces. Checked against
+# -> the rows of an Avro block from per-column (data, offsets) pieces; decode_block(data,
+# count, kinds, null branches) -> one column per record field. Checked against
 # fastavro (and a pure-Python reference) in tests/test_avro_native.py.
 from libc.stdint cimport int64_t
 

@@ -310,3 +310,164 @@ def interleave(pieces, int64_t n):
         return owned_buffer(out, total), owned_buffer(offs_out, (n + 1) * sizeof(int64_t))
     finally:
         free(bases); free(offsets)
+
+
+# column kinds of decode_block (the Avro type of a record field, or of its one non-null
+# union branch)
+DEF K_NULL = 0
+DEF K_BOOLEAN = 1
+DEF K_INT = 2          # int and long: int64 values
+DEF K_FLOAT = 4        # 4 bytes
+DEF K_DOUBLE = 5       # 8 bytes
+DEF K_BYTES = 6        # bytes and string: (data, offsets)
+KINDS = {"null": K_NULL, "boolean": K_BOOLEAN, "int": K_INT, "long": K_INT, "float": K_FLOAT, "double": K_DOUBLE,
+         "bytes": K_BYTES, "string": K_BYTES}
+
+
+cdef struct Col:
+    int kind
+    int null_branch     # the union index of "null"; -1: not a union
+    uint8_t *valid      # one byte per row
+    char *values        # fixed-width values (8 bytes a row; 4 for float, 1 for boolean)
+    int64_t *starts     # bytes: where each value starts in the block and its length
+    int64_t *lens
+
+
+cdef class _Block:
+    cdef Col *cols
+    cdef int ncols
+
+    def __dealloc__(self):
+        cdef int j
+        if self.cols != NULL:
+            for j in range(self.ncols):
+                free(self.cols[j].valid); free(self.cols[j].values); free(self.cols[j].starts); free(self.cols[j].lens)
+            free(self.cols)
+
+
+cdef int decode_rows(const char *p, int64_t size, int64_t count, Col *cols, int ncols,
+                     int64_t *err_row, int *err_col) noexcept nogil:
+    """Decode `count` records of the block into cols: 0, or -1 (err_row/err_col say where)."""
+    cdef int64_t pos = 0, r, v, ln
+    cdef int j
+    cdef Col *c
+    for r in range(count):
+        for j in range(ncols):
+            c = &cols[j]
+            err_row[0] = r
+            err_col[0] = j
+            if c.null_branch >= 0:
+                if read_long(p, size, &pos, &v) < 0 or v < 0 or v > 1:
+                    return -1
+                if v == c.null_branch:
+                    c.valid[r] = 0
+                    if c.kind == K_BYTES:
+                        c.starts[r] = 0
+                        c.lens[r] = 0
+                    elif c.kind == K_BOOLEAN:
+                        c.values[r] = 0
+                    elif c.kind == K_FLOAT:
+                        memset(c.values + 4 * r, 0, 4)
+                    elif c.kind != K_NULL:
+                        memset(c.values + 8 * r, 0, 8)
+                    continue
+            c.valid[r] = 1
+            if c.kind == K_NULL:
+                c.valid[r] = 0
+            elif c.kind == K_BOOLEAN:
+                if pos >= size:
+                    return -1
+                c.values[r] = 1 if p[pos] else 0
+                pos += 1
+            elif c.kind == K_INT:
+                if read_long(p, size, &pos, &v) < 0:
+                    return -1
+                (<int64_t *>c.values)[r] = v
+            elif c.kind == K_FLOAT or c.kind == K_DOUBLE:
+                ln = 4 if c.kind == K_FLOAT else 8
+                if size - pos < ln:
+                    return -1
+                memcpy(c.values + ln * r, p + pos, ln)
+                pos += ln
+            else:
+                if read_span(p, size, &pos, &c.starts[r], &c.lens[r]) < 0:
+                    return -1
+    err_row[0] = count
+    return 0 if pos == size else -2
+
+
+def decode_block(block, int64_t count, kinds, null_branches):
+    """The `count` records of an Avro block's data (decompressed), every field one of KINDS
+    (alone or in a union with null at index null_branches[j]; -1: no union).
+
+    Returns one tuple per field: (valid: uint8 a row, values) where values is a Buffer of
+    fixed-width values (int64, float32, float64, or a byte per boolean), (data, int64
+    offsets) Buffers for bytes and strings, None for null. ValueError names the record and
+    field that does not decode, or bytes left over.
+    """
+    cdef ByteView b = ByteView(block)
+    cdef int ncols = len(kinds), j, err_col = 0, rc
+    cdef int64_t err_row = 0, r, total, pos
+    cdef _Block blk = _Block()
+    cdef Col *c
+    cdef int64_t rows = count if count > 0 else 1
+    if count < 0:
+        raise ValueError("a block of %d records" % count)
+    blk.cols = <Col *>malloc((ncols if ncols else 1) * sizeof(Col))
+    if blk.cols == NULL:
+        raise MemoryError()
+    memset(blk.cols, 0, (ncols if ncols else 1) * sizeof(Col))
+    blk.ncols = ncols
+    for j in range(ncols):
+        c = &blk.cols[j]
+        c.kind = kinds[j]
+        c.null_branch = null_branches[j]
+        c.valid = <uint8_t *>malloc(rows)
+        if c.kind == K_BYTES:
+            c.starts = <int64_t *>malloc(rows * 8)
+            c.lens = <int64_t *>malloc(rows * 8)
+            if c.starts == NULL or c.lens == NULL:
+                raise MemoryError()
+        elif c.kind != K_NULL:
+            c.values = <char *>malloc(rows * 8)
+            if c.values == NULL:
+                raise MemoryError()
+        if c.valid == NULL:
+            raise MemoryError()
+    with nogil:
+        rc = decode_rows(b.ptr, b.size, count, blk.cols, ncols, &err_row, &err_col)
+    if rc == -1:
+        raise ValueError("record %d field %d: not the Avro type of the schema" % (err_row, err_col))
+    if rc == -2:
+        raise ValueError("bytes after the block's %d records" % count)
+    out = []
+    cdef char *data
+    cdef int64_t *offs
+    for j in range(ncols):
+        c = &blk.cols[j]
+        valid = owned_buffer(c.valid, count)
+        c.valid = NULL
+        if c.kind == K_NULL:
+            out.append((valid, None))
+        elif c.kind == K_BYTES:
+            total = 0
+            for r in range(count):
+                total += c.lens[r]
+            data = <char *>malloc(total if total else 1)
+            offs = <int64_t *>malloc((count + 1) * 8)
+            if data == NULL or offs == NULL:
+                free(data); free(offs)
+                raise MemoryError()
+            pos = 0
+            with nogil:
+                offs[0] = 0
+                for r in range(count):
+                    memcpy(data + pos, b.ptr + c.starts[r], c.lens[r])
+                    pos += c.lens[r]
+                    offs[r + 1] = pos
+            out.append((valid, (owned_buffer(data, total), owned_buffer(offs, (count + 1) * 8))))
+        else:
+            width = 1 if c.kind == K_BOOLEAN else 4 if c.kind == K_FLOAT else 8
+            out.append((valid, owned_buffer(c.values, count * width)))
+            c.values = NULL
+    return out

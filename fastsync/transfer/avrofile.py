@@ -354,3 +354,170 @@ class AvroWriter:
 
 import datetime as _dt  # noqa: E402
 _MICROSECOND = _dt.timedelta(microseconds=1)
+
+
+class _Field:
+    """How decode_block reads one record field and turns it into an Arrow array; None
+    from `of` when the field's Avro type has no columnar decoding here."""
+
+    def __init__(self, name: str, kind: int, null_branch: int, avro: str, arrow: pa.DataType):
+        self.name, self.kind, self.null_branch, self.avro, self.arrow = name, kind, null_branch, avro, arrow
+
+    @classmethod
+    def of(cls, field: dict):
+        from fastsync._native import AVRO_KINDS
+        t, null_branch = field["type"], -1
+        if isinstance(t, list):
+            if len(t) == 2 and "null" in t and t[0] != t[1]:
+                null_branch = t.index("null")
+                t = t[1 - null_branch]
+            elif len(t) == 1:
+                t = t[0]
+            else:
+                return None
+        arrow = _arrow_type(t)
+        if isinstance(t, dict):
+            logical = t.get("logicalType")
+            if logical is not None and logical not in _AVRO_LOGICAL and logical != "decimal":
+                return None
+            if logical == "decimal" and t.get("type") != "bytes":
+                return None
+            t = t.get("type")
+        if not isinstance(t, str) or t not in AVRO_KINDS or pa.types.is_null(arrow) and t != "null":
+            return None
+        return cls(field["name"], AVRO_KINDS[t], null_branch, t, arrow)
+
+    def array(self, n: int, valid, values) -> pa.Array:
+        v = np.frombuffer(valid, np.uint8)
+        nulls = n - int(np.count_nonzero(v))
+        bitmap = pa.py_buffer(np.packbits(v, bitorder="little")) if nulls else None
+        t = self.arrow
+        if values is None:
+            return pa.nulls(n, t)
+        if pa.types.is_decimal(t):
+            return pa.Array.from_buffers(t, n, [bitmap, _decimal_le(values, n, t.byte_width)], null_count=nulls)
+        if self.avro in ("bytes", "string"):
+            data, offsets = values
+            arr = pa.Array.from_buffers(pa.large_binary() if self.avro == "bytes" else pa.large_string(), n,
+                                        [bitmap, offsets, data], null_count=nulls)
+            if self.avro == "string":
+                arr.validate(full=True)         # Avro strings are UTF-8
+            return arr.cast(t)
+        if self.avro == "boolean":
+            return pa.array(np.frombuffer(values, np.bool_), pa.bool_(), mask=v == 0 if nulls else None)
+        phys = {"int": pa.int64(), "long": pa.int64(), "float": pa.float32(), "double": pa.float64()}[self.avro]
+        arr = pa.Array.from_buffers(phys, n, [bitmap, values], null_count=nulls)
+        if self.avro == "int":
+            arr = arr.cast(pa.int32())
+        return arr.view(t) if arr.type != t else arr      # dates, times, timestamps: their integers
+
+
+def _decimal_le(values, n: int, width: int) -> pa.Buffer:
+    """Avro decimal bytes (big-endian two's complement, any length up to `width`) as Arrow's
+    little-endian fixed-width decimals."""
+    data, offsets = values
+    offs = np.frombuffer(offsets, np.int64)
+    lens = np.diff(offs)
+    if n and lens.max() > width:
+        raise ValueError("a decimal of %d bytes, more than %d" % (lens.max(), width))
+    src = np.frombuffer(data, np.uint8)
+    if not len(src):
+        return pa.py_buffer(np.zeros(n * width, np.uint8))
+    col = np.arange(width)[None, :]
+    pad = (width - lens)[:, None]
+    idx = np.clip(offs[:-1, None] + col - pad, 0, len(src) - 1)
+    negative = (src[np.clip(offs[:-1], 0, len(src) - 1)] >> 7).astype(bool) & (lens > 0)
+    be = np.where(col >= pad, src[idx], np.where(negative, 0xFF, 0)[:, None].astype(np.uint8))
+    return pa.py_buffer(np.ascontiguousarray(be[:, ::-1]))
+
+
+def _read_long(fh) -> int:
+    shift = acc = 0
+    while True:
+        b = fh.read(1)
+        if not b:
+            raise EOFError
+        acc |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return (acc >> 1) ^ -(acc & 1)
+        shift += 7
+
+
+def _inflate(block: bytes) -> bytes:
+    return zlib.decompress(block, -15)
+
+
+def _unsnappy(block: bytes) -> bytes:
+    import cramjam
+    data = bytes(cramjam.snappy.decompress_raw(block[:-4]))
+    if struct.pack(">I", zlib.crc32(data) & 0xFFFFFFFF) != block[-4:]:
+        raise ValueError("a snappy block whose CRC does not match")
+    return data
+
+
+_DECOMPRESS = {"null": lambda block: block, "deflate": _inflate, "snappy": _unsnappy}
+
+
+def read_header(fh) -> tuple[dict, str, bytes]:
+    """(writer schema, codec, sync marker) of an Avro object container file."""
+    if fh.read(4) != b"Obj\x01":
+        raise ValueError("not an Avro data file")
+    meta = {}
+    while True:
+        count = _read_long(fh)
+        if count == 0:
+            break
+        if count < 0:
+            count = -count
+            _read_long(fh)
+        for _ in range(count):
+            key = fh.read(_read_long(fh)).decode()
+            meta[key] = fh.read(_read_long(fh))
+    return json.loads(meta["avro.schema"]), meta.get("avro.codec", b"null").decode(), fh.read(16)
+
+
+def columnar_batches(path: str, columns: list[str], batch_rows: int):
+    """Record batches of `columns` (every one a field of the file) of an Avro data file,
+    decoded a block at a time natively; None when the file's schema or codec has no
+    columnar decoding here (read it with fastavro)."""
+    with open(path, "rb") as fh:
+        schema, codec, _ = read_header(fh)
+    if not isinstance(schema, dict) or schema.get("type") != "record" or codec not in _DECOMPRESS:
+        return None
+    fields = [_Field.of(f) for f in schema["fields"]]
+    if any(f is None for f in fields) or not set(columns) <= {f.name for f in fields}:
+        return None
+    return _columnar(path, fields, columns, batch_rows, _DECOMPRESS[codec])
+
+
+def _columnar(path, fields, columns, batch_rows, decompress):
+    from fastsync._native import avro_decode_block
+    kinds = [f.kind for f in fields]
+    nulls = [f.null_branch for f in fields]
+    wanted = [i for c in columns for i, f in enumerate(fields) if f.name == c]
+    held, rows = [], 0
+    with open(path, "rb", buffering=1 << 20) as fh:
+        _, _, sync = read_header(fh)
+        while True:
+            try:
+                count = _read_long(fh)
+            except EOFError:
+                break
+            size = _read_long(fh)
+            block = fh.read(size)
+            if len(block) != size or fh.read(16) != sync:
+                raise ValueError("a block cut short or without its sync marker (a damaged file)")
+            cols = avro_decode_block(decompress(block), count, kinds, nulls)
+            held.append(pa.RecordBatch.from_arrays([fields[i].array(count, *cols[i]) for i in wanted], names=columns))
+            rows += count
+            if rows >= batch_rows:
+                yield _joined(held)
+                held, rows = [], 0
+    if held:
+        yield _joined(held)
+
+
+def _joined(batches: list) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.concat_batches(batches)
