@@ -16,6 +16,9 @@ are ignored.
 interleave: the rows of an Avro block from per-column pieces: row i is piece 0's i-th
 segment, then piece 1's, ... (an Avro record is its fields in order), so each column can be
 encoded on its own with vectorised code and the rows assembled in one pass.
+
+decode_block: the records of one block of an Avro data file, flat records whose fields are
+primitive types (alone or in a union with null), into one column per field.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
 from libc.stdint cimport INT32_MAX, INT64_MAX, int32_t, int64_t, uint8_t, uint64_t
