@@ -4,7 +4,7 @@ import importlib.util
 __version__ = "0.1.0"
 __all__ = ["Event", "EventBatch", "__version__"]
 
-NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows")
+NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows", "_avro")
 NOT_BUILT = ("fastsync's native extensions are not built (%s); install the package with "
              "`pip install .` (or `pip install -e .` in a checkout), which compiles ext/ "
              "with Cython and a C compiler")

@@ -9,6 +9,7 @@ try:
     _wal = importlib.import_module("fastsync._wal")
     _pgcopy = importlib.import_module("fastsync._pgcopy")
     _mysqlrows = importlib.import_module("fastsync._mysqlrows")
+    _avro = importlib.import_module("fastsync._avro")
 except ImportError as exc:
     raise ImportError(NOT_BUILT % exc) from None
 
@@ -28,3 +29,7 @@ OUT_OF_RANGE = _pgcopy.OUT_OF_RANGE       # what OutOfRange says, by .what
 INTERVAL_RANGE = _pgcopy.INTERVAL_RANGE   # the microseconds an interval may come to
 RowDecoder = _mysqlrows.RowDecoder
 RowError = _mysqlrows.RowError
+decode_flume_events = _avro.decode_flume_events
+avro_interleave = _avro.interleave
+avro_decode_block = _avro.decode_block
+AVRO_KINDS = _avro.KINDS                  # Avro type name -> decode_block kind

@@ -41,6 +41,28 @@ def flume_event_reader():
     return lambda value: fastavro.schemaless_reader(io.BytesIO(value), schema)
 
 
+def flume_events_batch(values: list):
+    """AvroFlumeEvents (message values) as one EventBatch, decoded natively into a bodies
+    buffer and a column per header name (no Python object per event); and the indexes of
+    the values that are not AvroFlumeEvents: their whole value is the body, without headers."""
+    import numpy as np
+    import pyarrow as pa
+
+    from fastsync._native import decode_flume_events
+    from fastsync.event import EventBatch, as_utf8
+    n = len(values)
+    data, offsets, names, columns, bad = decode_flume_events(values)
+    headers = {}
+    for name, (vdata, voffsets, valid, nulls) in zip(names, columns):
+        col = pa.Array.from_buffers(pa.string(), n, [valid if nulls else None, voffsets, vdata], null_count=nulls)
+        try:
+            col.validate(full=True)          # Avro strings are UTF-8; Arrow's must be too
+        except pa.ArrowInvalid:
+            col = as_utf8(pa.Array.from_buffers(pa.binary(), n, [valid if nulls else None, voffsets, vdata], null_count=nulls))
+        headers[name.decode("utf-8", "replace")] = col
+    return EventBatch(data, np.frombuffer(offsets, dtype=np.int64), headers), bad
+
+
 def encode_events(batch, flume_format: bool, key_header: str) -> tuple[list, list | None]:
     """A batch's message values (the bodies, or AvroFlumeEvents with the headers) and keys
     (the `key_header` values, or None when no event has one)."""
@@ -132,7 +154,9 @@ def flush_all(producer, stopping: threading.Event | None = None, errors: ClientE
 def good_messages(got, fail, log: logging.Logger, name: str) -> list:
     """The messages of a consume() that carry no error: a fatal error raises fail(text),
     others (but partition EOF) are logged."""
-    from confluent_kafka import KafkaError
+    from confluent_kafka import KafkaError, Message
+    if not any(map(Message.error, got)):      # the usual case, without a Python loop
+        return got
     msgs = []
     for m in got:
         err = m.error()
@@ -153,10 +177,15 @@ class Offsets:
         self.last: dict = {}
 
     def add(self, msgs) -> None:
-        for m in msgs:
-            tp = (m.topic(), m.partition())
-            self.first.setdefault(tp, m.offset())
-            self.last[tp] = m.offset()
+        from confluent_kafka import Message
+        self.add_columns(list(map(Message.topic, msgs)), list(map(Message.partition, msgs)), list(map(Message.offset, msgs)))
+
+    def add_columns(self, topics: list, partitions, offsets) -> None:
+        """The same from the messages' topics, partitions and offsets (in consumed order)."""
+        tps = list(zip(topics, partitions))
+        for tp, first in dict(zip(reversed(tps), reversed(offsets))).items():   # the last of reversed wins
+            self.first.setdefault(tp, int(first))
+        self.last.update((tp, int(o)) for tp, o in dict(zip(tps, offsets)).items())
 
     def commit(self, consumer) -> None:
         """Commit past the last offsets, synchronously."""

@@ -220,9 +220,17 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             yield row, b.select(columns)          # a RecordBatch: COPY may take it whole
             row += len(b)
     elif f.fmt == "avro":
-        import fastavro
-        with open(f.path, "rb") as fh:
-            yield from _chunks(fastavro.reader(fh), columns)
+        from fastsync.transfer.avrofile import columnar_batches
+        batches = columnar_batches(f.path, columns, _BATCH_ROWS)
+        if batches is None:                       # a schema without a columnar decoding: by row
+            import fastavro
+            with open(f.path, "rb") as fh:
+                yield from _chunks(fastavro.reader(fh), columns)
+            return
+        row = 1
+        for b in batches:
+            yield row, b                          # a RecordBatch, as Parquet's
+            row += len(b)
     elif f.fmt == "jsonl":
         yield from _chunks(_jsonl_records(f), columns)
     elif f.fmt == "csv":

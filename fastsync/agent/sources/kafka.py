@@ -15,7 +15,7 @@ from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException, ConfigError
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.event import EventBatch
-from fastsync.kafkaio import ClientErrors, Offsets, client_config, flume_event_reader, good_messages, without_secrets
+from fastsync.kafkaio import ClientErrors, Offsets, client_config, flume_events_batch, good_messages, without_secrets
 
 log = logging.getLogger("fastsync.source.kafka")
 
@@ -50,7 +50,6 @@ class KafkaSource(PollableSource):
     def __init__(self, name, config):
         super().__init__(name, config)
         self.consumer = None
-        self.reader = None
 
     def start(self) -> None:
         from confluent_kafka import Consumer
@@ -64,39 +63,40 @@ class KafkaSource(PollableSource):
             raise ConfigError("source %s: Kafka consumer settings rejected: %s" % (self.name, without_secrets(str(exc), conf))) from None
         # librdkafka subscribes to a regex when the topic name starts with ^
         self.consumer.subscribe(["^" + c.topicsRegex.lstrip("^")] if c.topicsRegex else list(c.topics))
-        if c.useFlumeEventFormat:
-            self.reader = flume_event_reader()
         super().start()
 
-    def _batch(self, msgs) -> EventBatch:
+    def _batch(self, polled: "Polled") -> EventBatch:
+        """The events of a poll: bodies in one buffer, the Kafka fields as header columns
+        and, with useFlumeEventFormat, the AvroFlumeEvents' headers (ours win, as in Flume)."""
+        import pyarrow as pa
         c = self.config
-        bodies, keys = [], []
-        for m in msgs:
-            bodies.append(m.value() or b"")
-            k = m.key()
-            keys.append(None if k is None else k.decode("utf-8", "backslashreplace"))
+        n = len(polled.values)
+        partitions = polled.partitions
         headers = {
-            "partition": [str(m.partition()) for m in msgs],
-            "offset": [str(m.offset()) for m in msgs],
-            "timestamp": [str(m.timestamp()[1]) for m in msgs],
+            "partition": str(partitions[0]) if partitions.min() == partitions.max() else pa.array(partitions).cast(pa.string()),
+            "offset": pa.array(polled.offsets).cast(pa.string()),
+            "timestamp": pa.array(polled.timestamps).cast(pa.string()),
         }
-        if any(k is not None for k in keys):
-            headers["key"] = keys
+        keys = pa.array(polled.keys, pa.binary())
+        if keys.null_count < n:
+            headers["key"] = _key_text(keys)
         if c.setTopicHeader:
-            topics = {m.topic() for m in msgs}
-            headers[c.topicHeader] = topics.pop() if len(topics) == 1 else [m.topic() for m in msgs]
-        if self.reader is None:
-            return EventBatch.from_bodies(bodies, headers)
-        # AvroFlumeEvent: the event's own headers join ours (ours win, as in Flume)
-        from fastsync.event import Event
-        events = []
-        for i, raw in enumerate(bodies):
-            rec = self.reader(raw)
-            h = dict(rec["headers"])
-            h.update({name: (col if isinstance(col, str) else col[i]) for name, col in headers.items()
-                      if (col if isinstance(col, str) else col[i]) is not None})
-            events.append(Event(rec["body"], h))
-        return EventBatch.from_events(events)
+            topics = set(polled.topics)
+            headers[c.topicHeader] = topics.pop() if len(topics) == 1 else pa.array(polled.topics, pa.string())
+        if not c.useFlumeEventFormat:
+            return EventBatch.from_arrow(pa.array(polled.values, pa.large_binary())).with_headers(**headers)
+        batch, bad = flume_events_batch(polled.values)
+        if bad:
+            i = bad[0]
+            log.warning("source %s: %d message(s) not in Flume event format (useFlumeEventFormat) kept whole as the "
+                        "body, the first at topic %s partition %d offset %d", self.name, len(bad), polled.topics[i],
+                        partitions[i], polled.offsets[i])
+        for name, col in headers.items():
+            theirs = batch.headers.get(name)
+            if not isinstance(col, str) and col.null_count and theirs is not None:   # the key: where we have none, theirs
+                import pyarrow.compute as pc
+                headers[name] = pc.coalesce(col, batch.header_array(name))
+        return batch.with_headers(**headers)
 
     def process(self) -> Status:
         c = self.config
@@ -104,10 +104,11 @@ class KafkaSource(PollableSource):
         msgs = good_messages(got, RuntimeError, log, "source %s" % self.name)
         if not msgs:
             return Status.BACKOFF
+        polled = Polled(msgs)
         offsets = Offsets()
-        offsets.add(msgs)
+        offsets.add_columns(polled.topics, polled.partitions, polled.offsets)
         try:
-            self.deliver(self._batch(msgs))
+            self.deliver(self._batch(polled))
         except ChannelException as exc:
             # not stored: read the same messages again
             log.warning("%s source could not write to channel: %s", self.name, exc)
@@ -124,3 +125,30 @@ class KafkaSource(PollableSource):
             self.consumer.close()
             self.consumer = None
         super().stop()
+
+
+class Polled:
+    """The fields of consumed messages as columns. confluent-kafka hands out one Message
+    object per message and each field only through a method call: one C-level map per
+    field, no Python loop."""
+
+    def __init__(self, msgs: list):
+        import numpy as np
+        from confluent_kafka import Message
+        n = len(msgs)
+        self.values = list(map(Message.value, msgs))
+        self.keys = list(map(Message.key, msgs))
+        self.topics = list(map(Message.topic, msgs))
+        self.partitions = np.fromiter(map(Message.partition, msgs), np.int64, n)
+        self.offsets = np.fromiter(map(Message.offset, msgs), np.int64, n)
+        # (type, ms since the epoch) pairs
+        self.timestamps = np.array(list(map(Message.timestamp, msgs)), dtype=np.int64).reshape(n, 2)[:, 1]
+
+
+def _key_text(keys):
+    """Message keys as text (bytes that are not UTF-8 backslash-escaped, as Flume's)."""
+    import pyarrow as pa
+    try:
+        return keys.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([None if k is None else k.decode("utf-8", "backslashreplace") for k in keys.to_pylist()], pa.string())
