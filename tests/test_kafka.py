@@ -39,6 +39,30 @@ def read_topic(topic: str, n: int, timeout: float = 60.0) -> list:
     return out
 
 
+def read_topic_to_end(topic: str, timeout: float = 60.0) -> list:
+    """Every message of the topic (all partitions), up to the end each partition had when
+    called: duplicates included, unlike the first n of read_topic (with duplicates, the
+    first n messages may miss the last events)."""
+    from confluent_kafka import OFFSET_BEGINNING
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "check-" + uuid.uuid4().hex})
+    try:
+        parts = c.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in parts}
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        out, at = [], {p: 0 for p in parts}
+
+        def more():
+            for m in c.consume(1000, 0.5):
+                if m.error() is None:
+                    out.append(m)
+                    at[m.partition()] = m.offset() + 1
+            return all(at[p] >= ends[p] for p in parts)
+        poll(more, timeout, message="%s read to its end %s" % (topic, ends))
+    finally:
+        c.close()
+    return out
+
+
 def kafka_tool(cls: str, *args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run one of Kafka's own command-line tools from the broker's jars."""
     cp = os.pathsep.join(glob.glob(str(KAFKA_LIBS / "*.jar")))

@@ -1,7 +1,7 @@
 """Flume's Kafka sink: each event one Kafka message, through confluent-kafka (librdkafka).
 
 A take is committed only once every message of it is acknowledged; meanwhile the sink
-takes and produces the next batches (up to `maxBatchesInFlight` takes open at once), so
+takes and produces the next batches (until `maxEventsInFlight` events await acknowledgement), so
 waiting for acknowledgements overlaps with producing. Each batch's messages carry one
 `_Acks` object as their delivery callback: librdkafka's client holds it until a message's
 delivery report is served and only failures call it (`delivery.report.only.error`), so a
@@ -75,8 +75,8 @@ class KafkaSinkConfig(SinkConfig):
     allowTopicOverride: bool = setting("allowTopicOverride", True, "a `topicHeader` header picks the topic")
     topicHeader: str = setting("topicHeader", "topic", "header naming the topic of an event")
     keyHeader: str = setting("keyHeader", "key", "header whose value is the message key")
-    maxBatchesInFlight: int = setting("maxBatchesInFlight", 8, "takes produced and not yet acknowledged at once "
-                                      "(each an open channel transaction)", min=1)
+    maxEventsInFlight: int = setting("maxEventsInFlight", 16000, "events produced and not yet acknowledged before "
+                                     "the sink waits (takes stay open until acknowledged; at least 2 takes)", min=1)
     deadLetterFile: str = dead_letter_setting()
 
     def validate(self, place: Place) -> None:
@@ -134,6 +134,7 @@ class KafkaSink(Sink):
         super().__init__(name, config)
         self.producer = None
         self.pending: deque[_InFlight] = deque()   # in take order
+        self.in_flight = 0                         # events in them
         self.errors = ClientErrors(log, "sink " + name)
         self.stopping = threading.Event()
         self.counters = Counters("SINK", SINK_COUNTERS + ("DeadLetterCount",))
@@ -160,8 +161,8 @@ class KafkaSink(Sink):
     def process(self) -> Status:
         pending = self.pending
         self._complete()
-        if len(pending) >= self.config.maxBatchesInFlight:
-            self._wait(pending[0])
+        if len(pending) >= 2 and self.in_flight >= self.config.maxEventsInFlight:
+            self._wait(pending[0], send_now=False)
             self._complete()
             return Status.READY
         tx = self.channel.transaction()
@@ -194,6 +195,7 @@ class KafkaSink(Sink):
                 self._failed(exc, rec.n)
             raise
         pending.append(rec)
+        self.in_flight += rec.n
         self.producer.poll(0)       # serve the delivery reports that arrived
         return Status.READY
 
@@ -215,6 +217,7 @@ class KafkaSink(Sink):
             except Exception:
                 self._resolve_all()     # raises
             pending.popleft()
+            self.in_flight -= rec.n
             self._commit(rec)
 
     def _resolve_all(self) -> None:
@@ -223,6 +226,7 @@ class KafkaSink(Sink):
         their order) and raise the first failure."""
         pending = list(self.pending)
         self.pending.clear()
+        self.in_flight = 0
         if self.producer is not None:
             for rec in pending:
                 if not self._wait(rec):
@@ -260,7 +264,7 @@ class KafkaSink(Sink):
         self.counters.add(EventWriteFail=1)
         self._report(exc, n)
 
-    def _wait(self, rec: _InFlight) -> bool:
+    def _wait(self, rec: _InFlight, send_now: bool = True) -> bool:
         """Wait until every message of `rec` has its delivery report; False if the sink is
         stopping first. After an authentication failure what is queued is purged, so every
         batch in flight ends with failures (and is sent again after its rollback)."""
@@ -271,9 +275,11 @@ class KafkaSink(Sink):
                 producer.poll(0)
             elif self.stopping.is_set():
                 return False
-            else:
+            elif send_now:
                 # flush(), not poll(): it sends what is queued without waiting for linger.ms
                 producer.flush(WAIT_STEP)
+            else:       # more batches queued behind: let librdkafka fill its requests
+                producer.poll(WAIT_STEP)
         return True
 
     def _produce(self, rec: _InFlight) -> None:
@@ -283,6 +289,7 @@ class KafkaSink(Sink):
         n = len(values)
         chosen = batch.header_array(c.topicHeader).to_pylist() if c.allowTopicOverride and c.topicHeader in batch.headers else None
         topics = [t or c.topic for t in chosen] if chosen is not None else [c.topic] * n
+        one_topic = c.topic if chosen is None and keys is None else None     # the common case, the fastest loop
         keys = keys if keys is not None else [None] * n
         rec.topics, rec.values, rec.keys = topics, values, keys
         if not self.pending:
@@ -302,24 +309,27 @@ class KafkaSink(Sink):
         acks = _Acks(rec.failures)
         rec.acks = weakref.ref(acks)
         producer, stopping, send = self.producer, self.stopping, self.producer.produce
-        pos, end = 0, len(todo)
-        while pos < end:
-            i = todo[pos]
+        it = iter(todo)     # resumed after a message refused or a full queue
+        while True:
+            i = None
             try:
                 try:
-                    for pos in range(pos, end):     # the hot loop: partition -1 is librdkafka's partitioner's
-                        i = todo[pos]
-                        send(topics[i], values[i], keys[i], -1, acks)
+                    # the hot loops; partition -1: librdkafka's partitioner picks
+                    if one_topic is not None:
+                        for i in it:
+                            send(one_topic, values[i], None, -1, acks)
+                    else:
+                        for i in it:
+                            send(topics[i], values[i], keys[i], -1, acks)
                     break
                 except BufferError:                 # librdkafka's queue is full: wait for room
                     produce(producer, topics[i], values[i], keys[i], stopping, on_delivery=acks)
             except (KafkaException, ValueError, TypeError) as exc:   # refused before sending
                 reason = never_produced(exc)
-                if reason is None:
+                if reason is None or i is None:
                     raise
                 dead.append((i, reason))
                 self._no_dead_letters(dead, n)
-            pos += 1
         # from here only the client holds `acks`: it goes once every message is reported
 
     def _finish(self, rec: _InFlight) -> None:
