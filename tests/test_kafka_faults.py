@@ -45,6 +45,10 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, mes
     topic = new_topic()
     cfg = seq_to_kafka(topic, n)
     cfg["a1.sources.r1.batchSize"] = 1000
+    # small takes, few in flight: slow enough that the run is surely not over when the
+    # broker stops
+    cfg["a1.sinks.k1.flumeBatchSize"] = 100
+    cfg["a1.sinks.k1.maxEventsInFlight"] = 200
     if message_timeout_ms:
         cfg["a1.sinks.k1.kafka.producer.message.timeout.ms"] = message_timeout_ms
     out = tmp_path / "out"
@@ -53,8 +57,13 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, mes
     try:
         # some messages through, then the broker goes away for several seconds
         poll(lambda: _high_watermark(topic) > 20_000 or not p.alive(), 60, message="first messages")
+        p.send_signal(signal.SIGSTOP)       # the agent is mid-run while the broker stops
         assert p.alive(), p.stderr
-        stop_broker()
+        assert _high_watermark(topic) < n
+        try:
+            stop_broker()
+        finally:
+            p.send_signal(signal.SIGCONT)
         time.sleep(6)
         assert p.alive(), p.stderr           # blocked (back-pressure), not failed
     finally:
