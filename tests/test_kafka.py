@@ -289,6 +289,42 @@ def test_kafka_sink_acks_setting(tmp_path, run_agent, acks):
     assert sorted(int(m.value()) for m in read_topic(topic, 2000)) == list(range(2000))
 
 
+def test_kafka_sink_killed_with_takes_in_flight_loses_nothing(tmp_path, agent, run_agent):
+    """file channel -> kafka sink with many takes in flight (each an open transaction until
+    its messages are acknowledged): the agent is killed (SIGKILL) mid-run and started
+    again; every event is in the topic, duplicated at most the events in flight."""
+    import signal
+    n = 100_000
+    topic = new_topic()
+    channel = {"a1.channels": "c1", "a1.channels.c1.type": "file", "a1.channels.c1.checkpointDir": tmp_path / "ck",
+               "a1.channels.c1.dataDirs": tmp_path / "data", "a1.channels.c1.minimumRequiredSpace": 0,
+               "a1.channels.c1.transactionCapacity": 1000, "a1.channels.c1.capacity": n}
+    # the channel filled first, by an agent whose only sink drains another channel
+    fill = {"a1.sources": "r1", "a1.sinks": "k1", "a1.sources.r1.type": "seq", "a1.sources.r1.totalEvents": n,
+            "a1.sources.r1.batchSize": 1000, "a1.sources.r1.channels": "c1", **channel, "a1.channels": "c1 c2",
+            "a1.channels.c2.type": "memory", "a1.sinks.k1.type": "null", "a1.sinks.k1.channel": "c2"}
+    p = run_agent("a1", write_config(tmp_path, fill, "fill.properties"), "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr
+    drain = write_config(tmp_path, {"a1.sinks": "k1", **channel, "a1.sinks.k1.type": "kafka", "a1.sinks.k1.channel": "c1",
+                                    "a1.sinks.k1.kafka.bootstrap.servers": BROKERS, "a1.sinks.k1.kafka.topic": topic,
+                                    "a1.sinks.k1.flumeBatchSize": 100, "a1.sinks.k1.maxEventsInFlight": 2000})
+    p = agent("a1", drain)
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "check-" + uuid.uuid4().hex})
+    try:
+        poll(lambda: c.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1] > 5000 or not p.alive(), 60,
+             message="first messages")
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1] < n, "killed too late"
+    finally:
+        c.close()
+    p = run_agent("a1", drain, "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr
+    values = [m.value() for m in read_topic_to_end(topic)]
+    assert multiset_problems(set(values), [b"%d" % i for i in range(n)]) == ""      # nothing lost
+    assert len(values) - n <= 2000 + 100, "%d duplicates" % (len(values) - n)
+
+
 # -- import into Kafka ------------------------------------------------------------------------
 
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
