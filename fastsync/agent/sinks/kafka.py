@@ -272,7 +272,7 @@ class KafkaSink(Sink):
         while not rec.acked:
             if self.errors.failure:
                 producer.purge()
-                producer.poll(0)
+                producer.poll(WAIT_STEP)
             elif self.stopping.is_set():
                 return False
             elif send_now:
