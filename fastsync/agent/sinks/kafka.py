@@ -1,14 +1,19 @@
 """Flume's Kafka sink: each event one Kafka message, through confluent-kafka (librdkafka).
 
-The take is committed only once every message of the batch is acknowledged: the batch is
-produced, then flushed; a delivery failure (reported by librdkafka only for failures,
-`delivery.report.only.error`) or messages still unacknowledged when the sink stops raise,
-so the take is rolled back and the batch retried. While the broker is away the flush
-waits (librdkafka retries until `message.timeout.ms`), which is the pipeline's
-back-pressure; a failed authentication (a wrong sasl.password) ends the wait, the messages
-still queued are purged and the take rolled back, with the broker's reason. Idempotent
-producer and `acks=all` unless the config says otherwise. `kafka.producer.*` keys go to
-librdkafka as they are (security.protocol, sasl.*, ssl.*); a password is never logged.
+A take is committed only once every message of it is acknowledged; meanwhile the sink
+takes and produces the next batches (until `maxEventsInFlight` events await acknowledgement), so
+waiting for acknowledgements overlaps with producing. Each batch's messages carry one
+`_Acks` object as their delivery callback: librdkafka's client holds it until a message's
+delivery report is served and only failures call it (`delivery.report.only.error`), so a
+batch is acknowledged exactly when that object is gone, with no Python call per message.
+Takes are committed in the order they were taken; a batch with a failed message is rolled
+back (after every batch in flight has its reports) and retried: at-least-once, duplicating
+at most the batches in flight. While the broker is away the wait goes on (librdkafka
+retries until `message.timeout.ms`), which is the pipeline's back-pressure; a failed
+authentication (a wrong sasl.password) ends the wait, the messages still queued are purged
+and the takes rolled back, with the broker's reason. Idempotent producer and `acks=all`
+unless the config says otherwise. `kafka.producer.*` keys go to librdkafka as they are
+(security.protocol, sasl.*, ssl.*); a password is never logged.
 
 A message that can never be produced (larger than the producer's or the broker's
 message.max.bytes, a topic header that is no valid topic name or holds a NUL) goes to
@@ -20,14 +25,17 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import weakref
+from collections import deque
 from dataclasses import dataclass
 
 from fastsync.agent.component import SINKS, Place, setting
 from fastsync.agent.deadletter import DeadLetterFile, dead_letter_setting
 from fastsync.agent.errors import ConfigError, EventDeliveryException
 from fastsync.agent.metrics import SINK_COUNTERS, Counters
-from fastsync.agent.sink import Sink, SinkConfig
-from fastsync.kafkaio import ClientErrors, client_config, encode_events, flush_all, produce, without_secrets
+from fastsync.agent.sink import TAKE_WAIT, Sink, SinkConfig
+from fastsync.agent.source import Status
+from fastsync.kafkaio import ClientErrors, client_config, encode_events, produce, without_secrets
 
 try:
     from confluent_kafka import KafkaError, KafkaException
@@ -39,6 +47,7 @@ except ImportError:        # reported by the config's validate()
     KafkaException, PERMANENT = (), frozenset()
 
 log = logging.getLogger("fastsync.sink.kafka")
+WAIT_STEP = 0.001   # seconds per flush() while waiting for a batch's acknowledgements
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")      # Kafka's legal topic names
 
 
@@ -66,6 +75,8 @@ class KafkaSinkConfig(SinkConfig):
     allowTopicOverride: bool = setting("allowTopicOverride", True, "a `topicHeader` header picks the topic")
     topicHeader: str = setting("topicHeader", "topic", "header naming the topic of an event")
     keyHeader: str = setting("keyHeader", "key", "header whose value is the message key")
+    maxEventsInFlight: int = setting("maxEventsInFlight", 16000, "events produced and not yet acknowledged before "
+                                     "the sink waits (takes stay open until acknowledged; at least 2 takes)", min=1)
     deadLetterFile: str = dead_letter_setting()
 
     def validate(self, place: Place) -> None:
@@ -80,6 +91,41 @@ class KafkaSinkConfig(SinkConfig):
             raise place.error("type", "the Kafka sink needs confluent-kafka (pip install confluent-kafka)") from None
 
 
+class _Acks:
+    """The delivery callback of one batch's messages. The client keeps a reference to it per
+    message until that message's delivery report is served (confluent-kafka's msgstate), so
+    once the sink drops its own, the object is freed exactly when the whole batch is
+    reported: a weakref tells the sink, with no Python call per acknowledged message."""
+
+    __slots__ = ("failures", "__weakref__")
+
+    def __init__(self, failures: list):
+        self.failures = failures
+
+    def __call__(self, err, msg) -> None:
+        if err is not None:     # successes call it too if kafka.producer.delivery.report.only.error is false
+            self.failures.append((err, msg))
+
+
+class _InFlight:
+    """A take whose messages are produced; its transaction stays open until every message
+    of it has its delivery report."""
+
+    __slots__ = ("tx", "n", "nbytes", "batch", "topics", "values", "keys", "acks", "failures", "dead")
+
+    def __init__(self, tx, batch, topics, values, keys):
+        self.tx, self.batch = tx, batch
+        self.n, self.nbytes = (len(batch), batch.nbytes) if batch is not None else (len(values), 0)
+        self.topics, self.values, self.keys = topics, values, keys
+        self.failures: list = []
+        self.dead: list = []     # (event index, reason) of messages that can never be produced
+        self.acks = None         # weakref to the batch's _Acks, None once it is gone
+
+    @property
+    def acked(self) -> bool:
+        return self.acks is None or self.acks() is None
+
+
 @SINKS.register("kafka", "org.apache.flume.sink.kafka.KafkaSink")
 class KafkaSink(Sink):
     Config = KafkaSinkConfig
@@ -87,15 +133,12 @@ class KafkaSink(Sink):
     def __init__(self, name, config):
         super().__init__(name, config)
         self.producer = None
-        self.failures: list = []
+        self.pending: deque[_InFlight] = deque()   # in take order
+        self.in_flight = 0                         # events in them
         self.errors = ClientErrors(log, "sink " + name)
         self.stopping = threading.Event()
         self.counters = Counters("SINK", SINK_COUNTERS + ("DeadLetterCount",))
         self.dead_letters = DeadLetterFile(config.deadLetterFile) if config.deadLetterFile else None
-
-    def _on_delivery(self, err, msg) -> None:
-        if err is not None:
-            self.failures.append((err, msg))
 
     def start(self) -> None:
         from confluent_kafka import Producer
@@ -103,8 +146,7 @@ class KafkaSink(Sink):
         # the idempotent producer needs acks=all; with fewer acks it is off unless asked for
         conf = client_config(getattr(c, "extra", {}), "kafka.producer.", {
             "enable.idempotence": c.acks in ("all", "-1"), "linger.ms": 5, "delivery.report.only.error": True})
-        conf.update({"bootstrap.servers": c.bootstrapServers, "acks": c.acks, "on_delivery": self._on_delivery,
-                     "error_cb": self.errors})
+        conf.update({"bootstrap.servers": c.bootstrapServers, "acks": c.acks, "error_cb": self.errors})
         try:
             self.producer = Producer(conf)
         except Exception as exc:   # KafkaException for a bad kafka.producer.* setting
@@ -114,17 +156,145 @@ class KafkaSink(Sink):
             self.dead_letters.open()
         super().start()
 
+    # -- the pipeline: take and produce while earlier takes wait for their acknowledgements --
+
+    def process(self) -> Status:
+        pending = self.pending
+        self._complete()
+        if len(pending) >= 2 and self.in_flight >= self.config.maxEventsInFlight:
+            self._wait(pending[0], send_now=False)
+            self._complete()
+            return Status.READY
+        tx = self.channel.transaction()
+        tx.begin()
+        try:
+            # with batches in flight, don't wait for events: their acknowledgements may be in
+            batch = tx.take(self.batch_size, 0 if pending else TAKE_WAIT)
+        except BaseException:
+            tx.rollback()
+            tx.close()
+            raise
+        if batch is None:
+            tx.commit()
+            tx.close()
+            if pending:
+                self._wait(pending[0])
+                self._complete()
+                return Status.READY
+            self.counters.add(BatchEmptyCount=1)
+            self.idle()
+            return Status.BACKOFF
+        self.counters.add(EventDrainAttemptCount=len(batch))
+        rec = _InFlight(tx, batch, None, None, None)
+        try:
+            self._produce(rec)
+        except BaseException as exc:
+            tx.rollback()
+            tx.close()
+            if isinstance(exc, Exception):
+                self._failed(exc, rec.n)
+            raise
+        pending.append(rec)
+        self.in_flight += rec.n
+        self.producer.poll(0)       # serve the delivery reports that arrived
+        return Status.READY
+
     def deliver(self, batch) -> None:
+        """Produce one batch and wait for it (no channel transaction: the caller's)."""
+        rec = _InFlight(None, batch, None, None, None)
+        self._produce(rec)
+        self._wait(rec)
+        self._finish(rec)
+
+    def _complete(self) -> None:
+        """Commit the takes at the head whose messages are all reported, in take order; at the
+        first that failed, resolve every batch in flight and raise."""
+        pending = self.pending
+        while pending and pending[0].acked:
+            rec = pending[0]
+            try:
+                self._finish(rec)
+            except Exception:
+                self._resolve_all()     # raises
+            pending.popleft()
+            self.in_flight -= rec.n
+            self._commit(rec)
+
+    def _resolve_all(self) -> None:
+        """A batch failed: wait for the reports of every batch in flight, commit those
+        delivered, roll back the others (the last taken first, so the channel's head keeps
+        their order) and raise the first failure."""
+        pending = list(self.pending)
+        self.pending.clear()
+        self.in_flight = 0
+        if self.producer is not None:
+            for rec in pending:
+                if not self._wait(rec):
+                    break
+        failed, first = [], None
+        for rec in pending:
+            try:
+                self._finish(rec)
+            except Exception as exc:
+                failed.append(rec)
+                first = first or exc
+                continue
+            self._commit(rec)
+        for rec in reversed(failed):
+            rec.tx.rollback()
+            rec.tx.close()
+            self._failed(first, rec.n)
+        self.errors.failure = None
+        if first is not None:
+            raise first
+
+    def _commit(self, rec: _InFlight) -> None:
+        try:
+            rec.tx.commit()
+        except BaseException:
+            rec.tx.rollback()
+            raise
+        finally:
+            rec.tx.close()
+        self.reported.clear()
+        self.counters.add(EventDrainSuccessCount=rec.n, EventDrainSuccessBytes=rec.nbytes,
+                          **{"BatchCompleteCount" if rec.n == self.batch_size else "BatchUnderflowCount": 1})
+
+    def _failed(self, exc: Exception, n: int) -> None:
+        self.counters.add(EventWriteFail=1)
+        self._report(exc, n)
+
+    def _wait(self, rec: _InFlight, send_now: bool = True) -> bool:
+        """Wait until every message of `rec` has its delivery report; False if the sink is
+        stopping first. After an authentication failure what is queued is purged, so every
+        batch in flight ends with failures (and is sent again after its rollback)."""
+        producer = self.producer
+        while not rec.acked:
+            if self.errors.failure:
+                producer.purge()
+                producer.poll(WAIT_STEP)
+            elif self.stopping.is_set():
+                return False
+            elif send_now:
+                # flush(), not poll(): it sends what is queued without waiting for linger.ms
+                producer.flush(WAIT_STEP)
+            else:       # more batches queued behind: let librdkafka fill its requests
+                producer.poll(WAIT_STEP)
+        return True
+
+    def _produce(self, rec: _InFlight) -> None:
         c = self.config
+        batch = rec.batch
         values, keys = encode_events(batch, c.useFlumeEventFormat, c.keyHeader)
         n = len(values)
         chosen = batch.header_array(c.topicHeader).to_pylist() if c.allowTopicOverride and c.topicHeader in batch.headers else None
         topics = [t or c.topic for t in chosen] if chosen is not None else [c.topic] * n
+        one_topic = c.topic if chosen is None and keys is None else None     # the common case, the fastest loop
         keys = keys if keys is not None else [None] * n
-        self.failures.clear()
-        self.errors.failure = None
-        producer, stopping = self.producer, self.stopping
-        dead = []           # (event index, reason) of messages that can never be produced
+        rec.topics, rec.values, rec.keys = topics, values, keys
+        if not self.pending:
+            self.errors.failure = None
+        dead = rec.dead
         todo = range(n)
         bad = [t for t in set(chosen) if t and not valid_topic(t)] if chosen is not None else []
         if bad:             # a topic header no topic can ever have
@@ -136,38 +306,53 @@ class KafkaSink(Sink):
                 else:
                     todo.append(i)
             self._no_dead_letters(dead, n)      # fails before anything is sent (no duplicates on each retry)
-        start = 0
-        while start < len(todo):
+        acks = _Acks(rec.failures)
+        rec.acks = weakref.ref(acks)
+        producer, stopping, send = self.producer, self.stopping, self.producer.produce
+        it = iter(todo)     # resumed after a message refused or a full queue
+        while True:
+            i = None
             try:
-                for pos in range(start, len(todo)):
-                    i = todo[pos]
-                    produce(producer, topics[i], values[i], keys[i], stopping)
-                break
+                try:
+                    # the hot loops; partition -1: librdkafka's partitioner picks
+                    if one_topic is not None:
+                        for i in it:
+                            send(one_topic, values[i], None, -1, acks)
+                    else:
+                        for i in it:
+                            send(topics[i], values[i], keys[i], -1, acks)
+                    break
+                except BufferError:                 # librdkafka's queue is full: wait for room
+                    produce(producer, topics[i], values[i], keys[i], stopping, on_delivery=acks)
             except (KafkaException, ValueError, TypeError) as exc:   # refused before sending
                 reason = never_produced(exc)
-                if reason is None:
+                if reason is None or i is None:
                     raise
                 dead.append((i, reason))
                 self._no_dead_letters(dead, n)
-                start = pos + 1
-        # every message acknowledged (or failed) before the take may commit
-        left = flush_all(producer, stopping, self.errors)
-        if left and self.errors.failure:
-            raise RuntimeError("sink %s: %d of %d messages not delivered, the batch stays in the channel: %s"
-                               % (self.name, left, len(values), self.errors.failure))
-        if left:
-            raise RuntimeError("sink %s stopped with %d messages unacknowledged" % (self.name, left))
-        failures = [(err, msg) for err, msg in self.failures if err.code() not in PERMANENT]
+        # from here only the client holds `acks`: it goes once every message is reported
+
+    def _finish(self, rec: _InFlight) -> None:
+        """After every report of a batch: raise if it must be rolled back, else write its
+        dead letters."""
+        n = rec.n
+        if not rec.acked:
+            raise RuntimeError("sink %s stopped before the messages of a batch of %d were acknowledged" % (self.name, n))
+        failures = [(err, msg) for err, msg in rec.failures if err.code() not in PERMANENT]
         if failures:
-            err = failures[0][0]
-            raise RuntimeError("sink %s: %d of %d messages not delivered: %s" % (self.name, len(failures), n, err.str()))
-        if self.failures:
-            dead += self._refused(topics, values, keys)
+            reason = self.errors.failure or failures[0][0].str()
+            raise RuntimeError("sink %s: %d of %d messages not delivered, the batch stays in the channel: %s"
+                               % (self.name, len(failures), n, reason))
+        dead = rec.dead
+        if rec.failures:
+            dead += self._refused(rec)
+            rec.failures.clear()
         if dead:
             self._no_dead_letters(dead, n)
-            written = self.dead_letters.write(batch, [(i, r, None) for i, r in sorted(dead)], sink=self.name)
+            written = self.dead_letters.write(rec.batch, [(i, r, None) for i, r in sorted(dead)], sink=self.name)
             self.counters.add(DeadLetterCount=written)
-            log.warning("sink %s: %d events of this batch to %s, first: %s", self.name, written, c.deadLetterFile, dead[0][1])
+            log.warning("sink %s: %d events of this batch to %s, first: %s", self.name, written, self.config.deadLetterFile, dead[0][1])
+            rec.dead = []
 
     def _no_dead_letters(self, dead: list, n: int) -> None:
         """Without a deadLetterFile, an event that can never be produced fails the batch."""
@@ -175,14 +360,14 @@ class KafkaSink(Sink):
             raise EventDeliveryException("sink %s: %d of %d events can never be produced and no deadLetterFile, batch "
                                          "rolled back: %s" % (self.name, len(dead), n, dead[0][1]))
 
-    def _refused(self, topics, values, keys) -> list:
+    def _refused(self, rec: _InFlight) -> list:
         """(event index, reason) of the messages the broker refused for good (rare path:
         a delivery report names the message, not the event, so they are matched by content)."""
         events: dict = {}
-        for i, (t, v, k) in enumerate(zip(topics, values, keys)):
+        for i, (t, v, k) in enumerate(zip(rec.topics, rec.values, rec.keys)):
             events.setdefault((t, v, k.encode() if isinstance(k, str) else k), []).append(i)
         refused = []
-        for err, msg in self.failures:
+        for err, msg in rec.failures:
             same = events.get((msg.topic(), msg.value(), msg.key()))
             if same:
                 refused.append((same.pop(0), err))
@@ -190,22 +375,25 @@ class KafkaSink(Sink):
         for i, err in refused:
             if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 # the broker refuses a whole record batch over its limit: try the message alone
-                err = self._alone(topics[i], values[i], keys[i])
+                err = self._alone(rec.topics[i], rec.values[i], rec.keys[i])
                 if err is None:
                     continue
-            out.append((i, "topic %s: %s" % (topics[i], err.str())))
+            out.append((i, "topic %s: %s" % (rec.topics[i], err.str())))
         return out
 
     def _alone(self, topic, value, key):
         """Produce one message in a batch of its own: None once acknowledged, the error if
         refused for good; raises if it may work later."""
-        self.failures.clear()
-        produce(self.producer, topic, value, key, self.stopping)
-        if flush_all(self.producer, self.stopping):
+        rec = _InFlight(None, None, [topic], [value], [key])
+        acks = _Acks(rec.failures)
+        rec.acks = weakref.ref(acks)
+        produce(self.producer, topic, value, key, self.stopping, on_delivery=acks)
+        del acks
+        if not self._wait(rec):
             raise RuntimeError("sink %s stopped with messages unacknowledged" % self.name)
-        if not self.failures:
+        if not rec.failures:
             return None
-        err = self.failures[0][0]
+        err = rec.failures[0][0]
         if err.code() not in PERMANENT:
             raise RuntimeError("sink %s: message not delivered: %s" % (self.name, err.str()))
         return err
@@ -216,7 +404,13 @@ class KafkaSink(Sink):
     def stop(self) -> None:
         self.stopping.set()
         if self.producer is not None:
-            self.producer.flush(5)
+            self.producer.flush(5)      # the reports of the batches in flight, if they come
+            try:
+                self._complete()
+                if self.pending:
+                    self._resolve_all()
+            except Exception as exc:    # rolled back, reported
+                log.debug("sink %s: %s", self.name, exc)
             self.producer = None
         if self.dead_letters is not None:
             self.dead_letters.close()
