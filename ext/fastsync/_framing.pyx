@@ -94,7 +94,7 @@ def split_lines(src, bint strip_cr=True, bint final=False, int64_t max_line=0):
     cdef const char *nl
     # bodies are never longer than the input; there are at most size + 1 lines
     cdef char *data = <char *>malloc(size if size else 1)
-    cap = 64
+    cap = 64 + size // 64      # enough for lines of 64 bytes and more: rarely grown
     cdef int64_t *offs = <int64_t *>malloc(cap * sizeof(int64_t))
     cdef int64_t *tmp
     cdef bint oom = False

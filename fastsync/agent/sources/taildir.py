@@ -124,10 +124,11 @@ class TailFile:
             os.close(self.fd)
             self.fd = None
 
-    def read_lines(self, limit: int) -> int:
+    def read_lines(self, limit: int, scratch: bytearray | None = None) -> int:
         """Read the next block and keep its complete lines as `pending` (with `final`, also a
         last line without its newline), lines longer than `limit` bytes cut into pieces; the
-        number of lines (pieces)."""
+        number of lines (pieces). `scratch`: a buffer to read into, reused from block to
+        block (the lines are copied out of it), so reading allocates nothing."""
         size = os.fstat(self.fd).st_size
         if size < self.read_pos:
             log.info("%s shrank to %d bytes below position %d (truncated): reading it from the start",
@@ -143,7 +144,10 @@ class TailFile:
                 return 0
         block = READ_SIZE
         while True:
-            chunk = os.pread(self.fd, block, self.read_pos)
+            if scratch is None or len(scratch) < block:
+                scratch = bytearray(block)
+            view = memoryview(scratch)
+            chunk = view[:os.preadv(self.fd, [view[:block]], self.read_pos)]
             data, offs, n, used, starts = cut_lines(chunk, limit, self.final, strip_cr=True, positions=True)
             if n:
                 break
@@ -186,6 +190,7 @@ class TaildirSource(PollableSource):
         self._saved = None
         self._saved_at = 0.0
         self._every_commit = False   # set at start from the channels' durability
+        self._scratch = bytearray(READ_SIZE)    # every file's blocks are read into it
 
     # -- life cycle --
     def start(self) -> None:
@@ -326,7 +331,7 @@ class TaildirSource(PollableSource):
         got = False
         batches = 0
         while batches < c.maxBatchCount:
-            if tf.pending is None and not tf.read_lines(c.maxLineLength):
+            if tf.pending is None and not tf.read_lines(c.maxLineLength, self._scratch):
                 break
             # all the lines read, as consecutive transactions of `step` lines; with a
             # durable channel one at a time, the positions saved after each commit
