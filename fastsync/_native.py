@@ -30,6 +30,7 @@ INTERVAL_RANGE = _pgcopy.INTERVAL_RANGE   # the microseconds an interval may com
 RowDecoder = _mysqlrows.RowDecoder
 RowError = _mysqlrows.RowError
 decode_flume_events = _avro.decode_flume_events
+encode_flume_events = _avro.encode_flume_events
 avro_interleave = _avro.interleave
 avro_decode_block = _avro.decode_block
 AVRO_KINDS = _avro.KINDS                  # Avro type name -> decode_block kind

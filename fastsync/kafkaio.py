@@ -66,12 +66,24 @@ def flume_events_batch(values: list):
 def encode_events(batch, flume_format: bool, key_header: str) -> tuple[list, list | None]:
     """A batch's message values (the bodies, or AvroFlumeEvents with the headers) and keys
     (the `key_header` values, or None when no event has one)."""
-    values = batch.bodies().to_pylist()
     keys = batch.header_array(key_header).to_pylist() if key_header in batch.headers else None
-    if flume_format:
-        rows = batch.to_arrow().drop_columns(["body"]).to_pylist()
-        values = [flume_event_bytes({k: v for k, v in h.items() if v is not None}, b) for h, b in zip(rows, values)]
-    return values, keys
+    if not flume_format:
+        return batch.bodies().to_pylist(), keys
+    return flume_event_values(batch), keys
+
+
+def flume_event_values(batch) -> list:
+    """The batch's events as AvroFlumeEvent bytes, encoded natively by column."""
+    import pyarrow as pa
+    from fastsync._native import encode_flume_events
+    headers = []
+    for name, col in batch.headers.items():
+        if isinstance(col, str):
+            headers.append((name.encode(), col.encode()))
+        elif col.null_count < len(col):
+            headers.append((name.encode(), col if col.type == pa.string() else col.cast(pa.string())))
+    data, offsets = encode_flume_events(batch.data, batch.offsets, headers)
+    return pa.Array.from_buffers(pa.large_binary(), len(batch), [None, offsets, data]).to_pylist()
 
 
 def client_config(extra: dict, prefix: str, defaults: dict) -> dict:

@@ -17,6 +17,10 @@ interleave: the rows of an Avro block from per-column pieces: row i is piece 0's
 segment, then piece 1's, ... (an Avro record is its fields in order), so each column can be
 encoded on its own with vectorised code and the rows assembled in one pass.
 
+encode_flume_events: the reverse of decode_flume_events: a batch's bodies and header columns
+as AvroFlumeEvents end to end (one buffer + offsets), byte for byte what fastavro writes
+(a map of one block, its entries in column order, absent (null) headers left out).
+
 decode_block: the records of one block of an Avro data file, flat records whose fields are
 primitive types (alone or in a union with null), into one column per field.
 """
@@ -474,3 +478,137 @@ def decode_block(block, int64_t count, kinds, null_branches):
             out.append((valid, owned_buffer(c.values, count * width)))
             c.values = NULL
     return out
+
+
+cdef inline int64_t long_size(int64_t v) noexcept nogil:
+    cdef uint64_t z = <uint64_t>((v << 1) ^ (v >> 63))
+    cdef int64_t k = 1
+    while z >= 0x80:
+        z >>= 7
+        k += 1
+    return k
+
+
+cdef inline int64_t write_long(char *out, int64_t v) noexcept nogil:
+    cdef uint64_t z = <uint64_t>((v << 1) ^ (v >> 63))
+    cdef int64_t k = 0
+    while z >= 0x80:
+        out[k] = <char>((z & 0x7F) | 0x80)
+        z >>= 7
+        k += 1
+    out[k] = <char>z
+    return k + 1
+
+
+cdef struct HCol:
+    const char *name
+    int64_t name_len
+    const char *data          # values: data[offsets[i]:offsets[i + 1]], or the shared value
+    const int32_t *offsets    # NULL: one value for every event
+    const uint8_t *valid      # validity bitmap (bit i: event i has the header), or NULL: all
+    int64_t offset            # the array's offset into offsets and valid
+    int64_t shared_len
+
+
+cdef inline bint has_value(const HCol *h, int64_t i) noexcept nogil:
+    cdef int64_t j = i + h.offset
+    return h.valid == NULL or (h.valid[j >> 3] >> (j & 7)) & 1
+
+
+cdef inline int64_t value_span(const HCol *h, int64_t i, const char **start) noexcept nogil:
+    if h.offsets == NULL:
+        start[0] = h.data
+        return h.shared_len
+    start[0] = h.data + h.offsets[i + h.offset]
+    return h.offsets[i + h.offset + 1] - h.offsets[i + h.offset]
+
+
+def encode_flume_events(data, offsets, list headers):
+    """AvroFlumeEvents of n events: data/offsets (int64, n + 1) the bodies, headers
+    [(name bytes, value)] with value a bytes (shared by every event) or a pyarrow string
+    array of n values (null: the event lacks the header). Returns (buffer, int64 offsets
+    buffer of n + 1)."""
+    cdef ByteView body = ByteView(data)
+    cdef const int64_t[::1] offs = offsets
+    cdef int64_t n = offs.shape[0] - 1, i, k, total = 0, pos = 0, count, ln
+    cdef Py_ssize_t m = len(headers), j
+    cdef HCol *hs = <HCol *>malloc(sizeof(HCol) * (m if m else 1))
+    cdef const char *v
+    cdef char *out
+    cdef int64_t *outoffs
+    keep = []
+    if hs == NULL:
+        raise MemoryError()
+    try:
+        check_offsets(&offs[0], n, body.size, INT64_MAX)
+        for j in range(m):
+            name, value = headers[j]
+            nv = ByteView(name)
+            keep.append(nv)
+            hs[j].name = nv.ptr
+            hs[j].name_len = nv.size
+            if isinstance(value, bytes):
+                vv = ByteView(value)
+                keep.append(vv)
+                hs[j].data, hs[j].offsets, hs[j].valid = vv.ptr, NULL, NULL
+                hs[j].offset, hs[j].shared_len = 0, vv.size
+            else:
+                if len(value) != n:
+                    raise ValueError("header %r has %d values for %d events" % (name, len(value), n))
+                bufs = value.buffers()
+                ob, db = ByteView(bufs[1]), ByteView(bufs[2] if bufs[2] is not None else b"")
+                keep += [ob, db]
+                hs[j].offsets = <const int32_t *>ob.ptr
+                hs[j].data = db.ptr
+                hs[j].offset = value.offset
+                hs[j].shared_len = 0
+                if value.null_count and bufs[0] is not None:
+                    vb = ByteView(bufs[0])
+                    keep.append(vb)
+                    hs[j].valid = <const uint8_t *>vb.ptr
+                else:
+                    hs[j].valid = NULL
+        with nogil:
+            for i in range(n):      # sizes first, then one buffer
+                count = 0
+                for j in range(m):
+                    if has_value(&hs[j], i):
+                        count += 1
+                        ln = value_span(&hs[j], i, &v)
+                        total += long_size(hs[j].name_len) + hs[j].name_len + long_size(ln) + ln
+                if count:
+                    total += long_size(count)
+                ln = offs[i + 1] - offs[i]
+                total += 1 + long_size(ln) + ln
+        out = <char *>malloc(total if total else 1)
+        outoffs = <int64_t *>malloc((n + 1) * sizeof(int64_t))
+        if out == NULL or outoffs == NULL:
+            free(out); free(outoffs)
+            raise MemoryError()
+        with nogil:
+            outoffs[0] = 0
+            for i in range(n):
+                count = 0
+                for j in range(m):
+                    count += has_value(&hs[j], i)
+                if count:
+                    pos += write_long(out + pos, count)
+                    for j in range(m):
+                        if has_value(&hs[j], i):
+                            pos += write_long(out + pos, hs[j].name_len)
+                            memcpy(out + pos, hs[j].name, hs[j].name_len)
+                            pos += hs[j].name_len
+                            ln = value_span(&hs[j], i, &v)
+                            pos += write_long(out + pos, ln)
+                            memcpy(out + pos, v, ln)
+                            pos += ln
+                out[pos] = 0            # the end of the map
+                pos += 1
+                ln = offs[i + 1] - offs[i]
+                pos += write_long(out + pos, ln)
+                memcpy(out + pos, body.ptr + offs[i], ln)
+                pos += ln
+                outoffs[i + 1] = pos
+        return owned_buffer(out, total), owned_buffer(outoffs, (n + 1) * sizeof(int64_t))
+    finally:
+        free(hs)
