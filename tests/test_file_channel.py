@@ -549,3 +549,21 @@ def test_restart_on_a_full_disk_drains_and_refuses_puts_until_space_returns(tmp_
         gc.collect()
         if subprocess.run(["umount", str(small)]).returncode:
             subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+def test_committed_takes_leave_the_processs_memory(tmp_path):
+    """The log is read through a map: what committed takes read must not stay resident
+    (peak RSS would grow with the log). 24 MB put and taken; the map keeps under 2 MB."""
+    from test_wal import _rss_of_mapping
+    ch = open_channel(tmp_path)
+    batch = EventBatch.from_bodies([b"%099d" % i for i in range(1000)])
+    segs = set()
+    for _ in range(240):
+        put(ch, batch)
+        with ch.transaction() as tx:
+            got = tx.take(1000, 0)
+            assert got.bodies().to_pylist()[1] == b"%099d" % 1     # read through the map
+            segs.add(ch._log.current)
+    resident = sum(_rss_of_mapping(seg.address) for seg in segs)
+    ch.stop()
+    assert resident < 2 << 20, resident

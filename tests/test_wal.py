@@ -179,6 +179,6 @@ def test_drop_pages_frees_the_resident_pages_and_a_view_reads_them_again(tmp_pat
     before = _rss_of_mapping(seg.address)
     assert before >= 8 << 20
     seg.drop_pages(view.address, view.size)
-    assert _rss_of_mapping(seg.address) <= before - (8 << 20) + (8 << 10)   # all but the two part pages
+    assert _rss_of_mapping(seg.address) <= before - (8 << 20) + (8 << 10)   # all but the last part page
     assert view.to_pybytes()[wal.RECORD_HEADER:wal.RECORD_HEADER + len(payload)] == payload   # mapped back
     seg.drop_pages(view.address - (1 << 40), 10)      # outside the map: nothing happens

@@ -17,6 +17,7 @@ cdef class Segment:
     cdef readonly bint writable
     cdef int fd
     cdef char *base
+    cdef int64_t drop_from            # drop_pages: where the last drop ended (the kernel may map pages back behind it)
     cdef pthread_mutex_t grow_mu      # serialises growing the file (append vs background prefill)
     cdef int _grow(self, int64_t upto, bint zero_fill=*) except -1
     cdef void _unmap(self) noexcept

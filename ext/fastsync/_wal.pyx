@@ -101,6 +101,7 @@ RECORD_MAGIC = 0x52574653
 RECORD_HEADER = 24
 PUT, TAKE, COMMIT, ROLLBACK = 1, 2, 3, 4
 cdef int64_t PAGE = sysconf(_SC_PAGESIZE)
+cdef int64_t FAULT_AROUND = 1 << 16   # Linux maps up to this much around a faulting page (fault_around_bytes)
 
 
 cdef inline int64_t pad8(int64_t n) noexcept nogil:
@@ -234,16 +235,24 @@ cdef class Segment:
 
     def drop_pages(self, int64_t addr, int64_t size):
         """This process no longer needs the mapped bytes [addr, addr + size) (addr: an
-        address inside the map, e.g. a view's): the whole pages among them leave its
-        memory. They stay in the file and the page cache, and a view that reads them
-        again maps them back, so this only keeps the resident size to what is read."""
+        address inside the map, e.g. a view's): the pages holding them leave its memory.
+        They stay in the file and the page cache, and a view that reads them again maps
+        them back. A read maps its neighbours too (the kernel's fault-around), pages
+        already dropped among them, so each drop also covers what lies between the end of
+        the previous one (less that window) and this one: reading a segment front to back
+        and dropping what was read keeps its resident size to what is being read."""
         cdef int64_t start = addr - <int64_t>self.base, stop, page = PAGE
         if self.base == NULL or size <= 0 or start < 0 or start + size > self.mapped:
             return
         stop = (start + size) & ~(page - 1)
-        start = (start + page - 1) & ~(page - 1)
+        start = start & ~(page - 1)
+        if self.drop_from < start:
+            start = self.drop_from
         if stop > start:
             madvise(self.base + start, stop - start, MADV_DONTNEED)
+            # the next drop starts a fault-around window back: reads after this one may
+            # map pages just behind `stop` again
+            self.drop_from = (stop - FAULT_AROUND) & ~(FAULT_AROUND - 1) if stop > FAULT_AROUND else 0
 
     def sync(self):
         """fdatasync the file (a writable segment: before it is closed for good)."""
