@@ -22,26 +22,9 @@ LOG_DIR="${FASTSYNC_SERVICES_LOG:-/tmp/fastsync-services}"
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$LOG_DIR"
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
-        echo "services.sh: need root or sudo to run: $*" >&2; exit 1; fi
-}
-
 say() { echo "services.sh: $*" >&2; }
-
-apt_install() {
-    local missing=()
-    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    say "installing ${missing[*]} (log: $LOG_DIR/apt.log)"
-    export DEBIAN_FRONTEND=noninteractive
-    # the package lists may be missing or stale on a fresh machine
-    if ! as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >"$LOG_DIR/apt.log" 2>&1; then
-        as_root apt-get update -q >>"$LOG_DIR/apt.log" 2>&1
-        as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOG_DIR/apt.log" 2>&1 || {
-            tail -20 "$LOG_DIR/apt.log" >&2; say "apt-get install ${missing[*]} failed"; exit 1; }
-    fi
-}
+# shellcheck source=common.sh
+. "$SCRIPTS/common.sh"
 
 wait_until() {  # seconds, description, command...
     local secs="$1" what="$2"; shift 2
@@ -125,17 +108,7 @@ kafka_ready() {
 }
 
 kafka_jars() {
-    command -v java >/dev/null || apt_install openjdk-17-jre-headless
-    command -v mvn >/dev/null || apt_install maven
-    local want; want="$(sha256sum "$SCRIPTS/kafka/pom.xml" | cut -d' ' -f1)"
-    if [ "$(cat "$KAFKA_HOME/libs/.pom.sha256" 2>/dev/null)" != "$want" ]; then
-        say "fetching Kafka's jars from Maven Central (log: $LOG_DIR/kafka-mvn.log)"
-        rm -rf "$KAFKA_HOME/libs"
-        mvn -B -q -f "$SCRIPTS/kafka/pom.xml" dependency:copy-dependencies \
-            -DoutputDirectory="$KAFKA_HOME/libs" >"$LOG_DIR/kafka-mvn.log" 2>&1 || {
-            tail -20 "$LOG_DIR/kafka-mvn.log" >&2; say "mvn dependency:copy-dependencies failed"; exit 1; }
-        echo "$want" > "$KAFKA_HOME/libs/.pom.sha256"
-    fi
+    maven_jars "$SCRIPTS/kafka/pom.xml" "$KAFKA_HOME/libs" kafka
 }
 
 kafka_config() {  # writes server.properties.new
