@@ -17,7 +17,6 @@ RingBuffer = _ringbuf.RingBuffer
 decimal_bodies = _framing.decimal_bodies
 split_lines = _framing.split_lines
 join_lines = _framing.join_lines
-copy_baseline = _framing.copy_baseline
 Segment = _wal.Segment
 Log = _wal.Log
 fdatasync_baseline = _wal.fdatasync_baseline

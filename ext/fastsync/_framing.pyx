@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Batch framing in native code: split text into lines, join bodies into lines, make
-the `seq` source's decimal bodies, and the memcpy baseline the benchmarks compare with.
+the `seq` source's decimal bodies.
 
 All functions take and return the Arrow binary layout: a data buffer and n + 1 int64
 offsets (offsets[0] may be non-zero). Results are fresh pyarrow Buffers.
@@ -8,7 +8,6 @@ offsets (offsets[0] may be non-zero). Results are fresh pyarrow Buffers.
 from libc.stdint cimport int64_t, INT64_MAX
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memchr, memset
-from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
 
 include "_owned.pxi"
 
@@ -163,38 +162,3 @@ def join_lines(data, offsets, bytes terminator=b"\n"):
             memcpy(out + pos, t, tl)
             pos += tl
     return owned_buffer(out, total)
-
-
-cdef inline double now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
-def copy_baseline(src, int64_t total_bytes, int64_t ring_bytes):
-    """The raw cost of moving total_bytes once: memcpy `src` chunk after chunk into a
-    ring of ring_bytes, as a channel would. Returns seconds taken."""
-    cdef ByteView s = ByteView(src)
-    cdef int64_t chunk = s.size, done = 0, pos = 0, n
-    if chunk <= 0:
-        raise ValueError("src must not be empty")
-    if ring_bytes < chunk:
-        ring_bytes = chunk
-    cdef char *ring = <char *>malloc(ring_bytes)
-    cdef double t0, t1
-    cdef unsigned char seen = 0
-    if ring == NULL:
-        raise MemoryError()
-    with nogil:
-        t0 = now()
-        while done < total_bytes:
-            n = chunk if total_bytes - done >= chunk else total_bytes - done
-            if pos + n > ring_bytes:
-                pos = 0
-            memcpy(ring + pos, s.ptr, n)
-            seen ^= <unsigned char>ring[pos + n - 1]   # keeps the copies observable
-            pos += n
-            done += n
-        t1 = now()
-    free(ring)
-    return t1 - t0 + seen * 0.0

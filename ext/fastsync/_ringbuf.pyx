@@ -62,6 +62,17 @@ cdef inline int64_t extent_bytes(const Extent *e) noexcept nogil:
     return e.offsets[e.end] - e.offsets[e.pos]
 
 
+cdef int load_chunks(list chunks, Extent *es, int64_t *total_n, int64_t *total_b) except -1:
+    """load_chunk of every chunk into es, and their events and body bytes in all."""
+    cdef Py_ssize_t j
+    total_n[0] = total_b[0] = 0
+    for j in range(len(chunks)):
+        load_chunk(chunks[j], &es[j])
+        total_n[0] += es[j].end
+        total_b[0] += extent_bytes(&es[j])
+    return 0
+
+
 cdef class RingBuffer:
     def __cinit__(self, int64_t max_events, int64_t max_bytes):
         if max_events <= 0 or max_bytes <= 0:
@@ -200,10 +211,7 @@ cdef class RingBuffer:
             free(es); free(merged)
             raise MemoryError()
         try:
-            for j in range(m):
-                load_chunk(chunks[j], &es[j])
-                total_n += es[j].end
-                total_b += extent_bytes(&es[j])
+            load_chunks(chunks, es, &total_n, &total_b)
             if total_n > self.max_events or total_b > self.max_bytes:
                 raise ValueError("%d events of %d bytes can never fit a ring of %d events, %d bytes"
                                  % (total_n, total_b, self.max_events, self.max_bytes))
@@ -465,10 +473,7 @@ cdef class RingBuffer:
         if es == NULL:
             raise MemoryError()
         try:
-            for j in range(m):
-                load_chunk(chunks[j], &es[j])
-                total_n += es[j].end
-                total_b += extent_bytes(&es[j])
+            load_chunks(chunks, es, &total_n, &total_b)
             self._lock()
             # reserved room covers these extents, so no growth is needed
             for j in range(m - 1, -1, -1):

@@ -81,12 +81,8 @@ class Sink:
             if self.reported:
                 self.reported.clear()
             # one update per batch: the attempt is counted with its outcome
-            if n == self.batch_size:
-                self.counters.add(EventDrainAttemptCount=n, EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes,
-                                  BatchCompleteCount=1)
-            else:
-                self.counters.add(EventDrainAttemptCount=n, EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes,
-                                  BatchUnderflowCount=1)
+            self.counters.add(EventDrainAttemptCount=n, EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes,
+                              **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
             return Status.READY
         except BaseException:
             tx.rollback()

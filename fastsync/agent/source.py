@@ -11,7 +11,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from fastsync.agent.channels.base import Channel
+from fastsync.agent.channels.base import Channel, put_slices
 from fastsync.agent.component import ComponentConfig
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.metrics import SOURCE_COUNTERS, Counters
@@ -104,16 +104,7 @@ class ChannelProcessor:
         delivered before it."""
         if self.interceptor is None and self.multiplexing is None and len(self.required) == 1 and not self.optional:
             return self.required[0].put_each(batch, per_tx)
-        done = 0
-        for start in range(0, len(batch), per_tx):
-            part = batch.slice(start, start + per_tx)
-            try:
-                self.process_batch(part)
-            except ChannelException as exc:
-                exc.committed = done
-                raise
-            done += len(part)
-        return done
+        return put_slices(batch, per_tx, self.process_batch)
 
 
 class Source:

@@ -45,12 +45,13 @@ class Transaction:
     # Flume's class name, kept in the capacity errors so users find Flume's advice on them
     FLUME_NAME = "Transaction"
 
-    def _check_put_room(self, queued: int, n: int, capacity: int, channel: str) -> None:
+    @classmethod
+    def _check_put_room(cls, queued: int, n: int, capacity: int, channel: str) -> None:
         if queued + n > capacity:
             raise ChannelException(
                 "Put queue for %s of capacity %d full, consider committing more frequently, increasing "
                 "capacity or increasing thread count (channel %s, %d events in this put)"
-                % (self.FLUME_NAME, capacity, channel, n))
+                % (cls.FLUME_NAME, capacity, channel, n))
 
     def _take_room(self, taken: int, capacity: int, channel: str) -> int:
         """How many events the transaction may still take."""
@@ -82,6 +83,22 @@ class Transaction:
             self.close()
 
 
+def put_slices(batch: EventBatch, per_tx: int, put) -> int:
+    """put(slice) for consecutive slices of per_tx events of batch, in order. Returns
+    len(batch); a ChannelException is raised again with `.committed` set to the events of
+    the slices put before it."""
+    done = 0
+    for start in range(0, len(batch), per_tx):
+        part = batch.slice(start, start + per_tx)
+        try:
+            put(part)
+        except ChannelException as exc:
+            exc.committed = done
+            raise
+        done += len(part)
+    return done
+
+
 class Channel:
     """Base of channels: a name, counters, a lifecycle, and transactions."""
 
@@ -108,16 +125,11 @@ class Channel:
         shorter), in order, each committed on its own, as a source putting its events
         batchSize at a time would. Returns len(batch); if one fails, raises its
         ChannelException with `.committed` set to the events committed before it."""
-        done = 0
-        try:
-            for start in range(0, len(batch), per_tx):
-                with self.transaction() as tx:
-                    tx.put(batch.slice(start, start + per_tx))
-                done = min(start + per_tx, len(batch))
-        except ChannelException as exc:
-            exc.committed = done
-            raise
-        return done
+        return put_slices(batch, per_tx, self._put_one)
+
+    def _put_one(self, batch: EventBatch) -> None:
+        with self.transaction() as tx:
+            tx.put(batch)
 
     @property
     def size(self) -> int:

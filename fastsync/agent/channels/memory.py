@@ -87,8 +87,7 @@ class MemoryChannel(Channel):
         if not n:
             return 0
         cap = self.config.transactionCapacity
-        if min(per_tx, n) > cap:    # Flume's error for a put of more than a transaction holds
-            MemoryTransaction._check_put_room(MemoryTransaction, 0, min(per_tx, n), cap, self.name)
+        MemoryTransaction._check_put_room(0, min(per_tx, n), cap, self.name)
         hid = self._register(batch.headers, n)
         # counted before the events become visible (see commit); the rest undone below
         self.counters.add(EventPutAttemptCount=n, EventPutSuccessCount=n)
@@ -104,8 +103,9 @@ class MemoryChannel(Channel):
             if why == 0:
                 exc = self._full()
             else:
-                exc = ChannelException("channel %s: %s" % (self.name, reason or (
-                    "a transaction of %d body bytes can never fit %d bytes" % (batch.slice(done, tried).nbytes, self.max_bytes))))
+                reason = reason or "a transaction of %d body bytes can never fit %d bytes" % (
+                    batch.slice(done, tried).nbytes, self.max_bytes)
+                exc = ChannelException("channel %s: %s" % (self.name, reason))
             exc.committed = done
             raise exc
         return n

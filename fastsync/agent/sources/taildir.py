@@ -335,7 +335,7 @@ class TaildirSource(PollableSource):
                 break
             # all the lines read, as consecutive transactions of `step` lines; with a
             # durable channel one at a time, the positions saved after each commit
-            k = min(len(tf.pending), step * (1 if self._every_commit else min(c.maxBatchCount - batches, 1 << 20)))
+            k = min(len(tf.pending), step if self._every_commit else step * (c.maxBatchCount - batches))
             batch = tf.pending.slice(0, k)
             headers = dict(c.group_headers[tf.group])
             if c.fileHeader:
