@@ -17,6 +17,7 @@ RingBuffer = _ringbuf.RingBuffer
 decimal_bodies = _framing.decimal_bodies
 split_lines = _framing.split_lines
 join_lines = _framing.join_lines
+line_starts = _framing.line_starts
 Segment = _wal.Segment
 Log = _wal.Log
 fdatasync_baseline = _wal.fdatasync_baseline

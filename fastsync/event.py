@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Union
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Event", "EventBatch"]
+__all__ = ["Event", "EventBatch", "LineBatch"]
 
 HeaderColumn = Union[str, pa.Array]
 _EMPTY_OFFSETS = np.zeros(1, dtype=np.int64)
@@ -45,22 +45,7 @@ class EventBatch:
         if offsets.dtype != np.int64 or offsets.ndim != 1 or len(offsets) < 1:
             raise ValueError("offsets must be a 1-d int64 array of n + 1 positions")
         self.offsets = offsets
-        n = len(offsets) - 1
-        cols = {}
-        for name, col in (headers or {}).items():
-            if not isinstance(name, str):
-                raise TypeError("header names must be str")
-            if isinstance(col, str):
-                cols[name] = col
-            else:
-                if not isinstance(col, pa.Array):
-                    col = pa.array(col, type=pa.string())
-                if len(col) != n:
-                    raise ValueError("header %r has %d values for %d events" % (name, len(col), n))
-                if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-                    col = col.cast(pa.string())
-                cols[name] = col
-        self.headers = cols
+        self.headers = _header_columns(headers, len(offsets) - 1)
 
     # -- construction --
     @classmethod
@@ -208,6 +193,75 @@ class EventBatch:
 
     def __repr__(self) -> str:
         return "EventBatch(%d events, %d bytes, headers=%s)" % (len(self), self.nbytes, sorted(self.headers))
+
+
+class LineBatch(EventBatch):
+    """Events that are the lines of a text buffer, left where they were read: line i is
+    text[starts[i]:starts[i + 1] - 1], each followed there by its '\n', which is not part
+    of the body. The memory channel keeps such a batch as it is and a file_roll sink
+    writes its bytes as they are (no copy out of the read buffer, none back in); `data`
+    and `offsets` (the Arrow layout, what every other consumer reads) are made on first
+    use, with one copy."""
+    __slots__ = ("text", "starts", "_plain")
+
+    def __init__(self, text, starts, headers: Mapping[str, HeaderColumn] | None = None):
+        self.text = text if isinstance(text, pa.Buffer) else pa.py_buffer(text)
+        self.starts = starts
+        self._plain = None
+        self.headers = _header_columns(headers, len(starts) - 1)
+
+    def _split(self):
+        if self._plain is None:
+            from fastsync._native import split_lines
+            s = self.starts
+            data, offsets, n, _, _ = split_lines(self.text.slice(int(s[0]), int(s[-1] - s[0])), False)
+            self._plain = (data, np.frombuffer(offsets, dtype=np.int64))
+        return self._plain
+
+    data = property(lambda self: self._split()[0])
+    offsets = property(lambda self: self._split()[1])
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.starts[-1] - self.starts[0]) - len(self)
+
+    def with_headers(self, **updates: HeaderColumn | None) -> "LineBatch":
+        headers = dict(self.headers)
+        for k, v in updates.items():
+            if v is None:
+                headers.pop(k, None)
+            else:
+                headers[k] = v
+        return LineBatch(self.text, self.starts, headers)
+
+    def slice(self, start: int, stop: int) -> "LineBatch":
+        start, stop, _ = slice(start, stop).indices(len(self))
+        stop = max(start, stop)
+        headers = {k: (v if isinstance(v, str) else v.slice(start, stop - start)) for k, v in self.headers.items()}
+        return LineBatch(self.text, self.starts[start:stop + 1], headers)
+
+
+def _header_columns(headers: Mapping[str, HeaderColumn] | None, n: int) -> dict[str, HeaderColumn]:
+    """Header columns checked for n events: a str stays shared, values become a pyarrow
+    string array of n."""
+    cols = {}
+    for name, col in (headers or {}).items():
+        if not isinstance(name, str):
+            raise TypeError("header names must be str")
+        if isinstance(col, str):
+            cols[name] = col
+        else:
+            if not isinstance(col, pa.Array):
+                col = pa.array(col, type=pa.string())
+            if len(col) != n:
+                raise ValueError("header %r has %d values for %d events" % (name, len(col), n))
+            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                col = col.cast(pa.string())
+            cols[name] = col
+    return cols
 
 
 def merge_headers(parts) -> dict[str, HeaderColumn]:

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from fastsync.event import Event, EventBatch
+from fastsync.event import Event, EventBatch, LineBatch
 
 SETTINGS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -364,3 +364,28 @@ def test_constructor_validates():
         EventBatch(b"abc", np.array([0, 1, 3], dtype=np.int64), {"h": ["only one"]})
     with pytest.raises(TypeError):
         Event("not bytes")
+
+
+# -- LineBatch: lines left in their text ---------------------------------------------------
+
+def line_batch(events):
+    """The events as a LineBatch: bodies without newlines, each followed by one."""
+    text = b"".join(e.body + b"\n" for e in events)
+    starts = np.zeros(len(events) + 1, dtype=np.int64)
+    np.cumsum([len(e.body) + 1 for e in events], out=starts[1:])
+    return LineBatch(text, starts, EventBatch.from_events(events).headers)
+
+
+@SETTINGS
+@given(event_lists(max_size=15).map(lambda es: [Event(e.body.replace(b"\n", b"_"), e.headers) for e in es]),
+       st.integers(-18, 18), st.integers(-18, 18))
+def test_line_batch_is_the_batch_of_its_lines(events, start, stop):
+    batch = line_batch(events)
+    check_batch(batch, events)
+    part = batch.slice(start, stop)
+    assert isinstance(part, LineBatch) and part.text.address == batch.text.address   # no copy
+    check_batch(part, events[start:stop])
+    check_batch(EventBatch.from_arrow(part.to_arrow()), events[start:stop])
+    marked = part.with_headers(tag="x")
+    assert isinstance(marked, LineBatch)
+    check_batch(marked, [Event(e.body, {**e.headers, "tag": "x"}) for e in events[start:stop]])

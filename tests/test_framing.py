@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from fastsync._native import decimal_bodies, join_lines, split_lines
+from fastsync._native import decimal_bodies, join_lines, line_starts, split_lines
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 INT64_MAX = 2 ** 63 - 1
@@ -279,3 +279,39 @@ def test_join_lines_rejects_decreasing_offsets():
         proc = None
     assert proc is not None, "join_lines did not return"
     assert proc.stdout.strip() == "ValueError", (proc.returncode, proc.stdout, proc.stderr[-300:])
+
+
+# -- line_starts -------------------------------------------------------------------------
+
+def ref_line_starts(src: bytes, limit: int):
+    """Offsets of the complete lines of src, each line with its b"\\n" (n + 1 positions),
+    or None when a line ends with b"\\r\\n", a line is longer than limit, or the
+    unterminated tail is."""
+    *complete, tail = src.split(b"\n")
+    if len(tail) > limit or any(len(l) > limit or l.endswith(b"\r") for l in complete):
+        return None
+    offsets = [0]
+    for l in complete:
+        offsets.append(offsets[-1] + len(l) + 1)
+    return offsets
+
+
+@SETTINGS
+@given(line_bytes, st.sampled_from([1, 2, 3, 7, 1000]), st.sampled_from([bytes, bytearray, pa.py_buffer]))
+def test_line_starts(src, limit, wrap):
+    got = line_starts(wrap(src), limit)
+    want = ref_line_starts(src, limit)
+    if want is None:
+        assert got is None
+        return
+    offsets, n = got
+    assert list(offsets_of(offsets)) == want and n == len(want) - 1
+
+
+@pytest.mark.parametrize("src,limit,want", [
+    (b"", 5, [0]), (b"abc", 5, [0]), (b"abcdef", 5, None), (b"ab\ncd\n", 5, [0, 3, 6]),
+    (b"\n\n", 1, [0, 1, 2]), (b"ab\r\n", 5, None), (b"\r\n", 5, None), (b"abcde\n", 5, [0, 6]),
+    (b"abcdef\n", 5, None), (b"ab\r", 5, [0])])
+def test_line_starts_cases(src, limit, want):
+    got = line_starts(src, limit)
+    assert (None if got is None else list(offsets_of(got[0]))) == want

@@ -7,7 +7,9 @@
 (d) byteCapacity accounting.
 """
 import collections
+import os
 import random
+import tempfile
 import threading
 import time
 
@@ -19,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from fastsync.agent.channels.memory import MemoryChannel, MemoryChannelConfig
 from fastsync.agent.errors import ChannelException, ChannelFullException
-from fastsync.event import Event, EventBatch
+from fastsync.event import Event, EventBatch, LineBatch
 
 HUGE = 1 << 40
 
@@ -166,11 +168,12 @@ class ChannelMachine(RuleBasedStateMachine):
         self.ref = RefChannel(capacity, tx_capacity, byte_capacity)
 
     # -- helpers --
-    def _events(self, n, mode, pads):
+    def _events(self, n, mode, pads, lines=False):
         events = []
+        pad = b"\x00\r" if lines else b"\x00\n"     # a line's body has no newline
         for i in range(n):
             self.counter += 1
-            body = b"%d|" % self.counter + b"\x00\n" * pads[i % len(pads)]
+            body = b"%d|" % self.counter + pad * pads[i % len(pads)]
             headers = {}
             if mode in ("shared", "mixed"):
                 headers["src"] = "s1"
@@ -204,11 +207,14 @@ class ChannelMachine(RuleBasedStateMachine):
     @precondition(lambda self: self._can("put"))
     @rule(idx=st.integers(0, 5), n=st.integers(0, 6), mode=st.sampled_from(HEADER_MODES),
           pads=st.lists(st.integers(0, 3), min_size=1, max_size=3),
-          around=st.tuples(st.integers(0, 2), st.integers(0, 2)))
-    def put(self, idx, n, mode, pads, around):
+          around=st.tuples(st.integers(0, 2), st.integers(0, 2)), lines=st.booleans())
+    def put(self, idx, n, mode, pads, around, lines=False):
         t = self._pick(idx, "put")
-        events = self._events(n, mode, pads)
-        if around == (0, 0):
+        events = self._events(n, mode, pads, lines)
+        if lines:   # lines as TAILDIR reads them: kept in their text, newlines and all
+            pre = self._events(around[0], mode, pads, lines)
+            batch = line_batch(pre + events + self._events(around[1], mode, pads, lines)).slice(len(pre), len(pre) + n)
+        elif around == (0, 0):
             batch = EventBatch.from_events(events)
         else:  # a slice of a larger batch: offsets[0] != 0 and header arrays with an offset
             pre, post = self._events(around[0], mode, pads), self._events(around[1], mode, pads)
@@ -232,13 +238,13 @@ class ChannelMachine(RuleBasedStateMachine):
             self.check(got, want, "take")
 
     @rule(n=st.integers(0, 12), per_tx=st.integers(1, 5), mode=st.sampled_from(HEADER_MODES),
-          pads=st.lists(st.integers(0, 3), min_size=1, max_size=3), sliced=st.booleans())
-    def put_each(self, n, per_tx, mode, pads, sliced):
+          pads=st.lists(st.integers(0, 3), min_size=1, max_size=3), sliced=st.booleans(), lines=st.booleans())
+    def put_each(self, n, per_tx, mode, pads, sliced, lines):
         """Channel.put_each: consecutive transactions of per_tx events, on the reference
         one put transaction after another, stopping at the first that fails."""
-        events = self._events(n, mode, pads)
-        batch = EventBatch.from_events(self._events(1, mode, pads) + events).slice(1, n + 1) if sliced \
-            else EventBatch.from_events(events)
+        events = self._events(n, mode, pads, lines)
+        make = line_batch if lines else EventBatch.from_events
+        batch = make(self._events(1, mode, pads, lines) + events).slice(1, n + 1) if sliced else make(events)
         try:
             got = ("ok", self.real.put_each(batch, per_tx))
         except ChannelException as exc:
@@ -269,6 +275,36 @@ class ChannelMachine(RuleBasedStateMachine):
         self.check((txs, full), (-(-k // cap), k // cap if cap == per_tx else 0), "drain_each transactions")
         gone = [self.ref.queue.popleft() for _ in range(min(k, len(self.ref.queue)))]
         self.check((len(gone), sum(len(e.body) for e in gone)), (k, nbytes), "drain_each events and bytes")
+
+    @rule(per_tx=st.integers(1, 5), broken=st.booleans())
+    def write_each(self, per_tx, broken):
+        """MemoryChannel.write_each (file_roll's native take-write-commit loop): the file
+        holds the reference's first events, each body and a newline; a write that fails
+        (a read-only descriptor) rolls its transactions back, so nothing changes."""
+        if broken:
+            fd = os.open(os.devnull, os.O_RDONLY)
+            try:
+                got = self.real.write_each(fd, per_tx, 0)
+            except OSError as exc:
+                self.check((exc.committed, exc.failed > 0), ((0, 0, 0, 0), True), "write_each on a bad descriptor")
+            else:
+                self.check(got is None or got[1] == 0, True, "write_each wrote to a read-only descriptor")
+            finally:
+                os.close(fd)
+            return
+        with tempfile.TemporaryFile() as f:
+            got = self.real.write_each(f.fileno(), per_tx, 0)
+            f.seek(0)
+            written = f.read()
+        if got is None:         # events with headers at the head: none taken
+            self.check((bool(self.ref.queue), written), (True, b""), "write_each stopped at headers")
+            return
+        k, txs, full, nbytes = got
+        cap = min(per_tx, self.ref.tx_capacity)
+        self.check((txs, full), (-(-k // cap), k // cap if cap == per_tx else 0), "write_each transactions")
+        gone = [self.ref.queue.popleft() for _ in range(min(k, len(self.ref.queue)))]
+        self.check((len(gone), sum(len(e.body) for e in gone), written),
+                   (k, nbytes, b"".join(e.body + b"\n" for e in gone)), "write_each events, bytes and file")
 
     @rule(modes=st.lists(st.sampled_from(HEADER_MODES), min_size=1, max_size=3), extra=st.integers(0, 1))
     def fill_up(self, modes, extra):
@@ -358,6 +394,14 @@ class ChannelMachine(RuleBasedStateMachine):
         assert self.real.in_flight == 0
         assert drain(self.real, 4) == list(self.ref.queue)
         assert self.real.size == 0
+
+
+def line_batch(events) -> LineBatch:
+    """The events as a LineBatch: their bodies, each with a newline, in one text."""
+    text = b"".join(e.body + b"\n" for e in events)
+    starts = np.zeros(len(events) + 1, dtype=np.int64)
+    np.cumsum([len(e.body) + 1 for e in events], out=starts[1:])
+    return LineBatch(text, starts, EventBatch.from_events(events).headers)
 
 
 class SingleRoleChannelMachine(ChannelMachine):
@@ -872,3 +916,29 @@ def test_drain_each_takes_what_is_there_transaction_by_transaction_and_stops_at_
     assert ch.drain_each(4, 0) is None
     assert [e.body for e in drain(ch, 4)] == [b"h1", b"h2", b"after"]
     assert ch.drain_each(4, 0) == (0, 0, 0, 0) and ch.size == 0 and ch.in_flight == 0
+
+
+@pytest.mark.parametrize("how,commits", [("take", 64), ("write_each", 100)])
+def test_rollback_of_a_split_head_in_a_full_extent_table_keeps_every_event(how, commits):
+    """64 separate commits fill the ring's table of extents (64 at first); a take of one
+    event splits the head in two, and its rollback puts the piece back in front. That
+    needs one more slot: without it the piece overwrote the newest extent. write_each
+    takes 64 one-event transactions of 100 extents in a table of 128, splitting extents
+    43 times, and puts them all back."""
+    ch = make_channel(capacity=1000, tx=10)
+    events = [Event(b"e%03d" % i) for i in range(3 * commits)]
+    for i in range(0, 3 * commits, 3):
+        put_commit(ch, EventBatch.from_events(events[i:i + 3]))
+    if how == "take":
+        tx = ch.transaction()
+        tx.begin()
+        assert tx.take(1, timeout=0).events() == events[:1]
+        tx.rollback()
+        tx.close()
+    else:
+        fd = os.open(os.devnull, os.O_RDONLY)
+        with pytest.raises(OSError) as err:
+            ch.write_each(fd, 1, 0)
+        os.close(fd)
+        assert err.value.failed == 64
+    assert drain(ch) == events

@@ -162,3 +162,55 @@ def join_lines(data, offsets, bytes terminator=b"\n"):
             memcpy(out + pos, t, tl)
             pos += tl
     return owned_buffer(out, total)
+
+
+def line_starts(src, int64_t limit):
+    """Where the complete lines of `src` (a buffer) start, for lines that can stay in it
+    as bodies each followed by its '\\n': returns (offsets, n), offsets an int64 Buffer of
+    n + 1 positions, line i being src[offsets[i]:offsets[i + 1] - 1] and offsets[n] the
+    bytes the lines use. None when a line ends with '\\r\\n' or is longer than `limit`
+    bytes, or the unfinished piece after the last newline is: such text needs
+    split_lines (which strips the '\\r' and copies the bodies out)."""
+    cdef ByteView s = ByteView(src)
+    cdef int64_t size = s.size, n = 0, cap, pos = 0, end
+    cdef const char *base = s.ptr
+    cdef const char *nl
+    cdef int64_t *offs
+    cdef int64_t *tmp
+    cdef int bad = 0
+    if limit <= 0:
+        raise ValueError("limit must be positive")
+    cap = 64 + size // 64
+    offs = <int64_t *>malloc(cap * sizeof(int64_t))
+    if offs == NULL:
+        raise MemoryError()
+    with nogil:
+        offs[0] = 0
+        while pos < size:
+            nl = <const char *>memchr(base + pos, 10, size - pos)
+            if nl == NULL:
+                if size - pos > limit:
+                    bad = 1
+                break
+            end = nl - base
+            if end - pos > limit or (end > pos and base[end - 1] == 13):
+                bad = 1
+                break
+            if n + 2 > cap:
+                cap *= 2
+                tmp = <int64_t *>malloc(cap * sizeof(int64_t))
+                if tmp == NULL:
+                    bad = 2
+                    break
+                memcpy(tmp, offs, (n + 1) * sizeof(int64_t))
+                free(offs)
+                offs = tmp
+            pos = end + 1
+            n += 1
+            offs[n] = pos
+    if bad:
+        free(offs)
+        if bad == 2:
+            raise MemoryError()
+        return None
+    return owned_buffer(offs, (n + 1) * sizeof(int64_t)), n

@@ -9,6 +9,7 @@ cdef struct Extent:
     const char *data         # base of the chunk's body buffer
     const int64_t *offsets   # the chunk's offsets: events [pos, end) span data[offsets[pos]:offsets[end]]
     int64_t pos, end
+    int64_t sep              # 1: each event is followed in data by a '\n' that is not part of its body
     int64_t hid              # key of the header columns in the Python-side table; 0 = none
     int64_t hstart           # index, within those header columns, of event `pos`
 

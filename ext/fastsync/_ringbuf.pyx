@@ -6,6 +6,11 @@ A committed batch is not copied: the ring keeps a reference to the chunk the sou
 of events from one extent hands back a view of the source's buffer; a take spanning
 several extents gathers their bodies into one fresh buffer (the only copy).
 
+A chunk may also hold lines as read (`sep` 1): each body followed by its '\n' in the
+buffer, so a reader's block goes in as it is and a sink writing lines (write_each) writes
+the block's bytes as they are; a take of such events gathers the bodies without the
+newlines.
+
 Invariants (all under ``mu``):
   * ``events`` and ``nbytes`` are the events and body bytes of the ext_used extents.
   * events + reserved_events <= max_events and nbytes + reserved_bytes <= max_bytes:
@@ -23,12 +28,16 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.stdint cimport int64_t, INT64_MAX
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
+from libc.errno cimport errno, EINTR, ENOMEM
+from posix.uio cimport iovec, writev
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
 from fastsync._sync cimport *
 
 include "_owned.pxi"
 
 cdef int64_t MIN_EXTENTS = 64
+DEF MAX_SEGS = 64       # extents one write_each writev takes at most
+DEF WRITE_GROUP = 1 << 20   # bytes of consecutive transactions write_each writes at once
 
 
 cdef inline double now() noexcept nogil:
@@ -38,16 +47,28 @@ cdef inline double now() noexcept nogil:
 
 
 cdef int load_chunk(object chunk, Extent *e) except -1:
-    """Point e at chunk (data, offsets, hid, hstart), offsets an int64 array of n + 1
-    non-decreasing positions in data. The chunk tuple is the owner: it keeps both
+    """Point e at chunk (data, offsets, hid, hstart[, sep]), offsets an int64 array of
+    n + 1 non-decreasing positions in data; with sep 1 each event's bytes end with a
+    '\n' that is not part of its body. The chunk tuple is the owner: it keeps both
     buffers alive. Takes no reference."""
-    data, offsets, hid, hstart = chunk
+    cdef int64_t sep = 0, i
+    if len(chunk) == 5:
+        data, offsets, hid, hstart, sep = chunk
+    else:
+        data, offsets, hid, hstart = chunk
     cdef ByteView view = ByteView(data)
     cdef const int64_t[::1] offs = offsets
     cdef int64_t n = offs.shape[0] - 1
     if n < 0:
         raise ValueError("offsets must have n + 1 entries")
+    if sep not in (0, 1):
+        raise ValueError("sep must be 0 or 1")
     check_offsets(&offs[0], n, view.size, INT64_MAX)
+    if sep:
+        for i in range(n):
+            if offs[i + 1] == offs[i] or view.ptr[offs[i + 1] - 1] != 10:
+                raise ValueError("line %d does not end with a newline" % i)
+    e.sep = sep
     e.owner = <PyObject *>chunk
     e.data = view.ptr
     e.offsets = &offs[0]
@@ -59,7 +80,8 @@ cdef int load_chunk(object chunk, Extent *e) except -1:
 
 
 cdef inline int64_t extent_bytes(const Extent *e) noexcept nogil:
-    return e.offsets[e.end] - e.offsets[e.pos]
+    """Body bytes of e's events (newlines of a line chunk not counted)."""
+    return e.offsets[e.end] - e.offsets[e.pos] - e.sep * (e.end - e.pos)
 
 
 cdef int load_chunks(list chunks, Extent *es, int64_t *total_n, int64_t *total_b) except -1:
@@ -342,7 +364,9 @@ cdef class RingBuffer:
         left = max_events if max_events < self.events else self.events
         i = left if left < self.ext_used else self.ext_used
         segs = <Extent *>malloc(i * sizeof(Extent))
-        if segs == NULL:
+        # a split head extent adds one to what a rollback puts back: keep its slot
+        if segs == NULL or self._reserve_physical(1) < 0:
+            free(segs)
             pthread_mutex_unlock(&self.mu)
             raise MemoryError("ring buffer: cannot allocate a take")
         while left:
@@ -381,7 +405,7 @@ cdef class RingBuffer:
                     segments[last] = (0, 0, segments[last][2] + segs[i].end - segs[i].pos, False)
                 else:
                     segments.append((segs[i].hid, segs[i].hstart, segs[i].end - segs[i].pos, False))
-            if nseg == 1:
+            if nseg == 1 and not segs[0].sep:
                 chunk = <object>segs[0].owner
                 return chunk[0], chunk[1][segs[0].pos:segs[0].end + 1], n, segments
             data = <char *>malloc(nbytes if nbytes else 1)
@@ -428,7 +452,7 @@ cdef class RingBuffer:
                 k = h.end - h.pos
                 if k > per_tx - m:
                     k = per_tx - m
-                b += h.offsets[h.pos + k] - h.offsets[h.pos]
+                b += h.offsets[h.pos + k] - h.offsets[h.pos] - h.sep * k
                 m += k
                 h.pos += k
                 h.hstart += k
@@ -451,6 +475,105 @@ cdef class RingBuffer:
             txs += 1
             full += m == per_tx
         return events, txs, full, nbytes, headers
+
+    def write_each(self, int fd, int64_t per_tx, int64_t limit, double timeout):
+        """Consecutive take transactions of up to per_tx events each (what is there, as a
+        sink takes), written to fd as lines (every body followed by a newline: a TEXT
+        file) and committed once written. The first waits up to `timeout` s for an event;
+        they stop when the channel is empty, when events with headers are at the head,
+        after `limit` events, or at a failed write. While events are there, the
+        transactions of up to WRITE_GROUP bytes are written with one writev and then
+        committed together (a system call per transaction costs more than its copy);
+        a failed write rolls them back: their events go back to the head (what was
+        written stays written, as with any failed delivery). Lines put as they were read
+        (sep 1) are written from their own buffer, others joined first. Returns (events,
+        transactions, transactions of per_tx events, body bytes, stopped at events with
+        headers, errno of the failed write or 0, events rolled back)."""
+        cdef int64_t events = 0, txs = 0, full = 0, nbytes = 0, m, k, b, t, nseg, j, gtx, gfull, raw
+        cdef double deadline = 0
+        cdef bint headers = False
+        cdef int err = 0
+        cdef Extent *h
+        cdef Extent segs[MAX_SEGS]
+        cdef char *join = NULL
+        cdef int64_t join_cap = 0
+        if per_tx <= 0 or limit <= 0:
+            raise ValueError("per_tx and limit must be positive")
+        try:
+            while events < limit and not headers:
+                self._lock()
+                if self.events == 0 and txs == 0:
+                    while self.events == 0:
+                        if deadline == 0:
+                            deadline = now() + timeout
+                        if not self._wait(deadline):
+                            break
+                m = b = nseg = gtx = gfull = raw = 0
+                # a rollback puts back a slot per segment: room for every split extent
+                if self.ext_used and self._reserve_physical(MAX_SEGS) < 0:
+                    pthread_mutex_unlock(&self.mu)
+                    raise MemoryError("ring buffer: out of memory")
+                # transactions while there are events, up to WRITE_GROUP bytes and MAX_SEGS extents
+                while self.ext_used and not headers and nseg < MAX_SEGS and raw < WRITE_GROUP and events + m < limit:
+                    t = 0
+                    while t < per_tx and self.ext_used and nseg < MAX_SEGS:
+                        h = &self.ext[self.ext_head]
+                        if h.hid:
+                            headers = True
+                            break
+                        k = h.end - h.pos
+                        if k > per_tx - t:
+                            k = per_tx - t
+                        segs[nseg] = h[0]
+                        segs[nseg].end = h.pos + k
+                        b += extent_bytes(&segs[nseg])
+                        raw += h.offsets[h.pos + k] - h.offsets[h.pos]
+                        t += k
+                        nseg += 1
+                        h.pos += k
+                        h.hstart += k
+                        if h.pos == h.end:      # the whole extent: its reference passes to the take
+                            self.ext_head = (self.ext_head + 1) % self.ext_cap
+                            self.ext_used -= 1
+                        else:
+                            Py_INCREF(<object>h.owner)
+                    if t == 0:
+                        break
+                    m += t
+                    gtx += 1
+                    gfull += t == per_tx
+                self.events -= m
+                self.nbytes -= b
+                self.reserved_events += m
+                self.reserved_bytes += b
+                self.reserved_slots += nseg
+                if m:
+                    self._signal()
+                pthread_mutex_unlock(&self.mu)
+                if m == 0:
+                    break
+                with nogil:
+                    err = write_lines(fd, segs, nseg, &join, &join_cap)
+                self._lock()
+                if err:     # rollback: back at the head in their order, with their references
+                    for j in range(nseg - 1, -1, -1):
+                        self._prepend(&segs[j])
+                self.reserved_events -= m
+                self.reserved_bytes -= b
+                self.reserved_slots -= nseg
+                self._signal()
+                pthread_mutex_unlock(&self.mu)
+                if err:
+                    return events, txs, full, nbytes, headers, err, m
+                for j in range(nseg):
+                    Py_DECREF(<object>segs[j].owner)
+                events += m
+                nbytes += b
+                txs += gtx
+                full += gfull
+        finally:
+            free(join)
+        return events, txs, full, nbytes, headers, 0, 0
 
     def release(self, int64_t events, int64_t nbytes, int64_t nslots):
         """Commit of a take: free the room reserved by take()."""
@@ -517,6 +640,14 @@ cdef void gather(const Extent *segs, int64_t nseg, char *data, int64_t *offs) no
     cdef int64_t i, k, at = 0, shift, nb, out = 0
     offs[0] = 0
     for i in range(nseg):
+        if segs[i].sep:     # lines: each body without its newline
+            for k in range(segs[i].pos, segs[i].end):
+                nb = segs[i].offsets[k + 1] - segs[i].offsets[k] - 1
+                memcpy(data + at, segs[i].data + segs[i].offsets[k], nb)
+                at += nb
+                out += 1
+                offs[out] = at
+            continue
         nb = extent_bytes(&segs[i])
         memcpy(data + at, segs[i].data + segs[i].offsets[segs[i].pos], nb)
         shift = at - segs[i].offsets[segs[i].pos]
@@ -524,3 +655,51 @@ cdef void gather(const Extent *segs, int64_t nseg, char *data, int64_t *offs) no
             out += 1
             offs[out] = segs[i].offsets[k] + shift
         at += nb
+
+
+cdef int write_lines(int fd, Extent *segs, int64_t nseg, char **join, int64_t *join_cap) noexcept nogil:
+    """Write the segments' events to fd, each body followed by a newline: line segments
+    from their own buffer, the others joined into *join (grown as needed), all in one
+    writev resumed after short writes. 0, or the errno of the failure."""
+    cdef iovec iov[MAX_SEGS]
+    cdef int64_t i, k, need = 0, at = 0, nb, left = 0, first = 0
+    cdef ssize_t w
+    cdef char *fresh
+    for i in range(nseg):
+        if not segs[i].sep:
+            need += segs[i].offsets[segs[i].end] - segs[i].offsets[segs[i].pos] + segs[i].end - segs[i].pos
+    if need > join_cap[0]:
+        fresh = <char *>malloc(need)
+        if fresh == NULL:
+            return ENOMEM
+        free(join[0])
+        join[0] = fresh
+        join_cap[0] = need
+    for i in range(nseg):
+        if segs[i].sep:
+            iov[i].iov_base = <void *>(segs[i].data + segs[i].offsets[segs[i].pos])
+            iov[i].iov_len = segs[i].offsets[segs[i].end] - segs[i].offsets[segs[i].pos]
+        else:
+            iov[i].iov_base = <void *>(join[0] + at)
+            for k in range(segs[i].pos, segs[i].end):
+                nb = segs[i].offsets[k + 1] - segs[i].offsets[k]
+                memcpy(join[0] + at, segs[i].data + segs[i].offsets[k], nb)
+                at += nb
+                join[0][at] = 10
+                at += 1
+            iov[i].iov_len = <size_t>(join[0] + at - <char *>iov[i].iov_base)
+        left += iov[i].iov_len
+    while left > 0:
+        w = writev(fd, iov + first, <int>(nseg - first))
+        if w < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        left -= w
+        while first < nseg and <size_t>w >= iov[first].iov_len:
+            w -= iov[first].iov_len
+            first += 1
+        if first < nseg and w:
+            iov[first].iov_base = <void *>(<char *>iov[first].iov_base + w)
+            iov[first].iov_len -= w
+    return 0

@@ -24,7 +24,7 @@ from fastsync.agent.channels.base import Channel, Transaction
 from fastsync.agent.component import CHANNELS, ComponentConfig, Place, setting
 from fastsync.agent.errors import ChannelException, ChannelFullException
 from fastsync.agent.metrics import CHANNEL_COUNTERS, Counters
-from fastsync.event import EventBatch, merge_headers
+from fastsync.event import EventBatch, LineBatch, merge_headers
 
 
 def _default_byte_capacity() -> int:
@@ -110,13 +110,13 @@ class MemoryChannel(Channel):
             raise exc
         return n
 
-    def drain_each(self, per_tx: int, timeout: float):
-        """Take transactions of up to per_tx events, each committed at once, in one native
-        call, for a sink that discards what it takes (null): (events, transactions,
-        transactions of per_tx events, body bytes), or None when the head holds events
-        with headers (take those with a transaction)."""
+    def drain_each(self, per_tx: int, timeout: float, max_txs: int | None = None):
+        """Take transactions of up to per_tx events (up to max_txs of them), each committed
+        at once, in one native call, for a sink that discards what it takes (null):
+        (events, transactions, transactions of per_tx events, body bytes), or None when
+        the head holds events with headers (take those with a transaction)."""
         cap = min(per_tx, self.config.transactionCapacity)     # a take never holds more
-        events, txs, full, nbytes, headers = self.ring.take_each(cap, DRAIN_LIMIT, timeout)
+        events, txs, full, nbytes, headers = self.ring.take_each(cap, _limit(cap, max_txs), timeout)
         if cap < per_tx:
             full = 0
         if txs:     # Flume counts the attempt that found fewer than per_tx too
@@ -125,6 +125,29 @@ class MemoryChannel(Channel):
             return None
         else:
             self.counters.add(EventTakeAttemptCount=1)
+        return events, txs, full, nbytes
+
+    def write_each(self, fd: int, per_tx: int, timeout: float, max_txs: int | None = None):
+        """Take transactions of up to per_tx events (up to max_txs of them), each written
+        to fd as lines (a TEXT file: body, newline) and committed once written, in one
+        native call: (events, transactions, transactions of per_tx events, body bytes), or
+        None when the head holds events with headers (take those with a transaction). A
+        failed write rolls its transactions back and raises OSError, with `committed` (the
+        tuple above) and `failed` (the events rolled back)."""
+        cap = min(per_tx, self.config.transactionCapacity)
+        events, txs, full, nbytes, headers, err, failed = self.ring.write_each(fd, cap, _limit(cap, max_txs), timeout)
+        if cap < per_tx:
+            full = 0
+        if txs or failed:
+            self.counters.add(EventTakeAttemptCount=events + failed + txs - full, EventTakeSuccessCount=events)
+        elif not headers:
+            self.counters.add(EventTakeAttemptCount=1)
+        if err:
+            exc = OSError(err, os.strerror(err))
+            exc.committed, exc.failed = (events, txs, full, nbytes), failed
+            raise exc
+        if headers and not txs:
+            return None
         return events, txs, full, nbytes
 
     def _full(self) -> ChannelFullException:
@@ -177,8 +200,15 @@ class MemoryChannel(Channel):
                 self._headers.pop(hid, None)
 
 
+def _limit(per_tx: int, max_txs: int | None) -> int:
+    # events a native take loop may take in one call
+    return DRAIN_LIMIT if max_txs is None else min(DRAIN_LIMIT, max(1, max_txs) * per_tx)
+
+
 def _chunk(batch: EventBatch, hid: int, hstart: int = 0):
     # the ring keeps this tuple: it must hold buffers nobody changes afterwards
+    if type(batch) is LineBatch and not batch.text.is_mutable:
+        return (batch.text, batch.starts, hid, hstart, 1)     # lines as read: kept as they are
     data = batch.data
     if data.is_mutable:
         data = pa.py_buffer(data.to_pybytes())
