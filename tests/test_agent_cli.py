@@ -455,9 +455,11 @@ def test_config_file_not_found(tmp_path, run_agent):
 # -- 7. SIGTERM drains the channels ------------------------------------------------------------
 
 def _drain_config(out: Path) -> dict:
-    # a fast source and a slow sink (one event per take), so the channel holds a backlog
+    # a fast source and a slow sink, so the channel holds a backlog: one event per take,
+    # and with a header, so not file_roll's native loop (which writes 64 takes at once)
     return seq_config(out, 10**12, batch=1000, capacity=50000, tx=1000, sink_batch=1,
-                      **{"a1.channels.c1.keep-alive": 0.5})
+                      **{"a1.channels.c1.keep-alive": 0.5, "a1.sources.r1.interceptors": "i1",
+                         "a1.sources.r1.interceptors.i1.type": "static"})
 
 
 def test_sigterm_drains_channel(tmp_path, agent):

@@ -7,13 +7,15 @@ import json
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from e2e_support import count_lines, free_port, get_json, line_of, multiset_problems, poll, read_dir_lines, sequence_problems, write_config
+from e2e_support import (count_lines, free_port, get_json, line_of, multiset_problems, poll, read_dir_lines,
+                          sequence_problems, wait_for_json, write_config)
 
 BATCH = 50           # source batchSize
 SINK_BATCH = 100
@@ -330,6 +332,77 @@ def test_file_header_key_and_defaults_off(tmp_path, agent):
     time.sleep(0.2)
     assert logged_events(p.stderr) == [({"path": str(logs / "y.log")}, "hi")]
     assert p.stop(timeout=20) == 0
+
+
+# -- lines left in the read blocks (memory channel, file_roll) ----------------------------------
+
+def test_file_roll_writes_the_lines_out_of_the_read_blocks_byte_for_byte(tmp_path, agent):
+    """Lines of 0 - 300 bytes over several 1 MiB read blocks, a stretch of CRLF lines and
+    lines longer than maxLineLength: the blocks of plain lines go through the channel as
+    they were read and out of file_roll as they are, the others are split (CR stripped,
+    long lines cut); the output is the input's lines, and the metrics count body bytes
+    without newlines."""
+    import random
+    rng = random.Random(7)
+    log = tmp_path / "logs" / "app.log"
+    cfg = taildir_config(tmp_path, r"app\.log", maxLineLength=1000, batchSize=1000,
+                         sink={"type": "file_roll", "sink.directory": tmp_path / "out", "sink.rollInterval": 0,
+                               "sink.batchSize": 1000})
+    plain = [b"p%06d-" % i + b"y" * rng.randrange(0, 300) for i in range(30000)]
+    crlf = [b"c%06d" % i for i in range(500)]
+    long = [b"L%d" % i + b"z" * 2500 for i in range(3)]
+    more = [b"q%06d-" % i + b"w" * rng.randrange(0, 300) for i in range(10000)]
+    append(log, plain[:20000])
+    append(log, [], b"".join(l + b"\r\n" for l in crlf))
+    append(log, plain[20000:] + long + more)
+    expected = plain[:20000] + crlf + plain[20000:] + [piece for l in long for piece in (l[:1000], l[1000:2000], l[2000:])] + more
+    mport = free_port()
+    p = agent("a1", write_config(tmp_path, cfg), "--metrics-port", mport)
+    got = wait_for_lines(tmp_path / "out", len(expected), p)
+    assert not sequence_problems(got, expected), sequence_problems(got, expected)
+    url = "http://127.0.0.1:%d/metrics" % mport
+    m = poll(lambda: (lambda m: m if int(m["SINK.k1"]["EventDrainSuccessCount"]) == len(expected) else None)(
+        get_json(url)), timeout=10, message="the sink's counts")
+    assert int(m["SINK.k1"]["EventDrainSuccessBytes"]) == sum(len(l) for l in expected)
+    assert int(m["CHANNEL.c1"]["EventTakeSuccessCount"]) == len(expected)
+    assert p.stop(timeout=20) == 0, p.stderr
+
+
+def test_file_roll_on_a_full_disk_retries_and_loses_nothing(tmp_path, agent):
+    """file_roll writes into a real 1 MB tmpfs: once it is full the writes fail, their
+    transactions go back to the channel (counted in EventWriteFail, logged once), and when
+    the disk grows every line is written, in order (a rolled-back write may leave the part
+    it managed to write: at-least-once, as Flume)."""
+    assert os.geteuid() == 0, "this test mounts a tmpfs and needs root (CI runs as root)"
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        log = tmp_path / "logs" / "app.log"
+        cfg = taildir_config(tmp_path, r"app\.log", batchSize=1000,
+                             sink={"type": "file_roll", "sink.directory": small / "out", "sink.rollInterval": 0,
+                                   "sink.batchSize": 1000})
+        expected = lines("a", 0, 30000)        # 3 MB
+        append(log, expected)
+        mport = free_port()
+        p = agent("a1", write_config(tmp_path, cfg), "--metrics-port", mport)
+        url = "http://127.0.0.1:%d/metrics" % mport
+        wait_for_json(url, timeout=15, alive=p.alive)
+        poll(lambda: int(get_json(url)["SINK.k1"]["EventWriteFail"]) >= 2, timeout=30, message="failed writes")
+        assert int(get_json(url)["SINK.k1"]["EventDrainSuccessCount"]) < len(expected)
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        poll(lambda: int(get_json(url)["SINK.k1"]["EventDrainSuccessCount"]) == len(expected), timeout=30,
+             message="every line drained")
+        assert p.stop(timeout=20) == 0, p.stderr
+        data = b"".join(f.read_bytes() for f in sorted((small / "out").iterdir()))
+        # each line in order; a piece written by a failed try may come before its retry
+        at = 0
+        for line in expected:
+            at = data.index(line + b"\n", at) + len(line) + 1
+        assert len(data) - at == 0, "something after the last line"
+        assert p.stderr.count("No space left on device") == 1, p.stderr[-3000:]
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 # -- configuration errors --------------------------------------------------------------------

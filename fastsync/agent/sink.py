@@ -31,6 +31,9 @@ class SinkConfig(ComponentConfig):
 class Sink:
     TYPE = "?"
     Config = SinkConfig
+    # take transactions a process() call may run natively (None: as many as there are
+    # events, up to the channel's own limit); a load-balancing group sets 1
+    transactions_per_process: int | None = None
 
     def __init__(self, name: str, config: SinkConfig):
         self.name = name
@@ -89,6 +92,12 @@ class Sink:
             raise
         finally:
             tx.close()
+
+    def _drained(self, events: int, txs: int, full: int, nbytes: int) -> None:
+        """Count transactions a channel took and committed natively for this sink."""
+        if txs:
+            self.counters.add(EventDrainAttemptCount=events, EventDrainSuccessCount=events,
+                              EventDrainSuccessBytes=nbytes, BatchCompleteCount=full, BatchUnderflowCount=txs - full)
 
     def _report(self, exc: Exception, n: int) -> None:
         """Log a failed delivery the first time its reason is seen, and mark the exception

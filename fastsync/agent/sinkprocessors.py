@@ -124,6 +124,8 @@ class LoadBalancingSinkProcessor:
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
         self.sinks = list(sinks)
+        for sink in self.sinks:     # a turn is one take transaction, as in Flume
+            sink.transactions_per_process = 1
         self.random = config.selector == "random"
         self.backoff = config.backoff
         self.penalties = _Penalties(config.maxTimeOut / 1000.0)

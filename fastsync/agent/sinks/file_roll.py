@@ -3,7 +3,9 @@
 Files are named as Flume's default path manager names them:
 `<prefix><start time in ms>-<index>[.<extension>]`, index counting from 1. The TEXT
 serializer writes each body followed by a newline; a batch is joined natively and written
-with one system call, then the take is committed. rollInterval 0 never rolls.
+with one system call, then the take is committed. From a memory channel the transactions
+are taken, written and committed in native code, and lines TAILDIR read are written from
+its read buffers as they are. rollInterval 0 never rolls.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 from fastsync._native import join_lines
 from fastsync.agent.component import SINKS, Place, setting
 from fastsync.agent.deadletter import dead_letter_setting
-from fastsync.agent.sink import Sink, SinkConfig
+from fastsync.agent.sink import TAKE_WAIT, Sink, SinkConfig
+from fastsync.agent.source import Status
 
 log = logging.getLogger("fastsync.sink.file_roll")
 
@@ -90,6 +93,31 @@ class RollingFileSink(Sink):
 
     def idle(self) -> None:
         self._maybe_roll()
+
+    def process(self) -> Status:
+        write = getattr(self.channel, "write_each", None) if self.config.appendNewline else None
+        if write is None:
+            return super().process()
+        self._maybe_roll()
+        try:
+            got = write(self.file.fileno(), self.batch_size, TAKE_WAIT, self.transactions_per_process)
+        except OSError as exc:
+            self._drained(*exc.committed)
+            self.counters.add(EventDrainAttemptCount=exc.failed, EventWriteFail=1)
+            failure = OSError(exc.errno, exc.strerror, self.path)
+            self._report(failure, exc.failed)
+            raise failure from None
+        if got is None:     # events with headers at the head: the usual transaction
+            return super().process()
+        events, txs, full, nbytes = got
+        if not txs:
+            self.counters.add(BatchEmptyCount=1)
+            self.idle()
+            return Status.BACKOFF
+        self._drained(events, txs, full, nbytes)
+        if self.reported:
+            self.reported.clear()
+        return Status.READY
 
     def deliver(self, batch) -> None:
         self._maybe_roll()

@@ -24,13 +24,12 @@ class NullSink(Sink):
         # Discarding needs no batch: a channel that can take and commit transactions
         # natively (memory) does them in one call; events with headers go the usual way.
         drain = getattr(self.channel, "drain_each", None)
-        got = drain(self.batch_size, TAKE_WAIT) if drain is not None else None
+        got = drain(self.batch_size, TAKE_WAIT, self.transactions_per_process) if drain is not None else None
         if got is None:
             return super().process()
         events, txs, full, nbytes = got
         if not txs:
             self.counters.add(BatchEmptyCount=1)
             return Status.BACKOFF
-        self.counters.add(EventDrainAttemptCount=events, EventDrainSuccessCount=events, EventDrainSuccessBytes=nbytes,
-                          BatchCompleteCount=full, BatchUnderflowCount=txs - full)
+        self._drained(events, txs, full, nbytes)
         return Status.READY

@@ -3,9 +3,11 @@ file names), turning each appended line into an event.
 
 Files are followed by inode: a file renamed away (rotation) is read to its end under its
 new name, a file that shrinks below its position (copytruncate) is read again from 0,
-new matching files are picked up. Each file is read in 1 MiB blocks split into lines
-natively; a last line without its newline waits until it is complete (and is only read
-again once the file has grown). A line longer than maxLineLength bytes is cut into several
+new matching files are picked up. Each file is read in 1 MiB blocks whose lines stay in
+the block as the events' bodies (a LineBatch: a memory channel holds them there and a
+file_roll sink writes them out of it; lines ending in '\r\n' or too long are split out
+natively instead); a last line without its newline waits until it is complete (and is
+only read again once the file has grown). A line longer than maxLineLength bytes is cut into several
 events (linecut.py), so a line without end is read in pieces, never whole; the position of
 a cut is recorded like any other, so a restart goes on from the middle of the line. One file's lines
 go in one batch (one channel transaction, `batchSize` lines), so the file header and a
@@ -36,7 +38,8 @@ from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.agent.sources.linecut import cut_lines
-from fastsync.event import EventBatch
+from fastsync._native import line_starts
+from fastsync.event import EventBatch, LineBatch
 from fastsync.redact import create_private
 
 log = logging.getLogger("fastsync.source.taildir")
@@ -127,8 +130,8 @@ class TailFile:
     def read_lines(self, limit: int, scratch: bytearray | None = None) -> int:
         """Read the next block and keep its complete lines as `pending` (with `final`, also a
         last line without its newline), lines longer than `limit` bytes cut into pieces; the
-        number of lines (pieces). `scratch`: a buffer to read into, reused from block to
-        block (the lines are copied out of it), so reading allocates nothing."""
+        number of lines (pieces). `scratch`: a buffer to read into when the lines must be
+        split out of the block (copied), reused from block to block."""
         size = os.fstat(self.fd).st_size
         if size < self.read_pos:
             log.info("%s shrank to %d bytes below position %d (truncated): reading it from the start",
@@ -142,12 +145,25 @@ class TailFile:
             if b"\n" not in more and self.waiting + len(more) - self.read_pos <= limit:
                 self.waiting += len(more)
                 return 0
+        chunk = None
+        if not self.final:
+            # the usual case: the lines stay in the block read (immutable bytes) as the bodies
+            chunk = os.pread(self.fd, READ_SIZE, self.read_pos)
+            found = line_starts(chunk, limit)
+            if found is not None and found[1]:
+                starts = np.frombuffer(found[0], dtype=np.int64)
+                self.pending = LineBatch(chunk, starts)
+                self.bounds = self.read_pos + starts
+                self.read_pos += int(starts[-1])
+                self.last_data = time.monotonic()
+                return found[1]
         block = READ_SIZE
         while True:
-            if scratch is None or len(scratch) < block:
-                scratch = bytearray(block)
-            view = memoryview(scratch)
-            chunk = view[:os.preadv(self.fd, [view[:block]], self.read_pos)]
+            if chunk is None:
+                if scratch is None or len(scratch) < block:
+                    scratch = bytearray(block)
+                view = memoryview(scratch)
+                chunk = view[:os.preadv(self.fd, [view[:block]], self.read_pos)]
             data, offs, n, used, starts = cut_lines(chunk, limit, self.final, strip_cr=True, positions=True)
             if n:
                 break
@@ -155,6 +171,7 @@ class TailFile:
                 self.waiting = self.read_pos + len(chunk)
                 return 0
             block = min(block * 2, limit + 2)   # a line longer than the block: read more at once
+            chunk = None
         self.bounds = self.read_pos + np.append(starts, used)
         self.pending = EventBatch(data, offs)
         self.read_pos += used
