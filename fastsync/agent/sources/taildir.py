@@ -147,8 +147,11 @@ class TailFile:
                 return 0
         chunk = None
         if not self.final:
+            if size == self.read_pos:       # nothing new (os.pread would still allocate a block)
+                self.waiting = size
+                return 0
             # the usual case: the lines stay in the block read (immutable bytes) as the bodies
-            chunk = os.pread(self.fd, READ_SIZE, self.read_pos)
+            chunk = os.pread(self.fd, min(READ_SIZE, size - self.read_pos), self.read_pos)
             found = line_starts(chunk, limit)
             if found is not None and found[1]:
                 starts = np.frombuffer(found[0], dtype=np.int64)
