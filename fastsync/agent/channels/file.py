@@ -6,6 +6,9 @@ a take record listing the taken (segment, record, first event, count) ranges, an
 commit record — then waits until one group fdatasync covers them (fsyncPolicy = commit)
 or returns at once and lets a flusher sync every fsyncIntervalMs (interval). A rollback
 writes nothing: the staged puts are dropped and the taken ranges go back to the head.
+Framing and writing are one native call (Log.append_txn) that keeps the GIL for a
+transaction of ordinary size, so a put commit lets go of the GIL once, for its
+fdatasync, and a take commit not at all.
 
 Committed events wait in an in-memory queue of ranges over put records in the mapped
 segments, so a take copies nothing: the batch it returns views the map. A checkpoint
@@ -19,6 +22,7 @@ import fcntl
 import itertools
 import logging
 import os
+import struct
 import threading
 import time
 from collections import deque
@@ -38,6 +42,8 @@ log = logging.getLogger("fastsync.channel.file")
 
 PREFILL = 64 << 20       # bytes of zeros kept written ahead of the log's end
 LOCK_NAME = "in_use.lock"
+SPACE_RECHECK = 1.0      # s: free space is read again this often (Flume's CachedFSUsableSpace), or sooner
+_RANGE = struct.Struct("<QQII")     # one wal.TAKE_RANGE entry of a take record
 _HOME = os.path.join(os.path.expanduser("~"), ".fastsync", "file-channel")
 FILE_CHANNEL_COUNTERS = CHANNEL_COUNTERS + (
     "CheckpointWriteErrorCount", "CheckpointBackupWriteErrorCount", "EventPutErrorCount",
@@ -281,6 +287,7 @@ class FileChannel(Channel):
         self._threads: list[threading.Thread] = []
         self.last_checkpoint = 0.0
         self.replay: _Replay | None = None
+        self._space_until = (0.0, 0)     # (monotonic time, log LSN) up to which the last free-space check holds
 
     # -- lifecycle --
     def start(self) -> None:
@@ -467,6 +474,24 @@ class FileChannel(Channel):
     def transaction(self) -> "FileTransaction":
         return FileTransaction(self)
 
+    def put_each(self, batch: EventBatch, per_tx: int) -> int:
+        """Channel.put_each (each slice its own transaction: put record, commit record,
+        fdatasync), staging slices of the batch's offsets rather than building a batch
+        per transaction."""
+        if batch.headers:
+            return super().put_each(batch, per_tx)
+        offsets, data, done = batch.offsets, batch.data, 0
+        for start in range(0, len(batch), per_tx):
+            part = offsets[start:start + per_tx + 1]
+            try:
+                with FileTransaction(self) as tx:
+                    tx._put(part, data, None)
+            except ChannelException as exc:
+                exc.committed = done
+                raise
+            done += len(part) - 1
+        return done
+
     # -- checkpoints --
     def checkpoint(self) -> None:
         """Write the queue and the log position atomically; then delete dead segments."""
@@ -586,32 +611,44 @@ class FileChannel(Channel):
             self._reserved += put_n
 
     def _check_space(self) -> None:
+        """Refuse puts while a directory has less than minimumRequiredSpace free. As Flume's
+        cached usable space: statvfs once a second, or sooner once the log has grown by half
+        the smallest headroom seen (the log's growth stands for what it took)."""
         need = self.config.minimumRequiredSpace
+        if not need:
+            return
+        until_t, until_lsn = self._space_until
+        written = self._log.written
+        now = time.monotonic()
+        if now < until_t and written < until_lsn:
+            return
+        headroom = None
         for d in [self.config.checkpointDir] + list(self.config.dataDirs):
             st = os.statvfs(d)
             free = st.f_bavail * st.f_frsize
             if free < need:
                 raise ChannelException("channel %s: only %d bytes free in %s, below minimumRequiredSpace = %d; puts fail until space is freed"
                                        % (self.name, free, d, need))
+            headroom = free - need if headroom is None else min(headroom, free - need)
+        self._space_until = (now + SPACE_RECHECK, written + headroom // 2)
 
-    def _commit(self, tx_key: int, records: list, put_sizes: list, put_n: int, take_n: int) -> int:
-        """Append a transaction's records and apply it to the queue; returns its LSN."""
+    def _commit(self, tx_key: int, puts: list, take: bytes | None, put_n: int, take_n: int) -> int:
+        """Append a transaction's records (puts: (offsets, data, encoded headers) per
+        batch; take: the take record's payload) and apply it to the queue; returns its LSN."""
         lg = self._log
         with self._append_lock:
-            start = lg.append(records)
-            if start is None:
+            txn = next(self._txn_ids)
+            at = lg.append_txn(txn, puts, take)
+            if at is None:
                 lg.roll(self._new_segment(lg.current.id + 1))
-                start = lg.append(records)
-                if start is None:
-                    total = sum(wal.pad8(wal.RECORD_HEADER + sum(wal.nbytes(p) for p in parts)) for _, parts in records)
+                at = lg.append_txn(txn, puts, take)
+                if at is None:
                     raise ChannelException("channel %s: one transaction needs %d bytes of log, more than maxFileSize = %d allows"
-                                           % (self.name, total, self.config.maxFileSize))
+                                           % (self.name, wal.txn_bytes(puts, take), self.config.maxFileSize))
             seg = lg.current
             lsn = lg.written
-            recs, off = [], start
-            for size, plen in put_sizes:
-                recs.append(wal.PutRecord(seg, off, seg.view(off + wal.RECORD_HEADER, off + wal.RECORD_HEADER + plen)))
-                off += size
+            recs = [wal.PutRecord.written(seg, off, len(p[0]) - 1, len(p[2]), int(p[0][-1] - p[0][0]))
+                    for off, p in zip(at, puts)]
             with self._cond:
                 for rec in recs:
                     self._queue.append([rec, 0, rec.n])
@@ -658,11 +695,15 @@ class FileTransaction(Transaction):
         super().begin()
 
     def put(self, batch: EventBatch) -> None:
+        self._put(batch.offsets, batch.data, batch.headers)
+
+    def _put(self, offsets, data, headers: dict | None) -> None:
+        """Stage a batch given as its parts (put_each stages slices without making batches)."""
         self._check_open("put")
-        n = len(batch)
+        n = len(offsets) - 1
         self._check_put_room(self.put_n, n, self.ch.config.transactionCapacity, self.ch.name)
         if n:
-            self.puts.append(batch)
+            self.puts.append((offsets, data, wal.encode_headers(headers, n) if headers else b""))
             self.put_n += n
 
     def take(self, max_events: int | None = None, timeout: float | None = None) -> EventBatch | None:
@@ -688,25 +729,17 @@ class FileTransaction(Transaction):
         if not self.puts and not self.take_n:
             self._done()
             return
-        txn = next(ch._txn_ids)
-        records, put_sizes = [], []
-        for b in self.puts:
-            parts = wal.put_parts(b)
-            plen = sum(wal.nbytes(p) for p in parts)
-            records.append(wal.frame(wal.PUT, txn, parts))
-            put_sizes.append((wal.pad8(wal.RECORD_HEADER + plen), plen))
+        taken = take = None
         if self.take_n:
-            with ch._cond:
-                taken = list(ch._open_takes.get(id(self), ()))
-            arr = np.array([(r[0].seg.id, r[0].off, r[1], r[2]) for r in taken], dtype=wal.TAKE_RANGE)
-            records.append(wal.frame(wal.TAKE, txn, [arr.tobytes()]))
-        records.append(wal.frame(wal.COMMIT, txn, []))
+            with ch._cond:      # the list stays this transaction's: only its own takes extend it
+                taken = ch._open_takes.get(id(self), ())
+            take = b"".join([_RANGE.pack(r[0].seg.id, r[0].off, r[1], r[2]) for r in taken])
         if self.put_n:
             ch._check_space()
             ch._reserve(self.put_n, self.take_n)
             ch.counters.add(EventPutAttemptCount=self.put_n, EventPutSuccessCount=self.put_n)
         try:
-            lsn = ch._commit(id(self), records, put_sizes, self.put_n, self.take_n)
+            lsn = ch._commit(id(self), self.puts, take, self.put_n, self.take_n)
         except OSError as exc:
             if self.put_n:
                 ch._release(self.put_n)
