@@ -57,7 +57,7 @@ from posix.unistd cimport sysconf, _SC_PAGESIZE
 from posix.mman cimport mmap, munmap, madvise, MADV_DONTNEED, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC, CLOCK_REALTIME
 from cpython.bytes cimport PyBytes_AS_STRING
-from cpython.buffer cimport PyBUF_READ
+from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.stdint cimport INT64_MAX
 from crc32c import crc32c as _crc32c
@@ -227,6 +227,15 @@ cdef class Segment:
     def __dealloc__(self):
         self._unmap()
         pthread_mutex_destroy(&self.grow_mu)
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        """The whole map, read-only: np.frombuffer(segment, offset=..., count=...) views a
+        part of it at a fraction of the cost of view() and keeps the segment alive."""
+        PyBuffer_FillInfo(buffer, self, self.base if self.base != NULL else ZEROS, self.mapped if self.base != NULL else 0,
+                          1, flags)
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        pass
 
     def view(self, int64_t start=0, int64_t stop=-1):
         """Bytes [start, stop) of the segment (stop -1: its end) as a pyarrow Buffer, no copy."""

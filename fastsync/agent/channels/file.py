@@ -44,6 +44,7 @@ PREFILL = 64 << 20       # bytes of zeros kept written ahead of the log's end
 LOCK_NAME = "in_use.lock"
 SPACE_RECHECK = 1.0      # s: free space is read again this often (Flume's CachedFSUsableSpace), or sooner
 _RANGE = struct.Struct("<QQII")     # one wal.TAKE_RANGE entry of a take record
+DRAIN_TXS = 64           # take transactions drain_each runs per call, so a stop is seen soon
 _HOME = os.path.join(os.path.expanduser("~"), ".fastsync", "file-channel")
 FILE_CHANNEL_COUNTERS = CHANNEL_COUNTERS + (
     "CheckpointWriteErrorCount", "CheckpointBackupWriteErrorCount", "EventPutErrorCount",
@@ -278,6 +279,8 @@ class FileChannel(Channel):
         self._inflight = 0               # taken, not yet committed or rolled back
         self._reserved = 0               # room held by commits on their way into the log
         self._open_takes: dict[int, list] = {}   # id(transaction) -> its taken ranges
+        self._waiting_takes = 0          # threads waiting in _take for events
+        self._waiting_puts = 0           # threads waiting in _reserve for room
         self._segments: dict[int, Segment] = {}
         self._log: Log | None = None
         self._txn_ids = None
@@ -492,6 +495,58 @@ class FileChannel(Channel):
             done += len(part) - 1
         return done
 
+    def drain_each(self, per_tx: int, timeout: float):
+        """Take transactions of up to per_tx events, each committed at once, for a sink that
+        discards what it takes (null): (events, transactions, transactions of per_tx events,
+        body bytes). Each is in the log as a sink's take transaction is (its take record and
+        commit record, synced as take-only commits are); no batch is made. The first waits
+        up to `timeout` s for events, the others take only what is there."""
+        if self._log is None:
+            raise ChannelException("channel %s is not started" % self.name)
+        cap = min(per_tx, self.config.transactionCapacity)
+        key = -threading.get_ident()     # this thread's open take (transactions use id(tx) > 0)
+        events = txs = full = nbytes = 0
+        lsn = None
+        try:
+            while txs < DRAIN_TXS:
+                got = self._take(key, cap, 0 if txs else timeout)
+                if got is None:
+                    break
+                ranges, n = got
+                take = b"".join([_RANGE.pack(r[0].seg.id, r[0].off, r[1], r[2]) for r in ranges])
+                try:
+                    lsn = self._commit(key, [], take, 0, n)
+                except BaseException as exc:
+                    self._unget(key, n)
+                    if isinstance(exc, OSError):
+                        raise self._write_failed(exc) from None
+                    raise
+                for rec, s, k in ranges:
+                    o = rec.offsets
+                    nbytes += int(o[s + k] - o[s])
+                _drop_taken_pages(ranges)
+                events += n
+                txs += 1
+                full += n == per_tx
+        finally:    # Flume counts the attempt that found fewer than per_tx too
+            self.counters.add(EventTakeAttemptCount=events + txs - full if txs else 1, EventTakeSuccessCount=events)
+        if lsn is not None and self.config.policy == "commit" and self.config.syncTakes:
+            self._sync_commit(lsn)
+        return events, txs, full, nbytes
+
+    def _write_failed(self, exc: OSError) -> ChannelException:
+        if exc.errno == errno.ENOSPC:
+            return ChannelException("channel %s: the disk of %s is full; commits fail until space is freed"
+                                    % (self.name, self._log.current.path))
+        return ChannelException("channel %s: writing the log failed: %s" % (self.name, exc))
+
+    def _sync_commit(self, lsn: int) -> None:
+        try:
+            self._log.sync(lsn)
+        except OSError as exc:
+            raise ChannelException("channel %s: the commit is in the log but not durable: %s; restart the channel"
+                                   % (self.name, exc)) from None
+
     # -- checkpoints --
     def checkpoint(self) -> None:
         """Write the queue and the log position atomically; then delete dead segments."""
@@ -570,7 +625,11 @@ class FileChannel(Channel):
                 left = deadline - time.monotonic()
                 if left <= 0 or self._interrupted:
                     return None
-                self._cond.wait(left)
+                self._waiting_takes += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiting_takes -= 1
             ranges, got = [], 0
             q = self._queue
             while q and got < want:
@@ -607,7 +666,11 @@ class FileChannel(Channel):
                         "The channel has reached it's capacity. This might be the result of a sink on the channel having "
                         "too low of batch size, a downstream system running slower than normal, or that the channel "
                         "capacity is just too low. [channel=%s, capacity=%d]" % (self.name, cfg.capacity))
-                self._cond.wait(left)
+                self._waiting_puts += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiting_puts -= 1
             self._reserved += put_n
 
     def _check_space(self) -> None:
@@ -656,7 +719,9 @@ class FileChannel(Channel):
                 self._reserved -= put_n
                 self._inflight -= take_n
                 self._open_takes.pop(tx_key, None)
-                self._cond.notify_all()
+                # wake only whom this commit can help: takers of its puts, putters of the room its takes freed
+                if (put_n and self._waiting_takes) or (take_n and self._waiting_puts):
+                    self._cond.notify_all()
         return lsn
 
     def _release(self, put_n: int) -> None:
@@ -679,14 +744,16 @@ def _drop_taken_pages(taken) -> None:
 
 class FileTransaction(Transaction):
     FLUME_NAME = "FileBackedTransaction"
-    __slots__ = ("ch", "puts", "put_n", "take_n", "sync_failed")
+    __slots__ = ("ch", "puts", "put_n", "take_n", "taken", "take_tries", "sync_failed")
 
     def __init__(self, channel: FileChannel):
         super().__init__()
         self.ch = channel
-        self.puts: list[EventBatch] = []
+        self.puts: list[tuple] = []     # (offsets, data, encoded headers) per batch put
         self.put_n = 0
         self.take_n = 0
+        self.taken: list = []           # [PutRecord, first event, count] per range taken
+        self.take_tries = 0             # EventTakeAttemptCount, counted with the outcome (one counter update)
         self.sync_failed = False
 
     def begin(self) -> None:
@@ -715,11 +782,12 @@ class FileTransaction(Transaction):
         want = room if max_events is None else min(max_events, room)
         got = ch._take(id(self), want, ch.config.keepAlive if timeout is None else timeout)
         if got is None:
-            ch.counters.add(EventTakeAttemptCount=1)
+            self.take_tries += 1
             return None
         ranges, n = got
         self.take_n += n
-        ch.counters.add(EventTakeAttemptCount=n + (n < want))
+        self.take_tries += n + (n < want)
+        self.taken += ranges
         parts = [EventBatch(rec.body, rec.offsets[s:s + k + 1], rec.headers_slice(s, k)) for rec, s, k in ranges]
         return parts[0] if len(parts) == 1 else EventBatch.concat(parts)
 
@@ -727,13 +795,12 @@ class FileTransaction(Transaction):
         self._check_open("commit")
         ch = self.ch
         if not self.puts and not self.take_n:
+            if self.take_tries:
+                ch.counters.add(EventTakeAttemptCount=self.take_tries)
             self._done()
             return
-        taken = take = None
-        if self.take_n:
-            with ch._cond:      # the list stays this transaction's: only its own takes extend it
-                taken = ch._open_takes.get(id(self), ())
-            take = b"".join([_RANGE.pack(r[0].seg.id, r[0].off, r[1], r[2]) for r in taken])
+        taken = self.taken
+        take = b"".join([_RANGE.pack(r[0].seg.id, r[0].off, r[1], r[2]) for r in taken]) if self.take_n else None
         if self.put_n:
             ch._check_space()
             ch._reserve(self.put_n, self.take_n)
@@ -744,17 +811,14 @@ class FileTransaction(Transaction):
             if self.put_n:
                 ch._release(self.put_n)
                 ch.counters.add(EventPutSuccessCount=-self.put_n, EventPutErrorCount=1)
-            if exc.errno == errno.ENOSPC:
-                raise ChannelException("channel %s: the disk of %s is full; commits fail until space is freed"
-                                       % (ch.name, ch._log.current.path)) from None
-            raise ChannelException("channel %s: writing the log failed: %s" % (ch.name, exc)) from None
+            raise ch._write_failed(exc) from None
         except BaseException:
             if self.put_n:
                 ch._release(self.put_n)
                 ch.counters.add(EventPutSuccessCount=-self.put_n)
             raise
         if self.take_n:
-            ch.counters.add(EventTakeSuccessCount=self.take_n)
+            ch.counters.add(EventTakeAttemptCount=self.take_tries, EventTakeSuccessCount=self.take_n)
             _drop_taken_pages(taken)
         had_puts = self.put_n
         self._done()    # in the log and applied: a failed sync below cannot be rolled back
@@ -763,25 +827,25 @@ class FileTransaction(Transaction):
         # next sync can only deliver its events again, never lose one.
         if ch.config.policy == "commit" and (had_puts or ch.config.syncTakes):
             try:
-                ch._log.sync(lsn)
-            except OSError as exc:
+                ch._sync_commit(lsn)
+            except ChannelException:
                 self.sync_failed = True
-                raise ChannelException("channel %s: the commit is in the log but not durable: %s; restart the channel"
-                                       % (ch.name, exc)) from None
+                raise
 
     def rollback(self) -> None:
         if self.sync_failed:
             return      # a commit that failed only at its fdatasync: already applied
         self._check_open("rollback")
-        if self.put_n:
-            self.ch.counters.add(EventPutAttemptCount=self.put_n)
+        if self.put_n or self.take_tries:
+            self.ch.counters.add(EventPutAttemptCount=self.put_n, EventTakeAttemptCount=self.take_tries)
         if self.take_n:
             self.ch._unget(id(self), self.take_n)
         self._done()
 
     def _done(self) -> None:
         self.puts = []
-        self.put_n = self.take_n = 0
+        self.taken = []
+        self.put_n = self.take_n = self.take_tries = 0
         self.state = Transaction.COMPLETED
 
 

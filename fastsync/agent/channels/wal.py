@@ -151,7 +151,7 @@ class PutRecord:
         rec = cls.__new__(cls)
         rec.seg, rec.off, rec.n = seg, off, n
         pos = off + RECORD_HEADER + _PUT_PREFIX.size
-        rec.offsets = np.frombuffer(seg.view(pos, pos + 8 * (n + 1)), dtype=np.int64)
+        rec.offsets = np.frombuffer(seg, dtype=np.int64, count=n + 1, offset=pos)
         pos += 8 * (n + 1)
         rec._hbuf = seg.view(pos, pos + hlen) if hlen else None
         rec._headers = None
