@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -635,3 +636,14 @@ def test_null_sink_on_the_file_channel_logs_a_take_transaction_per_batch(tmp_pat
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["events"] == 0 and report["ok"]
+
+
+def test_a_batch_whose_offsets_are_a_strided_view_round_trips(tmp_path):
+    """The native framing reads a put's offsets as one block: a strided view is made
+    contiguous first, not refused or misread."""
+    ch = open_channel(tmp_path)
+    offs = np.repeat(np.arange(4, dtype=np.int64), 2)[::2]      # [0, 1, 2, 3], not contiguous
+    assert not offs.flags.c_contiguous
+    put(ch, EventBatch(b"abc", offs))
+    assert bodies(take_all(ch)) == [b"a", b"b", b"c"]
+    ch.stop()

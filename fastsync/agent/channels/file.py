@@ -770,6 +770,8 @@ class FileTransaction(Transaction):
         n = len(offsets) - 1
         self._check_put_room(self.put_n, n, self.ch.config.transactionCapacity, self.ch.name)
         if n:
+            if not offsets.flags.c_contiguous:      # the native framing reads them as one block
+                offsets = np.ascontiguousarray(offsets)
             self.puts.append((offsets, data, wal.encode_headers(headers, n) if headers else b""))
             self.put_n += n
 
