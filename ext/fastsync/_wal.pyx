@@ -421,10 +421,9 @@ cdef class Log:
     def append_txn(self, uint64_t txn, list puts, take=None):
         """Frame and append one transaction: a put record per (offsets, data, headers) in
         `puts`, a take record with payload `take` unless it is None, and its commit record,
-        byte for byte what append() writes for wal.frame() of wal.put_parts() (the Python
-        reference). offsets: the n + 1 int64 positions of the bodies in `data` (the first
-        need not be 0: they are stored rebased); headers: the encoded header columns (b""
-        for none). Returns the segment offsets of the put records (a tuple), or None when
+        as the layout above says (tests/test_wal.py checks it against a reference). offsets:
+        the n + 1 int64 positions of the bodies in `data` (the first need not be 0: they are
+        stored rebased); headers: the encoded header columns (b"" for none). Returns the segment offsets of the put records (a tuple), or None when
         the transaction does not fit in what is left of the segment (roll, retry); raises
         ValueError for offsets that are not non-decreasing positions inside data, and
         OSError as append(), in both cases with nothing written.

@@ -513,9 +513,8 @@ class FileChannel(Channel):
                 if got is None:
                     break
                 ranges, n = got
-                take = b"".join([_RANGE.pack(r[0].seg.id, r[0].off, r[1], r[2]) for r in ranges])
                 try:
-                    lsn = self._commit(key, [], take, 0, n)
+                    lsn = self._commit(key, [], _take_payload(ranges), 0, n)
                 except BaseException as exc:
                     self._unget(key, n)
                     if isinstance(exc, OSError):
@@ -730,6 +729,11 @@ class FileChannel(Channel):
             self._cond.notify_all()
 
 
+def _take_payload(taken) -> bytes:
+    """A take record's payload: a wal.TAKE_RANGE entry per taken [PutRecord, first, count]."""
+    return b"".join([_RANGE.pack(rec.seg.id, rec.off, s, k) for rec, s, k in taken])
+
+
 def _drop_taken_pages(taken) -> None:
     """Committed takes are never read through the map again: their pages leave the
     process's memory (RSS stays what is being read, not what the log holds)."""
@@ -802,7 +806,7 @@ class FileTransaction(Transaction):
             self._done()
             return
         taken = self.taken
-        take = b"".join([_RANGE.pack(r[0].seg.id, r[0].off, r[1], r[2]) for r in taken]) if self.take_n else None
+        take = _take_payload(taken) if self.take_n else None
         if self.put_n:
             ch._check_space()
             ch._reserve(self.put_n, self.take_n)

@@ -73,22 +73,7 @@ def frame(kind: int, txn: int, parts) -> tuple[bytes, list]:
     return _HEAD.pack(RECORD_MAGIC, crc) + tail, parts
 
 
-# -- put payloads --
-
-def put_parts(batch) -> list:
-    """The payload parts of a put record for an EventBatch: no copy of the bodies."""
-    offs = batch.offsets
-    n = len(offs) - 1
-    first, last = int(offs[0]), int(offs[-1])
-    if first:
-        offs = offs - first
-    hbytes = encode_headers(batch.headers, n) if batch.headers else b""
-    parts = [_PUT_PREFIX.pack(n, len(hbytes)), np.ascontiguousarray(offs, dtype=np.int64)]
-    if hbytes:
-        parts.append(hbytes + b"\0" * (pad8(len(hbytes)) - len(hbytes)))
-    parts.append(batch.data.slice(first, last - first) if (first or last != batch.data.size) else batch.data)
-    return parts
-
+# -- put payloads (framed natively by Log.append_txn) --
 
 def txn_bytes(puts, take) -> int:
     """Bytes of log that Log.append_txn(txn, puts, take) appends."""
