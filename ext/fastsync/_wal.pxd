@@ -1,10 +1,14 @@
 # Contract of the write-ahead log's native part (format version 1, layout in _wal.pyx):
-#   Segment  one memory-mapped segment file; view(start, stop) is a zero-copy pyarrow Buffer
-#   Log      appends whole transactions (lists of framed records) to the current segment
-#            and makes them durable with group commit: sync(lsn) returns once fdatasync
-#            has covered every byte appended up to lsn, one fdatasync for all waiters.
-# Framing, CRCs and replay are in fastsync/agent/channels/wal.py, which has the Python
-# reference of every rule; tests check the two against each other.
+#   Segment  one memory-mapped segment file; view(start, stop) is a zero-copy pyarrow Buffer,
+#            and the segment itself exports its read-only map (buffer protocol)
+#   Log      appends whole transactions to the current segment — append(): records framed
+#            by the caller; append_txn(): puts, take and commit framed here (the file
+#            channel's commit) — and makes them durable with group commit: sync(lsn)
+#            returns once fdatasync has covered every byte appended up to lsn, one
+#            fdatasync for all waiters.
+#   Iov      the iovecs of records being appended, and their framing
+# Replay is in fastsync/agent/channels/wal.py, with the Python reference of the framing
+# (frame()); tests check the two against each other.
 from libc.stdint cimport int64_t, uint64_t
 from fastsync._sync cimport pthread_mutex_t, pthread_cond_t
 

@@ -423,14 +423,17 @@ cdef class Log:
         `puts`, a take record with payload `take` unless it is None, and its commit record,
         as the layout above says (tests/test_wal.py checks it against a reference). offsets:
         the n + 1 int64 positions of the bodies in `data` (the first need not be 0: they are
-        stored rebased); headers: the encoded header columns (b"" for none). Returns the segment offsets of the put records (a tuple), or None when
-        the transaction does not fit in what is left of the segment (roll, retry); raises
-        ValueError for offsets that are not non-decreasing positions inside data, and
-        OSError as append(), in both cases with nothing written.
+        stored rebased); headers: the encoded header columns (b"" for none). Returns the
+        segment offsets of the put records (a tuple), or None when the transaction does not
+        fit in what is left of the segment (roll, retry); raises ValueError for offsets
+        that are not non-decreasing positions inside data, and OSError as append(), in
+        both cases with nothing written.
 
         A transaction under GIL_WRITE_LIMIT bytes is framed and written holding the GIL
         (its CRCs and its copy into the page cache cost less than handing the GIL to
-        another thread and back); a larger one releases it for checksums and write."""
+        another thread and back; the price: a write the kernel throttles for writeback
+        holds the other threads too); a larger one releases it for checksums and write,
+        as append() does."""
         cdef Py_ssize_t nputs = len(puts), j
         cdef int64_t total = 0, n, first, hlen, plen, rebased = 0, i
         cdef int64_t *offs
