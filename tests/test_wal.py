@@ -87,6 +87,87 @@ def test_append_takes_numpy_and_arrow_parts(tmp_path):
     assert seg.view(SEG_HEADER, seg.end).to_pybytes() == want
 
 
+def ref_put_payload(bodies, hbytes: bytes) -> bytes:
+    """A put record's payload per the layout comment: n, headers_len, offsets from 0,
+    headers padded to 8, bodies."""
+    offs = np.zeros(len(bodies) + 1, dtype="<i8")
+    np.cumsum([len(b) for b in bodies], out=offs[1:])
+    return (struct.pack("<QQ", len(bodies), len(hbytes)) + offs.tobytes() + hbytes + b"\0" * (-len(hbytes) % 8)
+            + b"".join(bodies))
+
+
+put_spec = st.tuples(st.lists(st.binary(max_size=40), max_size=30), st.integers(0, 5), st.integers(0, 5),
+                     st.binary(max_size=20))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(txns=st.lists(st.tuples(st.integers(0, 2**64 - 1), st.lists(put_spec, max_size=3),
+                               st.one_of(st.none(), st.binary(max_size=64))), min_size=1, max_size=5))
+def test_append_txn_frames_a_transaction_as_the_reference(tmp_path_factory, txns):
+    """Log.append_txn (the file channel's commit) writes, for its puts (offsets that need not
+    start at 0, a slice of a larger data buffer), take payload and commit, the bytes of the
+    reference layout, and returns where each put record starts."""
+    tmp = tmp_path_factory.mktemp("wal")
+    seg, log = new_log(tmp)
+    expected = bytearray()
+    for txn, puts, take in txns:
+        args, want_at = [], []
+        pos = SEG_HEADER + len(expected)
+        for bodies, lead, trail, hbytes in puts:
+            # the bodies sit in a bigger buffer, after `lead` other bodies' bytes
+            data = b"<" * lead + b"".join(bodies) + b">" * trail
+            offs = np.full(len(bodies) + 1, lead, dtype=np.int64)
+            np.cumsum([len(b) for b in bodies], out=offs[1:])
+            offs[1:] += lead
+            args.append((offs, data, hbytes))
+            rec = ref_record(1, txn, ref_put_payload(bodies, hbytes))
+            want_at.append(pos)
+            pos += len(rec)
+            expected += rec
+        if take is not None:
+            expected += ref_record(2, txn, take)
+        expected += ref_record(3, txn, b"")
+        assert log.append_txn(txn, args, take) == tuple(want_at)
+        assert log.written == len(expected)
+    assert seg.view(SEG_HEADER, seg.end).to_pybytes() == bytes(expected)
+    log.sync()
+    with open(seg.path, "rb") as f:
+        assert f.read()[SEG_HEADER:SEG_HEADER + len(expected)] == bytes(expected)
+
+
+def test_append_txn_refuses_bad_offsets_and_what_does_not_fit_writing_nothing(tmp_path):
+    seg, log = new_log(tmp_path, size=4096, chunk=1024)
+    data = b"abcdef"
+    for offs in ([0, 4, 2], [0, 7], [-1, 3]):        # decreasing, past the data, before it
+        with pytest.raises(ValueError):
+            log.append_txn(1, [(np.array(offs, dtype=np.int64), data, b"")], None)
+    with pytest.raises(ValueError, match="int64 positions"):
+        log.append_txn(1, [(b"\0" * 12, data, b"")], None)
+    assert log.written == 0 and seg.end == SEG_HEADER
+    big = [(np.array([0, 3000], dtype=np.int64), b"x" * 3000, b"")]
+    assert log.append_txn(1, big, None) == (SEG_HEADER,)
+    before = log.written
+    assert log.append_txn(2, big, None) is None      # does not fit: nothing written, roll and retry
+    assert log.written == before and seg.end == SEG_HEADER + before
+
+
+def test_segment_buffer_is_its_read_only_map(tmp_path):
+    """np.frombuffer(segment, ...) (how the file channel views a put record's offsets) shows
+    the map's bytes, cannot write them, and keeps the segment mapped while it lives."""
+    seg, log = new_log(tmp_path)
+    log.append([wal.frame(1, 1, [np.arange(4, dtype=np.int64).tobytes()])])
+    arr = np.frombuffer(seg, dtype=np.int64, count=4, offset=SEG_HEADER + REC_HEADER)
+    assert arr.tolist() == [0, 1, 2, 3] and not arr.flags.writeable
+    assert memoryview(seg).nbytes == seg.mapped
+    assert memoryview(seg).readonly
+    with pytest.raises(ValueError):
+        np.frombuffer(seg, dtype=np.uint8).setflags(write=True)
+    path = seg.path
+    del log, seg
+    os.unlink(path)
+    assert arr.tolist() == [0, 1, 2, 3]
+
+
 def test_full_segment_returns_none_and_roll_moves_on(tmp_path):
     seg, log = new_log(tmp_path, size=4096, chunk=1024)
     big = [wal.frame(1, 1, [b"x" * 3000])]

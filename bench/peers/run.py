@@ -79,7 +79,7 @@ ROWS = {r.name: r for r in [
     Row("file_roll-1000", "seq -> memory -> file_roll, batches of 1000", "seq", "memory", "file_roll",
         1000, 1000, 15_000_000, 50_000_000),
     Row("filechannel-1000", "seq -> file channel -> null, batches of 1000", "seq", "file", "null",
-        1000, 1000, 300_000, 10_000_000),
+        1000, 1000, 300_000, 30_000_000),
     Row("taildir-2m", "TAILDIR 2 M lines -> memory -> file_roll, batches of 1000", "taildir", "memory",
         "file_roll", 1000, 1000, 2_000_000, 2_000_000),
     Row("taildir-20m", "TAILDIR 20 M lines -> memory -> file_roll, batches of 1000", "taildir", "memory",

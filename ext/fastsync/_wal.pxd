@@ -1,11 +1,15 @@
 # Contract of the write-ahead log's native part (format version 1, layout in _wal.pyx):
-#   Segment  one memory-mapped segment file; view(start, stop) is a zero-copy pyarrow Buffer
-#   Log      appends whole transactions (lists of framed records) to the current segment
-#            and makes them durable with group commit: sync(lsn) returns once fdatasync
-#            has covered every byte appended up to lsn, one fdatasync for all waiters.
-# Framing, CRCs and replay are in fastsync/agent/channels/wal.py, which has the Python
-# reference of every rule; tests check the two against each other.
-from libc.stdint cimport int64_t
+#   Segment  one memory-mapped segment file; view(start, stop) is a zero-copy pyarrow Buffer,
+#            and the segment itself exports its read-only map (buffer protocol)
+#   Log      appends whole transactions to the current segment — append(): records framed
+#            by the caller; append_txn(): puts, take and commit framed here (the file
+#            channel's commit) — and makes them durable with group commit: sync(lsn)
+#            returns once fdatasync has covered every byte appended up to lsn, one
+#            fdatasync for all waiters.
+#   Iov      the iovecs of records being appended, and their framing
+# Replay is in fastsync/agent/channels/wal.py, with the Python reference of the framing
+# (frame()); tests check the two against each other.
+from libc.stdint cimport int64_t, uint64_t
 from fastsync._sync cimport pthread_mutex_t, pthread_cond_t
 
 cdef class Segment:
@@ -22,6 +26,22 @@ cdef class Segment:
     cdef int _grow(self, int64_t upto, bint zero_fill=*) except -1
     cdef void _unmap(self) noexcept
 
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+cdef class Iov:
+    cdef iovec *iov
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t n                 # iovecs used
+    cdef int64_t total                # their bytes
+    cdef Py_ssize_t rec               # the first iovec of the record being framed
+    cdef void begin(self) noexcept
+    cdef int add(self, const char *p, int64_t size) except -1
+    cdef int frame(self, char *h, int kind, uint64_t txn, int64_t length, bint release) except -1
+    cdef int pad(self) except -1
+
 cdef class Log:
     cdef pthread_mutex_t mu
     cdef pthread_cond_t cond
@@ -35,3 +55,4 @@ cdef class Log:
     cdef int _use(self, Segment segment) except -1
     cdef int _check_failed(self) except -1
     cdef int _sync(self, int64_t lsn) noexcept nogil
+    cdef object _write(self, Iov out, bint release)

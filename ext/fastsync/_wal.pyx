@@ -57,6 +57,10 @@ from posix.unistd cimport sysconf, _SC_PAGESIZE
 from posix.mman cimport mmap, munmap, madvise, MADV_DONTNEED, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC, CLOCK_REALTIME
 from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from libc.stdint cimport INT64_MAX
+from crc32c import crc32c as _crc32c
 from fastsync._sync cimport *
 
 include "_owned.pxi"
@@ -65,10 +69,7 @@ cdef extern from "<fcntl.h>" nogil:
     int posix_fallocate(int fd, long offset, long length)
 cdef extern from "<unistd.h>" nogil:
     int fdatasync(int fd)
-cdef extern from "<sys/uio.h>" nogil:
-    struct iovec:
-        void *iov_base
-        size_t iov_len
+cdef extern from "<sys/uio.h>" nogil:      # struct iovec: in _wal.pxd
     ssize_t pwritev(int fd, const iovec *iov, int iovcnt, long offset)
 
 
@@ -93,13 +94,22 @@ cdef int _fill_zeros(int fd, int64_t start, int64_t stop) noexcept nogil:
         return errno
     return 0
 cdef int IOV_BATCH = 512
+cdef int64_t GIL_WRITE_LIMIT = 1 << 18   # append_txn keeps the GIL for transactions smaller than this
+cdef int64_t PUT_PREFIX = 16              # n events, header bytes
+cdef int64_t MAX_RECORD = (1 << 32) - 1
 
 FORMAT_VERSION = 1
 SEGMENT_MAGIC = b"FSWALSEG"
 SEGMENT_HEADER = 64
-RECORD_MAGIC = 0x52574653
-RECORD_HEADER = 24
-PUT, TAKE, COMMIT, ROLLBACK = 1, 2, 3, 4
+cdef enum:
+    REC_MAGIC = 0x52574653
+    REC_HEADER = 24
+    K_PUT = 1
+    K_TAKE = 2
+    K_COMMIT = 3
+RECORD_MAGIC = REC_MAGIC
+RECORD_HEADER = REC_HEADER
+PUT, TAKE, COMMIT, ROLLBACK = K_PUT, K_TAKE, K_COMMIT, 4
 cdef int64_t PAGE = sysconf(_SC_PAGESIZE)
 cdef int64_t FAULT_AROUND = 1 << 16   # Linux maps up to this much around a faulting page (fault_around_bytes)
 
@@ -218,6 +228,15 @@ cdef class Segment:
         self._unmap()
         pthread_mutex_destroy(&self.grow_mu)
 
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        """The whole map, read-only: np.frombuffer(segment, offset=..., count=...) views a
+        part of it at a fraction of the cost of view() and keeps the segment alive."""
+        PyBuffer_FillInfo(buffer, self, self.base if self.base != NULL else ZEROS, self.mapped if self.base != NULL else 0,
+                          1, flags)
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        pass
+
     def view(self, int64_t start=0, int64_t stop=-1):
         """Bytes [start, stop) of the segment (stop -1: its end) as a pyarrow Buffer, no copy."""
         if stop < 0:
@@ -276,6 +295,60 @@ cdef class Segment:
         return "Segment(%r, id=%d, end=%d)" % (str(self.path), self.id, self.end)
 
 
+cdef class Iov:
+    """The iovecs of records being appended, and their framing: begin() a record, add()
+    its header then its payload's parts, frame() it (fills in the header, CRC included,
+    and pads the record to a multiple of 8)."""
+
+    def __cinit__(self, Py_ssize_t cap):
+        self.iov = <iovec *>malloc(max(cap, 1) * sizeof(iovec))
+        if self.iov == NULL:
+            raise MemoryError()
+        self.cap = cap
+        self.n = 0
+        self.total = 0
+        self.rec = 0
+
+    def __dealloc__(self):
+        free(self.iov)
+
+    cdef void begin(self) noexcept:
+        self.rec = self.n
+
+    cdef int add(self, const char *p, int64_t size) except -1:
+        if size <= 0:
+            return 0
+        if self.n == self.cap:
+            raise IndexError("Iov: more parts than its %d" % self.cap)
+        self.iov[self.n].iov_base = <void *>p
+        self.iov[self.n].iov_len = size
+        self.n += 1
+        self.total += size
+        return 0
+
+    cdef int frame(self, char *h, int kind, uint64_t txn, int64_t length, bint release) except -1:
+        """Fill in the 24-byte header at h (the start of this record's first part) and pad."""
+        cdef Py_ssize_t i
+        cdef uint32_t crc = 0
+        (<uint32_t *>h)[0] = REC_MAGIC
+        (<uint32_t *>(h + 8))[0] = <uint32_t>length
+        (<uint32_t *>(h + 12))[0] = kind        # kind, then three zero bytes
+        (<uint64_t *>(h + 16))[0] = txn
+        mode = 1 if release else 0      # crc32c's gil_release_mode
+        for i in range(self.rec, self.n):
+            if i == self.rec:      # the CRC covers everything after its own field
+                crc = _crc32c(PyMemoryView_FromMemory(h + 8, self.iov[i].iov_len - 8, PyBUF_READ), crc, mode)
+            else:
+                crc = _crc32c(PyMemoryView_FromMemory(<char *>self.iov[i].iov_base, self.iov[i].iov_len, PyBUF_READ),
+                              crc, mode)
+        (<uint32_t *>(h + 4))[0] = crc
+        return self.pad()
+
+    cdef int pad(self) except -1:
+        """Zeros up to the next multiple of 8 (records start 8-aligned)."""
+        return self.add(ZEROS, pad8(self.total) - self.total)
+
+
 cdef class Log:
     """The appending end of the WAL: one current Segment, group commit across threads."""
 
@@ -318,12 +391,10 @@ cdef class Log:
         record, or None when they do not fit in what is left of the segment (roll, retry).
         Raises OSError (ENOSPC when the disk is full) with nothing written. One thread
         appends at a time (the channel's append lock); sync() may run in any thread."""
-        cdef Segment seg = self.current
         cdef Py_ssize_t nparts = 0, i = 0, k
-        cdef int64_t total = 0, rec_len, start, pos
+        cdef int64_t total = 0, rec_len
         cdef ByteView v
-        cdef iovec *iov
-        cdef int niov, err
+        cdef Iov out
         self._check_failed()
         views = []
         for header, parts in records:
@@ -337,7 +408,122 @@ cdef class Log:
                 views.append(v)
             total += pad8(rec_len)
             nparts += 1 + len(parts)
-        start = seg.end
+        out = Iov(2 * nparts)
+        # each part, and after a record's last part the zero padding to a multiple of 8
+        for header, parts in records:
+            for k in range(1 + len(parts)):
+                v = views[i]
+                out.add(v.ptr, v.size)
+                i += 1
+            out.pad()
+        return self._write(out, total >= GIL_WRITE_LIMIT)
+
+    def append_txn(self, uint64_t txn, list puts, take=None):
+        """Frame and append one transaction: a put record per (offsets, data, headers) in
+        `puts`, a take record with payload `take` unless it is None, and its commit record,
+        as the layout above says (tests/test_wal.py checks it against a reference). offsets:
+        the n + 1 int64 positions of the bodies in `data` (the first need not be 0: they are
+        stored rebased); headers: the encoded header columns (b"" for none). Returns the
+        segment offsets of the put records (a tuple), or None when the transaction does not
+        fit in what is left of the segment (roll, retry); raises ValueError for offsets
+        that are not non-decreasing positions inside data, and OSError as append(), in
+        both cases with nothing written.
+
+        A transaction under GIL_WRITE_LIMIT bytes is framed and written holding the GIL
+        (its CRCs and its copy into the page cache cost less than handing the GIL to
+        another thread and back; the price: a write the kernel throttles for writeback
+        holds the other threads too); a larger one releases it for checksums and write,
+        as append() does."""
+        cdef Py_ssize_t nputs = len(puts), j
+        cdef int64_t total = 0, n, first, hlen, plen, rebased = 0, i
+        cdef int64_t *offs
+        cdef int64_t *dst
+        cdef char *meta
+        cdef char *rb
+        cdef char *h
+        cdef ByteView ov, dv, hv, tv = None
+        cdef Iov out
+        cdef bint release
+        self._check_failed()
+        # pass 1: check and size everything; the views hold the buffers until written
+        views = []
+        for offsets, data, headers in puts:
+            ov, dv, hv = ByteView(offsets), ByteView(data), ByteView(headers)
+            if ov.size < 8 or ov.size % 8:
+                raise ValueError("put offsets must be n + 1 int64 positions, got %d bytes" % ov.size)
+            n = ov.size // 8 - 1
+            offs = <int64_t *>ov.ptr
+            check_offsets(offs, n, dv.size, INT64_MAX)
+            if offs[0]:
+                rebased += ov.size
+            plen = PUT_PREFIX + ov.size + pad8(hv.size) + offs[n] - offs[0]
+            if plen > MAX_RECORD:
+                raise ValueError("a WAL record holds at most %d bytes, this one would be %d" % (MAX_RECORD, plen))
+            total += pad8(REC_HEADER + plen)
+            views.append((ov, dv, hv, plen))
+        if take is not None:
+            tv = ByteView(take)
+            if tv.size > MAX_RECORD:
+                raise ValueError("a WAL record holds at most %d bytes, this one would be %d" % (MAX_RECORD, tv.size))
+            total += pad8(REC_HEADER + tv.size)
+        total += REC_HEADER
+        release = total >= GIL_WRITE_LIMIT
+        # pass 2: record headers, put prefixes and rebased offsets in one scratch block
+        meta = <char *>malloc((nputs + 2) * (REC_HEADER + PUT_PREFIX) + rebased)
+        if meta == NULL:
+            raise MemoryError()
+        try:
+            out = Iov(6 * nputs + 5)
+            h = meta
+            rb = meta + (nputs + 2) * (REC_HEADER + PUT_PREFIX)
+            for j in range(nputs):
+                ov, dv, hv, plen = views[j]
+                n = ov.size // 8 - 1
+                offs = <int64_t *>ov.ptr
+                first = offs[0]
+                hlen = hv.size
+                (<int64_t *>(h + REC_HEADER))[0] = n
+                (<int64_t *>(h + REC_HEADER))[1] = hlen
+                if first:
+                    dst = <int64_t *>rb
+                    for i in range(n + 1):
+                        dst[i] = offs[i] - first
+                    offs = dst
+                    rb += ov.size
+                out.begin()
+                out.add(h, REC_HEADER + PUT_PREFIX)
+                out.add(<char *>offs, ov.size)
+                out.add(hv.ptr, hlen)
+                out.add(ZEROS, pad8(hlen) - hlen)
+                out.add(dv.ptr + first, offs[n])
+                out.frame(h, K_PUT, txn, plen, release)
+                h += REC_HEADER + PUT_PREFIX
+            if tv is not None:
+                out.begin()
+                out.add(h, REC_HEADER)
+                out.add(tv.ptr, tv.size)
+                out.frame(h, K_TAKE, txn, tv.size, release)
+                h += REC_HEADER
+            out.begin()
+            out.add(h, REC_HEADER)
+            out.frame(h, K_COMMIT, txn, 0, release)
+            start = self._write(out, release)
+        finally:
+            free(meta)
+        if start is None:
+            return None
+        res = []
+        for j in range(nputs):     # the records follow each other from start
+            res.append(start)
+            start += pad8(REC_HEADER + views[j][3])
+        return tuple(res)
+
+    cdef object _write(self, Iov out, bint release):
+        """Write out's iovecs (whole records, out.total bytes) at the end of the current
+        segment; its offset there, or None when they do not fit."""
+        cdef Segment seg = self.current
+        cdef int64_t total = out.total, start = seg.end
+        cdef int err
         if start + total > seg.mapped:
             return None
         if start + total > seg.allocated:
@@ -347,29 +533,13 @@ cdef class Log:
                 if exc.errno != ENOSPC:
                     raise
                 seg._grow(start + total)       # a nearly full disk: take just what this needs
-        iov = <iovec *>malloc(2 * nparts * sizeof(iovec))
-        if iov == NULL:
-            raise MemoryError()
-        # each part, and after a record's last part the zero padding to a multiple of 8
-        niov = 0
-        for header, parts in records:
-            rec_len = 0
-            for k in range(1 + len(parts)):
-                v = views[i]
-                iov[niov].iov_base = <void *>v.ptr
-                iov[niov].iov_len = v.size
-                niov += 1
-                rec_len += v.size
-                i += 1
-            if pad8(rec_len) != rec_len:
-                iov[niov].iov_base = <void *>ZEROS
-                iov[niov].iov_len = pad8(rec_len) - rec_len
-                niov += 1
         # written through the file, not the map: a store into a fresh mapped page costs a
         # fault and a journal handle per 4 KiB, pwritev copies into the page cache at once
-        with nogil:
-            err = _pwrite_all(seg.fd, iov, niov, start)
-        free(iov)
+        if release:
+            with nogil:
+                err = _pwrite_all(seg.fd, out.iov, out.n, start)
+        else:
+            err = _pwrite_all(seg.fd, out.iov, out.n, start)
         if err:
             raise OSError(err, "cannot write to WAL segment", str(seg.path))
         with nogil:

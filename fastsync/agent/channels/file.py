@@ -6,6 +6,9 @@ a take record listing the taken (segment, record, first event, count) ranges, an
 commit record — then waits until one group fdatasync covers them (fsyncPolicy = commit)
 or returns at once and lets a flusher sync every fsyncIntervalMs (interval). A rollback
 writes nothing: the staged puts are dropped and the taken ranges go back to the head.
+Framing and writing are one native call (Log.append_txn) that keeps the GIL for a
+transaction of ordinary size, so a put commit lets go of the GIL once, for its
+fdatasync, and a take commit not at all.
 
 Committed events wait in an in-memory queue of ranges over put records in the mapped
 segments, so a take copies nothing: the batch it returns views the map. A checkpoint
@@ -19,6 +22,7 @@ import fcntl
 import itertools
 import logging
 import os
+import struct
 import threading
 import time
 from collections import deque
@@ -38,6 +42,9 @@ log = logging.getLogger("fastsync.channel.file")
 
 PREFILL = 64 << 20       # bytes of zeros kept written ahead of the log's end
 LOCK_NAME = "in_use.lock"
+SPACE_RECHECK = 1.0      # s: free space is read again this often (Flume's CachedFSUsableSpace), or sooner
+_RANGE = struct.Struct("<QQII")     # one wal.TAKE_RANGE entry of a take record
+DRAIN_TXS = 64           # take transactions drain_each runs per call, so a stop is seen soon
 _HOME = os.path.join(os.path.expanduser("~"), ".fastsync", "file-channel")
 FILE_CHANNEL_COUNTERS = CHANNEL_COUNTERS + (
     "CheckpointWriteErrorCount", "CheckpointBackupWriteErrorCount", "EventPutErrorCount",
@@ -272,6 +279,8 @@ class FileChannel(Channel):
         self._inflight = 0               # taken, not yet committed or rolled back
         self._reserved = 0               # room held by commits on their way into the log
         self._open_takes: dict[int, list] = {}   # id(transaction) -> its taken ranges
+        self._waiting_takes = 0          # threads waiting in _take for events
+        self._waiting_puts = 0           # threads waiting in _reserve for room
         self._segments: dict[int, Segment] = {}
         self._log: Log | None = None
         self._txn_ids = None
@@ -281,6 +290,7 @@ class FileChannel(Channel):
         self._threads: list[threading.Thread] = []
         self.last_checkpoint = 0.0
         self.replay: _Replay | None = None
+        self._space_until = (0.0, 0)     # (monotonic time, log LSN) up to which the last free-space check holds
 
     # -- lifecycle --
     def start(self) -> None:
@@ -467,6 +477,75 @@ class FileChannel(Channel):
     def transaction(self) -> "FileTransaction":
         return FileTransaction(self)
 
+    def put_each(self, batch: EventBatch, per_tx: int) -> int:
+        """Channel.put_each (each slice its own transaction: put record, commit record,
+        fdatasync), staging slices of the batch's offsets rather than building a batch
+        per transaction."""
+        if batch.headers:
+            return super().put_each(batch, per_tx)
+        offsets, data, done = batch.offsets, batch.data, 0
+        for start in range(0, len(batch), per_tx):
+            part = offsets[start:start + per_tx + 1]
+            try:
+                with FileTransaction(self) as tx:
+                    tx._put(part, data, None)
+            except ChannelException as exc:
+                exc.committed = done
+                raise
+            done += len(part) - 1
+        return done
+
+    def drain_each(self, per_tx: int, timeout: float):
+        """Take transactions of up to per_tx events, each committed at once, for a sink that
+        discards what it takes (null): (events, transactions, transactions of per_tx events,
+        body bytes). Each is in the log as a sink's take transaction is (its take record and
+        commit record, synced as take-only commits are); no batch is made. The first waits
+        up to `timeout` s for events, the others take only what is there."""
+        if self._log is None:
+            raise ChannelException("channel %s is not started" % self.name)
+        cap = min(per_tx, self.config.transactionCapacity)
+        key = -threading.get_ident()     # this thread's open take (transactions use id(tx) > 0)
+        events = txs = full = nbytes = 0
+        lsn = None
+        try:
+            while txs < DRAIN_TXS:
+                got = self._take(key, cap, 0 if txs else timeout)
+                if got is None:
+                    break
+                ranges, n = got
+                try:
+                    lsn = self._commit(key, [], _take_payload(ranges), 0, n)
+                except BaseException as exc:
+                    self._unget(key, n)
+                    if isinstance(exc, OSError):
+                        raise self._write_failed(exc) from None
+                    raise
+                for rec, s, k in ranges:
+                    o = rec.offsets
+                    nbytes += int(o[s + k] - o[s])
+                _drop_taken_pages(ranges)
+                events += n
+                txs += 1
+                full += n == per_tx
+        finally:    # Flume counts the attempt that found fewer than per_tx too
+            self.counters.add(EventTakeAttemptCount=events + txs - full if txs else 1, EventTakeSuccessCount=events)
+        if lsn is not None and self.config.policy == "commit" and self.config.syncTakes:
+            self._sync_commit(lsn)
+        return events, txs, full, nbytes
+
+    def _write_failed(self, exc: OSError) -> ChannelException:
+        if exc.errno == errno.ENOSPC:
+            return ChannelException("channel %s: the disk of %s is full; commits fail until space is freed"
+                                    % (self.name, self._log.current.path))
+        return ChannelException("channel %s: writing the log failed: %s" % (self.name, exc))
+
+    def _sync_commit(self, lsn: int) -> None:
+        try:
+            self._log.sync(lsn)
+        except OSError as exc:
+            raise ChannelException("channel %s: the commit is in the log but not durable: %s; restart the channel"
+                                   % (self.name, exc)) from None
+
     # -- checkpoints --
     def checkpoint(self) -> None:
         """Write the queue and the log position atomically; then delete dead segments."""
@@ -545,7 +624,11 @@ class FileChannel(Channel):
                 left = deadline - time.monotonic()
                 if left <= 0 or self._interrupted:
                     return None
-                self._cond.wait(left)
+                self._waiting_takes += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiting_takes -= 1
             ranges, got = [], 0
             q = self._queue
             while q and got < want:
@@ -582,36 +665,52 @@ class FileChannel(Channel):
                         "The channel has reached it's capacity. This might be the result of a sink on the channel having "
                         "too low of batch size, a downstream system running slower than normal, or that the channel "
                         "capacity is just too low. [channel=%s, capacity=%d]" % (self.name, cfg.capacity))
-                self._cond.wait(left)
+                self._waiting_puts += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiting_puts -= 1
             self._reserved += put_n
 
     def _check_space(self) -> None:
+        """Refuse puts while a directory has less than minimumRequiredSpace free. As Flume's
+        cached usable space: statvfs once a second, or sooner once the log has grown by half
+        the smallest headroom seen (the log's growth stands for what it took)."""
         need = self.config.minimumRequiredSpace
+        if not need:
+            return
+        until_t, until_lsn = self._space_until
+        written = self._log.written
+        now = time.monotonic()
+        if now < until_t and written < until_lsn:
+            return
+        headroom = None
         for d in [self.config.checkpointDir] + list(self.config.dataDirs):
             st = os.statvfs(d)
             free = st.f_bavail * st.f_frsize
             if free < need:
                 raise ChannelException("channel %s: only %d bytes free in %s, below minimumRequiredSpace = %d; puts fail until space is freed"
                                        % (self.name, free, d, need))
+            headroom = free - need if headroom is None else min(headroom, free - need)
+        self._space_until = (now + SPACE_RECHECK, written + headroom // 2)
 
-    def _commit(self, tx_key: int, records: list, put_sizes: list, put_n: int, take_n: int) -> int:
-        """Append a transaction's records and apply it to the queue; returns its LSN."""
+    def _commit(self, tx_key: int, puts: list, take: bytes | None, put_n: int, take_n: int) -> int:
+        """Append a transaction's records (puts: (offsets, data, encoded headers) per
+        batch; take: the take record's payload) and apply it to the queue; returns its LSN."""
         lg = self._log
         with self._append_lock:
-            start = lg.append(records)
-            if start is None:
+            txn = next(self._txn_ids)
+            at = lg.append_txn(txn, puts, take)
+            if at is None:
                 lg.roll(self._new_segment(lg.current.id + 1))
-                start = lg.append(records)
-                if start is None:
-                    total = sum(wal.pad8(wal.RECORD_HEADER + sum(wal.nbytes(p) for p in parts)) for _, parts in records)
+                at = lg.append_txn(txn, puts, take)
+                if at is None:
                     raise ChannelException("channel %s: one transaction needs %d bytes of log, more than maxFileSize = %d allows"
-                                           % (self.name, total, self.config.maxFileSize))
+                                           % (self.name, wal.txn_bytes(puts, take), self.config.maxFileSize))
             seg = lg.current
             lsn = lg.written
-            recs, off = [], start
-            for size, plen in put_sizes:
-                recs.append(wal.PutRecord(seg, off, seg.view(off + wal.RECORD_HEADER, off + wal.RECORD_HEADER + plen)))
-                off += size
+            recs = [wal.PutRecord.written(seg, off, len(p[0]) - 1, len(p[2]), int(p[0][-1] - p[0][0]))
+                    for off, p in zip(at, puts)]
             with self._cond:
                 for rec in recs:
                     self._queue.append([rec, 0, rec.n])
@@ -619,13 +718,20 @@ class FileChannel(Channel):
                 self._reserved -= put_n
                 self._inflight -= take_n
                 self._open_takes.pop(tx_key, None)
-                self._cond.notify_all()
+                # wake only whom this commit can help: takers of its puts, putters of the room its takes freed
+                if (put_n and self._waiting_takes) or (take_n and self._waiting_puts):
+                    self._cond.notify_all()
         return lsn
 
     def _release(self, put_n: int) -> None:
         with self._cond:
             self._reserved -= put_n
             self._cond.notify_all()
+
+
+def _take_payload(taken) -> bytes:
+    """A take record's payload: a wal.TAKE_RANGE entry per taken [PutRecord, first, count]."""
+    return b"".join([_RANGE.pack(rec.seg.id, rec.off, s, k) for rec, s, k in taken])
 
 
 def _drop_taken_pages(taken) -> None:
@@ -642,14 +748,16 @@ def _drop_taken_pages(taken) -> None:
 
 class FileTransaction(Transaction):
     FLUME_NAME = "FileBackedTransaction"
-    __slots__ = ("ch", "puts", "put_n", "take_n", "sync_failed")
+    __slots__ = ("ch", "puts", "put_n", "take_n", "taken", "take_tries", "sync_failed")
 
     def __init__(self, channel: FileChannel):
         super().__init__()
         self.ch = channel
-        self.puts: list[EventBatch] = []
+        self.puts: list[tuple] = []     # (offsets, data, encoded headers) per batch put
         self.put_n = 0
         self.take_n = 0
+        self.taken: list = []           # [PutRecord, first event, count] per range taken
+        self.take_tries = 0             # EventTakeAttemptCount, counted with the outcome (one counter update)
         self.sync_failed = False
 
     def begin(self) -> None:
@@ -658,11 +766,17 @@ class FileTransaction(Transaction):
         super().begin()
 
     def put(self, batch: EventBatch) -> None:
+        self._put(batch.offsets, batch.data, batch.headers)
+
+    def _put(self, offsets, data, headers: dict | None) -> None:
+        """Stage a batch given as its parts (put_each stages slices without making batches)."""
         self._check_open("put")
-        n = len(batch)
+        n = len(offsets) - 1
         self._check_put_room(self.put_n, n, self.ch.config.transactionCapacity, self.ch.name)
         if n:
-            self.puts.append(batch)
+            if not offsets.flags.c_contiguous:      # the native framing reads them as one block
+                offsets = np.ascontiguousarray(offsets)
+            self.puts.append((offsets, data, wal.encode_headers(headers, n) if headers else b""))
             self.put_n += n
 
     def take(self, max_events: int | None = None, timeout: float | None = None) -> EventBatch | None:
@@ -674,11 +788,12 @@ class FileTransaction(Transaction):
         want = room if max_events is None else min(max_events, room)
         got = ch._take(id(self), want, ch.config.keepAlive if timeout is None else timeout)
         if got is None:
-            ch.counters.add(EventTakeAttemptCount=1)
+            self.take_tries += 1
             return None
         ranges, n = got
         self.take_n += n
-        ch.counters.add(EventTakeAttemptCount=n + (n < want))
+        self.take_tries += n + (n < want)
+        self.taken += ranges
         parts = [EventBatch(rec.body, rec.offsets[s:s + k + 1], rec.headers_slice(s, k)) for rec, s, k in ranges]
         return parts[0] if len(parts) == 1 else EventBatch.concat(parts)
 
@@ -686,42 +801,30 @@ class FileTransaction(Transaction):
         self._check_open("commit")
         ch = self.ch
         if not self.puts and not self.take_n:
+            if self.take_tries:
+                ch.counters.add(EventTakeAttemptCount=self.take_tries)
             self._done()
             return
-        txn = next(ch._txn_ids)
-        records, put_sizes = [], []
-        for b in self.puts:
-            parts = wal.put_parts(b)
-            plen = sum(wal.nbytes(p) for p in parts)
-            records.append(wal.frame(wal.PUT, txn, parts))
-            put_sizes.append((wal.pad8(wal.RECORD_HEADER + plen), plen))
-        if self.take_n:
-            with ch._cond:
-                taken = list(ch._open_takes.get(id(self), ()))
-            arr = np.array([(r[0].seg.id, r[0].off, r[1], r[2]) for r in taken], dtype=wal.TAKE_RANGE)
-            records.append(wal.frame(wal.TAKE, txn, [arr.tobytes()]))
-        records.append(wal.frame(wal.COMMIT, txn, []))
+        taken = self.taken
+        take = _take_payload(taken) if self.take_n else None
         if self.put_n:
             ch._check_space()
             ch._reserve(self.put_n, self.take_n)
             ch.counters.add(EventPutAttemptCount=self.put_n, EventPutSuccessCount=self.put_n)
         try:
-            lsn = ch._commit(id(self), records, put_sizes, self.put_n, self.take_n)
+            lsn = ch._commit(id(self), self.puts, take, self.put_n, self.take_n)
         except OSError as exc:
             if self.put_n:
                 ch._release(self.put_n)
                 ch.counters.add(EventPutSuccessCount=-self.put_n, EventPutErrorCount=1)
-            if exc.errno == errno.ENOSPC:
-                raise ChannelException("channel %s: the disk of %s is full; commits fail until space is freed"
-                                       % (ch.name, ch._log.current.path)) from None
-            raise ChannelException("channel %s: writing the log failed: %s" % (ch.name, exc)) from None
+            raise ch._write_failed(exc) from None
         except BaseException:
             if self.put_n:
                 ch._release(self.put_n)
                 ch.counters.add(EventPutSuccessCount=-self.put_n)
             raise
         if self.take_n:
-            ch.counters.add(EventTakeSuccessCount=self.take_n)
+            ch.counters.add(EventTakeAttemptCount=self.take_tries, EventTakeSuccessCount=self.take_n)
             _drop_taken_pages(taken)
         had_puts = self.put_n
         self._done()    # in the log and applied: a failed sync below cannot be rolled back
@@ -730,25 +833,25 @@ class FileTransaction(Transaction):
         # next sync can only deliver its events again, never lose one.
         if ch.config.policy == "commit" and (had_puts or ch.config.syncTakes):
             try:
-                ch._log.sync(lsn)
-            except OSError as exc:
+                ch._sync_commit(lsn)
+            except ChannelException:
                 self.sync_failed = True
-                raise ChannelException("channel %s: the commit is in the log but not durable: %s; restart the channel"
-                                       % (ch.name, exc)) from None
+                raise
 
     def rollback(self) -> None:
         if self.sync_failed:
             return      # a commit that failed only at its fdatasync: already applied
         self._check_open("rollback")
-        if self.put_n:
-            self.ch.counters.add(EventPutAttemptCount=self.put_n)
+        if self.put_n or self.take_tries:
+            self.ch.counters.add(EventPutAttemptCount=self.put_n, EventTakeAttemptCount=self.take_tries)
         if self.take_n:
             self.ch._unget(id(self), self.take_n)
         self._done()
 
     def _done(self) -> None:
         self.puts = []
-        self.put_n = self.take_n = 0
+        self.taken = []
+        self.put_n = self.take_n = self.take_tries = 0
         self.state = Transaction.COMPLETED
 
 

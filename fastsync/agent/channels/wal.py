@@ -73,21 +73,15 @@ def frame(kind: int, txn: int, parts) -> tuple[bytes, list]:
     return _HEAD.pack(RECORD_MAGIC, crc) + tail, parts
 
 
-# -- put payloads --
+# -- put payloads (framed natively by Log.append_txn) --
 
-def put_parts(batch) -> list:
-    """The payload parts of a put record for an EventBatch: no copy of the bodies."""
-    offs = batch.offsets
-    n = len(offs) - 1
-    first, last = int(offs[0]), int(offs[-1])
-    if first:
-        offs = offs - first
-    hbytes = encode_headers(batch.headers, n) if batch.headers else b""
-    parts = [_PUT_PREFIX.pack(n, len(hbytes)), np.ascontiguousarray(offs, dtype=np.int64)]
-    if hbytes:
-        parts.append(hbytes + b"\0" * (pad8(len(hbytes)) - len(hbytes)))
-    parts.append(batch.data.slice(first, last - first) if (first or last != batch.data.size) else batch.data)
-    return parts
+def txn_bytes(puts, take) -> int:
+    """Bytes of log that Log.append_txn(txn, puts, take) appends."""
+    total = pad8(RECORD_HEADER + len(take)) + RECORD_HEADER if take is not None else RECORD_HEADER
+    for offsets, data, headers in puts:
+        total += pad8(RECORD_HEADER + _PUT_PREFIX.size + 8 * len(offsets) + pad8(len(headers))
+                      + int(offsets[-1] - offsets[0]))
+    return total
 
 
 def encode_headers(headers: dict, n: int) -> bytes:
@@ -134,6 +128,21 @@ class PutRecord:
         self.body = payload.slice(pos, int(self.offsets[-1]))
         if self.offsets[0] != 0 or pos + int(self.offsets[-1]) != payload.size or np.any(np.diff(self.offsets) < 0):
             raise ValueError("put record payload is inconsistent")
+
+    @classmethod
+    def written(cls, seg: Segment, off: int, n: int, hlen: int, body_len: int) -> "PutRecord":
+        """The record that Log.append_txn just wrote at off, from what the writer knows of
+        it: nothing to parse or check again."""
+        rec = cls.__new__(cls)
+        rec.seg, rec.off, rec.n = seg, off, n
+        pos = off + RECORD_HEADER + _PUT_PREFIX.size
+        rec.offsets = np.frombuffer(seg, dtype=np.int64, count=n + 1, offset=pos)
+        pos += 8 * (n + 1)
+        rec._hbuf = seg.view(pos, pos + hlen) if hlen else None
+        rec._headers = None
+        pos += pad8(hlen)
+        rec.body = seg.view(pos, pos + body_len)
+        return rec
 
     @property
     def headers(self) -> dict | None:
