@@ -495,12 +495,13 @@ class FileChannel(Channel):
             done += len(part) - 1
         return done
 
-    def drain_each(self, per_tx: int, timeout: float):
-        """Take transactions of up to per_tx events, each committed at once, for a sink that
-        discards what it takes (null): (events, transactions, transactions of per_tx events,
-        body bytes). Each is in the log as a sink's take transaction is (its take record and
-        commit record, synced as take-only commits are); no batch is made. The first waits
-        up to `timeout` s for events, the others take only what is there."""
+    def drain_each(self, per_tx: int, timeout: float, max_txs: int | None = None):
+        """Take transactions of up to per_tx events (up to max_txs of them), each committed
+        at once, for a sink that discards what it takes (null): (events, transactions,
+        transactions of per_tx events, body bytes). Each is in the log as a sink's take
+        transaction is (its take record and commit record, synced as take-only commits
+        are); no batch is made. The first waits up to `timeout` s for events, the others
+        take only what is there."""
         if self._log is None:
             raise ChannelException("channel %s is not started" % self.name)
         cap = min(per_tx, self.config.transactionCapacity)
@@ -508,7 +509,7 @@ class FileChannel(Channel):
         events = txs = full = nbytes = 0
         lsn = None
         try:
-            while txs < DRAIN_TXS:
+            while txs < (DRAIN_TXS if max_txs is None else min(DRAIN_TXS, max_txs)):
                 got = self._take(key, cap, 0 if txs else timeout)
                 if got is None:
                     break
