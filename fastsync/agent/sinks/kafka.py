@@ -28,6 +28,8 @@ import threading
 import weakref
 from collections import deque
 from dataclasses import dataclass
+from itertools import repeat
+from operator import length_hint
 
 from fastsync.agent.component import SINKS, Place, setting
 from fastsync.agent.deadletter import DeadLetterFile, dead_letter_setting
@@ -89,6 +91,12 @@ class KafkaSinkConfig(SinkConfig):
             import confluent_kafka  # noqa: F401  (only to report a missing package here)
         except ImportError:
             raise place.error("type", "the Kafka sink needs confluent-kafka (pip install confluent-kafka)") from None
+
+
+def _sent(m: int, vals, todo) -> int:
+    """The index of the message map() took last from `vals` (of `m`), among `todo` if not None."""
+    j = m - length_hint(vals) - 1
+    return j if todo is None else todo[j]
 
 
 class _Acks:
@@ -295,7 +303,7 @@ class KafkaSink(Sink):
         if not self.pending:
             self.errors.failure = None
         dead = rec.dead
-        todo = range(n)
+        todo = None         # indexes to send, None: all
         bad = [t for t in set(chosen) if t and not valid_topic(t)] if chosen is not None else []
         if bad:             # a topic header no topic can ever have
             todo = []
@@ -308,27 +316,30 @@ class KafkaSink(Sink):
             self._no_dead_letters(dead, n)      # fails before anything is sent (no duplicates on each retry)
         acks = _Acks(rec.failures)
         rec.acks = weakref.ref(acks)
-        producer, stopping, send = self.producer, self.stopping, self.producer.produce
-        it = iter(todo)     # resumed after a message refused or a full queue
+        producer, stopping = self.producer, self.stopping
+        pick = (lambda seq: seq) if todo is None else (lambda seq: [seq[i] for i in todo])
+        vals = iter(pick(values))   # resumed after a message refused or a full queue
+        m = length_hint(vals)
+        # partition -1: librdkafka's partitioner picks
+        args = ((repeat(one_topic), vals, repeat(None)) if one_topic is not None else
+                (iter(pick(topics)), vals, iter(pick(keys))))
+        args += (repeat(-1), repeat(acks))
         while True:
-            i = None
             try:
                 try:
-                    # the hot loops; partition -1: librdkafka's partitioner picks
-                    if one_topic is not None:
-                        for i in it:
-                            send(one_topic, values[i], None, -1, acks)
-                    else:
-                        for i in it:
-                            send(topics[i], values[i], keys[i], -1, acks)
+                    # the hot loop: map() calls produce() for each message with no bytecode
+                    # in between (a Python for loop costs ~10 % more per message)
+                    deque(map(producer.produce, *args), 0)
                     break
                 except BufferError:                 # librdkafka's queue is full: wait for room
+                    # the message that raised is the last one map() took from `vals`
+                    i = _sent(m, vals, todo)
                     produce(producer, topics[i], values[i], keys[i], stopping, on_delivery=acks)
             except (KafkaException, ValueError, TypeError) as exc:   # refused before sending
                 reason = never_produced(exc)
-                if reason is None or i is None:
+                if reason is None:
                     raise
-                dead.append((i, reason))
+                dead.append((_sent(m, vals, todo), reason))
                 self._no_dead_letters(dead, n)
         # from here only the client holds `acks`: it goes once every message is reported
 
