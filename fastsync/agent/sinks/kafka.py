@@ -50,6 +50,7 @@ except ImportError:        # reported by the config's validate()
 
 log = logging.getLogger("fastsync.sink.kafka")
 WAIT_STEP = 0.001   # seconds per flush() while waiting for a batch's acknowledgements
+TAKES_PER_CALL = 8  # at most per process() call (a load-balancing sink group turns per call)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")      # Kafka's legal topic names
 
 
@@ -169,15 +170,37 @@ class KafkaSink(Sink):
     def process(self) -> Status:
         pending = self.pending
         self._complete()
-        if len(pending) >= 2 and self.in_flight >= self.config.maxEventsInFlight:
+        limit = self.config.maxEventsInFlight
+        if len(pending) >= 2 and self.in_flight >= limit:
             self._wait(pending[0], send_now=False)
             self._complete()
             return Status.READY
+        # several takes per call while there are events and room in flight: what each call
+        # costs (and serving the delivery reports) is paid once for them
+        took = 0
+        while took < TAKES_PER_CALL and (len(pending) < 2 or self.in_flight < limit):
+            # with batches in flight, don't wait for events: their acknowledgements may be in
+            if not self._take(0 if pending else TAKE_WAIT):
+                break
+            took += 1
+        if took:
+            self.producer.poll(0)       # serve the delivery reports that arrived
+            return Status.READY
+        if pending:
+            self._wait(pending[0])
+            self._complete()
+            return Status.READY
+        self.counters.add(BatchEmptyCount=1)
+        self.idle()
+        return Status.BACKOFF
+
+    def _take(self, timeout: float) -> bool:
+        """Take a batch and produce it, its transaction left open in `pending`; False when
+        the channel had no event."""
         tx = self.channel.transaction()
         tx.begin()
         try:
-            # with batches in flight, don't wait for events: their acknowledgements may be in
-            batch = tx.take(self.batch_size, 0 if pending else TAKE_WAIT)
+            batch = tx.take(self.batch_size, timeout)
         except BaseException:
             tx.rollback()
             tx.close()
@@ -185,15 +208,9 @@ class KafkaSink(Sink):
         if batch is None:
             tx.commit()
             tx.close()
-            if pending:
-                self._wait(pending[0])
-                self._complete()
-                return Status.READY
-            self.counters.add(BatchEmptyCount=1)
-            self.idle()
-            return Status.BACKOFF
-        self.counters.add(EventDrainAttemptCount=len(batch))
+            return False
         rec = _InFlight(tx, batch, None, None, None)
+        self.counters.add(EventDrainAttemptCount=rec.n)
         try:
             self._produce(rec)
         except BaseException as exc:
@@ -202,10 +219,9 @@ class KafkaSink(Sink):
             if isinstance(exc, Exception):
                 self._failed(exc, rec.n)
             raise
-        pending.append(rec)
+        self.pending.append(rec)
         self.in_flight += rec.n
-        self.producer.poll(0)       # serve the delivery reports that arrived
-        return Status.READY
+        return True
 
     def deliver(self, batch) -> None:
         """Produce one batch and wait for it (no channel transaction: the caller's)."""
