@@ -6,6 +6,8 @@ waiting for acknowledgements overlaps with producing. Each batch's messages carr
 `_Acks` object as their delivery callback: librdkafka's client holds it until a message's
 delivery report is served and only failures call it (`delivery.report.only.error`), so a
 batch is acknowledged exactly when that object is gone, with no Python call per message.
+A process() call makes up to TAKES_PER_CALL takes while there is room in flight, and
+produces each take's messages with map() over the values (produce() called from C).
 Takes are committed in the order they were taken; a batch with a failed message is rolled
 back (after every batch in flight has its reports) and retried: at-least-once, duplicating
 at most the batches in flight. While the broker is away the wait goes on (librdkafka
