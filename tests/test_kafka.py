@@ -248,6 +248,38 @@ def test_messages_that_can_never_be_produced_go_to_the_dead_letter_file(tmp_path
     assert "'no topic!' is not a valid Kafka topic name" in letters[1]["reason"] and "too large" in letters[2]["reason"]
 
 
+def test_messages_refused_by_the_client_mid_batch_are_dead_lettered_in_place(tmp_path, agent):
+    """Messages over the producer's message.max.bytes are refused by produce() itself, in
+    the middle of a batch: exactly those events are dead-lettered, every other one is sent
+    once, in order (the sink finds which message of the batch raised from what is left
+    to send)."""
+    import json
+    topic = new_topic()
+    dead = tmp_path / "dead.jsonl"
+    p, port = http_to_kafka(tmp_path, agent, topic, deadLetterFile=dead, **{"kafka.producer.message.max.bytes": 2000})
+    events = [{"body": "small %d" % i} if i % 4 else {"body": "%d" % i + "x" * 3000} for i in range(1, 11)]
+    post_events(port, events)
+    try:
+        poll(lambda: dead.exists() and len(dead.read_text().splitlines()) == 2, 30, message="2 dead letters")
+    except AssertionError:
+        raise AssertionError(p.stderr[-5000:])
+    assert [m.value() for m in read_topic(topic, 8)] == [e["body"].encode() for e in events if len(e["body"]) < 100]
+    assert p.stop(timeout=60) == 0, p.stderr
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [d["body"][:2] for d in letters] == ["4x", "8x"] and all("too large" in d["reason"] for d in letters)
+
+
+def test_a_full_producer_queue_sends_every_event_once_in_order(tmp_path, run_agent):
+    """A producer queue of 7 messages (kafka.producer.queue.buffering.max.messages) under
+    takes of 100: produce() raises BufferError within every take, the sink waits for room
+    and goes on with the next message of the take."""
+    topic = new_topic()
+    cfg = seq_to_kafka(topic, 3000, flumeBatchSize=100, **{"kafka.producer.queue.buffering.max.messages": 7})
+    p = run_agent("a1", write_config(tmp_path, cfg), "--exit-when-done", timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert [int(m.value()) for m in read_topic_to_end(topic)] == list(range(3000))
+
+
 def test_without_dead_letter_file_an_unproducible_message_is_retried_and_logged_once(tmp_path, agent):
     from e2e_support import free_port, get_json, wait_for_json
     topic, mport = new_topic(), free_port()

@@ -6,6 +6,8 @@ waiting for acknowledgements overlaps with producing. Each batch's messages carr
 `_Acks` object as their delivery callback: librdkafka's client holds it until a message's
 delivery report is served and only failures call it (`delivery.report.only.error`), so a
 batch is acknowledged exactly when that object is gone, with no Python call per message.
+A process() call makes up to TAKES_PER_CALL takes while there is room in flight, and
+produces each take's messages with map() over the values (produce() called from C).
 Takes are committed in the order they were taken; a batch with a failed message is rolled
 back (after every batch in flight has its reports) and retried: at-least-once, duplicating
 at most the batches in flight. While the broker is away the wait goes on (librdkafka
@@ -28,6 +30,8 @@ import threading
 import weakref
 from collections import deque
 from dataclasses import dataclass
+from itertools import repeat
+from operator import length_hint
 
 from fastsync.agent.component import SINKS, Place, setting
 from fastsync.agent.deadletter import DeadLetterFile, dead_letter_setting
@@ -48,6 +52,7 @@ except ImportError:        # reported by the config's validate()
 
 log = logging.getLogger("fastsync.sink.kafka")
 WAIT_STEP = 0.001   # seconds per flush() while waiting for a batch's acknowledgements
+TAKES_PER_CALL = 8  # at most per process() call (a load-balancing sink group turns per call)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")      # Kafka's legal topic names
 
 
@@ -89,6 +94,12 @@ class KafkaSinkConfig(SinkConfig):
             import confluent_kafka  # noqa: F401  (only to report a missing package here)
         except ImportError:
             raise place.error("type", "the Kafka sink needs confluent-kafka (pip install confluent-kafka)") from None
+
+
+def _sent(m: int, vals, todo) -> int:
+    """The index of the message map() took last from `vals` (of `m`), among `todo` if not None."""
+    j = m - length_hint(vals) - 1
+    return j if todo is None else todo[j]
 
 
 class _Acks:
@@ -161,15 +172,37 @@ class KafkaSink(Sink):
     def process(self) -> Status:
         pending = self.pending
         self._complete()
-        if len(pending) >= 2 and self.in_flight >= self.config.maxEventsInFlight:
+        limit = self.config.maxEventsInFlight
+        if len(pending) >= 2 and self.in_flight >= limit:
             self._wait(pending[0], send_now=False)
             self._complete()
             return Status.READY
+        # several takes per call while there are events and room in flight: what each call
+        # costs (and serving the delivery reports) is paid once for them
+        took = 0
+        while took < TAKES_PER_CALL and (len(pending) < 2 or self.in_flight < limit):
+            # with batches in flight, don't wait for events: their acknowledgements may be in
+            if not self._take(0 if pending else TAKE_WAIT):
+                break
+            took += 1
+        if took:
+            self.producer.poll(0)       # serve the delivery reports that arrived
+            return Status.READY
+        if pending:
+            self._wait(pending[0])
+            self._complete()
+            return Status.READY
+        self.counters.add(BatchEmptyCount=1)
+        self.idle()
+        return Status.BACKOFF
+
+    def _take(self, timeout: float) -> bool:
+        """Take a batch and produce it, its transaction left open in `pending`; False when
+        the channel had no event."""
         tx = self.channel.transaction()
         tx.begin()
         try:
-            # with batches in flight, don't wait for events: their acknowledgements may be in
-            batch = tx.take(self.batch_size, 0 if pending else TAKE_WAIT)
+            batch = tx.take(self.batch_size, timeout)
         except BaseException:
             tx.rollback()
             tx.close()
@@ -177,15 +210,9 @@ class KafkaSink(Sink):
         if batch is None:
             tx.commit()
             tx.close()
-            if pending:
-                self._wait(pending[0])
-                self._complete()
-                return Status.READY
-            self.counters.add(BatchEmptyCount=1)
-            self.idle()
-            return Status.BACKOFF
-        self.counters.add(EventDrainAttemptCount=len(batch))
+            return False
         rec = _InFlight(tx, batch, None, None, None)
+        self.counters.add(EventDrainAttemptCount=rec.n)
         try:
             self._produce(rec)
         except BaseException as exc:
@@ -194,10 +221,9 @@ class KafkaSink(Sink):
             if isinstance(exc, Exception):
                 self._failed(exc, rec.n)
             raise
-        pending.append(rec)
+        self.pending.append(rec)
         self.in_flight += rec.n
-        self.producer.poll(0)       # serve the delivery reports that arrived
-        return Status.READY
+        return True
 
     def deliver(self, batch) -> None:
         """Produce one batch and wait for it (no channel transaction: the caller's)."""
@@ -295,7 +321,7 @@ class KafkaSink(Sink):
         if not self.pending:
             self.errors.failure = None
         dead = rec.dead
-        todo = range(n)
+        todo = None         # indexes to send, None: all
         bad = [t for t in set(chosen) if t and not valid_topic(t)] if chosen is not None else []
         if bad:             # a topic header no topic can ever have
             todo = []
@@ -308,27 +334,30 @@ class KafkaSink(Sink):
             self._no_dead_letters(dead, n)      # fails before anything is sent (no duplicates on each retry)
         acks = _Acks(rec.failures)
         rec.acks = weakref.ref(acks)
-        producer, stopping, send = self.producer, self.stopping, self.producer.produce
-        it = iter(todo)     # resumed after a message refused or a full queue
+        producer, stopping = self.producer, self.stopping
+        pick = (lambda seq: seq) if todo is None else (lambda seq: [seq[i] for i in todo])
+        vals = iter(pick(values))   # resumed after a message refused or a full queue
+        m = length_hint(vals)
+        # partition -1: librdkafka's partitioner picks
+        args = ((repeat(one_topic), vals, repeat(None)) if one_topic is not None else
+                (iter(pick(topics)), vals, iter(pick(keys))))
+        args += (repeat(-1), repeat(acks))
         while True:
-            i = None
             try:
                 try:
-                    # the hot loops; partition -1: librdkafka's partitioner picks
-                    if one_topic is not None:
-                        for i in it:
-                            send(one_topic, values[i], None, -1, acks)
-                    else:
-                        for i in it:
-                            send(topics[i], values[i], keys[i], -1, acks)
+                    # the hot loop: map() calls produce() for each message with no bytecode
+                    # in between (a Python for loop costs ~10 % more per message)
+                    deque(map(producer.produce, *args), 0)
                     break
                 except BufferError:                 # librdkafka's queue is full: wait for room
+                    # the message that raised is the last one map() took from `vals`
+                    i = _sent(m, vals, todo)
                     produce(producer, topics[i], values[i], keys[i], stopping, on_delivery=acks)
             except (KafkaException, ValueError, TypeError) as exc:   # refused before sending
                 reason = never_produced(exc)
-                if reason is None or i is None:
+                if reason is None:
                     raise
-                dead.append((i, reason))
+                dead.append((_sent(m, vals, todo), reason))
                 self._no_dead_letters(dead, n)
         # from here only the client holds `acks`: it goes once every message is reported
 
