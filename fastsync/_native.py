@@ -18,6 +18,7 @@ decimal_bodies = _framing.decimal_bodies
 split_lines = _framing.split_lines
 join_lines = _framing.join_lines
 line_starts = _framing.line_starts
+bodies_list = _framing.bodies_list
 Segment = _wal.Segment
 Log = _wal.Log
 fdatasync_baseline = _wal.fdatasync_baseline

@@ -66,16 +66,17 @@ def flume_events_batch(values: list):
 def encode_events(batch, flume_format: bool, key_header: str) -> tuple[list, list | None]:
     """A batch's message values (the bodies, or AvroFlumeEvents with the headers) and keys
     (the `key_header` values, or None when no event has one)."""
+    from fastsync._native import bodies_list
     keys = batch.header_array(key_header).to_pylist() if key_header in batch.headers else None
     if not flume_format:
-        return batch.bodies().to_pylist(), keys
+        return bodies_list(batch.data, batch.offsets), keys     # half the cost of to_pylist()
     return flume_event_values(batch), keys
 
 
 def flume_event_values(batch) -> list:
     """The batch's events as AvroFlumeEvent bytes, encoded natively by column."""
     import pyarrow as pa
-    from fastsync._native import encode_flume_events
+    from fastsync._native import bodies_list, encode_flume_events
     headers = []
     for name, col in batch.headers.items():
         if isinstance(col, str):
@@ -83,7 +84,7 @@ def flume_event_values(batch) -> list:
         elif col.null_count < len(col):
             headers.append((name.encode(), col if col.type == pa.string() else col.cast(pa.string())))
     data, offsets = encode_flume_events(batch.data, batch.offsets, headers)
-    return pa.Array.from_buffers(pa.large_binary(), len(batch), [None, offsets, data]).to_pylist()
+    return bodies_list(data, offsets)
 
 
 def client_config(extra: dict, prefix: str, defaults: dict) -> dict:

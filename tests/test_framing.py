@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from fastsync._native import decimal_bodies, join_lines, line_starts, split_lines
+from fastsync._native import bodies_list, decimal_bodies, join_lines, line_starts, split_lines
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 INT64_MAX = 2 ** 63 - 1
@@ -315,3 +315,22 @@ def test_line_starts(src, limit, wrap):
 def test_line_starts_cases(src, limit, want):
     got = line_starts(src, limit)
     assert (None if got is None else list(offsets_of(got[0]))) == want
+
+
+# -- bodies_list -------------------------------------------------------------------------
+
+@SETTINGS
+@given(layouts(), st.sampled_from(["ndarray", "buffer"]))
+def test_bodies_list(layout, offsets_as):
+    data, offsets = layout
+    offs = np.asarray(offsets, dtype=np.int64)
+    got = bodies_list(pa.py_buffer(data), offs if offsets_as == "ndarray" else pa.py_buffer(offs.tobytes()))
+    assert got == [bytes(data[offs[i]:offs[i + 1]]) for i in range(len(offs) - 1)]
+    assert all(type(b) is bytes for b in got)
+
+
+def test_bodies_list_checks_offsets():
+    with pytest.raises(ValueError):
+        bodies_list(b"abc", np.array([0, 4], dtype=np.int64))
+    with pytest.raises(ValueError):
+        bodies_list(b"abc", b"\0" * 12)

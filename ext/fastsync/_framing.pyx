@@ -214,3 +214,26 @@ def line_starts(src, int64_t limit):
             raise MemoryError()
         return None
     return owned_buffer(offs, (n + 1) * sizeof(int64_t)), n
+
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
+
+
+def bodies_list(data, offsets):
+    """The bodies data[offsets[i]:offsets[i + 1]] as a list of bytes (what a client that
+    takes one bytes object per message, like confluent-kafka's produce(), needs)."""
+    cdef ByteView d = ByteView(data)
+    cdef ByteView ov = ByteView(offsets)     # an int64 array or a buffer of them
+    cdef const int64_t *o = <const int64_t *>ov.ptr
+    cdef Py_ssize_t n = ov.size // 8 - 1, i
+    if n < 0 or ov.size % 8:
+        raise ValueError("offsets must be n + 1 int64 values")
+    check_offsets(o, n, d.size, INT64_MAX)
+    out = PyList_New(n)
+    for i in range(n):
+        b = PyBytes_FromStringAndSize(d.ptr + o[i], o[i + 1] - o[i])
+        Py_INCREF(b)            # PyList_SET_ITEM steals a reference
+        PyList_SET_ITEM(out, i, b)
+    return out

@@ -6,7 +6,8 @@ waiting for acknowledgements overlaps with producing. Each batch's messages carr
 `_Acks` object as their delivery callback: librdkafka's client holds it until a message's
 delivery report is served and only failures call it (`delivery.report.only.error`), so a
 batch is acknowledged exactly when that object is gone, with no Python call per message.
-A process() call makes up to TAKES_PER_CALL takes while there is room in flight, and
+A process() call makes up to TAKES_PER_CALL takes (one in a load-balancing sink group, whose
+turns are one take each, as Flume's) while there is room in flight, and
 produces each take's messages with map() over the values (produce() called from C).
 Takes are committed in the order they were taken; a batch with a failed message is rolled
 back (after every batch in flight has its reports) and retried: at-least-once, duplicating
@@ -52,7 +53,7 @@ except ImportError:        # reported by the config's validate()
 
 log = logging.getLogger("fastsync.sink.kafka")
 WAIT_STEP = 0.001   # seconds per flush() while waiting for a batch's acknowledgements
-TAKES_PER_CALL = 8  # at most per process() call (a load-balancing sink group turns per call)
+TAKES_PER_CALL = 8  # at most per process() call (one in a load-balancing sink group)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")      # Kafka's legal topic names
 
 
@@ -179,8 +180,8 @@ class KafkaSink(Sink):
             return Status.READY
         # several takes per call while there are events and room in flight: what each call
         # costs (and serving the delivery reports) is paid once for them
-        took = 0
-        while took < TAKES_PER_CALL and (len(pending) < 2 or self.in_flight < limit):
+        took, most = 0, self.transactions_per_process or TAKES_PER_CALL
+        while took < most and (len(pending) < 2 or self.in_flight < limit):
             # with batches in flight, don't wait for events: their acknowledgements may be in
             if not self._take(0 if pending else TAKE_WAIT):
                 break
