@@ -163,8 +163,10 @@ class TailFile:
         block = READ_SIZE
         while True:
             if chunk is None:
-                if scratch is None or len(scratch) < block:
+                if scratch is None:
                     scratch = bytearray(block)
+                elif len(scratch) < block:
+                    scratch += bytearray(block - len(scratch))      # in place: the caller's buffer grows
                 view = memoryview(scratch)
                 chunk = view[:os.preadv(self.fd, [view[:block]], self.read_pos)]
             data, offs, n, used, starts = cut_lines(chunk, limit, self.final, strip_cr=True, positions=True)
@@ -210,7 +212,7 @@ class TaildirSource(PollableSource):
         self._saved = None
         self._saved_at = 0.0
         self._every_commit = False   # set at start from the channels' durability
-        self._scratch = bytearray(READ_SIZE)    # every file's blocks are read into it
+        self._scratch = bytearray()     # blocks whose lines must be split out are read into it (grown when needed)
 
     # -- life cycle --
     def start(self) -> None:
