@@ -5,10 +5,11 @@ imported with importlib.import_module, as the component registry does)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 
-from e2e_support import PYTHON
+from e2e_support import PYTHON, free_port, wait_for_json
 
 HEAVY = ("confluent_kafka", "sqlalchemy", "pyarrow.parquet", "cryptography", "pyarrow.compute", "http.server")
 # runs `python -m fastsync ARGS` and writes the names in sys.modules at exit to the file argv[1]
@@ -89,3 +90,30 @@ def test_every_declared_type_name_finds_its_class():
         for name, module in declared.items():
             cls = registry.lookup(name)
             assert cls is not None and cls.__module__ == module, (registry.kind, name, module, cls)
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The base names of the files mapped into process pid: what its resident memory is
+    made of, besides the heap."""
+    with open("/proc/%d/maps" % pid) as f:
+        return {os.path.basename(parts[5]) for parts in map(str.split, f) if len(parts) > 5}
+
+
+def test_seq_memory_null_agent_with_metrics_maps_no_tls_and_no_unused_decoders(tmp_path, agent):
+    """The metrics server answers without http.server (which loads ssl: libssl, libcrypto,
+    ~4 MB resident); of the native extensions only the ring buffer and the framing (the
+    memory channel's and the seq source's) are loaded; the command line is parsed without
+    shutil (argparse asks it the terminal's width; it loads bz2 and lzma)."""
+    conf = tmp_path / "seq.properties"
+    conf.write_text(SEQ_NULL)
+    mport = free_port()
+    p = agent("a1", conf, "--metrics-port", mport)
+    m = wait_for_json("http://127.0.0.1:%d/metrics" % mport, timeout=15, alive=p.alive)
+    assert m["SINK.k1"]["Type"] == "SINK"
+    names = mapped_files(p.pid)
+    ours = {n.split(".")[0] for n in names if n.startswith("_") and ".cpython-" in n}
+    assert {"_ringbuf", "_framing"} <= ours, names            # the maps are read right
+    assert not ours & {"_wal", "_pgcopy", "_mysqlrows", "_avro"}, sorted(ours)
+    assert not [n for n in names if n.startswith(("libssl", "libcrypto", "_ssl."))], sorted(names)
+    assert not [n for n in names if n.startswith(("_bz2.", "_lzma.", "liblzma", "libbz2"))], sorted(names)
+    assert p.stop(timeout=20) == 0
