@@ -64,6 +64,9 @@ def test_seq_memory_null_agent_imports_only_its_components(tmp_path, run_agent):
     assert others == ["fastsync.agent.channels.base", "fastsync.agent.channels.memory",
                       "fastsync.agent.sinks.null", "fastsync.agent.sources.seq"]
     assert heavy(modules) == []
+    # nor what only some configurations use: a load_balance group's random order, the
+    # extensions of the WAL and of the database and Avro decoders
+    assert not modules & {"random", "fastsync._wal", "fastsync._pgcopy", "fastsync._mysqlrows", "fastsync._avro"}
 
 
 def test_validate_names_every_known_type_without_importing_them(tmp_path):
