@@ -64,9 +64,10 @@ def test_seq_memory_null_agent_imports_only_its_components(tmp_path, run_agent):
     assert others == ["fastsync.agent.channels.base", "fastsync.agent.channels.memory",
                       "fastsync.agent.sinks.null", "fastsync.agent.sources.seq"]
     assert heavy(modules) == []
-    # nor what only some configurations use: a load_balance group's random order, the
-    # extensions of the WAL and of the database and Avro decoders
-    assert not modules & {"random", "fastsync._wal", "fastsync._pgcopy", "fastsync._mysqlrows", "fastsync._avro"}
+    # nor what only some configurations use: interceptors, a load_balance group's random
+    # order, the extensions of the WAL and of the database and Avro decoders
+    assert not modules & {"random", "fastsync._wal", "fastsync._pgcopy", "fastsync._mysqlrows", "fastsync._avro",
+                          "fastsync.agent.interceptors"}
 
 
 def test_validate_names_every_known_type_without_importing_them(tmp_path):
@@ -85,8 +86,8 @@ def test_every_declared_type_name_finds_its_class():
     written in two places: every declared name must resolve to the class its module
     registers, and every registered name must be declared (else it is found only once its
     module happens to be imported)."""
-    from fastsync.agent.component import CHANNELS, SINKS, SOURCES
-    for registry in (SOURCES, CHANNELS, SINKS):
+    from fastsync.agent.component import CHANNELS, INTERCEPTORS, SINKS, SOURCES
+    for registry in (SOURCES, CHANNELS, SINKS, INTERCEPTORS):
         declared = dict(registry._modules)
         registered = registry.load_all()
         assert set(declared) == set(registered), (registry.kind, set(declared) ^ set(registered))
