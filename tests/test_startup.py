@@ -70,6 +70,20 @@ def test_seq_memory_null_agent_imports_only_its_components(tmp_path, run_agent):
                           "fastsync.agent.interceptors"}
 
 
+def test_file_roll_agent_imports_nothing_of_the_transfer_half(tmp_path, run_agent):
+    """The agent half and the transfer (Sqoop) half share event.py and kafkaio.py and never
+    import each other (DESIGN.md): file_roll's deadLetterFile needs the transfer half's JSON
+    encoder only when it writes a dead event."""
+    conf = tmp_path / "roll.properties"
+    conf.write_text(SEQ_NULL.replace("sinks.k1.type = null", "sinks.k1.type = file_roll\n"
+                                     "a1.sinks.k1.sink.directory = %s" % tmp_path))
+    p = run_agent("a1", conf, "--exit-when-done", argv=fastsync_argv(tmp_path, "agent", "-n", "a1", "-f", str(conf), "--exit-when-done"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    modules = imported(tmp_path)
+    assert "fastsync.agent.sinks.file_roll" in modules and "fastsync.agent.deadletter" in modules
+    assert sorted(m for m in modules if m == "fastsync.transfer" or m.startswith("fastsync.transfer.")) == []
+
+
 def test_validate_names_every_known_type_without_importing_them(tmp_path):
     conf = tmp_path / "bad.properties"
     conf.write_text(SEQ_NULL.replace("sinks.k1.type = null", "sinks.k1.type = nul"))
