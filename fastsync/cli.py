@@ -589,12 +589,7 @@ def positive(text: str) -> int:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastsync", description="Flume-style agents and Sqoop-style transfers, fast.")
-    p.add_argument("--version", action="version", version="fastsync " + __version__)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    a = sub.add_parser("agent", help="run an agent from a Flume properties file (as flume-ng agent)")
+def _agent_flags(a) -> None:
     a.add_argument("-n", "--name", required=True, help="agent name: the prefix of its keys in the file")
     a.add_argument("-f", "--conf-file", required=True, help="Flume properties file")
     a.add_argument("-c", "--conf", help="accepted for flume-ng compatibility; unused")
@@ -612,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     a.set_defaults(func=cmd_agent)
 
-    b = sub.add_parser("bench", help="benchmarks against a same-run baseline")
+
+def _bench_flags(b) -> None:
     bsub = b.add_subparsers(dest="bench", required=True)
     c = bsub.add_parser("channel", help="producer/consumer throughput of a channel")
     c.add_argument("--channel", default="memory", choices=["memory", "file"])
@@ -637,20 +633,22 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
     ba.set_defaults(func=cmd_bench_agent)
 
-    for name, fn, helptext in (("list-tables", cmd_list_tables, "the tables of a database"),
-                               ("list-databases", cmd_list_databases, "the databases of a server"),
-                               ("eval", cmd_eval, "run one SQL statement and print its result")):
-        lp = sub.add_parser(name, help=helptext)
+
+def _database_flags(fn):
+    def flags(lp) -> None:
         _connection_flags(lp)
-        if name == "eval":
+        if fn is cmd_eval:
             lp.add_argument("-e", "--query", required=True, help="the SQL statement")
         lp.set_defaults(func=fn)
+    return flags
 
-    im = sub.add_parser("import", help="import a table into Parquet or CSV files (Sqoop's flags)")
+
+def _import_command_flags(im) -> None:
     _import_flags(im)
     im.set_defaults(func=cmd_import)
 
-    ex = sub.add_parser("export", help="export part files (as import writes them) into a table, all or nothing (Sqoop's flags)")
+
+def _export_flags(ex) -> None:
     _connection_flags(ex)
     ex.add_argument("--table", required=True, help="the target table ([schema.]name); it must exist")
     ex.add_argument("--export-dir", required=True, help="directory of part files: .parquet, .arrow, .csv, .txt, .jsonl, .avro "
@@ -668,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--log-level", default="WARNING")
     ex.set_defaults(func=cmd_export)
 
-    mg = sub.add_parser("merge", help="merge --new-data onto --onto (two import outputs) into --target-dir on --merge-key (Sqoop's merge)")
+
+def _merge_flags(mg) -> None:
     for flag, what in (("--new-data", "directory of the newer part files"), ("--onto", "directory of the older part files"),
                        ("--target-dir", "output directory (must not exist; published atomically, with _SUCCESS)"),
                        ("--merge-key", "column whose values identify a row")):
@@ -679,14 +678,16 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--log-level", default="WARNING")
     mg.set_defaults(func=cmd_merge)
 
-    ia = sub.add_parser("import-all-tables", help="import every table of a database into --warehouse-dir/TABLE")
+
+def _import_all_flags(ia) -> None:
     _import_flags(ia, all_tables=True)
     ia.add_argument("--exclude-tables", default="", help="comma-separated tables to skip")
     ia.add_argument("--autoreset-to-one-mapper", action="store_true",
                     help="import tables without a single-column primary key with -m 1 instead of failing")
     ia.set_defaults(func=cmd_import_all_tables, table=None, query=None, boundary_query=None)
 
-    jb = sub.add_parser("job", help="saved jobs: create, list, show, delete, exec (Sqoop's job tool)")
+
+def _job_flags(jb) -> None:
     act = jb.add_mutually_exclusive_group(required=True)
     act.add_argument("--create", metavar="NAME", help="save the command after -- as NAME")
     act.add_argument("--exec", metavar="NAME", help="run NAME (arguments after -- are added)")
@@ -697,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     jb.add_argument("rest", nargs=argparse.REMAINDER, help="-- import ...")
     jb.set_defaults(func=cmd_job)
 
-    ch = sub.add_parser("channel", help="tools for durable channels")
+
+def _channel_flags(ch) -> None:
     chsub = ch.add_subparsers(dest="channel_command", required=True)
     i = chsub.add_parser("inspect", help="a file channel's committed events, segments and checkpoint; checks every record's CRC (exit 1 if any is corrupt)")
     i.add_argument("--checkpoint-dir", required=True, help="the channel's checkpointDir")
@@ -705,6 +707,59 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--backup-checkpoint-dir", help="the channel's backupCheckpointDir, if it uses dual checkpoints")
     i.add_argument("--json", action="store_true", help="one JSON object on stdout")
     i.set_defaults(func=cmd_channel_inspect)
+
+
+COMMANDS = (    # (name, help, adds its flags), in the order of --help
+    ("agent", "run an agent from a Flume properties file (as flume-ng agent)", _agent_flags),
+    ("bench", "benchmarks against a same-run baseline", _bench_flags),
+    ("list-tables", "the tables of a database", _database_flags(cmd_list_tables)),
+    ("list-databases", "the databases of a server", _database_flags(cmd_list_databases)),
+    ("eval", "run one SQL statement and print its result", _database_flags(cmd_eval)),
+    ("import", "import a table into Parquet or CSV files (Sqoop's flags)", _import_command_flags),
+    ("export", "export part files (as import writes them) into a table, all or nothing (Sqoop's flags)", _export_flags),
+    ("merge", "merge --new-data onto --onto (two import outputs) into --target-dir on --merge-key (Sqoop's merge)", _merge_flags),
+    ("import-all-tables", "import every table of a database into --warehouse-dir/TABLE", _import_all_flags),
+    ("job", "saved jobs: create, list, show, delete, exec (Sqoop's job tool)", _job_flags),
+    ("channel", "tools for durable channels", _channel_flags),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but its help formatter is given the terminal's width: argparse
+    would ask shutil, whose import (with bz2 and lzma) costs an agent ~0.5 MB and some
+    milliseconds of start-up, at every add_argument, for help it never prints."""
+
+    def _get_formatter(self):
+        return self.formatter_class(prog=self.prog, width=_terminal_width())
+
+
+def _terminal_width() -> int:
+    """What argparse's help formatter takes by default: shutil.get_terminal_size()'s columns
+    ($COLUMNS, else the terminal's, else 80), less 2."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. Given argv, only the subcommand it names (its first word
+    not starting with '-') gets its flags; the others are listed, for --help and errors,
+    without theirs: an agent's start-up does not build the ~150 flags of the Sqoop half."""
+    p = _Parser(prog="fastsync", description="Flume-style agents and Sqoop-style transfers, fast.")
+    p.add_argument("--version", action="version", version="fastsync " + __version__)
+    sub = p.add_subparsers(dest="command", required=True)
+    named = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    for name, helptext, flags in COMMANDS:
+        cp = sub.add_parser(name, help=helptext)
+        if named is None or named == name:
+            flags(cp)
     return p
 
 
@@ -720,8 +775,9 @@ def hide_password_from_process_title(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
-        hide_password_from_process_title(sys.argv[1:])
-    args = build_parser().parse_args(argv)
+        argv = sys.argv[1:]
+        hide_password_from_process_title(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except CliError as exc:

@@ -1,6 +1,7 @@
 """End-to-end tests of `fastsync agent`: real child processes, files, sockets and signals."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -681,3 +682,21 @@ def test_python_m_fastsync_version():
     r = subprocess.run(AGENT_CMD[:3] + ["--version"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0
     assert re.fullmatch(r"fastsync \d+\.\d+\.\d+\n", r.stdout), r.stdout
+
+
+@pytest.mark.parametrize("columns", [60, 200])
+def test_help_is_wrapped_to_the_terminal_width(columns):
+    """The help formatter's width is $COLUMNS less 2, as argparse's default (which the CLI
+    reproduces without importing shutil); every subcommand's flags are still there."""
+    env = dict(os.environ, COLUMNS=str(columns))
+    r = subprocess.run(AGENT_CMD[:3] + ["agent", "--help"], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stderr
+    widest = max(len(line) for line in r.stdout.splitlines())
+    assert widest <= columns - 2 and (columns < 100 or widest > 100), widest
+    assert "--metrics-port" in r.stdout and "--exit-when-done" in r.stdout
+    top = subprocess.run(AGENT_CMD[:3] + ["--help"], capture_output=True, text=True, timeout=30, env=env).stdout
+    for command in ("agent", "bench", "list-tables", "list-databases", "eval", "import", "export", "merge",
+                    "import-all-tables", "job", "channel"):
+        assert re.search(r"^\s+%s\s" % re.escape(command), top, re.M), (command, top)
+    imp = subprocess.run(AGENT_CMD[:3] + ["import", "--help"], capture_output=True, text=True, timeout=30, env=env).stdout
+    assert "--split-by" in imp and "--connect" in imp

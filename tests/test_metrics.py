@@ -51,3 +51,37 @@ def test_prometheus_text_matches_the_json(tmp_path, agent):
             assert got == [float(value)], (component, key, value, got)
     assert http_get(base + "/nothing")[0] == 404
     assert p.stop(timeout=20) == 0
+
+
+def test_metrics_answers_raw_requests(tmp_path, agent):
+    """What the metrics port answers, byte for byte on a socket: GET with a query string or
+    a trailing slash, 404 elsewhere, 501 for another method, 400 for a bad request line."""
+    import json
+    import socket
+    mport = free_port()
+    cfg = {"a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
+           "a1.sources.r1.type": "seq", "a1.sources.r1.totalEvents": 10, "a1.sources.r1.channels": "c1",
+           "a1.channels.c1.type": "memory", "a1.sinks.k1.type": "null", "a1.sinks.k1.channel": "c1"}
+    p = agent("a1", write_config(tmp_path, cfg), "--metrics-port", mport)
+    wait_for_json("http://127.0.0.1:%d/metrics" % mport, timeout=15, alive=p.alive)
+
+    def ask(request: bytes) -> tuple[int, dict, bytes]:
+        with socket.create_connection(("127.0.0.1", mport), timeout=10) as s:
+            s.sendall(request)
+            answer = b""
+            while chunk := s.recv(65536):       # the server closes after answering
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status, *headers = head.decode().split("\r\n")
+        return int(status.split()[1]), dict(h.split(": ", 1) for h in headers), body
+
+    status, headers, body = ask(b"GET /metrics/?x=1 HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n")
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    assert int(headers["Content-Length"]) == len(body)
+    assert json.loads(body)["SOURCE.r1"]["Type"] == "SOURCE"
+    status, headers, body = ask(b"GET /prometheus HTTP/1.0\r\n\r\n")
+    assert status == 200 and b"fastsync_channel_event_put_success_total" in body
+    assert ask(b"GET /other HTTP/1.0\r\n\r\n")[0] == 404
+    assert ask(b"POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n")[0] == 501
+    assert ask(b"nonsense\r\n\r\n")[0] == 400
+    assert p.stop(timeout=20) == 0

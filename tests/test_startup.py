@@ -5,10 +5,11 @@ imported with importlib.import_module, as the component registry does)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 
-from e2e_support import PYTHON
+from e2e_support import PYTHON, free_port, wait_for_json
 
 HEAVY = ("confluent_kafka", "sqlalchemy", "pyarrow.parquet", "cryptography", "pyarrow.compute", "http.server")
 # runs `python -m fastsync ARGS` and writes the names in sys.modules at exit to the file argv[1]
@@ -63,6 +64,41 @@ def test_seq_memory_null_agent_imports_only_its_components(tmp_path, run_agent):
     assert others == ["fastsync.agent.channels.base", "fastsync.agent.channels.memory",
                       "fastsync.agent.sinks.null", "fastsync.agent.sources.seq"]
     assert heavy(modules) == []
+    # nor what only some configurations use: interceptors, a load_balance group's random
+    # order, the extensions of the WAL and of the database and Avro decoders
+    assert not modules & {"random", "fastsync._wal", "fastsync._pgcopy", "fastsync._mysqlrows", "fastsync._avro",
+                          "fastsync.agent.interceptors"}
+
+
+def test_file_roll_agent_imports_nothing_of_the_transfer_half(tmp_path, run_agent):
+    """The agent half and the transfer (Sqoop) half share event.py and kafkaio.py and never
+    import each other (DESIGN.md): file_roll's deadLetterFile needs the transfer half's JSON
+    encoder only when it writes a dead event."""
+    conf = tmp_path / "roll.properties"
+    conf.write_text(SEQ_NULL.replace("sinks.k1.type = null", "sinks.k1.type = file_roll\n"
+                                     "a1.sinks.k1.sink.directory = %s" % tmp_path))
+    p = run_agent("a1", conf, "--exit-when-done", argv=fastsync_argv(tmp_path, "agent", "-n", "a1", "-f", str(conf), "--exit-when-done"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    modules = imported(tmp_path)
+    assert "fastsync.agent.sinks.file_roll" in modules and "fastsync.agent.deadletter" in modules
+    assert sorted(m for m in modules if m == "fastsync.transfer" or m.startswith("fastsync.transfer.")) == []
+
+
+def test_file_channel_agent_does_not_import_package_metadata(tmp_path, run_agent):
+    """The file channel's CRC32C comes from the crc32c package's extension, without the
+    package's __init__, which imports importlib.metadata (email, zipfile, csv, tempfile: ~3 MB
+    and tens of ms of start-up) for its __version__; the events still go through."""
+    conf = tmp_path / "file.properties"
+    conf.write_text(SEQ_NULL.replace("a1.sources.r1.totalEvents = 1", "a1.sources.r1.totalEvents = 1000")
+                    .replace("channels.c1.type = org.apache.flume.channel.MemoryChannel",
+                             "channels.c1.type = file\na1.channels.c1.checkpointDir = %s/cp\n"
+                             "a1.channels.c1.dataDirs = %s/data" % (tmp_path, tmp_path)))
+    p = run_agent("a1", conf, "--exit-when-done", argv=fastsync_argv(tmp_path, "agent", "-n", "a1", "-f", str(conf), "--exit-when-done"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "1000 events delivered" in p.stdout
+    modules = imported(tmp_path)
+    assert "fastsync.agent.channels.file" in modules
+    assert not modules & {"importlib.metadata", "email", "zipfile", "crc32c"}, sorted(modules)
 
 
 def test_validate_names_every_known_type_without_importing_them(tmp_path):
@@ -81,11 +117,38 @@ def test_every_declared_type_name_finds_its_class():
     written in two places: every declared name must resolve to the class its module
     registers, and every registered name must be declared (else it is found only once its
     module happens to be imported)."""
-    from fastsync.agent.component import CHANNELS, SINKS, SOURCES
-    for registry in (SOURCES, CHANNELS, SINKS):
+    from fastsync.agent.component import CHANNELS, INTERCEPTORS, SINKS, SOURCES
+    for registry in (SOURCES, CHANNELS, SINKS, INTERCEPTORS):
         declared = dict(registry._modules)
         registered = registry.load_all()
         assert set(declared) == set(registered), (registry.kind, set(declared) ^ set(registered))
         for name, module in declared.items():
             cls = registry.lookup(name)
             assert cls is not None and cls.__module__ == module, (registry.kind, name, module, cls)
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The base names of the files mapped into process pid: what its resident memory is
+    made of, besides the heap."""
+    with open("/proc/%d/maps" % pid) as f:
+        return {os.path.basename(parts[5]) for parts in map(str.split, f) if len(parts) > 5}
+
+
+def test_seq_memory_null_agent_with_metrics_maps_no_tls_and_no_unused_decoders(tmp_path, agent):
+    """The metrics server answers without http.server (which loads ssl: libssl, libcrypto,
+    ~4 MB resident); of the native extensions only the ring buffer and the framing (the
+    memory channel's and the seq source's) are loaded; the command line is parsed without
+    shutil (argparse asks it the terminal's width; it loads bz2 and lzma)."""
+    conf = tmp_path / "seq.properties"
+    conf.write_text(SEQ_NULL)
+    mport = free_port()
+    p = agent("a1", conf, "--metrics-port", mport)
+    m = wait_for_json("http://127.0.0.1:%d/metrics" % mport, timeout=15, alive=p.alive)
+    assert m["SINK.k1"]["Type"] == "SINK"
+    names = mapped_files(p.pid)
+    ours = {n.split(".")[0] for n in names if n.startswith("_") and ".cpython-" in n}
+    assert {"_ringbuf", "_framing"} <= ours, names            # the maps are read right
+    assert not ours & {"_wal", "_pgcopy", "_mysqlrows", "_avro"}, sorted(ours)
+    assert not [n for n in names if n.startswith(("libssl", "libcrypto", "_ssl."))], sorted(names)
+    assert not [n for n in names if n.startswith(("_bz2.", "_lzma.", "liblzma", "libbz2"))], sorted(names)
+    assert p.stop(timeout=20) == 0

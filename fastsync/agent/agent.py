@@ -7,7 +7,6 @@ import threading
 import time
 
 from fastsync.agent.config import AgentConfig
-from fastsync.agent.interceptors import InterceptorChain
 from fastsync.agent.runner import Runner
 from fastsync.agent.source import ChannelProcessor
 
@@ -29,7 +28,10 @@ class Agent:
 
     def _build_source(self, s):
         src = s.cls(s.name, s.config)
-        chain = InterceptorChain([i.cls(i.name, i.config) for i in s.interceptors]) if s.interceptors else None
+        chain = None
+        if s.interceptors:      # their module is loaded (by the registry) only when a source has some
+            from fastsync.agent.interceptors import InterceptorChain
+            chain = InterceptorChain([i.cls(i.name, i.config) for i in s.interceptors])
         src.processor = ChannelProcessor([self.channels[c] for c in s.channels],
                                          [self.channels[c] for c in s.optional], chain, s.multiplexing)
         return src

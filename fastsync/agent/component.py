@@ -207,6 +207,7 @@ class Registry:
 SOURCES = Registry("source")
 CHANNELS = Registry("channel")
 SINKS = Registry("sink")
+INTERCEPTORS = Registry("interceptor")
 
 _P = "fastsync.agent."
 for _registry, _module, _alias, *_names in [
@@ -228,5 +229,13 @@ for _registry, _module, _alias, *_names in [
         (SINKS, "sinks.hdfs", "hdfs", "org.apache.flume.sink.hdfs.HDFSEventSink"),
         (SINKS, "sinks.kafka", "kafka", "org.apache.flume.sink.kafka.KafkaSink"),
         (SINKS, "sinks.jdbc", "jdbc"),
-        (SINKS, "sinks.parquet", "parquet")]:
+        (SINKS, "sinks.parquet", "parquet"),
+        (INTERCEPTORS, "interceptors", "timestamp", "org.apache.flume.interceptor.TimestampInterceptor$Builder"),
+        (INTERCEPTORS, "interceptors", "host", "org.apache.flume.interceptor.HostInterceptor$Builder"),
+        (INTERCEPTORS, "interceptors", "static", "org.apache.flume.interceptor.StaticInterceptor$Builder"),
+        (INTERCEPTORS, "interceptors", "remove_header", "org.apache.flume.interceptor.RemoveHeaderInterceptor$Builder"),
+        (INTERCEPTORS, "interceptors", "uuid", "org.apache.flume.sink.solr.morphline.UUIDInterceptor$Builder"),
+        (INTERCEPTORS, "interceptors", "regex_filter", "org.apache.flume.interceptor.RegexFilteringInterceptor$Builder"),
+        (INTERCEPTORS, "interceptors", "regex_extractor", "org.apache.flume.interceptor.RegexExtractorInterceptor$Builder"),
+        (INTERCEPTORS, "interceptors", "search_replace", "org.apache.flume.interceptor.SearchAndReplaceInterceptor$Builder")]:
     _registry.declare(_P + _module, _alias, *_names)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from fastsync.agent.component import (CHANNELS, SINKS, SOURCES, ComponentConfig, Place, Registry, duplicates,
-                                      parse_config)
+from fastsync.agent.component import (CHANNELS, INTERCEPTORS, SINKS, SOURCES, ComponentConfig, Place, Registry,
+                                      duplicates, parse_config)
 from fastsync.agent.errors import ConfigError
-from fastsync.agent.interceptors import INTERCEPTORS
 from fastsync.agent.properties import Prop, parse_properties
 from fastsync.agent.sinkprocessors import PROCESSORS, SinkProcessorConfig
 from fastsync.agent.source import Multiplexing

@@ -10,7 +10,6 @@ import json
 import os
 
 from fastsync.agent.component import setting
-from fastsync.transfer.kafkaout import json_default
 
 
 def dead_letter_setting(key: str = "deadLetterFile"):
@@ -34,6 +33,8 @@ class DeadLetterFile:
         items = list(items)
         if not items:
             return 0
+        # here, on the rare path: every sink that has a deadLetterFile key imports this module
+        from fastsync.transfer.kafkaout import json_default
         now = dt.datetime.now(dt.timezone.utc).isoformat()
         headers = batch.to_arrow().drop_columns(["body"]).take([i for i, _, _ in items]).to_pylist()
         lines = []

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from fastsync.agent.component import ComponentConfig, Place, Registry, check_regex, setting
+from fastsync.agent.component import INTERCEPTORS, ComponentConfig, Place, check_regex, setting
 from fastsync.event import EventBatch, as_utf8
-
-INTERCEPTORS = Registry("interceptor")
 
 
 @dataclass

@@ -13,7 +13,6 @@ on every retry) is not logged again here.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
 
@@ -126,15 +125,18 @@ class LoadBalancingSinkProcessor:
         self.sinks = list(sinks)
         for sink in self.sinks:     # a turn is one take transaction, as in Flume
             sink.transactions_per_process = 1
-        self.random = config.selector == "random"
+        self.sample = None          # random.sample, with selector = random
+        if config.selector == "random":
+            import random           # here, not at the top: every agent imports this module, few pick random
+            self.sample = random.sample
         self.backoff = config.backoff
         self.penalties = _Penalties(config.maxTimeOut / 1000.0)
         self.failing = _Failing(group)
         self.next = 0
 
     def _order(self) -> list:
-        if self.random:
-            return random.sample(self.sinks, len(self.sinks))
+        if self.sample:
+            return self.sample(self.sinks, len(self.sinks))
         start, self.next = self.next, (self.next + 1) % len(self.sinks)
         return self.sinks[start:] + self.sinks[:start]
 
