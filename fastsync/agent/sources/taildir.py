@@ -163,10 +163,11 @@ class TailFile:
         block = READ_SIZE
         while True:
             if chunk is None:
-                if scratch is None:
-                    scratch = bytearray(block)
-                elif len(scratch) < block:
-                    scratch += bytearray(block - len(scratch))      # in place: the caller's buffer grows
+                if scratch is None or len(scratch) < block:
+                    if scratch is not None and not scratch and block == READ_SIZE:
+                        scratch += bytearray(block)     # the source's buffer, made on first need (no view of it yet)
+                    else:
+                        scratch = bytearray(block)      # for this read alone (a line longer than the block)
                 view = memoryview(scratch)
                 chunk = view[:os.preadv(self.fd, [view[:block]], self.read_pos)]
             data, offs, n, used, starts = cut_lines(chunk, limit, self.final, strip_cr=True, positions=True)
