@@ -60,7 +60,7 @@ from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.stdint cimport INT64_MAX
-from crc32c import crc32c as _crc32c
+from fastsync.crc import crc32c as _crc32c     # not the package's __init__: see crc.py
 from fastsync._sync cimport *
 
 include "_owned.pxi"
