@@ -477,6 +477,8 @@ def _sqlite_arrow_split(job: ImportJob, engine, stmt, names, types, part: _PartS
     from fastsync.transfer import sqliteread
     path = _sqlite_path(engine)
     why = sqliteread.unfit_type(names, types) if path else "an in-memory database or URL options"
+    if job.kafka_topic:      # a split read again (below) would send its first messages twice
+        why = "--kafka-topic"
     if why:
         return None, why
     compiled = stmt.compile(dialect=engine.dialect)

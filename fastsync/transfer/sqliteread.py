@@ -1,13 +1,15 @@
 """SQLite rows as Arrow record batches, read by the ADBC SQLite driver (C: no Python object
 per value), in the Arrow types the generic path (sqlite3 rows + pa.array) gives.
 
-SQLite is dynamically typed: any column may hold a value of any storage class, and the
-driver converts silently where the generic path would fail or read differently (an
-integer in a text column becomes its text). So each row carries one more column, computed
-by SQLite: whether every value's storage class (typeof) is one the target type reads
-exactly. A batch that fails that check, or that the driver or a cast rejects, raises
-Unfit: the caller then reruns the split through the generic path, which gives its result
-or its error exactly as with --no-fast-path.
+SQLite is dynamically typed: any column may hold a value of any storage class. The driver
+types each column from its first batch and fails on a later value of another class, except
+that it turns anything into text in a text or blob column, and an integer into a double in a
+double column, where the generic path would fail or read differently (an integer in a text
+column becomes its text; an integer past 2**53 loses digits). So for such columns each row
+carries one more column, computed by SQLite, saying whether the row's values are of a class
+the target type reads exactly. A batch that fails that check, comes in another type, or that
+the driver or a cast rejects, raises Unfit: the caller then reruns the split through the
+generic path, which gives its result or its error exactly as with --no-fast-path.
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ import pyarrow.compute as pc
 
 TIMESTAMP = pa.timestamp("us")
 
-# target type -> the storage classes it reads exactly (NULL always)
-_CLASSES = {pa.int64(): ("integer",), pa.int16(): ("integer",), pa.bool_(): ("integer",),
-            pa.float64(): ("real", "integer"), pa.string(): ("text",), pa.binary(): ("blob",),
-            pa.date32(): ("text",), TIMESTAMP: ("text",)}
+# target type -> what SQLite checks of each value x (None: the driver itself refuses a value
+# of another class); the generic path reads an integer as a double only up to 2**53
+_TEXT, _BLOB = "typeof({0}) IN ('null', 'text')", "typeof({0}) IN ('null', 'blob')"
+_CHECK = {pa.int64(): None, pa.int16(): None, pa.bool_(): None,
+          pa.float64(): "(typeof({0}) <> 'integer' OR {0} BETWEEN -9007199254740992 AND 9007199254740992)",
+          pa.string(): _TEXT, pa.binary(): _BLOB, pa.date32(): _TEXT, TIMESTAMP: _TEXT}
 # text the generic path's fromisoformat and Arrow's cast read alike (else: Unfit)
 _ISO = {pa.date32(): r"^\d{4}-\d\d-\d\d$",
         TIMESTAMP: r"^\d{4}-\d\d-\d\d([ T]\d\d:\d\d:[0-5]\d(\.\d{6})?)?$"}
@@ -34,7 +38,7 @@ def unfit_type(names, types) -> str | None:
     if len(set(names)) != len(names):
         return "duplicate column names"
     for n, t in zip(names, types):
-        if t not in _CLASSES:
+        if t not in _CHECK:
             return "column %s is %s" % (n, t if t is not None else "untyped")
     return None
 
@@ -46,8 +50,8 @@ def _quote(name: str) -> str:
 def read(path: str, sql: str, params: list, names: list[str], types: list[pa.DataType], batch_rows: int):
     """Record batches of `sql` (columns `names`, `?` parameters `params`) in `types`."""
     import adbc_driver_sqlite.dbapi as adbc
-    fits = " AND ".join("typeof(fastsync_q.%s) IN ('null', %s)" % (_quote(n), ", ".join("'%s'" % c for c in _CLASSES[t]))
-                        for n, t in zip(names, types))
+    fits = " AND ".join(_CHECK[t].format("fastsync_q." + _quote(n))
+                        for n, t in zip(names, types) if _CHECK[t])
     sql = "SELECT fastsync_q.*, %s AS fastsync_fits FROM (%s) AS fastsync_q" % (fits or "1", sql)
     with adbc.connect(path) as conn, conn.cursor() as cur:
         cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
