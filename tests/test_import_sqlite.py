@@ -138,3 +138,17 @@ def test_a_real_in_an_integer_column_and_any_nonzero_integer_as_bool(tmp_path):
     con.commit()
     a, _, said = both(tmp_path / "bool", "--connect", "sqlite:///%s" % db, "--table", "t", "-m", 1)
     assert FAST in said and a.column("bo").to_pylist()[2] is True
+
+
+def test_an_integer_past_2_53_in_a_double_query_column_fails_as_on_the_generic_path(tmp_path):
+    """ADBC's driver would turn it into a double silently; the generic path refuses it."""
+    db = tmp_path / "src.db"
+    make_db(db)
+    query = "SELECT id, CASE WHEN id > 1100 THEN 9007199254740993 ELSE id / 2.0 END AS m FROM t WHERE $CONDITIONS"
+    errors = []
+    for fast in ((), ("--no-fast-path",)):
+        out = fastsync("import", "--connect", "sqlite:///%s" % db, "--query", query, "-m", 1, "--fetch-size", 500,
+                       "--target-dir", tmp_path / ("o%d" % len(fast)), *fast)
+        assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        errors.append(out.stderr)
+    assert errors[0] == errors[1] and "--query column m: cannot convert a value" in errors[0]
