@@ -13,24 +13,25 @@ N = 1200      # more than the --query sample (1000 rows) and several --fetch-siz
 
 # every column type SQLAlchemy reflects from SQLite into a typed Arrow column, and some it doesn't
 COLUMNS = ("id INTEGER PRIMARY KEY, i INTEGER, bi BIGINT, si SMALLINT, r REAL, fl FLOAT, db DOUBLE, "
-           "t TEXT, vc VARCHAR(20), ch CHAR(3), cl CLOB, bl BLOB, bo BOOLEAN, d DATE, dt DATETIME")
-SLOW_COLUMNS = "num NUMERIC, dec DECIMAL(10, 2), tm TIME, untyped"
+           "t TEXT, vc VARCHAR(20), ch CHAR(3), cl CLOB, bl BLOB, bo BOOLEAN, d DATE, dt DATETIME, dc DECIMAL(12, 2)")
+SLOW_COLUMNS = "num NUMERIC, dec DECIMAL(10), tm TIME, untyped"
 
 
 def row(k):
     if k % 11 == 0:     # a row of NULLs
-        return (k,) + (None,) * 14
+        return (k,) + (None,) * 15
     return (k, k * 3 - 500, k * 10 ** 12, k % 300 - 150, k / 7, -k / 3, k * 1e300 if k % 5 == 0 else 0.1 * k,
             "t\u00e9%d" % k, "v%d" % k, "c%d" % (k % 10), "clob %d" % k, bytes([k % 256, 0, 255]), k % 2,
             "2024-%02d-%02d" % (k % 12 + 1, k % 28 + 1),
-            "2024-01-02 03:04:%02d.%06d" % (k % 60, k) if k % 3 else "2024-01-02T03:04:05" if k % 2 else "2024-01-02")
+            "2024-01-02 03:04:%02d.%06d" % (k % 60, k) if k % 3 else "2024-01-02T03:04:05" if k % 2 else "2024-01-02",
+            k / 8 - 50 if k % 4 else "%d.%02d" % (k, k % 100))      # ties (x.125: half to even), integers, text
 
 
 def make_db(path, slow=False):
     con = sqlite3.connect(path)
     con.execute("CREATE TABLE t (%s%s)" % (COLUMNS, ", " + SLOW_COLUMNS if slow else ""))
-    extra = (lambda k: (k / 4, k / 8, "10:11:%02d" % (k % 60), "x%d" % k)) if slow else (lambda k: ())
-    con.executemany("INSERT INTO t VALUES (%s)" % ", ".join("?" * (15 + (4 if slow else 0))),
+    extra = (lambda k: (k / 4, k, "10:11:%02d" % (k % 60), "x%d" % k)) if slow else (lambda k: ())
+    con.executemany("INSERT INTO t VALUES (%s)" % ", ".join("?" * (16 + (4 if slow else 0))),
                     [row(k) + extra(k) for k in range(1, N + 1)])
     con.commit()
     return con
@@ -64,10 +65,12 @@ def test_fast_path_matches_generic_over_every_affinity(tmp_path, mode):
     if mode == "table":     # the declared types
         assert types == {"id": "int64", "i": "int64", "bi": "int64", "si": "int16", "r": "double", "fl": "double",
                          "db": "double", "t": "string", "vc": "string", "ch": "string", "cl": "string",
-                         "bl": "binary", "bo": "bool", "d": "date32[day]", "dt": "timestamp[us]"}
+                         "bl": "binary", "bo": "bool", "d": "date32[day]", "dt": "timestamp[us]",
+                         "dc": "decimal128(12, 2)"}
     else:                   # the sampled values' types
         assert types["si"] == "int64" and types["bo"] == "int64" and types["d"] == "string" and types["bl"] == "binary"
         return
+    assert [str(v) for v in a.column("dc").to_pylist()[:4]] == ["-49.88", "-49.75", "-49.62", "4.04"]
     dt = [v.isoformat() for v in a.column("dt").to_pylist()[1:6]]
     assert dt == ["2024-01-02T03:04:02.000002", "2024-01-02T03:04:05", "2024-01-02T03:04:04.000004",
                   "2024-01-02T03:04:05.000005", "2024-01-02T00:00:00"]

@@ -838,6 +838,9 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         elif engine.dialect.name == "sqlite" and job.fast_path:
             if any(conv is not None for conv in convert):
                 why = "a column converted value by value"
+            elif any(isinstance(c.type, sa.Numeric) and not isinstance(c.type, sa.Float) and c.type.scale is None
+                     for c in cols):
+                why = "a NUMERIC(p) without a scale"      # read with 10 places, then rescaled
             else:
                 n, why = _sqlite_arrow_split(job, engine, q, [c.name for c in cols], known, part,
                                              pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)]))

@@ -24,6 +24,13 @@ _TEXT, _BLOB = "typeof({0}) IN ('null', 'text')", "typeof({0}) IN ('null', 'blob
 _CHECK = {pa.int64(): None, pa.int16(): None, pa.bool_(): None,
           pa.float64(): "(typeof({0}) <> 'integer' OR {0} BETWEEN -9007199254740992 AND 9007199254740992)",
           pa.string(): _TEXT, pa.binary(): _BLOB, pa.date32(): _TEXT, TIMESTAMP: _TEXT}
+# NUMERIC(p, s): the generic path formats the driver's float (an integer too) with "%.{s}f";
+# Arrow's double -> decimal cast rounds the exact binary value alike (half to even)
+_CHECK_DECIMAL = "(typeof({0}) IN ('null', 'real') OR typeof({0}) = 'integer' AND {0} BETWEEN -9007199254740992 AND 9007199254740992)"
+
+
+def _check(t):
+    return _CHECK_DECIMAL if pa.types.is_decimal128(t) else _CHECK[t]
 # text the generic path's fromisoformat and Arrow's cast read alike (else: Unfit)
 _ISO = {pa.date32(): r"^\d{4}-\d\d-\d\d$",
         TIMESTAMP: r"^\d{4}-\d\d-\d\d([ T]\d\d:\d\d:[0-5]\d(\.\d{6})?)?$"}
@@ -38,7 +45,7 @@ def unfit_type(names, types) -> str | None:
     if len(set(names)) != len(names):
         return "duplicate column names"
     for n, t in zip(names, types):
-        if t not in _CHECK:
+        if t not in _CHECK and not pa.types.is_decimal128(t):
             return "column %s is %s" % (n, t if t is not None else "untyped")
     return None
 
@@ -50,8 +57,8 @@ def _quote(name: str) -> str:
 def read(path: str, sql: str, params: list, names: list[str], types: list[pa.DataType], batch_rows: int):
     """Record batches of `sql` (columns `names`, `?` parameters `params`) in `types`."""
     import adbc_driver_sqlite.dbapi as adbc
-    fits = " AND ".join(_CHECK[t].format("fastsync_q." + _quote(n))
-                        for n, t in zip(names, types) if _CHECK[t])
+    fits = " AND ".join(_check(t).format("fastsync_q." + _quote(n))
+                        for n, t in zip(names, types) if _check(t))
     sql = "SELECT fastsync_q.*, %s AS fastsync_fits FROM (%s) AS fastsync_q" % (fits or "1", sql)
     with adbc.connect(path) as conn, conn.cursor() as cur:
         cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
@@ -89,6 +96,8 @@ def _convert(batch: pa.RecordBatch, names, types) -> pa.RecordBatch:
                     a = a.cast(t)
                 elif pa.types.is_integer(a.type) and t in (pa.int16(), pa.bool_(), pa.float64()):
                     a = a.cast(t)         # safe: past int16 or 2**53 raises
+                elif pa.types.is_decimal128(t) and (pa.types.is_floating(a.type) or pa.types.is_integer(a.type)):
+                    a = a.cast(t)         # safe: past the precision raises
                 else:
                     raise Unfit("column %s read as %s" % (names[i], a.type))
             elif pa.types.is_string(t):
