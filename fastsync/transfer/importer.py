@@ -350,9 +350,18 @@ class _PartSink:
     counted for the progress line."""
 
     def __init__(self, job: ImportJob, path: str, index: int, base: pa.Schema | None = None):
-        self.job, self.path, self.index, self.schema = job, path, index, base
+        self.job, self.path, self.index, self.schema, self.base = job, path, index, base, base
         self.writer = None
         self.rows = 0
+
+    def discard(self) -> None:
+        """Drop what was written: the split starts again (another reader)."""
+        if self.writer is not None:
+            self.writer.close()
+            os.unlink(self.path)
+        self.writer, self.rows, self.schema = None, 0, self.base
+        if _PROGRESS is not None:
+            _PROGRESS[self.index] = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self.writer is None:
@@ -445,7 +454,46 @@ def _query_native_split(job: ImportJob, engine, stmt, schema: pa.Schema | None, 
         if n is not None:
             log.info("--query split %d: read as MySQL text rows, decoded natively", part.index)
         return n
+    if engine.dialect.name == "sqlite":
+        n, why = _sqlite_arrow_split(job, engine, stmt, names, list(schema.types), part, schema)
+        log.info("--query split %d: %s", part.index, "read as Arrow by ADBC's SQLite driver" if n is not None
+                 else "generic path (%s)" % why)
+        return n
     return None
+
+
+def _sqlite_path(engine) -> str | None:
+    """The database file of a sqlite:/// URL (None: in memory, or options ADBC would not see)."""
+    url = engine.url
+    if engine.dialect.driver != "pysqlite" or url.query or not url.database or url.database == ":memory:" \
+            or url.database.startswith("file:"):
+        return None
+    return url.database
+
+
+def _sqlite_arrow_split(job: ImportJob, engine, stmt, names, types, part: _PartSink, empty_schema):
+    """(rows, None) when ADBC's SQLite driver read the split as Arrow batches exactly as the
+    generic path would (sqliteread), else (None, why) with nothing written."""
+    from fastsync.transfer import sqliteread
+    path = _sqlite_path(engine)
+    why = sqliteread.unfit_type(names, types) if path else "an in-memory database or URL options"
+    if job.kafka_topic:      # a split read again (below) would send its first messages twice
+        why = "--kafka-topic"
+    if why:
+        return None, why
+    compiled = stmt.compile(dialect=engine.dialect)
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None, "parameters expanded at execution"
+    procs = getattr(compiled, "_bind_processors", None) or {}
+    values = compiled.construct_params()
+    params = [procs[n](values[n]) if n in procs else values[n] for n in compiled.positiontup or ()]
+    try:
+        for batch in sqliteread.read(path, compiled.string, params, names, types, job.fetch_size):
+            part.write(batch)
+    except sqliteread.Unfit as exc:
+        part.discard()
+        return None, "a value the generic path reads: %s" % _one_line(exc)
+    return part.close(empty_schema), None
 
 
 def _run_query_split(job: ImportJob, split: Split, part_path: str) -> int:
@@ -787,6 +835,18 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
                     log.info("%s split %d: read as MySQL text rows, decoded natively", job.table, split.index)
                     return n
                 why = "the connection's settings (see the DEBUG log)"
+        elif engine.dialect.name == "sqlite" and job.fast_path:
+            if any(conv is not None for conv in convert):
+                why = "a column converted value by value"
+            elif any(isinstance(c.type, sa.Numeric) and not isinstance(c.type, sa.Float) and c.type.scale is None
+                     for c in cols):
+                why = "a NUMERIC(p) without a scale"      # read with 10 places, then rescaled
+            else:
+                n, why = _sqlite_arrow_split(job, engine, q, [c.name for c in cols], known, part,
+                                             pa.schema([pa.field(c.name, k or pa.string()) for c, k in zip(cols, known)]))
+                if n is not None:
+                    log.info("%s split %d: read as Arrow by ADBC's SQLite driver", job.table, split.index)
+                    return n
         elif job.fast_path:
             why = "no native reader for %s" % engine.dialect.name
         log.info("%s split %d: generic path, read through SQLAlchemy (%s)", job.table, split.index, why)
