@@ -185,7 +185,7 @@ class ChannelMachine(RuleBasedStateMachine):
         return events
 
     def _pick(self, idx, role):
-        ok = [t for t in self.txns if self.MIXED or t.role in (None, role)]
+        ok = [t for t in self.txns if t.role != "native" and (self.MIXED or t.role in (None, role))]
         return ok[idx % len(ok)] if ok else None
 
     def check(self, got, want, what):
@@ -195,7 +195,7 @@ class ChannelMachine(RuleBasedStateMachine):
 
     # -- rules --
     def _can(self, role):
-        return any(self.MIXED or t.role in (None, role) for t in self.txns)
+        return any(t.role != "native" and (self.MIXED or t.role in (None, role)) for t in self.txns)
 
     @precondition(lambda self: len(self.txns) < 3)
     @rule()
@@ -275,6 +275,28 @@ class ChannelMachine(RuleBasedStateMachine):
         self.check((txs, full), (-(-k // cap), k // cap if cap == per_tx else 0), "drain_each transactions")
         gone = [self.ref.queue.popleft() for _ in range(min(k, len(self.ref.queue)))]
         self.check((len(gone), sum(len(e.body) for e in gone)), (k, nbytes), "drain_each events and bytes")
+
+    @precondition(lambda self: len(self.txns) < 3)
+    @rule(k=st.integers(1, 5))
+    def take_open(self, k):
+        """MemoryChannel.take_open (the kafka sink's native take transaction): the bodies
+        of the reference's first events, or False when events with headers are at the
+        head; it stays open, ended by the commit and rollback rules as any transaction."""
+        k = min(k, self.ref.tx_capacity)
+        got = self.real.take_open(k, 0)
+        if got is None:
+            self.check(len(self.ref.queue), 0, "take_open found nothing")
+            return
+        if got is False:
+            self.check(bool(self.ref.queue), True, "take_open stopped at headers of an empty channel")
+            return
+        ref = self.ref.transaction()
+        gone = ref.take(got.n)
+        self.check(got.bodies(), [e.body for e in gone], "take_open bodies")
+        self.check(got.nbytes, sum(len(e.body) for e in gone), "take_open bytes")
+        pair = TxPair(NativeAdapter(got), ref)
+        pair.role = "native"
+        self.txns.append(pair)
 
     @rule(per_tx=st.integers(1, 5), broken=st.booleans())
     def write_each(self, per_tx, broken):
@@ -394,6 +416,24 @@ class ChannelMachine(RuleBasedStateMachine):
         assert self.real.in_flight == 0
         assert drain(self.real, 4) == list(self.ref.queue)
         assert self.real.size == 0
+
+
+class NativeAdapter:
+    """A NativeTake seen as the machine's transactions are (state, commit, rollback, close)."""
+
+    def __init__(self, take):
+        self.take, self.state = take, "OPEN"
+
+    def commit(self):
+        self.take.commit()
+        self.state = "COMPLETED"
+
+    def rollback(self):
+        self.take.rollback()
+        self.state = "COMPLETED"
+
+    def close(self):
+        pass
 
 
 def line_batch(events) -> LineBatch:
@@ -942,3 +982,32 @@ def test_rollback_of_a_split_head_in_a_full_extent_table_keeps_every_event(how, 
         os.close(fd)
         assert err.value.failed == 64
     assert drain(ch) == events
+
+
+def test_take_open_spans_batches_and_rolls_back_in_order():
+    """A native take transaction over three puts (a split one at the end), rolled back,
+    leaves the channel as it was; one dropped without an end is rolled back too; a
+    committed one frees its room; events with headers at the head are left to take()."""
+    ch = make_channel(capacity=100, tx=20)
+    events = [Event(b"e%02d" % i) for i in range(9)]
+    for i in range(0, 9, 3):
+        put_commit(ch, EventBatch.from_events(events[i:i + 3]))
+    t = ch.take_open(8, 0)
+    assert t.bodies() == [e.body for e in events[:8]] and t.nbytes == 24
+    assert ch.size == 1 and ch.in_flight == 8
+    t.rollback()
+    assert ch.size == 9 and ch.in_flight == 0
+    ch.take_open(4, 0)          # dropped: rolled back when collected
+    assert ch.size == 9 and ch.in_flight == 0
+    t = ch.take_open(2, 0)
+    t.commit()
+    assert ch.size == 7 and ch.in_flight == 0
+    with pytest.raises(RuntimeError):
+        t.rollback()
+    put_commit(ch, EventBatch.from_events([Event(b"h", {"k": "v"})]))
+    t = ch.take_open(20, 0)
+    assert t.bodies() == [e.body for e in events[2:]]       # stops before the headers
+    t.commit()
+    assert ch.take_open(20, 0) is False
+    assert drain(ch) == [Event(b"h", {"k": "v"})]
+    assert ch.take_open(20, 0) is None

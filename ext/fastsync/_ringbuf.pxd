@@ -35,3 +35,14 @@ cdef class RingBuffer:
     cdef bint _fits(self, int64_t n, int64_t nbytes, int64_t credit_n, int64_t credit_b) noexcept nogil
     cdef bint _append(self, Extent *e) noexcept nogil
     cdef void _prepend(self, Extent *e) noexcept nogil
+
+
+cdef class Taken:
+    cdef:
+        RingBuffer ring
+        Extent *segs             # the extents taken, each holding a reference to its owner
+        int64_t nseg
+        readonly int64_t n, nbytes
+        bint live                # neither committed nor rolled back yet
+
+    cdef int _end(self, bint commit) except -1

@@ -30,6 +30,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.errno cimport errno, EINTR, ENOMEM
 from posix.uio cimport iovec, writev
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.list cimport PyList_New, PyList_SET_ITEM
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
 from fastsync._sync cimport *
 
@@ -421,6 +423,64 @@ cdef class RingBuffer:
                 Py_DECREF(<object>segs[i].owner)
             free(segs)
 
+    def take_open(self, int64_t max_events, double timeout):
+        """A take transaction held natively, for a sink that needs each body as bytes
+        (kafka): up to max_events headerless events from the head, waiting up to
+        `timeout` s for the first. Returns a Taken (commit() or rollback() it), None when
+        nothing came in time, False when events with headers are at the head (take those
+        with take())."""
+        cdef Extent *h
+        cdef int64_t n = 0, nbytes = 0, left, m, nseg = 0
+        cdef double deadline = 0
+        cdef Taken t
+        if max_events <= 0:
+            raise ValueError("max_events must be positive")
+        t = Taken.__new__(Taken)
+        self._lock()
+        while self.events == 0:
+            if deadline == 0:
+                deadline = now() + timeout
+            if not self._wait(deadline):
+                pthread_mutex_unlock(&self.mu)
+                return None
+        left = max_events if max_events < self.events else self.events
+        m = left if left < self.ext_used else self.ext_used
+        t.segs = <Extent *>malloc(m * sizeof(Extent))
+        if t.segs == NULL or self._reserve_physical(1) < 0:    # as take(): a split head's slot
+            pthread_mutex_unlock(&self.mu)
+            raise MemoryError("ring buffer: cannot allocate a take")
+        while left and self.ext_used:
+            h = &self.ext[self.ext_head]
+            if h.hid:
+                break
+            m = h.end - h.pos
+            t.segs[nseg] = h[0]
+            if m <= left:               # the whole extent: its reference passes to the take
+                self.ext_head = (self.ext_head + 1) % self.ext_cap
+                self.ext_used -= 1
+            else:
+                m = left
+                t.segs[nseg].end = h.pos + m
+                Py_INCREF(<object>h.owner)
+                h.pos += m
+                h.hstart += m
+            left -= m
+            n += m
+            nbytes += extent_bytes(&t.segs[nseg])
+            nseg += 1
+        if n == 0:
+            pthread_mutex_unlock(&self.mu)
+            return False
+        self.events -= n
+        self.nbytes -= nbytes
+        self.reserved_events += n
+        self.reserved_bytes += nbytes
+        self.reserved_slots += nseg
+        self._signal()
+        pthread_mutex_unlock(&self.mu)
+        t.ring, t.nseg, t.n, t.nbytes, t.live = self, nseg, n, nbytes, True
+        return t
+
     def take_each(self, int64_t per_tx, int64_t limit, double timeout):
         """Consecutive take transactions of up to per_tx events each (what is there, as a
         sink takes), each committed at once, for a sink that discards what it takes: the
@@ -703,3 +763,56 @@ cdef int write_lines(int fd, Extent *segs, int64_t nseg, char **join, int64_t *j
             iov[first].iov_base = <void *>(<char *>iov[first].iov_base + w)
             iov[first].iov_len -= w
     return 0
+
+
+cdef class Taken:
+    """A take transaction of headerless events held by the ring (RingBuffer.take_open):
+    their extents, with a reference to each, and their room reserved until commit() or
+    rollback(); one dropped without either is rolled back."""
+
+    def __dealloc__(self):
+        if self.live:
+            self._end(False)
+        free(self.segs)
+
+    def bodies(self):
+        """The bodies, each as a bytes object, in order."""
+        cdef int64_t i, k, j = 0, sep
+        out = PyList_New(self.n)
+        for i in range(self.nseg):
+            sep = self.segs[i].sep
+            for k in range(self.segs[i].pos, self.segs[i].end):
+                b = PyBytes_FromStringAndSize(self.segs[i].data + self.segs[i].offsets[k],
+                                              self.segs[i].offsets[k + 1] - self.segs[i].offsets[k] - sep)
+                Py_INCREF(b)            # PyList_SET_ITEM steals a reference
+                PyList_SET_ITEM(out, j, b)
+                j += 1
+        return out
+
+    def commit(self):
+        """The events are delivered: their room is freed."""
+        self._end(True)
+
+    def rollback(self):
+        """The events go back to the head of the ring, in their order."""
+        self._end(False)
+
+    cdef int _end(self, bint commit) except -1:
+        cdef int64_t j
+        cdef RingBuffer ring = self.ring
+        if not self.live:
+            raise RuntimeError("this take transaction has ended")
+        self.live = False
+        ring._lock()
+        if not commit:      # the references pass back to the ring
+            for j in range(self.nseg - 1, -1, -1):
+                ring._prepend(&self.segs[j])
+        ring.reserved_events -= self.n
+        ring.reserved_bytes -= self.nbytes
+        ring.reserved_slots -= self.nseg
+        ring._signal()
+        pthread_mutex_unlock(&ring.mu)
+        if commit:
+            for j in range(self.nseg):
+                Py_DECREF(<object>self.segs[j].owner)
+        return 0

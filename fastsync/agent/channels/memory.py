@@ -127,6 +127,17 @@ class MemoryChannel(Channel):
             self.counters.add(EventTakeAttemptCount=1)
         return events, txs, full, nbytes
 
+    def take_open(self, per_tx: int, timeout: float):
+        """A take transaction run by the ring, for a sink that needs the bodies as bytes
+        (kafka): a NativeTake of up to per_tx headerless events, None when nothing came in
+        `timeout` s, False when events with headers are at the head (use a transaction)."""
+        want = min(per_tx, self.config.transactionCapacity)
+        t = self.ring.take_open(want, timeout)
+        if t is None:
+            self.counters.add(EventTakeAttemptCount=1)
+            return None
+        return NativeTake(self, t, want) if t is not False else False
+
     def write_each(self, fd: int, per_tx: int, timeout: float, max_txs: int | None = None):
         """Take transactions of up to per_tx events (up to max_txs of them), each written
         to fd as lines (a TEXT file: body, newline) and committed once written, in one
@@ -332,3 +343,29 @@ class MemoryTransaction(Transaction):
         self.takes = []
         self.put_n = self.take_n = self.take_bytes = self.take_slots = self.take_tries = 0
         self.state = Transaction.COMPLETED
+
+
+class NativeTake:
+    """MemoryChannel.take_open's transaction: the events' bodies as bytes (`bodies`), their
+    count and body bytes; commit() or rollback() once, then close(), as a Transaction's.
+    Counted as Flume counts a take transaction, at its end."""
+    __slots__ = ("ch", "taken", "tries", "n", "nbytes")
+
+    def __init__(self, channel: MemoryChannel, taken, want: int):
+        self.ch, self.taken = channel, taken
+        self.n, self.nbytes = taken.n, taken.nbytes
+        self.tries = taken.n + (taken.n < want)
+
+    def bodies(self) -> list:
+        return self.taken.bodies()
+
+    def commit(self) -> None:
+        self.taken.commit()
+        self.ch.counters.add(EventTakeAttemptCount=self.tries, EventTakeSuccessCount=self.n)
+
+    def rollback(self) -> None:
+        self.taken.rollback()
+        self.ch.counters.add(EventTakeAttemptCount=self.tries)
+
+    def close(self) -> None:
+        pass

@@ -8,7 +8,9 @@ delivery report is served and only failures call it (`delivery.report.only.error
 batch is acknowledged exactly when that object is gone, with no Python call per message.
 A process() call makes up to TAKES_PER_CALL takes (one in a load-balancing sink group, whose
 turns are one take each, as Flume's) while there is room in flight, and
-produces each take's messages with map() over the values (produce() called from C).
+produces each take's messages with map() over the values (produce() called from C). From a
+memory channel, a take of headerless events is a transaction the ring holds natively,
+handing the bodies as bytes (MemoryChannel.take_open): no batch, no Python transaction.
 Takes are committed in the order they were taken; a batch with a failed message is rolled
 back (after every batch in flight has its reports) and retried: at-least-once, duplicating
 at most the batches in flight. While the broker is away the wait goes on (librdkafka
@@ -40,6 +42,7 @@ from fastsync.agent.errors import ConfigError, EventDeliveryException
 from fastsync.agent.metrics import SINK_COUNTERS, Counters
 from fastsync.agent.sink import TAKE_WAIT, Sink, SinkConfig
 from fastsync.agent.source import Status
+from fastsync.event import EventBatch
 from fastsync.kafkaio import ClientErrors, client_config, encode_events, produce, without_secrets
 
 try:
@@ -200,6 +203,17 @@ class KafkaSink(Sink):
     def _take(self, timeout: float) -> bool:
         """Take a batch and produce it, its transaction left open in `pending`; False when
         the channel had no event."""
+        take_open = getattr(self.channel, "take_open", None)
+        if take_open is not None and not self.config.useFlumeEventFormat:
+            # a memory channel hands headerless events' bodies as bytes from a take
+            # transaction it holds natively (no batch, no Python transaction object)
+            t = take_open(self.batch_size, timeout)
+            if t is None:
+                return False
+            if t is not False:
+                rec = _InFlight(t, None, None, t.bodies(), None)
+                rec.nbytes = t.nbytes
+                return self._started(rec)
         tx = self.channel.transaction()
         tx.begin()
         try:
@@ -212,13 +226,16 @@ class KafkaSink(Sink):
             tx.commit()
             tx.close()
             return False
-        rec = _InFlight(tx, batch, None, None, None)
+        return self._started(_InFlight(tx, batch, None, None, None))
+
+    def _started(self, rec: _InFlight) -> bool:
+        """Produce a take's messages; its transaction stays open in `pending`."""
         self.counters.add(EventDrainAttemptCount=rec.n)
         try:
             self._produce(rec)
         except BaseException as exc:
-            tx.rollback()
-            tx.close()
+            rec.tx.rollback()
+            rec.tx.close()
             if isinstance(exc, Exception):
                 self._failed(exc, rec.n)
             raise
@@ -312,9 +329,12 @@ class KafkaSink(Sink):
     def _produce(self, rec: _InFlight) -> None:
         c = self.config
         batch = rec.batch
-        values, keys = encode_events(batch, c.useFlumeEventFormat, c.keyHeader)
+        if batch is None:       # a native take: headerless events, the bodies are the values
+            values, keys, chosen = rec.values, None, None
+        else:
+            values, keys = encode_events(batch, c.useFlumeEventFormat, c.keyHeader)
+            chosen = batch.header_array(c.topicHeader).to_pylist() if c.allowTopicOverride and c.topicHeader in batch.headers else None
         n = len(values)
-        chosen = batch.header_array(c.topicHeader).to_pylist() if c.allowTopicOverride and c.topicHeader in batch.headers else None
         topics = [t or c.topic for t in chosen] if chosen is not None else [c.topic] * n
         one_topic = c.topic if chosen is None and keys is None else None     # the common case, the fastest loop
         keys = keys if keys is not None else [None] * n
@@ -379,7 +399,8 @@ class KafkaSink(Sink):
             rec.failures.clear()
         if dead:
             self._no_dead_letters(dead, n)
-            written = self.dead_letters.write(rec.batch, [(i, r, None) for i, r in sorted(dead)], sink=self.name)
+            batch = rec.batch if rec.batch is not None else EventBatch.from_bodies(rec.values)
+            written = self.dead_letters.write(batch, [(i, r, None) for i, r in sorted(dead)], sink=self.name)
             self.counters.add(DeadLetterCount=written)
             log.warning("sink %s: %d events of this batch to %s, first: %s", self.name, written, self.config.deadLetterFile, dead[0][1])
             rec.dead = []
