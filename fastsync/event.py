@@ -151,7 +151,7 @@ class EventBatch:
                 headers.pop(k, None)
             else:
                 headers[k] = v
-        return EventBatch(self.data, self.offsets, headers)
+        return self._like(self._positions(), headers)
 
     def slice(self, start: int, stop: int) -> "EventBatch":
         """Events [start, stop) sharing this batch's buffers."""
@@ -159,7 +159,15 @@ class EventBatch:
         start, stop, _ = slice(start, stop).indices(n)
         stop = max(start, stop)
         headers = {k: (v if isinstance(v, str) else v.slice(start, stop - start)) for k, v in self.headers.items()}
-        return EventBatch(self.data, self.offsets[start:stop + 1], headers)
+        return self._like(self._positions()[start:stop + 1], headers)
+
+    def _positions(self) -> np.ndarray:
+        """The n + 1 positions that delimit the events in the buffer (slice() cuts them)."""
+        return self.offsets
+
+    def _like(self, positions, headers) -> "EventBatch":
+        """A batch of the same kind on the same buffer."""
+        return EventBatch(self.data, positions, headers)
 
     def to_arrow(self) -> pa.RecordBatch:
         """A RecordBatch: `body` (large_binary) first, then a string column per header; a
@@ -228,20 +236,11 @@ class LineBatch(EventBatch):
     def nbytes(self) -> int:
         return int(self.starts[-1] - self.starts[0]) - len(self)
 
-    def with_headers(self, **updates: HeaderColumn | None) -> "LineBatch":
-        headers = dict(self.headers)
-        for k, v in updates.items():
-            if v is None:
-                headers.pop(k, None)
-            else:
-                headers[k] = v
-        return LineBatch(self.text, self.starts, headers)
+    def _positions(self) -> np.ndarray:
+        return self.starts
 
-    def slice(self, start: int, stop: int) -> "LineBatch":
-        start, stop, _ = slice(start, stop).indices(len(self))
-        stop = max(start, stop)
-        headers = {k: (v if isinstance(v, str) else v.slice(start, stop - start)) for k, v in self.headers.items()}
-        return LineBatch(self.text, self.starts[start:stop + 1], headers)
+    def _like(self, positions, headers) -> "LineBatch":
+        return LineBatch(self.text, positions, headers)
 
 
 def _header_columns(headers: Mapping[str, HeaderColumn] | None, n: int) -> dict[str, HeaderColumn]:

@@ -78,6 +78,18 @@ def decimal_bodies(int64_t start, int64_t n):
     return owned_buffer(data, total), owned_buffer(offs, (n + 1) * sizeof(int64_t))
 
 
+cdef int64_t *grow_offsets(int64_t *offs, int64_t n, int64_t *cap) noexcept nogil:
+    """offs (n + 1 used of *cap) moved to a block twice as large; NULL (offs freed) when
+    out of memory."""
+    cdef int64_t *fresh
+    cap[0] *= 2
+    fresh = <int64_t *>malloc(cap[0] * sizeof(int64_t))
+    if fresh != NULL:
+        memcpy(fresh, offs, (n + 1) * sizeof(int64_t))
+    free(offs)
+    return fresh
+
+
 def split_lines(src, bint strip_cr=True, bint final=False, int64_t max_line=0):
     """Split complete lines out of `src` (a buffer); bodies exclude the terminator.
 
@@ -95,7 +107,6 @@ def split_lines(src, bint strip_cr=True, bint final=False, int64_t max_line=0):
     cdef char *data = <char *>malloc(size if size else 1)
     cap = 64 + size // 64      # enough for lines of 64 bytes and more: rarely grown
     cdef int64_t *offs = <int64_t *>malloc(cap * sizeof(int64_t))
-    cdef int64_t *tmp
     cdef bint oom = False
     if data == NULL or offs == NULL:
         free(data); free(offs)
@@ -121,14 +132,10 @@ def split_lines(src, bint strip_cr=True, bint final=False, int64_t max_line=0):
                 ln = max_line
                 trunc += 1
             if n + 2 > cap:
-                cap *= 2
-                tmp = <int64_t *>malloc(cap * sizeof(int64_t))
-                if tmp == NULL:
+                offs = grow_offsets(offs, n, &cap)
+                if offs == NULL:
                     oom = True
                     break
-                memcpy(tmp, offs, (n + 1) * sizeof(int64_t))
-                free(offs)
-                offs = tmp
             memcpy(data + out_pos, base + start, ln)
             out_pos += ln
             n += 1
@@ -176,7 +183,6 @@ def line_starts(src, int64_t limit):
     cdef const char *base = s.ptr
     cdef const char *nl
     cdef int64_t *offs
-    cdef int64_t *tmp
     cdef int bad = 0
     if limit <= 0:
         raise ValueError("limit must be positive")
@@ -197,14 +203,10 @@ def line_starts(src, int64_t limit):
                 bad = 1
                 break
             if n + 2 > cap:
-                cap *= 2
-                tmp = <int64_t *>malloc(cap * sizeof(int64_t))
-                if tmp == NULL:
+                offs = grow_offsets(offs, n, &cap)
+                if offs == NULL:
                     bad = 2
                     break
-                memcpy(tmp, offs, (n + 1) * sizeof(int64_t))
-                free(offs)
-                offs = tmp
             pos = end + 1
             n += 1
             offs[n] = pos

@@ -211,6 +211,45 @@ cdef class RingBuffer:
         self.events += e.end - e.pos
         self.nbytes += extent_bytes(e)
 
+    cdef int _wait_events(self, double timeout) except -1:
+        """With mu held: wait up to `timeout` s for an event; 0 if none came (mu still held)."""
+        cdef double deadline = 0    # the clock is read only if there is a wait
+        while self.events == 0:
+            if deadline == 0:
+                deadline = now() + timeout
+            if not self._wait(deadline):
+                return 0
+        return 1
+
+    cdef int64_t _pop(self, Extent *segs, int64_t max_events, int64_t max_segs, bint stop_at_headers,
+                      int64_t *events, int64_t *nbytes) except -1:
+        """With mu held: move up to max_events from the head into segs (at most max_segs
+        extents; before events with headers if stop_at_headers), adding to *events and
+        *nbytes. A whole extent's reference passes to its segment; a split one gets its
+        own. Returns the segments filled. The caller reserves their room."""
+        cdef Extent *h
+        cdef int64_t k, nseg = 0
+        while max_events and self.ext_used and nseg < max_segs:
+            h = &self.ext[self.ext_head]
+            if stop_at_headers and h.hid:
+                break
+            k = h.end - h.pos
+            segs[nseg] = h[0]
+            if k <= max_events:
+                self.ext_head = (self.ext_head + 1) % self.ext_cap
+                self.ext_used -= 1
+            else:
+                k = max_events
+                segs[nseg].end = h.pos + k
+                Py_INCREF(<object>h.owner)
+                h.pos += k
+                h.hstart += k
+            max_events -= k
+            events[0] += k
+            nbytes[0] += extent_bytes(&segs[nseg])
+            nseg += 1
+        return nseg
+
     # -- the Python-visible contract --
     def put(self, list chunks, double timeout, int64_t release_events=0, int64_t release_bytes=0,
             int64_t release_slots=0):
@@ -348,46 +387,23 @@ cdef class RingBuffer:
         unget() (rollback).
         """
         cdef Extent *segs
-        cdef Extent *h
-        cdef int64_t n = 0, nbytes = 0, left, m, nseg = 0, i, groups, pos
-        cdef double deadline
+        cdef int64_t n = 0, nbytes = 0, m, nseg, i, groups
         cdef char *data
         cdef int64_t *offs
         if max_events <= 0:
             raise ValueError("max_events must be positive")
         self._lock()
-        deadline = 0    # the clock is read only if the take has to wait
-        while self.events == 0:
-            if deadline == 0:
-                deadline = now() + timeout
-            if not self._wait(deadline):
-                pthread_mutex_unlock(&self.mu)
-                return None
-        left = max_events if max_events < self.events else self.events
-        i = left if left < self.ext_used else self.ext_used
-        segs = <Extent *>malloc(i * sizeof(Extent))
+        if not self._wait_events(timeout):
+            pthread_mutex_unlock(&self.mu)
+            return None
+        m = max_events if max_events < self.ext_used else self.ext_used
+        segs = <Extent *>malloc(m * sizeof(Extent))
         # a split head extent adds one to what a rollback puts back: keep its slot
         if segs == NULL or self._reserve_physical(1) < 0:
             free(segs)
             pthread_mutex_unlock(&self.mu)
             raise MemoryError("ring buffer: cannot allocate a take")
-        while left:
-            h = &self.ext[self.ext_head]
-            m = h.end - h.pos
-            segs[nseg] = h[0]
-            if m <= left:               # the whole extent: its reference passes to the take
-                self.ext_head = (self.ext_head + 1) % self.ext_cap
-                self.ext_used -= 1
-            else:
-                m = left
-                segs[nseg].end = h.pos + m
-                Py_INCREF(<object>h.owner)
-                h.pos += m
-                h.hstart += m
-            left -= m
-            n += m
-            nbytes += extent_bytes(&segs[nseg])
-            nseg += 1
+        nseg = self._pop(segs, max_events, m, False, &n, &nbytes)
         groups = 0
         for i in range(nseg):
             if i == 0 or segs[i].hid or segs[i - 1].hid:
@@ -429,45 +445,21 @@ cdef class RingBuffer:
         `timeout` s for the first. Returns a Taken (commit() or rollback() it), None when
         nothing came in time, False when events with headers are at the head (take those
         with take())."""
-        cdef Extent *h
-        cdef int64_t n = 0, nbytes = 0, left, m, nseg = 0
-        cdef double deadline = 0
+        cdef int64_t n = 0, nbytes = 0, m, nseg
         cdef Taken t
         if max_events <= 0:
             raise ValueError("max_events must be positive")
         t = Taken.__new__(Taken)
         self._lock()
-        while self.events == 0:
-            if deadline == 0:
-                deadline = now() + timeout
-            if not self._wait(deadline):
-                pthread_mutex_unlock(&self.mu)
-                return None
-        left = max_events if max_events < self.events else self.events
-        m = left if left < self.ext_used else self.ext_used
+        if not self._wait_events(timeout):
+            pthread_mutex_unlock(&self.mu)
+            return None
+        m = max_events if max_events < self.ext_used else self.ext_used
         t.segs = <Extent *>malloc(m * sizeof(Extent))
         if t.segs == NULL or self._reserve_physical(1) < 0:    # as take(): a split head's slot
             pthread_mutex_unlock(&self.mu)
             raise MemoryError("ring buffer: cannot allocate a take")
-        while left and self.ext_used:
-            h = &self.ext[self.ext_head]
-            if h.hid:
-                break
-            m = h.end - h.pos
-            t.segs[nseg] = h[0]
-            if m <= left:               # the whole extent: its reference passes to the take
-                self.ext_head = (self.ext_head + 1) % self.ext_cap
-                self.ext_used -= 1
-            else:
-                m = left
-                t.segs[nseg].end = h.pos + m
-                Py_INCREF(<object>h.owner)
-                h.pos += m
-                h.hstart += m
-            left -= m
-            n += m
-            nbytes += extent_bytes(&t.segs[nseg])
-            nseg += 1
+        nseg = self._pop(t.segs, max_events, m, True, &n, &nbytes)
         if n == 0:
             pthread_mutex_unlock(&self.mu)
             return False
@@ -549,11 +541,9 @@ cdef class RingBuffer:
         (sep 1) are written from their own buffer, others joined first. Returns (events,
         transactions, transactions of per_tx events, body bytes, stopped at events with
         headers, errno of the failed write or 0, events rolled back)."""
-        cdef int64_t events = 0, txs = 0, full = 0, nbytes = 0, m, k, b, t, nseg, j, gtx, gfull, raw
-        cdef double deadline = 0
+        cdef int64_t events = 0, txs = 0, full = 0, nbytes = 0, m, b, t, nseg, j, gtx, gfull, raw, first
         cdef bint headers = False
         cdef int err = 0
-        cdef Extent *h
         cdef Extent segs[MAX_SEGS]
         cdef char *join = NULL
         cdef int64_t join_cap = 0
@@ -562,12 +552,8 @@ cdef class RingBuffer:
         try:
             while events < limit and not headers:
                 self._lock()
-                if self.events == 0 and txs == 0:
-                    while self.events == 0:
-                        if deadline == 0:
-                            deadline = now() + timeout
-                        if not self._wait(deadline):
-                            break
+                if txs == 0:
+                    self._wait_events(timeout)
                 m = b = nseg = gtx = gfull = raw = 0
                 # a rollback puts back a slot per segment: room for every split extent
                 if self.ext_used and self._reserve_physical(MAX_SEGS) < 0:
@@ -576,27 +562,12 @@ cdef class RingBuffer:
                 # transactions while there are events, up to WRITE_GROUP bytes and MAX_SEGS extents
                 while self.ext_used and not headers and nseg < MAX_SEGS and raw < WRITE_GROUP and events + m < limit:
                     t = 0
-                    while t < per_tx and self.ext_used and nseg < MAX_SEGS:
-                        h = &self.ext[self.ext_head]
-                        if h.hid:
-                            headers = True
-                            break
-                        k = h.end - h.pos
-                        if k > per_tx - t:
-                            k = per_tx - t
-                        segs[nseg] = h[0]
-                        segs[nseg].end = h.pos + k
-                        b += extent_bytes(&segs[nseg])
-                        raw += h.offsets[h.pos + k] - h.offsets[h.pos]
-                        t += k
-                        nseg += 1
-                        h.pos += k
-                        h.hstart += k
-                        if h.pos == h.end:      # the whole extent: its reference passes to the take
-                            self.ext_head = (self.ext_head + 1) % self.ext_cap
-                            self.ext_used -= 1
-                        else:
-                            Py_INCREF(<object>h.owner)
+                    first = nseg
+                    nseg += self._pop(segs + nseg, per_tx, MAX_SEGS - nseg, True, &t, &b)
+                    for j in range(first, nseg):
+                        raw += segs[j].offsets[segs[j].end] - segs[j].offsets[segs[j].pos]
+                    if t < per_tx and self.ext_used and self.ext[self.ext_head].hid:
+                        headers = True
                     if t == 0:
                         break
                     m += t
