@@ -218,9 +218,7 @@ def line_starts(src, int64_t limit):
     return owned_buffer(offs, (n + 1) * sizeof(int64_t)), n
 
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.ref cimport Py_INCREF
+from cpython.list cimport PyList_New
 
 
 def bodies_list(data, offsets):
@@ -234,8 +232,5 @@ def bodies_list(data, offsets):
         raise ValueError("offsets must be n + 1 int64 values")
     check_offsets(o, n, d.size, INT64_MAX)
     out = PyList_New(n)
-    for i in range(n):
-        b = PyBytes_FromStringAndSize(d.ptr + o[i], o[i + 1] - o[i])
-        Py_INCREF(b)            # PyList_SET_ITEM steals a reference
-        PyList_SET_ITEM(out, i, b)
+    fill_bodies(out, 0, d.ptr, o, 0, n, 0)
     return out

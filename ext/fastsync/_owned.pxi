@@ -52,3 +52,21 @@ cdef int check_offsets(const int64_t *o, int64_t n, Py_ssize_t size, int64_t max
         if o[i + 1] - o[i] > max_len:
             raise ValueError("body %d is %d bytes, more than the %d allowed" % (i, o[i + 1] - o[i], max_len))
     return 0
+
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.list cimport PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
+
+cdef int fill_bodies(list out, Py_ssize_t at, const char *data, const int64_t *offsets, int64_t pos, int64_t end,
+                     int64_t sep) except -1:
+    """Set out[at:at + end - pos] (a list from PyList_New) to the bodies of events [pos,
+    end), data[offsets[k]:offsets[k + 1] - sep], as bytes: what a client that takes one
+    bytes object per message (confluent-kafka's produce()) needs."""
+    cdef int64_t k
+    for k in range(pos, end):
+        b = PyBytes_FromStringAndSize(data + offsets[k], offsets[k + 1] - offsets[k] - sep)
+        Py_INCREF(b)            # PyList_SET_ITEM steals a reference
+        PyList_SET_ITEM(out, at, b)
+        at += 1
+    return 0

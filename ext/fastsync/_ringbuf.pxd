@@ -36,6 +36,8 @@ cdef class RingBuffer:
     cdef bint _append(self, Extent *e) noexcept nogil
     cdef void _prepend(self, Extent *e) noexcept nogil
     cdef int _wait_events(self, double timeout) except -1
+    cdef void _reserve_taken(self, int64_t n, int64_t nbytes, int64_t nslots) noexcept nogil
+    cdef int _end_take(self, Extent *segs, int64_t nseg, int64_t n, int64_t nbytes, bint commit) except -1
     cdef int64_t _pop(self, Extent *segs, int64_t max_events, int64_t max_segs, bint stop_at_headers,
                       int64_t *events, int64_t *nbytes) except -1
 

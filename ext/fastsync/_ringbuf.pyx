@@ -30,8 +30,7 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.errno cimport errno, EINTR, ENOMEM
 from posix.uio cimport iovec, writev
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_New
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
 from fastsync._sync cimport *
 
@@ -250,6 +249,35 @@ cdef class RingBuffer:
             nseg += 1
         return nseg
 
+    cdef void _reserve_taken(self, int64_t n, int64_t nbytes, int64_t nslots) noexcept nogil:
+        """With mu held: n events of nbytes body bytes leave the queue for a take; their
+        room, and nslots extent slots for a rollback, stay reserved until it ends."""
+        self.events -= n
+        self.nbytes -= nbytes
+        self.reserved_events += n
+        self.reserved_bytes += nbytes
+        self.reserved_slots += nslots
+        self._signal()
+
+    cdef int _end_take(self, Extent *segs, int64_t nseg, int64_t n, int64_t nbytes, bint commit) except -1:
+        """End a take of the segments _pop filled (n events, nbytes, one slot each): a
+        commit frees their room and drops their references, a rollback puts them back at
+        the head in their order, references and all."""
+        cdef int64_t j
+        self._lock()
+        if not commit:
+            for j in range(nseg - 1, -1, -1):
+                self._prepend(&segs[j])
+        self.reserved_events -= n
+        self.reserved_bytes -= nbytes
+        self.reserved_slots -= nseg
+        self._signal()
+        pthread_mutex_unlock(&self.mu)
+        if commit:
+            for j in range(nseg):
+                Py_DECREF(<object>segs[j].owner)
+        return 0
+
     # -- the Python-visible contract --
     def put(self, list chunks, double timeout, int64_t release_events=0, int64_t release_bytes=0,
             int64_t release_slots=0):
@@ -408,12 +436,7 @@ cdef class RingBuffer:
         for i in range(nseg):
             if i == 0 or segs[i].hid or segs[i - 1].hid:
                 groups += 1
-        self.events -= n
-        self.nbytes -= nbytes
-        self.reserved_events += n
-        self.reserved_bytes += nbytes
-        self.reserved_slots += groups
-        self._signal()
+        self._reserve_taken(n, nbytes, groups)
         pthread_mutex_unlock(&self.mu)
         try:
             segments = []
@@ -463,12 +486,7 @@ cdef class RingBuffer:
         if n == 0:
             pthread_mutex_unlock(&self.mu)
             return False
-        self.events -= n
-        self.nbytes -= nbytes
-        self.reserved_events += n
-        self.reserved_bytes += nbytes
-        self.reserved_slots += nseg
-        self._signal()
+        self._reserve_taken(n, nbytes, nseg)
         pthread_mutex_unlock(&self.mu)
         t.ring, t.nseg, t.n, t.nbytes, t.live = self, nseg, n, nbytes, True
         return t
@@ -480,46 +498,25 @@ cdef class RingBuffer:
         when events with headers are at the head, or after `limit` events. Returns
         (events, transactions, transactions of per_tx events, body bytes, stopped at
         events with headers)."""
-        cdef int64_t events = 0, txs = 0, full = 0, nbytes = 0, m, k, b, nown, i
-        cdef double deadline = 0
+        cdef int64_t events = 0, txs = 0, full = 0, nbytes = 0, m, b, nseg, i
         cdef bint headers = False
-        cdef Extent *h
-        cdef PyObject *owners[64]     # extents a transaction used up, released after it
+        cdef Extent segs[MAX_SEGS]     # what a transaction took, released after it
         if per_tx <= 0 or limit <= 0:
             raise ValueError("per_tx and limit must be positive")
         while events < limit and not headers:
             self._lock()
-            if self.events == 0 and txs == 0:
-                while self.events == 0:
-                    if deadline == 0:
-                        deadline = now() + timeout
-                    if not self._wait(deadline):
-                        break
-            m = b = nown = 0
-            while m < per_tx and self.ext_used and nown < 64:
-                h = &self.ext[self.ext_head]
-                if h.hid:
-                    headers = True
-                    break
-                k = h.end - h.pos
-                if k > per_tx - m:
-                    k = per_tx - m
-                b += h.offsets[h.pos + k] - h.offsets[h.pos] - h.sep * k
-                m += k
-                h.pos += k
-                h.hstart += k
-                if h.pos == h.end:
-                    owners[nown] = h.owner
-                    nown += 1
-                    self.ext_head = (self.ext_head + 1) % self.ext_cap
-                    self.ext_used -= 1
+            if txs == 0:
+                self._wait_events(timeout)
+            m = b = 0
+            nseg = self._pop(segs, per_tx, MAX_SEGS, True, &m, &b)
+            headers = m < per_tx and self.ext_used > 0 and self.ext[self.ext_head].hid != 0
             self.events -= m
             self.nbytes -= b
             if m:
                 self._signal()
             pthread_mutex_unlock(&self.mu)
-            for i in range(nown):
-                Py_DECREF(<object>owners[i])
+            for i in range(nseg):
+                Py_DECREF(<object>segs[i].owner)
             if m == 0:
                 break
             events += m
@@ -566,38 +563,22 @@ cdef class RingBuffer:
                     nseg += self._pop(segs + nseg, per_tx, MAX_SEGS - nseg, True, &t, &b)
                     for j in range(first, nseg):
                         raw += segs[j].offsets[segs[j].end] - segs[j].offsets[segs[j].pos]
-                    if t < per_tx and self.ext_used and self.ext[self.ext_head].hid:
-                        headers = True
+                    headers = t < per_tx and self.ext_used > 0 and self.ext[self.ext_head].hid != 0
                     if t == 0:
                         break
                     m += t
                     gtx += 1
                     gfull += t == per_tx
-                self.events -= m
-                self.nbytes -= b
-                self.reserved_events += m
-                self.reserved_bytes += b
-                self.reserved_slots += nseg
                 if m:
-                    self._signal()
+                    self._reserve_taken(m, b, nseg)
                 pthread_mutex_unlock(&self.mu)
                 if m == 0:
                     break
                 with nogil:
                     err = write_lines(fd, segs, nseg, &join, &join_cap)
-                self._lock()
-                if err:     # rollback: back at the head in their order, with their references
-                    for j in range(nseg - 1, -1, -1):
-                        self._prepend(&segs[j])
-                self.reserved_events -= m
-                self.reserved_bytes -= b
-                self.reserved_slots -= nseg
-                self._signal()
-                pthread_mutex_unlock(&self.mu)
+                self._end_take(segs, nseg, m, b, not err)     # a failed write: rolled back
                 if err:
                     return events, txs, full, nbytes, headers, err, m
-                for j in range(nseg):
-                    Py_DECREF(<object>segs[j].owner)
                 events += m
                 nbytes += b
                 txs += gtx
@@ -748,16 +729,12 @@ cdef class Taken:
 
     def bodies(self):
         """The bodies, each as a bytes object, in order."""
-        cdef int64_t i, k, j = 0, sep
+        cdef int64_t i, at = 0
         out = PyList_New(self.n)
         for i in range(self.nseg):
-            sep = self.segs[i].sep
-            for k in range(self.segs[i].pos, self.segs[i].end):
-                b = PyBytes_FromStringAndSize(self.segs[i].data + self.segs[i].offsets[k],
-                                              self.segs[i].offsets[k + 1] - self.segs[i].offsets[k] - sep)
-                Py_INCREF(b)            # PyList_SET_ITEM steals a reference
-                PyList_SET_ITEM(out, j, b)
-                j += 1
+            fill_bodies(out, at, self.segs[i].data, self.segs[i].offsets, self.segs[i].pos, self.segs[i].end,
+                        self.segs[i].sep)
+            at += self.segs[i].end - self.segs[i].pos
         return out
 
     def commit(self):
@@ -769,21 +746,7 @@ cdef class Taken:
         self._end(False)
 
     cdef int _end(self, bint commit) except -1:
-        cdef int64_t j
-        cdef RingBuffer ring = self.ring
         if not self.live:
             raise RuntimeError("this take transaction has ended")
         self.live = False
-        ring._lock()
-        if not commit:      # the references pass back to the ring
-            for j in range(self.nseg - 1, -1, -1):
-                ring._prepend(&self.segs[j])
-        ring.reserved_events -= self.n
-        ring.reserved_bytes -= self.nbytes
-        ring.reserved_slots -= self.nseg
-        ring._signal()
-        pthread_mutex_unlock(&ring.mu)
-        if commit:
-            for j in range(self.nseg):
-                Py_DECREF(<object>self.segs[j].owner)
-        return 0
+        return self.ring._end_take(self.segs, self.nseg, self.n, self.nbytes, commit)
