@@ -99,6 +99,22 @@ class Sink:
             self.counters.add(EventDrainAttemptCount=events, EventDrainSuccessCount=events,
                               EventDrainSuccessBytes=nbytes, BatchCompleteCount=full, BatchUnderflowCount=txs - full)
 
+    def _ran_natively(self, got) -> Status:
+        """process()'s outcome when the channel ran this sink's transactions natively
+        (drain_each, write_each: (events, transactions, full ones, body bytes)); None,
+        events with headers at the head, means the usual transaction."""
+        if got is None:
+            return Sink.process(self)
+        events, txs, full, nbytes = got
+        if not txs:
+            self.counters.add(BatchEmptyCount=1)
+            self.idle()
+            return Status.BACKOFF
+        self._drained(events, txs, full, nbytes)
+        if self.reported:
+            self.reported.clear()
+        return Status.READY
+
     def _report(self, exc: Exception, n: int) -> None:
         """Log a failed delivery the first time its reason is seen, and mark the exception
         as logged so the runner does not log it again on every retry."""

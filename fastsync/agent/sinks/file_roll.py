@@ -107,17 +107,7 @@ class RollingFileSink(Sink):
             failure = OSError(exc.errno, exc.strerror, self.path)
             self._report(failure, exc.failed)
             raise failure from None
-        if got is None:     # events with headers at the head: the usual transaction
-            return super().process()
-        events, txs, full, nbytes = got
-        if not txs:
-            self.counters.add(BatchEmptyCount=1)
-            self.idle()
-            return Status.BACKOFF
-        self._drained(events, txs, full, nbytes)
-        if self.reported:
-            self.reported.clear()
-        return Status.READY
+        return self._ran_natively(got)
 
     def deliver(self, batch) -> None:
         self._maybe_roll()

@@ -24,12 +24,6 @@ class NullSink(Sink):
         # Discarding needs no batch: a channel that can take and commit transactions
         # natively (memory) does them in one call; events with headers go the usual way.
         drain = getattr(self.channel, "drain_each", None)
-        got = drain(self.batch_size, TAKE_WAIT, self.transactions_per_process) if drain is not None else None
-        if got is None:
+        if drain is None:
             return super().process()
-        events, txs, full, nbytes = got
-        if not txs:
-            self.counters.add(BatchEmptyCount=1)
-            return Status.BACKOFF
-        self._drained(events, txs, full, nbytes)
-        return Status.READY
+        return self._ran_natively(drain(self.batch_size, TAKE_WAIT, self.transactions_per_process))

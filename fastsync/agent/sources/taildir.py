@@ -34,11 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from fastsync._native import line_starts
 from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.agent.sources.linecut import cut_lines
-from fastsync._native import line_starts
 from fastsync.event import EventBatch, LineBatch
 from fastsync.redact import create_private
 
@@ -127,11 +127,10 @@ class TailFile:
             os.close(self.fd)
             self.fd = None
 
-    def read_lines(self, limit: int, scratch: bytearray | None = None) -> int:
+    def read_lines(self, limit: int) -> int:
         """Read the next block and keep its complete lines as `pending` (with `final`, also a
         last line without its newline), lines longer than `limit` bytes cut into pieces; the
-        number of lines (pieces). `scratch`: a buffer to read into when the lines must be
-        split out of the block (copied), reused from block to block."""
+        number of lines (pieces)."""
         size = os.fstat(self.fd).st_size
         if size < self.read_pos:
             log.info("%s shrank to %d bytes below position %d (truncated): reading it from the start",
@@ -162,14 +161,8 @@ class TailFile:
                 return found[1]
         block = READ_SIZE
         while True:
-            if chunk is None:
-                if scratch is None or len(scratch) < block:
-                    if scratch is not None and not scratch and block == READ_SIZE:
-                        scratch += bytearray(block)     # the source's buffer, made on first need (no view of it yet)
-                    else:
-                        scratch = bytearray(block)      # for this read alone (a line longer than the block)
-                view = memoryview(scratch)
-                chunk = view[:os.preadv(self.fd, [view[:block]], self.read_pos)]
+            if chunk is None:       # a final file's block, or a line longer than the block read
+                chunk = os.pread(self.fd, block, self.read_pos)
             data, offs, n, used, starts = cut_lines(chunk, limit, self.final, strip_cr=True, positions=True)
             if n:
                 break
@@ -213,7 +206,6 @@ class TaildirSource(PollableSource):
         self._saved = None
         self._saved_at = 0.0
         self._every_commit = False   # set at start from the channels' durability
-        self._scratch = bytearray()     # blocks whose lines must be split out are read into it (grown when needed)
 
     # -- life cycle --
     def start(self) -> None:
@@ -354,7 +346,7 @@ class TaildirSource(PollableSource):
         got = False
         batches = 0
         while batches < c.maxBatchCount:
-            if tf.pending is None and not tf.read_lines(c.maxLineLength, self._scratch):
+            if tf.pending is None and not tf.read_lines(c.maxLineLength):
                 break
             # all the lines read, as consecutive transactions of `step` lines; with a
             # durable channel one at a time, the positions saved after each commit
