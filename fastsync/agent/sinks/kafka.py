@@ -128,9 +128,9 @@ class _InFlight:
 
     __slots__ = ("tx", "n", "nbytes", "batch", "topics", "values", "keys", "acks", "failures", "dead")
 
-    def __init__(self, tx, batch, topics, values, keys):
+    def __init__(self, tx, batch, topics, values, keys, nbytes: int = 0):
         self.tx, self.batch = tx, batch
-        self.n, self.nbytes = (len(batch), batch.nbytes) if batch is not None else (len(values), 0)
+        self.n, self.nbytes = (len(batch), batch.nbytes) if batch is not None else (len(values), nbytes)
         self.topics, self.values, self.keys = topics, values, keys
         self.failures: list = []
         self.dead: list = []     # (event index, reason) of messages that can never be produced
@@ -211,9 +211,7 @@ class KafkaSink(Sink):
             if t is None:
                 return False
             if t is not False:
-                rec = _InFlight(t, None, None, t.bodies(), None)
-                rec.nbytes = t.nbytes
-                return self._started(rec)
+                return self._started(_InFlight(t, None, None, t.bodies(), None, t.nbytes))
         tx = self.channel.transaction()
         tx.begin()
         try:
