@@ -28,12 +28,14 @@ _CHECK = {pa.int64(): None, pa.int16(): None, pa.bool_(): None,
 # Arrow's double -> decimal cast rounds the exact binary value alike (half to even)
 _CHECK_DECIMAL = "(typeof({0}) IN ('null', 'real') OR typeof({0}) = 'integer' AND {0} BETWEEN -9007199254740992 AND 9007199254740992)"
 
-
-def _check(t):
-    return _CHECK_DECIMAL if pa.types.is_decimal128(t) else _CHECK[t]
 # text the generic path's fromisoformat and Arrow's cast read alike (else: Unfit)
 _ISO = {pa.date32(): r"^\d{4}-\d\d-\d\d$",
         TIMESTAMP: r"^\d{4}-\d\d-\d\d([ T]\d\d:\d\d:[0-5]\d(\.\d{6})?)?$"}
+
+
+def _check(t):
+    """What SQLite checks of each value of a column of target type t (None: nothing)."""
+    return _CHECK_DECIMAL if pa.types.is_decimal128(t) else _CHECK[t]
 
 
 class Unfit(Exception):
