@@ -5,12 +5,12 @@ component events/s, MB/s and channel fill."""
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
 
 from fastsync.bench import versions
+from fastsync.signals import SignalFlag, stop_on_signals
 
 # the counters read per component kind: (events, bytes)
 RATES = {"SOURCE": ("EventAcceptedCount", "EventAcceptedBytes"),
@@ -35,7 +35,7 @@ def _sample(agent, t: float) -> dict:
 
 
 def bench_agent(agent, seconds: float, interval: float = 0.5, progress: bool = False,
-                drain_timeout: float = 5.0, stop: threading.Event | None = None) -> dict:
+                drain_timeout: float = 5.0, stop: threading.Event | SignalFlag | None = None) -> dict:
     """Start `agent`, sample it, stop it; the summary and the samples as a dict."""
     stop = stop or threading.Event()
     samples = []
@@ -186,9 +186,7 @@ def run(conf_file: str, name: str, seconds: float, interval: float = 0.5, json_o
         agent = Agent(load_agent_config(conf_file, name))
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):     # stop early, still summarise
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()        # stop early, still summarise
     try:
         r = bench_agent(agent, seconds, interval, progress=sys.stderr.isatty(), stop=stop)
     except ConfigError as exc:      # found only when starting, e.g. a sink's table does not exist

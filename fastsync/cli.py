@@ -12,6 +12,7 @@ import threading
 import time
 
 from fastsync import __version__
+from fastsync.signals import stop_on_signals
 
 log = logging.getLogger("fastsync")
 EXIT_CONFIG = 2
@@ -65,14 +66,7 @@ def cmd_agent(args) -> int:
             " ".join(config.sinks) or "-"))
         return 0
     agent = Agent(config)
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals(lambda signum: log.info("received %s, stopping", signal.Signals(signum).name))
     # kill -QUIT prints every thread's stack to stderr and goes on, as a JVM's thread dump
     faulthandler.register(signal.SIGQUIT, all_threads=True, chain=False)
     server = None
