@@ -279,3 +279,12 @@ def test_taildir_file_channel_parquet_keeps_every_line(tmp_path, agent):
     for r in rows:
         by_file.setdefault(r["file"], []).append(r["body"])
     assert by_file == {"out/taildir/logs/app.log": first + more, "out/taildir/logs/other.log": other}
+
+
+def test_every_example_is_run_by_a_test():
+    """A new file in examples/ needs a test here (or is the demo's, which scripts/demo.sh and
+    tests/test_agent_cli.py run)."""
+    here = Path(__file__).read_text()
+    demo = (EXAMPLES.parent / "scripts/demo.sh").read_text()
+    untested = [p.name for p in sorted(EXAMPLES.iterdir()) if p.is_file() and p.name not in here and p.name not in demo]
+    assert not untested, "examples without a test in tests/test_examples.py: %s" % untested
