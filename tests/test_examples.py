@@ -23,8 +23,8 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from e2e_support import PYTHON, LineClient, free_port, poll
 
+from e2e_support import PYTHON, LineClient, free_port, poll
 from fastsync.transfer.connect import build_url
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
