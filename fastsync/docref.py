@@ -109,9 +109,12 @@ def _meaning(help_text: str | None, limits: str) -> str:
 
 
 def _config_keys(config: type, computed: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(key, default, meaning) of each setting of a config dataclass."""
+    """(key, default, meaning) of each setting of a config dataclass: the required ones first,
+    then in the order they are declared."""
     rows = []
-    for f, key, kind in _settings(config)[0]:
+    settings = _settings(config)[0]
+    required = [s for s in settings if s[0].default is dataclasses.MISSING and s[0].default_factory is dataclasses.MISSING]
+    for f, key, kind in required + [s for s in settings if s not in required]:
         default = computed.pop(key) if key in computed else _default(f, kind)
         rows.append((key, default, _meaning(f.metadata.get("doc"), _limits(f.metadata))))
     return rows
@@ -193,6 +196,9 @@ def component_page(page: str, registry_name: str, title: str, intro: str) -> str
              "A type is matched without regard to case, by its alias or its Flume class name. "
              "A key without a default is required.", ""]
     registry = getattr(component, registry_name, None)
+    if registry is None and page == "processors":
+        from fastsync.agent import sinkprocessors
+        registry = getattr(sinkprocessors, registry_name, None)
     if isinstance(registry, Registry):
         lines += _registry_sections(registry, page)
     elif page == "processors":
