@@ -115,7 +115,8 @@ def _config_keys(config: type, computed: dict[str, str]) -> list[tuple[str, str,
     then in the order they are declared. `computed`: key -> default shown, popped when used."""
     rows = []
     settings = _settings(config)[0]
-    required = [s for s in settings if s[0].default is dataclasses.MISSING and s[0].default_factory is dataclasses.MISSING]
+    required = [s for s in settings
+                if s[0].default is dataclasses.MISSING and s[0].default_factory is dataclasses.MISSING]
     for f, key, kind in required + [s for s in settings if s not in required]:
         default = computed.pop(key) if key in computed else _default(f, kind)
         rows.append((key, default, _meaning(f.metadata.get("doc"), _limits(f.metadata))))
@@ -146,7 +147,8 @@ def _registry_sections(registry: Registry, page: str, type_key: str) -> list[str
         computed = {key: shown for (page_, alias_, key), shown in COMPUTED.items() if (page_, alias_) == (page, alias)}
         keys = _config_keys(cls.Config, computed)
         if computed:
-            raise RuntimeError("docref.COMPUTED names keys the %s %s has not got: %s" % (page, alias, ", ".join(computed)))
+            raise RuntimeError("docref.COMPUTED names keys the %s %s has not got: %s"
+                               % (page, alias, ", ".join(computed)))
         lines += _section(type_key, alias, _description(cls), getattr(cls, "CLASS_NAMES", ()), keys,
                           cls.Config.PASSTHROUGH)
     return lines
@@ -164,8 +166,8 @@ def _processor_sections() -> list[str]:
     for cls, names in sorted(by_class.items(), key=lambda item: item[1][0]):
         alias = next(n for n in names if "." not in n)
         if cls is None:
-            lines += _section("processor.type", alias,
-                              "No processor: each sink of the group runs on its own, as if it were in none.", names, None)
+            lines += _section("processor.type", alias, "No processor: each sink of the group runs on its own, "
+                                                       "as if it were in none.", names, None)
             continue
         keys = [(key, default, meaning[len(alias) + 1:].strip()) for key, default, meaning in shared
                 if meaning.startswith(alias + ":")]

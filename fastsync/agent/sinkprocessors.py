@@ -92,7 +92,8 @@ def _all_failed(message: str, logged: bool) -> EventDeliveryException:
 
 
 class FailoverSinkProcessor:
-    """The highest-priority sink that is not penalised takes every batch; a sink whose batch failed is penalised (1 s, 2 s, 4 s ... up to `maxpenalty`) and the next one takes over."""
+    """The highest-priority sink that is not penalised takes every batch; a sink whose batch
+    failed is penalised (1 s, 2 s, 4 s ... up to `maxpenalty`) and the next one takes over."""
 
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
@@ -122,7 +123,8 @@ class FailoverSinkProcessor:
 
 
 class LoadBalancingSinkProcessor:
-    """Each batch goes to the next sink in turn (or a random one); a failing sink is skipped for that batch and, with `backoff`, left out for a while."""
+    """Each batch goes to the next sink in turn (or a random one); a failing sink is skipped
+    for that batch and, with `backoff`, left out for a while."""
 
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
