@@ -536,8 +536,7 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--target-dir", help="output directory (published atomically, with _SUCCESS)")
     im.add_argument("--warehouse-dir", help="parent directory; the output goes to WAREHOUSE/TABLE")
     im.add_argument("--delete-target-dir", action="store_true", help="replace an existing target directory (only once the import succeeded)")
-    im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet",
-                    help="write Parquet files (the default)")
+    im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
     im.add_argument("--as-textfile", action="store_true", help="Sqoop's delimited text (no header; see the text options)")
     im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro", help="write Avro data files")
     im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "text", "arrow", "jsonl", "avro"],
