@@ -98,7 +98,7 @@ def _default(f: dataclasses.Field, kind: type) -> str:
 def _limits(meta) -> str:
     lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
     if choices:
-        return "one of %s" % ", ".join(_code(str(c)) if c != "" else "empty" for c in choices)
+        return "one of %s%s" % (", ".join(_code(str(c)) for c in choices if c != ""), ", or empty" if "" in choices else "")
     if lo is not None and hi is not None:
         return "%s to %s" % (lo, hi)
     if lo is not None:
