@@ -511,7 +511,7 @@ def cmd_eval(args) -> int:
 
 def _connection_flags(p) -> None:
     p.add_argument("--connect", required=True, help="SQLAlchemy URL, or jdbc:postgresql|mysql|mariadb://… or jdbc:sqlite:PATH")
-    p.add_argument("--username")
+    p.add_argument("--username", help="user name (overrides the URL's)")
     p.add_argument("--password", help="visible to other users in the process list: prefer --password-file, -P or FASTSYNC_PASSWORD")
     p.add_argument("--password-file", help="file holding the password")
     p.add_argument("-P", action="store_true", help="prompt for the password")
@@ -521,7 +521,7 @@ def _import_flags(im, all_tables: bool = False) -> None:
     """The flags of import and import-all-tables."""
     _connection_flags(im)
     if not all_tables:
-        im.add_argument("--table")
+        im.add_argument("--table", help="the table to import ([schema.]name)")
     if not all_tables:
         im.add_argument("-e", "--query", help="free-form SELECT with $CONDITIONS instead of --table (needs --split-by with -m > 1)")
     if not all_tables:
@@ -538,7 +538,7 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--delete-target-dir", action="store_true", help="replace an existing target directory (only once the import succeeded)")
     im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
     im.add_argument("--as-textfile", action="store_true", help="Sqoop's delimited text (no header; see the text options)")
-    im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro")
+    im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro", help="write Avro data files")
     im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "text", "arrow", "jsonl", "avro"],
                     help="csv: standard CSV with a header; text: as --as-textfile")
     im.add_argument("-z", "--compress", action="store_true", help="compress text, csv and jsonl files (gzip unless --compression-codec says)")
@@ -570,7 +570,7 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                     help="read every table through SQLAlchemy's generic path, also where a native reader exists "
                          "(PostgreSQL binary COPY, MySQL/MariaDB text rows)")
-    im.add_argument("--log-level", default="WARNING")
+    im.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
 
 
 def positive(text: str) -> int:
@@ -605,12 +605,12 @@ def _agent_flags(a) -> None:
 def _bench_flags(b) -> None:
     bsub = b.add_subparsers(dest="bench", required=True)
     c = bsub.add_parser("channel", help="producer/consumer throughput of a channel")
-    c.add_argument("--channel", default="memory", choices=["memory", "file"])
-    c.add_argument("--events", type=positive, default=10_000_000)
+    c.add_argument("--channel", default="memory", choices=["memory", "file"], help="the channel measured")
+    c.add_argument("--events", type=positive, default=10_000_000, help="events put through the channel")
     c.add_argument("--batch", type=positive, default=1000, help="events per transaction")
     c.add_argument("--size", type=positive, default=100, help="body bytes per event")
-    c.add_argument("--producers", type=positive, default=1)
-    c.add_argument("--consumers", type=positive, default=1)
+    c.add_argument("--producers", type=positive, default=1, help="threads putting events")
+    c.add_argument("--consumers", type=positive, default=1, help="threads taking events")
     c.add_argument("--capacity", type=positive, help="channel capacity in events (default: 100 batches)")
     c.add_argument("--dir", help="file channel: where its checkpoint and data directories go (default: the temp dir)")
     c.add_argument("--fsync-policy", default="commit", choices=["commit", "interval"], help="file channel: fsyncPolicy")
@@ -657,7 +657,7 @@ def _export_flags(ex) -> None:
     ex.add_argument("--batch", action="store_true", help="load through the driver's executemany, not COPY / LOAD DATA")
     ex.add_argument("--no-fast-path", dest="fast_path", action="store_false", help="same as --batch")
     _input_text_flags(ex)
-    ex.add_argument("--log-level", default="WARNING")
+    ex.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
     ex.set_defaults(func=cmd_export)
 
 
@@ -669,7 +669,7 @@ def _merge_flags(mg) -> None:
     mg.add_argument("--delete-target-dir", action="store_true", help="replace an existing --target-dir (only once the merge succeeded)")
     mg.add_argument("--columns", help="Sqoop text files: the comma-separated field names, in order")
     _input_text_flags(mg, output=True)
-    mg.add_argument("--log-level", default="WARNING")
+    mg.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
     mg.set_defaults(func=cmd_merge)
 
 
@@ -685,9 +685,9 @@ def _job_flags(jb) -> None:
     act = jb.add_mutually_exclusive_group(required=True)
     act.add_argument("--create", metavar="NAME", help="save the command after -- as NAME")
     act.add_argument("--exec", metavar="NAME", help="run NAME (arguments after -- are added)")
-    act.add_argument("--list", action="store_true")
-    act.add_argument("--show", metavar="NAME")
-    act.add_argument("--delete", metavar="NAME")
+    act.add_argument("--list", action="store_true", help="list the saved jobs")
+    act.add_argument("--show", metavar="NAME", help="print the command NAME runs")
+    act.add_argument("--delete", metavar="NAME", help="delete the job NAME")
     jb.add_argument("--meta-connect", help="metastore URL (default: sqlite:///~/.fastsync/metastore.db)")
     jb.add_argument("rest", nargs=argparse.REMAINDER, help="-- import ...")
     jb.set_defaults(func=cmd_job)

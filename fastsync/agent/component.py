@@ -185,6 +185,7 @@ class Registry:
             for name in class_names:
                 self._by_name[name.lower()] = cls
             cls.TYPE = alias
+            cls.CLASS_NAMES = class_names     # as written, for the reference pages (docref)
             return cls
         return deco
 

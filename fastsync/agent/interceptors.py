@@ -61,6 +61,8 @@ class TimestampConfig(InterceptorConfig):
 
 @INTERCEPTORS.register("timestamp", "org.apache.flume.interceptor.TimestampInterceptor$Builder")
 class TimestampInterceptor(Interceptor):
+    """Sets a header to the time the batch passed, in milliseconds since the epoch."""
+
     Config = TimestampConfig
 
     def intercept(self, batch):
@@ -76,6 +78,8 @@ class HostConfig(InterceptorConfig):
 
 @INTERCEPTORS.register("host", "org.apache.flume.interceptor.HostInterceptor$Builder")
 class HostInterceptor(Interceptor):
+    """Sets a header to this host's IP address or name."""
+
     Config = HostConfig
 
     def __init__(self, name, config):
@@ -101,6 +105,8 @@ class StaticConfig(InterceptorConfig):
 
 @INTERCEPTORS.register("static", "org.apache.flume.interceptor.StaticInterceptor$Builder")
 class StaticInterceptor(Interceptor):
+    """Sets a header to a fixed value."""
+
     Config = StaticConfig
 
     def intercept(self, batch):
@@ -121,6 +127,8 @@ class RemoveHeaderConfig(InterceptorConfig):
 
 @INTERCEPTORS.register("remove_header", "org.apache.flume.interceptor.RemoveHeaderInterceptor$Builder")
 class RemoveHeaderInterceptor(Interceptor):
+    """Removes headers: one by name, a list of names, or every one whose name matches a regex."""
+
     Config = RemoveHeaderConfig
 
     def __init__(self, name, config):
@@ -144,6 +152,8 @@ class UUIDConfig(InterceptorConfig):
 
 @INTERCEPTORS.register("uuid", "org.apache.flume.sink.solr.morphline.UUIDInterceptor$Builder")
 class UUIDInterceptor(Interceptor):
+    """Sets a header to a new UUID per event."""
+
     Config = UUIDConfig
 
     def intercept(self, batch):
@@ -163,6 +173,8 @@ class RegexFilterConfig(InterceptorConfig):
 
 @INTERCEPTORS.register("regex_filter", "org.apache.flume.interceptor.RegexFilteringInterceptor$Builder")
 class RegexFilterInterceptor(Interceptor):
+    """Keeps only the events whose body matches a regex (or, with `excludeEvents`, drops them)."""
+
     Config = RegexFilterConfig
 
     def intercept(self, batch):
@@ -200,6 +212,8 @@ class RegexExtractorConfig(InterceptorConfig):
 
 @INTERCEPTORS.register("regex_extractor", "org.apache.flume.interceptor.RegexExtractorInterceptor$Builder")
 class RegexExtractorInterceptor(Interceptor):
+    """Puts the groups of a regex matched in the body into headers, one per serializer."""
+
     Config = RegexExtractorConfig
 
     def __init__(self, name, config):
@@ -263,6 +277,8 @@ class SearchReplaceConfig(InterceptorConfig):
 
 @INTERCEPTORS.register("search_replace", "org.apache.flume.interceptor.SearchAndReplaceInterceptor$Builder")
 class SearchReplaceInterceptor(Interceptor):
+    """Replaces every match of a regex in the body."""
+
     Config = SearchReplaceConfig
 
     def __init__(self, name, config):

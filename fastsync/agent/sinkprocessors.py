@@ -92,6 +92,9 @@ def _all_failed(message: str, logged: bool) -> EventDeliveryException:
 
 
 class FailoverSinkProcessor:
+    """The highest-priority sink that is not penalised takes every batch; a sink whose batch
+    failed is penalised (1 s, 2 s, 4 s ... up to `maxpenalty`) and the next one takes over."""
+
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
         prio = getattr(config, "priorities", {})
@@ -120,6 +123,9 @@ class FailoverSinkProcessor:
 
 
 class LoadBalancingSinkProcessor:
+    """Each batch goes to the next sink in turn (or a random one); a failing sink is skipped
+    for that batch and, with `backoff`, left out for a while."""
+
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
         self.sinks = list(sinks)

@@ -235,6 +235,8 @@ class SyslogTcpSourceConfig(ListenerConfig, SyslogSourceConfig):
 
 @SOURCES.register("syslogtcp", "org.apache.flume.source.SyslogTcpSource")
 class SyslogTcpSource(_SyslogSource):
+    """Syslog messages, one per line, on TCP connections; each becomes an event with the syslog fields as headers."""
+
     Config = SyslogTcpSourceConfig
 
     def start(self) -> None:
@@ -295,6 +297,8 @@ def tcp_pieces(data, size: int, final: bool) -> tuple[pa.Array, int]:
 
 @SOURCES.register("syslogudp", "org.apache.flume.source.SyslogUDPSource")
 class SyslogUdpSource(_SyslogSource):
+    """Syslog messages, one per UDP datagram; each becomes an event with the syslog fields as headers."""
+
     def start(self) -> None:
         super().start()
         c = self.config
