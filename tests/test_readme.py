@@ -99,3 +99,20 @@ def test_readme_examples_run_as_written(tmp_path):
         copied = db.execute("SELECT count(*), sum(amount) FROM orders_copy").fetchone()
         original = db.execute("SELECT count(*), sum(amount) FROM orders").fetchone()
     assert copied == original and original[0] == 10_000
+
+
+def test_other_top_level_pages_link_inside_the_repository():
+    for page in ("SECURITY.md", "bench/README.md"):
+        path = ROOT / page
+        assert link_problems(path.read_text(encoding="utf-8"), path.parent, ROOT) == [], page
+
+
+def test_the_docs_plots_are_the_benchmark_results():
+    """docs/ can show only files under docs/: its copies of the peers plots stay current."""
+    results = ROOT / "bench" / "peers" / "results"
+    copies = ROOT / "docs" / "assets" / "benchmarks"
+    plots = sorted(p.name for p in results.glob("*.png"))
+    assert plots and plots == sorted(p.name for p in copies.glob("*.png"))
+    for name in plots:
+        assert (copies / name).read_bytes() == (results / name).read_bytes(), (
+            f"docs/assets/benchmarks/{name} differs from bench/peers/results/{name}: copy it again")
