@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
 # [text](target) and [text](<target> "title"), images included; reference definitions "[x]: target"
 INLINE = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-REFERENCE = re.compile(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.M)
+REFERENCE = re.compile(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.MULTILINE)
 AUTOLINK = re.compile(r"<([a-zA-Z][a-zA-Z0-9+.-]*:[^>\s]*)>")
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
@@ -23,7 +24,7 @@ SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 def link_problems(markdown: str, base: Path, root: Path) -> list[str]:
     """Every link of `markdown` (a file in `base`) that leaves `root` or names no file."""
     problems = []
-    text = re.sub(r"```.*?```", "", markdown, flags=re.S)  # code blocks hold no links
+    text = re.sub(r"```.*?```", "", markdown, flags=re.DOTALL)  # code blocks hold no links
     targets = INLINE.findall(text) + REFERENCE.findall(text) + AUTOLINK.findall(text)
     for target in targets:
         if SCHEME.match(target):
@@ -66,9 +67,10 @@ def test_link_checker_catches_bad_links(tmp_path):
 def example_blocks() -> list[str]:
     text = README.read_text(encoding="utf-8")
     section = text.split("## Three examples", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
 
 
+@pytest.mark.slow  # five fastsync processes and a split pool: 5 - 15 s on the shared 2 cores
 def test_readme_examples_run_as_written(tmp_path):
     """The agent, import and export blocks, run verbatim by bash in a copy of examples/, with
     `fastsync` on PATH as after `source .venv/bin/activate`."""
