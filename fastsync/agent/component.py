@@ -3,11 +3,13 @@ from properties, and a registry mapping Flume type names to component classes.
 
 A config field is declared with `setting(flume_key, default, doc)`; its Python type
 (int, float, bool, str, list) decides how the value is parsed. Keys a component does not
-know are reported as warnings (Flume ignores them), never silently dropped.
+know are reported as warnings (Flume ignores them; errors with --strict), never silently
+dropped, with the declared key they are probably a misspelling of.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib
 import logging
@@ -15,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from fastsync.agent.errors import ConfigError
+from fastsync.agent.errors import ConfigError, UnknownKey
 from fastsync.agent.properties import Prop
 
 log = logging.getLogger("fastsync.config")
@@ -58,6 +60,28 @@ class Place:
     def error(self, key: str, message: str) -> ConfigError:
         line = self.line(key) or self.line("type")
         return ConfigError(message, self.path, line, "%s.%s" % (self.prefix, key))
+
+    def missing(self, key: str, message: str = "required key is missing", candidates=None) -> ConfigError:
+        """The error of a required key that is absent, with did_you_mean's hint."""
+        return self.error(key, message + self.did_you_mean(key, candidates))
+
+    def did_you_mean(self, key: str, candidates=None) -> str:
+        """For an absent key: the key present (one of `candidates`, by default any) that is
+        probably its misspelling, and its line, as `— did you mean ...`; else ""."""
+        near = suggest(key, [k for k in (self.props if candidates is None else candidates) if k != key])
+        return "" if near is None else " — did you mean `%s` on line %d?" % (near, self.props[near].line)
+
+    def unknown(self, key: str, known, what: str = "unknown key") -> UnknownKey:
+        """`key` (of props) is not used: an UnknownKey naming the one of `known` it is
+        probably a misspelling of."""
+        return UnknownKey(self.path, self.line(key), "%s.%s" % (self.prefix, key), suggest(key, known), what)
+
+
+def suggest(word: str, candidates) -> str | None:
+    """The candidate `word` is most probably a misspelling of (case aside), or None."""
+    by_lower = {c.lower(): c for c in candidates}
+    near = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.75)
+    return by_lower[near[0]] if near else None
 
 
 def duplicates(names: list[str]) -> list[str]:
@@ -106,15 +130,16 @@ def check_regex(place: Place, key: str, pattern: str, re2: bool = False) -> None
         raise place.error(key, "not a valid regex: %s" % str(exc).splitlines()[0]) from None
 
 
-def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
-    """Build cls from place.props, checking types, ranges, choices and required keys."""
+def parse_config(cls: type[ComponentConfig], place: Place, unknown: list[UnknownKey] | None = None) -> ComponentConfig:
+    """Build cls from place.props, checking types, ranges, choices and required keys. Keys
+    cls does not know go to `unknown` if given, else are logged as warnings."""
     values: dict[str, Any] = {}
     settings, known = _settings(cls)
     for f, key, kind in settings:
         prop = place.props.get(key)
         if prop is None:
             if f.default is _MISSING and f.default_factory is _MISSING:
-                raise place.error(key, "required key is missing")
+                raise place.missing(key, candidates=[k for k in place.props if not _is_known(cls, known, k)])
             continue
         value = _parse_value(kind, prop.value, place, key)
         lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
@@ -136,7 +161,11 @@ def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
         if any(key.startswith(p) for p in cls.PASSTHROUGH):
             extra[key] = place.props[key].value
             continue
-        log.warning("%s:%s: %s.%s: unknown key, ignored", place.path, place.line(key), place.prefix, key)
+        u = place.unknown(key, known)
+        if unknown is None:
+            log.warning("%s", u.warning())
+        else:
+            unknown.append(u)
     if extra:
         config.extra = extra  # type: ignore[attr-defined]
     config.validate(place)
@@ -149,6 +178,11 @@ def _settings(cls: type[ComponentConfig]) -> tuple[list[tuple[dataclasses.Field,
     per class, not once per component."""
     settings = [(f, f.metadata["key"], _resolve(f.type)) for f in fields(cls) if f.metadata.get("key") is not None]
     return settings, frozenset(cls.STRUCTURAL) | {key for _, key, _ in settings}
+
+
+def _is_known(cls: type[ComponentConfig], known: frozenset[str], key: str) -> bool:
+    return (key in known or any(key.startswith(s + ".") for s in cls.STRUCTURAL)
+            or any(key.startswith(p) for p in cls.PASSTHROUGH))
 
 
 def _resolve(t):

@@ -2,7 +2,9 @@
 
 Layout, as Flume's: `<agent>.sources|channels|sinks|sinkgroups = names`, then
 `<agent>.<kind>.<name>.<key> = value`; a source binds with `channels = c1 c2`, a sink with
-`channel = c1`. Every problem is a ConfigError naming file:line and the key.
+`channel = c1`. Every problem is a ConfigError naming file:line and the key. A key the
+agent does not use (a misspelling, a component listed nowhere) is a warning, as Flume
+ignores it, or with `strict` an error; either names the key it probably meant.
 """
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ import logging
 from dataclasses import dataclass, field
 
 from fastsync.agent.component import (CHANNELS, INTERCEPTORS, SINKS, SOURCES, ComponentConfig, Place, Registry,
-                                      duplicates, parse_config)
-from fastsync.agent.errors import ConfigError
+                                      duplicates, parse_config, suggest)
+from fastsync.agent.errors import ConfigError, UnknownKey, UnknownKeysError
 from fastsync.agent.properties import Prop, parse_properties
 from fastsync.agent.sinkprocessors import PROCESSORS, SinkProcessorConfig
 from fastsync.agent.source import Multiplexing
 
 log = logging.getLogger("fastsync.config")
 KINDS = ("sources", "channels", "sinks", "sinkgroups")
+# the keys of a source's channel selector, by selector; a "." at the end: one key per header value
+SELECTOR_KEYS = {"replicating": ("selector.type", "selector.optional"),
+                 "multiplexing": ("selector.type", "selector.header", "selector.default", "selector.mapping.", "selector.optional.")}
 
 
 @dataclass
@@ -108,7 +113,7 @@ def _multiplexing(place: Place, bound: list[str]) -> Multiplexing:
     return Multiplexing(header, mapping, optional, default)
 
 
-def load_agent_config(path: str, agent: str) -> AgentConfig:
+def load_agent_config(path: str, agent: str, strict: bool = False) -> AgentConfig:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -116,10 +121,44 @@ def load_agent_config(path: str, agent: str) -> AgentConfig:
         raise ConfigError("cannot read the configuration file: %s" % exc.strerror, path) from None
     except UnicodeDecodeError as exc:
         raise ConfigError("not UTF-8 text: %s" % exc, path) from None
-    return parse_agent_config(parse_properties(text, path), agent, path)
+    return parse_agent_config(parse_properties(text, path), agent, path, strict)
 
 
-def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>") -> AgentConfig:
+def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>", strict: bool = False) -> AgentConfig:
+    """The agent's configuration. Keys it does not use are logged as warnings, or with
+    `strict` raised together as an UnknownKeysError (one located problem per key)."""
+    unknown: list[UnknownKey] = []
+    try:
+        config = _parse_agent_config(props, agent, path, unknown)
+    except ConfigError:
+        _warn(unknown)     # the error is what stops the agent; the typos seen before it are still said
+        raise
+    unknown.sort(key=lambda u: u.line or 0)
+    if strict and unknown:
+        raise UnknownKeysError(unknown)
+    _warn(unknown)
+    return config
+
+
+def _warn(unknown: list[UnknownKey]) -> None:
+    for u in unknown:
+        log.warning("%s", u.warning())
+
+
+def _unknown_selector_keys(place: Place, kind: str, unknown: list[UnknownKey]) -> None:
+    """The selector.* keys of a source its selector does not read (e.g. a mapping under a
+    replicating selector: `selector.type` misspelt)."""
+    allowed = SELECTOR_KEYS[kind]
+    for key in place.props:
+        if key.partition(".")[0] != "selector" or any(key == k or (k[-1] == "." and key.startswith(k)) for k in allowed):
+            continue
+        head, dot, value = key.partition(".")[2].partition(".")     # selector.mapping.US -> mapping, US
+        near = suggest("selector." + head, [k.rstrip(".") for k in allowed if (k[-1] == ".") == bool(dot)])
+        unknown.append(UnknownKey(place.path, place.line(key), "%s.%s" % (place.prefix, key), near and near + dot + value,
+                                  "not a key of the %s channel selector" % kind))
+
+
+def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: list[UnknownKey]) -> AgentConfig:
     prefix = agent + "."
     mine = {k[len(prefix):]: v for k, v in props.items() if k.startswith(prefix)}
     if not mine:
@@ -144,26 +183,39 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
     def component_props(kind: str, name: str) -> dict[str, Prop]:
         return by_component[kind].get(name, {})
 
-    # keys of components that are not listed: Flume ignores them; say so
+    # keys the agent does not read, e.g. of components that are not listed: Flume ignores them; say so
     for key, p in mine.items():
         parts = key.split(".")
-        if len(parts) >= 3 and parts[0] in KINDS and parts[1] not in listed_sets[parts[0]]:
-            log.warning("%s:%d: %s%s: component '%s' is not listed in %s%s, ignored",
-                        path, p.line, prefix, key, parts[1], prefix, parts[0])
-        elif len(parts) == 1 and parts[0] not in KINDS:
-            log.warning("%s:%d: %s%s: unknown key, ignored", path, p.line, prefix, key)
+        near = None
+        if parts[0] not in KINDS:
+            what = "unknown key"
+            kind = suggest(parts[0], KINDS)
+            near = prefix + ".".join([kind] + parts[1:]) if kind else None
+        elif len(parts) < 3:
+            what = "unknown key" if len(parts) == 2 else None
+        elif parts[1] not in listed_sets[parts[0]]:
+            what = "component '%s' is not listed in %s%s" % (parts[1], prefix, parts[0])
+            name = suggest(parts[1], listed_sets[parts[0]])
+            near = prefix + ".".join([parts[0], name] + parts[2:]) if name else None
+        else:
+            what = None
+        if what:
+            unknown.append(UnknownKey(path, p.line, prefix + key, near, what))
 
     def build(kind: str, registry: Registry, name: str) -> tuple[type, ComponentConfig, Place]:
         cprops = component_props(kind, name)
         place = Place(path, "%s%s.%s" % (prefix, kind, name), cprops)
         type_prop = cprops.get("type")
         if type_prop is None:
-            raise ConfigError("required key is missing (%s '%s' is listed at line %s)" % (registry.kind, name, listed[kind][1]),
+            raise ConfigError("required key is missing (%s '%s' is listed at line %s)%s"
+                              % (registry.kind, name, listed[kind][1], place.did_you_mean("type")),
                               path, listed[kind][1], "%s.type" % place.prefix)
         cls = registry.lookup(type_prop.value)
         if cls is None:
-            raise place.error("type", "unknown %s type '%s' (known: %s)" % (registry.kind, type_prop.value.strip(), ", ".join(registry.known())))
-        return cls, parse_config(cls.Config, place), place
+            near = suggest(type_prop.value.strip(), registry.known())
+            raise place.error("type", "unknown %s type '%s' (known: %s)%s" % (
+                registry.kind, type_prop.value.strip(), ", ".join(registry.known()), " — did you mean `%s`?" % near if near else ""))
+        return cls, parse_config(cls.Config, place, unknown), place
 
     channel_names, channels_line = listed["channels"]
     if not channel_names:
@@ -182,7 +234,7 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
     for name in listed["sources"][0]:
         cls, cfg, place = build("sources", SOURCES, name)
         if "channels" not in place.props:
-            raise place.error("type", "source '%s' has no channels: set %s.channels" % (name, place.prefix))
+            raise place.error("type", "source '%s' has no channels: set %s.channels%s" % (name, place.prefix, place.did_you_mean("channels")))
         bound = _listed(place, "channels")
         if not bound:
             raise place.error("channels", "source '%s' has no channels" % name)
@@ -202,9 +254,22 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
                     raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
         else:
             raise place.error("selector.type", "unknown channel selector '%s' (known: replicating, multiplexing)" % selector.value.strip())
+        _unknown_selector_keys(place, "multiplexing" if multiplexing else "replicating", unknown)
         interceptors = []
         iprops_of = _children(_children(place.props).get("interceptors", {}))
-        for iname in _listed(place, "interceptors"):
+        inames = _listed(place, "interceptors")
+        for key in place.props:
+            first, _, rest = key.partition(".")
+            if first == "interceptors" and rest:
+                iname = rest.split(".", 1)[0]
+                if "." not in rest:
+                    unknown.append(place.unknown(key, ()))
+                elif iname not in inames:
+                    near = suggest(iname, inames)
+                    unknown.append(UnknownKey(path, place.line(key), "%s.%s" % (place.prefix, key),
+                                              near and "%s.interceptors.%s.%s" % (place.prefix, near, rest.split(".", 1)[1]),
+                                              "interceptor '%s' is not listed in %s.interceptors" % (iname, place.prefix)))
+        for iname in inames:
             if "." in iname:
                 raise place.error("interceptors", "'%s': an interceptor name cannot contain '.'" % iname)
             iprops = iprops_of.get(iname, {})
@@ -215,7 +280,7 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
             icls = INTERCEPTORS.lookup(itype.value)
             if icls is None:
                 raise iplace.error("type", "unknown interceptor type '%s' (known: %s)" % (itype.value.strip(), ", ".join(INTERCEPTORS.known())))
-            interceptors.append(ComponentSpec(iname, icls, parse_config(icls.Config, iplace), iplace))
+            interceptors.append(ComponentSpec(iname, icls, parse_config(icls.Config, iplace, unknown), iplace))
         batch = getattr(cfg, "batchSize", None)
         for ch in bound:
             cap = getattr(channels[ch].config, "transactionCapacity", None)
@@ -231,7 +296,7 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         cls, cfg, place = build("sinks", SINKS, name)
         ch = place.props.get("channel")
         if ch is None or not ch.value.strip():
-            raise place.error("type", "sink '%s' has no channel: set %s.channel" % (name, place.prefix))
+            raise place.error("type", "sink '%s' has no channel: set %s.channel%s" % (name, place.prefix, place.did_you_mean("channel")))
         check_channel(place, "channel", ch.value.strip())
         sinks[name] = SinkSpec(name, cls, cfg, place, ch.value.strip())
 
@@ -244,7 +309,11 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         gprops = component_props("sinkgroups", group)
         place = Place(path, "%ssinkgroups.%s" % (prefix, group), gprops)
         if "sinks" not in gprops:
-            raise ConfigError("sink group '%s' lists no sinks" % group, path, listed["sinkgroups"][1], place.prefix + ".sinks")
+            raise ConfigError("sink group '%s' lists no sinks%s" % (group, place.did_you_mean("sinks")),
+                              path, listed["sinkgroups"][1], place.prefix + ".sinks")
+        for key in gprops:
+            if key != "sinks" and not key.startswith("processor."):
+                unknown.append(place.unknown(key, ("sinks", "processor.type")))
         members = _listed(place, "sinks")
         for s in members:
             if s not in sinks:
@@ -258,7 +327,7 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
             raise place.error("processor.type", "unknown sink processor '%s' (known: default, failover, load_balance)"
                               % ptype.value.strip())
         pplace = Place(path, place.prefix + ".processor", _children(gprops).get("processor", {}))
-        pconfig = parse_config(SinkProcessorConfig, pplace)
+        pconfig = parse_config(SinkProcessorConfig, pplace, unknown)
         member_set = set(members)
         for s in getattr(pconfig, "priorities", {}):
             if s not in member_set:
