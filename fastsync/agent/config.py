@@ -313,7 +313,9 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
                               path, listed["sinkgroups"][1], place.prefix + ".sinks")
         for key in gprops:
             if key != "sinks" and not key.startswith("processor."):
-                unknown.append(place.unknown(key, ("sinks", "processor.type")))
+                first, dot, rest = key.partition(".")       # procesor.type -> processor.type
+                near = suggest(first, ("sinks", "processor"))
+                unknown.append(UnknownKey(path, place.line(key), "%s.%s" % (place.prefix, key), near and near + dot + rest))
         members = _listed(place, "sinks")
         for s in members:
             if s not in sinks:
