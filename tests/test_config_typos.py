@@ -231,13 +231,16 @@ def test_flume_configuration_passes_strict(tmp_path):
     p = validate(conf, "--strict", name="agent")
     assert (p.returncode, p.stderr) == (0, ""), p.stderr
     assert p.stdout == "%s: agent agent is valid: sources netcat tail, channels mem file, sinks log roll hdfs kafka\n" % conf
-    # the user guide's Kafka sink example sets kafka.flumeBatchSize, which Flume itself does not read
-    text += "agent.sinks.kafka.kafka.flumeBatchSize = 20\n"
+    # the user guide's Kafka sink example sets kafka.flumeBatchSize, which Flume itself does not read;
+    # a file group not listed in filegroups is read by nobody either
+    text += "agent.sinks.kafka.kafka.flumeBatchSize = 20\nagent.sources.tail.filegroups.f22 = %s/x.log\n" % tmp_path
     conf = write_config(tmp_path, text)
     p = validate(conf, "--strict", name="agent")
     assert p.returncode == 2
-    assert p.stderr.splitlines() == ["fastsync: error: " + located(conf, text, "agent.sinks.kafka.kafka.flumeBatchSize",
-                                                                   "unknown key — did you mean `flumeBatchSize`?")]
+    assert p.stderr.splitlines() == [
+        "fastsync: error: " + located(conf, text, "agent.sinks.kafka.kafka.flumeBatchSize", "unknown key — did you mean `flumeBatchSize`?"),
+        "fastsync: error: " + located(conf, text, "agent.sources.tail.filegroups.f22",
+                                      "not a group of filegroups — did you mean `filegroups.f2`?")]
 
 
 def test_running_agent_strict_refuses_a_typo_before_starting(tmp_path, run_agent):

@@ -9,7 +9,6 @@ dropped, with the declared key they are probably a misspelling of.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import importlib
 import logging
@@ -52,6 +51,9 @@ class Place:
     path: str
     prefix: str              # e.g. "a1.channels.c1"
     props: dict[str, Prop]   # keys relative to prefix
+    # where keys nobody reads are reported: parse_agent_config's list (warnings, or errors
+    # with --strict); None: logged as warnings at once
+    unknown: list[UnknownKey] | None = field(default=None, compare=False, repr=False)
 
     def line(self, key: str) -> int | None:
         p = self.props.get(key)
@@ -71,14 +73,18 @@ class Place:
         near = suggest(key, [k for k in (self.props if candidates is None else candidates) if k != key])
         return "" if near is None else " — did you mean `%s` on line %d?" % (near, self.props[near].line)
 
-    def unknown(self, key: str, known, what: str = "unknown key") -> UnknownKey:
-        """`key` (of props) is not used: an UnknownKey naming the one of `known` it is
-        probably a misspelling of."""
-        return UnknownKey(self.path, self.line(key), "%s.%s" % (self.prefix, key), suggest(key, known), what)
+    def ignored(self, key: str, suggestion: str | None = None, what: str = "unknown key") -> None:
+        """Report `key` (of props) as read by nobody, with the key it probably misspells."""
+        u = UnknownKey(self.path, self.line(key), "%s.%s" % (self.prefix, key), suggestion, what)
+        if self.unknown is None:
+            log.warning("%s", u.warning())
+        else:
+            self.unknown.append(u)
 
 
 def suggest(word: str, candidates) -> str | None:
     """The candidate `word` is most probably a misspelling of (case aside), or None."""
+    import difflib      # only when a key is unknown: an agent's start-up does not pay for it
     by_lower = {c.lower(): c for c in candidates}
     near = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.75)
     return by_lower[near[0]] if near else None
@@ -130,9 +136,9 @@ def check_regex(place: Place, key: str, pattern: str, re2: bool = False) -> None
         raise place.error(key, "not a valid regex: %s" % str(exc).splitlines()[0]) from None
 
 
-def parse_config(cls: type[ComponentConfig], place: Place, unknown: list[UnknownKey] | None = None) -> ComponentConfig:
-    """Build cls from place.props, checking types, ranges, choices and required keys. Keys
-    cls does not know go to `unknown` if given, else are logged as warnings."""
+def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
+    """Build cls from place.props, checking types, ranges, choices and required keys; keys
+    cls does not know are reported with place.ignored."""
     values: dict[str, Any] = {}
     settings, known = _settings(cls)
     for f, key, kind in settings:
@@ -161,11 +167,7 @@ def parse_config(cls: type[ComponentConfig], place: Place, unknown: list[Unknown
         if any(key.startswith(p) for p in cls.PASSTHROUGH):
             extra[key] = place.props[key].value
             continue
-        u = place.unknown(key, known)
-        if unknown is None:
-            log.warning("%s", u.warning())
-        else:
-            unknown.append(u)
+        place.ignored(key, suggest(key, known))
     if extra:
         config.extra = extra  # type: ignore[attr-defined]
     config.validate(place)

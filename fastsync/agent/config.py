@@ -145,7 +145,7 @@ def _warn(unknown: list[UnknownKey]) -> None:
         log.warning("%s", u.warning())
 
 
-def _unknown_selector_keys(place: Place, kind: str, unknown: list[UnknownKey]) -> None:
+def _unknown_selector_keys(place: Place, kind: str) -> None:
     """The selector.* keys of a source its selector does not read (e.g. a mapping under a
     replicating selector: `selector.type` misspelt)."""
     allowed = SELECTOR_KEYS[kind]
@@ -154,8 +154,7 @@ def _unknown_selector_keys(place: Place, kind: str, unknown: list[UnknownKey]) -
             continue
         head, dot, value = key.partition(".")[2].partition(".")     # selector.mapping.US -> mapping, US
         near = suggest("selector." + head, [k.rstrip(".") for k in allowed if (k[-1] == ".") == bool(dot)])
-        unknown.append(UnknownKey(place.path, place.line(key), "%s.%s" % (place.prefix, key), near and near + dot + value,
-                                  "not a key of the %s channel selector" % kind))
+        place.ignored(key, near and near + dot + value, "not a key of the %s channel selector" % kind)
 
 
 def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: list[UnknownKey]) -> AgentConfig:
@@ -165,7 +164,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
         agents = sorted({k.split(".", 1)[0] for k in props if "." in k})
         raise ConfigError("no keys for agent '%s' (agents in this file: %s)" % (agent, ", ".join(agents) or "none"), path)
 
-    agent_place = Place(path, agent, mine)
+    agent_place = Place(path, agent, mine, unknown)
 
     def names(kind: str) -> tuple[list[str], int | None]:
         listed = _listed(agent_place, kind)
@@ -184,27 +183,21 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
         return by_component[kind].get(name, {})
 
     # keys the agent does not read, e.g. of components that are not listed: Flume ignores them; say so
-    for key, p in mine.items():
+    for key in mine:
         parts = key.split(".")
-        near = None
-        if parts[0] not in KINDS:
-            what = "unknown key"
+        if parts[0] not in KINDS:             # a1.sourcs = r1
             kind = suggest(parts[0], KINDS)
-            near = prefix + ".".join([kind] + parts[1:]) if kind else None
-        elif len(parts) < 3:
-            what = "unknown key" if len(parts) == 2 else None
-        elif parts[1] not in listed_sets[parts[0]]:
-            what = "component '%s' is not listed in %s%s" % (parts[1], prefix, parts[0])
+            agent_place.ignored(key, kind and prefix + ".".join([kind] + parts[1:]))
+        elif len(parts) == 2:                 # a1.sources.r1 = ...
+            agent_place.ignored(key)
+        elif len(parts) > 2 and parts[1] not in listed_sets[parts[0]]:
             name = suggest(parts[1], listed_sets[parts[0]])
-            near = prefix + ".".join([parts[0], name] + parts[2:]) if name else None
-        else:
-            what = None
-        if what:
-            unknown.append(UnknownKey(path, p.line, prefix + key, near, what))
+            agent_place.ignored(key, name and prefix + ".".join([parts[0], name] + parts[2:]),
+                                "component '%s' is not listed in %s%s" % (parts[1], prefix, parts[0]))
 
     def build(kind: str, registry: Registry, name: str) -> tuple[type, ComponentConfig, Place]:
         cprops = component_props(kind, name)
-        place = Place(path, "%s%s.%s" % (prefix, kind, name), cprops)
+        place = Place(path, "%s%s.%s" % (prefix, kind, name), cprops, unknown)
         type_prop = cprops.get("type")
         if type_prop is None:
             raise ConfigError("required key is missing (%s '%s' is listed at line %s)%s"
@@ -215,7 +208,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
             near = suggest(type_prop.value.strip(), registry.known())
             raise place.error("type", "unknown %s type '%s' (known: %s)%s" % (
                 registry.kind, type_prop.value.strip(), ", ".join(registry.known()), " — did you mean `%s`?" % near if near else ""))
-        return cls, parse_config(cls.Config, place, unknown), place
+        return cls, parse_config(cls.Config, place), place
 
     channel_names, channels_line = listed["channels"]
     if not channel_names:
@@ -254,7 +247,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
                     raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
         else:
             raise place.error("selector.type", "unknown channel selector '%s' (known: replicating, multiplexing)" % selector.value.strip())
-        _unknown_selector_keys(place, "multiplexing" if multiplexing else "replicating", unknown)
+        _unknown_selector_keys(place, "multiplexing" if multiplexing else "replicating")
         interceptors = []
         iprops_of = _children(_children(place.props).get("interceptors", {}))
         inames = _listed(place, "interceptors")
@@ -263,24 +256,23 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
             if first == "interceptors" and rest:
                 iname = rest.split(".", 1)[0]
                 if "." not in rest:
-                    unknown.append(place.unknown(key, ()))
+                    place.ignored(key)
                 elif iname not in inames:
                     near = suggest(iname, inames)
-                    unknown.append(UnknownKey(path, place.line(key), "%s.%s" % (place.prefix, key),
-                                              near and "%s.interceptors.%s.%s" % (place.prefix, near, rest.split(".", 1)[1]),
-                                              "interceptor '%s' is not listed in %s.interceptors" % (iname, place.prefix)))
+                    place.ignored(key, near and "%s.interceptors.%s.%s" % (place.prefix, near, rest.split(".", 1)[1]),
+                                  "interceptor '%s' is not listed in %s.interceptors" % (iname, place.prefix))
         for iname in inames:
             if "." in iname:
                 raise place.error("interceptors", "'%s': an interceptor name cannot contain '.'" % iname)
             iprops = iprops_of.get(iname, {})
-            iplace = Place(path, "%s.interceptors.%s" % (place.prefix, iname), iprops)
+            iplace = Place(path, "%s.interceptors.%s" % (place.prefix, iname), iprops, unknown)
             itype = iprops.get("type")
             if itype is None:
                 raise place.error("interceptors", "interceptor '%s' has no type: set %s.type" % (iname, iplace.prefix))
             icls = INTERCEPTORS.lookup(itype.value)
             if icls is None:
                 raise iplace.error("type", "unknown interceptor type '%s' (known: %s)" % (itype.value.strip(), ", ".join(INTERCEPTORS.known())))
-            interceptors.append(ComponentSpec(iname, icls, parse_config(icls.Config, iplace, unknown), iplace))
+            interceptors.append(ComponentSpec(iname, icls, parse_config(icls.Config, iplace), iplace))
         batch = getattr(cfg, "batchSize", None)
         for ch in bound:
             cap = getattr(channels[ch].config, "transactionCapacity", None)
@@ -307,7 +299,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
     member_of: dict[str, str] = {}
     for group in listed["sinkgroups"][0]:
         gprops = component_props("sinkgroups", group)
-        place = Place(path, "%ssinkgroups.%s" % (prefix, group), gprops)
+        place = Place(path, "%ssinkgroups.%s" % (prefix, group), gprops, unknown)
         if "sinks" not in gprops:
             raise ConfigError("sink group '%s' lists no sinks%s" % (group, place.did_you_mean("sinks")),
                               path, listed["sinkgroups"][1], place.prefix + ".sinks")
@@ -315,7 +307,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
             if key != "sinks" and not key.startswith("processor."):
                 first, dot, rest = key.partition(".")       # procesor.type -> processor.type
                 near = suggest(first, ("sinks", "processor"))
-                unknown.append(UnknownKey(path, place.line(key), "%s.%s" % (place.prefix, key), near and near + dot + rest))
+                place.ignored(key, near and near + dot + rest)
         members = _listed(place, "sinks")
         for s in members:
             if s not in sinks:
@@ -328,8 +320,8 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
         if kind not in PROCESSORS:
             raise place.error("processor.type", "unknown sink processor '%s' (known: default, failover, load_balance)"
                               % ptype.value.strip())
-        pplace = Place(path, place.prefix + ".processor", _children(gprops).get("processor", {}))
-        pconfig = parse_config(SinkProcessorConfig, pplace, unknown)
+        pplace = Place(path, place.prefix + ".processor", _children(gprops).get("processor", {}), unknown)
+        pconfig = parse_config(SinkProcessorConfig, pplace)
         member_set = set(members)
         for s in getattr(pconfig, "priorities", {}):
             if s not in member_set:
