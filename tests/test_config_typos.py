@@ -39,7 +39,7 @@ def located(conf, text: str, key: str, message: str) -> str:
 
 def warnings(stderr: str) -> list[str]:
     """The messages of the WARNING log lines (after `fastsync.config: `)."""
-    return [line.split("fastsync.config: ", 1)[1] for line in stderr.splitlines() if " WARNING " in line]
+    return [line.split("fastsync.config: ", 1)[1] for line in stderr.splitlines() if " WARNING " in line and "fastsync.config: " in line]
 
 
 def test_misspelt_key_is_a_warning_with_a_suggestion_and_strict_refuses_it(tmp_path):

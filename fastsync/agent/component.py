@@ -83,7 +83,18 @@ class Place:
 
 
 def suggest(word: str, candidates) -> str | None:
-    """The candidate `word` is most probably a misspelling of (case aside), or None."""
+    """The candidate `word` is most probably a misspelling of (case aside), or None. Among
+    more than MAX_CANDIDATES (e.g. thousands of listed channel names) none is looked for:
+    difflib compares with each, and a file may have as many unknown keys."""
+    candidates = tuple(candidates)
+    return None if len(candidates) > MAX_CANDIDATES else _closest(word, candidates)
+
+
+MAX_CANDIDATES = 200
+
+
+@functools.lru_cache(maxsize=4096)      # the same typo in 20 000 channels is looked up once
+def _closest(word: str, candidates: tuple[str, ...]) -> str | None:
     import difflib      # only when a key is unknown: an agent's start-up does not pay for it
     by_lower = {c.lower(): c for c in candidates}
     near = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.75)

@@ -141,8 +141,9 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
 
 
 def _warn(unknown: list[UnknownKey]) -> None:
-    for u in unknown:
-        log.warning("%s", u.warning())
+    if log.isEnabledFor(logging.WARNING):
+        for u in unknown:
+            log.warning("%s", u.warning())
 
 
 def _unknown_selector_keys(place: Place, kind: str) -> None:
