@@ -124,6 +124,8 @@ def test_missing_structural_keys_name_their_misspellings(tmp_path):
          "required key is missing — did you mean `sink.directroy` on line %d?", "a1.sinks.k1.sink.directroy"),
         (base.replace("a1.channels.c1.type = memory", "a1.channels.c1.type = memroy"), "a1.channels.c1.type",
          "unknown channel type 'memroy' (known: file, kafka, memory) — did you mean `memory`?", None),
+        (base.replace("a1.sources = r1", "a1.sourcs = r1").replace("a1.sinks = k1", "a1.sink = k1"), "a1.channels",
+         "agent 'a1' has no sources and no sinks — did you mean `sourcs` on line %d?", "a1.sourcs"),
     ]
     for text, at, message, misspelt in cases:
         conf = write_config(tmp_path, text)

@@ -180,6 +180,10 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
     by_kind = _children(mine)
     by_component = {kind: _children(by_kind.get(kind, {})) for kind in KINDS}
 
+    def agent_hint(kind: str) -> str:
+        """For an absent list key (`sources`): its probable misspelling among the agent-level keys (`sourcs`)."""
+        return agent_place.did_you_mean(kind, [k for k in mine if "." not in k])
+
     def component_props(kind: str, name: str) -> dict[str, Prop]:
         return by_component[kind].get(name, {})
 
@@ -213,7 +217,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
 
     channel_names, channels_line = listed["channels"]
     if not channel_names:
-        raise ConfigError("no channels: %schannels must list at least one" % prefix, path, channels_line)
+        raise ConfigError("no channels: %schannels must list at least one%s" % (prefix, agent_hint("channels")), path, channels_line)
     channels = {}
     for name in channel_names:
         cls, cfg, place = build("channels", CHANNELS, name)
@@ -294,7 +298,8 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
         sinks[name] = SinkSpec(name, cls, cfg, place, ch.value.strip())
 
     if not sources and not sinks:
-        raise ConfigError("agent '%s' has no sources and no sinks" % agent, path, channels_line)
+        raise ConfigError("agent '%s' has no sources and no sinks%s" % (agent, agent_hint("sources") or agent_hint("sinks")),
+                          path, channels_line)
 
     sinkgroups = {}
     member_of: dict[str, str] = {}
