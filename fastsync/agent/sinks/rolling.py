@@ -78,7 +78,7 @@ def rolling_config(prefix: str, name: str, file_prefix: str = "FlumeData", file_
 def _validate_rolling(self, place: Place) -> None:
     key = self.KEY_PREFIX + ".%s"
     if not self.path:
-        raise place.missing(key % "path")
+        raise place.error(key % "path", "required key is missing")
     limit = 24 if self.roundUnit == "hour" else 60
     if self.round and self.roundValue > limit:
         raise place.error(key % "roundValue", "must be at most %d for roundUnit %s, got %d" % (limit, self.roundUnit, self.roundValue))
