@@ -189,6 +189,8 @@ agent.channels.file.checkpointDir = {tmp}/checkpoint
 agent.channels.file.dataDirs = {tmp}/data
 agent.channels.file.useDualCheckpoints = false
 agent.channels.file.checkpointInterval = 30000
+# Flume's, with no effect here (accepted)
+agent.channels.file.use-fast-replay = false
 
 agent.sinks.log.type = logger
 agent.sinks.log.channel = mem
@@ -207,6 +209,10 @@ agent.sinks.hdfs.hdfs.round = true
 agent.sinks.hdfs.hdfs.roundValue = 10
 agent.sinks.hdfs.hdfs.roundUnit = minute
 agent.sinks.hdfs.hdfs.fileType = DataStream
+# Flume's, with no effect here (accepted)
+agent.sinks.hdfs.hdfs.writeFormat = Text
+agent.sinks.hdfs.hdfs.callTimeout = 10000
+agent.sinks.hdfs.hdfs.threadsPoolSize = 10
 agent.sinks.kafka.type = org.apache.flume.sink.kafka.KafkaSink
 agent.sinks.kafka.channel = file
 agent.sinks.kafka.kafka.topic = mytopic
