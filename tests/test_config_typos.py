@@ -108,8 +108,9 @@ a1.sources.r1.prot = 44444""")
     p = validate(conf)
     assert p.returncode == 2
     # the error is at the source's type line (where the source is defined), the hint names the misspelling's
-    assert p.stderr.splitlines()[-1] == "fastsync: error: %s:%d: a1.sources.r1.port: required key is missing — did you mean `prot` on line %d?" % (
-        conf, line_of(text, "a1.sources.r1.type"), line_of(text, "a1.sources.r1.prot"))
+    assert p.stderr.splitlines()[-1] == ("fastsync: error: %s:%d: a1.sources.r1.port: required key is missing"
+                                         " — did you mean `prot` on line %d?"
+                                         % (conf, line_of(text, "a1.sources.r1.type"), line_of(text, "a1.sources.r1.prot")))
 
 
 def test_missing_structural_keys_name_their_misspellings(tmp_path):

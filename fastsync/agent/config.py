@@ -232,7 +232,8 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
     for name in listed["sources"][0]:
         cls, cfg, place = build("sources", SOURCES, name)
         if "channels" not in place.props:
-            raise place.error("type", "source '%s' has no channels: set %s.channels%s" % (name, place.prefix, place.did_you_mean("channels")))
+            raise place.error("type", "source '%s' has no channels: set %s.channels%s"
+                              % (name, place.prefix, place.did_you_mean("channels")))
         bound = _listed(place, "channels")
         if not bound:
             raise place.error("channels", "source '%s' has no channels" % name)
