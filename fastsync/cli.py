@@ -57,9 +57,10 @@ def cmd_agent(args) -> int:
         except ValueError:
             raise CliError("-Dflume.monitoring.port: expected a port number, got %r" % defines["flume.monitoring.port"], EXIT_CONFIG)
     try:
-        config = load_agent_config(args.conf_file, args.name)
+        config = load_agent_config(args.conf_file, args.name, strict=args.strict)
     except ConfigError as exc:
-        raise CliError(str(exc), EXIT_CONFIG) from None
+        # --strict: one line per unknown key
+        raise CliError("\nfastsync: error: ".join(map(str, getattr(exc, "problems", [exc]))), EXIT_CONFIG) from None
     if args.validate:
         print("%s: agent %s is valid: sources %s, channels %s, sinks %s" % (
             args.conf_file, args.name, " ".join(config.sources) or "-", " ".join(config.channels),
@@ -594,6 +595,8 @@ def _agent_flags(a) -> None:
     a.add_argument("--no-reload-conf", action="store_true", help="never reload the configuration file (as flume-ng's)")
     a.add_argument("--validate", action="store_true",
                    help="check the configuration (every component's keys, types and bindings) and exit without starting")
+    a.add_argument("--strict", action="store_true",
+                   help="a key the agent does not use (a misspelling, a component listed nowhere) is an error (exit 2), not a warning")
     a.add_argument("--exit-when-done", action="store_true",
                    help="exit once every finite source is exhausted and every channel is drained")
     a.add_argument("--metrics-port", type=int, help="serve Flume's JSON metrics at http://127.0.0.1:PORT/metrics")

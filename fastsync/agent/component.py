@@ -3,7 +3,8 @@ from properties, and a registry mapping Flume type names to component classes.
 
 A config field is declared with `setting(flume_key, default, doc)`; its Python type
 (int, float, bool, str, list) decides how the value is parsed. Keys a component does not
-know are reported as warnings (Flume ignores them), never silently dropped.
+know are reported as warnings (Flume ignores them; errors with --strict), never silently
+dropped, with the declared key they are probably a misspelling of.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from fastsync.agent.errors import ConfigError
+from fastsync.agent.errors import ConfigError, UnknownKey
 from fastsync.agent.properties import Prop
 
 log = logging.getLogger("fastsync.config")
@@ -50,6 +51,9 @@ class Place:
     path: str
     prefix: str              # e.g. "a1.channels.c1"
     props: dict[str, Prop]   # keys relative to prefix
+    # where keys nobody reads are reported: parse_agent_config's list (warnings, or errors
+    # with --strict); None: logged as warnings at once
+    unknown: list[UnknownKey] | None = field(default=None, compare=False, repr=False)
 
     def line(self, key: str) -> int | None:
         p = self.props.get(key)
@@ -58,6 +62,43 @@ class Place:
     def error(self, key: str, message: str) -> ConfigError:
         line = self.line(key) or self.line("type")
         return ConfigError(message, self.path, line, "%s.%s" % (self.prefix, key))
+
+    def missing(self, key: str, message: str = "required key is missing", candidates=None) -> ConfigError:
+        """The error of a required key that is absent, with did_you_mean's hint."""
+        return self.error(key, message + self.did_you_mean(key, candidates))
+
+    def did_you_mean(self, key: str, candidates=None) -> str:
+        """For an absent key: the key present (one of `candidates`, by default any) that is
+        probably its misspelling, and its line, as `— did you mean ...`; else ""."""
+        near = suggest(key, [k for k in (self.props if candidates is None else candidates) if k != key])
+        return "" if near is None else " — did you mean `%s` on line %d?" % (near, self.props[near].line)
+
+    def ignored(self, key: str, suggestion: str | None = None, what: str = "unknown key") -> None:
+        """Report `key` (of props) as read by nobody, with the key it probably misspells."""
+        u = UnknownKey(self.path, self.line(key), "%s.%s" % (self.prefix, key), suggestion, what)
+        if self.unknown is None:
+            log.warning("%s", u.warning())
+        else:
+            self.unknown.append(u)
+
+
+def suggest(word: str, candidates) -> str | None:
+    """The candidate `word` is most probably a misspelling of (case aside), or None. Among
+    more than MAX_CANDIDATES (e.g. thousands of listed channel names) none is looked for:
+    difflib compares with each, and a file may have as many unknown keys."""
+    candidates = tuple(candidates)
+    return None if len(candidates) > MAX_CANDIDATES else _closest(word, candidates)
+
+
+MAX_CANDIDATES = 200
+
+
+@functools.lru_cache(maxsize=4096)      # the same typo in 20 000 channels is looked up once
+def _closest(word: str, candidates: tuple[str, ...]) -> str | None:
+    import difflib      # only when a key is unknown: an agent's start-up does not pay for it
+    by_lower = {c.lower(): c for c in candidates}
+    near = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.75)
+    return by_lower[near[0]] if near else None
 
 
 def duplicates(names: list[str]) -> list[str]:
@@ -107,14 +148,15 @@ def check_regex(place: Place, key: str, pattern: str, re2: bool = False) -> None
 
 
 def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
-    """Build cls from place.props, checking types, ranges, choices and required keys."""
+    """Build cls from place.props, checking types, ranges, choices and required keys; keys
+    cls does not know are reported with place.ignored."""
     values: dict[str, Any] = {}
     settings, known = _settings(cls)
     for f, key, kind in settings:
         prop = place.props.get(key)
         if prop is None:
             if f.default is _MISSING and f.default_factory is _MISSING:
-                raise place.error(key, "required key is missing")
+                raise place.missing(key, candidates=[k for k in place.props if not _is_known(cls, known, k)])
             continue
         value = _parse_value(kind, prop.value, place, key)
         lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
@@ -136,7 +178,7 @@ def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
         if any(key.startswith(p) for p in cls.PASSTHROUGH):
             extra[key] = place.props[key].value
             continue
-        log.warning("%s:%s: %s.%s: unknown key, ignored", place.path, place.line(key), place.prefix, key)
+        place.ignored(key, suggest(key, known))
     if extra:
         config.extra = extra  # type: ignore[attr-defined]
     config.validate(place)
@@ -149,6 +191,11 @@ def _settings(cls: type[ComponentConfig]) -> tuple[list[tuple[dataclasses.Field,
     per class, not once per component."""
     settings = [(f, f.metadata["key"], _resolve(f.type)) for f in fields(cls) if f.metadata.get("key") is not None]
     return settings, frozenset(cls.STRUCTURAL) | {key for _, key, _ in settings}
+
+
+def _is_known(cls: type[ComponentConfig], known: frozenset[str], key: str) -> bool:
+    return (key in known or any(key.startswith(s + ".") for s in cls.STRUCTURAL)
+            or any(key.startswith(p) for p in cls.PASSTHROUGH))
 
 
 def _resolve(t):

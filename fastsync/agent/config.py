@@ -2,7 +2,9 @@
 
 Layout, as Flume's: `<agent>.sources|channels|sinks|sinkgroups = names`, then
 `<agent>.<kind>.<name>.<key> = value`; a source binds with `channels = c1 c2`, a sink with
-`channel = c1`. Every problem is a ConfigError naming file:line and the key.
+`channel = c1`. Every problem is a ConfigError naming file:line and the key. A key the
+agent does not use (a misspelling, a component listed nowhere) is a warning, as Flume
+ignores it, or with `strict` an error; either names the key it probably meant.
 """
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ import logging
 from dataclasses import dataclass, field
 
 from fastsync.agent.component import (CHANNELS, INTERCEPTORS, SINKS, SOURCES, ComponentConfig, Place, Registry,
-                                      duplicates, parse_config)
-from fastsync.agent.errors import ConfigError
+                                      duplicates, parse_config, suggest)
+from fastsync.agent.errors import ConfigError, UnknownKey, UnknownKeysError
 from fastsync.agent.properties import Prop, parse_properties
 from fastsync.agent.sinkprocessors import PROCESSORS, SinkProcessorConfig
 from fastsync.agent.source import Multiplexing
 
 log = logging.getLogger("fastsync.config")
 KINDS = ("sources", "channels", "sinks", "sinkgroups")
+# the keys of a source's channel selector, by selector; a "." at the end: one key per header value
+SELECTOR_KEYS = {"replicating": ("selector.type", "selector.optional"),
+                 "multiplexing": ("selector.type", "selector.header", "selector.default", "selector.mapping.", "selector.optional.")}
 
 
 @dataclass
@@ -108,7 +113,7 @@ def _multiplexing(place: Place, bound: list[str]) -> Multiplexing:
     return Multiplexing(header, mapping, optional, default)
 
 
-def load_agent_config(path: str, agent: str) -> AgentConfig:
+def load_agent_config(path: str, agent: str, strict: bool = False) -> AgentConfig:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -116,17 +121,51 @@ def load_agent_config(path: str, agent: str) -> AgentConfig:
         raise ConfigError("cannot read the configuration file: %s" % exc.strerror, path) from None
     except UnicodeDecodeError as exc:
         raise ConfigError("not UTF-8 text: %s" % exc, path) from None
-    return parse_agent_config(parse_properties(text, path), agent, path)
+    return parse_agent_config(parse_properties(text, path), agent, path, strict)
 
 
-def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>") -> AgentConfig:
+def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>", strict: bool = False) -> AgentConfig:
+    """The agent's configuration. Keys it does not use are logged as warnings, or with
+    `strict` raised together as an UnknownKeysError (one located problem per key)."""
+    unknown: list[UnknownKey] = []
+    try:
+        config = _parse_agent_config(props, agent, path, unknown)
+    except ConfigError:
+        _warn(unknown)     # the error is what stops the agent; the typos seen before it are still said
+        raise
+    unknown.sort(key=lambda u: u.line or 0)
+    if strict and unknown:
+        raise UnknownKeysError(unknown)
+    _warn(unknown)
+    return config
+
+
+def _warn(unknown: list[UnknownKey]) -> None:
+    if log.isEnabledFor(logging.WARNING):
+        for u in unknown:
+            log.warning("%s", u.warning())
+
+
+def _unknown_selector_keys(place: Place, kind: str) -> None:
+    """The selector.* keys of a source its selector does not read (e.g. a mapping under a
+    replicating selector: `selector.type` misspelt)."""
+    allowed = SELECTOR_KEYS[kind]
+    for key in place.props:
+        if key.partition(".")[0] != "selector" or any(key == k or (k[-1] == "." and key.startswith(k)) for k in allowed):
+            continue
+        head, dot, value = key.partition(".")[2].partition(".")     # selector.mapping.US -> mapping, US
+        near = suggest("selector." + head, [k.rstrip(".") for k in allowed if (k[-1] == ".") == bool(dot)])
+        place.ignored(key, near and near + dot + value, "not a key of the %s channel selector" % kind)
+
+
+def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: list[UnknownKey]) -> AgentConfig:
     prefix = agent + "."
     mine = {k[len(prefix):]: v for k, v in props.items() if k.startswith(prefix)}
     if not mine:
         agents = sorted({k.split(".", 1)[0] for k in props if "." in k})
         raise ConfigError("no keys for agent '%s' (agents in this file: %s)" % (agent, ", ".join(agents) or "none"), path)
 
-    agent_place = Place(path, agent, mine)
+    agent_place = Place(path, agent, mine, unknown)
 
     def names(kind: str) -> tuple[list[str], int | None]:
         listed = _listed(agent_place, kind)
@@ -141,33 +180,44 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
     by_kind = _children(mine)
     by_component = {kind: _children(by_kind.get(kind, {})) for kind in KINDS}
 
+    def agent_hint(kind: str) -> str:
+        """For an absent list key (`sources`): its probable misspelling among the agent-level keys (`sourcs`)."""
+        return agent_place.did_you_mean(kind, [k for k in mine if "." not in k])
+
     def component_props(kind: str, name: str) -> dict[str, Prop]:
         return by_component[kind].get(name, {})
 
-    # keys of components that are not listed: Flume ignores them; say so
-    for key, p in mine.items():
+    # keys the agent does not read, e.g. of components that are not listed: Flume ignores them; say so
+    for key in mine:
         parts = key.split(".")
-        if len(parts) >= 3 and parts[0] in KINDS and parts[1] not in listed_sets[parts[0]]:
-            log.warning("%s:%d: %s%s: component '%s' is not listed in %s%s, ignored",
-                        path, p.line, prefix, key, parts[1], prefix, parts[0])
-        elif len(parts) == 1 and parts[0] not in KINDS:
-            log.warning("%s:%d: %s%s: unknown key, ignored", path, p.line, prefix, key)
+        if parts[0] not in KINDS:             # a1.sourcs = r1
+            kind = suggest(parts[0], KINDS)
+            agent_place.ignored(key, kind and prefix + ".".join([kind] + parts[1:]))
+        elif len(parts) == 2:                 # a1.sources.r1 = ...
+            agent_place.ignored(key)
+        elif len(parts) > 2 and parts[1] not in listed_sets[parts[0]]:
+            name = suggest(parts[1], listed_sets[parts[0]])
+            agent_place.ignored(key, name and prefix + ".".join([parts[0], name] + parts[2:]),
+                                "component '%s' is not listed in %s%s" % (parts[1], prefix, parts[0]))
 
     def build(kind: str, registry: Registry, name: str) -> tuple[type, ComponentConfig, Place]:
         cprops = component_props(kind, name)
-        place = Place(path, "%s%s.%s" % (prefix, kind, name), cprops)
+        place = Place(path, "%s%s.%s" % (prefix, kind, name), cprops, unknown)
         type_prop = cprops.get("type")
         if type_prop is None:
-            raise ConfigError("required key is missing (%s '%s' is listed at line %s)" % (registry.kind, name, listed[kind][1]),
+            raise ConfigError("required key is missing (%s '%s' is listed at line %s)%s"
+                              % (registry.kind, name, listed[kind][1], place.did_you_mean("type")),
                               path, listed[kind][1], "%s.type" % place.prefix)
         cls = registry.lookup(type_prop.value)
         if cls is None:
-            raise place.error("type", "unknown %s type '%s' (known: %s)" % (registry.kind, type_prop.value.strip(), ", ".join(registry.known())))
+            near = suggest(type_prop.value.strip(), registry.known())
+            raise place.error("type", "unknown %s type '%s' (known: %s)%s" % (
+                registry.kind, type_prop.value.strip(), ", ".join(registry.known()), " — did you mean `%s`?" % near if near else ""))
         return cls, parse_config(cls.Config, place), place
 
     channel_names, channels_line = listed["channels"]
     if not channel_names:
-        raise ConfigError("no channels: %schannels must list at least one" % prefix, path, channels_line)
+        raise ConfigError("no channels: %schannels must list at least one%s" % (prefix, agent_hint("channels")), path, channels_line)
     channels = {}
     for name in channel_names:
         cls, cfg, place = build("channels", CHANNELS, name)
@@ -182,7 +232,8 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
     for name in listed["sources"][0]:
         cls, cfg, place = build("sources", SOURCES, name)
         if "channels" not in place.props:
-            raise place.error("type", "source '%s' has no channels: set %s.channels" % (name, place.prefix))
+            raise place.error("type", "source '%s' has no channels: set %s.channels%s"
+                              % (name, place.prefix, place.did_you_mean("channels")))
         bound = _listed(place, "channels")
         if not bound:
             raise place.error("channels", "source '%s' has no channels" % name)
@@ -202,13 +253,25 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
                     raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
         else:
             raise place.error("selector.type", "unknown channel selector '%s' (known: replicating, multiplexing)" % selector.value.strip())
+        _unknown_selector_keys(place, "multiplexing" if multiplexing else "replicating")
         interceptors = []
         iprops_of = _children(_children(place.props).get("interceptors", {}))
-        for iname in _listed(place, "interceptors"):
+        inames = _listed(place, "interceptors")
+        for key in place.props:
+            first, _, rest = key.partition(".")
+            if first == "interceptors" and rest:
+                iname = rest.split(".", 1)[0]
+                if "." not in rest:
+                    place.ignored(key)
+                elif iname not in inames:
+                    near = suggest(iname, inames)
+                    place.ignored(key, near and "%s.interceptors.%s.%s" % (place.prefix, near, rest.split(".", 1)[1]),
+                                  "interceptor '%s' is not listed in %s.interceptors" % (iname, place.prefix))
+        for iname in inames:
             if "." in iname:
                 raise place.error("interceptors", "'%s': an interceptor name cannot contain '.'" % iname)
             iprops = iprops_of.get(iname, {})
-            iplace = Place(path, "%s.interceptors.%s" % (place.prefix, iname), iprops)
+            iplace = Place(path, "%s.interceptors.%s" % (place.prefix, iname), iprops, unknown)
             itype = iprops.get("type")
             if itype is None:
                 raise place.error("interceptors", "interceptor '%s' has no type: set %s.type" % (iname, iplace.prefix))
@@ -231,20 +294,27 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         cls, cfg, place = build("sinks", SINKS, name)
         ch = place.props.get("channel")
         if ch is None or not ch.value.strip():
-            raise place.error("type", "sink '%s' has no channel: set %s.channel" % (name, place.prefix))
+            raise place.error("type", "sink '%s' has no channel: set %s.channel%s" % (name, place.prefix, place.did_you_mean("channel")))
         check_channel(place, "channel", ch.value.strip())
         sinks[name] = SinkSpec(name, cls, cfg, place, ch.value.strip())
 
     if not sources and not sinks:
-        raise ConfigError("agent '%s' has no sources and no sinks" % agent, path, channels_line)
+        raise ConfigError("agent '%s' has no sources and no sinks%s" % (agent, agent_hint("sources") or agent_hint("sinks")),
+                          path, channels_line)
 
     sinkgroups = {}
     member_of: dict[str, str] = {}
     for group in listed["sinkgroups"][0]:
         gprops = component_props("sinkgroups", group)
-        place = Place(path, "%ssinkgroups.%s" % (prefix, group), gprops)
+        place = Place(path, "%ssinkgroups.%s" % (prefix, group), gprops, unknown)
         if "sinks" not in gprops:
-            raise ConfigError("sink group '%s' lists no sinks" % group, path, listed["sinkgroups"][1], place.prefix + ".sinks")
+            raise ConfigError("sink group '%s' lists no sinks%s" % (group, place.did_you_mean("sinks")),
+                              path, listed["sinkgroups"][1], place.prefix + ".sinks")
+        for key in gprops:
+            if key != "sinks" and not key.startswith("processor."):
+                first, dot, rest = key.partition(".")       # procesor.type -> processor.type
+                near = suggest(first, ("sinks", "processor"))
+                place.ignored(key, near and near + dot + rest)
         members = _listed(place, "sinks")
         for s in members:
             if s not in sinks:
@@ -257,7 +327,7 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         if kind not in PROCESSORS:
             raise place.error("processor.type", "unknown sink processor '%s' (known: default, failover, load_balance)"
                               % ptype.value.strip())
-        pplace = Place(path, place.prefix + ".processor", _children(gprops).get("processor", {}))
+        pplace = Place(path, place.prefix + ".processor", _children(gprops).get("processor", {}), unknown)
         pconfig = parse_config(SinkProcessorConfig, pplace)
         member_set = set(members)
         for s in getattr(pconfig, "priorities", {}):

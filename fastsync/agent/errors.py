@@ -42,3 +42,30 @@ class ChannelFullException(ChannelException):
 
 class EventDeliveryException(Exception):
     """A sink could not deliver a batch; its take is rolled back and retried."""
+
+
+class UnknownKey:
+    """A key the agent does not use, found while reading a configuration: by default a
+    warning (Flume ignores such keys), with --strict an error. `suggestion` is the known key
+    it is probably a misspelling of."""
+
+    def __init__(self, path: str, line: int | None, key: str, suggestion: str | None = None, what: str = "unknown key"):
+        self.path, self.line, self.key, self.suggestion, self.what = path, line, key, suggestion, what
+
+    def hint(self) -> str:
+        return " — did you mean `%s`?" % self.suggestion if self.suggestion else ""
+
+    def warning(self) -> str:
+        return str(ConfigError("%s, ignored%s" % (self.what, self.hint()), self.path, self.line, self.key))
+
+    def error(self) -> ConfigError:
+        return ConfigError(self.what + self.hint(), self.path, self.line, self.key)
+
+
+class UnknownKeysError(ConfigError):
+    """--strict: the configuration has keys the agent would ignore; `problems` holds one
+    located ConfigError per key."""
+
+    def __init__(self, unknown: list[UnknownKey]):
+        self.problems = [u.error() for u in unknown]
+        super().__init__("; ".join(p.args[0] for p in self.problems))

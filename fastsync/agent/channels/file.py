@@ -71,6 +71,9 @@ class FileChannelConfig(ComponentConfig):
     fsyncIntervalMs: int = setting("fsyncIntervalMs", 0, "milliseconds between background syncs: of everything with fsyncPolicy = interval (default: Flume's fsyncInterval), of take-only commits otherwise (default 1000)", min=1)
     syncTakes: bool = setting("syncTakes", False, "fsyncPolicy = commit: take-only commits also wait for their fdatasync (by default they ride on the next one, at most fsyncIntervalMs later)")
     repair: bool = setting("repair", False, "at start-up, skip (and count) corrupt records in committed data instead of failing")
+    # Flume's replay strategies (expert switches), with no effect here: accepted so that a Flume configuration passes --strict
+    useLogReplayV1: bool = setting("use-log-replay-v1", False, "accepted for compatibility: Flume's old replay logic")
+    useFastReplay: bool = setting("use-fast-replay", False, "accepted for compatibility: Flume's replay without its queue")
 
     @property
     def policy(self) -> str:

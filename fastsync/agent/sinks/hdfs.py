@@ -26,6 +26,11 @@ class HDFSSinkConfig(_HdfsBase):
     fileType: str = setting("hdfs.fileType", "DataStream", "DataStream or CompressedStream",
                             choices=("datastream", "compressedstream"))
     codeC: str = setting("hdfs.codeC", "", "CompressedStream codec", choices=("",) + tuple(CODECS))
+    # Flume's, with no effect here: accepted so that a Flume configuration passes --strict
+    writeFormat: str = setting("hdfs.writeFormat", "Writable", "accepted for compatibility: Flume's SequenceFile record format")
+    callTimeout: int = setting("hdfs.callTimeout", 10000, "accepted for compatibility: Flume's timeout of HDFS calls, ms; not applied")
+    threadsPoolSize: int = setting("hdfs.threadsPoolSize", 10, "accepted for compatibility: Flume's HDFS IO threads per sink")
+    rollTimerPoolSize: int = setting("hdfs.rollTimerPoolSize", 1, "accepted for compatibility: Flume's roll timer threads per sink")
 
     def validate(self, place: Place) -> None:
         _HdfsBase.validate(self, place)

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from fastsync._native import line_starts
-from fastsync.agent.component import SOURCES, Place, check_regex, setting
+from fastsync.agent.component import SOURCES, Place, check_regex, setting, suggest
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.agent.sources.linecut import cut_lines
@@ -83,7 +83,8 @@ class TaildirSourceConfig(SourceConfig):
             self.groups[g] = (directory, re.compile(pattern))
         for key, value in extra.items():
             if key.startswith("filegroups.") and key[len("filegroups."):] not in self.groups:
-                log.warning("%s:%s: %s.%s: not a group of filegroups, ignored", place.path, place.line(key), place.prefix, key)
+                near = suggest(key[len("filegroups."):], self.filegroups)
+                place.ignored(key, near and "filegroups." + near, "not a group of filegroups")
             if key.startswith("headers."):
                 g, _, name = key[len("headers."):].partition(".")
                 if g not in self.groups or not name:
