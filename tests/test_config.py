@@ -236,7 +236,9 @@ def check_parse(text: str) -> None:
         assert len(set(group.sinks)) == len(group.sinks), group.sinks
 
 
-@settings(max_examples=300, deadline=1000, database=None)
+# no deadline and no too-slow health check: the machine is shared (xdist workers, servers) and
+# a loaded second is not a bug; what this test finds is a crash or a malformed message
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configs)
 @example(LINE_BREAK).via("known case")
 @example(HALF_SURROGATE).via("known case")
