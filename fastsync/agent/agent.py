@@ -3,8 +3,8 @@ in Flume's order (channels, sinks, sources up; sources, then drained sinks, down
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from dataclasses import dataclass
 
 from fastsync.agent.config import AgentConfig
 from fastsync.agent.runner import Runner
@@ -195,11 +195,46 @@ class Agent:
                 out["%s.%s" % (kind, name)] = comp.counters.snapshot()
         return out
 
-    def run(self, stop: threading.Event, exit_when_done: bool = False, drain_timeout: float = 30.0) -> bool:
-        """Start, wait for `stop` (or, with exit_when_done, for the work to be done), stop."""
-        self.start()
+    def delivered(self) -> int:
+        """Events the sinks delivered so far."""
+        return sum(s.counters["EventDrainSuccessCount"] for s in self.sinks.values())
+
+    def run(self, stop, exit_when_done: bool = False, drain_timeout: float = 30.0,
+            reload_interval: float | None = None, progress: bool | None = None) -> "Run":
+        """Start, run until `stop` is set (or, with exit_when_done, until finite sources are
+        exhausted and channels drained), stop. `stop` is a fastsync.signals.SignalFlag when
+        signals set it (a signal handler must never call threading.Event.set()). With
+        reload_interval, the configuration file is read again that often and changes are
+        applied (ConfigWatcher); `progress` (default: on a terminal) shows events delivered
+        and events/s on stderr. A start that fails stops what started, then raises."""
+        from fastsync.progress import Progress, Rate
+        status = Progress(Rate(self.delivered, "events delivered"), interval=1.0, show=progress)
+        t0 = time.perf_counter()
+        try:
+            self.start()
+        except BaseException:
+            self.stop(0)
+            raise
+        status.start()
+        watcher = None
+        if reload_interval is not None:
+            from fastsync.agent.watcher import ConfigWatcher
+            watcher = ConfigWatcher(self.config.path, self.config.name, reload_interval)
         while not stop.is_set():
             if exit_when_done and self.done():
                 break
-            stop.wait(0.02)
-        return self.stop(drain_timeout)
+            if watcher is not None:
+                watcher.poll(self)
+            stop.wait(0.01)
+        seconds = time.perf_counter() - t0
+        drained = self.stop(drain_timeout)
+        status.stop()
+        return Run(drained, seconds, self.delivered())
+
+
+@dataclass(frozen=True)
+class Run:
+    """How a run ended: every channel drained, seconds it ran, events delivered."""
+    drained: bool
+    seconds: float
+    delivered: int
