@@ -27,19 +27,16 @@ class Agent:
         self.started_at = 0.0
 
     def _build_source(self, s):
-        src = s.cls(s.name, s.config)
         chain = None
         if s.interceptors:      # their module is loaded (by the registry) only when a source has some
             from fastsync.agent.interceptors import InterceptorChain
             chain = InterceptorChain([i.cls(i.name, i.config) for i in s.interceptors])
-        src.processor = ChannelProcessor([self.channels[c] for c in s.channels],
-                                         [self.channels[c] for c in s.optional], chain, s.multiplexing)
-        return src
+        selector = s.selector([self.channels[c] for c in s.channels], [self.channels[c] for c in s.optional],
+                              s.multiplexing)
+        return s.cls(s.name, s.config, processor=ChannelProcessor(selector, chain))
 
     def _build_sink(self, s):
-        sink = s.cls(s.name, s.config)
-        sink.channel = self.channels[s.channel]
-        return sink
+        return s.cls(s.name, s.config, channel=self.channels[s.channel])
 
     @property
     def _source_runners(self) -> list[Runner]:
@@ -51,13 +48,13 @@ class Agent:
 
     def _grouped(self) -> dict[str, str]:
         """sink name -> its group, for groups with a processor of their own."""
-        return {s: g.name for g in self.config.sinkgroups.values() if g.processor is not None for s in g.sinks}
+        return {s: g.name for g in self.config.sinkgroups.values() if not g.processor.each_sink_alone for s in g.sinks}
 
     def _start_sinks(self, names) -> None:
         grouped = self._grouped()
         starting = set(names)      # once, not once per group: start-up stays linear
         for group in self.config.sinkgroups.values():
-            if group.processor is None or starting.isdisjoint(group.sinks):
+            if group.processor.each_sink_alone or starting.isdisjoint(group.sinks):
                 continue
             members = [self.sinks[s] for s in group.sinks]
             for sink in members:

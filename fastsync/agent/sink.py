@@ -35,10 +35,10 @@ class Sink:
     # events, up to the channel's own limit); a load-balancing group sets 1
     transactions_per_process: int | None = None
 
-    def __init__(self, name: str, config: SinkConfig):
+    def __init__(self, name: str, config: SinkConfig, channel: Channel | None = None):
         self.name = name
         self.config = config
-        self.channel: Channel | None = None
+        self.channel = channel       # where process() takes batches from (None only for a sink tried alone)
         self.counters = Counters("SINK", SINK_COUNTERS)
         self.reported: set[str] = set()     # failure reasons logged since the last delivered batch
 

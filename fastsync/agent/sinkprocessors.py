@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from fastsync.agent.component import ComponentConfig, Place, setting
+from fastsync.agent.component import SINK_PROCESSORS, ComponentConfig, Place, setting
 from fastsync.agent.errors import EventDeliveryException
 from fastsync.agent.source import Status
 
@@ -91,7 +91,18 @@ def _all_failed(message: str, logged: bool) -> EventDeliveryException:
     return exc
 
 
+@SINK_PROCESSORS.register("default", "org.apache.flume.sink.DefaultSinkProcessor")
+class DefaultSinkProcessor:
+    """Flume's default: no processor, each sink of the group runs on its own."""
+    Config = SinkProcessorConfig
+    each_sink_alone = True
+
+
+@SINK_PROCESSORS.register("failover", "org.apache.flume.sink.FailoverSinkProcessor")
 class FailoverSinkProcessor:
+    Config = SinkProcessorConfig
+    each_sink_alone = False
+
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
         prio = getattr(config, "priorities", {})
@@ -119,7 +130,11 @@ class FailoverSinkProcessor:
                           % (self.group, "; ".join(errors) or "waiting for penalties to end"), logged)
 
 
+@SINK_PROCESSORS.register("load_balance", "org.apache.flume.sink.LoadBalancingSinkProcessor")
 class LoadBalancingSinkProcessor:
+    Config = SinkProcessorConfig
+    each_sink_alone = False
+
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
         self.sinks = list(sinks)
@@ -158,13 +173,3 @@ class LoadBalancingSinkProcessor:
             return status
         raise _all_failed("sink group %s: all sinks failed (%s)" % (self.group, "; ".join(errors) or "all backed off"),
                           logged)
-
-
-PROCESSORS = {
-    "default": None,
-    "org.apache.flume.sink.defaultsinkprocessor": None,
-    "failover": FailoverSinkProcessor,
-    "org.apache.flume.sink.failoversinkprocessor": FailoverSinkProcessor,
-    "load_balance": LoadBalancingSinkProcessor,
-    "org.apache.flume.sink.loadbalancingsinkprocessor": LoadBalancingSinkProcessor,
-}

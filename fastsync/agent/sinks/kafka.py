@@ -145,8 +145,8 @@ class _InFlight:
 class KafkaSink(Sink):
     Config = KafkaSinkConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, channel=None):
+        super().__init__(name, config, channel)
         self.producer = None
         self.pending: deque[_InFlight] = deque()   # in take order
         self.in_flight = 0                         # events in them
