@@ -61,15 +61,15 @@ class Progress:
 
 
 class Rate:
-    """events/s over the last interval (not since the start): what a long-running agent's
-    status line shows."""
+    """"N events delivered, R events/s", R over the last redraw (not since the start): what
+    a long-running agent's status line shows."""
 
-    def __init__(self, count: Callable[[], int], unit: str):
-        self.count, self.unit = count, unit
+    def __init__(self, count: Callable[[], int], what: str = "events delivered", unit: str = "events"):
+        self.count, self.what, self.unit = count, what, unit
         self.last, self.t_last = 0, time.perf_counter()
 
     def __call__(self) -> str:
         n, now = self.count(), time.perf_counter()
-        text = "%d %s, %.0f events/s" % (n, self.unit, (n - self.last) / max(now - self.t_last, 1e-9))
+        text = "%d %s, %.0f %s/s" % (n, self.what, (n - self.last) / max(now - self.t_last, 1e-9), self.unit)
         self.last, self.t_last = n, now
         return text

@@ -205,7 +205,7 @@ class Agent:
         applied (ConfigWatcher); `progress` (default: on a terminal) shows events delivered
         and events/s on stderr. A start that fails stops what started, then raises."""
         from fastsync.progress import Progress, Rate
-        status = Progress(Rate(self.delivered, "events delivered"), interval=1.0, show=progress)
+        status = Progress(Rate(self.delivered), interval=1.0, show=progress)
         t0 = time.perf_counter()
         try:
             self.start()
