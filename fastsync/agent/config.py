@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastsync.agent.component import (CHANNELS, INTERCEPTORS, SELECTORS, SINK_PROCESSORS, SINKS, SOURCES, ComponentConfig,
                                       Place, Registry, duplicates, parse_config)
 from fastsync.agent.errors import ConfigError
 from fastsync.agent.properties import Prop, parse_properties
+
+if TYPE_CHECKING:
+    from fastsync.agent.sinkprocessors import SinkProcessor
 
 log = logging.getLogger("fastsync.config")
 KINDS = ("sources", "channels", "sinks", "sinkgroups")
@@ -54,7 +58,7 @@ class AgentConfig:
 class SinkGroupSpec:
     name: str
     sinks: list[str]
-    processor: type                 # its sink processor's class (default: each sink runs on its own)
+    processor: type[SinkProcessor]  # its sink processor's class (default: each sink runs on its own)
     config: ComponentConfig
 
 

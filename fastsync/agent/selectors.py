@@ -21,7 +21,7 @@ def _selector_keys(cls, place: Place, bound: list[str]):
     one of the source's."""
     props = {k[len("selector."):]: p for k, p in place.props.items() if k.startswith("selector.")}
     splace = Place(place.path, place.prefix + ".selector", props)
-    config = parse_config(cls.Config, splace)
+    config: SelectorConfig = parse_config(cls.Config, splace)   # type: ignore[assignment]
     bound_set = set(bound)
     for key, names in config.channel_lists(splace):
         for ch in names:
@@ -57,10 +57,17 @@ class Multiplexing:
 
 
 @dataclass
-class ReplicatingConfig(ComponentConfig):
+class SelectorConfig(ComponentConfig):
+    def channel_lists(self, place: Place) -> list[tuple[str, list[str]]]:
+        """(key, channels it names), to check they are the source's."""
+        return []
+
+
+@dataclass
+class ReplicatingConfig(SelectorConfig):
     optional: list = setting("optional", [], "channels that may refuse an event (logged only)")
 
-    def channel_lists(self, place: Place):
+    def channel_lists(self, place: Place) -> list[tuple[str, list[str]]]:
         return [("optional", self.optional)]
 
 
@@ -86,7 +93,7 @@ class ReplicatingSelector:
 
 
 @dataclass
-class MultiplexingConfig(ComponentConfig):
+class MultiplexingConfig(SelectorConfig):
     PASSTHROUGH = ("mapping.", "optional.")
     header: str = setting("header", "flume.selector.header", "header whose value picks the channels")
     default: list = setting("default", [], "channels of events without the header or with an unmapped value")
@@ -95,13 +102,14 @@ class MultiplexingConfig(ComponentConfig):
     def validate(self, place: Place) -> None:
         if "optional" in place.props:
             raise place.error("optional", "with a multiplexing selector, optional channels are per value: selector.optional.<value>")
-        self.mapping, self.optional = {}, {}
+        self.mapping: dict[str, list[str]] = {}
+        self.optional: dict[str, list[str]] = {}
         for key in place.props:
             for prefix, table in (("mapping.", self.mapping), ("optional.", self.optional)):
                 if key.startswith(prefix):
                     table[key[len(prefix):]] = parse_list(place, key)
 
-    def channel_lists(self, place: Place):
+    def channel_lists(self, place: Place) -> list[tuple[str, list[str]]]:
         return ([("default", self.default)] + [("mapping." + v, c) for v, c in self.mapping.items()]
                 + [("optional." + v, c) for v, c in self.optional.items()])
 
@@ -124,7 +132,8 @@ class MultiplexingSelector:
         return None
 
     def routes(self, batch: EventBatch) -> tuple[list, list]:
-        required, optional = [], []
+        required: list = []
+        optional: list = []
         arrow = None
         for ch in self.required + self.optional:
             must, may = self.settings.masks(batch, ch.name)

@@ -91,18 +91,26 @@ def _all_failed(message: str, logged: bool) -> EventDeliveryException:
     return exc
 
 
-@SINK_PROCESSORS.register("default", "org.apache.flume.sink.DefaultSinkProcessor")
-class DefaultSinkProcessor:
-    """Flume's default: no processor, each sink of the group runs on its own."""
+class SinkProcessor:
+    """Base of sink processors: built with the group's sinks, process() runs one of them."""
     Config = SinkProcessorConfig
+    each_sink_alone = False    # True: no processor runs, each sink of the group has its own runner
+
+    def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
+        self.group, self.sinks = group, list(sinks)
+
+    def process(self) -> Status:
+        raise NotImplementedError
+
+
+@SINK_PROCESSORS.register("default", "org.apache.flume.sink.DefaultSinkProcessor")
+class DefaultSinkProcessor(SinkProcessor):
+    """Flume's default: each sink of the group runs on its own."""
     each_sink_alone = True
 
 
 @SINK_PROCESSORS.register("failover", "org.apache.flume.sink.FailoverSinkProcessor")
-class FailoverSinkProcessor:
-    Config = SinkProcessorConfig
-    each_sink_alone = False
-
+class FailoverSinkProcessor(SinkProcessor):
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
         prio = getattr(config, "priorities", {})
@@ -131,10 +139,7 @@ class FailoverSinkProcessor:
 
 
 @SINK_PROCESSORS.register("load_balance", "org.apache.flume.sink.LoadBalancingSinkProcessor")
-class LoadBalancingSinkProcessor:
-    Config = SinkProcessorConfig
-    each_sink_alone = False
-
+class LoadBalancingSinkProcessor(SinkProcessor):
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
         self.sinks = list(sinks)
