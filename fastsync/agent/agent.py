@@ -22,7 +22,8 @@ class Agent:
         self.config = config
         self.channels = {n: s.cls(n, s.config) for n, s in config.channels.items()}
         self.sources = {n: self._build_source(s) for n, s in config.sources.items()}
-        self.sinks = {n: self._build_sink(s) for n, s in config.sinks.items()}
+        grouped = self._grouped()
+        self.sinks = {n: self._build_sink(s, grouped) for n, s in config.sinks.items()}
         self._runners: dict[tuple[str, str], Runner] = {}   # ("source"|"sink"|"group", name)
         self.started_at = 0.0
 
@@ -35,8 +36,10 @@ class Agent:
                               s.multiplexing)
         return s.cls(s.name, s.config, processor=ChannelProcessor(selector, chain))
 
-    def _build_sink(self, s):
-        return s.cls(s.name, s.config, channel=self.channels[s.channel])
+    def _build_sink(self, s, grouped: dict[str, str]):
+        group = grouped.get(s.name)
+        per_process = self.config.sinkgroups[group].processor.transactions_per_sink if group else None
+        return s.cls(s.name, s.config, channel=self.channels[s.channel], transactions_per_process=per_process)
 
     @property
     def _source_runners(self) -> list[Runner]:
@@ -127,8 +130,9 @@ class Agent:
         for n in channels & set(new.channels):
             self.channels[n] = new.channels[n].cls(n, new.channels[n].config)
             self.channels[n].start()
+        grouped = self._grouped()
         for n in sinks & set(new.sinks):
-            self.sinks[n] = self._build_sink(new.sinks[n])
+            self.sinks[n] = self._build_sink(new.sinks[n], grouped)
         self._start_sinks([n for n in new.sinks if n in sinks])
         for n in sources & set(new.sources):
             self.sources[n] = self._build_source(new.sources[n])

@@ -95,6 +95,7 @@ class SinkProcessor:
     """Base of sink processors: built with the group's sinks, process() runs one of them."""
     Config = SinkProcessorConfig
     each_sink_alone = False    # True: no processor runs, each sink of the group has its own runner
+    transactions_per_sink: int | None = None   # take transactions a member's process() may run (None: its own limit)
 
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group, self.sinks = group, list(sinks)
@@ -140,11 +141,10 @@ class FailoverSinkProcessor(SinkProcessor):
 
 @SINK_PROCESSORS.register("load_balance", "org.apache.flume.sink.LoadBalancingSinkProcessor")
 class LoadBalancingSinkProcessor(SinkProcessor):
+    transactions_per_sink = 1       # a turn is one take transaction, as in Flume
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
         self.sinks = list(sinks)
-        for sink in self.sinks:     # a turn is one take transaction, as in Flume
-            sink.transactions_per_process = 1
         self.sample = None          # random.sample, with selector = random
         if config.selector == "random":
             import random           # here, not at the top: every agent imports this module, few pick random
