@@ -75,8 +75,7 @@ def kafka_sink(events: int, batch: int) -> tuple[float, float, float]:
     for _ in range(events // 1000):
         with ch.transaction() as tx:
             tx.put(chunk)
-    sink = KafkaSink("k1", KafkaSinkConfig(bootstrapServers=BROKERS, topic=topic, batchSize=batch))
-    sink.channel = ch
+    sink = KafkaSink("k1", KafkaSinkConfig(bootstrapServers=BROKERS, topic=topic, batchSize=batch), channel=ch)
     sink.start()
     n = events // 1000 * 1000
     try:

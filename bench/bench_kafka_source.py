@@ -126,8 +126,8 @@ class _Count:
 def source(topic: str, n: int, batch: int, flume: bool) -> float:
     from fastsync.agent.sources.kafka import KafkaSource, KafkaSourceConfig
     s = KafkaSource("r1", KafkaSourceConfig(bootstrapServers=BROKERS, topics=[topic], groupId="bench-" + uuid.uuid4().hex,
-                                            batchSize=batch, batchDurationMillis=1000, useFlumeEventFormat=flume))
-    s.processor = _Count(flume)
+                                            batchSize=batch, batchDurationMillis=1000, useFlumeEventFormat=flume),
+                    processor=_Count(flume))
     s.start()
     try:
         start = time.perf_counter()

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 
 from fastsync import __version__
@@ -77,99 +76,20 @@ def cmd_agent(args) -> int:
         except OSError as exc:
             raise CliError("--metrics-port %d: %s" % (port, exc.strerror)) from None
         server.start()
-    progress = _Progress(agent) if sys.stderr.isatty() else None
-    t0 = time.perf_counter()
     try:
-        agent.start()
+        run = agent.run(stop, args.exit_when_done, args.drain_timeout,
+                        reload_interval=None if args.no_reload_conf else args.reload_interval, strict=args.strict)
     except ConfigError as exc:      # found only when starting, e.g. a sink's table does not exist
-        agent.stop(0)
         raise CliError(str(exc), EXIT_CONFIG) from None
     except (OSError, ChannelException) as exc:
-        agent.stop(0)
         raise CliError(str(exc)) from None
-    if progress:
-        progress.start()
-    watcher = None if args.no_reload_conf else _ConfigWatcher(args.conf_file, args.name, args.reload_interval)
-    while not stop.is_set():
-        if args.exit_when_done and agent.done():
-            break
-        if watcher is not None:
-            watcher.poll(agent)
-        stop.wait(0.01)
-    seconds = time.perf_counter() - t0
-    drained = agent.stop(args.drain_timeout)
-    if progress:
-        progress.stop()
-    if server:
-        server.stop()
-    delivered = sum(s.counters["EventDrainSuccessCount"] for s in agent.sinks.values())
+    finally:
+        if server:
+            server.stop()
     if args.exit_when_done:
         print("agent %s: %d events delivered in %.3f s: %.0f events/s"
-              % (args.name, delivered, seconds, delivered / seconds if seconds else 0.0), flush=True)
-    return 0 if drained or not args.exit_when_done else 1
-
-
-class _ConfigWatcher:
-    """Live reload, as Flume's polling configuration provider: the file is read again every
-    `interval` s; when its text changed, a valid new configuration is applied with
-    Agent.reload (only changed components restart), an invalid one is logged and ignored."""
-
-    def __init__(self, path: str, name: str, interval: float):
-        self.path, self.name, self.interval = path, name, interval
-        self.text = self._read()
-        self.next = time.monotonic() + interval
-
-    def _read(self) -> str | None:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                return f.read()
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    def poll(self, agent) -> None:
-        if time.monotonic() < self.next:
-            return
-        self.next = time.monotonic() + self.interval
-        text = self._read()
-        if text is None or text == self.text:
-            return
-        self.text = text
-        from fastsync.agent import ConfigError, load_agent_config
-        try:
-            new = load_agent_config(self.path, self.name)
-        except ConfigError as exc:
-            log.error("configuration change rejected, the running configuration is kept: %s", exc)
-            return
-        try:
-            agent.reload(new)
-        except Exception as exc:      # e.g. a new source's port is taken
-            log.error("configuration change could not be applied fully: %s", exc)
-
-
-class _Progress:
-    """A status line on a terminal: events delivered and events/s, once a second."""
-
-    def __init__(self, agent):
-        self.agent = agent
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="progress", daemon=True)
-
-    def start(self):
-        self.thread.start()
-
-    def stop(self):
-        self.done.set()
-        self.thread.join()
-        sys.stderr.write("\n")
-
-    def _run(self):
-        last, t_last = 0, time.perf_counter()
-        while not self.done.wait(1.0):
-            n = sum(s.counters["EventDrainSuccessCount"] for s in self.agent.sinks.values())
-            now = time.perf_counter()
-            sys.stderr.write("\r%d events delivered, %.0f events/s   " % (n, (n - last) / (now - t_last)))
-            sys.stderr.flush()
-            last, t_last = n, now
+              % (args.name, run.delivered, run.seconds, run.delivered / run.seconds if run.seconds else 0.0), flush=True)
+    return 0 if run.drained or not args.exit_when_done else 1
 
 
 def cmd_bench_channel(args) -> int:

@@ -102,6 +102,20 @@ def test_seq_to_file_roll_exit_when_done(tmp_path, run_agent):
     assert not sequence_problems(lines, decimal_lines(n)), sequence_problems(lines, decimal_lines(n))
 
 
+def test_status_line_on_a_terminal_only(tmp_path, run_agent):
+    """On a terminal the agent redraws `N events delivered, R events/s` on stderr (the last
+    time when it stops, so even a short run shows its total); in a pipe only the summary."""
+    from e2e_support import run_on_terminal
+    n = 20_000
+    conf = write_config(tmp_path, seq_config(tmp_path / "out", n))
+    code, text = run_on_terminal(AGENT_CMD + ["-n", "a1", "-f", str(conf), "--exit-when-done", "--log-level", "WARNING"])
+    assert code == 0, text
+    assert "\r%d events delivered, " % n in text and " events/s   \r\n" in text, text
+    p = run_agent("a1", write_config(tmp_path, seq_config(tmp_path / "out2", n), "pipe.properties"), "--exit-when-done",
+                  "--log-level", "WARNING")
+    assert p.returncode == 0 and summary(p.stdout) == n and "events delivered," not in p.stderr, p.stderr
+
+
 def test_sigquit_prints_the_threads_stacks_and_the_agent_goes_on(tmp_path, agent):
     out = tmp_path / "out"
     p = agent("a1", write_config(tmp_path, seq_config(out, 10**12)))

@@ -180,6 +180,25 @@ def test_sqlite_every_type_round_trips_through_parquet(tmp_path):
     assert sql(url, "SELECT name FROM sqlite_master WHERE name LIKE 'dst_stage_%'") == []
 
 
+def test_progress_on_a_terminal_and_quiet_in_a_pipe(tmp_path):
+    """On a terminal `N rows, R rows/s` is redrawn on stderr (the last time with every row);
+    in a pipe stderr stays empty."""
+    import sys
+
+    from e2e_support import run_on_terminal
+    url = "sqlite:///%s" % (tmp_path / "db.sqlite")
+    sql(url, "CREATE TABLE src (id INTEGER PRIMARY KEY, v TEXT)", "CREATE TABLE dst (id INTEGER PRIMARY KEY, v TEXT)",
+        "CREATE TABLE dst2 (id INTEGER PRIMARY KEY, v TEXT)")
+    insert(url, "src", [dict(id=i, v="v%d" % i) for i in range(1000)])
+    ok(fastsync("import", "--connect", url, "--table", "src", "--target-dir", tmp_path / "out"))
+    code, text = run_on_terminal([sys.executable, "-m", "fastsync", "export", "--connect", url, "--table", "dst",
+                                  "--export-dir", str(tmp_path / "out")])
+    assert code == 0, text
+    assert "\r1000 rows, " in text and " rows/s   \r\n" in text, text
+    piped = fastsync("export", "--connect", url, "--table", "dst2", "--export-dir", tmp_path / "out")
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+
+
 # -- every file format --------------------------------------------------------------------------------
 
 FORMAT_COLUMNS = "(id int PRIMARY KEY, n numeric(12, 3), vc varchar(300), by bytea, d date, tstz timestamptz, b boolean, f double precision)"

@@ -67,3 +67,23 @@ def test_a_changed_channel_restarts_what_is_bound_to_it(tmp_path):
         assert agent.reload(parse(cfg)) == []
     finally:
         agent.stop(1)
+
+
+def test_strict_agent_rejects_a_reloaded_file_with_a_misspelt_key(tmp_path, agent):
+    port = free_port()
+    out1, out2 = tmp_path / "out1", tmp_path / "out2"
+    conf = write_config(tmp_path, config(port, out1))
+    p = agent("a1", conf, "--reload-interval", "0.3", "--strict")
+    wait_for_port(port, timeout=15, alive=p.alive)
+    # the sink's directory changes and a channel key is misspelt: under --strict the whole
+    # change is rejected, the sink keeps writing into out1
+    cfg = config(port, out2)
+    cfg["a1.channels.c1.capacty"] = 1000
+    write_config(tmp_path, cfg)
+    m = p.wait_for_stderr("configuration change rejected, the running configuration is kept: .*", timeout=15)
+    assert "a1.channels.c1.capacty" in m.group(0) and "did you mean `capacity`" in m.group(0), m.group(0)
+    with LineClient(port) as c:
+        c.send(b"still\n")
+        assert c.read_lines(1) == [b"OK"]
+    poll(lambda: read_dir_lines(out1) == [b"still"], 10, message="the line in out1")
+    assert not out2.exists()

@@ -114,4 +114,17 @@ def test_sink_group_config_errors(tmp_path, run_agent):
     assert p.returncode == 2 and "a1.sinkgroups.g1.processor.priority.k9: sink 'k9' is not in sink group 'g1'" in p.stderr
     cfg = group_config(tmp_path, 10, {"type": "fastest"}, file_roll(tmp_path, "o"))
     p = run_agent("a1", write_config(tmp_path, cfg), "--validate", timeout=30)
-    assert p.returncode == 2 and "unknown sink processor 'fastest'" in p.stderr
+    assert p.returncode == 2 and "unknown sink processor 'fastest' (known: default, failover, load_balance)" in p.stderr
+
+
+def test_selectors_and_processors_by_flume_class_name_or_unknown(tmp_path, run_agent):
+    """Selector and sink processor types resolve as every other plug-in's: Flume's alias or
+    class name, any case; an unknown one names the known ones."""
+    cfg = group_config(tmp_path, 10, {"type": "org.apache.flume.sink.FailoverSinkProcessor"}, file_roll(tmp_path, "o"))
+    cfg["a1.sources.r1.selector.type"] = "org.apache.flume.channel.ReplicatingChannelSelector"
+    p = run_agent("a1", write_config(tmp_path, cfg), "--validate", timeout=30)
+    assert p.returncode == 0, p.stderr
+    cfg["a1.sources.r1.selector.type"] = "broadcast"
+    p = run_agent("a1", write_config(tmp_path, cfg), "--validate", timeout=30)
+    assert p.returncode == 2 and ("a1.sources.r1.selector.type: unknown channel selector 'broadcast' "
+                                  "(known: multiplexing, replicating)") in p.stderr, p.stderr

@@ -116,15 +116,19 @@ def test_every_declared_type_name_finds_its_class():
     """The registry's table of names -> modules and the names each module registers are
     written in two places: every declared name must resolve to the class its module
     registers, and every registered name must be declared (else it is found only once its
-    module happens to be imported)."""
-    from fastsync.agent.component import CHANNELS, INTERCEPTORS, SINKS, SOURCES
-    for registry in (SOURCES, CHANNELS, SINKS, INTERCEPTORS):
+    module happens to be imported). Every kind of plug-in has such a registry, channel
+    selectors and sink processors too, and every class has its Config (its keys)."""
+    from fastsync.agent.component import REGISTRIES, ComponentConfig
+    assert sorted(r.kind for r in REGISTRIES) == ["channel", "channel selector", "interceptor", "sink", "sink processor",
+                                                   "source"]
+    for registry in REGISTRIES:
         declared = dict(registry._modules)
         registered = registry.load_all()
         assert set(declared) == set(registered), (registry.kind, set(declared) ^ set(registered))
         for name, module in declared.items():
             cls = registry.lookup(name)
             assert cls is not None and cls.__module__ == module, (registry.kind, name, module, cls)
+            assert registry.kind == "channel selector" or issubclass(cls.Config, ComponentConfig), (registry.kind, name)
 
 
 def mapped_files(pid: int) -> set[str]:

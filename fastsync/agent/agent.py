@@ -3,8 +3,8 @@ in Flume's order (channels, sinks, sources up; sources, then drained sinks, down
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from dataclasses import dataclass
 
 from fastsync.agent.config import AgentConfig
 from fastsync.agent.runner import Runner
@@ -22,24 +22,24 @@ class Agent:
         self.config = config
         self.channels = {n: s.cls(n, s.config) for n, s in config.channels.items()}
         self.sources = {n: self._build_source(s) for n, s in config.sources.items()}
-        self.sinks = {n: self._build_sink(s) for n, s in config.sinks.items()}
+        grouped = self._grouped()
+        self.sinks = {n: self._build_sink(s, grouped) for n, s in config.sinks.items()}
         self._runners: dict[tuple[str, str], Runner] = {}   # ("source"|"sink"|"group", name)
         self.started_at = 0.0
 
     def _build_source(self, s):
-        src = s.cls(s.name, s.config)
         chain = None
         if s.interceptors:      # their module is loaded (by the registry) only when a source has some
             from fastsync.agent.interceptors import InterceptorChain
             chain = InterceptorChain([i.cls(i.name, i.config) for i in s.interceptors])
-        src.processor = ChannelProcessor([self.channels[c] for c in s.channels],
-                                         [self.channels[c] for c in s.optional], chain, s.multiplexing)
-        return src
+        selector = s.selector([self.channels[c] for c in s.channels], [self.channels[c] for c in s.optional],
+                              s.multiplexing)
+        return s.cls(s.name, s.config, processor=ChannelProcessor(selector, chain))
 
-    def _build_sink(self, s):
-        sink = s.cls(s.name, s.config)
-        sink.channel = self.channels[s.channel]
-        return sink
+    def _build_sink(self, s, grouped: dict[str, str]):
+        group = grouped.get(s.name)
+        per_process = self.config.sinkgroups[group].processor.transactions_per_sink if group else None
+        return s.cls(s.name, s.config, channel=self.channels[s.channel], transactions_per_process=per_process)
 
     @property
     def _source_runners(self) -> list[Runner]:
@@ -51,13 +51,13 @@ class Agent:
 
     def _grouped(self) -> dict[str, str]:
         """sink name -> its group, for groups with a processor of their own."""
-        return {s: g.name for g in self.config.sinkgroups.values() if g.processor is not None for s in g.sinks}
+        return {s: g.name for g in self.config.sinkgroups.values() if not g.processor.each_sink_alone for s in g.sinks}
 
     def _start_sinks(self, names) -> None:
         grouped = self._grouped()
         starting = set(names)      # once, not once per group: start-up stays linear
         for group in self.config.sinkgroups.values():
-            if group.processor is None or starting.isdisjoint(group.sinks):
+            if group.processor.each_sink_alone or starting.isdisjoint(group.sinks):
                 continue
             members = [self.sinks[s] for s in group.sinks]
             for sink in members:
@@ -130,8 +130,9 @@ class Agent:
         for n in channels & set(new.channels):
             self.channels[n] = new.channels[n].cls(n, new.channels[n].config)
             self.channels[n].start()
+        grouped = self._grouped()
         for n in sinks & set(new.sinks):
-            self.sinks[n] = self._build_sink(new.sinks[n])
+            self.sinks[n] = self._build_sink(new.sinks[n], grouped)
         self._start_sinks([n for n in new.sinks if n in sinks])
         for n in sources & set(new.sources):
             self.sources[n] = self._build_source(new.sources[n])
@@ -195,11 +196,46 @@ class Agent:
                 out["%s.%s" % (kind, name)] = comp.counters.snapshot()
         return out
 
-    def run(self, stop: threading.Event, exit_when_done: bool = False, drain_timeout: float = 30.0) -> bool:
-        """Start, wait for `stop` (or, with exit_when_done, for the work to be done), stop."""
-        self.start()
+    def delivered(self) -> int:
+        """Events the sinks delivered so far."""
+        return sum(s.counters["EventDrainSuccessCount"] for s in self.sinks.values())
+
+    def run(self, stop, exit_when_done: bool = False, drain_timeout: float = 30.0,
+            reload_interval: float | None = None, progress: bool | None = None, strict: bool = False) -> "Run":
+        """Start, run until `stop` is set (or, with exit_when_done, until finite sources are
+        exhausted and channels drained), stop. `stop` is a fastsync.signals.SignalFlag when
+        signals set it (a signal handler must never call threading.Event.set()). With
+        reload_interval, the configuration file is read again that often and changes are
+        applied (ConfigWatcher; with `strict`, a file with keys nobody reads is rejected); `progress` (default: on a terminal) shows events delivered
+        and events/s on stderr. A start that fails stops what started, then raises."""
+        from fastsync.progress import Progress, Rate
+        status = Progress(Rate(self.delivered), interval=1.0, show=progress)
+        t0 = time.perf_counter()
+        try:
+            self.start()
+        except BaseException:
+            self.stop(0)
+            raise
+        status.start()
+        watcher = None
+        if reload_interval is not None:
+            from fastsync.agent.watcher import ConfigWatcher
+            watcher = ConfigWatcher(self.config.path, self.config.name, reload_interval, strict)
         while not stop.is_set():
             if exit_when_done and self.done():
                 break
-            stop.wait(0.02)
-        return self.stop(drain_timeout)
+            if watcher is not None:
+                watcher.poll(self)
+            stop.wait(0.01)
+        seconds = time.perf_counter() - t0
+        drained = self.stop(drain_timeout)
+        status.stop()
+        return Run(drained, seconds, self.delivered())
+
+
+@dataclass(frozen=True)
+class Run:
+    """How a run ended: every channel drained, seconds it ran, events delivered."""
+    drained: bool
+    seconds: float
+    delivered: int

@@ -1,5 +1,7 @@
 """The component model: a config dataclass with Flume's key names, parsed and validated
-from properties, and a registry mapping Flume type names to component classes.
+from properties, and a registry mapping Flume type names to component classes: one
+Registry per kind of plug-in (sources, channels, sinks, interceptors, channel selectors,
+sink processors), all declared at the bottom of this module.
 
 A config field is declared with `setting(flume_key, default, doc)`; its Python type
 (int, float, bool, str, list) decides how the value is parsed. Keys a component does not
@@ -256,6 +258,9 @@ SOURCES = Registry("source")
 CHANNELS = Registry("channel")
 SINKS = Registry("sink")
 INTERCEPTORS = Registry("interceptor")
+SELECTORS = Registry("channel selector")
+SINK_PROCESSORS = Registry("sink processor")
+REGISTRIES = (SOURCES, CHANNELS, SINKS, INTERCEPTORS, SELECTORS, SINK_PROCESSORS)   # every kind of plug-in
 
 _P = "fastsync.agent."
 for _registry, _module, _alias, *_names in [
@@ -285,5 +290,10 @@ for _registry, _module, _alias, *_names in [
         (INTERCEPTORS, "interceptors", "uuid", "org.apache.flume.sink.solr.morphline.UUIDInterceptor$Builder"),
         (INTERCEPTORS, "interceptors", "regex_filter", "org.apache.flume.interceptor.RegexFilteringInterceptor$Builder"),
         (INTERCEPTORS, "interceptors", "regex_extractor", "org.apache.flume.interceptor.RegexExtractorInterceptor$Builder"),
-        (INTERCEPTORS, "interceptors", "search_replace", "org.apache.flume.interceptor.SearchAndReplaceInterceptor$Builder")]:
+        (INTERCEPTORS, "interceptors", "search_replace", "org.apache.flume.interceptor.SearchAndReplaceInterceptor$Builder"),
+        (SELECTORS, "selectors", "replicating", "org.apache.flume.channel.ReplicatingChannelSelector"),
+        (SELECTORS, "selectors", "multiplexing", "org.apache.flume.channel.MultiplexingChannelSelector"),
+        (SINK_PROCESSORS, "sinkprocessors", "default", "org.apache.flume.sink.DefaultSinkProcessor"),
+        (SINK_PROCESSORS, "sinkprocessors", "failover", "org.apache.flume.sink.FailoverSinkProcessor"),
+        (SINK_PROCESSORS, "sinkprocessors", "load_balance", "org.apache.flume.sink.LoadBalancingSinkProcessor")]:
     _registry.declare(_P + _module, _alias, *_names)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from fastsync.agent.component import (CHANNELS, INTERCEPTORS, SINKS, SOURCES, ComponentConfig, Place, Registry,
-                                      duplicates, parse_config, suggest)
+from fastsync.agent.component import (CHANNELS, INTERCEPTORS, SELECTORS, SINK_PROCESSORS, SINKS, SOURCES, ComponentConfig,
+                                      Place, Registry, duplicates, parse_config, suggest)
 from fastsync.agent.errors import ConfigError, UnknownKey, UnknownKeysError
 from fastsync.agent.properties import Prop, parse_properties
-from fastsync.agent.sinkprocessors import PROCESSORS, SinkProcessorConfig
-from fastsync.agent.source import Multiplexing
+
+if TYPE_CHECKING:
+    from fastsync.agent.sinkprocessors import SinkProcessor
 
 log = logging.getLogger("fastsync.config")
 KINDS = ("sources", "channels", "sinks", "sinkgroups")
@@ -38,7 +40,8 @@ class SourceSpec(ComponentSpec):
     channels: list[str] = field(default_factory=list)
     optional: list[str] = field(default_factory=list)
     interceptors: list[ComponentSpec] = field(default_factory=list)
-    multiplexing: Multiplexing | None = None
+    multiplexing: object = None     # the selector's settings: a selectors.Multiplexing, or None
+    selector: type | None = None    # the channel selector's class (replicating by default)
 
 
 @dataclass
@@ -60,7 +63,7 @@ class AgentConfig:
 class SinkGroupSpec:
     name: str
     sinks: list[str]
-    processor: type | None          # None: the default processor (each sink runs on its own)
+    processor: type[SinkProcessor]  # its sink processor's class (default: each sink runs on its own)
     config: ComponentConfig
 
 
@@ -85,32 +88,6 @@ def _listed(place: Place, key: str) -> list[str]:
     if dup:
         raise place.error(key, "%s listed twice" % ", ".join(dup))
     return names
-
-
-def _multiplexing(place: Place, bound: list[str]) -> Multiplexing:
-    """Flume's multiplexing selector keys of a source: selector.header
-    (flume.selector.header), selector.mapping.<value>, selector.optional.<value>,
-    selector.default; every channel named must be one of the source's."""
-    bound_set = set(bound)
-
-    def channels_of(key: str) -> list[str]:
-        names = _listed(place, key)
-        for ch in names:
-            if ch not in bound_set:
-                raise place.error(key, "channel '%s' is not in %s.channels" % (ch, place.prefix))
-        return names
-    header = place.props["selector.header"].value.strip() if "selector.header" in place.props else "flume.selector.header"
-    mapping, optional, default = {}, {}, []
-    for key in place.props:
-        if key.startswith("selector.mapping."):
-            mapping[key[len("selector.mapping."):]] = channels_of(key)
-        elif key.startswith("selector.optional."):
-            optional[key[len("selector.optional."):]] = channels_of(key)
-        elif key == "selector.default":
-            default = channels_of(key)
-        elif key == "selector.optional":
-            raise place.error(key, "with a multiplexing selector, optional channels are per value: selector.optional.<value>")
-    return Multiplexing(header, mapping, optional, default)
 
 
 def load_agent_config(path: str, agent: str, strict: bool = False) -> AgentConfig:
@@ -240,20 +217,12 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
         for ch in bound:
             check_channel(place, "channels", ch)
         selector = place.props.get("selector.type")
-        kind = selector.value.strip().lower() if selector is not None else "replicating"
-        multiplexing = None
-        if kind in ("multiplexing", "org.apache.flume.channel.multiplexingchannelselector"):
-            multiplexing = _multiplexing(place, bound)
-            optional = []
-        elif kind in ("replicating", "org.apache.flume.channel.replicatingchannelselector"):
-            optional = _listed(place, "selector.optional")
-            bound_set = set(bound)
-            for ch in optional:
-                if ch not in bound_set:
-                    raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
-        else:
-            raise place.error("selector.type", "unknown channel selector '%s' (known: replicating, multiplexing)" % selector.value.strip())
-        _unknown_selector_keys(place, "multiplexing" if multiplexing else "replicating")
+        scls = SELECTORS.lookup(selector.value if selector is not None else "replicating")
+        if scls is None:
+            raise place.error("selector.type", "unknown channel selector '%s' (known: %s)"
+                              % (selector.value.strip(), ", ".join(SELECTORS.known())))
+        optional, multiplexing = scls.parse(place, bound)
+        _unknown_selector_keys(place, scls.TYPE)
         interceptors = []
         iprops_of = _children(_children(place.props).get("interceptors", {}))
         inames = _listed(place, "interceptors")
@@ -287,7 +256,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
                                   % (batch, prefix, ch, cap))
         optional_set = set(optional)
         sources[name] = SourceSpec(name, cls, cfg, place, [c for c in bound if c not in optional_set], optional, interceptors,
-                                   multiplexing)
+                                   multiplexing, scls)
 
     sinks = {}
     for name in listed["sinks"][0]:
@@ -323,15 +292,15 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
                 raise place.error("sinks", "sink '%s' is already in sink group '%s'" % (s, member_of[s]))
             member_of[s] = group
         ptype = gprops.get("processor.type")
-        kind = ptype.value.strip().lower() if ptype is not None else "default"
-        if kind not in PROCESSORS:
-            raise place.error("processor.type", "unknown sink processor '%s' (known: default, failover, load_balance)"
-                              % ptype.value.strip())
+        pcls = SINK_PROCESSORS.lookup(ptype.value if ptype is not None else "default")
+        if pcls is None:
+            raise place.error("processor.type", "unknown sink processor '%s' (known: %s)"
+                              % (ptype.value.strip(), ", ".join(SINK_PROCESSORS.known())))
         pplace = Place(path, place.prefix + ".processor", _children(gprops).get("processor", {}), unknown)
-        pconfig = parse_config(SinkProcessorConfig, pplace)
+        pconfig = parse_config(pcls.Config, pplace)
         member_set = set(members)
         for s in getattr(pconfig, "priorities", {}):
             if s not in member_set:
                 raise pplace.error("priority." + s, "sink '%s' is not in sink group '%s'" % (s, group))
-        sinkgroups[group] = SinkGroupSpec(group, members, PROCESSORS[kind], pconfig)
+        sinkgroups[group] = SinkGroupSpec(group, members, pcls, pconfig)
     return AgentConfig(agent, path, channels, sources, sinks, sinkgroups)

@@ -35,10 +35,13 @@ class Sink:
     # events, up to the channel's own limit); a load-balancing group sets 1
     transactions_per_process: int | None = None
 
-    def __init__(self, name: str, config: SinkConfig):
+    def __init__(self, name: str, config: SinkConfig, channel: Channel | None = None,
+                 transactions_per_process: int | None = None):
         self.name = name
         self.config = config
-        self.channel: Channel | None = None
+        self.channel = channel       # where process() takes batches from (None only for a sink tried alone)
+        if transactions_per_process is not None:     # set by its sink group's processor
+            self.transactions_per_process = transactions_per_process
         self.counters = Counters("SINK", SINK_COUNTERS)
         self.reported: set[str] = set()     # failure reasons logged since the last delivered batch
 

@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from fastsync.agent.component import ComponentConfig, Place, setting
+from fastsync.agent.component import SINK_PROCESSORS, ComponentConfig, Place, setting
 from fastsync.agent.errors import EventDeliveryException
 from fastsync.agent.source import Status
 
@@ -91,7 +91,27 @@ def _all_failed(message: str, logged: bool) -> EventDeliveryException:
     return exc
 
 
-class FailoverSinkProcessor:
+class SinkProcessor:
+    """Base of sink processors: built with the group's sinks, process() runs one of them."""
+    Config = SinkProcessorConfig
+    each_sink_alone = False    # True: no processor runs, each sink of the group has its own runner
+    transactions_per_sink: int | None = None   # take transactions a member's process() may run (None: its own limit)
+
+    def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
+        self.group, self.sinks = group, list(sinks)
+
+    def process(self) -> Status:
+        raise NotImplementedError
+
+
+@SINK_PROCESSORS.register("default", "org.apache.flume.sink.DefaultSinkProcessor")
+class DefaultSinkProcessor(SinkProcessor):
+    """Flume's default: each sink of the group runs on its own."""
+    each_sink_alone = True
+
+
+@SINK_PROCESSORS.register("failover", "org.apache.flume.sink.FailoverSinkProcessor")
+class FailoverSinkProcessor(SinkProcessor):
     """The highest-priority sink that is not penalised takes every batch; a sink whose batch
     failed is penalised (1 s, 2 s, 4 s ... up to `maxpenalty`) and the next one takes over."""
 
@@ -122,15 +142,15 @@ class FailoverSinkProcessor:
                           % (self.group, "; ".join(errors) or "waiting for penalties to end"), logged)
 
 
-class LoadBalancingSinkProcessor:
+@SINK_PROCESSORS.register("load_balance", "org.apache.flume.sink.LoadBalancingSinkProcessor")
+class LoadBalancingSinkProcessor(SinkProcessor):
     """Each batch goes to the next sink in turn (or a random one); a failing sink is skipped
     for that batch and, with `backoff`, left out for a while."""
 
+    transactions_per_sink = 1       # a turn is one take transaction, as in Flume
     def __init__(self, group: str, sinks: list, config: SinkProcessorConfig):
         self.group = group
         self.sinks = list(sinks)
-        for sink in self.sinks:     # a turn is one take transaction, as in Flume
-            sink.transactions_per_process = 1
         self.sample = None          # random.sample, with selector = random
         if config.selector == "random":
             import random           # here, not at the top: every agent imports this module, few pick random
@@ -164,13 +184,3 @@ class LoadBalancingSinkProcessor:
             return status
         raise _all_failed("sink group %s: all sinks failed (%s)" % (self.group, "; ".join(errors) or "all backed off"),
                           logged)
-
-
-PROCESSORS = {
-    "default": None,
-    "org.apache.flume.sink.defaultsinkprocessor": None,
-    "failover": FailoverSinkProcessor,
-    "org.apache.flume.sink.failoversinkprocessor": FailoverSinkProcessor,
-    "load_balance": LoadBalancingSinkProcessor,
-    "org.apache.flume.sink.loadbalancingsinkprocessor": LoadBalancingSinkProcessor,
-}

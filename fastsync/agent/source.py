@@ -11,7 +11,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from fastsync.agent.channels.base import Channel, put_slices
+from fastsync.agent.channels.base import put_slices
 from fastsync.agent.component import ComponentConfig
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.metrics import SOURCE_COUNTERS, Counters
@@ -30,63 +30,21 @@ class SourceConfig(ComponentConfig):
     STRUCTURAL = ("type", "channels", "selector", "interceptors")
 
 
-@dataclass
-class Multiplexing:
-    """Flume's multiplexing selector: the value of `header` picks the channels of each
-    event (`mapping`: value -> required channel names, `optional`: value -> optional ones);
-    an event without the header, or with an unmapped value, goes to `default`."""
-    header: str
-    mapping: dict
-    optional: dict
-    default: list
-
-    def masks(self, batch: EventBatch, channel: str) -> tuple:
-        """(events `channel` must get, events it may get) as boolean masks, or None for none."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        col = batch.header_array(self.header)
-        mapped = pa.array(list(self.mapping), pa.string())
-        out = []
-        for table, default in ((self.mapping, self.default), (self.optional, [])):
-            values = pa.array([v for v, chans in table.items() if channel in chans], pa.string())
-            mask = pc.is_in(col, value_set=values)
-            if channel in default:
-                mask = pc.or_(mask, pc.invert(pc.is_in(col, value_set=mapped)))
-            out.append(mask if pc.any(mask).as_py() else None)
-        return tuple(out)
-
-
 class ChannelProcessor:
-    def __init__(self, required: list[Channel], optional: list[Channel] = (), interceptor=None,
-                 multiplexing: Multiplexing | None = None):
-        self.required = list(required)
-        self.optional = list(optional)
+    def __init__(self, selector, interceptor=None):
+        self.selector = selector           # which channels get each event (fastsync.agent.selectors)
+        self.required, self.optional = selector.required, selector.optional
         self.interceptor = interceptor     # batch -> batch (the source's interceptor chain), or None
-        self.multiplexing = multiplexing   # None: replicating (every event to every channel)
         caps = [ch.transaction_capacity for ch in self.required + self.optional]
         # the most events one put may carry: sources that receive bursts split by this
         self.max_batch = min([c for c in caps if c] or [1 << 62])
-
-    def _routes(self, batch: EventBatch) -> tuple[list, list]:
-        """[(channel, events)] it must get, [(channel, events)] it may get."""
-        if self.multiplexing is None:
-            return [(ch, batch) for ch in self.required], [(ch, batch) for ch in self.optional]
-        required, optional = [], []
-        arrow = None
-        for ch in self.required + self.optional:
-            must, may = self.multiplexing.masks(batch, ch.name)
-            for mask, out in ((must, required), (may, optional)):
-                if mask is not None:
-                    arrow = batch.to_arrow() if arrow is None else arrow
-                    out.append((ch, EventBatch.from_arrow(arrow.filter(mask))))
-        return required, optional
 
     def process_batch(self, batch: EventBatch) -> None:
         if self.interceptor is not None and len(batch):
             batch = self.interceptor(batch)
         if not len(batch):
             return
-        required, optional = self._routes(batch)
+        required, optional = self.selector.routes(batch)
         for ch, events in required:
             with ch.transaction() as tx:
                 tx.put(events)
@@ -102,8 +60,9 @@ class ChannelProcessor:
         per channel (as a source delivering batchSize at a time). Returns len(batch); a
         failure raises its ChannelException with `.committed`, the events of the slices
         delivered before it."""
-        if self.interceptor is None and self.multiplexing is None and len(self.required) == 1 and not self.optional:
-            return self.required[0].put_each(batch, per_tx)
+        direct = self.selector.direct() if self.interceptor is None else None
+        if direct is not None:
+            return direct.put_each(batch, per_tx)
         return put_slices(batch, per_tx, self.process_batch)
 
 
@@ -115,10 +74,10 @@ class Source:
     Config = SourceConfig
     pollable = False
 
-    def __init__(self, name: str, config: SourceConfig):
+    def __init__(self, name: str, config: SourceConfig, processor: ChannelProcessor | None = None):
         self.name = name
         self.config = config
-        self.processor: ChannelProcessor | None = None
+        self.processor = processor   # where deliver() puts batches (None only for a source tried alone)
         self.counters = Counters("SOURCE", SOURCE_COUNTERS)
         self.finished = False   # True once a finite source has delivered everything
 

@@ -20,7 +20,6 @@ import os
 import queue
 import re
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -36,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
+from fastsync.progress import Progress, rate_text
 from fastsync.transfer.importer import STREAM_CODECS
 from fastsync.transfer.localinfile import guard as guard_local_infile
 from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, reflect_table, show
@@ -988,8 +988,8 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
             raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), _db_reason(exc))) from None
         counter = _Counter()
         writers = 1 if dialect == "sqlite" else min(job.mappers, len(files))
-        show = progress if progress is not None else sys.stderr.isatty()
-        shown = _show_progress(counter, t0) if show else None
+        shown = Progress(lambda: rate_text(counter.rows, "rows", time.perf_counter() - t0), show=progress,
+                         name="export-progress").start()
         try:
             if not job.staging_table and not job.update_key and dialect != "sqlite":
                 moved = _load_and_move(engine, target, files, columns, converters, kinds, job, counter, writers, stages)
@@ -998,8 +998,7 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
                 moved = _load_then_move(engine, target, stage, created, files, columns, converters, kinds, job, counter,
                                         writers, t0)
         finally:
-            if shown is not None:
-                shown.set()
+            shown.stop()
     finally:
         for made in stages + ([stage] if created and stage is not None else []):
             _drop_stage(engine, made)
@@ -1119,20 +1118,3 @@ def _drop_stage(engine, stage: sa.Table) -> None:
                 continue
             log.warning("could not drop the staging table %s: %s", _stage_name(stage), _db_reason(exc))
             return
-
-
-def _show_progress(counter: _Counter, t0: float) -> threading.Event:
-    """A status line on stderr every half second until the returned event is set."""
-    done = threading.Event()
-
-    def show():
-        while True:
-            finished = done.wait(0.5)
-            secs = max(time.perf_counter() - t0, 1e-9)
-            sys.stderr.write("\r%d rows, %.0f rows/s   " % (counter.rows, counter.rows / secs))
-            sys.stderr.flush()
-            if finished:
-                sys.stderr.write("\n")
-                return
-    threading.Thread(target=show, daemon=True, name="export-progress").start()
-    return done

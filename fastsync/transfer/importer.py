@@ -13,7 +13,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
+from fastsync.progress import Progress, on_terminal, rate_text
 from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
 from fastsync.transfer.sqlvalues import reflect_table
 
@@ -994,23 +994,11 @@ def _estimate_rows(job: ImportJob) -> int | None:
         engine.dispose()
 
 
-def _show_progress(futures, total: int | None, t0: float) -> None:
-    """A status line on stderr every half second: rows, rows/s, per split, ETA."""
-    while True:
-        done = all(f.done() for f in futures)
-        per = list(_PROGRESS)
-        n = sum(per)
-        secs = max(time.perf_counter() - t0, 1e-9)
-        rate = n / secs
-        eta = " ETA %ds" % ((total - n) / rate) if total and rate and n < total else ""
-        pct = " %d%%" % (100 * n // total) if total else ""
-        splits = " ".join("%d:%d" % (i, v) for i, v in enumerate(per))
-        sys.stderr.write("\r%d rows%s, %.0f rows/s%s [splits %s]   " % (n, pct, rate, eta, splits))
-        sys.stderr.flush()
-        if done:
-            sys.stderr.write("\n")
-            return
-        time.sleep(0.5)
+def _status(total: int | None, t0: float) -> str:
+    """The status line: rows, share of `total` and ETA, rows/s, rows per split."""
+    per = list(_PROGRESS)
+    return "%s [splits %s]" % (rate_text(sum(per), "rows", time.perf_counter() - t0, total),
+                               " ".join("%d:%d" % (i, v) for i, v in enumerate(per)))
 
 
 def run_import(job: ImportJob, progress: bool | None = None) -> dict:
@@ -1068,14 +1056,14 @@ def _run_splits(job: ImportJob, splits: list[Split], tmp: str, ext: str, progres
     rows = 0
     try:
         ctx = multiprocessing.get_context("fork")
-        show = progress if progress is not None else sys.stderr.isatty()
+        show = on_terminal(progress)
         _PROGRESS = ctx.Array("q", len(splits), lock=False) if show else None
         total = _estimate_rows(job) if show else None
         with cf.ProcessPoolExecutor(max_workers=len(splits), mp_context=ctx) as pool:
             futures = [pool.submit(_split_with_retries, job, s, os.path.join(tmp, "part-m-%05d.%s" % (s.index, ext)))
                        for s in splits]
-            if show:
-                _show_progress(futures, total, t0)
+            with Progress(lambda: _status(total, t0), show=show, name="import-progress"):
+                cf.wait(futures)
             for f in futures:
                 n, _ = f.result()
                 rows += n

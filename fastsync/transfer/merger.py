@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fastsync.transfer.exporter import (_BATCH_ROWS, ExportError, PartFile, _jsonl_records, csv_batches, file_columns,
-                                        file_schema, find_files, read_rows)
+from fastsync.progress import Progress, rate_text
+from fastsync.transfer.exporter import (_BATCH_ROWS, ExportError, PartFile, _Counter, _jsonl_records, csv_batches,
+                                        file_columns, file_schema, find_files, read_rows)
 from fastsync.transfer.importer import ImportJob, _open_writer, part_extension
 from fastsync.transfer.textfile import TextOptions
 
@@ -252,8 +252,8 @@ class _Output:
     """The part files of the merge, numbered part-m-00000, ... in the temporary directory;
     an empty input writes no file (but an empty merge writes one, with the schema)."""
 
-    def __init__(self, tmp: str, wjob: ImportJob, schema: pa.Schema, progress):
-        self.tmp, self.wjob, self.schema, self.progress = tmp, wjob, schema, progress
+    def __init__(self, tmp: str, wjob: ImportJob, schema: pa.Schema, written: _Counter):
+        self.tmp, self.wjob, self.schema, self.written = tmp, wjob, schema, written   # rows, for the status line
         self.ext = part_extension(wjob)
         self.parts = 0
         self.rows = 0
@@ -268,7 +268,7 @@ class _Output:
             self.parts += 1
         self.writer.write_batch(b)
         self.rows += len(b)
-        self.progress(len(b))
+        self.written.add(len(b))
 
     def next_part(self) -> None:
         if self.writer is not None:
@@ -283,25 +283,6 @@ class _Output:
     def write_empty(self) -> None:
         _open_writer(self.wjob, os.path.join(self.tmp, "part-m-00000.%s" % self.ext), self.schema, json_text=True).close()
         self.parts = 1
-
-
-class _Progress:
-    """On a terminal, a status line on stderr at most twice a second."""
-
-    def __init__(self, show: bool, t0: float):
-        self.show, self.t0, self.rows, self.last = show, t0, 0, 0.0
-
-    def __call__(self, n: int) -> None:
-        self.rows += n
-        now = time.perf_counter()
-        if self.show and now - self.last >= 0.5:
-            self.last = now
-            sys.stderr.write("\r%d rows, %.0f rows/s   " % (self.rows, self.rows / max(now - self.t0, 1e-9)))
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.show and self.last:
-            sys.stderr.write("\n")
 
 
 def run_merge(job: MergeJob, progress: bool | None = None) -> dict:
@@ -325,9 +306,11 @@ def run_merge(job: MergeJob, progress: bool | None = None) -> dict:
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, ".%s.tmp-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
     os.makedirs(tmp)
-    prog = _Progress(progress if progress is not None else sys.stderr.isatty(), t0)
+    written = _Counter()
+    prog = Progress(lambda: rate_text(written.rows, "rows", time.perf_counter() - t0), show=progress,
+                    name="merge-progress").start()
     try:
-        figures = _merge(job, onto, new, tmp, prog)
+        figures = _merge(job, onto, new, tmp, written)
         with open(os.path.join(tmp, "_SUCCESS"), "w"):
             pass
         if os.path.exists(target):                 # --delete-target-dir: swapped only now
@@ -341,7 +324,7 @@ def run_merge(job: MergeJob, progress: bool | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        prog.done()
+        prog.stop()
     seconds = time.perf_counter() - t0
     return {**figures, "seconds": seconds, "rows_per_s": figures["rows"] / seconds if seconds else 0.0,
             "target_dir": target}
@@ -376,7 +359,7 @@ def _gathered(batches, rows: int):
         yield buf
 
 
-def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, prog: _Progress) -> dict:
+def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, written: _Counter) -> dict:
     schema, key = onto.schema, job.merge_key
     # 1. --new-data, cast to onto's schema, into a spill file; its keys kept
     spill = os.path.join(tmp, ".new-data.arrow")
@@ -405,7 +388,7 @@ def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, prog: _Progress) ->
     # 2. --onto without the replaced rows, one part file per onto file. index_in builds a
     # hash table of its value set on every call: the keys are looked up in chunks of batches
     # about as large as that set (within _PROBE_ROWS), so building it costs no more than probing
-    out = _Output(tmp, _writer_job(onto, job), schema, prog)
+    out = _Output(tmp, _writer_job(onto, job), schema, written)
     kept = dropped = 0
     probe = min(max(len(unique), _PROBE_ROWS[0]), _PROBE_ROWS[1])
     for f in onto.files:

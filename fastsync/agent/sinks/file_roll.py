@@ -46,8 +46,8 @@ class RollingFileSinkConfig(SinkConfig):
 class RollingFileSink(Sink):
     Config = RollingFileSinkConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, **wiring):
+        super().__init__(name, config, **wiring)
         self.series = int(time.time() * 1000)
         self.index = 0
         self.file = None

@@ -64,8 +64,8 @@ class HDFSEventSink(RollingSink):
     Config = HDFSSinkConfig
     KIND = "hdfs"
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, **wiring):
+        super().__init__(name, config, **wiring)
         codec = CODECS[config.codeC] if config.fileType == "compressedstream" else None
         self.codec = codec[0] if codec else None
         self.DEFAULT_EXTENSION = codec[1] if codec else ""

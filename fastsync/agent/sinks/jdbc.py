@@ -284,8 +284,8 @@ def unique_keys(table: sa.Table) -> list[set]:
 class JdbcSink(Sink):
     Config = JdbcSinkConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, **wiring):
+        super().__init__(name, config, **wiring)
         self.counters = Counters("SINK", SINK_COUNTERS + ("DeadLetterCount",))
         self.engine: sa.Engine | None = None
         self.table: sa.Table | None = None

@@ -145,8 +145,8 @@ class _InFlight:
 class KafkaSink(Sink):
     Config = KafkaSinkConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, **wiring):
+        super().__init__(name, config, **wiring)
         self.producer = None
         self.pending: deque[_InFlight] = deque()   # in take order
         self.in_flight = 0                         # events in them

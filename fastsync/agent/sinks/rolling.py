@@ -388,8 +388,8 @@ class RollingSink(Sink):
     KIND = "?"
     DEFAULT_EXTENSION = ""
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, **wiring):
+        super().__init__(name, config, **wiring)
         self.template: PathTemplate = config.template
         # what a file name adds to its prefix: "." and a 13-digit counter, a suffix or extension (.parquet at most)
         self.template.name_extra = len((config.inUsePrefix + config.inUseSuffix + config.fileSuffix).encode()) + 14 + 8

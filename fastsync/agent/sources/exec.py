@@ -51,8 +51,8 @@ class ExecSourceConfig(SourceConfig):
 class ExecSource(Source):
     Config = ExecSourceConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, processor=None):
+        super().__init__(name, config, processor)
         self._stop = threading.Event()
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None

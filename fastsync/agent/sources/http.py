@@ -207,8 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
 class HttpSource(Source):
     Config = HttpSourceConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, processor=None):
+        super().__init__(name, config, processor)
         self.listener: Listener | None = None
         self.tls: ssl.SSLContext | None = None
         self.port = config.port

@@ -47,8 +47,8 @@ class KafkaSource(PollableSource):
     Config = KafkaSourceConfig
     waits_itself = True       # consume() already waited batchDurationMillis
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, processor=None):
+        super().__init__(name, config, processor)
         self.consumer = None
 
     def start(self) -> None:

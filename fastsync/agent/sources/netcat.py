@@ -38,8 +38,8 @@ class NetcatSourceConfig(ListenerConfig):
 class NetcatSource(Source):
     Config = NetcatSourceConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, processor=None):
+        super().__init__(name, config, processor)
         self.listener: Listener | None = None
         self.port = config.port
 

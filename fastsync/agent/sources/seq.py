@@ -26,8 +26,8 @@ class SeqSourceConfig(SourceConfig):
 class SeqSource(PollableSource):
     Config = SeqSourceConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, processor=None):
+        super().__init__(name, config, processor)
         self.next = 0
 
     def process(self) -> Status:

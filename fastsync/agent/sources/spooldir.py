@@ -115,8 +115,8 @@ class SpoolDirSourceConfig(SourceConfig):
 class SpoolDirSource(PollableSource):
     Config = SpoolDirSourceConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, processor=None):
+        super().__init__(name, config, processor)
         self.tracker_dir = os.path.join(config.spoolDir, config.trackerDir)
         self.meta_path = os.path.join(self.tracker_dir, ".fastsync-%s.json" % name)
         self.include = re.compile(config.includePattern)

@@ -202,8 +202,8 @@ class SyslogSourceConfig(SourceConfig):
 class _SyslogSource(Source):
     Config = SyslogSourceConfig
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, processor=None):
+        super().__init__(name, config, processor)
         self._stop = threading.Event()
         self.port = config.port
 

@@ -196,8 +196,8 @@ class TaildirSource(PollableSource):
     Config = TaildirSourceConfig
     waits_itself = True     # process() does Flume's backoff itself, ending early on stop()
 
-    def __init__(self, name, config):
-        super().__init__(name, config)
+    def __init__(self, name, config, processor=None):
+        super().__init__(name, config, processor)
         self.position_file = os.path.abspath(os.path.expanduser(config.positionFile))
         self.files: dict[int, TailFile] = {}
         self._lock = threading.Lock()
