@@ -227,8 +227,12 @@ def properties_text(props: Mapping[str, object] | str) -> str:
 
 
 def write_config(directory: Path, props: Mapping[str, object] | str, name: str = "agent.properties") -> Path:
+    """Written whole at once (a temporary file renamed over it): an agent's live reload never
+    reads half of it."""
     path = Path(directory) / name
-    path.write_text(properties_text(props), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(properties_text(props), encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 
