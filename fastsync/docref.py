@@ -49,7 +49,7 @@ KINDS = [
     ("selectors", "SELECTORS", "Channel selectors", "selector.type",
      "A source's selector picks the channels of each event. Its keys are the source's: "
      "`<agent>.sources.<source>.selector.type = multiplexing`. Without one, a source replicates."),
-    ("processors", "PROCESSORS", "Sink processors", "processor.type",
+    ("processors", "SINK_PROCESSORS", "Sink processors", "processor.type",
      "Sinks listed in `<agent>.sinkgroups.<group>.sinks = k1 k2` share one runner whose processor picks the "
      "sink of each batch. Its keys are the sink group's: `<agent>.sinkgroups.<group>.processor.type = failover`."),
 ]
@@ -140,6 +140,28 @@ def _section(type_key: str, alias: str, description: str, class_names, keys: lis
     return lines
 
 
+# Keys a component reads under a prefix (PASSTHROUGH) that deserve a row of their own.
+EXTRA_KEYS = {("selectors", "multiplexing"): [
+    ("mapping.<value>", NONE, "the channels (of the source's) an event with this header value must go to"),
+    ("optional.<value>", NONE, "channels it may also go to: a failed put there is only logged")],
+    ("processors", "failover"): [
+    ("priority.<sink>", "`0`", "that sink's priority: the highest one not penalised takes the batches; the order "
+                               "of `sinks` breaks ties")]}
+# Sink processors share one config: a key's help starting "failover:" is that processor's alone.
+SHARED_CONFIG_PAGES = ("processors",)
+
+
+def _own_keys(alias: str, keys: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Of a config shared by several components, the keys whose help names `alias` ("failover:
+    ..."), the prefix taken off."""
+    own = []
+    for key, default, meaning in keys:
+        head, colon, rest = meaning.partition(":")
+        if colon and head == alias:
+            own.append((key, default, rest.strip()))
+    return own
+
+
 def _registry_sections(registry: Registry, page: str, type_key: str) -> list[str]:
     lines = []
     for alias in sorted(registry.known(), key=str.lower):
@@ -149,55 +171,12 @@ def _registry_sections(registry: Registry, page: str, type_key: str) -> list[str
         if computed:
             raise RuntimeError("docref.COMPUTED names keys the %s %s has not got: %s"
                                % (page, alias, ", ".join(computed)))
-        lines += _section(type_key, alias, _description(cls), getattr(cls, "CLASS_NAMES", ()), keys,
-                          cls.Config.PASSTHROUGH)
-    return lines
-
-
-def _processor_sections() -> list[str]:
-    """Sink processors as declared today: a dict of lower-case names, and one config shared by
-    all whose help says which processor a key is for ("failover: ...")."""
-    from fastsync.agent.sinkprocessors import PROCESSORS, SinkProcessorConfig
-    by_class: dict = {}
-    for name, cls in PROCESSORS.items():
-        by_class.setdefault(cls, []).append(name)
-    shared = _config_keys(SinkProcessorConfig, {})
-    lines = []
-    for cls, names in sorted(by_class.items(), key=lambda item: item[1][0]):
-        alias = next(n for n in names if "." not in n)
-        if cls is None:
-            lines += _section("processor.type", alias, "No processor: each sink of the group runs on its own, "
-                                                       "as if it were in none.", names, None)
-            continue
-        keys = [(key, default, meaning[len(alias) + 1:].strip()) for key, default, meaning in shared
-                if meaning.startswith(alias + ":")]
-        if alias == "failover":     # the PASSTHROUGH keys its config's validate() reads
-            keys.insert(0, ("priority.<sink>", "`0`", "that sink's priority: the highest one not penalised takes "
-                                                      "the batches; the order of `sinks` breaks ties"))
-        lines += _section("processor.type", alias, _description(cls), names, keys)
-    return lines
-
-
-# Selectors are not components yet (the agent config parser knows their names); until they
-# are registered as the other kinds are, their keys are written here.
-_SELECTORS = [
-    ("multiplexing", "The value of one header picks the channels of each event; an event without it, or with "
-     "a value not mapped, goes to the default channels.", "org.apache.flume.channel.MultiplexingChannelSelector",
-     [("header", "`flume.selector.header`", "the header whose value picks the channels"),
-      ("mapping.<value>", NONE, "the channels (of the source's) an event with this value must go to"),
-      ("optional.<value>", NONE, "channels it may also go to: a failed put there is only logged"),
-      ("default", NONE, "the channels of events whose value is not mapped")]),
-    ("replicating", "Every event goes to every channel of the source (the default selector).",
-     "org.apache.flume.channel.ReplicatingChannelSelector",
-     [("optional", NONE, "channels (of the source's) where a failed put is only logged, not retried")]),
-]
-
-
-def _selector_sections() -> list[str]:
-    lines = []
-    for alias, description, flume, keys in _SELECTORS:
-        lines += _section("selector.type", alias, description, [flume],
-                          [(key, default, _meaning(doc, "")) for key, default, doc in keys])
+        extra = EXTRA_KEYS.get((page, alias), [])
+        passthrough = () if extra else cls.Config.PASSTHROUGH
+        if page in SHARED_CONFIG_PAGES:
+            keys, passthrough = _own_keys(alias, keys), ()
+        keys = extra + keys
+        lines += _section(type_key, alias, _description(cls), getattr(cls, "CLASS_NAMES", ()), keys, passthrough)
     return lines
 
 
@@ -205,18 +184,8 @@ def component_page(page: str, registry_name: str, title: str, type_key: str, int
     lines = ["# %s" % title, "", GENERATED, "", intro, "",
              "A type is matched without regard to case, by its name or its Flume class name. In the tables, "
              "**required** marks the keys that must be set, and %s a key that has no default." % NONE, ""]
-    registry = getattr(component, registry_name, None)
-    if registry is None and page == "processors":
-        from fastsync.agent import sinkprocessors
-        registry = getattr(sinkprocessors, registry_name, None)
-    if isinstance(registry, Registry):
-        lines += _registry_sections(registry, page, type_key)
-    elif page == "processors":
-        lines += _processor_sections()
-    elif page == "selectors":
-        lines += _selector_sections()
-    else:
-        raise RuntimeError("no %s registry in fastsync.agent.component" % registry_name)
+    registry = getattr(component, registry_name)
+    lines += _registry_sections(registry, page, type_key)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -75,6 +75,7 @@ class ReplicatingConfig(SelectorConfig):
 
 @SELECTORS.register("replicating", "org.apache.flume.channel.ReplicatingChannelSelector")
 class ReplicatingSelector:
+    """Every event goes to every channel of the source (the default selector)."""
     Config = ReplicatingConfig
 
     def __init__(self, required: list, optional: list, settings=None):
@@ -118,6 +119,8 @@ class MultiplexingConfig(SelectorConfig):
 
 @SELECTORS.register("multiplexing", "org.apache.flume.channel.MultiplexingChannelSelector")
 class MultiplexingSelector:
+    """The value of one header picks the channels of each event; an event without it, or with a
+    value not mapped, goes to the default channels."""
     Config = MultiplexingConfig
 
     def __init__(self, required: list, optional: list, settings: Multiplexing):
