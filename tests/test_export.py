@@ -182,7 +182,8 @@ def test_sqlite_every_type_round_trips_through_parquet(tmp_path):
 
 # -- every file format --------------------------------------------------------------------------------
 
-FORMAT_COLUMNS = "(id int PRIMARY KEY, n numeric(12, 3), vc varchar(300), by bytea, d date, tstz timestamptz, b boolean, f double precision)"
+FORMAT_COLUMNS = ("(id int PRIMARY KEY, n numeric(12, 3), vc varchar(300), by bytea, d date, tstz timestamptz, b boolean, "
+                  "f double precision)")
 FORMATS = {
     "parquet": [], "arrow": ["--format", "arrow"], "avro": ["--as-avrodatafile"], "csv": ["--format", "csv"],
     "csv.zst": ["--format", "csv", "--compression-codec", "zstd"], "jsonl.gz": ["--format", "jsonl", "-z"],

@@ -162,7 +162,8 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
                               path, listed[kind][1], "%s.type" % place.prefix)
         cls = registry.lookup(type_prop.value)
         if cls is None:
-            raise place.error("type", "unknown %s type '%s' (known: %s)" % (registry.kind, type_prop.value.strip(), ", ".join(registry.known())))
+            raise place.error("type", "unknown %s type '%s' (known: %s)"
+                              % (registry.kind, type_prop.value.strip(), ", ".join(registry.known())))
         return cls, parse_config(cls.Config, place), place
 
     channel_names, channels_line = listed["channels"]
@@ -214,7 +215,8 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
                 raise place.error("interceptors", "interceptor '%s' has no type: set %s.type" % (iname, iplace.prefix))
             icls = INTERCEPTORS.lookup(itype.value)
             if icls is None:
-                raise iplace.error("type", "unknown interceptor type '%s' (known: %s)" % (itype.value.strip(), ", ".join(INTERCEPTORS.known())))
+                raise iplace.error("type", "unknown interceptor type '%s' (known: %s)"
+                                   % (itype.value.strip(), ", ".join(INTERCEPTORS.known())))
             interceptors.append(ComponentSpec(iname, icls, parse_config(icls.Config, iplace), iplace))
         batch = getattr(cfg, "batchSize", None)
         for ch in bound:
