@@ -27,7 +27,7 @@ def setting(key: str, default: Any = _MISSING, doc: str = "", *, min: float | No
     """A config field read from the Flume key `key` (relative to the component)."""
     meta = {"key": key, "doc": doc, "min": min, "max": max, "choices": choices}
     if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=meta)
+        return field(default_factory=functools.partial(list, default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -109,7 +109,7 @@ def check_regex(place: Place, key: str, pattern: str, re2: bool = False) -> None
 def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
     """Build cls from place.props, checking types, ranges, choices and required keys."""
     values: dict[str, Any] = {}
-    settings, known = _settings(cls)
+    settings, known = _settings(cls)  # type: ignore[arg-type]  # mypy: a class is hashable, whatever its instances are
     for f, key, kind in settings:
         prop = place.props.get(key)
         if prop is None:
@@ -210,7 +210,8 @@ SINKS = Registry("sink")
 INTERCEPTORS = Registry("interceptor")
 
 _P = "fastsync.agent."
-for _registry, _module, _alias, *_names in [
+# (registry, module under fastsync.agent, alias, Flume class names...)
+_DECLARED: list[tuple[Any, ...]] = [
         (SOURCES, "sources.seq", "seq", "org.apache.flume.source.SequenceGeneratorSource"),
         (SOURCES, "sources.taildir", "TAILDIR", "org.apache.flume.source.taildir.TaildirSource"),
         (SOURCES, "sources.syslog", "syslogtcp", "org.apache.flume.source.SyslogTcpSource"),
@@ -237,5 +238,6 @@ for _registry, _module, _alias, *_names in [
         (INTERCEPTORS, "interceptors", "uuid", "org.apache.flume.sink.solr.morphline.UUIDInterceptor$Builder"),
         (INTERCEPTORS, "interceptors", "regex_filter", "org.apache.flume.interceptor.RegexFilteringInterceptor$Builder"),
         (INTERCEPTORS, "interceptors", "regex_extractor", "org.apache.flume.interceptor.RegexExtractorInterceptor$Builder"),
-        (INTERCEPTORS, "interceptors", "search_replace", "org.apache.flume.interceptor.SearchAndReplaceInterceptor$Builder")]:
+        (INTERCEPTORS, "interceptors", "search_replace", "org.apache.flume.interceptor.SearchAndReplaceInterceptor$Builder")]
+for _registry, _module, _alias, *_names in _DECLARED:
     _registry.declare(_P + _module, _alias, *_names)

@@ -202,6 +202,7 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
                 if ch not in bound_set:
                     raise place.error("selector.optional", "optional channel '%s' is not in %s.channels" % (ch, place.prefix))
         else:
+            assert selector is not None     # the default is known
             raise place.error("selector.type", "unknown channel selector '%s' (known: replicating, multiplexing)" % selector.value.strip())
         interceptors = []
         iprops_of = _children(_children(place.props).get("interceptors", {}))
@@ -231,11 +232,11 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
     sinks = {}
     for name in listed["sinks"][0]:
         cls, cfg, place = build("sinks", SINKS, name)
-        ch = place.props.get("channel")
-        if ch is None or not ch.value.strip():
+        channel = place.props.get("channel")
+        if channel is None or not channel.value.strip():
             raise place.error("type", "sink '%s' has no channel: set %s.channel" % (name, place.prefix))
-        check_channel(place, "channel", ch.value.strip())
-        sinks[name] = SinkSpec(name, cls, cfg, place, ch.value.strip())
+        check_channel(place, "channel", channel.value.strip())
+        sinks[name] = SinkSpec(name, cls, cfg, place, channel.value.strip())
 
     if not sources and not sinks:
         raise ConfigError("agent '%s' has no sources and no sinks" % agent, path, channels_line)
@@ -257,6 +258,7 @@ def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>
         ptype = gprops.get("processor.type")
         kind = ptype.value.strip().lower() if ptype is not None else "default"
         if kind not in PROCESSORS:
+            assert ptype is not None        # the default is known
             raise place.error("processor.type", "unknown sink processor '%s' (known: default, failover, load_balance)"
                               % ptype.value.strip())
         pplace = Place(path, place.prefix + ".processor", _children(gprops).get("processor", {}))
