@@ -16,7 +16,6 @@ body runs once on few rows as a check.
 from __future__ import annotations
 
 import argparse
-import decimal
 import os
 import sys
 import tempfile

@@ -191,7 +191,8 @@ def main(argv=None) -> int:
             r + 1, ", ".join("%s %.0f ev/s" % kv for kv in res.items()), res["source"] / res["plain"],
             res["source"] / res["rowwise"]))
         d = decode_only(topic, a.events, a.batch, flume)
-        print("   decoding alone: rowwise %.0f ev/s, columnar %.0f ev/s, x%.1f" % (d["rowwise"], d["columnar"], d["columnar"] / d["rowwise"]))
+        print("   decoding alone: rowwise %.0f ev/s, columnar %.0f ev/s, x%.1f"
+              % (d["rowwise"], d["columnar"], d["columnar"] / d["rowwise"]))
     return 0
 
 

@@ -301,7 +301,8 @@ def cmd_job(args) -> int:
         if args.create:
             rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
             if not rest or rest[0] != "import":
-                raise CliError("job --create %s: give the tool after --, e.g. -- import --connect ... --table ..." % args.create, EXIT_CONFIG)
+                raise CliError("job --create %s: give the tool after --, e.g. -- import --connect ... --table ..." % args.create,
+                               EXIT_CONFIG)
             build_parser().parse_args(rest)          # refuse a job that could never run
             store.create(args.create, rest)
             print("saved job %s" % args.create)
@@ -456,15 +457,18 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--fetch-size", type=positive, default=10000, help="rows per read and per record batch")
     im.add_argument("--target-dir", help="output directory (published atomically, with _SUCCESS)")
     im.add_argument("--warehouse-dir", help="parent directory; the output goes to WAREHOUSE/TABLE")
-    im.add_argument("--delete-target-dir", action="store_true", help="replace an existing target directory (only once the import succeeded)")
+    im.add_argument("--delete-target-dir", action="store_true",
+                    help="replace an existing target directory (only once the import succeeded)")
     im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
     im.add_argument("--as-textfile", action="store_true", help="Sqoop's delimited text (no header; see the text options)")
     im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro", help="write Avro data files")
     im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "text", "arrow", "jsonl", "avro"],
                     help="csv: standard CSV with a header; text: as --as-textfile")
-    im.add_argument("-z", "--compress", action="store_true", help="compress text, csv and jsonl files (gzip unless --compression-codec says)")
+    im.add_argument("-z", "--compress", action="store_true",
+                    help="compress text, csv and jsonl files (gzip unless --compression-codec says)")
     im.add_argument("--compression-codec", choices=["snappy", "zstd", "gzip", "lz4", "none"],
-                    help="Parquet: snappy by default; Avro: snappy, gzip (deflate) or none; text, csv, jsonl: gzip, zstd or lz4 (implies -z)")
+                    help="Parquet: snappy by default; Avro: snappy, gzip (deflate) or none; "
+                         "text, csv, jsonl: gzip, zstd or lz4 (implies -z)")
     im.add_argument("--fields-terminated-by", default=",", help="field separator (text and csv; \\t etc. understood)")
     im.add_argument("--lines-terminated-by", default="\\n", help="text: line end")
     im.add_argument("--enclosed-by", default="", help="text: character around every field")
@@ -475,7 +479,8 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--retries", type=int, default=1, help="times a failed split is retried alone")
     im.add_argument("--append", action="store_true", help="add part files to an existing --target-dir")
     im.add_argument("--incremental", choices=["append", "lastmodified"],
-                    help="only rows whose --check-column exceeds --last-value; append adds them as new parts, lastmodified merges them (--merge-key) or adds them (--append)")
+                    help="only rows whose --check-column exceeds --last-value; append adds them as new parts, "
+                         "lastmodified merges them (--merge-key) or adds them (--append)")
     im.add_argument("--check-column", help="column compared with --last-value")
     im.add_argument("--merge-key", help="lastmodified: imported rows replace the target's rows with the same key")
     im.add_argument("--last-value", help="the largest --check-column value already imported")
@@ -618,7 +623,8 @@ def _job_flags(jb) -> None:
 
 def _channel_flags(ch) -> None:
     chsub = ch.add_subparsers(dest="channel_command", required=True)
-    i = chsub.add_parser("inspect", help="a file channel's committed events, segments and checkpoint; checks every record's CRC (exit 1 if any is corrupt)")
+    i = chsub.add_parser("inspect", help="a file channel's committed events, segments and checkpoint; "
+                                         "checks every record's CRC (exit 1 if any is corrupt)")
     i.add_argument("--checkpoint-dir", required=True, help="the channel's checkpointDir")
     i.add_argument("--data-dirs", required=True, help="the channel's dataDirs, comma-separated")
     i.add_argument("--backup-checkpoint-dir", help="the channel's backupCheckpointDir, if it uses dual checkpoints")

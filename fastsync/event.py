@@ -63,7 +63,7 @@ class EventBatch:
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> "EventBatch":
         events = list(events)
-        names = {}
+        names: dict[str, None] = {}
         for e in events:
             for k in e.headers:
                 names.setdefault(k, None)
@@ -267,7 +267,7 @@ def merge_headers(parts) -> dict[str, HeaderColumn]:
     """Header columns of consecutive pieces [(headers or None, n events)] put end to end:
     a header every piece shares with one value stays shared, others become one array
     (null where a piece lacks the header)."""
-    names = {}
+    names: dict[str, None] = {}
     for headers, _ in parts:
         for k in headers or ():
             names.setdefault(k, None)

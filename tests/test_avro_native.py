@@ -131,7 +131,8 @@ rows = st.fixed_dictionaries({
     "dec": st.none() | st.decimals(min_value=-10**8, max_value=10**8, places=3, allow_nan=False),
     "day": st.none() | st.dates(), "n": st.none(),
     "at": st.none() | st.datetimes(min_value=__import__("datetime").datetime(1900, 1, 1),
-                                   timezones=st.just(__import__("datetime").timezone.utc)).map(lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000))})
+                                   timezones=st.just(__import__("datetime").timezone.utc))
+                              .map(lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000))})
 
 
 @settings(max_examples=60, deadline=None)

@@ -27,7 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from fastsync.agent.channels.file import FileChannel, FileChannelConfig
 from fastsync.agent.channels.memory import MemoryChannel, MemoryChannelConfig
-from fastsync.agent.errors import ChannelException, ChannelFullException
+from fastsync.agent.errors import ChannelException
 from fastsync.event import Event, EventBatch
 
 # The reference: Flume's MemoryChannel one Event at a time (a deque, per-transaction put

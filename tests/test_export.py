@@ -201,7 +201,8 @@ def test_progress_on_a_terminal_and_quiet_in_a_pipe(tmp_path):
 
 # -- every file format --------------------------------------------------------------------------------
 
-FORMAT_COLUMNS = "(id int PRIMARY KEY, n numeric(12, 3), vc varchar(300), by bytea, d date, tstz timestamptz, b boolean, f double precision)"
+FORMAT_COLUMNS = ("(id int PRIMARY KEY, n numeric(12, 3), vc varchar(300), by bytea, d date, tstz timestamptz, b boolean, "
+                  "f double precision)")
 FORMATS = {
     "parquet": [], "arrow": ["--format", "arrow"], "avro": ["--as-avrodatafile"], "csv": ["--format", "csv"],
     "csv.zst": ["--format", "csv", "--compression-codec", "zstd"], "jsonl.gz": ["--format", "jsonl", "-z"],

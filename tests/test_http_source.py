@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import pytest
 
-from e2e_support import free_port, get_json, poll, read_dir_lines, wait_for_port, write_config
+from e2e_support import free_port, get_json, poll, wait_for_port, write_config
 from fastsync.agent.sources.http import BadRequest, parse_json_events
 from socket_clients import hold_connections, listen_backlog, simultaneous
 from test_syslog import logged_events

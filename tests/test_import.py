@@ -179,7 +179,8 @@ def test_password_on_the_command_line_is_hidden_from_the_process_list(tmp_path):
     masked = [b"--password ***" in c.replace(b"\0", b" ") for c in seen]
     assert len(seen) > 20 and True in masked, seen[:3]
     first = masked.index(True)
-    assert all(masked[first:]) and first < len(seen) // 4, (first, len(seen), [c for c, m in zip(seen[first:], masked[first:]) if not m][:2])
+    unmasked = [c for c, m in zip(seen[first:], masked[first:]) if not m]
+    assert all(masked[first:]) and first < len(seen) // 4, (first, len(seen), unmasked[:2])
 
 
 def test_where_with_a_percent_sign_on_both_postgresql_paths(tmp_path):
@@ -280,7 +281,8 @@ def test_list_tables_list_databases_and_eval(sqlite_db, tmp_path):
     out = fastsync("list-databases", "--connect", "jdbc:mariadb://127.0.0.1:3306/fastsync", "--username", "fastsync",
                    env=env)
     assert out.returncode == 0 and "fastsync" in out.stdout.split(), out.stderr
-    out = fastsync("eval", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--query", "SELECT id, name FROM items WHERE id IN (0, 1) ORDER BY id")
+    out = fastsync("eval", "--connect", "jdbc:sqlite:%s" % sqlite_db,
+                   "--query", "SELECT id, name FROM items WHERE id IN (0, 1) ORDER BY id")
     assert out.returncode == 0, out.stderr
     assert "| id | name" in out.stdout and "| 0  | NULL" in out.stdout and "n\u00e91" in out.stdout, out.stdout
     out = fastsync("eval", "--connect", "jdbc:sqlite:%s" % sqlite_db, "--query", "DELETE FROM items WHERE id < 10")
@@ -484,7 +486,8 @@ def test_sqoop_text_options(tmp_path):
         b'"2"\t"tab\\\there, \\"q\\" \\\\ x"\tNA\tNA\n'
         b'"3"\t\\N\t"-2.00"\t""\n')
     assert text("--optionally-enclosed-by", "'", "--lines-terminated-by", "|") == (
-        b"1,plain,1.50,00ff|2,tab\there, \"q\" \\ x,null,null|3,null,-2.00,|".replace(b'2,tab\there, "q" \\ x', b"2,'tab\there, \"q\" \\ x'"))
+        b"1,plain,1.50,00ff|2,tab\there, \"q\" \\ x,null,null|3,null,-2.00,|"
+        .replace(b'2,tab\there, "q" \\ x', b"2,'tab\there, \"q\" \\ x'"))
     out = fastsync("import", "--connect", "jdbc:sqlite:%s" % db, "--table", "t", "--as-textfile",
                    "--fields-terminated-by", "ab", "--target-dir", tmp_path / "bad")
     assert out.returncode == 2 and "--fields-terminated-by: expected one character" in out.stderr

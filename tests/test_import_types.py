@@ -13,7 +13,6 @@ import uuid
 import duckdb
 import fastavro
 import psycopg
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa

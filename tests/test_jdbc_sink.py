@@ -119,7 +119,8 @@ def test_kafka_to_postgres_upsert_keeps_the_latest_row_per_id(tmp_path, agent, d
 
     def row(i: int, v: int) -> dict:
         return {"id": i, "name": None if i % 50 == 7 else "n\u00e9 %d v%d \"q\" \U0001f600" % (i, v),
-                "price": Decimal("%d.%02d" % (i * 1000003, v)), "ts": dt.datetime(2026, 1, 1, tzinfo=UTC) + dt.timedelta(seconds=i, minutes=v),
+                "price": Decimal("%d.%02d" % (i * 1000003, v)),
+                "ts": dt.datetime(2026, 1, 1, tzinfo=UTC) + dt.timedelta(seconds=i, minutes=v),
                 "raw": bytes([i % 256, v, 0, 255]), "qty": i * 10 ** 12 + v}
 
     latest = {i: row(i, 0) for i in range(600)}

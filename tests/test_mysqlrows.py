@@ -90,7 +90,8 @@ def generated_rows(n, seed=7):
         r = dict(id=100 + i, i64=rng.randint(-2 ** 63, 2 ** 63 - 1), u64=rng.randint(0, 2 ** 64 - 1),
                  i32=rng.randint(-2 ** 31, 2 ** 31 - 1), u32=rng.randint(0, 2 ** 32 - 1), i8=rng.randint(-128, 127),
                  i16=rng.randint(-32768, 32767), i24=rng.randint(-2 ** 23, 2 ** 23 - 1), y=rng.randint(1901, 2155),
-                 dbig=DEC(rng.randint(-10 ** 65 + 1, 10 ** 65 - 1)).scaleb(-30), d38=DEC(rng.randint(-10 ** 38 + 1, 10 ** 38 - 1)).scaleb(-10),
+                 dbig=DEC(rng.randint(-10 ** 65 + 1, 10 ** 65 - 1)).scaleb(-30),
+                 d38=DEC(rng.randint(-10 ** 38 + 1, 10 ** 38 - 1)).scaleb(-10),
                  d15=DEC(rng.randint(-10 ** 15 + 1, 10 ** 15 - 1)).scaleb(-2), d0=DEC(rng.randint(-10 ** 10 + 1, 10 ** 10 - 1)),
                  f=float("%.6g" % f), d=d, c="".join(rng.choice("ab \u00e9") for _ in range(rng.randint(0, 5))).rstrip(" "),
                  vc="".join(chr(rng.choice([rng.randint(1, 0x7f), rng.randint(0x80, 0xd7ff), rng.randint(0x10000, 0x10ffff)]))
@@ -266,7 +267,7 @@ def test_rows_of_16_mib_and_more_span_packets(sql):
     types = [pa.string() if isinstance(v, str) or v is None else pa.int64() for v in want[0]]
     kinds = [K.TEXT if t == pa.string() else K.INT for t in types]
     for cuts in ([], list(range(1 << 20, len(stream), 1 << 20)), [heads[1] + 2, heads[2] + 1, heads[2] + 3]):
-        dec, parts, last = RowDecoder(kinds, seq), [], 0
+        dec, last = RowDecoder(kinds, seq), 0
         for c in cuts + [len(stream)]:
             if c > last:
                 dec.feed(stream[last:c])
@@ -293,7 +294,7 @@ def spec_packet(seq, payload):
 
 def test_malformed_and_truncated_streams_fail_clearly():
     seq, stream, _ = capture("SELECT 12, 'ab', DATE '2020-01-02' UNION ALL SELECT NULL, '', NULL")
-    kinds, types = [K.INT, K.TEXT, K.DATE], [pa.int64(), pa.string(), pa.date32()]
+    kinds = [K.INT, K.TEXT, K.DATE]
     for cut in range(len(stream)):                              # cut anywhere: not finished, and end() says so
         dec = RowDecoder(kinds, seq)
         dec.feed(stream[:cut])
@@ -318,7 +319,8 @@ def test_malformed_and_truncated_streams_fail_clearly():
     for value, kind, what in ((b"0000-00-00", K.DATE, "DATE"), (b"2021-02-29", K.DATE, "DATE"), (b"2021-1-02", K.DATE, "DATE"),
                               (b"2021-01-01 24:00:00", K.DATETIME, "DATETIME"), (b"2021-01-01 00:00:00.1234567", K.DATETIME, "DATETIME"),
                               (b"1:60:00", K.TIME, "TIME"), (b"9223372036854775808", K.INT, "signed integer"),
-                              (b"18446744073709551616", K.UINT, "unsigned integer"), (b"-1", K.UINT, "unsigned integer"), (b"", K.INT, "signed")):
+                              (b"18446744073709551616", K.UINT, "unsigned integer"), (b"-1", K.UINT, "unsigned integer"),
+                              (b"", K.INT, "signed")):
         dec = RowDecoder([K.TEXT, kind], 1)
         with pytest.raises(RowError, match="row 1, column 2: %r is not a %s" % (value.decode(), what)) as e:
             dec.feed(spec_packet(1, b"\x01a" + bytes([len(value)]) + value))

@@ -109,7 +109,8 @@ def test_decoder_rejects_what_is_not_its_stream():
 LIST = pa.list_
 NEW_COLUMNS = [
     ("TIME '00:00' + (g::int8 * 7777777777 % 86400000000) * INTERVAL '1 microsecond'", 10, pa.time64("us")),
-    ("make_interval(months => ((g + 1000)::int8 * 7919 % 6000001 - 3000000)::int, days => ((g + 1000)::int8 * 104729 % 20000001 - 10000000)::int)"
+    ("make_interval(months => ((g + 1000)::int8 * 7919 % 6000001 - 3000000)::int,"
+     " days => ((g + 1000)::int8 * 104729 % 20000001 - 10000000)::int)"
      " + ((g + 1000)::int8 * 99991 % 200000001 - 100000000) * INTERVAL '1 second 1 microsecond'", 11, pa.duration("us")),
     ("CASE g % 4 WHEN 0 THEN NULL WHEN 1 THEN '{}' ELSE ARRAY[g, NULL, -g * 1000000000000] END::int8[]", A | 3, LIST(pa.int64())),
     ("array_fill(g::int8, ARRAY[abs(g) % 40], ARRAY[abs(g) % 3 - 1])", A | 3, LIST(pa.int64())),   # lower bounds 0..2

@@ -66,7 +66,7 @@ def wait_for_lines(out: Path, n: int, proc, timeout: float = 30.0) -> list[bytes
         except AssertionError:    # a large batch caught mid-write: not there yet (the final read stays strict)
             return None
         return got if len(got) >= n else None
-    got = poll(enough, timeout, interval=0.05, message="%d lines in %s" % (n, out))
+    poll(enough, timeout, interval=0.05, message="%d lines in %s" % (n, out))
     time.sleep(0.3)   # anything extra (a duplicate) would show up by now
     return read_dir_lines(out)
 

@@ -376,7 +376,8 @@ def load_average() -> str:
 def _rate(v: dict | None) -> str:
     if not v:
         return "-"
-    f = lambda x: "%.3g M" % (x / 1e6) if x >= 1e6 else "%.3g k" % (x / 1e3)
+    def f(x):
+        return "%.3g M" % (x / 1e6) if x >= 1e6 else "%.3g k" % (x / 1e3)
     return "%s (%s – %s)" % (f(v["median"]), f(v["min"]), f(v["max"])) if v["min"] != v["max"] else f(v["median"])
 
 

@@ -30,7 +30,7 @@ def setting(key: str, default: Any = _MISSING, doc: str = "", *, min: float | No
     """A config field read from the Flume key `key` (relative to the component)."""
     meta = {"key": key, "doc": doc, "min": min, "max": max, "choices": choices}
     if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=meta)
+        return field(default_factory=functools.partial(list, default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -153,7 +153,7 @@ def parse_config(cls: type[ComponentConfig], place: Place) -> ComponentConfig:
     """Build cls from place.props, checking types, ranges, choices and required keys; keys
     cls does not know are reported with place.ignored."""
     values: dict[str, Any] = {}
-    settings, known = _settings(cls)
+    settings, known = _settings(cls)  # type: ignore[arg-type]  # mypy: a class is hashable, whatever its instances are
     for f, key, kind in settings:
         prop = place.props.get(key)
         if prop is None:
@@ -263,7 +263,8 @@ SINK_PROCESSORS = Registry("sink processor")
 REGISTRIES = (SOURCES, CHANNELS, SINKS, INTERCEPTORS, SELECTORS, SINK_PROCESSORS)   # every kind of plug-in
 
 _P = "fastsync.agent."
-for _registry, _module, _alias, *_names in [
+# (registry, module under fastsync.agent, alias, Flume class names...)
+_DECLARED: list[tuple[Any, ...]] = [
         (SOURCES, "sources.seq", "seq", "org.apache.flume.source.SequenceGeneratorSource"),
         (SOURCES, "sources.taildir", "TAILDIR", "org.apache.flume.source.taildir.TaildirSource"),
         (SOURCES, "sources.syslog", "syslogtcp", "org.apache.flume.source.SyslogTcpSource"),
@@ -295,5 +296,6 @@ for _registry, _module, _alias, *_names in [
         (SELECTORS, "selectors", "multiplexing", "org.apache.flume.channel.MultiplexingChannelSelector"),
         (SINK_PROCESSORS, "sinkprocessors", "default", "org.apache.flume.sink.DefaultSinkProcessor"),
         (SINK_PROCESSORS, "sinkprocessors", "failover", "org.apache.flume.sink.FailoverSinkProcessor"),
-        (SINK_PROCESSORS, "sinkprocessors", "load_balance", "org.apache.flume.sink.LoadBalancingSinkProcessor")]:
+        (SINK_PROCESSORS, "sinkprocessors", "load_balance", "org.apache.flume.sink.LoadBalancingSinkProcessor")]
+for _registry, _module, _alias, *_names in _DECLARED:
     _registry.declare(_P + _module, _alias, *_names)

@@ -219,6 +219,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
         selector = place.props.get("selector.type")
         scls = SELECTORS.lookup(selector.value if selector is not None else "replicating")
         if scls is None:
+            assert selector is not None     # the default is known
             raise place.error("selector.type", "unknown channel selector '%s' (known: %s)"
                               % (selector.value.strip(), ", ".join(SELECTORS.known())))
         optional, multiplexing = scls.parse(place, bound)
@@ -246,7 +247,8 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
                 raise place.error("interceptors", "interceptor '%s' has no type: set %s.type" % (iname, iplace.prefix))
             icls = INTERCEPTORS.lookup(itype.value)
             if icls is None:
-                raise iplace.error("type", "unknown interceptor type '%s' (known: %s)" % (itype.value.strip(), ", ".join(INTERCEPTORS.known())))
+                raise iplace.error("type", "unknown interceptor type '%s' (known: %s)"
+                                   % (itype.value.strip(), ", ".join(INTERCEPTORS.known())))
             interceptors.append(ComponentSpec(iname, icls, parse_config(icls.Config, iplace), iplace))
         batch = getattr(cfg, "batchSize", None)
         for ch in bound:
@@ -261,11 +263,11 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
     sinks = {}
     for name in listed["sinks"][0]:
         cls, cfg, place = build("sinks", SINKS, name)
-        ch = place.props.get("channel")
-        if ch is None or not ch.value.strip():
+        channel = place.props.get("channel")
+        if channel is None or not channel.value.strip():
             raise place.error("type", "sink '%s' has no channel: set %s.channel%s" % (name, place.prefix, place.did_you_mean("channel")))
-        check_channel(place, "channel", ch.value.strip())
-        sinks[name] = SinkSpec(name, cls, cfg, place, ch.value.strip())
+        check_channel(place, "channel", channel.value.strip())
+        sinks[name] = SinkSpec(name, cls, cfg, place, channel.value.strip())
 
     if not sources and not sinks:
         raise ConfigError("agent '%s' has no sources and no sinks%s" % (agent, agent_hint("sources") or agent_hint("sinks")),
@@ -294,6 +296,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
         ptype = gprops.get("processor.type")
         pcls = SINK_PROCESSORS.lookup(ptype.value if ptype is not None else "default")
         if pcls is None:
+            assert ptype is not None        # the default is known
             raise place.error("processor.type", "unknown sink processor '%s' (known: %s)"
                               % (ptype.value.strip(), ", ".join(SINK_PROCESSORS.known())))
         pplace = Place(path, place.prefix + ".processor", _children(gprops).get("processor", {}), unknown)

@@ -1,5 +1,6 @@
 """Errors of the agent half, named as Flume names them."""
 import re
+from typing import Any
 
 MAX_KEY = 200        # characters of a key kept in an error
 MAX_MESSAGE = 400    # characters of a message kept in an error (it quotes values, lists names)
@@ -34,6 +35,8 @@ class ConfigError(Exception):
 
 class ChannelException(Exception):
     """A channel operation failed; the transaction must be rolled back."""
+
+    committed: Any      # set by a put of several transactions that failed part way: what went in before
 
 
 class ChannelFullException(ChannelException):

@@ -205,8 +205,10 @@ class RegexExtractorConfig(InterceptorConfig):
             if prop is None or not prop.value.strip():
                 raise place.error("serializers.%s.name" % s, "required key is missing")
             kind = place.props.get("serializers.%s.type" % s)
-            if kind is not None and kind.value.strip() not in ("", "DEFAULT", "org.apache.flume.interceptor.RegexExtractorInterceptorPassThroughSerializer"):
-                raise place.error("serializers.%s.type" % s, "serializer '%s' is not supported (supported: the pass-through default)" % kind.value.strip())
+            if kind is not None and kind.value.strip() not in (
+                    "", "DEFAULT", "org.apache.flume.interceptor.RegexExtractorInterceptorPassThroughSerializer"):
+                raise place.error("serializers.%s.type" % s,
+                                  "serializer '%s' is not supported (supported: the pass-through default)" % kind.value.strip())
             self.headers.append(prop.value.strip())
 
 
@@ -232,7 +234,9 @@ class RegexExtractorInterceptor(Interceptor):
             col = pc.struct_field(parts, [i]).cast(pa.string())   # null where the body did not match
             old = batch.headers.get(header)
             # Flume: an event that does not match keeps its headers as they were
-            updates[header] = col if old is None else pc.coalesce(col, old if not isinstance(old, str) else pa.array([old] * len(batch), pa.string()))
+            if isinstance(old, str):
+                old = pa.array([old] * len(batch), pa.string())
+            updates[header] = col if old is None else pc.coalesce(col, old)
         return batch.with_headers(**updates)
 
 

@@ -47,8 +47,11 @@ def _unescape(s: str, path: str, line: int) -> str:
 def _split_key(s: str) -> tuple[str, str]:
     """Key ends at the first unescaped '=', ':' or whitespace, as java.util.Properties; the
     value starts after whitespace, one '=' or ':', and whitespace."""
-    end = _KEY.match(s).end()
-    return s[:end], s[_SEPARATOR.match(s, end).end():]
+    key = _KEY.match(s)
+    assert key is not None          # both patterns match the empty string
+    sep = _SEPARATOR.match(s, key.end())
+    assert sep is not None
+    return s[:key.end()], s[sep.end():]
 
 
 def parse_properties(text: str, path: str = "<string>") -> dict[str, Prop]:

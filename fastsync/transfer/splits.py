@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import decimal
 from dataclasses import dataclass
+from typing import Any
 
 _EPOCH = datetime.datetime(1970, 1, 1)
 
@@ -19,8 +20,8 @@ _EPOCH = datetime.datetime(1970, 1, 1)
 @dataclass(frozen=True)
 class Split:
     index: int
-    lo: object          # inclusive lower bound (None: no lower bound)
-    hi: object          # exclusive upper bound, or inclusive when last
+    lo: Any             # inclusive lower bound (None: no lower bound)
+    hi: Any             # exclusive upper bound, or inclusive when last
     last: bool          # hi is inclusive, and NULL keys belong to this split
 
     def where(self, column: str) -> tuple[str, dict]:
@@ -35,7 +36,7 @@ class Split:
 
 def splits_from_bounds(bounds: list) -> list[Split]:
     """Splits [b0, b1), [b1, b2), ..., [b(k-1), bk] from ascending bounds (duplicates dropped)."""
-    b = []
+    b: list = []
     for v in bounds:
         if not b or v > b[-1]:
             b.append(v)

@@ -4,20 +4,24 @@ Arrow (as pyarrow's to_pylist gives them), checked against the reflected column 
 `column_converter(column, dialect)` returns a function value -> value that raises
 ValueError with a reason naming the column when the value can't be stored exactly:
 
-| column (python_type) | accepted                                                                  |
-| --- | --- |
-| int            | int, bool (0/1), an integral float or decimal, a string of digits; within the column's range (TINYINT .. BIGINT, UNSIGNED) |
-| Decimal        | int, Decimal, float, decimal text; rejected if it has more decimal places than the scale or more digits than the precision allows (never rounded) |
-| float          | any number or number text                                                     |
-| bool           | true/false, 0/1, "true"/"false"                                               |
-| str            | text (length checked; no NUL on PostgreSQL), numbers as their text, JSON objects/arrays as JSON text |
-| MySQL TIME     | a duration: timedelta, microseconds (int), a time of day, or [-]H:MM:SS[.ffffff] |
-| date, datetime, time | the objects, or ISO 8601 text; fractions of a second the column can't keep are rejected; a datetime with an offset goes to a column without time zone as UTC, a naive one to a column with a time zone is taken as UTC |
-| timedelta      | microseconds (int), as the import writes durations                            |
-| bytes          | bytes, or base64 text                                                         |
-| UUID           | UUID or its text                                                              |
-| dict (JSON)    | any JSON value                                                                |
-| anything else  | passed to the driver as is                                                    |
+column (python_type): accepted
+- int: int, bool (0/1), an integral float or decimal, a string of digits; within the column's
+  range (TINYINT .. BIGINT, UNSIGNED)
+- Decimal: int, Decimal, float, decimal text; rejected if it has more decimal places than the
+  scale or more digits than the precision allows (never rounded)
+- float: any number or number text
+- bool: true/false, 0/1, "true"/"false"
+- str: text (length checked; no NUL on PostgreSQL), numbers as their text, JSON objects/arrays
+  as JSON text
+- MySQL TIME: a duration: timedelta, microseconds (int), a time of day, or [-]H:MM:SS[.ffffff]
+- date, datetime, time: the objects, or ISO 8601 text; fractions of a second the column can't
+  keep are rejected; a datetime with an offset goes to a column without time zone as UTC, a
+  naive one to a column with a time zone is taken as UTC
+- timedelta: microseconds (int), as the import writes durations
+- bytes: bytes, or base64 text
+- UUID: UUID or its text
+- dict (JSON): any JSON value
+- anything else: passed to the driver as is
 
 None into a NOT NULL column is rejected.
 """

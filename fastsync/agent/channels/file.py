@@ -55,21 +55,30 @@ FILE_CHANNEL_COUNTERS = CHANNEL_COUNTERS + (
 @dataclass
 class FileChannelConfig(ComponentConfig):
     checkpointDir: str = setting("checkpointDir", os.path.join(_HOME, "checkpoint"), "where checkpoints are written")
-    dataDirs: list = setting("dataDirs", [os.path.join(_HOME, "data")], "comma-separated directories for log segments; new segments go to each in turn")
+    dataDirs: list = setting("dataDirs", [os.path.join(_HOME, "data")],
+                             "comma-separated directories for log segments; new segments go to each in turn")
     capacity: int = setting("capacity", 1000000, "most events the channel holds", min=1)
     transactionCapacity: int = setting("transactionCapacity", 10000, "most events put or taken in one transaction", min=1)
     keepAlive: float = setting("keep-alive", 3.0, "seconds a put commit waits for room, and a take for an event", min=0)
     maxFileSize: int = setting("maxFileSize", 2146435071, "largest segment file, in bytes", min=65536)
-    minimumRequiredSpace: int = setting("minimumRequiredSpace", 524288000, "puts fail while a directory has less free space than this (bytes)", min=0)
+    minimumRequiredSpace: int = setting("minimumRequiredSpace", 524288000,
+                                        "puts fail while a directory has less free space than this (bytes)", min=0)
     checkpointInterval: int = setting("checkpointInterval", 30000, "milliseconds between checkpoints", min=100)
     checkpointOnClose: bool = setting("checkpointOnClose", True, "write a checkpoint when the channel stops")
     useDualCheckpoints: bool = setting("useDualCheckpoints", False, "also write every checkpoint to backupCheckpointDir")
     backupCheckpointDir: str = setting("backupCheckpointDir", "", "where the backup checkpoint goes (with useDualCheckpoints)")
     fsyncPerTransaction: bool = setting("fsyncPerTransaction", True, "Flume's switch: false = fsyncPolicy interval")
-    fsyncInterval: float = setting("fsyncInterval", 5.0, "Flume's sync interval in seconds, used when fsyncPerTransaction = false", min=0.001)
-    fsyncPolicy: str = setting("fsyncPolicy", "", "commit: a commit returns once durable (group commit); interval: sync every fsyncIntervalMs", choices=("commit", "interval"))
-    fsyncIntervalMs: int = setting("fsyncIntervalMs", 0, "milliseconds between background syncs: of everything with fsyncPolicy = interval (default: Flume's fsyncInterval), of take-only commits otherwise (default 1000)", min=1)
-    syncTakes: bool = setting("syncTakes", False, "fsyncPolicy = commit: take-only commits also wait for their fdatasync (by default they ride on the next one, at most fsyncIntervalMs later)")
+    fsyncInterval: float = setting("fsyncInterval", 5.0, "Flume's sync interval in seconds, used when fsyncPerTransaction = false",
+                                   min=0.001)
+    fsyncPolicy: str = setting("fsyncPolicy", "",
+                               "commit: a commit returns once durable (group commit); interval: sync every fsyncIntervalMs",
+                               choices=("commit", "interval"))
+    fsyncIntervalMs: int = setting("fsyncIntervalMs", 0,
+                                   "milliseconds between background syncs: of everything with fsyncPolicy = interval "
+                                   "(default: Flume's fsyncInterval), of take-only commits otherwise (default 1000)", min=1)
+    syncTakes: bool = setting("syncTakes", False,
+                              "fsyncPolicy = commit: take-only commits also wait for their fdatasync "
+                              "(by default they ride on the next one, at most fsyncIntervalMs later)")
     repair: bool = setting("repair", False, "at start-up, skip (and count) corrupt records in committed data instead of failing")
     # Flume's replay strategies (expert switches), with no effect here: accepted so that a Flume configuration passes --strict
     useLogReplayV1: bool = setting("use-log-replay-v1", False, "accepted for compatibility: Flume's old replay logic")
@@ -693,8 +702,8 @@ class FileChannel(Channel):
             st = os.statvfs(d)
             free = st.f_bavail * st.f_frsize
             if free < need:
-                raise ChannelException("channel %s: only %d bytes free in %s, below minimumRequiredSpace = %d; puts fail until space is freed"
-                                       % (self.name, free, d, need))
+                raise ChannelException("channel %s: only %d bytes free in %s, below minimumRequiredSpace = %d; "
+                                       "puts fail until space is freed" % (self.name, free, d, need))
             headroom = free - need if headroom is None else min(headroom, free - need)
         self._space_until = (now + SPACE_RECHECK, written + headroom // 2)
 

@@ -44,7 +44,8 @@ class MemoryChannelConfig(ComponentConfig):
     transactionCapacity: int = setting("transactionCapacity", 100, "most events put or taken in one transaction", min=1)
     keepAlive: float = setting("keep-alive", 3.0, "seconds a put commit waits for room, and a take for an event", min=0)
     byteCapacity: int = setting("byteCapacity", _default_byte_capacity(), "most body bytes held (default 20 % of memory)", min=1)
-    byteCapacityBufferPercentage: int = setting("byteCapacityBufferPercentage", 20, "percent of byteCapacity kept free for header overhead", min=0, max=99)
+    byteCapacityBufferPercentage: int = setting("byteCapacityBufferPercentage", 20, "percent of byteCapacity kept free for header overhead",
+                                                min=0, max=99)
 
     def validate(self, place: Place) -> None:
         if self.transactionCapacity > self.capacity:

@@ -8,9 +8,9 @@ written in one database transaction per batch, committed before the take is comm
 JSON bodies are read a batch at a time where they can be (jdbcjson: pyarrow.json and
 checks a column at a time, exactly the per-row converters' result) and inserted as
 PostgreSQL COPY or MySQL multi-row INSERT text built by Arrow; the rest (rows those checks
-leave, upserts, Arrow bodies, other drivers) goes row by row through executemany. `insert.mode = upsert` uses the dialect's own statement: INSERT ... ON
-CONFLICT (pk.fields) DO UPDATE (PostgreSQL, SQLite) or ON DUPLICATE KEY UPDATE (MySQL,
-MariaDB).
+leave, upserts, Arrow bodies, other drivers) goes row by row through executemany.
+`insert.mode = upsert` uses the dialect's own statement: INSERT ... ON CONFLICT (pk.fields)
+DO UPDATE (PostgreSQL, SQLite) or ON DUPLICATE KEY UPDATE (MySQL, MariaDB).
 
 Rejected rows (malformed bodies, values that don't convert exactly, rows the database
 refuses with a data or constraint error) go to `deadLetterFile`, one JSON line each, written

@@ -60,7 +60,8 @@ class TaildirSourceConfig(SourceConfig):
     byteOffsetHeader: bool = setting("byteOffsetHeader", False, "put each line's byte offset in header `byteoffset`")
     maxLineLength: int = setting("maxLineLength", 8 << 20, "longer lines are cut into events of at most this many bytes", min=1)
     idleTimeout: int = setting("idleTimeout", 120000, "ms without new data before a file is closed", min=0)
-    writePosInterval: int = setting("writePosInterval", 3000, "ms between position file writes with non-durable channels (durable ones: every commit)", min=0)
+    writePosInterval: int = setting("writePosInterval", 3000,
+                                    "ms between position file writes with non-durable channels (durable ones: every commit)", min=0)
     backoffSleepIncrement: int = setting("backoffSleepIncrement", 1000, "ms added to the wait after each empty poll", min=1)
     maxBackOffSleep: int = setting("maxBackOffSleep", 5000, "longest wait between polls, ms", min=1)
     cachePatternMatching: bool = setting("cachePatternMatching", True, "accepted for compatibility")
