@@ -206,8 +206,9 @@ class Agent:
         exhausted and channels drained), stop. `stop` is a fastsync.signals.SignalFlag when
         signals set it (a signal handler must never call threading.Event.set()). With
         reload_interval, the configuration file is read again that often and changes are
-        applied (ConfigWatcher; with `strict`, a file with keys nobody reads is rejected); `progress` (default: on a terminal) shows events delivered
-        and events/s on stderr. A start that fails stops what started, then raises."""
+        applied (ConfigWatcher; with `strict`, a file with keys nobody reads is rejected);
+        `progress` (default: on a terminal) shows events delivered and events/s on stderr.
+        A start that fails stops what started, then raises."""
         from fastsync.progress import Progress, Rate
         status = Progress(Rate(self.delivered), interval=1.0, show=progress)
         t0 = time.perf_counter()
