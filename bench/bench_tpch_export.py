@@ -6,9 +6,9 @@ import json
 import tpch_export
 
 
-def test_tpch_export_comparison_runs(tmp_path):
+def test_tpch_export_comparison_runs(tmp_path, tpch_check_table):
     out = tmp_path / "results.json"
-    assert tpch_export.main(["--sf", "0.01", "--mappers", "1,2", "--json", str(out)]) == 0
+    assert tpch_export.main(["--sf", "0.01", "--table", tpch_check_table, "--mappers", "1,2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["rows"] == 60175        # TPC-H lineitem at scale factor 0.01
     seen = {(r["source"], r["tool"].split()[0], r["mappers"]) for r in report["results"]}

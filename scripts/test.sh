@@ -11,5 +11,9 @@ if [ -x scripts/services.sh ]; then
 fi
 # Apache Flume's jars for bench/bench_peers.py, once, from Maven Central
 bash scripts/flume.sh >/dev/null
-phase tests "python -m pytest $*"
-exec python -m pytest "$@"
+# several workers (pytest-xdist), one test file per worker at a time (conftest.py): the tests
+# wait on processes and servers much of the time, so even 2 cores run 4 of them well;
+# FASTSYNC_TEST_WORKERS=0 runs them in this process, one after the other
+workers="${FASTSYNC_TEST_WORKERS:-4}"
+phase tests "python -m pytest -n $workers --dist loadgroup $*"
+exec python -m pytest -n "$workers" --dist loadgroup "$@"

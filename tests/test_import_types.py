@@ -18,8 +18,18 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from e2e_support import drop_tables
+
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
 MYSQL_URL = os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_server_tables():
+    """The tables and types these tests make on the shared servers go when the module is done."""
+    yield
+    drop_tables(PG_URL, "types", "parity", "unfit", types=("mood", "parity_mood"))
+    drop_tables(MYSQL_URL, "types")
 TRICKY = "snow \u2603, NUL-free control \x01\x1f, quote \" ' \\ , newline \n tab \t, emoji \U0001F600"
 UTC = datetime.timezone.utc
 AVRO = {}

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from e2e_support import count_lines, multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import count_lines, created_topics, drop_tables, multiset_problems, poll, read_dir_lines, write_config
 
 BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 KAFKA_LIBS = Path(os.environ.get("FASTSYNC_KAFKA_HOME", Path.home() / ".cache/fastsync-kafka")) / "libs"
@@ -22,6 +22,7 @@ KAFKA_LIBS = Path(os.environ.get("FASTSYNC_KAFKA_HOME", Path.home() / ".cache/fa
 def new_topic(partitions: int = 1, **config) -> str:
     name = "t-" + uuid.uuid4().hex[:12]
     admin = AdminClient({"bootstrap.servers": BROKERS})   # kept alive until the topic exists
+    created_topics.append(name)     # deleted after the test (tests/conftest.py)
     admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(30)
     return name
 
@@ -385,7 +386,8 @@ def kafka_items():
         md.create_all(conn)
         conn.execute(t.insert(), rows)
     engine.dispose()
-    return rows
+    yield rows
+    drop_tables(PG_URL, "kafka_items")
 
 
 def fastsync_cli(*args):

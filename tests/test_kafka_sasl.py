@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from e2e_support import count_lines, multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import count_lines, created_topics, multiset_problems, poll, read_dir_lines, write_config
 
 BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 SASL_BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA_SASL", "127.0.0.1:9094")
@@ -42,6 +42,7 @@ def sasl(prefix: str, password: str) -> dict:
 def new_topic() -> str:
     name = "sasl-" + uuid.uuid4().hex[:12]
     admin = AdminClient({"bootstrap.servers": BROKERS})   # kept alive until the topic exists
+    created_topics.append(name)     # deleted after the test (tests/conftest.py)
     admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
     return name
 

@@ -20,8 +20,16 @@ import sqlalchemy as sa
 
 from fastsync import _mysqlrows as K
 from fastsync._native import RowDecoder, RowError
+from e2e_support import drop_tables
 
 MYSQL_URL = os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_server_tables():
+    """The tables these tests make on the shared server go when the module is done."""
+    yield
+    drop_tables(MYSQL_URL, "myrows_contract", "myrows_other", "myrows_zero")
 DEC = decimal.Decimal
 TS = pa.timestamp("us")
 

@@ -15,8 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from fastsync._native import COPY_ARRAY as A, CopyDecoder, CopyOutOfRange
+from e2e_support import drop_tables
 
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_server_tables():
+    """The table and type these tests make on the shared server go when the module is done."""
+    yield
+    drop_tables(PG_URL, "fast", types=("fast_mood",))
 KINDS = [3, 1, 5, 6, 7, 7, 8, 9, 9, 7]
 TYPES = [pa.int64(), pa.int16(), pa.float64(), pa.bool_(), pa.string(), pa.large_binary(), pa.date32(),
          pa.timestamp("us"), pa.timestamp("us", tz="UTC"), pa.string()]
