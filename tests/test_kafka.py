@@ -361,6 +361,7 @@ def test_kafka_sink_killed_with_takes_in_flight_loses_nothing(tmp_path, agent, r
 # -- import into Kafka ------------------------------------------------------------------------
 
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
+KAFKA_ITEMS = "kafka_items_%d" % os.getpid()    # per process: concurrent runs never share it
 
 
 def _kafka_rows(n):
@@ -377,7 +378,7 @@ def kafka_items():
     import sqlalchemy as sa
     engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
     md = sa.MetaData()
-    t = sa.Table("kafka_items", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    t = sa.Table(KAFKA_ITEMS, md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
                  sa.Column("name", sa.Text), sa.Column("price", sa.Numeric(10, 2)),
                  sa.Column("ts", sa.DateTime(timezone=True)), sa.Column("raw", sa.LargeBinary))
     rows = _kafka_rows(3000)
@@ -387,7 +388,7 @@ def kafka_items():
         conn.execute(t.insert(), rows)
     engine.dispose()
     yield rows
-    drop_tables(PG_URL, "kafka_items")
+    drop_tables(PG_URL, KAFKA_ITEMS)
 
 
 def fastsync_cli(*args):
@@ -403,7 +404,7 @@ def test_import_postgres_table_into_kafka(kafka_items, fmt):
     import pyarrow as pa
     topic = new_topic(partitions=2)
     extra = ["--kafka-key", "id"] if fmt != "arrow" else []
-    r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "-m", 2, "--kafka-topic", topic,
+    r = fastsync_cli("import", "--connect", PG_URL, "--table", KAFKA_ITEMS, "-m", 2, "--kafka-topic", topic,
                      "--kafka-brokers", BROKERS, "--kafka-format", fmt, *extra)
     assert r.returncode == 0, r.stderr
     assert "imported 3000 rows" in r.stdout and topic in r.stdout
@@ -441,10 +442,10 @@ def test_import_postgres_table_into_kafka(kafka_items, fmt):
 
 
 def test_import_into_kafka_bad_flags(kafka_items):
-    r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "--kafka-topic", "x",
+    r = fastsync_cli("import", "--connect", PG_URL, "--table", KAFKA_ITEMS, "--kafka-topic", "x",
                      "--kafka-brokers", BROKERS, "--kafka-key", "nope")
     assert r.returncode == 1 and "--kafka-key nope: no such column" in r.stderr
-    r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "--kafka-topic", "x", "--target-dir", "/tmp/x")
+    r = fastsync_cli("import", "--connect", PG_URL, "--table", KAFKA_ITEMS, "--kafka-topic", "x", "--target-dir", "/tmp/x")
     assert r.returncode == 2 and "--kafka-topic replaces --target-dir" in r.stderr
 
 
