@@ -15,5 +15,5 @@ bash scripts/flume.sh >/dev/null
 # wait on processes and servers much of the time, so even 2 cores run 4 of them well;
 # FASTSYNC_TEST_WORKERS=0 runs them in this process, one after the other
 workers="${FASTSYNC_TEST_WORKERS:-4}"
-phase tests "python -m pytest -n $workers --dist loadgroup $*"
-exec python -m pytest -n "$workers" --dist loadgroup "$@"
+phase tests "python -m pytest -n $workers $*"
+exec python -m pytest -n "$workers" "$@"
