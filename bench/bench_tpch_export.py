@@ -3,9 +3,11 @@ loader runs once into a new table, whose row count is checked. The figures come 
 `python bench/tpch_export.py --sf 1` (see bench/README.md)."""
 import json
 
+import pytest
 import tpch_export
 
 
+@pytest.mark.slow
 def test_tpch_export_comparison_runs(tmp_path, tpch_check_table):
     out = tmp_path / "results.json"
     assert tpch_export.main(["--sf", "0.01", "--table", tpch_check_table, "--mappers", "1,2", "--json", str(out)]) == 0

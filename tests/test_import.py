@@ -122,6 +122,7 @@ def test_snappy_for_text_is_refused_before_anything_is_written(sqlite_db, tmp_pa
     assert os.listdir(tmp_path) == ["src.db"]
 
 
+@pytest.mark.slow
 def test_existing_target_and_bad_flags_fail_clearly_and_change_nothing(sqlite_db, tmp_path):
     target = tmp_path / "out"
     target.mkdir()
@@ -259,6 +260,7 @@ def test_plan_splits_cover_the_range_once(lo, hi, m):
         assert covered == list(range(lo, hi + 1))
 
 
+@pytest.mark.slow
 def test_incremental_append_imports_only_new_rows(tmp_path):
     db = tmp_path / "inc.db"
     con = sqlite3.connect(db)
@@ -302,6 +304,7 @@ def test_list_tables_list_databases_and_eval(sqlite_db, tmp_path):
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "no such column: nope" in out.stderr, out.stderr
 
 
+@pytest.mark.slow
 def test_free_form_query_with_conditions(tmp_path):
     create(PG_URL, ITEMS)
     pg = ["--connect", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync"]
@@ -327,6 +330,7 @@ def test_free_form_query_with_conditions(tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_progress_on_a_terminal_and_quiet_in_a_pipe(sqlite_db, tmp_path):
     from e2e_support import run_on_terminal
     code, text = run_on_terminal([sys.executable, "-m", "fastsync", "import", "--connect", "jdbc:sqlite:%s" % sqlite_db,
@@ -337,6 +341,7 @@ def test_progress_on_a_terminal_and_quiet_in_a_pipe(sqlite_db, tmp_path):
     assert piped.returncode == 0 and piped.stderr == "", piped.stderr
 
 
+@pytest.mark.slow
 def test_saved_incremental_job_advances_only_after_publishing(tmp_path):
     db = tmp_path / "j.db"
     con = sqlite3.connect(db)
@@ -416,6 +421,7 @@ def test_import_all_tables(tmp_path):
     assert len(pq.read_table(tmp_path / "wh" / "c")) == 20
 
 
+@pytest.mark.slow
 def test_split_keys_of_other_types_and_quantile_splits_for_skew(tmp_path):
     import datetime
     db = tmp_path / "skew.db"
@@ -451,6 +457,7 @@ def test_split_keys_of_other_types_and_quantile_splits_for_skew(tmp_path):
     assert out.returncode == 1 and "--split-strategy quantile" in out.stderr, out.stderr
 
 
+@pytest.mark.slow
 def test_date_and_timestamp_split_keys_in_postgresql(tmp_path):
     import datetime
     engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
@@ -475,6 +482,7 @@ def test_date_and_timestamp_split_keys_in_postgresql(tmp_path):
         assert first["ts"] == datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 
+@pytest.mark.slow
 def test_sqoop_text_options(tmp_path):
     db = tmp_path / "t.db"
     con = sqlite3.connect(db)
@@ -503,6 +511,7 @@ def test_sqoop_text_options(tmp_path):
     assert out.returncode == 2 and "--fields-terminated-by: expected one character" in out.stderr
 
 
+@pytest.mark.slow
 def test_incremental_lastmodified_merges_on_the_key(tmp_path):
     db = tmp_path / "lm.db"
     con = sqlite3.connect(db)
@@ -552,6 +561,7 @@ QUERY_DDL = {
 
 
 @pytest.mark.parametrize("url", [PG_URL, MYSQL_URL], ids=["postgresql", "mariadb"])
+@pytest.mark.slow
 def test_free_form_query_is_read_natively_into_the_generic_paths_types(tmp_path, url):
     """`import --query` splits are read by the table path's native readers (PostgreSQL binary
     COPY, MySQL text rows) into exactly the types and values the generic path gives

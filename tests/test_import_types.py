@@ -246,6 +246,7 @@ def same_values(a, b):
     return [norm(v) for v in a] == [norm(v) for v in b]
 
 
+@pytest.mark.slow
 def test_time_interval_and_array_columns_take_binary_copy_with_the_generic_paths_output(tmp_path):
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS %s" % PARITY)

@@ -65,6 +65,7 @@ def topic_bodies(topic: str, n: int) -> list[bytes]:
     return out
 
 
+@pytest.mark.slow
 def test_sink_with_sasl_delivers_and_a_wrong_password_loses_nothing(tmp_path, agent, run_agent):
     """seq -> file channel -> kafka sink over SASL: with a wrong password the sink reports the
     broker's reason and keeps the events in the channel (nothing reaches the topic); the
@@ -171,6 +172,7 @@ def test_rejected_settings_never_show_the_password(tmp_path, run_agent):
     assert "\n" not in line and secret not in out.stderr
 
 
+@pytest.mark.slow
 def test_channel_with_a_wrong_password_refuses_puts_with_the_reason(tmp_path, agent):
     """A put commit into a kafka channel that cannot authenticate fails (the source keeps
     its batch and retries) with the broker's reason, instead of waiting message.timeout.ms."""
