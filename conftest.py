@@ -24,6 +24,24 @@ SHARED_GROUPS = {
 }
 
 
+# the longest groups (durations of a full run), handed out first so that none starts last
+LONGEST_FIRST = ["kafka", "tests/test_export.py", "tests/test_import.py", "tests/test_merge.py",
+                 "tests/test_import_sqlite.py", "tests/test_export_faults.py", "tests/test_channel_parity.py",
+                 "tests/test_file_channel_crash.py", "tpch"]
+
+
+def group_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return SHARED_GROUPS.get(Path(path).name, path)
+
+
+def pytest_collection_modifyitems(config, items):
+    # on an xdist worker: the scheduler queues the groups in the order the tests come in
+    if hasattr(config, "workerinput"):
+        rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Whole files (or SHARED_GROUPS) per worker. (xdist's own --dist loadgroup would do, but
@@ -32,7 +50,6 @@ def pytest_xdist_make_scheduler(config, log):
 
     class FileGroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return SHARED_GROUPS.get(Path(path).name, path)
+            return group_of(nodeid)
 
     return FileGroupScheduling(config, log)
