@@ -33,7 +33,8 @@ def new_topic() -> str:
 def delete_topic(topic: str) -> None:
     """The bench's topics go once measured, so the shared broker keeps none of them."""
     from confluent_kafka.admin import AdminClient
-    AdminClient({"bootstrap.servers": BROKERS}).delete_topics([topic])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": BROKERS})     # kept alive until the topic is gone
+    admin.delete_topics([topic])[topic].result(30)
 
 
 def messages_on(topic: str) -> int:
