@@ -18,6 +18,8 @@ import tempfile
 import time
 import uuid
 
+import pytest
+
 URLS = {"postgresql": os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync"),
         "mariadb": os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")}
 DDL = {"postgresql": "CREATE TABLE %s (id bigint PRIMARY KEY, name varchar(100), price numeric(12,2), qty integer, "
@@ -88,6 +90,7 @@ def compare(kind: str, rows: int, rounds: int, mappers: int) -> dict:
     return times
 
 
+@pytest.mark.slow
 def test_import_query_vs_table(benchmark):
     rows = 500_000 if benchmark.enabled else 2000
     results = {}

@@ -30,6 +30,13 @@ def new_topic() -> str:
     return name
 
 
+def delete_topic(topic: str) -> None:
+    """The bench's topics go once measured, so the shared broker keeps none of them."""
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": BROKERS})     # kept alive until the topic is gone
+    admin.delete_topics([topic])[topic].result(30)
+
+
 def messages_on(topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": BROKERS, "group.id": "bench-count"})
@@ -58,6 +65,7 @@ def plain_loop(events: int) -> tuple[float, float, float]:
     rates = (events / (time.perf_counter() - start), events / (time.process_time() - cpu),
              events / (time.thread_time() - main))
     assert left == 0 and messages_on(topic) == events
+    delete_topic(topic)
     return rates
 
 
@@ -88,6 +96,7 @@ def kafka_sink(events: int, batch: int) -> tuple[float, float, float]:
         ch.stop()
     got = (int(sink.counters.snapshot()["EventDrainSuccessCount"]), messages_on(topic))
     assert got == (n, n), (got, n)
+    delete_topic(topic)
     return rates
 
 

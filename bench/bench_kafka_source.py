@@ -48,6 +48,13 @@ def fill_topic(n: int, flume: bool) -> str:
     return topic
 
 
+def delete_topic(topic: str) -> None:
+    """The bench's topics go once measured, so the shared broker keeps none of them."""
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": BROKERS})     # kept alive until the topic is gone
+    admin.delete_topics([topic])[topic].result(30)
+
+
 def consumer(topic: str):
     from confluent_kafka import Consumer
     c = Consumer({"bootstrap.servers": BROKERS, "group.id": "bench-" + uuid.uuid4().hex, "auto.offset.reset": "earliest",
@@ -173,6 +180,7 @@ def test_kafka_source_ways():
         for way in WAYS.values():
             way(topic, 2500, 1000, flume)
         decode_only(topic, 2500, 1000, flume)
+        delete_topic(topic)
 
 
 def main(argv=None) -> int:
@@ -193,6 +201,7 @@ def main(argv=None) -> int:
         d = decode_only(topic, a.events, a.batch, flume)
         print("   decoding alone: rowwise %.0f ev/s, columnar %.0f ev/s, x%.1f"
               % (d["rowwise"], d["columnar"], d["columnar"] / d["rowwise"]))
+    delete_topic(topic)
     return 0
 
 

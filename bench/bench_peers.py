@@ -10,9 +10,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "run.py")
 
 
+@pytest.mark.slow
 def test_peers_smoke(tmp_path):
     out = subprocess.run([sys.executable, RUN, "--quick", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)

@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+import pytest
+
 # the types the fast path reads; a NUMERIC/DECIMAL, TIME or untyped column sends a table
 # through the generic path (see README, import)
 DDL = ("CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(100), qty INTEGER, ts DATETIME, "
@@ -84,6 +86,7 @@ def compare(rows: int, rounds: int, mappers: int, modes=MODES) -> dict:
     return times
 
 
+@pytest.mark.slow
 def test_sqlite_import_fast_vs_generic(benchmark):
     rows = 1_000_000 if benchmark.enabled else 2000
     results = {}

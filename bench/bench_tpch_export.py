@@ -3,12 +3,14 @@ loader runs once into a new table, whose row count is checked. The figures come 
 `python bench/tpch_export.py --sf 1` (see bench/README.md)."""
 import json
 
+import pytest
 import tpch_export
 
 
-def test_tpch_export_comparison_runs(tmp_path):
+@pytest.mark.slow
+def test_tpch_export_comparison_runs(tmp_path, tpch_check_table):
     out = tmp_path / "results.json"
-    assert tpch_export.main(["--sf", "0.01", "--mappers", "1,2", "--json", str(out)]) == 0
+    assert tpch_export.main(["--sf", "0.01", "--table", tpch_check_table, "--mappers", "1,2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["rows"] == 60175        # TPC-H lineitem at scale factor 0.01
     seen = {(r["source"], r["tool"].split()[0], r["mappers"]) for r in report["results"]}

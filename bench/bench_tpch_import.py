@@ -3,12 +3,14 @@ reader runs once and its row count is compared with the table's. The figures com
 `python bench/tpch_import.py --sf 1` (see bench/README.md)."""
 import json
 
+import pytest
 import tpch_import
 
 
-def test_tpch_import_comparison_runs(tmp_path):
+@pytest.mark.slow
+def test_tpch_import_comparison_runs(tmp_path, tpch_check_table):
     out = tmp_path / "results.json"
-    assert tpch_import.main(["--sf", "0.01", "--mappers", "1,2", "--json", str(out)]) == 0
+    assert tpch_import.main(["--sf", "0.01", "--table", tpch_check_table, "--mappers", "1,2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["rows"] == 60175        # TPC-H lineitem at scale factor 0.01
     seen = {(r["source"], r["tool"].split()[0], r["mappers"]) for r in report["results"]}

@@ -47,27 +47,30 @@ def _sql(source: str, *statements: str):
     return out
 
 
-def settle(source: str) -> None:
+def settle(source: str, limit: float = 30.0) -> float:
     """Let the server write out what the previous load left dirty, so no run pays for the
-    one before it: PostgreSQL CHECKPOINT (needs pg_checkpoint, which scripts/services.sh
-    grants), MariaDB: wait (at most 120 s) until the buffer pool has few dirty pages, or
-    until their count has stopped falling for 2 s (a stock MariaDB 10.11 may keep a few
-    hundred dirty pages for good; waiting for them cost minutes and bought nothing)."""
+    one before it; returns the seconds it waited. PostgreSQL: CHECKPOINT (needs pg_checkpoint,
+    which scripts/services.sh grants). MariaDB: wait until the buffer pool has few dirty pages,
+    their count has stopped falling for 2 s, or `limit` seconds have passed. A stock MariaDB
+    10.11 flushes nothing while idle (innodb_max_dirty_pages_pct_lwm=0), so scripts/services.sh
+    sets that to 0.001; the idle flush then writes ~150 pages/s. The limit keeps a server that
+    trickles its pages out slowly (the count always just falling) from costing minutes."""
+    start = time.monotonic()
     if source == "postgresql":
         _sql(source, "CHECKPOINT")
-        return
-    deadline = time.monotonic() + 120
-    lowest, since = None, time.monotonic()
-    while time.monotonic() < deadline:
+        return time.monotonic() - start
+    lowest, since = None, start
+    while time.monotonic() - start < limit:
         dirty = int(_sql(source, "SELECT variable_value FROM information_schema.global_status "
                                  "WHERE variable_name = 'INNODB_BUFFER_POOL_PAGES_DIRTY'"))
         if dirty < 100:
-            return
+            break
         if lowest is None or dirty < lowest:
             lowest, since = dirty, time.monotonic()
         elif time.monotonic() - since > 2:
-            return
+            break
         time.sleep(0.5)
+    return time.monotonic() - start
 
 
 def parquet_files(sf: float, table: str) -> str:
@@ -87,7 +90,7 @@ def runs(csv_path: str, parquet: str, rows: int, mappers: list[int], with_mysql:
 
     def record(source, tool, m, cmd):
         _sql(source, "DROP TABLE IF EXISTS %s" % target, DDL.format(table=target))
-        settle(source)
+        waited = settle(source)
         try:
             wall, peak, _ = measure(cmd)
             loaded = _sql(source, "SELECT count(*) FROM %s" % target)
@@ -97,8 +100,8 @@ def runs(csv_path: str, parquet: str, rows: int, mappers: list[int], with_mysql:
             raise SystemExit("bench: %s loaded %s rows, expected %d" % (tool, loaded, rows))
         results.append(dict(source=source, tool=tool, mappers=m, seconds=round(wall, 3),
                             rows_per_s=round(rows / wall), peak_mb=round(peak / 2**20)))
-        print("%-10s %-40s m=%d %7.2f s %9.0f rows/s %6d MB" % (source, tool, m, wall, rows / wall, peak / 2**20),
-              file=sys.stderr)
+        print("%-10s %-40s m=%d %7.2f s %9.0f rows/s %6d MB (settled in %.1f s)"
+              % (source, tool, m, wall, rows / wall, peak / 2**20, waited), file=sys.stderr)
 
     for source, url in (("postgresql", PG_URL), ("mariadb", MYSQL_URL)):
         if source == "mariadb" and not with_mysql:
@@ -138,9 +141,10 @@ def main(argv=None) -> int:
     ap.add_argument("--mappers", default="1,2", help="writers (-m) for fastsync export")
     ap.add_argument("--no-mysql", action="store_true", help="PostgreSQL only")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--table", help="the lineitem table to load and read (default: tpch_lineitem_sf<sf>, kept for the next run)")
     args = ap.parse_args(argv)
     csv_path, rows = generate(args.sf)
-    table = table_name(args.sf)
+    table = args.table or table_name(args.sf)
     load_postgres(csv_path, rows, table)
     parquet = parquet_files(args.sf, table)
     results = runs(csv_path, parquet, rows, [int(m) for m in args.mappers.split(",")], not args.no_mysql)

@@ -251,9 +251,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pandas", action="store_true", help="skip pandas.read_sql (the slowest reader)")
     ap.add_argument("--no-mysql", action="store_true", help="PostgreSQL only")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--table", help="the lineitem table to load and read (default: tpch_lineitem_sf<sf>, kept for the next run)")
     args = ap.parse_args(argv)
     csv_path, rows = generate(args.sf)
-    table = table_name(args.sf)
+    table = args.table or table_name(args.sf)
     load_postgres(csv_path, rows, table)
     if not args.no_mysql:
         load_mysql(csv_path, rows, table)

@@ -3,14 +3,28 @@
 * agent(name, conf, *args)      start `python -m fastsync agent -n name -f conf args...`;
                                 killed at teardown if still running
 * run_agent(name, conf, *args)  the same, waited for (bounded); returns the AgentProcess
+* (autouse) Kafka topics a test made are deleted after it
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from e2e_support import DEFAULT_TIMEOUT, AgentProcess, agent_argv
+from e2e_support import DEFAULT_TIMEOUT, AgentProcess, agent_argv, created_topics, delete_topics
+
+KAFKA = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
+
+
+@pytest.fixture(autouse=True)
+def _delete_created_topics():
+    """The Kafka topics a test made (test_kafka.new_topic and the like add them to
+    e2e_support.created_topics) are deleted after it, so the broker keeps none of them."""
+    yield
+    if created_topics:
+        delete_topics(KAFKA, created_topics)
+        created_topics.clear()
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ Everything here is generic (no knowledge of a particular test file):
 * run_on_terminal(argv)          a command with a pseudo-terminal as stdin/out/err: (code, output)
 * read_dir_lines(dir)            the lines of every file in a directory, in file order
 * multiset_problems(...)         a short description of missing / extra / duplicate items
+* drop_tables(url, *names)       DROP TABLE IF EXISTS on a test server (PostgreSQL or MariaDB URL)
+* created_topics / delete_topics  Kafka topics a test made, deleted after it (tests/conftest.py)
 """
 from __future__ import annotations
 
@@ -405,3 +407,35 @@ def sequence_problems(actual: list, expected: list, limit: int = 5) -> str:
                 i, x, y, len(actual), len(expected), actual[max(0, i - limit):i + limit])
     return "lengths differ: got %d, expected %d (common prefix equal); tail got %r expected %r" % (
         len(actual), len(expected), actual[len(expected):][:limit], expected[len(actual):][:limit])
+
+
+def drop_tables(url: str, *names: str, types: Iterable[str] = ()) -> None:
+    """DROP TABLE IF EXISTS each name (then DROP TYPE IF EXISTS each of types, PostgreSQL) on
+    the server of a postgresql:// or mysql:// URL: what a test made on a shared server goes
+    at its end, so the suite leaves nothing behind."""
+    import sqlalchemy as sa
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://").replace("mysql://", "mysql+pymysql://"))
+    try:
+        with engine.begin() as conn:
+            for name in names:
+                conn.exec_driver_sql("DROP TABLE IF EXISTS %s" % name)
+            for name in types:
+                conn.exec_driver_sql("DROP TYPE IF EXISTS %s" % name)
+    finally:
+        engine.dispose()
+
+
+# Kafka topics made by the tests (test_kafka.new_topic adds to it); tests/conftest.py deletes
+# them after each test
+created_topics: list[str] = []
+
+
+def delete_topics(brokers: str, topics: list[str], config: Mapping[str, str] | None = None) -> None:
+    """Delete the topics (asynchronously on the broker; a topic already gone is fine)."""
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": brokers, **(config or {})})
+    for future in admin.delete_topics(list(topics), operation_timeout=30).values():
+        try:
+            future.result(30)
+        except Exception:   # gone already, or never made (a test that failed before it)
+            pass

@@ -21,6 +21,7 @@ import threading
 import time
 
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, Phase, event, settings, strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -427,9 +428,11 @@ STATEFUL = settings(max_examples=100, stateful_step_count=30, deadline=None, dat
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 TestChannelParity = ParityMachine.TestCase
+TestChannelParity.pytestmark = [pytest.mark.slow]
 TestChannelParity.settings = STATEFUL
 
 TestChannelParityWithRestarts = RestartParityMachine.TestCase
+TestChannelParityWithRestarts.pytestmark = [pytest.mark.slow]
 TestChannelParityWithRestarts.settings = STATEFUL
 
 

@@ -114,6 +114,7 @@ EVERY_FORMAT = {"parquet": [], "arrow": ["--format", "arrow"], "avro": ["--as-av
 
 @pytest.mark.parametrize("path,fmt", [("copy", "parquet"), ("executemany", "parquet"), ("copy", "arrow"),
                                       ("copy", "avro"), ("copy", "jsonl")])
+@pytest.mark.slow
 def test_postgresql_every_type_round_trips(tmp_path, path, fmt):
     src, dst, enum = name("src"), name("dst"), name("mood")
     sql(PG_URL, "CREATE TYPE %s AS ENUM ('sad', 'happy')" % enum,
@@ -149,6 +150,7 @@ MY_ROWS = [
 
 @pytest.mark.parametrize("path,fmt", [("load data", "parquet"), ("executemany", "parquet"), ("load data", "avro"),
                                       ("load data", "jsonl")])
+@pytest.mark.slow
 def test_mariadb_every_type_round_trips(tmp_path, path, fmt):
     src, dst = name("src"), name("dst")
     sql(MYSQL_URL, "CREATE TABLE %s %s" % (src, MY_COLUMNS), "CREATE TABLE %s %s" % (dst, MY_COLUMNS))
@@ -242,6 +244,7 @@ def pg_format_source():
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.slow
 def test_every_format_round_trips_into_postgresql(tmp_path, pg_format_source, fmt):
     src, dst = pg_format_source, name("dst")
     sql(PG_URL, "CREATE TABLE %s %s" % (dst, FORMAT_COLUMNS))
@@ -269,6 +272,7 @@ TEXT_OPTIONS = [
 
 @pytest.mark.parametrize("url", ["pg", "mysql"])
 @pytest.mark.parametrize("options", TEXT_OPTIONS, ids=["tab-escaped", "enclosed", "optionally-enclosed"])
+@pytest.mark.slow
 def test_text_options_round_trip(tmp_path, url, options):
     url = PG_URL if url == "pg" else MYSQL_URL
     src, dst = name("txt"), name("dst")
@@ -298,6 +302,7 @@ def _urls(tmp_path):
 
 @pytest.mark.parametrize("db", ["pg", "mysql", "sqlite"])
 @pytest.mark.parametrize("mode", ["allowinsert", "updateonly"])
+@pytest.mark.slow
 def test_update_key_changes_only_the_keyed_rows(tmp_path, db, mode):
     url = _urls(tmp_path)[db]
     src, dst = name("upd"), name("dst")
@@ -339,6 +344,7 @@ def _spoil_last_file(out_dir, row, column, value):
 
 
 @pytest.mark.parametrize("db", ["pg", "mysql", "sqlite"])
+@pytest.mark.slow
 def test_a_bad_row_in_the_last_file_leaves_the_target_unchanged(tmp_path, db):
     url = _urls(tmp_path)[db]
     src, dst = name("bad"), name("dst")
@@ -403,6 +409,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("db", ["pg", "mysql", "sqlite"])
+@pytest.mark.slow
 def test_a_malformed_file_fails_in_one_line_naming_file_and_row(tmp_path, db):
     """Rows short or long for the header, text not UTF-8, JSON that isn't, early in a file or
     deep in it: one line naming the file and the row, exit 1, the target as it was."""
@@ -425,6 +432,7 @@ def test_a_malformed_file_fails_in_one_line_naming_file_and_row(tmp_path, db):
         cleanup(url, dst)
 
 
+@pytest.mark.slow
 def test_columns_are_checked_before_anything_is_written(tmp_path):
     url = "sqlite:///%s" % (tmp_path / "db.sqlite")
     sql(url, "CREATE TABLE src (id int PRIMARY KEY, extra text, v text)", "INSERT INTO src VALUES (1, 'e', 'v')",
@@ -442,6 +450,7 @@ def test_columns_are_checked_before_anything_is_written(tmp_path):
 # -- staging-table flags --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("db", ["pg", "mysql"])
+@pytest.mark.slow
 def test_staging_table_flags(tmp_path, db):
     url = _urls(tmp_path)[db]
     src, dst, stage = name("src"), name("dst"), name("stg")
@@ -464,6 +473,7 @@ def test_staging_table_flags(tmp_path, db):
         cleanup(url, src, dst, stage)
 
 
+@pytest.mark.slow
 def test_password_flags_and_batch_path(tmp_path):
     src, dst = name("pw"), name("dst")
     ddl = "(id int PRIMARY KEY, v varchar(20))"
@@ -507,6 +517,7 @@ def test_postgresql_batches_that_need_no_conversion_go_to_copy_as_csv_written_by
         cleanup(PG_URL, src, dst)
 
 
+@pytest.mark.slow
 def test_mariadb_batches_that_need_no_conversion_go_to_load_data_as_csv_written_by_arrow(tmp_path):
     src, dst, coarse = name("csvm"), name("dst"), name("coarse")
     ddl = ("(id INT PRIMARY KEY, ti TINYINT, ubi BIGINT UNSIGNED, n DECIMAL(20, 4), f FLOAT, dbl DOUBLE, bo BOOLEAN, "
@@ -584,6 +595,7 @@ AWKWARD = ["a`b", "`", 'c"d', "e f", "g.h", "\u00fcn\u00ef \u4e2d", "x%s", "p%%q
 
 
 @pytest.mark.parametrize("db", ["pg", "mysql", "sqlite"])
+@pytest.mark.slow
 def test_awkward_column_names_round_trip(tmp_path, db):
     """Column names with backticks, double and single quotes, spaces, dots, % and unicode:
     imported and exported on every path (COPY / LOAD DATA, executemany, the upsert), the

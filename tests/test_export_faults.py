@@ -261,6 +261,7 @@ def test_connection_killed_while_dropping_the_staging_table_drops_it_over_a_new_
 # -- the export process killed -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("db", ["pg", "mysql"])
+@pytest.mark.slow
 def test_export_killed_with_sigkill_leaves_the_target_as_it_was(part_files, db):
     url = DB[db]
     dst, before = prefilled(url)
@@ -311,6 +312,7 @@ def test_postgresql_timetz_and_unconstrained_numeric_round_trip(tmp_path):
         cleanup(PG_URL, src, dst)
 
 
+@pytest.mark.slow
 def test_mariadb_bit_and_set_round_trip(tmp_path):
     ddl = "(id int PRIMARY KEY, b1 BIT(1), b8 BIT(8), b13 BIT(13), b64 BIT(64), s SET('a', 'b', 'c', 'd e'))"
     src, dst = name("src"), name("dst")

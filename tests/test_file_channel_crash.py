@@ -35,6 +35,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from e2e_support import (AgentProcess, agent_argv, dir_files, free_port, get_json, poll, read_dir_bytes,
                          wait_for_json, write_config)
 
@@ -334,6 +336,7 @@ def kill9(agent: AgentProcess) -> None:
 
 # -- test 1 ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kill_9_netcat_file_channel_no_acked_event_lost(tmp_path, capsys):
     t_start = time.monotonic()
     rng = random.Random(SEED)
@@ -485,6 +488,7 @@ def first_sequence_problem(data: bytes, k: int) -> str:
     return ""
 
 
+@pytest.mark.slow
 def test_kill_9_seq_under_load_recovers_a_clean_prefix(tmp_path, capsys):
     rng = random.Random(SEED + 2)
     figures = []

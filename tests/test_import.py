@@ -11,9 +11,22 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from e2e_support import drop_tables
+
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
 MYSQL_URL = os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")
 N = 5000
+# the tables on the shared servers: named per process, so concurrent runs (xdist workers,
+# another checkout's suite) never share one
+ITEMS, DATED = "items_%d" % os.getpid(), "dated_%d" % os.getpid()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_server_tables():
+    """The tables these tests make on the shared servers go when the module is done."""
+    yield
+    drop_tables(PG_URL, ITEMS, DATED)
+    drop_tables(MYSQL_URL, ITEMS)
 
 
 def fastsync(*args, env=None):
@@ -29,10 +42,10 @@ def rows():
     return out
 
 
-def create(url):
+def create(url, name="items"):
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://").replace("mysql://", "mysql+pymysql://"))
     md = sa.MetaData()
-    t = sa.Table("items", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    t = sa.Table(name, md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
                  sa.Column("name", sa.String(100)), sa.Column("price", sa.Numeric(12, 2)), sa.Column("qty", sa.Integer))
     with engine.begin() as conn:
         md.drop_all(conn)
@@ -109,6 +122,7 @@ def test_snappy_for_text_is_refused_before_anything_is_written(sqlite_db, tmp_pa
     assert os.listdir(tmp_path) == ["src.db"]
 
 
+@pytest.mark.slow
 def test_existing_target_and_bad_flags_fail_clearly_and_change_nothing(sqlite_db, tmp_path):
     target = tmp_path / "out"
     target.mkdir()
@@ -132,17 +146,17 @@ def test_existing_target_and_bad_flags_fail_clearly_and_change_nothing(sqlite_db
 
 
 def test_postgresql_with_password_file_never_shows_the_password(tmp_path):
-    create(PG_URL)
+    create(PG_URL, ITEMS)
     pw = tmp_path / "pw"
     pw.write_text("fastsync\n")
     out = fastsync("import", "--connect", "jdbc:postgresql://127.0.0.1:5432/fastsync", "--username", "fastsync",
-                   "--password-file", pw, "--table", "items", "-m", 4, "--target-dir", tmp_path / "pg")
+                   "--password-file", pw, "--table", ITEMS, "-m", 4, "--target-dir", tmp_path / "pg")
     assert out.returncode == 0, out.stderr
     check_parquet(tmp_path / "pg")
     bad = tmp_path / "bad"
     bad.write_text("s3cret-wrong\n")
     out = fastsync("import", "--connect", "jdbc:postgresql://127.0.0.1:5432/fastsync", "--username", "fastsync",
-                   "--password-file", bad, "--table", "items", "--target-dir", tmp_path / "pg2")
+                   "--password-file", bad, "--table", ITEMS, "--target-dir", tmp_path / "pg2")
     assert out.returncode == 1
     assert "s3cret-wrong" not in out.stderr + out.stdout and "password authentication failed" in out.stderr, out.stderr
     assert not (tmp_path / "pg2").exists()
@@ -185,18 +199,18 @@ def test_password_on_the_command_line_is_hidden_from_the_process_list(tmp_path):
 
 def test_where_with_a_percent_sign_on_both_postgresql_paths(tmp_path):
     """The binary COPY path sends its SQL to libpq as is: a `%` in --where must stay one."""
-    create(PG_URL)
+    create(PG_URL, ITEMS)
     for extra in ([], ["--no-fast-path"]):
-        out = fastsync("import", "--connect", PG_URL, "--table", "items", "-m", 2, *extra, "--where",
+        out = fastsync("import", "--connect", PG_URL, "--table", ITEMS, "-m", 2, *extra, "--where",
                        "name LIKE 'n%1' OR LENGTH('%') = 2", "--target-dir", tmp_path / ("o%d" % len(extra)))
         assert out.returncode == 0, out.stderr
         check_parquet(tmp_path / ("o%d" % len(extra)), where=lambda r: r["name"] is not None and r["name"].endswith("1"))
 
 
 def test_mariadb_with_env_password(tmp_path):
-    create(MYSQL_URL)
+    create(MYSQL_URL, ITEMS)
     out = fastsync("import", "--connect", "jdbc:mariadb://127.0.0.1:3306/fastsync", "--username", "fastsync",
-                   "--table", "items", "-m", 2, "--where", "id < 4000", "--target-dir", tmp_path / "my",
+                   "--table", ITEMS, "-m", 2, "--where", "id < 4000", "--target-dir", tmp_path / "my",
                    env={"FASTSYNC_PASSWORD": "fastsync"})
     assert out.returncode == 0, out.stderr
     check_parquet(tmp_path / "my", where=lambda r: r["id"] < 4000)
@@ -247,6 +261,7 @@ def test_plan_splits_cover_the_range_once(lo, hi, m):
         assert covered == list(range(lo, hi + 1))
 
 
+@pytest.mark.slow
 def test_incremental_append_imports_only_new_rows(tmp_path):
     db = tmp_path / "inc.db"
     con = sqlite3.connect(db)
@@ -273,11 +288,11 @@ def test_incremental_append_imports_only_new_rows(tmp_path):
 
 
 def test_list_tables_list_databases_and_eval(sqlite_db, tmp_path):
-    create(PG_URL)
+    create(PG_URL, ITEMS)
     pg = ["--connect", "jdbc:postgresql://127.0.0.1:5432/fastsync", "--username", "fastsync"]
     env = {"FASTSYNC_PASSWORD": "fastsync"}
     out = fastsync("list-tables", *pg, env=env)
-    assert out.returncode == 0 and "items" in out.stdout.split(), out.stderr
+    assert out.returncode == 0 and ITEMS in out.stdout.split(), out.stderr
     out = fastsync("list-databases", "--connect", "jdbc:mariadb://127.0.0.1:3306/fastsync", "--username", "fastsync",
                    env=env)
     assert out.returncode == 0 and "fastsync" in out.stdout.split(), out.stderr
@@ -291,10 +306,11 @@ def test_list_tables_list_databases_and_eval(sqlite_db, tmp_path):
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "no such column: nope" in out.stderr, out.stderr
 
 
+@pytest.mark.slow
 def test_free_form_query_with_conditions(tmp_path):
-    create(PG_URL)
+    create(PG_URL, ITEMS)
     pg = ["--connect", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync"]
-    q = "SELECT id, qty * 2 AS twice FROM items WHERE qty > 0 AND $CONDITIONS"
+    q = "SELECT id, qty * 2 AS twice FROM %s WHERE qty > 0 AND $CONDITIONS" % ITEMS
     out = fastsync("import", *pg, "--query", q, "--split-by", "id", "-m", 3, "--target-dir", tmp_path / "q")
     assert out.returncode == 0, out.stderr
     assert len([p for p in os.listdir(tmp_path / "q") if p.startswith("part-")]) == 3
@@ -316,6 +332,7 @@ def test_free_form_query_with_conditions(tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_progress_on_a_terminal_and_quiet_in_a_pipe(sqlite_db, tmp_path):
     from e2e_support import run_on_terminal
     code, text = run_on_terminal([sys.executable, "-m", "fastsync", "import", "--connect", "jdbc:sqlite:%s" % sqlite_db,
@@ -326,6 +343,7 @@ def test_progress_on_a_terminal_and_quiet_in_a_pipe(sqlite_db, tmp_path):
     assert piped.returncode == 0 and piped.stderr == "", piped.stderr
 
 
+@pytest.mark.slow
 def test_saved_incremental_job_advances_only_after_publishing(tmp_path):
     db = tmp_path / "j.db"
     con = sqlite3.connect(db)
@@ -405,6 +423,7 @@ def test_import_all_tables(tmp_path):
     assert len(pq.read_table(tmp_path / "wh" / "c")) == 20
 
 
+@pytest.mark.slow
 def test_split_keys_of_other_types_and_quantile_splits_for_skew(tmp_path):
     import datetime
     db = tmp_path / "skew.db"
@@ -440,17 +459,18 @@ def test_split_keys_of_other_types_and_quantile_splits_for_skew(tmp_path):
     assert out.returncode == 1 and "--split-strategy quantile" in out.stderr, out.stderr
 
 
+@pytest.mark.slow
 def test_date_and_timestamp_split_keys_in_postgresql(tmp_path):
     import datetime
     engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS dated"))
-        conn.execute(sa.text("CREATE TABLE dated (id int PRIMARY KEY, d date, ts timestamptz)"))
-        conn.execute(sa.text("INSERT INTO dated SELECT g, DATE '2024-01-01' + g, "
+        conn.execute(sa.text("DROP TABLE IF EXISTS %s" % DATED))
+        conn.execute(sa.text("CREATE TABLE %s (id int PRIMARY KEY, d date, ts timestamptz)" % DATED))
+        conn.execute(sa.text("INSERT INTO %s SELECT" % DATED + " g, DATE '2024-01-01' + g, "
                              "TIMESTAMPTZ '2024-01-01 00:00:00+00' + g * INTERVAL '1 hour' FROM generate_series(0, 999) g"))
     engine.dispose()
     for col in ("d", "ts"):
-        out = fastsync("import", "--connect", PG_URL, "--table", "dated", "-m", 3, "--split-by", col,
+        out = fastsync("import", "--connect", PG_URL, "--table", DATED, "-m", 3, "--split-by", col,
                        "--target-dir", tmp_path / col)
         assert out.returncode == 0, out.stderr
         parts = sorted(p for p in os.listdir(tmp_path / col) if p.startswith("part-"))
@@ -464,6 +484,7 @@ def test_date_and_timestamp_split_keys_in_postgresql(tmp_path):
         assert first["ts"] == datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 
+@pytest.mark.slow
 def test_sqoop_text_options(tmp_path):
     db = tmp_path / "t.db"
     con = sqlite3.connect(db)
@@ -493,6 +514,7 @@ def test_sqoop_text_options(tmp_path):
     assert out.returncode == 2 and "--fields-terminated-by: expected one character" in out.stderr
 
 
+@pytest.mark.slow
 def test_incremental_lastmodified_merges_on_the_key(tmp_path):
     db = tmp_path / "lm.db"
     con = sqlite3.connect(db)
@@ -542,6 +564,7 @@ QUERY_DDL = {
 
 
 @pytest.mark.parametrize("url", [PG_URL, MYSQL_URL], ids=["postgresql", "mariadb"])
+@pytest.mark.slow
 def test_free_form_query_is_read_natively_into_the_generic_paths_types(tmp_path, url):
     """`import --query` splits are read by the table path's native readers (PostgreSQL binary
     COPY, MySQL text rows) into exactly the types and values the generic path gives

@@ -53,6 +53,7 @@ def both(tmp_path, *args):
 
 
 @pytest.mark.parametrize("mode", ["table", "query"])
+@pytest.mark.slow
 def test_fast_path_matches_generic_over_every_affinity(tmp_path, mode):
     db = tmp_path / "src.db"
     make_db(db)
@@ -76,6 +77,7 @@ def test_fast_path_matches_generic_over_every_affinity(tmp_path, mode):
                   "2024-01-02T03:04:05.000005", "2024-01-02T00:00:00"]
 
 
+@pytest.mark.slow
 def test_where_columns_and_empty_results(tmp_path):
     db = tmp_path / "src.db"
     make_db(db)
@@ -90,6 +92,7 @@ def test_where_columns_and_empty_results(tmp_path):
     assert a.num_rows == 0 and str(a.schema.field("r").type) == "string"     # nothing sampled: text, as before
 
 
+@pytest.mark.slow
 def test_columns_the_fast_path_cannot_type_take_the_generic_path(tmp_path):
     db = tmp_path / "src.db"
     make_db(db, slow=True)
@@ -99,6 +102,7 @@ def test_columns_the_fast_path_cannot_type_take_the_generic_path(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["table", "query"])
+@pytest.mark.slow
 def test_values_of_another_storage_class_read_as_the_generic_path_reads_them(tmp_path, mode):
     """An integer column holding text, a text result holding integers past the sample, a blob
     column holding text: the split reruns through the generic path, which converts what it
@@ -130,6 +134,7 @@ def test_values_of_another_storage_class_read_as_the_generic_path_reads_them(tmp
     assert ("t.i: cannot convert a value" if mode == "table" else "--query column m: cannot convert a value") in errors[0]
 
 
+@pytest.mark.slow
 def test_a_real_in_an_integer_column_and_any_nonzero_integer_as_bool(tmp_path):
     db = tmp_path / "src.db"
     con = make_db(db)

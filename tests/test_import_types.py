@@ -17,8 +17,29 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from e2e_support import drop_tables
+
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
 MYSQL_URL = os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")
+# the tables and types on the shared servers: named per process, so concurrent runs (xdist
+# workers, another checkout's suite) never share one
+NAMES = {k: "%s_%d" % (k.lower(), os.getpid()) for k in ("TYPES", "MOOD", "PARITY", "PARITY_MOOD", "UNFIT")}
+TYPES, MOOD, PARITY, PARITY_MOOD, UNFIT = NAMES.values()
+
+
+def named(sql: str) -> str:
+    """sql with {TYPES}, {MOOD}, ... replaced by this process's names."""
+    for k, v in NAMES.items():
+        sql = sql.replace("{%s}" % k, v)
+    return sql
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_server_tables():
+    """The tables and types these tests make on the shared servers go when the module is done."""
+    yield
+    drop_tables(PG_URL, TYPES, PARITY, UNFIT, types=(MOOD, PARITY_MOOD))
+    drop_tables(MYSQL_URL, TYPES)
 TRICKY = "snow \u2603, NUL-free control \x01\x1f, quote \" ' \\ , newline \n tab \t, emoji \U0001F600"
 UTC = datetime.timezone.utc
 AVRO = {}
@@ -53,13 +74,13 @@ def run_import(url, table, target, *args, path=None):
     return by_arrow, by_duck
 
 
-PG_DDL = """
-CREATE TABLE types (
+PG_DDL = named("""
+CREATE TABLE {TYPES} (
   id int PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, num numeric(38, 10), num_small numeric(5, 2),
   f4 real, f8 double precision, b boolean, c char(5), vc varchar(200), t text, by bytea,
-  d date, tm time, ts timestamp, tstz timestamptz, iv interval, j json, jb jsonb, u uuid, e mood,
+  d date, tm time, ts timestamp, tstz timestamptz, iv interval, j json, jb jsonb, u uuid, e {MOOD},
   arr_i int[], arr_t text[], generic timetz)
-"""
+""")
 PG_ROWS = [
     dict(id=1, i2=-32768, i4=2147483647, i8=-9223372036854775808, num=decimal.Decimal("1234567890123456789012345678.0123456789"),
          num_small=decimal.Decimal("-999.99"), f4=1.5, f8=-2.25e300, b=True, c="ab   ", vc=TRICKY, t=TRICKY * 3,
@@ -75,17 +96,17 @@ PG_ROWS = [
 def test_postgresql_types_round_trip(tmp_path, path):
     engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS types"))
-        conn.execute(sa.text("DROP TYPE IF EXISTS mood"))
-        conn.execute(sa.text("CREATE TYPE mood AS ENUM ('sad', 'happy')"))
+        conn.execute(sa.text("DROP TABLE IF EXISTS %s" % TYPES))
+        conn.execute(sa.text("DROP TYPE IF EXISTS %s" % MOOD))
+        conn.execute(sa.text("CREATE TYPE %s AS ENUM ('sad', 'happy')" % MOOD))
         conn.execute(sa.text(PG_DDL))
         md = sa.MetaData()
-        t = sa.Table("types", md, autoload_with=conn)
+        t = sa.Table(TYPES, md, autoload_with=conn)
         conn.execute(t.insert(), PG_ROWS)
     engine.dispose()
     # every column but `generic` (time with time zone, which has no binary COPY decoder) or all
     columns = ",".join(PG_ROWS[0]) + (",generic" if path == "generic path" else "")
-    got, duck = run_import(PG_URL, "types", tmp_path / "pg", "--columns", columns, path=path)
+    got, duck = run_import(PG_URL, TYPES, tmp_path / "pg", "--columns", columns, path=path)
     for g in got:
         assert g.pop("generic", None) is None
     want = []
@@ -107,7 +128,7 @@ def test_postgresql_types_round_trip(tmp_path, path):
     assert types["num"] == "decimal128(38, 10)" and types["tstz"] == "timestamp[us, tz=UTC]"
     assert types["arr_i"] in ("list<element: int64>", "list<item: int64>") and types["by"] == "binary" and types["iv"] == "duration[us]"
     # Avro holds the same values (durations as microseconds, arrays as lists)
-    a = AVRO["types"]
+    a = AVRO[TYPES]
     for g, r in zip(got, a):
         for k, v in g.items():
             want_v = v // datetime.timedelta(microseconds=1) if isinstance(v, datetime.timedelta) else v
@@ -127,13 +148,13 @@ def test_postgresql_types_round_trip(tmp_path, path):
     assert all(v is None for k, v in zip(cols, duck[1]) if k not in ("id", "j", "jb"))
 
 
-MY_DDL = """
-CREATE TABLE types (
+MY_DDL = named("""
+CREATE TABLE {TYPES} (
   id INT PRIMARY KEY, ti TINYINT, si SMALLINT, mi MEDIUMINT, i INT, bi BIGINT, ubi BIGINT UNSIGNED,
   num DECIMAL(65, 30), num_small DECIMAL(5, 2), f FLOAT, dbl DOUBLE, bo BOOLEAN, c CHAR(5), vc VARCHAR(200),
   t LONGTEXT, bl LONGBLOB, d DATE, tm TIME(6), dt DATETIME(6), e ENUM('sad', 'happy'), j JSON
 ) CHARACTER SET utf8mb4
-"""
+""")
 
 
 def test_mariadb_types_round_trip(tmp_path):
@@ -147,15 +168,15 @@ def test_mariadb_types_round_trip(tmp_path):
         dict(id=2, **{k: None for k in "ti si mi i bi ubi num num_small f dbl bo c vc t bl d tm dt e j".split()}),
     ]
     with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS types"))
+        conn.execute(sa.text("DROP TABLE IF EXISTS %s" % TYPES))
         conn.execute(sa.text(MY_DDL))
         md = sa.MetaData()
-        t = sa.Table("types", md, autoload_with=conn)
+        t = sa.Table(TYPES, md, autoload_with=conn)
         conn.execute(t.insert(), rows)
         # the reference: the rows as the driver returns them, with no SQLAlchemy processing
-        back = [dict(r._mapping) for r in conn.exec_driver_sql("SELECT * FROM types ORDER BY id")]
+        back = [dict(r._mapping) for r in conn.exec_driver_sql("SELECT * FROM %s ORDER BY id" % TYPES)]
     engine.dispose()
-    got, duck = run_import(MYSQL_URL, "types", tmp_path / "my", path="read as MySQL text rows")
+    got, duck = run_import(MYSQL_URL, TYPES, tmp_path / "my", path="read as MySQL text rows")
     assert back[0]["dbl"] == 1e-300 and back[0]["ubi"] == 18446744073709551615
     # the source as the database returns it (MariaDB keeps JSON as text, TIME as a duration)
     assert len(got) == len(back) == 2
@@ -166,7 +187,7 @@ def test_mariadb_types_round_trip(tmp_path):
             else:
                 assert g[k] == v, (k, g[k], v)
     assert [row[0] for row in duck] == [1, 2]
-    for g, r in zip(got, AVRO["types"]):          # and the Avro file holds the same
+    for g, r in zip(got, AVRO[TYPES]):          # and the Avro file holds the same
         for k, v in g.items():
             want_v = v // datetime.timedelta(microseconds=1) if isinstance(v, datetime.timedelta) else v
             assert r[k] == want_v, (k, r[k], want_v)
@@ -175,15 +196,15 @@ def test_mariadb_types_round_trip(tmp_path):
 # time, interval and arrays: the binary COPY path must give, value by value, what the
 # generic path gives (psycopg's values converted by pyarrow); `generic` (time with time
 # zone, which has no binary COPY decoder) sends the table down the generic path when imported
-PARITY_DDL = """
-CREATE TABLE parity (
+PARITY_DDL = named("""
+CREATE TABLE {PARITY} (
   id int PRIMARY KEY, tm time, tm3 time(3), iv interval, iv_ds interval day to second,
   a_i2 smallint[], a_i4 int[], a_i8 bigint[], a_num numeric(12, 3)[], a_f4 real[], a_f8 double precision[],
-  a_b boolean[], a_t text[], a_vc varchar(5)[], a_c char(3)[], a_e parity_mood[], a_by bytea[], a_d date[],
+  a_b boolean[], a_t text[], a_vc varchar(5)[], a_c char(3)[], a_e {PARITY_MOOD}[], a_by bytea[], a_d date[],
   a_ts timestamp[], a_tstz timestamptz[], a_tm time[], a_iv interval[], generic timetz)
-"""
-PARITY_FILL = """
-INSERT INTO parity SELECT g,
+""")
+PARITY_FILL = named("""
+INSERT INTO {PARITY} SELECT g,
   TIME '00:00' + (g::int8 * 7777777777 % 86400000000) * INTERVAL '1 microsecond', TIME '12:34:56.789' + g * INTERVAL '1 ms',
   make_interval(months => (g * 7919 % 6000001 - 3000000), days => (g * 104729 % 20000001 - 10000000))
     + (g::int8 * 99991 % 200000001 - 100000000) * INTERVAL '1.000001 second',
@@ -198,7 +219,7 @@ INSERT INTO parity SELECT g,
   ARRAY['t' || g, NULL, '', 'q"\\,{} \u00e9'],
   ARRAY[left('v' || g, 5), NULL],
   ARRAY['c', NULL, 'abc'],
-  CASE WHEN g % 3 = 0 THEN NULL ELSE ARRAY['sad', NULL, 'happy']::parity_mood[] END,
+  CASE WHEN g % 3 = 0 THEN NULL ELSE ARRAY['sad', NULL, 'happy']::{PARITY_MOOD}[] END,
   ARRAY[decode(lpad(to_hex(g), 8, '0'), 'hex'), NULL, ''],
   ARRAY[DATE '2000-01-01' + g * 37, NULL, DATE '0001-01-01', DATE '9999-12-31'],
   ARRAY[TIMESTAMP '1969-12-31 23:00:00' + g * INTERVAL '1 minute 1 microsecond', NULL],
@@ -207,12 +228,12 @@ INSERT INTO parity SELECT g,
   CASE WHEN g % 6 = 0 THEN NULL ELSE ARRAY[g * INTERVAL '1 mon 1 day -1 microsecond', NULL, -g * INTERVAL '1 year'] END,
   NULL
 FROM generate_series(1, 3000) g;
-INSERT INTO parity (id, iv, a_iv, a_i4, a_t) VALUES
+INSERT INTO {PARITY} (id, iv, a_iv, a_i4, a_t) VALUES
   (3001, '2562047788:00:54.775807', '{"-106751991 days", "5965232 years -2147483647 days"}', '[0:2]={7,8,9}', '{}'),
   (3002, '-106751991 days', '{"13 mons", "-1 year -1 mon", "1 day -25:00:00", "-00:00:00.000001"}', '[-5:-5]={1}', NULL),
   (3003, '5965232 years -2147483647 days', '{}', NULL, '{NULL}'),
   (3004, NULL, NULL, NULL, NULL);
-"""
+""")
 
 
 def same_values(a, b):
@@ -224,18 +245,19 @@ def same_values(a, b):
     return [norm(v) for v in a] == [norm(v) for v in b]
 
 
+@pytest.mark.slow
 def test_time_interval_and_array_columns_take_binary_copy_with_the_generic_paths_output(tmp_path):
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS parity")
-        conn.execute("DROP TYPE IF EXISTS parity_mood")
-        conn.execute("CREATE TYPE parity_mood AS ENUM ('sad', 'happy')")
+        conn.execute("DROP TABLE IF EXISTS %s" % PARITY)
+        conn.execute("DROP TYPE IF EXISTS %s" % PARITY_MOOD)
+        conn.execute("CREATE TYPE %s AS ENUM ('sad', 'happy')" % PARITY_MOOD)
         conn.execute(PARITY_DDL)
         conn.execute(PARITY_FILL)
-        names = [d.name for d in conn.execute("SELECT * FROM parity LIMIT 0").description if d.name != "generic"]
-        source = conn.execute("SELECT %s FROM parity ORDER BY id" % ", ".join(names)).fetchall()
+        names = [d.name for d in conn.execute("SELECT * FROM %s LIMIT 0" % PARITY).description if d.name != "generic"]
+        source = conn.execute("SELECT %s FROM %s ORDER BY id" % (", ".join(names), PARITY)).fetchall()
     args = ("--fetch-size", "500", "--columns")
-    copy = fastsync_import(PG_URL, "parity", tmp_path / "copy", *args, ",".join(names), path="binary COPY")
-    generic = fastsync_import(PG_URL, "parity", tmp_path / "generic", *args, ",".join(names + ["generic"]), path="generic path")
+    copy = fastsync_import(PG_URL, PARITY, tmp_path / "copy", *args, ",".join(names), path="binary COPY")
+    generic = fastsync_import(PG_URL, PARITY, tmp_path / "generic", *args, ",".join(names + ["generic"]), path="generic path")
     assert copy.returncode == 0 and generic.returncode == 0, copy.stderr + generic.stderr
     got = pq.read_table(tmp_path / "copy").sort_by("id")
     want = pq.read_table(tmp_path / "generic").sort_by("id").drop_columns(["generic"])
@@ -268,13 +290,13 @@ def test_time_interval_and_array_columns_take_binary_copy_with_the_generic_paths
 def test_values_arrow_cannot_hold_fail_both_paths_alike(tmp_path, sql_type, value, what):
     from fastsync._native import OUT_OF_RANGE
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS unfit")
-        conn.execute("CREATE TABLE unfit (id int PRIMARY KEY, v %s, generic timetz)" % sql_type)
-        conn.execute("INSERT INTO unfit (id, v) SELECT g, CASE WHEN g = 57 THEN %s::" + sql_type + " END FROM generate_series(1, 100) g",
+        conn.execute("DROP TABLE IF EXISTS %s" % UNFIT)
+        conn.execute("CREATE TABLE %s (id int PRIMARY KEY, v %s, generic timetz)" % (UNFIT, sql_type))
+        conn.execute("INSERT INTO " + UNFIT + " (id, v) SELECT g, CASE WHEN g = 57 THEN %s::" + sql_type + " END FROM generate_series(1, 100) g",
                      (value,))
     errors = []
     for path, columns in (("binary COPY", "id,v"), ("generic path", "id,v,generic")):
-        out = fastsync_import(PG_URL, "unfit", tmp_path / path.split()[0], "--columns", columns)
-        assert out.returncode == 1 and "unfit split 0: %s" % path in out.stderr, out.stderr
+        out = fastsync_import(PG_URL, UNFIT, tmp_path / path.split()[0], "--columns", columns)
+        assert out.returncode == 1 and "%s split 0: %s" % (UNFIT, path) in out.stderr, out.stderr
         errors.append(out.stderr.strip().splitlines()[-1])
-    assert errors[0] == errors[1] == "fastsync: error: unfit.v: cannot convert a value: %s" % OUT_OF_RANGE[what]
+    assert errors[0] == errors[1] == "fastsync: error: %s.v: cannot convert a value: %s" % (UNFIT, OUT_OF_RANGE[what])

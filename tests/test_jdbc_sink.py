@@ -218,6 +218,7 @@ def test_column_names_with_backticks_and_quotes_are_written(tmp_path, run_agent,
     assert [tuple(r) for r in got] == [(r["id"], *(r[n] for n in odd)) for r in rows]
 
 
+@pytest.mark.slow
 def test_import_arrow_messages_through_kafka_into_mariadb(tmp_path, agent, dbs):
     """`fastsync import --kafka-format arrow` (PostgreSQL -> Kafka, Arrow IPC messages of many
     rows), then kafka source -> jdbc sink with format=arrow -> MariaDB: the same rows."""
@@ -411,6 +412,7 @@ def test_columnar_whitelist_ignores_other_fields(tmp_path, run_agent, dbs):
     assert pg.rows(table) == [{"id": i, "v": "v%d" % i, "secret": "kept"} for i in range(50)]
 
 
+@pytest.mark.slow
 def test_without_dead_letter_file_a_bad_row_fails_the_batch(tmp_path, agent, dbs):
     pg = dbs("postgresql")
     table = pg.table("CREATE TABLE {t} (id integer PRIMARY KEY, qty integer)")
@@ -462,6 +464,7 @@ def test_database_created_later_nothing_lost_nothing_dead_lettered(tmp_path, age
             c.exec_driver_sql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
 
 
+@pytest.mark.slow
 def test_permission_revoked_mid_run_is_retried_not_dead_lettered(tmp_path, agent, dbs):
     pg = dbs("postgresql")
     table = pg.table("CREATE TABLE {t} (id integer PRIMARY KEY, v text)")
@@ -485,6 +488,7 @@ def test_permission_revoked_mid_run_is_retried_not_dead_lettered(tmp_path, agent
     assert dead.read_bytes() == b""
 
 
+@pytest.mark.slow
 def test_password_is_never_logged(tmp_path, agent):
     secret = "not-the-password-" + uuid.uuid4().hex
     rows = tmp_path / "rows.jsonl"

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from e2e_support import count_lines, multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import count_lines, created_topics, drop_tables, multiset_problems, poll, read_dir_lines, write_config
 
 BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 KAFKA_LIBS = Path(os.environ.get("FASTSYNC_KAFKA_HOME", Path.home() / ".cache/fastsync-kafka")) / "libs"
@@ -22,6 +22,7 @@ KAFKA_LIBS = Path(os.environ.get("FASTSYNC_KAFKA_HOME", Path.home() / ".cache/fa
 def new_topic(partitions: int = 1, **config) -> str:
     name = "t-" + uuid.uuid4().hex[:12]
     admin = AdminClient({"bootstrap.servers": BROKERS})   # kept alive until the topic exists
+    created_topics.append(name)     # deleted after the test (tests/conftest.py)
     admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(30)
     return name
 
@@ -360,6 +361,7 @@ def test_kafka_sink_killed_with_takes_in_flight_loses_nothing(tmp_path, agent, r
 # -- import into Kafka ------------------------------------------------------------------------
 
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
+KAFKA_ITEMS = "kafka_items_%d" % os.getpid()    # per process: concurrent runs never share it
 
 
 def _kafka_rows(n):
@@ -376,7 +378,7 @@ def kafka_items():
     import sqlalchemy as sa
     engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
     md = sa.MetaData()
-    t = sa.Table("kafka_items", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    t = sa.Table(KAFKA_ITEMS, md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
                  sa.Column("name", sa.Text), sa.Column("price", sa.Numeric(10, 2)),
                  sa.Column("ts", sa.DateTime(timezone=True)), sa.Column("raw", sa.LargeBinary))
     rows = _kafka_rows(3000)
@@ -385,7 +387,8 @@ def kafka_items():
         md.create_all(conn)
         conn.execute(t.insert(), rows)
     engine.dispose()
-    return rows
+    yield rows
+    drop_tables(PG_URL, KAFKA_ITEMS)
 
 
 def fastsync_cli(*args):
@@ -401,7 +404,7 @@ def test_import_postgres_table_into_kafka(kafka_items, fmt):
     import pyarrow as pa
     topic = new_topic(partitions=2)
     extra = ["--kafka-key", "id"] if fmt != "arrow" else []
-    r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "-m", 2, "--kafka-topic", topic,
+    r = fastsync_cli("import", "--connect", PG_URL, "--table", KAFKA_ITEMS, "-m", 2, "--kafka-topic", topic,
                      "--kafka-brokers", BROKERS, "--kafka-format", fmt, *extra)
     assert r.returncode == 0, r.stderr
     assert "imported 3000 rows" in r.stdout and topic in r.stdout
@@ -439,10 +442,10 @@ def test_import_postgres_table_into_kafka(kafka_items, fmt):
 
 
 def test_import_into_kafka_bad_flags(kafka_items):
-    r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "--kafka-topic", "x",
+    r = fastsync_cli("import", "--connect", PG_URL, "--table", KAFKA_ITEMS, "--kafka-topic", "x",
                      "--kafka-brokers", BROKERS, "--kafka-key", "nope")
     assert r.returncode == 1 and "--kafka-key nope: no such column" in r.stderr
-    r = fastsync_cli("import", "--connect", PG_URL, "--table", "kafka_items", "--kafka-topic", "x", "--target-dir", "/tmp/x")
+    r = fastsync_cli("import", "--connect", PG_URL, "--table", KAFKA_ITEMS, "--kafka-topic", "x", "--target-dir", "/tmp/x")
     assert r.returncode == 2 and "--kafka-topic replaces --target-dir" in r.stderr
 
 

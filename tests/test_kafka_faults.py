@@ -35,6 +35,7 @@ def start_broker() -> None:
 
 
 @pytest.mark.parametrize("message_timeout_ms", [None, 2000])
+@pytest.mark.slow
 def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, message_timeout_ms):
     """seq -> memory -> kafka sink and, at the same time, kafka source -> file channel ->
     file_roll; the broker goes away for several seconds in the middle: both sides wait and
@@ -91,6 +92,7 @@ def _high_watermark(topic: str) -> int:
         c.close()
 
 
+@pytest.mark.slow
 def test_consumer_group_member_killed_others_take_over(tmp_path, agent):
     n = 100_000
     topic = new_topic(partitions=4)

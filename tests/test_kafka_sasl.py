@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from e2e_support import count_lines, multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import count_lines, created_topics, multiset_problems, poll, read_dir_lines, write_config
 
 BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 SASL_BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA_SASL", "127.0.0.1:9094")
@@ -42,6 +42,7 @@ def sasl(prefix: str, password: str) -> dict:
 def new_topic() -> str:
     name = "sasl-" + uuid.uuid4().hex[:12]
     admin = AdminClient({"bootstrap.servers": BROKERS})   # kept alive until the topic exists
+    created_topics.append(name)     # deleted after the test (tests/conftest.py)
     admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
     return name
 
@@ -64,6 +65,7 @@ def topic_bodies(topic: str, n: int) -> list[bytes]:
     return out
 
 
+@pytest.mark.slow
 def test_sink_with_sasl_delivers_and_a_wrong_password_loses_nothing(tmp_path, agent, run_agent):
     """seq -> file channel -> kafka sink over SASL: with a wrong password the sink reports the
     broker's reason and keeps the events in the channel (nothing reaches the topic); the
@@ -170,6 +172,7 @@ def test_rejected_settings_never_show_the_password(tmp_path, run_agent):
     assert "\n" not in line and secret not in out.stderr
 
 
+@pytest.mark.slow
 def test_channel_with_a_wrong_password_refuses_puts_with_the_reason(tmp_path, agent):
     """A put commit into a kafka channel that cannot authenticate fails (the source keeps
     its batch and retries) with the broker's reason, instead of waiting message.timeout.ms."""

@@ -182,6 +182,7 @@ def test_compressed_text_keeps_its_codec_and_output_options_apply(db, tmp_path):
     assert sorted(got) == as_text(expected(), None)
 
 
+@pytest.mark.slow
 def test_progress_line_on_a_terminal(db, tmp_path):
     import sys
 
@@ -194,6 +195,7 @@ def test_progress_line_on_a_terminal(db, tmp_path):
     assert "merged %d rows" % len(expected()) in text
 
 
+@pytest.mark.slow
 def test_delete_target_dir_and_existing_target(db, tmp_path):
     onto, new = datasets(db, tmp_path)
     target = tmp_path / "merged"
@@ -217,6 +219,7 @@ def one_error(out):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_schema_mismatch_and_missing_key_fail_clearly(db, tmp_path):
     onto, new = datasets(db, tmp_path)
     imp(db, "narrow", tmp_path / "narrow")
@@ -241,6 +244,7 @@ def test_schema_mismatch_and_missing_key_fail_clearly(db, tmp_path):
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith((".m", "m"))) == []
 
 
+@pytest.mark.slow
 def test_corrupt_part_file_leaves_no_target_and_no_temp_dir(db, tmp_path):
     onto, new = datasets(db, tmp_path)
     (new / "part-m-00009.parquet").write_bytes(b"PAR1 this is not parquet")
@@ -315,6 +319,7 @@ def lines(d, opener):
 
 
 @pytest.mark.parametrize("codec", [None, "gzip"])
+@pytest.mark.slow
 def test_jsonl_values_round_trip_exactly(tmp_path, codec):
     rich_db(tmp_path / "rich.db")
     flags = ["--format", "jsonl"] + (["--compression-codec", codec] if codec else [])
@@ -352,6 +357,7 @@ def test_jsonl_values_round_trip_exactly(tmp_path, codec):
     assert any("\u2028and\u2029and\x85" in x for x in got_lines)        # not escaped, yet one line each
 
 
+@pytest.mark.slow
 def test_jsonl_member_not_in_the_other_files_fails(db, tmp_path):
     onto, new = datasets(db, tmp_path, "--format", "jsonl")
     with open(new / "part-m-00002.jsonl", "a", encoding="utf-8") as f:

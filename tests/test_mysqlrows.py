@@ -20,8 +20,18 @@ import sqlalchemy as sa
 
 from fastsync import _mysqlrows as K
 from fastsync._native import RowDecoder, RowError
+from e2e_support import drop_tables
 
 MYSQL_URL = os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")
+# the tables on the shared server: named per process, so concurrent runs never share one
+CONTRACT, OTHER, ZERO = ("myrows_%s_%d" % (k, os.getpid()) for k in ("contract", "other", "zero"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_server_tables():
+    """The tables these tests make on the shared server go when the module is done."""
+    yield
+    drop_tables(MYSQL_URL, CONTRACT, OTHER, ZERO)
 DEC = decimal.Decimal
 TS = pa.timestamp("us")
 
@@ -192,8 +202,8 @@ def check(arrays, want_rows, types=TYPES):
 
 @pytest.fixture(scope="module")
 def contract_table():
-    load("myrows_contract", edge_rows() + generated_rows(2000))
-    return "myrows_contract"
+    load(CONTRACT, edge_rows() + generated_rows(2000))
+    return CONTRACT
 
 
 def decode_in_chunks(stream, seq, sizes, rng, types=TYPES, kinds=KINDS):
@@ -402,9 +412,9 @@ def small_table(name, columns, *statements):
 
 
 def test_tables_the_decoder_cant_read_exactly_take_the_generic_path(tmp_path):
-    small_table("myrows_other", "id INT PRIMARY KEY, b BIT(8), s SET('x', 'y')",
-                "INSERT INTO myrows_other VALUES (1, b'101', 'x,y'), (2, NULL, NULL)")
-    out = fastsync("import", "--connect", MYSQL_URL, "--table", "myrows_other", "--columns", "id,b", "-m", 1,
+    small_table(OTHER, "id INT PRIMARY KEY, b BIT(8), s SET('x', 'y')",
+                "INSERT INTO %s VALUES (1, b'101', 'x,y'), (2, NULL, NULL)" % OTHER)
+    out = fastsync("import", "--connect", MYSQL_URL, "--table", OTHER, "--columns", "id,b", "-m", 1,
                    "--log-level", "DEBUG", "--target-dir", tmp_path / "o")
     assert out.returncode == 0, out.stderr
     assert "generic path, read through SQLAlchemy (column b (BIT))" in out.stderr
@@ -412,11 +422,11 @@ def test_tables_the_decoder_cant_read_exactly_take_the_generic_path(tmp_path):
 
 
 def test_a_zero_date_fails_the_import_naming_the_column(tmp_path):
-    small_table("myrows_zero", "id INT PRIMARY KEY, d DATE", "SET SESSION sql_mode = ''",
-                "INSERT INTO myrows_zero VALUES (1, '2020-01-01'), (2, '0000-00-00')")
+    small_table(ZERO, "id INT PRIMARY KEY, d DATE", "SET SESSION sql_mode = ''",
+                "INSERT INTO %s VALUES (1, '2020-01-01'), (2, '0000-00-00')" % ZERO)
     for extra in ([], ["--no-fast-path"]):                     # the generic path fails on it too
-        out = fastsync("import", "--connect", MYSQL_URL, "--table", "myrows_zero", "-m", 1, *extra, "--target-dir", tmp_path / "z")
-        assert out.returncode == 1 and "myrows_zero.d: cannot convert a value" in out.stderr, out.stderr
+        out = fastsync("import", "--connect", MYSQL_URL, "--table", ZERO, "-m", 1, *extra, "--target-dir", tmp_path / "z")
+        assert out.returncode == 1 and "%s.d: cannot convert a value" % ZERO in out.stderr, out.stderr
         assert not (tmp_path / "z").exists()
-    out = fastsync("import", "--connect", MYSQL_URL, "--table", "myrows_zero", "-m", 1, "--target-dir", tmp_path / "z")
+    out = fastsync("import", "--connect", MYSQL_URL, "--table", ZERO, "-m", 1, "--target-dir", tmp_path / "z")
     assert "'0000-00-00' is not a DATE" in out.stderr

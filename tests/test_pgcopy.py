@@ -15,8 +15,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from fastsync._native import COPY_ARRAY as A, CopyDecoder, CopyOutOfRange
+from e2e_support import drop_tables
 
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
+# the table and type on the shared server: named per process, so concurrent runs never share one
+FAST, FAST_MOOD = "fast_%d" % os.getpid(), "fast_mood_%d" % os.getpid()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_server_tables():
+    """The table and type these tests make on the shared server go when the module is done."""
+    yield
+    drop_tables(PG_URL, FAST, types=(FAST_MOOD,))
 KINDS = [3, 1, 5, 6, 7, 7, 8, 9, 9, 7]
 TYPES = [pa.int64(), pa.int16(), pa.float64(), pa.bool_(), pa.string(), pa.large_binary(), pa.date32(),
          pa.timestamp("us"), pa.timestamp("us", tz="UTC"), pa.string()]
@@ -270,22 +280,22 @@ def test_decoder_survives_corrupted_and_truncated_streams():
 
 def test_import_through_binary_copy_matches_the_rows(tmp_path):
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS fast")
-        conn.execute("DROP TYPE IF EXISTS fast_mood")
-        conn.execute("CREATE TYPE fast_mood AS ENUM ('a', 'b')")
-        conn.execute("CREATE TABLE fast (id bigint PRIMARY KEY, s smallint, i int, f real, d double precision, b boolean,"
+        conn.execute(f"DROP TABLE IF EXISTS {FAST}")
+        conn.execute(f"DROP TYPE IF EXISTS {FAST_MOOD}")
+        conn.execute(f"CREATE TYPE {FAST_MOOD} AS ENUM ('a', 'b')")
+        conn.execute(f"CREATE TABLE {FAST} (id bigint PRIMARY KEY, s smallint, i int, f real, d double precision, b boolean,"
                      " c char(4), v varchar(50), t text, n numeric(20, 5), by bytea, dt date, ts timestamp, tz timestamptz,"
-                     " u uuid, j json, jb jsonb, e fast_mood)")
-        conn.execute("INSERT INTO fast SELECT g, g % 32000, g * 3, g / 4.0, g / 3.0, g % 2 = 0, 'c' || (g % 10),"
+                     f" u uuid, j json, jb jsonb, e {FAST_MOOD})")
+        conn.execute(f"INSERT INTO {FAST} SELECT g, g % 32000, g * 3, g / 4.0, g / 3.0, g % 2 = 0, 'c' || (g % 10),"
                      " 'v\u00e9' || g, repeat('t', g % 5), g * 1.00001, decode('00ff' || lpad(to_hex(g), 6, '0'), 'hex'),"
                      " DATE '2020-01-01' + g, TIMESTAMP '2020-01-01' + g * INTERVAL '1 ms',"
                      " TIMESTAMPTZ '2020-01-01 00:00:00+00' + g * INTERVAL '1 hour', md5(g::text)::uuid,"
-                     " json_build_object('g', g), jsonb_build_object('h', g), CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END::fast_mood"
+                     f" json_build_object('g', g), jsonb_build_object('h', g), CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END::{FAST_MOOD}"
                      " FROM generate_series(1, 3000) g")
-        conn.execute("INSERT INTO fast (id) VALUES (0)")      # NULL in every other column
-        want = conn.execute("SELECT * FROM fast ORDER BY id").fetchall()
-        names = [d.name for d in conn.execute("SELECT * FROM fast LIMIT 0").description]
-    out = subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", PG_URL, "--table", "fast", "-m", "3",
+        conn.execute(f"INSERT INTO {FAST} (id) VALUES (0)")      # NULL in every other column
+        want = conn.execute(f"SELECT * FROM {FAST} ORDER BY id").fetchall()
+        names = [d.name for d in conn.execute(f"SELECT * FROM {FAST} LIMIT 0").description]
+    out = subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", PG_URL, "--table", FAST, "-m", "3",
                           "--fetch-size", "500", "--target-dir", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     got = pq.read_table(tmp_path / "o").sort_by("id").to_pylist()

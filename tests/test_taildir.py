@@ -368,6 +368,7 @@ def test_file_roll_writes_the_lines_out_of_the_read_blocks_byte_for_byte(tmp_pat
     assert p.stop(timeout=20) == 0, p.stderr
 
 
+@pytest.mark.slow
 def test_file_roll_on_a_full_disk_retries_and_loses_nothing(tmp_path, agent):
     """file_roll writes into a real 1 MB tmpfs: once it is full the writes fail, their
     transactions go back to the channel (counted in EventWriteFail, logged once), and when
