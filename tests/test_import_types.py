@@ -292,8 +292,8 @@ def test_values_arrow_cannot_hold_fail_both_paths_alike(tmp_path, sql_type, valu
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS %s" % UNFIT)
         conn.execute("CREATE TABLE %s (id int PRIMARY KEY, v %s, generic timetz)" % (UNFIT, sql_type))
-        conn.execute("INSERT INTO " + UNFIT + " (id, v) SELECT g, CASE WHEN g = 57 THEN %s::" + sql_type + " END FROM generate_series(1, 100) g",
-                     (value,))
+        conn.execute("INSERT INTO " + UNFIT + " (id, v) SELECT g, CASE WHEN g = 57 THEN %s::" + sql_type
+                     + " END FROM generate_series(1, 100) g", (value,))
     errors = []
     for path, columns in (("binary COPY", "id,v"), ("generic path", "id,v,generic")):
         out = fastsync_import(PG_URL, UNFIT, tmp_path / path.split()[0], "--columns", columns)

@@ -225,6 +225,7 @@ class HttpSource(Source):
         what = "http%s source %s" % ("s" if self.tls else "", self.name)
         self.listener = Listener(what, c.bind, c.port, c, self._serve, self.counters, refusal)
         self.port = self.listener.port
+        self.listener.start()
 
     def _serve(self, conn, peer) -> None:
         if self.tls is None:

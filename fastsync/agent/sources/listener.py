@@ -37,8 +37,8 @@ class ListenerConfig(SourceConfig):
 
 
 class Listener:
-    """listen on (host, port) and call serve(conn, peer) on a new thread for each connection,
-    at most config.maxConnections at a time; `refusal` is sent to the ones past that."""
+    """listen on (host, port) and, once started, call serve(conn, peer) on a new thread for each
+    connection, at most config.maxConnections at a time; `refusal` is sent to the ones past that."""
 
     def __init__(self, what: str, host: str, port: int, config: ListenerConfig,
                  serve: Callable[[socket.socket, tuple], None], counters=None, refusal: bytes = b""):
@@ -58,8 +58,13 @@ class Listener:
         self.sock.settimeout(POLL)
         self.port = self.sock.getsockname()[1]
         self._accepter = threading.Thread(target=self._accept, name="%s accept" % what, daemon=True)
+
+    def start(self) -> "Listener":
+        """Accept connections from now on: called once the owner holds this listener, as a
+        connection's thread may use it at once (syslog's and netcat's call listener.recv)."""
         self._accepter.start()
-        log.info("%s listening on %s:%d", what, host, self.port)
+        log.info("%s listening on %s:%d", self.what, self.host, self.port)
+        return self
 
     def _accept(self) -> None:
         n = 0

@@ -49,6 +49,7 @@ class NetcatSource(Source):
         refusal = b"FAILED: too many connections (maxConnections %d)\n" % c.maxConnections
         self.listener = Listener("netcat source %s" % self.name, c.bind, c.port, c, self._serve, self.counters, refusal)
         self.port = self.listener.port
+        self.listener.start()
 
     def stop(self) -> None:
         if self.listener is not None:

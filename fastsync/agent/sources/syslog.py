@@ -245,6 +245,7 @@ class SyslogTcpSource(_SyslogSource):
         self._stop.clear()
         self.listener = Listener("syslogtcp source %s" % self.name, c.host, c.port, c, self._connection, self.counters)
         self.port = self.listener.port
+        self.listener.start()
 
     def stop(self) -> None:
         self._stop.set()
