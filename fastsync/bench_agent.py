@@ -10,6 +10,7 @@ import threading
 import time
 
 from fastsync.bench import versions
+from fastsync.progress import Progress
 from fastsync.signals import SignalFlag, stop_on_signals
 
 # the counters read per component kind: (events, bytes)
@@ -38,7 +39,7 @@ def bench_agent(agent, seconds: float, interval: float = 0.5, progress: bool = F
                 drain_timeout: float = 5.0, stop: threading.Event | SignalFlag | None = None) -> dict:
     """Start `agent`, sample it, stop it; the summary and the samples as a dict."""
     stop = stop or threading.Event()
-    samples = []
+    samples: list[dict] = []
     t0 = time.perf_counter()
     try:
         agent.start()
@@ -46,6 +47,7 @@ def bench_agent(agent, seconds: float, interval: float = 0.5, progress: bool = F
         agent.stop(0)
         raise
     finished = False
+    status = Progress(lambda: _progress_text(samples), interval, show=progress).start()
     try:
         next_at = t0 + interval
         while not stop.is_set():
@@ -56,15 +58,12 @@ def bench_agent(agent, seconds: float, interval: float = 0.5, progress: bool = F
             if now >= next_at:
                 samples.append(_sample(agent, now - t0))
                 next_at += interval
-                if progress:
-                    _progress_line(samples)
             stop.wait(min(0.01, max(0.0, next_at - now)))
         elapsed = time.perf_counter() - t0
         last = _sample(agent, elapsed)
     finally:
         drained = agent.stop(drain_timeout)
-        if progress:
-            sys.stderr.write("\n")
+        status.stop()
     if finished:
         # a sink counts its batch just after committing it: read the final counts once stopped
         last = _sample(agent, elapsed)
@@ -93,7 +92,10 @@ def summarise(samples: list[dict]) -> dict:
     return out
 
 
-def _progress_line(samples: list[dict]) -> None:
+def _progress_text(samples: list[dict]) -> str:
+    """The status line: the last sample's rates (since the one before) and channel fill."""
+    if not samples:
+        return ""
     s = samples[-1]
     prev = samples[-2] if len(samples) > 1 else {"t": 0.0}
     dt = (s["t"] - prev["t"]) or 1e-9
@@ -107,8 +109,7 @@ def _progress_line(samples: list[dict]) -> None:
             parts.append("%s %.0f ev/s" % (name, (v["events"] - before) / dt))
         elif v["fill_pct"] is not None:
             parts.append("%s %.0f%%" % (name, v["fill_pct"]))
-    sys.stderr.write("\r%6.1f s  %s   " % (s["t"], "  ".join(parts)))
-    sys.stderr.flush()
+    return "%6.1f s  %s" % (s["t"], "  ".join(parts))
 
 
 def format_agent_result(r: dict) -> str:

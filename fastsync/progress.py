@@ -1,4 +1,4 @@
-"""The status line of a long command (agent, import, export, merge): on a terminal only, so
+"""The status line of a long command (agent, bench agent, import, export, merge): on a terminal only, so
 pipes, logs and CI get just the summary line."""
 from __future__ import annotations
 
