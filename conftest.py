@@ -20,7 +20,7 @@ SHARED_GROUPS = {
     # test_kafka_faults stops the shared broker and starts it again: the other files that use
     # the broker run on the same worker, before or after it, never meanwhile
     **dict.fromkeys(["test_kafka.py", "test_kafka_faults.py", "test_kafka_flume_format.py", "test_kafka_sasl.py",
-                     "test_jdbc_sink.py", "bench_kafka.py", "bench_kafka_source.py"], "kafka"),
+                     "test_jdbc_sink.py", "test_examples.py", "bench_kafka.py", "bench_kafka_source.py"], "kafka"),
 }
 
 
