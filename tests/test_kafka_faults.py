@@ -42,7 +42,7 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, mes
     resume by themselves, and every event reaches the files. With a 2 s
     message.timeout.ms the sink's deliveries fail during the outage: its takes are rolled
     back and retried until the broker is back."""
-    n = 300_000
+    n = 100_000
     topic = new_topic()
     cfg = seq_to_kafka(topic, n)
     cfg["a1.sources.r1.batchSize"] = 1000
