@@ -372,6 +372,19 @@ def read_dir_lines(directory: Path) -> list[bytes]:
     return lines
 
 
+def lines_so_far(directory: Path) -> list[bytes]:
+    """The complete lines in the directory's files so far, for polling while a sink still
+    writes (a reader may see its last line half written; read_dir_lines checks that none is,
+    once the sink stopped)."""
+    lines: list[bytes] = []
+    for p in dir_files(directory):
+        data = p.read_bytes()
+        end = data.rfind(b"\n")
+        if end >= 0:
+            lines.extend(data[:end].split(b"\n"))
+    return lines
+
+
 def count_lines(directory: Path) -> int:
     """Complete lines in the directory's files so far: for polling while a sink still
     writes (a reader may see the last line half written)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from e2e_support import count_lines, multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import count_lines, lines_so_far, multiset_problems, poll, read_dir_lines, write_config
 from test_kafka import BROKERS, kafka_to_file, new_topic, read_topic_to_end, seq_to_kafka
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, mes
     # first n messages need not hold every event
     values = [m.value() for m in read_topic_to_end(topic, timeout=120)]
     assert multiset_problems(set(values), [b"%d" % i for i in range(n)]) == ""   # nothing lost
-    poll(lambda: len(set(read_dir_lines(out))) >= n or not consumer.alive(), 120, message="all events in the files")
+    poll(lambda: len(set(lines_so_far(out))) >= n or not consumer.alive(), 120, message="all events in the files")
     assert consumer.stop(timeout=60) == 0, consumer.stderr
     assert multiset_problems(set(read_dir_lines(out)), [b"%d" % i for i in range(n)]) == ""
 
@@ -124,12 +124,12 @@ def test_consumer_group_member_killed_others_take_over(tmp_path, agent):
     for i, v in enumerate(wave2):
         prod.produce(topic, v, partition=i % 4)
     assert prod.flush(60) == 0
-    poll(lambda: set(wave2) <= set(read_dir_lines(dirs[1] / "out")) or not a2.alive(), 120,
+    poll(lambda: set(wave2) <= set(lines_so_far(dirs[1] / "out")) or not a2.alive(), 120,
          message="agent 2 to read the second wave from all 4 partitions")
     # what agent 1's file channel held when it was killed (its offsets committed) reaches its
     # sink only when agent 1 runs again: restarted, it drains that
     a1b = agent("a2", cfgs[0])
-    distinct = lambda: len(set(read_dir_lines(dirs[0] / "out")) | set(read_dir_lines(dirs[1] / "out")))  # noqa: E731
+    distinct = lambda: len(set(lines_so_far(dirs[0] / "out")) | set(lines_so_far(dirs[1] / "out")))  # noqa: E731
     poll(lambda: distinct() >= n + len(wave2) or not a2.alive() or not a1b.alive(), 120,
          message="all messages across both agents")
     a1b.wait_for_stderr("agent a2 started", 60)      # a SIGTERM before its handlers are set kills it

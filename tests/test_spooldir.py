@@ -8,7 +8,7 @@ import re
 import signal
 import time
 
-from e2e_support import count_lines, multiset_problems, poll, read_dir_bytes, read_dir_lines, write_config
+from e2e_support import count_lines, lines_so_far, multiset_problems, poll, read_dir_bytes, read_dir_lines, write_config
 
 
 def spool_config(tmp_path, spool, sink: dict, channel: dict | None = None, **source):
@@ -71,7 +71,7 @@ def test_a_file_changed_after_pickup_is_an_error(tmp_path, agent):
     cfg = spool_config(tmp_path, spool, dict(file_roll(out), **{"sink.batchSize": 1}),
                        {"capacity": 200, "transactionCapacity": 100})
     p = agent("a1", write_config(tmp_path, cfg))
-    poll(lambda: read_dir_lines(out) or not p.alive(), 20, message="reading started")
+    poll(lambda: lines_so_far(out) or not p.alive(), 20, message="reading started")
     with open(spool / "f.log", "ab") as f:
         f.write(b"appended later\n")
     p.wait_for_stderr("File has been modified since being read: %s" % (spool / "f.log"), timeout=30)
