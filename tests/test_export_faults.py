@@ -144,8 +144,9 @@ def prefilled(url, n=3):
     return dst, before
 
 
-# what the drivers say when the server killed the connection (psycopg; PyMySQL)
+# what the drivers say when the server killed the connection (psycopg, over TLS too; PyMySQL)
 KILLED = re.compile(r"terminating connection due to administrator command|server closed the connection|"
+                    r"SSL connection has been closed unexpectedly|"
                     r"Lost connection to (MySQL|MariaDB) server|server has gone away|Connection was killed|"
                     r"connection (is )?(closed|lost)|Query execution was interrupted", re.I)
 
