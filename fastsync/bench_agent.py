@@ -41,11 +41,7 @@ def bench_agent(agent, seconds: float, interval: float = 0.5, progress: bool = F
     stop = stop or threading.Event()
     samples: list[dict] = []
     t0 = time.perf_counter()
-    try:
-        agent.start()
-    except BaseException:
-        agent.stop(0)
-        raise
+    agent.start()       # a failed start stops what started, then raises
     finished = False
     status = Progress(lambda: _progress_text(samples), interval, show=progress).start()
     try:

@@ -82,11 +82,16 @@ class Agent:
         runner.start()
 
     def start(self) -> None:
+        """Start channels, sinks, then sources; a start that fails stops what started, then raises."""
         self.started_at = time.monotonic()
-        for ch in self.channels.values():
-            ch.start()
-        self._start_sinks(list(self.sinks))
-        self._start_sources(list(self.sources))
+        try:
+            for ch in self.channels.values():
+                ch.start()
+            self._start_sinks(list(self.sinks))
+            self._start_sources(list(self.sources))
+        except BaseException:
+            self.stop(0)
+            raise
         log.info("agent %s started: sources %s, channels %s, sinks %s", self.config.name,
                  " ".join(self.sources) or "-", " ".join(self.channels), " ".join(self.sinks) or "-")
 
@@ -212,11 +217,7 @@ class Agent:
         from fastsync.progress import Progress, Rate
         status = Progress(Rate(self.delivered), interval=1.0, show=progress)
         t0 = time.perf_counter()
-        try:
-            self.start()
-        except BaseException:
-            self.stop(0)
-            raise
+        self.start()
         status.start()
         watcher = None
         if reload_interval is not None:
