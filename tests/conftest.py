@@ -3,6 +3,8 @@
 * agent(name, conf, *args)      start `python -m fastsync agent -n name -f conf args...`;
                                 killed at teardown if still running
 * run_agent(name, conf, *args)  the same, waited for (bounded); returns the AgentProcess
+* flume(name, conf)             start the real Apache Flume 1.11 agent (tests/flume_support.py);
+                                killed at teardown if still running
 * (autouse) Kafka topics a test made are deleted after it
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from e2e_support import DEFAULT_TIMEOUT, AgentProcess, agent_argv, created_topics, delete_topics
+from flume_support import flume_command
 
 KAFKA = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 
@@ -56,3 +59,22 @@ def run_agent(agent):
         p._close_files()
         return p
     return run
+
+
+@pytest.fixture
+def flume(tmp_path):
+    """Factory: flume(name, conf, main=..., args=...) -> AgentProcess running the real Apache
+    Flume 1.11 (its log in tmp_path/flume.log). Killed at teardown if still running."""
+    started: list[AgentProcess] = []
+
+    def start(name: str, conf: Path | str | None = None, **kw) -> AgentProcess:
+        tag = "flume%d" % (len(started) + 1)
+        p = AgentProcess(flume_command(name, conf or "", tmp_path, **kw), tmp_path, cwd=tmp_path, tag=tag)
+        started.append(p)
+        return p
+
+    try:
+        yield start
+    finally:
+        for p in started:
+            p.kill()
