@@ -53,7 +53,13 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, mes
     if message_timeout_ms:
         cfg["a1.sinks.k1.kafka.producer.message.timeout.ms"] = message_timeout_ms
     out = tmp_path / "out"
-    consumer = agent("a2", write_config(tmp_path, kafka_to_file(tmp_path, topic, out, "g-" + topic), "a2.properties"))
+    consumer_cfg = kafka_to_file(tmp_path, topic, out, "g-" + topic)
+    # the restarted broker loads the group with this member in it: a rejoin completes once
+    # the coordinator gives up on the old membership, after the session timeout (45 s by
+    # default, which on a loaded CI machine took the consumer past the wait below)
+    consumer_cfg["a2.sources.r1.kafka.consumer.session.timeout.ms"] = 6000
+    consumer_cfg["a2.sources.r1.kafka.consumer.heartbeat.interval.ms"] = 1000
+    consumer = agent("a2", write_config(tmp_path, consumer_cfg, "a2.properties"))
     p = agent("a1", write_config(tmp_path, cfg), "--exit-when-done")
     try:
         # some messages through, then the broker goes away for several seconds
@@ -76,7 +82,13 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, mes
     # first n messages need not hold every event
     values = [m.value() for m in read_topic_to_end(topic, timeout=120)]
     assert multiset_problems(set(values), [b"%d" % i for i in range(n)]) == ""   # nothing lost
-    poll(lambda: len(set(lines_so_far(out))) >= n or not consumer.alive(), 120, message="all events in the files")
+    try:
+        poll(lambda: len(set(lines_so_far(out))) >= n or not consumer.alive(), 180, message="all events in the files")
+    except AssertionError as e:
+        consumer.send_signal(signal.SIGQUIT)        # its threads' stacks, to see where it waits
+        time.sleep(2)
+        raise AssertionError("%s; %d distinct lines; consumer stderr:\n%s"
+                             % (e, len(set(lines_so_far(out))), consumer.stderr[-4000:])) from None
     assert consumer.stop(timeout=60) == 0, consumer.stderr
     assert multiset_problems(set(read_dir_lines(out)), [b"%d" % i for i in range(n)]) == ""
 
