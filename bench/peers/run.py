@@ -21,6 +21,12 @@ bytes); TAILDIR rows read a file of 100-byte lines, next to `cat FILE > /dev/nul
 `cat FILE > OUT` (OUT in the scratch directory, where file_roll writes: the cost of reading
 and writing the bytes once, with nothing else).
 
+The hop rows (avro-hop-1000, avro-hop-deflate, avro-hop-ssl, flight-hop-1000) run two agents
+each: a2 `HOP source -> memory -> null` first, until its port listens, then a1 `seq -> memory
+-> HOP sink` sending 100-byte events to it; N counted on a2, every count checked on both,
+CPU and peak RSS of both together (see run_hop and bench/README.md, "Hop: agent to agent").
+Rows whose components fastsync lacks are refused in one line before anything starts.
+
 Writes DIR/results.json, DIR/events_per_s_vs_batch.png, DIR/cpu_per_event.png,
 DIR/peak_rss.png and prints a markdown table.
 """
@@ -753,8 +759,9 @@ def main(argv=None) -> int:
         lacking = {n: what for n, what in lacking.items() if what}
         if lacking:
             what = sorted({w for ws in lacking.values() for w in ws})
-            raise SystemExit("bench/peers: fastsync has no %s (rows %s): leave the rows out or run them with "
-                             "--engines flume" % (", ".join(what), ", ".join(lacking)))
+            flume_too = all("flume" in ROWS[n].engines for n in lacking)
+            raise SystemExit("bench/peers: fastsync has no %s (rows %s): leave the rows out%s" % (
+                ", ".join(what), ", ".join(lacking), " or run them with --engines flume" if flume_too else ""))
     rounds = args.rounds or (1 if args.quick else 2)
     POLL = args.poll
     if rounds < 1:
