@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -404,14 +405,29 @@ def listening(port: int) -> bool:
 
 
 def last_problem(path: str) -> str:
-    """The last ERROR (else WARN, else any) line of an agent's log, for a one-line message."""
+    """The last ERROR (else WARN, else any) line of an agent's log, for a one-line message,
+    with the Java exception that follows it (`...Exception: why`), if one does."""
     with open(path, errors="replace") as f:
         lines = [x.strip() for x in f if x.strip()]
     for word in ("ERROR", "error", "WARN"):
-        hits = [x for x in lines if word in x]
+        hits = [i for i, x in enumerate(lines) if word in x]
         if hits:
-            return hits[-1][:400]
+            i = hits[-1]
+            cause = lines[i + 1] if i + 1 < len(lines) and re.match(r"[\w.$]+(Exception|Error)\b", lines[i + 1]) else ""
+            return (lines[i] + (" " + cause if cause else ""))[:400]
     return lines[-1][:400] if lines else "(no output)"
+
+
+# the counters a hop run checks: a1's four, a2's source and channel (null sinks may keep none)
+COUNTERS = {"source accepted": ("SOURCE.r1", "EventAcceptedCount"), "channel put": ("CHANNEL.c1", "EventPutSuccessCount"),
+            "channel take": ("CHANNEL.c1", "EventTakeSuccessCount"), "sink drained": ("SINK.k1", "EventDrainSuccessCount")}
+HOP_COUNTED = {"up " + k for k in COUNTERS} | {"down " + k for k in COUNTERS if k != "sink drained"}
+
+
+def hop_counts(side: str, m: dict | None) -> dict:
+    """The counters one agent's /metrics has, of COUNTERS, as ints named `side counter`."""
+    return {"%s %s" % (side, k): int(m[comp][key]) for k, (comp, key) in COUNTERS.items()
+            if m and key in m.get(comp, {})}
 
 
 def run_hop(engines: Engines, engine: str, row: Row, n: int, scratch: str, tls: dict | None, timeout: float,
@@ -482,11 +498,8 @@ def run_hop(engines: Engines, engine: str, row: Row, n: int, scratch: str, tls: 
         # a1's sink counts its batch once a2 acknowledged it, a2's counters just after their commits
         deadline = time.monotonic() + 10
         while True:
-            got = {}
-            for side, mport in (("up", up_port), ("down", down_port)):
-                mm = metrics(mport)
-                got.update({"%s %s" % (side, k): v for k, v in (counts(mm) if mm else {}).items()})
-            if (len(got) >= 7 and all(v == n for v in got.values())) or time.monotonic() > deadline:
+            got = {**hop_counts("up", metrics(up_port)), **hop_counts("down", metrics(down_port))}
+            if (HOP_COUNTED <= set(got) and all(v == n for v in got.values())) or time.monotonic() > deadline:
                 break
             time.sleep(POLL)
     finally:
@@ -494,8 +507,9 @@ def run_hop(engines: Engines, engine: str, row: Row, n: int, scratch: str, tls: 
             if agent in procs:
                 stop(procs[agent])
     bad = {k: v for k, v in got.items() if v != n}
-    if bad or len(got) < 7:
-        raise SystemExit("%s: counts %s, want %d each" % (where, got, n))
+    if bad or not HOP_COUNTED <= set(got):
+        raise SystemExit("%s: counts %s, want %d each%s" % (where, got, n, "".join(
+            "; no %s in the metrics" % k for k in sorted(HOP_COUNTED - set(got)))))
     shutil.rmtree(work, ignore_errors=True)
     (t1, e1, c1), (t2, e2, c2) = marks[0.1], marks[0.9]
     seconds = done - t0
