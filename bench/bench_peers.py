@@ -4,6 +4,12 @@ engines, through its command line. The run itself checks every count on both sid
 results file, the table and the plots are checked. Flume's jars are fetched once from Maven
 Central by scripts/flume.sh (scripts/test.sh fetches them before the suite).
 
+The hop rows (agent a2 listening, then agent a1 sending to it) run here on Flume with a
+few thousand events: their three Flume configs (plain, deflate, SSL with keystores made by
+keytool) and the two-process orchestration, counts checked on both agents. fastsync's side
+of them runs once it has the components; until then the script must refuse the rows in one
+line, before starting anything.
+
 The full suite is `python bench/peers/run.py` (see bench/README.md)."""
 import json
 import os
@@ -11,6 +17,8 @@ import subprocess
 import sys
 
 import pytest
+
+from fastsync.agent.component import SINKS, SOURCES
 
 RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "run.py")
 
@@ -43,3 +51,57 @@ def test_peers_unknown_row(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "--rows: unknown row nope" in out.stderr and "Traceback" not in out.stderr
+
+
+HOP_COUNTS = ("up source accepted", "up channel put", "up channel take", "up sink drained",
+              "down source accepted", "down channel put", "down channel take")
+
+
+@pytest.mark.slow
+def test_peers_hop_flume(tmp_path):
+    rows = ["avro-hop-1000", "avro-hop-deflate", "avro-hop-ssl"]
+    out = subprocess.run([sys.executable, RUN, "--rows", ",".join(rows), "--engines", "flume", "--events", "3000",
+                          "--rounds", "1", "--java-opts=-Xmx256m -XX:TieredStopAtLevel=1", "--stall", "60",
+                          "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert [r["row"] for r in result["rows"]] == rows
+    for row in result["rows"]:
+        [run] = row["runs"]
+        assert run["engine"] == "flume" and run["events"] == 3000
+        # both agents' counters, each the N events once (a2's null sink keeps none on Flume)
+        assert {k: v for k, v in run["counts"].items() if k != "down sink drained"} == dict.fromkeys(HOP_COUNTS, 3000)
+        assert run["peak_rss_mb"] == run["peak_rss_mb_up"] + run["peak_rss_mb_down"]
+        assert run["peak_rss_mb_up"] > 0 and run["peak_rss_mb_down"] > 0 and run["cpu_s"] > 0
+        assert run["downstream_ready_s"] > 0 and run["seconds"] > 0
+        assert "| %s | flume | 3,000 |" % row["row"] in out.stdout
+    # nothing left behind but the results (the keystores were in the scratch directory)
+    assert sorted(os.listdir(tmp_path)) == ["cpu_per_event.png", "peak_rss.png", "results.json"]
+
+
+@pytest.mark.parametrize("row,hop", [("avro-hop-1000", "avro"), ("flight-hop-1000", "flight")])
+def test_peers_hop_fastsync(tmp_path, row, hop):
+    """fastsync's side of a hop row: refused in one line while fastsync lacks the hop's
+    source or sink (nothing started, no traceback); run and counted once it has them."""
+    out = subprocess.run([sys.executable, RUN, "--rows", row, "--engines", "fastsync", "--events", "20000",
+                          "--rounds", "1", "--stall", "60", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    lacks = [what for reg, what in ((SINKS, hop + " sink"), (SOURCES, hop + " source")) if reg.lookup(hop) is None]
+    if lacks:
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert out.stderr.strip() == "bench/peers: fastsync has no %s (rows %s): leave the rows out%s" % (
+            ", ".join(lacks), row, " or run them with --engines flume" if hop == "avro" else "")
+        assert not tmp_path.exists() or not os.listdir(tmp_path)
+    else:
+        assert out.returncode == 0, out.stdout + out.stderr
+        [run] = json.loads((tmp_path / "results.json").read_text())["rows"][0]["runs"]
+        assert {k: v for k, v in run["counts"].items() if k != "down sink drained"} == dict.fromkeys(HOP_COUNTS, 20000)
+
+
+def test_peers_flight_row_needs_fastsync(tmp_path):
+    out = subprocess.run([sys.executable, RUN, "--rows", "flight-hop-1000", "--engines", "flume", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1] == ("run.py: error: --rows: flight-hop-1000 runs on fastsync only "
+                                           "(no Flume peer); --engines has none of them")

@@ -21,6 +21,12 @@ bytes); TAILDIR rows read a file of 100-byte lines, next to `cat FILE > /dev/nul
 `cat FILE > OUT` (OUT in the scratch directory, where file_roll writes: the cost of reading
 and writing the bytes once, with nothing else).
 
+The hop rows (avro-hop-1000, avro-hop-deflate, avro-hop-ssl, flight-hop-1000) run two agents
+each: a2 `HOP source -> memory -> null` first, until its port listens, then a1 `seq -> memory
+-> HOP sink` sending 100-byte events to it; N counted on a2, every count checked on both,
+CPU and peak RSS of both together (see run_hop and bench/README.md, "Hop: agent to agent").
+Rows whose components fastsync lacks are refused in one line before anything starts.
+
 Writes DIR/results.json, DIR/events_per_s_vs_batch.png, DIR/cpu_per_event.png,
 DIR/peak_rss.png and prints a markdown table.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -44,6 +51,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 ENGINES = ("flume", "fastsync")
 POLL = 0.02       # s between two reads of /metrics (--poll)
 LINE = 100          # bytes per TAILDIR line, newline included
+BODY = 100          # bytes per event body on the hop rows
+PASSWORD = "hopbench"   # of the hop rows' keystore and truststore (scratch files, made per run)
 
 
 @dataclass
@@ -58,6 +67,12 @@ class Row:
     n_flume: int        # events per run, chosen so that a run lasts a few seconds on this machine
     n_fastsync: int
     curve: bool = False  # a point of the events/s vs batch size curve (source and sink batch equal)
+    # agent-to-agent rows: `seq -> memory -> HOP sink` => `HOP source -> memory -> null` (sink = null)
+    hop: str = ""        # avro | flight
+    deflate: bool = False    # compression-type = deflate on both ends
+    ssl: bool = False        # ssl on both ends (keystore / truststore made by keytool)
+    engines: tuple = ENGINES    # who runs the row (flight: fastsync only, Flume has none)
+    ratio_to: str = ""   # its fastsync figures are compared with this row's fastsync ones (not Flume's)
 
     def events(self, engine: str) -> int:
         return self.n_flume if engine == "flume" else self.n_fastsync
@@ -66,6 +81,12 @@ class Row:
 def _curve(b: int, n_flume: int, n_fastsync: int) -> Row:
     return Row("null-%d" % b, "seq -> memory -> null, batches of %d" % b, "seq", "memory", "null", b, b,
                n_flume, n_fastsync, curve=True)
+
+
+def _hop(name: str, hop: str, how: str, n_flume: int, n_fastsync: int, **kw) -> Row:
+    return Row(name, "seq -> memory -> %s sink => %s source -> memory -> null, %d-byte events, batches of 1000%s"
+               % (hop, hop, BODY, ", " + how if how else ""), "seq", "memory", "null", 1000, 1000,
+               n_flume, n_fastsync, hop=hop, **kw)
 
 
 ROWS = {r.name: r for r in [
@@ -84,6 +105,10 @@ ROWS = {r.name: r for r in [
         "file_roll", 1000, 1000, 2_000_000, 2_000_000),
     Row("taildir-20m", "TAILDIR 20 M lines -> memory -> file_roll, batches of 1000", "taildir", "memory",
         "file_roll", 1000, 1000, 20_000_000, 20_000_000),
+    _hop("avro-hop-1000", "avro", "", 2_000_000, 20_000_000),
+    _hop("avro-hop-deflate", "avro", "deflate", 2_000_000, 20_000_000, deflate=True),
+    _hop("avro-hop-ssl", "avro", "SSL", 2_000_000, 20_000_000, ssl=True),
+    _hop("flight-hop-1000", "flight", "", 0, 50_000_000, engines=("fastsync",), ratio_to="avro-hop-1000"),
 ]}
 DEFAULT_ROWS = list(ROWS)
 QUICK_ROWS = ["null-1000"]
@@ -121,6 +146,74 @@ def config(row: Row, n: int, work: str, lines_file: str | None) -> str:
     return path
 
 
+def hop_configs(row: Row, n: int, work: str, port: int, tls: dict | None) -> tuple[str, str]:
+    """The two properties files of a hop row, (downstream, upstream), identical for both
+    engines but for the directories: agent a2 `HOP source -> memory -> null` listening on
+    127.0.0.1:port, agent a1 `seq -> memory -> HOP sink` sending to it. Flume's keys on both
+    engines. The seq source's decimal counters are made 100-byte bodies by two search_replace
+    interceptors (both engines have them): 8 leading zeros, then the last 8 digits after a
+    fixed 92-byte prefix, so bodies stay distinct (and compress well: the prefix repeats)."""
+    memory = ["channels.c1.type = memory", "channels.c1.capacity = %d" % max(100_000, 10 * row.sink_batch),
+              "channels.c1.transactionCapacity = %d" % row.sink_batch]
+    down = ["sources = r1", "channels = c1", "sinks = k1", *memory,
+            "sources.r1.type = %s" % row.hop, "sources.r1.channels = c1",
+            "sources.r1.bind = 127.0.0.1", "sources.r1.port = %d" % port,
+            "sinks.k1.type = null", "sinks.k1.channel = c1", "sinks.k1.batchSize = %d" % row.sink_batch]
+    prefix = ("hop %d-byte event " % BODY).ljust(BODY - 8, ".")
+    up = ["sources = r1", "channels = c1", "sinks = k1", *memory,
+          "sources.r1.type = seq", "sources.r1.channels = c1", "sources.r1.totalEvents = %d" % n,
+          "sources.r1.batchSize = %d" % row.src_batch, "sources.r1.interceptors = zeros pad",
+          "sources.r1.interceptors.zeros.type = search_replace", "sources.r1.interceptors.zeros.searchPattern = ^",
+          "sources.r1.interceptors.zeros.replaceString = 00000000",
+          "sources.r1.interceptors.pad.type = search_replace",
+          "sources.r1.interceptors.pad.searchPattern = ^[0-9]*([0-9]{8})$",
+          "sources.r1.interceptors.pad.replaceString = %s$1" % prefix,
+          "sinks.k1.type = %s" % row.hop, "sinks.k1.channel = c1", "sinks.k1.hostname = 127.0.0.1",
+          "sinks.k1.port = %d" % port, "sinks.k1.batch-size = %d" % row.sink_batch]
+    if row.deflate:
+        down += ["sources.r1.compression-type = deflate"]
+        up += ["sinks.k1.compression-type = deflate"]
+    if row.ssl:
+        down += ["sources.r1.ssl = true", "sources.r1.keystore = %s" % tls["keystore"],
+                 "sources.r1.keystore-password = %s" % PASSWORD, "sources.r1.keystore-type = PKCS12"]
+        up += ["sinks.k1.ssl = true", "sinks.k1.truststore = %s" % tls["truststore"],
+               "sinks.k1.truststore-password = %s" % PASSWORD, "sinks.k1.truststore-type = PKCS12"]
+    paths = []
+    for agent, lines in (("a2", down), ("a1", up)):
+        paths.append(os.path.join(work, "%s.properties" % agent))
+        with open(paths[-1], "w") as f:
+            f.write("".join("%s.%s\n" % (agent, line) for line in lines))
+    return paths[0], paths[1]
+
+
+def make_tls(scratch: str) -> dict:
+    """A self-signed key pair for CN=localhost (PKCS12 keystore) and a truststore holding its
+    certificate, made once per run by keytool (the JDK's) in the scratch directory."""
+    tls = {k: os.path.join(scratch, k + ".p12") for k in ("keystore", "truststore")}
+    cert = os.path.join(scratch, "hop-cert.pem")
+    for cmd in (["-genkeypair", "-alias", "hop", "-keyalg", "RSA", "-keysize", "2048", "-validity", "7",
+                 "-dname", "CN=localhost", "-ext", "SAN=dns:localhost,ip:127.0.0.1", "-keystore", tls["keystore"],
+                 "-storetype", "PKCS12", "-storepass", PASSWORD, "-keypass", PASSWORD],
+                ["-exportcert", "-rfc", "-alias", "hop", "-keystore", tls["keystore"], "-storetype", "PKCS12",
+                 "-storepass", PASSWORD, "-file", cert],
+                ["-importcert", "-noprompt", "-alias", "hop", "-file", cert, "-keystore", tls["truststore"],
+                 "-storetype", "PKCS12", "-storepass", PASSWORD]):
+        out = subprocess.run(["keytool", *cmd], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit("bench/peers: keytool %s failed: %s" % (cmd[0], (out.stderr or out.stdout).strip()))
+    return tls
+
+
+def fastsync_lacks(row: Row) -> list[str]:
+    """The components of a row this fastsync has not got (e.g. `avro source`)."""
+    from fastsync.agent.component import INTERCEPTORS, SINKS, SOURCES
+    want = [(SOURCES, row.source, "source"), (SINKS, row.sink, "sink")]
+    if row.hop:
+        want += [(SOURCES, row.hop, "source"), (SINKS, row.hop, "sink"),
+                 (INTERCEPTORS, "search_replace", "interceptor")]
+    return [name + " " + what for reg, name, what in want if reg.lookup(name) is None]
+
+
 # ---- the processes ----
 
 def flume_libs() -> str:
@@ -132,9 +225,19 @@ def flume_libs() -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(k: int) -> list[int]:
+    """k distinct free ports (their sockets held open together while picking)."""
+    socks = [socket.socket() for _ in range(k)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Engines:
@@ -147,13 +250,13 @@ class Engines:
                     "appender.out.layout.pattern=[%d] %p %m (%c)%n\nrootLogger.level=WARN\n"
                     "rootLogger.appenderRef.out.ref=out\n")
 
-    def command(self, engine: str, conf: str, port: int) -> list[str]:
+    def command(self, engine: str, conf: str, port: int, agent: str = "a1") -> list[str]:
         if engine == "flume":
             return ["java", *self.java_opts, "-Dlog4j2.configurationFile=" + self.log4j,
                     "-Dflume.monitoring.type=http", "-Dflume.monitoring.port=%d" % port,
                     "-cp", os.path.join(self.libs, "*"), "org.apache.flume.node.Application",
-                    "-n", "a1", "-f", conf, "--no-reload-conf"]
-        return [sys.executable, "-m", "fastsync", "agent", "-n", "a1", "-f", conf, "--metrics-port", str(port),
+                    "-n", agent, "-f", conf, "--no-reload-conf"]
+        return [sys.executable, "-m", "fastsync", "agent", "-n", agent, "-f", conf, "--metrics-port", str(port),
                 "--no-reload-conf", "--log-level", "WARNING"]
 
     def versions(self) -> dict:
@@ -263,12 +366,7 @@ def run_once(engines: Engines, engine: str, row: Row, n: int, scratch: str, line
                 break
             time.sleep(POLL)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
     bad = {k: v for k, v in got.items() if v != n}
     if bad:
@@ -288,6 +386,149 @@ def run_once(engines: Engines, engine: str, row: Row, n: int, scratch: str, line
             "cpu_s": cpu, "cpu_us_per_event": cpu / n * 1e6,
             "steady_cpu_us_per_event": (c2 - c1) / (e2 - e1) * 1e6 if e2 > e1 else None,
             "peak_rss_mb": rss, "counts": got, "trace": trace[::max(1, len(trace) // 200)] + trace[-1:]}
+
+
+def listening(port: int) -> bool:
+    """Whether a socket listens on this TCP port (read from /proc: no connection is made, so
+    the source under test sees none)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        return True
+        except OSError:
+            pass
+    return False
+
+
+def last_problem(path: str) -> str:
+    """The last ERROR (else WARN, else any) line of an agent's log, for a one-line message,
+    with the Java exception that follows it (`...Exception: why`), if one does."""
+    with open(path, errors="replace") as f:
+        lines = [x.strip() for x in f if x.strip()]
+    for word in ("ERROR", "error", "WARN"):
+        hits = [i for i, x in enumerate(lines) if word in x]
+        if hits:
+            i = hits[-1]
+            cause = lines[i + 1] if i + 1 < len(lines) and re.match(r"[\w.$]+(Exception|Error)\b", lines[i + 1]) else ""
+            return (lines[i] + (" " + cause if cause else ""))[:400]
+    return lines[-1][:400] if lines else "(no output)"
+
+
+# the counters a hop run checks: a1's four, a2's source and channel (null sinks may keep none)
+COUNTERS = {"source accepted": ("SOURCE.r1", "EventAcceptedCount"), "channel put": ("CHANNEL.c1", "EventPutSuccessCount"),
+            "channel take": ("CHANNEL.c1", "EventTakeSuccessCount"), "sink drained": ("SINK.k1", "EventDrainSuccessCount")}
+HOP_COUNTED = {"up " + k for k in COUNTERS} | {"down " + k for k in COUNTERS if k != "sink drained"}
+
+
+def hop_counts(side: str, m: dict | None) -> dict:
+    """The counters one agent's /metrics has, of COUNTERS, as ints named `side counter`."""
+    return {"%s %s" % (side, k): int(m[comp][key]) for k, (comp, key) in COUNTERS.items()
+            if m and key in m.get(comp, {})}
+
+
+def run_hop(engines: Engines, engine: str, row: Row, n: int, scratch: str, tls: dict | None, timeout: float,
+            stall: float) -> dict:
+    """One run of a hop row: the downstream agent a2 first, until its port listens, then the
+    upstream a1; N is counted on a2's channel takes (Flume's null sink keeps no counters).
+    CPU and peak RSS are both agents' together; the whole run is timed from a1's spawn."""
+    work = tempfile.mkdtemp(prefix="%s-%s-" % (engine, row.name), dir=scratch)
+    port, down_port, up_port = free_ports(3)
+    down_conf, up_conf = hop_configs(row, n, work, port, tls)
+    where = "bench/peers: %s on %s" % (engine, row.name)
+    procs: dict[str, subprocess.Popen] = {}
+    logs = {a: os.path.join(work, "%s.log" % a) for a in ("a2", "a1")}
+
+    def spawn(agent: str, conf: str, metrics_port: int) -> None:
+        with open(logs[agent], "w") as log:
+            procs[agent] = subprocess.Popen(engines.command(engine, conf, metrics_port, agent), stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work)
+
+    def check_alive() -> None:
+        for agent, proc in procs.items():
+            if proc.poll() is not None:
+                raise SystemExit("%s: %s agent %s exited (%s): %s" % (
+                    where, "downstream" if agent == "a2" else "upstream", agent, proc.returncode,
+                    last_problem(logs[agent])))
+
+    def tree_cpu() -> float:
+        return sum(cpu_seconds(p.pid) for p in procs.values())
+
+    marks = {}
+    trace = []
+    try:
+        t_down = time.perf_counter()
+        spawn("a2", down_conf, down_port)
+        while not listening(port):
+            check_alive()
+            if time.perf_counter() - t_down > stall:
+                raise SystemExit("%s: downstream agent a2 not listening on port %d after %.0f s: %s" % (
+                    where, port, stall, last_problem(logs["a2"])))
+            time.sleep(POLL)
+        t0 = time.perf_counter()
+        spawn("a1", up_conf, up_port)
+        taken, first, progress_at = 0, None, t0
+        while taken < n:
+            check_alive()
+            m = metrics(down_port)
+            now = time.perf_counter()
+            if m and "CHANNEL.c1" in m:
+                got = int(m["CHANNEL.c1"]["EventTakeSuccessCount"])
+                if got > taken:
+                    progress_at = now
+                taken = got
+                trace.append((round(now - t0, 3), taken))
+                if taken and first is None:
+                    first = now
+                for frac in (0.1, 0.9):
+                    if taken >= frac * n and frac not in marks:
+                        marks[frac] = (now, taken, tree_cpu())
+            if now - progress_at > stall or now - t0 > timeout:
+                raise SystemExit("%s: %d of %d events after %.0f s, none for %.0f s: upstream: %s; downstream: %s"
+                                 % (where, taken, n, now - t0, now - progress_at, last_problem(logs["a1"]),
+                                    last_problem(logs["a2"])))
+            if taken < n:
+                time.sleep(POLL)
+        done = time.perf_counter()
+        cpu = tree_cpu()
+        rss = {a: peak_rss_mb(p.pid) for a, p in procs.items()}
+        # a1's sink counts its batch once a2 acknowledged it, a2's counters just after their commits
+        deadline = time.monotonic() + 10
+        while True:
+            got = {**hop_counts("up", metrics(up_port)), **hop_counts("down", metrics(down_port))}
+            if (HOP_COUNTED <= set(got) and all(v == n for v in got.values())) or time.monotonic() > deadline:
+                break
+            time.sleep(POLL)
+    finally:
+        for agent in ("a1", "a2"):
+            if agent in procs:
+                stop(procs[agent])
+    bad = {k: v for k, v in got.items() if v != n}
+    if bad or not HOP_COUNTED <= set(got):
+        raise SystemExit("%s: counts %s, want %d each%s" % (where, got, n, "".join(
+            "; no %s in the metrics" % k for k in sorted(HOP_COUNTED - set(got)))))
+    shutil.rmtree(work, ignore_errors=True)
+    (t1, e1, c1), (t2, e2, c2) = marks[0.1], marks[0.9]
+    seconds = done - t0
+    return {"engine": engine, "row": row.name, "events": n, "seconds": seconds,
+            "downstream_ready_s": t0 - t_down, "first_event_s": first - t0, "events_per_s": n / seconds,
+            "steady_events_per_s": (e2 - e1) / (t2 - t1) if t2 > t1 and e2 > e1 else None,
+            "cpu_s": cpu, "cpu_us_per_event": cpu / n * 1e6,
+            "steady_cpu_us_per_event": (c2 - c1) / (e2 - e1) * 1e6 if e2 > e1 else None,
+            "peak_rss_mb": sum(rss.values()), "peak_rss_mb_up": rss["a1"], "peak_rss_mb_down": rss["a2"],
+            "counts": got, "trace": trace[::max(1, len(trace) // 200)] + trace[-1:]}
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def output_lines(out: str) -> tuple[int, int]:
@@ -323,7 +564,8 @@ def cat_seconds(path: str, out: str | None = None) -> float:
 
 # ---- the suite ----
 
-def run_row(engines: Engines, row: Row, rounds: int, n_of, scratch: str, timeout: float, progress) -> dict:
+def run_row(engines: Engines, row: Row, rounds: int, n_of, scratch: str, timeout: float, progress,
+            tls: dict | None = None, stall: float = 60) -> dict:
     lines_file = None
     out = {"row": row.name, "label": row.label, "src_batch": row.src_batch, "sink_batch": row.sink_batch,
            "curve": row.curve, "runs": []}
@@ -340,26 +582,33 @@ def run_row(engines: Engines, row: Row, rounds: int, n_of, scratch: str, timeout
                 out["cat_runs"].append({"round": r + 1, "seconds": s, "events_per_s": lines / s})
                 s = cat_seconds(lines_file, os.path.join(scratch, "cat-copy"))
                 out["cat_copy_runs"].append({"round": r + 1, "seconds": s, "events_per_s": lines / s})
-            for engine in engines.order:
+            for engine in row_engines(row, engines.order):
                 n = n_of(row, engine)
-                res = run_once(engines, engine, row, n, scratch, lines_file, timeout)
+                if row.hop:
+                    res = run_hop(engines, engine, row, n, scratch, tls, timeout, stall)
+                else:
+                    res = run_once(engines, engine, row, n, scratch, lines_file, timeout)
                 res["round"] = r + 1
                 out["runs"].append(res)
                 progress(res)
     finally:
         if lines_file:
             shutil.rmtree(os.path.dirname(lines_file), ignore_errors=True)
-    out["summary"] = {e: summarise([x for x in out["runs"] if x["engine"] == e]) for e in engines.order}
+    out["summary"] = {e: summarise([x for x in out["runs"] if x["engine"] == e]) for e in row_engines(row, engines.order)}
     if lines_file:
         out["summary"]["cat"] = summarise(out["cat_runs"])
         out["summary"]["cat_copy"] = summarise(out["cat_copy_runs"])
     return out
 
 
+def row_engines(row: Row, order: list[str]) -> list[str]:
+    return [e for e in order if e in row.engines]
+
+
 def summarise(runs: list[dict]) -> dict:
     s = {}
     for key in ("events_per_s", "steady_events_per_s", "cpu_us_per_event", "steady_cpu_us_per_event",
-                "peak_rss_mb", "seconds", "first_event_s"):
+                "peak_rss_mb", "peak_rss_mb_up", "peak_rss_mb_down", "seconds", "first_event_s"):
         vals = [x[key] for x in runs if x.get(key) is not None]
         if vals:
             s[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
@@ -381,19 +630,29 @@ def _rate(v: dict | None) -> str:
     return "%s (%s – %s)" % (f(v["median"]), f(v["min"]), f(v["max"])) if v["min"] != v["max"] else f(v["median"])
 
 
+def _ratio(s: dict, base: dict) -> str:
+    return ", ".join("%.2f" % (s[k]["median"] / base[k]["median"]) if k in s and k in base else "-"
+                     for k in ("events_per_s", "steady_events_per_s"))
+
+
 def table(result: dict) -> str:
+    """Hop rows: events/s, CPU and RSS are both agents'; the flight row's ratio is to fastsync's
+    avro hop of the same run (marked `/ avro-hop-1000`), not to Flume."""
     out = ["| row | engine | N | events/s whole run, median (range) | steady events/s | CPU µs/event "
            "(steady) | peak RSS MB | fastsync / Flume (whole, steady) |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    by_name = {r["row"]: r for r in result["rows"]}
     for row in result["rows"]:
         sm = row["summary"]
+        base = ROWS[row["row"]].ratio_to
         for engine in [e for e in ("cat", "cat_copy", *ENGINES) if e in sm]:
             s = sm[engine]
             ratio = ""
-            if engine == "fastsync" and "flume" in sm:
-                ratio = ", ".join("%.2f" % (s[k]["median"] / sm["flume"][k]["median"])
-                                  if k in s and k in sm["flume"] else "-"
-                                  for k in ("events_per_s", "steady_events_per_s"))
+            if engine == "fastsync" and base:
+                if "fastsync" in by_name.get(base, {}).get("summary", {}):
+                    ratio = "%s (/ %s)" % (_ratio(s, by_name[base]["summary"]["fastsync"]), base)
+            elif engine == "fastsync" and "flume" in sm:
+                ratio = _ratio(s, sm["flume"])
             if engine in ("cat", "cat_copy"):
                 out.append("| %s | `cat FILE > %s` | | %s | | | | |" % (
                     row["row"], "/dev/null" if engine == "cat" else "OUT", _rate(s["events_per_s"])))
@@ -403,7 +662,24 @@ def table(result: dict) -> str:
                 _rate(s.get("steady_events_per_s")), s["cpu_us_per_event"]["median"],
                 s.get("steady_cpu_us_per_event", {"median": float("nan")})["median"], s["peak_rss_mb"]["median"],
                 ratio))
-    return "\n".join(out)
+    return "\n".join(out + hop_targets(result))
+
+
+def hop_targets(result: dict) -> list[str]:
+    """issue 16's targets for the hop, from this run's medians (steady and whole run)."""
+    sm = {r["row"]: r["summary"] for r in result["rows"]}
+    avro, flight = sm.get("avro-hop-1000", {}), sm.get("flight-hop-1000", {}).get("fastsync")
+    lines = []
+    if "fastsync" in avro and "flume" in avro:
+        lines.append("- fastsync avro hop / Flume avro hop (target >= 5): %s (whole, steady)"
+                     % _ratio(avro["fastsync"], avro["flume"]))
+    if flight and "fastsync" in avro:
+        lines.append("- flight hop / fastsync avro hop (target >= 3): %s (whole, steady)"
+                     % _ratio(flight, avro["fastsync"]))
+    if flight:
+        lines.append("- flight hop events/s (target >= 2 M): %s whole, %s steady" % (
+            _rate(flight["events_per_s"]), _rate(flight.get("steady_events_per_s"))))
+    return [""] + lines if lines else []
 
 
 def plots(result: dict, out_dir: str) -> list[str]:
@@ -476,6 +752,8 @@ def main(argv=None) -> int:
     ap.add_argument("--java-opts", default="-Xmx1g", help="the JVM's options for Flume")
     ap.add_argument("--poll", type=float, default=POLL, help="seconds between two reads of an engine's /metrics")
     ap.add_argument("--timeout", type=float, default=600, help="seconds a run may take")
+    ap.add_argument("--stall", type=float, default=60,
+                    help="hop rows: seconds without a new event (or before the downstream listens) that fail a run")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="where results.json and the PNGs go")
     ap.add_argument("--scratch", help="directory for the agents' files (default: a temporary one in --out)")
     args = ap.parse_args(argv)
@@ -486,6 +764,18 @@ def main(argv=None) -> int:
     order = args.engines.split(",")
     if not order or any(e not in ENGINES for e in order):
         ap.error("--engines: flume and/or fastsync, comma-separated")
+    alone = [n for n in names if not row_engines(ROWS[n], order)]
+    if alone:
+        ap.error("--rows: %s run%s on %s only (no Flume peer); --engines has none of them" % (
+            ", ".join(alone), "s" if len(alone) == 1 else "", ", ".join(ROWS[alone[0]].engines)))
+    if "fastsync" in order:
+        lacking = {n: fastsync_lacks(ROWS[n]) for n in names}
+        lacking = {n: what for n, what in lacking.items() if what}
+        if lacking:
+            what = sorted({w for ws in lacking.values() for w in ws})
+            flume_too = all("flume" in ROWS[n].engines for n in lacking)
+            raise SystemExit("bench/peers: fastsync has no %s (rows %s): leave the rows out%s" % (
+                ", ".join(what), ", ".join(lacking), " or run them with --engines flume" if flume_too else ""))
     rounds = args.rounds or (1 if args.quick else 2)
     POLL = args.poll
     if rounds < 1:
@@ -504,6 +794,7 @@ def main(argv=None) -> int:
     try:
         engines = Engines(args.java_opts.split(), scratch)
         engines.order = order
+        tls = make_tls(scratch) if any(ROWS[n].ssl for n in names) else None
         result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average_before": load_average(),
                   "cpus": os.cpu_count(), "java_opts": args.java_opts, "rounds": rounds,
                   "versions": engines.versions(), "rows": []}
@@ -516,7 +807,8 @@ def main(argv=None) -> int:
                                res["peak_rss_mb"]), file=sys.stderr, flush=True)
 
         for name in names:
-            result["rows"].append(run_row(engines, ROWS[name], rounds, n_of, scratch, args.timeout, progress))
+            result["rows"].append(run_row(engines, ROWS[name], rounds, n_of, scratch, args.timeout, progress,
+                                          tls, args.stall))
         result["load_average_after"] = load_average()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
