@@ -52,7 +52,7 @@ class FlightSinkConfig(TokenSettings, SinkConfig):
     requestTimeout: int = setting("request-timeout", 20000, "ms without an acknowledgement (while batches are in "
                                   "flight) after which they are rolled back and the connection dropped", min=1)
     connectTimeout: int = setting("connect-timeout", 20000, "ms to wait for the source to answer a new connection", min=1)
-    inFlight: int = setting("batches-in-flight", 4, "batches sent and not yet acknowledged (their takes stay "
+    inFlight: int = setting("batches-in-flight", 16, "batches sent and not yet acknowledged (their takes stay "
                             "open); 1: wait for each before sending the next", min=1)
     maxBackoff: int = setting("maxBackoff", 30000, "longest wait between two connection attempts, ms", min=0)
     ssl: bool = setting("ssl", False, "connect with TLS")
