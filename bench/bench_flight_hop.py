@@ -99,6 +99,15 @@ def write_lines(path: Path, n: int) -> None:
             f.write(b"".join(b"%0100d\n" % i for i in range(start, min(n, start + (1 << 20)))))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far."""
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, float] = {}      # the last hop()'s CPU seconds per agent ("edge", "collector")
+
+
 def hop(n: int, tls: bool = False, log: Path | None = None, in_flight: int = 16) -> float:
     """events/s of the hop for n events of 100 bytes, lines of a file the upstream agent's
     TAILDIR reads (`log`, written if None). Not seq with two search_replace interceptors
@@ -147,6 +156,7 @@ def hop(n: int, tls: bool = False, log: Path | None = None, in_flight: int = 16)
                 time.sleep(0.02)
             time.sleep(0.5)
             got = _drained(url)
+            CPU.update(edge=_cpu_seconds(edge.pid), collector=_cpu_seconds(col.pid))
             if got != n:
                 raise RuntimeError("%d events arrived, %d sent" % (got, n))
         finally:
@@ -178,5 +188,7 @@ if __name__ == "__main__":
             for tls in (False, True):
                 load = os.getloadavg()
                 rate = hop(n, tls, lines)
-                print("round %d %-5s %d events: %.2f M events/s (load average before %.2f %.2f %.2f)"
-                      % (r + 1, "tls" if tls else "plain", n, rate / 1e6, *load), flush=True)
+                print("round %d %-5s %d events: %.2f M events/s; CPU s edge %.1f, collector %.1f (start-up "
+                      "included); load average before %.2f %.2f %.2f"
+                      % (r + 1, "tls" if tls else "plain", n, rate / 1e6, CPU["edge"], CPU["collector"], *load),
+                      flush=True)
