@@ -8,7 +8,8 @@ per-event object), is put into the channels, and only once committed is it ackno
 stream ends, so nothing sent after it is committed: the sink rolls them all back and
 sends them again. A stream that breaks (a truncated or invalid message, a record batch
 with no `body` column, a client gone mid-stream) ends with an error and counts in
-`StreamFailCount`; the server goes on serving the others. Bytes that are not gRPC at all
+`StreamFailCount`; the server goes on serving the others (a client gone between two messages
+is told from a clean end by its cancelled call). Bytes that are not gRPC at all
 are refused by gRPC itself, which closes that connection (it tells us nothing, so they are
 not counted).
 
@@ -134,11 +135,17 @@ class FlightSource(Source):
         except Exception as exc:
             if self.stopping.is_set():
                 return
-            self.counters.add(StreamFailCount=1)
-            log.warning("flight source %s: stream from %s closed: %s", self.name, peer, _first_line(exc))
+            self._bad(peer, _first_line(exc))
             raise fl.FlightServerError("flight source %s: bad stream: %s" % (self.name, _first_line(exc))) from None
         finally:
             self.counters.add(OpenConnectionCount=-1)
+        # a client gone between two messages looks like their end, but for the cancelled call
+        if context.is_cancelled() and not self.stopping.is_set():
+            self._bad(peer, "the client went away without ending the stream")
+
+    def _bad(self, peer: str, why: str) -> None:
+        self.counters.add(StreamFailCount=1)
+        log.warning("flight source %s: stream from %s closed: %s", self.name, peer, why)
 
     def _serve(self, reader, writer) -> None:
         per_tx = self.processor.max_batch
