@@ -378,6 +378,12 @@ def test_config_errors_name_the_key(tmp_path, run_agent):
     p = run_agent("c", conf, "--validate")
     assert p.returncode != 0
     assert "c.sources.r1.ssl.certificate" in p.stderr and "nope.pem" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (pem, _), (_, other_key) = make_tls(tmp_path / "a"), make_tls(tmp_path / "b")
+    conf = collector_conf(tmp_path, port, channel="memory", ssl="true", ssl_certificate=pem, ssl_key=other_key)
+    p = run_agent("c", conf, "--validate")
+    assert p.returncode != 0 and "c.sources.r1.ssl.key" in p.stderr and "mismatch" in p.stderr, p.stderr
     conf = edge_conf(tmp_path, [port], seq_source(1), **{"auth.token": TOKEN, "auth.tokenFile": tmp_path / "t"})
     p = run_agent("e", conf, "--validate")
     assert p.returncode != 0 and "auth.tokenFile" in p.stderr and TOKEN not in p.stderr

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import ssl
 import threading
 from dataclasses import dataclass
 
@@ -55,6 +56,11 @@ class FlightSourceConfig(TokenSettings, SourceConfig):
                 if not path:
                     raise place.missing(key, "ssl = true needs %s (a PEM file)" % key)
                 read_pem(place, key, path)
+            try:        # gRPC would only say the server "did not start properly"
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.certificate, self.key)
+            except (ssl.SSLError, OSError) as exc:
+                raise place.error("ssl.key", "%s and %s: not a certificate chain and its unencrypted private key (%s)"
+                                  % (self.certificate, self.key, exc.strerror or exc)) from None
 
 
 class _TokenCheck(fl.ServerMiddlewareFactory):
