@@ -387,3 +387,30 @@ def test_config_errors_name_the_key(tmp_path, run_agent):
     conf = edge_conf(tmp_path, [port], seq_source(1), **{"auth.token": TOKEN, "auth.tokenFile": tmp_path / "t"})
     p = run_agent("e", conf, "--validate")
     assert p.returncode != 0 and "auth.tokenFile" in p.stderr and TOKEN not in p.stderr
+
+
+def test_a_batch_the_collector_cannot_commit_is_answered_failed_and_sent_again(tmp_path, agent):
+    """The collector's file channel fills up (its sink, a flight sink to nowhere, drains
+    nothing): the batches it cannot commit are answered FAILED, the edge rolls them back and
+    tries again; once the collector drains (restarted with a file_roll sink on the same
+    channel) every event arrives, those committed before the failure exactly once."""
+    port = free_port()
+    full = {"c.channels.ch.capacity": 500, "c.channels.ch.transactionCapacity": 100, "c.channels.ch.keep-alive": 0.2}
+    conf = collector_conf(tmp_path, port).read_text()
+    stuck = conf.replace("c.sinks.k1.type = file_roll", "c.sinks.k1.type = flight\nc.sinks.k1.hostname = 127.0.0.1\n"
+                         "c.sinks.k1.port = %d" % free_port())
+    stuck = "".join(line + "\n" for line in stuck.splitlines() if not line.startswith("c.sinks.k1.sink."))
+    c = agent("c", write_config(tmp_path, stuck + "".join("%s = %s\n" % kv for kv in full.items()), "c.properties"),
+              "--drain-timeout", "1")
+    wait_for_port(port, 20, alive=c.alive)
+    e = agent("e", edge_conf(tmp_path, [port], seq_source(2000)))
+    e.wait_for_stderr(r"flight sink k1: 127\.0\.0\.1:%d: the source refused the batch: .*rolled back" % port, 30)
+    assert c.stop() == 0, c.stderr
+    assert "refused by the channel" in c.stderr
+    c = agent("c", write_config(tmp_path, conf + "".join("%s = %s\n" % kv for kv in full.items()), "c.properties"))
+    got = poll(lambda: (lambda x: x if len(x) >= 2000 else None)(out_lines(tmp_path, "c")), 40)
+    assert e.stop() == 0 and c.stop() == 0
+    got = out_lines(tmp_path, "c")
+    assert set(got) == {b"%d" % i for i in range(2000)}
+    print("duplicates after FAILED: %d" % duplicates(got))
+    assert duplicates(got) <= 16 * 100
