@@ -112,7 +112,7 @@ def hop(n: int, tls: bool = False, log: Path | None = None, in_flight: int = 16)
     """events/s of the hop for n events of 100 bytes, lines of a file the upstream agent's
     TAILDIR reads (`log`, written if None). Not seq with two search_replace interceptors
     padding its counters to 100 bytes, as bench/peers' hop rows have it: that upstream alone
-    makes 0.2 M events/s here (Arrow's replace_substring_regex), well below the hop."""
+    makes 0.2 - 0.5 M events/s here (Arrow's replace_substring_regex), well below the hop."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         port, mport = _free_port(), _free_port()
