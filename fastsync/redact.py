@@ -6,9 +6,9 @@ import re
 
 # a URL's user:password@ (up to the last @ before a blank, so an unencoded @ in the password
 # is hidden too), and password=... as a JDBC property, query parameter or client setting
-# (sasl.password=, ssl.key.password=)
+# (sasl.password=, ssl.key.password=), and token=... (the flight hop's auth.token=)
 _USERINFO = re.compile(r"((?:[A-Za-z][\w+.-]*:)+/*[^:/@\s]*:)\S*@")
-_PASSWORD_PARAM = re.compile(r"((?i:[\w.-]*password)=)[^&;\s]*")
+_PASSWORD_PARAM = re.compile(r"((?i:[\w.-]*(?:password|token))\s*=\s*)[^&;\s]*")
 
 
 def hide_password(text: str) -> str:
