@@ -296,3 +296,30 @@ def test_config_errors_name_the_key(tmp_path, run_agent, props, key, message):
     cfg = write_config(tmp_path, our_agent_config(free_port(), file_roll(tmp_path / "o"), **props))
     r = run_agent("a1", cfg, "--validate", timeout=30)
     assert r.returncode == 2 and "a1.sources.r1.%s" % key in r.stderr and message in r.stderr, r.stderr
+
+
+def test_unknown_client_protocol_then_append(tmp_path, agent):
+    """A client hash the source does not know is answered NONE with our protocol; the client
+    repeats the call with its protocol text and is served (CLIENT). Then Flume's single-event
+    `append` on the same connection."""
+    from fastsync.rpc.avro_server import PROTOCOL_TEXT
+    port, out = free_port(), tmp_path / "out"
+    p = agent("a1", write_config(tmp_path, our_agent_config(port, file_roll(out))))
+    wait_for_port(port, timeout=20, alive=p.alive)
+    call = append_batch([({"k": "v"}, b"first")])[34:]          # the call without its handshake
+    other = b"\x11" * 16
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(frame(1, other + b"\x00" + other + b"\x00" + call))
+        _, count = struct.unpack(">ii", s.recv(8))
+        msg = s.recv(1 << 16)
+        assert msg[4] == 4 and PROTOCOL_TEXT.encode() in msg        # NONE (zigzag 2), our protocol
+        text = PROTOCOL_TEXT.replace('"namespace"', '"doc":"a client of its own","namespace"').encode()
+        s.sendall(frame(2, other + b"\x02" + zigzag(len(text)) + text + other + b"\x00" + call))
+        assert read_reply(s) == "OK"
+        one = io.BytesIO()
+        fastavro.schemaless_writer(one, fastavro.parse_schema(FLUME_EVENT_SCHEMA), {"headers": {}, "body": b"second"})
+        s.sendall(frame(3, b"\x00" + zigzag(6) + b"append" + one.getvalue()))
+        assert read_reply(s, handshake=False) == "OK"
+    poll(lambda: count_lines(out) >= 2 or not p.alive(), 20, message="both events")
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert read_dir_lines(out) == [b"first", b"second"]

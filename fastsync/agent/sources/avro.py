@@ -62,10 +62,12 @@ def parse_ip_rules(text: str) -> list[IpRule]:
     return rules
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AvroSourceConfig(ListenerConfig):
     bind: str = setting("bind", doc="address to listen on")
     port: int = setting("port", doc="TCP port to listen on (0: any free port)", min=0, max=65535)
+    # Flume's avro sink keeps its connection between batches, however quiet: never closed by default
+    idleTimeout: int = setting("idleTimeout", 0, "ms after which a connection that sent nothing is closed; 0: never", min=0)
     threads: int = setting("threads", 0, "accepted as Flume's; as in Flume 1.11 it limits nothing "
                            "(maxConnections bounds the connections served at once)", min=0)
     compression: str = setting("compression-type", "none", "deflate: each direction is one zlib stream, as Flume's",
@@ -183,6 +185,8 @@ class AvroSource(Source):
                 serial, message = frame
                 transport.send(wire.encode_frame(serial, [self._respond(handshake, message)]))
         except (wire.ProtocolError, ssl.SSLError) as exc:
+            if self.listener.stopping.is_set():
+                return                      # cut short by our stop, not by the client
             # one line per bad connection; the source and its other connections go on
             self.counters.add(EventReadFail=1)
             log.warning("%s: closing the connection from %s:%s: %s", self.what, peer[0], peer[1], exc)
