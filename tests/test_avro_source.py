@@ -17,7 +17,7 @@ import fastavro
 import pyarrow.parquet as pq
 import pytest
 
-from e2e_support import (count_lines, free_port, get_json, poll, read_dir_lines, wait_for_json, wait_for_port,
+from e2e_support import (count_lines, free_port, get_json, poll, read_dir_lines, wait_for_port,
                          write_config)
 from flume_support import flume_log
 from fastsync.kafkaio import FLUME_EVENT_SCHEMA
