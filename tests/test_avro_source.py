@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import socket
+import ssl
 import struct
 import subprocess
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -197,7 +199,7 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def read_reply(sock: socket.socket, handshake: bool = True) -> str:
+def read_reply(sock, handshake: bool = True) -> str:
     def exact(n):
         buf = b""
         while len(buf) < n:
@@ -240,28 +242,85 @@ def test_failed_batch_is_not_half_committed_and_the_connection_goes_on(tmp_path,
     assert read_dir_lines(out) == [b"small %d" % i for i in range(50)]
 
 
-def test_garbage_and_truncated_frames_close_only_their_connection(tmp_path, agent):
+class Conn:
+    """A client connection as Flume's client stacks it: TCP, maybe zlib, maybe TLS inside."""
+
+    def __init__(self, port: int, mode: str = "plain"):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.deflate = zlib.compressobj() if mode == "deflate" else None
+        self.inflate = zlib.decompressobj() if mode == "deflate" else None
+        self.pending = b""
+        if mode == "tls":
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            self.sock = ctx.wrap_socket(self.sock)
+
+    def sendall(self, data: bytes) -> None:
+        if self.deflate is not None:
+            data = self.deflate.compress(data) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+        self.sock.sendall(data)
+
+    def recv(self, n: int) -> bytes:
+        if self.inflate is None:
+            return self.sock.recv(n)
+        while not self.pending:
+            raw = self.sock.recv(1 << 16)
+            if not raw:
+                return b""
+            self.pending = self.inflate.decompress(raw)
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+    def closed_by_the_source(self) -> bool:
+        """Half-closed by us, then closed by the source with no answer (over TLS the socket
+        is plain once shut down: what comes is TLS records, session tickets, to skip)."""
+        tls = isinstance(self.sock, ssl.SSLSocket)
+        self.sock.shutdown(socket.SHUT_WR)
+        try:
+            while True:
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    return True
+                if not tls:
+                    return False
+        except ConnectionResetError:
+            return True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode", ["plain", "deflate", "tls"])
+def test_garbage_and_truncated_frames_close_only_their_connection(tmp_path, agent, mode):
     port, mport, out = free_port(), free_port(), tmp_path / "out"
-    p = agent("a1", write_config(tmp_path, our_agent_config(port, file_roll(out))), "--metrics-port", mport)
+    source = {"plain": {}, "deflate": {"compression-type": "deflate"},
+              "tls": {"ssl": "true", "keystore": keystore(tmp_path), "keystore-password": "secret12"}}[mode]
+    p = agent("a1", write_config(tmp_path, our_agent_config(port, file_roll(out), **source)), "--metrics-port", mport)
     wait_for_port(port, timeout=20, alive=p.alive)
     good = frame(1, append_batch([({}, b"good %d" % i) for i in range(10)]))
-    bad = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",                 # a frame of 0x2f204854 buffers: refused at once
-           good[:len(good) // 2],                              # a frame cut short, then the end
+    # raw garbage on the socket: a frame of 0x2f204854 buffers, or not zlib, or not TLS
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(100) == b""                              # closed by the source, nothing answered
+    bad = [good[:len(good) // 2],                              # a frame cut short, then the end
            struct.pack(">ii", 1, 1) + struct.pack(">i", 40) + b"\x07" * 40,   # a whole frame, not a handshake
            frame(1, append_batch([({}, b"x")])[:-3])]         # a handshake then a truncated array
     for data in bad:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
-            assert s.recv(100) == b""                          # closed by the source, nothing answered
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(good)
-        assert read_reply(s) == "OK"
+        with Conn(port, mode) as c:
+            c.sendall(data)
+            assert c.closed_by_the_source()
+    with Conn(port, mode) as c:
+        c.sendall(good)
+        assert read_reply(c) == "OK"
     poll(lambda: count_lines(out) >= 10 or not p.alive(), 20, message="the good client's events")
     metrics = get_json("http://127.0.0.1:%d/metrics" % mport)["SOURCE.r1"]
-    assert metrics["EventReadFail"] == str(len(bad)) and metrics["EventAcceptedCount"] == "10"
+    assert metrics["EventReadFail"] == str(1 + len(bad)) and metrics["EventAcceptedCount"] == "10"
     assert p.stop(timeout=20) == 0, p.stderr
-    assert p.stderr.count("avro source r1: closing the connection from 127.0.0.1") == len(bad)
+    assert p.stderr.count("avro source r1: closing the connection from 127.0.0.1") == 1 + len(bad), p.stderr
     assert read_dir_lines(out) == [b"good %d" % i for i in range(10)]
 
 
@@ -323,3 +382,31 @@ def test_unknown_client_protocol_then_append(tmp_path, agent):
     poll(lambda: count_lines(out) >= 2 or not p.alive(), 20, message="both events")
     assert p.stop(timeout=20) == 0, p.stderr
     assert read_dir_lines(out) == [b"first", b"second"]
+
+
+def test_concurrent_clients_each_batch_whole(tmp_path, agent):
+    """Four connections at once, each on its own thread in the source: every batch stored
+    once, each batch's events together and in order in one transaction."""
+    import threading
+    port, out = free_port(), tmp_path / "out"
+    p = agent("a1", write_config(tmp_path, our_agent_config(port, file_roll(out))))
+    wait_for_port(port, timeout=20, alive=p.alive)
+    answers = []
+
+    def client(k: int) -> None:
+        with Conn(port) as c:
+            for b in range(25):
+                c.sendall(frame(b, append_batch([({"c": str(k)}, b"%d-%d-%d" % (k, b, i)) for i in range(100)], b == 0)))
+                answers.append(read_reply(c, b == 0))
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == ["OK"] * 100
+    poll(lambda: count_lines(out) >= 10000 or not p.alive(), 30, message="10000 events")
+    assert p.stop(timeout=20) == 0, p.stderr
+    lines = read_dir_lines(out)
+    assert sorted(lines) == sorted(b"%d-%d-%d" % (k, b, i) for k in range(4) for b in range(25) for i in range(100))
+    starts = [n for n, line in enumerate(lines) if line.endswith(b"-0")]
+    assert all(lines[n:n + 100] == [lines[n][:-1] + b"%d" % i for i in range(100)] for n in starts)
