@@ -142,12 +142,11 @@ def test_flume_avro_sink_to_our_source_bodies_and_headers_identical(tmp_path, ag
 @pytest.mark.slow
 @pytest.mark.parametrize("compression", ["none", "deflate"])
 def test_flume_avro_sink_over_tls(tmp_path, agent, flume, compression):
-    """TLS alone, and TLS inside the deflate stream as Flume stacks them; the keystore is
-    keytool's default kind (PKCS12 on Java 9+) under Flume's default keystore-type JKS."""
-    ks = keystore(tmp_path, None if compression == "none" else "PKCS12")
+    """TLS alone, and TLS inside the deflate stream as Flume stacks them; the keystore a true
+    JKS file, then keytool's default kind (PKCS12 on Java 9+), both under Flume's default
+    keystore-type JKS."""
+    ks = keystore(tmp_path, "JKS" if compression == "none" else None)
     source = {"ssl": "true", "keystore": ks, "keystore-password": "secret12", "compression-type": compression}
-    if compression != "none":
-        source["keystore-type"] = "PKCS12"
     run_flume_to_us(tmp_path, agent, flume, {"ssl": "true", "trust-all-certs": "true", "compression-type": compression},
                     source)
 
@@ -349,9 +348,13 @@ def test_ip_filter(tmp_path, agent, rules, served):
     ({"ipFilter": "true", "ipFilterRules": "allow:host:x"}, "ipFilterRules", "expected <allow|deny>:<ip|name>:<pattern>"),
     ({"ssl": "true"}, "keystore", "ssl = true needs a keystore"),
     ({"ssl": "true", "keystore": "/nonexistent.p12", "keystore-password": "x"}, "keystore", "No such file"),
+    ({"ssl": "true", "keystore": "JKS", "keystore-password": "wrong"}, "keystore", "the keystore password is wrong"),
+    ({"ssl": "true", "keystore": "PKCS12", "keystore-password": "wrong"}, "keystore", "cannot load the TLS key"),
     ({"compression-type": "snappy"}, "compression-type", "must be one of none, deflate"),
 ])
 def test_config_errors_name_the_key(tmp_path, run_agent, props, key, message):
+    if props.get("keystore") in ("JKS", "PKCS12"):
+        props = dict(props, keystore=keystore(tmp_path, props["keystore"]))
     cfg = write_config(tmp_path, our_agent_config(free_port(), file_roll(tmp_path / "o"), **props))
     r = run_agent("a1", cfg, "--validate", timeout=30)
     assert r.returncode == 2 and "a1.sources.r1.%s" % key in r.stderr and message in r.stderr, r.stderr

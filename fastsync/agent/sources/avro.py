@@ -73,10 +73,10 @@ class AvroSourceConfig(ListenerConfig):
     compression: str = setting("compression-type", "none", "deflate: each direction is one zlib stream, as Flume's",
                                choices=("none", "deflate"))
     sslEnabled: bool = setting("ssl", False, "TLS (inside the deflate stream when both are on, as Flume)")
-    keystore: str = setting("keystore", "", "ssl: the PKCS12 keystore with the private key and its certificate chain")
+    keystore: str = setting("keystore", "", "ssl: the JKS or PKCS12 keystore with the private key and its certificate chain")
     keystorePassword: str = setting("keystore-password", "", "ssl: the keystore's password")
-    keystoreType: str = setting("keystore-type", "JKS", "ssl: JKS (Flume's default name; the file must be "
-                                "PKCS12, what keytool writes since Java 9) or PKCS12")
+    keystoreType: str = setting("keystore-type", "JKS", "ssl: JKS or PKCS12 (either file is read whatever "
+                                "this says, as Java does)")
     excludeProtocols: str = setting("exclude-protocols", "SSLv3", "ssl: TLS versions not offered, space separated")
     ipFilter: bool = setting("ipFilter", False, "refuse the connections ipFilterRules deny")
     ipFilterRules: str = setting("ipFilterRules", "", "ipFilter: rules <allow|deny>:<ip|name>:<pattern>, comma separated")
@@ -102,12 +102,14 @@ class AvroSourceConfig(ListenerConfig):
 
     def ssl_context(self) -> ssl.SSLContext:
         from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat, pkcs12
+        from fastsync.jks import is_jks, load_jks
         with open(self.keystore, "rb") as f:
             raw = f.read()
-        if raw[:4] == b"\xfe\xed\xfe\xed":
-            raise ValueError("%s is a JKS keystore; convert it to PKCS12 (keytool -importkeystore -srckeystore %s "
-                             "-destkeystore new.p12 -deststoretype PKCS12)" % (self.keystore, self.keystore))
-        key, cert, chain = pkcs12.load_key_and_certificates(raw, self.keystorePassword.encode() or None)
+        # by its content, whatever keystore-type says: Java's JKS type loads PKCS12 files too
+        if is_jks(raw):
+            key, cert, chain = load_jks(raw, self.keystorePassword)
+        else:
+            key, cert, chain = pkcs12.load_key_and_certificates(raw, self.keystorePassword.encode() or None)
         if key is None or cert is None:
             raise ValueError("%s holds no private key with its certificate" % self.keystore)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
