@@ -307,6 +307,37 @@ def decode_flume_events(values):
     return data, offsets, names, columns, bad
 
 
+DEF NOGIL_BYTES = 4 << 20
+
+
+cdef int parse_array(_FlumeDecode d, const char *p, int64_t size, int64_t *at, int64_t *n) noexcept nogil:
+    """The events of the array at p[at[0]] parsed into d (n[0] of them), at[0] moved past
+    it: 0; -1 not an array of AvroFlumeEvent (at[0] where it failed); -2 out of memory."""
+    cdef int64_t count = 0, ignored, cap = 0, k
+    cdef int rc = 0
+    while True:
+        if read_long(p, size, at, &count) < 0:
+            return -1
+        if count == 0:
+            return 0
+        if count < 0:
+            count = -count
+            if count < 0 or read_long(p, size, at, &ignored) < 0:
+                return -1
+        if count > (size - at[0]) // 2:      # an event takes 2 bytes at least
+            return -1
+        if n[0] + count > cap:
+            cap = n[0] + count if n[0] + count > 2 * cap else 2 * cap
+            if d.grow(cap) < 0:
+                return -2
+        for k in range(count):
+            d.ptrs[n[0]] = p
+            rc = d.parse_at(n[0], p, size, at)
+            if rc < 0:
+                return rc
+            n[0] += 1
+
+
 def decode_flume_array(buf, int64_t start=0):
     """The Avro array<AvroFlumeEvent> at buf[start:] (the request of Flume's appendBatch)
     into columns, as decode_flume_events: returns (data, offsets, names, columns, end), end
@@ -314,38 +345,17 @@ def decode_flume_array(buf, int64_t start=0):
     array (say truncated); bytes after it are left to the caller."""
     cdef ByteView b = ByteView(buf)
     cdef _FlumeDecode d = _FlumeDecode()
-    cdef int64_t pos = start, count = 0, ignored, n = 0, cap = 0, k
-    cdef int rc = 0
+    cdef int64_t pos = start, n = 0
+    cdef int rc
     if start < 0 or start > b.size:
         raise ValueError("start %d outside the %d bytes" % (start, b.size))
-    with nogil:
-        while True:
-            if read_long(b.ptr, b.size, &pos, &count) < 0:
-                rc = -1
-                break
-            if count == 0:
-                break
-            if count < 0:
-                count = -count
-                if count < 0 or read_long(b.ptr, b.size, &pos, &ignored) < 0:
-                    rc = -1
-                    break
-            if count > (b.size - pos) // 2:      # an event takes 2 bytes at least
-                rc = -1
-                break
-            if n + count > cap:
-                cap = n + count if n + count > 2 * cap else 2 * cap
-                if d.grow(cap) < 0:
-                    rc = -2
-                    break
-            for k in range(count):
-                d.ptrs[n] = b.ptr
-                rc = d.parse_at(n, b.ptr, b.size, &pos)
-                if rc < 0:
-                    break
-                n += 1
-            if rc < 0:
-                break
+    if b.size > NOGIL_BYTES:
+        with nogil:
+            rc = parse_array(d, b.ptr, b.size, &pos, &n)
+    else:
+        # a batch of a few MB or less parses in about a millisecond or less: releasing the GIL
+        # for it costs more, a wait to get it back from a busy thread (the switch interval)
+        rc = parse_array(d, b.ptr, b.size, &pos, &n)
     if rc == -2:
         raise MemoryError()
     if rc == -1:
