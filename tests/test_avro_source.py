@@ -151,6 +151,7 @@ def test_flume_avro_sink_over_tls(tmp_path, agent, flume, compression):
                     source)
 
 
+@pytest.mark.slow
 def test_flume_avro_client_against_our_source(tmp_path, agent, flume):
     lines = [b"line %d" % i for i in range(3000)] + [b"", b"last"]
     src, out = tmp_path / "in.txt", tmp_path / "out"
