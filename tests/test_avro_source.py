@@ -366,8 +366,8 @@ def test_unknown_client_protocol_then_append(tmp_path, agent):
     repeats the call with its protocol text and is served (CLIENT). Then Flume's single-event
     `append` on the same connection."""
     from fastsync.rpc.avro_server import PROTOCOL_TEXT
-    port, out = free_port(), tmp_path / "out"
-    p = agent("a1", write_config(tmp_path, our_agent_config(port, file_roll(out))))
+    port, mport, out = free_port(), free_port(), tmp_path / "out"
+    p = agent("a1", write_config(tmp_path, our_agent_config(port, file_roll(out))), "--metrics-port", mport)
     wait_for_port(port, timeout=20, alive=p.alive)
     call = append_batch([({"k": "v"}, b"first")])[34:]          # the call without its handshake
     other = b"\x11" * 16
@@ -384,6 +384,11 @@ def test_unknown_client_protocol_then_append(tmp_path, agent):
         s.sendall(frame(3, b"\x00" + zigzag(6) + b"append" + one.getvalue()))
         assert read_reply(s, handshake=False) == "OK"
     poll(lambda: count_lines(out) >= 2 or not p.alive(), 20, message="both events")
+    counters = get_json("http://127.0.0.1:%d/metrics" % mport)["SOURCE.r1"]
+    assert {k: counters[k] for k in ("AppendBatchReceivedCount", "AppendBatchAcceptedCount", "AppendReceivedCount",
+                                     "AppendAcceptedCount", "EventReceivedCount", "EventAcceptedCount")} == {
+        "AppendBatchReceivedCount": "1", "AppendBatchAcceptedCount": "1", "AppendReceivedCount": "1",
+        "AppendAcceptedCount": "1", "EventReceivedCount": "2", "EventAcceptedCount": "2"}
     assert p.stop(timeout=20) == 0, p.stderr
     assert read_dir_lines(out) == [b"first", b"second"]
 

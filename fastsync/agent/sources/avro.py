@@ -213,16 +213,25 @@ class AvroSource(Source):
         except ValueError as exc:
             raise wire.ProtocolError("%s request: %s" % (name, exc)) from None
         batch = flume_columns_batch(data, offsets, names, columns)
-        if name == "append":
-            self.counters.add(AppendReceivedCount=1)
         try:
-            self.deliver(batch)         # one transaction per channel: all of it or none
+            if name == "appendBatch":
+                self.deliver(batch)         # one transaction per channel: all of it or none
+            else:
+                self._deliver_one(batch)
         except ChannelException as exc:
             log.warning("%s: unable to put a batch of %d events: %s (answered FAILED)", self.what, len(batch), exc)
             return answer + wire.encode_status(wire.FAILED)
-        if name == "append":
-            self.counters.add(AppendAcceptedCount=1)
         return answer + wire.encode_status(wire.OK)
+
+    def _deliver_one(self, batch) -> None:
+        """deliver() of the one event of an `append`, counted as Flume counts appends."""
+        self.counters.add(AppendReceivedCount=1, EventReceivedCount=1)
+        try:
+            self.processor.process_batch(batch)
+        except ChannelException:
+            self.counters.add(ChannelWriteFail=1)
+            raise
+        self.counters.add(AppendAcceptedCount=1, EventAcceptedCount=1, EventAcceptedBytes=batch.nbytes)
 
 
 def _host_name(ip: str) -> str:
