@@ -419,3 +419,28 @@ def test_concurrent_clients_each_batch_whole(tmp_path, agent):
     assert sorted(lines) == sorted(b"%d-%d-%d" % (k, b, i) for k in range(4) for b in range(25) for i in range(100))
     starts = [n for n, line in enumerate(lines) if line.endswith(b"-0")]
     assert all(lines[n:n + 100] == [lines[n][:-1] + b"%d" % i for i in range(100)] for n in starts)
+
+
+def test_flume_clients_first_request_is_known_by_hash(tmp_path, flume):
+    """What Flume's client sends first, caught by a bare socket: its handshake carries the
+    protocol hash the source knows (so Flume is served from its first request, without
+    sending its protocol text), then an appendBatch that decode_flume_array reads."""
+    from fastsync._native import decode_flume_array
+    from fastsync.rpc.avro_server import FLUME_SDK_MD5, FrameReader, decode_call, decode_handshake_request
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"one\ntwo\n")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(60)
+        c = flume(None, main="org.apache.flume.client.avro.AvroCLIClient",
+                  args=("-H", "127.0.0.1", "-p", str(server.getsockname()[1]), "-F", str(src)))
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(30)
+            _, message = FrameReader().next_frame(lambda: conn.recv(1 << 16))
+    c.kill()
+    client_hash, text, server_hash, _, pos = decode_handshake_request(message)
+    assert client_hash == FLUME_SDK_MD5 and text is None and server_hash == FLUME_SDK_MD5
+    name, pos = decode_call(message, pos)
+    assert name == "appendBatch"
+    data, offsets, names, columns, end = decode_flume_array(message, pos)
+    assert bytes(data) == b"onetwo" and end == len(message)
