@@ -298,6 +298,7 @@ def test_garbage_and_truncated_frames_close_only_their_connection(tmp_path, agen
     port, mport, out = free_port(), free_port(), tmp_path / "out"
     source = {"plain": {}, "deflate": {"compression-type": "deflate"},
               "tls": {"ssl": "true", "keystore": keystore(tmp_path), "keystore-password": "secret12"}}[mode]
+    source["maxRequestSize"] = 100000
     p = agent("a1", write_config(tmp_path, our_agent_config(port, file_roll(out), **source)), "--metrics-port", mport)
     wait_for_port(port, timeout=20, alive=p.alive)
     good = frame(1, append_batch([({}, b"good %d" % i) for i in range(10)]))
@@ -308,7 +309,8 @@ def test_garbage_and_truncated_frames_close_only_their_connection(tmp_path, agen
         assert s.recv(100) == b""                              # closed by the source, nothing answered
     bad = [good[:len(good) // 2],                              # a frame cut short, then the end
            struct.pack(">ii", 1, 1) + struct.pack(">i", 40) + b"\x07" * 40,   # a whole frame, not a handshake
-           frame(1, append_batch([({}, b"x")])[:-3])]         # a handshake then a truncated array
+           frame(1, append_batch([({}, b"x")])[:-3]),          # a handshake then a truncated array
+           frame(1, append_batch([({}, b"y" * 60000)] * 2), cut=1 << 20)[:70000]]  # over maxRequestSize: refused unread
     for data in bad:
         with Conn(port, mode) as c:
             c.sendall(data)
@@ -321,6 +323,7 @@ def test_garbage_and_truncated_frames_close_only_their_connection(tmp_path, agen
     assert metrics["EventReadFail"] == str(1 + len(bad)) and metrics["EventAcceptedCount"] == "10"
     assert p.stop(timeout=20) == 0, p.stderr
     assert p.stderr.count("avro source r1: closing the connection from 127.0.0.1") == 1 + len(bad), p.stderr
+    assert "a request of more than 100000 bytes (maxRequestSize)" in p.stderr
     assert read_dir_lines(out) == [b"good %d" % i for i in range(10)]
 
 

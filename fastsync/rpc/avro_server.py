@@ -137,8 +137,9 @@ class FrameReader:
     the stream's end between frames; ProtocolError at its end inside one (truncated) or
     on a frame header no client sends."""
 
-    def __init__(self):
+    def __init__(self, max_bytes: int = 1 << 62):
         self.buf = bytearray()
+        self.max_bytes = max_bytes          # of one message: larger is refused before it is read
 
     def _need(self, n: int, recv: Callable[[], bytes | None]) -> bool:
         while len(self.buf) < n:
@@ -156,13 +157,16 @@ class FrameReader:
         serial, count = struct.unpack_from(">ii", self.buf)
         if not 0 <= count <= MAX_BUFFERS:
             raise ProtocolError("not an Avro RPC frame: a frame of %d buffers" % count)
-        pos, spans = 8, []
+        pos, spans, total = 8, [], 0
         for _ in range(count):
             if not self._need(pos + 4, recv):
                 raise ProtocolError("the connection ended inside a frame (%d of its bytes)" % len(self.buf))
             (length,) = struct.unpack_from(">i", self.buf, pos)
             if length < 0:
                 raise ProtocolError("not an Avro RPC frame: a buffer of %d bytes" % length)
+            total += length
+            if total > self.max_bytes:
+                raise ProtocolError("a request of more than %d bytes (maxRequestSize)" % self.max_bytes)
             if not self._need(pos + 4 + length, recv):
                 raise ProtocolError("the connection ended inside a frame (%d of its bytes)" % len(self.buf))
             spans.append((pos + 4, pos + 4 + length))

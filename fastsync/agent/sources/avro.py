@@ -10,8 +10,9 @@ Bytes that are not Flume's Avro RPC (garbage, a truncated frame, a failed TLS or
 stream) close that connection only; each such connection is counted (EventReadFail) and
 logged once. `ipFilter` with `ipFilterRules` (Flume's syntax: `allow:ip:127.*,deny:name:*`,
 the first rule matching the peer decides, none matching: allowed) closes refused
-connections at once. The listening socket and its limits (`backlog`, `maxConnections`,
-`idleTimeout`) are listener.py's.
+connections at once. A request larger than `maxRequestSize` is refused (the connection
+closed, counted) before it is read. The listening socket and its limits (`backlog`,
+`maxConnections`, `idleTimeout`) are listener.py's.
 """
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ class AvroSourceConfig(ListenerConfig):
     keystoreType: str = setting("keystore-type", "JKS", "ssl: JKS or PKCS12 (either file is read whatever "
                                 "this says, as Java does)")
     excludeProtocols: str = setting("exclude-protocols", "SSLv3", "ssl: TLS versions not offered, space separated")
+    maxRequestSize: int = setting("maxRequestSize", 512 << 20, "bytes of one request (one batch) at most; a larger "
+                                  "one closes the connection", min=1024)
     ipFilter: bool = setting("ipFilter", False, "refuse the connections ipFilterRules deny")
     ipFilterRules: str = setting("ipFilterRules", "", "ipFilter: rules <allow|deny>:<ip|name>:<pattern>, comma separated")
 
@@ -179,7 +182,7 @@ class AvroSource(Source):
         try:
             if not transport.handshake():
                 return
-            frames, handshake = wire.FrameReader(), wire.Handshake()
+            frames, handshake = wire.FrameReader(self.config.maxRequestSize), wire.Handshake()
             while True:
                 frame = frames.next_frame(transport.recv)
                 if frame is None:
