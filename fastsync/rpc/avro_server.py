@@ -116,12 +116,6 @@ def read_meta(buf, pos: int) -> tuple[dict, int]:
             out[key.decode("utf-8", "replace")] = value
 
 
-def write_meta(meta: dict) -> bytes:
-    if not meta:
-        return b"\x00"
-    return write_long(len(meta)) + b"".join(write_bytes(k.encode()) + write_bytes(v) for k, v in meta.items()) + b"\x00"
-
-
 # -- frames --
 
 def encode_frame(serial: int, buffers: list[bytes]) -> bytes:
