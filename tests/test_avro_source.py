@@ -110,12 +110,16 @@ def keystore(tmp_path: Path, storetype: str | None = "PKCS12") -> Path:
     return path
 
 
-def run_flume_to_us(tmp_path, agent, flume, sink: dict, source: dict):
+def run_flume_to_us(tmp_path, agent, flume, sink: dict, source: dict, file_channel: bool = False):
     src, out, flume_out = tmp_path / "in.txt", tmp_path / "out", tmp_path / "flume-out"
     flume_out.mkdir()
     bodies = bodies_file(src)
     port = free_port()
-    p = agent("a1", write_config(tmp_path, our_agent_config(port, parquet(out, len(bodies)), **source)))
+    cfg = our_agent_config(port, parquet(out, len(bodies)), **source)
+    if file_channel:
+        cfg.update({"a1.channels.c1.type": "file", "a1.channels.c1.checkpointDir": tmp_path / "ck",
+                    "a1.channels.c1.dataDirs": tmp_path / "data", "a1.channels.c1.minimumRequiredSpace": 0})
+    p = agent("a1", write_config(tmp_path, cfg))
     wait_for_port(port, timeout=20, alive=p.alive)
     f = flume("f1", write_config(tmp_path, flume_to_us_config(src, port, flume_out, **sink), "flume.properties"))
     poll(lambda: parquet_done(out) or not p.alive() or not f.alive(), 90,
@@ -134,8 +138,9 @@ def run_flume_to_us(tmp_path, agent, flume, sink: dict, source: dict):
 @pytest.mark.slow
 @pytest.mark.parametrize("compression", ["none", "deflate"])
 def test_flume_avro_sink_to_our_source_bodies_and_headers_identical(tmp_path, agent, flume, compression):
+    """With deflate, into a file channel on our side."""
     p = run_flume_to_us(tmp_path, agent, flume, {"compression-type": compression},
-                        {"compression-type": compression})
+                        {"compression-type": compression}, file_channel=compression == "deflate")
     assert "closing the connection" not in p.stderr
 
 
