@@ -33,6 +33,7 @@ _NAMES = {      # name -> (extension, attribute; None: the extension module itse
     "RowError": ("_mysqlrows", "RowError"),
     "decode_flume_events": ("_avro", "decode_flume_events"),
     "encode_flume_events": ("_avro", "encode_flume_events"),
+    "decode_flume_array": ("_avro", "decode_flume_array"),
     "avro_interleave": ("_avro", "interleave"),
     "avro_decode_block": ("_avro", "decode_block"),
     "AVRO_KINDS": ("_avro", "KINDS"),                   # Avro type name -> decode_block kind

@@ -45,13 +45,20 @@ def flume_events_batch(values: list):
     """AvroFlumeEvents (message values) as one EventBatch, decoded natively into a bodies
     buffer and a column per header name (no Python object per event); and the indexes of
     the values that are not AvroFlumeEvents: their whole value is the body, without headers."""
+    from fastsync._native import decode_flume_events
+    data, offsets, names, columns, bad = decode_flume_events(values)
+    return flume_columns_batch(data, offsets, names, columns), bad
+
+
+def flume_columns_batch(data, offsets, names: list, columns: list):
+    """The EventBatch of what decode_flume_events / decode_flume_array return: the bodies'
+    buffers and one string column per header name (bytes that are not UTF-8 replaced)."""
     import numpy as np
     import pyarrow as pa
 
-    from fastsync._native import decode_flume_events
     from fastsync.event import EventBatch, as_utf8
-    n = len(values)
-    data, offsets, names, columns, bad = decode_flume_events(values)
+    offsets = np.frombuffer(offsets, dtype=np.int64)
+    n = len(offsets) - 1
     headers = {}
     for name, (vdata, voffsets, valid, nulls) in zip(names, columns):
         col = pa.Array.from_buffers(pa.string(), n, [valid if nulls else None, voffsets, vdata], null_count=nulls)
@@ -60,7 +67,7 @@ def flume_events_batch(values: list):
         except pa.ArrowInvalid:
             col = as_utf8(pa.Array.from_buffers(pa.binary(), n, [valid if nulls else None, voffsets, vdata], null_count=nulls))
         headers[name.decode("utf-8", "replace")] = col
-    return EventBatch(data, np.frombuffer(offsets, dtype=np.int64), headers), bad
+    return EventBatch(data, offsets, headers)
 
 
 def encode_events(batch, flume_format: bool, key_header: str) -> tuple[list, list | None]:

@@ -186,3 +186,47 @@ def test_encode_flume_events_is_byte_for_byte_fastavros(case):
     assert got == want
     assert keys == (None if "key" not in headers else [headers["key"] if isinstance(headers["key"], str) else headers["key"][i]
                                                        for i in range(n)])
+
+
+ARRAY = fastavro.parse_schema({"type": "array", "items": FLUME_EVENT_SCHEMA})
+
+
+def raw_array(evs, split: int) -> bytes:
+    """An array<AvroFlumeEvent> written by hand in blocks of `split` events (a negative
+    count with a byte size every other block, as Avro allows)."""
+    items = [raw_event(entries, body, sized) for entries, body, sized in evs]
+    out = b""
+    for b, at in enumerate(range(0, len(items), split)):
+        block = items[at:at + split]
+        data = b"".join(block)
+        out += (zigzag(-len(block)) + zigzag(len(data)) if b % 2 else zigzag(len(block))) + data
+    return out + b"\x00"
+
+
+@settings(max_examples=200, deadline=None)
+@given(events, st.integers(1, 7), st.binary(max_size=3), st.binary(max_size=3))
+def test_decode_flume_array_matches_fastavro(evs, split, before, after):
+    """decode_flume_array (the avro source's appendBatch request) against fastavro reading
+    the same array, at an offset inside a buffer with bytes after it."""
+    from fastsync._native import decode_flume_array
+    from fastsync.kafkaio import flume_columns_batch
+    arr = raw_array(evs, split)
+    want = [(rec["headers"], rec["body"]) for rec in fastavro.schemaless_reader(io.BytesIO(arr), ARRAY)]
+    data, offsets, names, columns, end = decode_flume_array(before + arr + after, len(before))
+    assert end == len(before) + len(arr)
+    batch = flume_columns_batch(data, offsets, names, columns)
+    assert [(e.headers, e.body) for e in batch.events()] == want
+
+
+def test_decode_flume_array_refuses_what_does_not_decode():
+    import pytest
+    from fastsync._native import decode_flume_array
+    whole = b"".join([zigzag(3)] + [flume_event_bytes({"h": "v"}, b"body %d" % i) for i in range(3)]) + b"\x00"
+    assert decode_flume_array(whole)[4] == len(whole)
+    for cut in range(len(whole)):                    # every truncation
+        with pytest.raises(ValueError, match="not an array of AvroFlumeEvent"):
+            decode_flume_array(whole[:cut])
+    with pytest.raises(ValueError):
+        decode_flume_array(zigzag(1 << 40) + b"\x00\x00")      # a count no buffer holds: refused, not allocated
+    data, offsets, names, cols, end = decode_flume_array(b"\x00")
+    assert np.frombuffer(offsets, np.int64).tolist() == [0] and names == [] and end == 1

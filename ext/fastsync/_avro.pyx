@@ -21,6 +21,9 @@ encode_flume_events: the reverse of decode_flume_events: a batch's bodies and he
 as AvroFlumeEvents end to end (one buffer + offsets), byte for byte what fastavro writes
 (a map of one block, its entries in column order, absent (null) headers left out).
 
+decode_flume_array: the same columns from an Avro array<AvroFlumeEvent> in one buffer (the
+request of AvroSourceProtocol.appendBatch, Flume's avro RPC), events parsed where they lie.
+
 decode_block: the records of one block of an Avro data file, flat records whose fields are
 primitive types (alone or in a union with null), into one column per field.
 """
@@ -87,6 +90,23 @@ cdef class _FlumeDecode:
         free(self.ptrs); free(self.sizes); free(self.body_start); free(self.body_len)
         free(self.entries); free(self.names)
 
+    cdef int grow(self, int64_t cap) noexcept nogil:
+        """Room for `cap` events in the per-event arrays: 0, or -1 out of memory."""
+        cdef void *p
+        p = realloc(self.ptrs, cap * sizeof(char *))
+        if p == NULL:
+            return -1
+        self.ptrs = <const char **>p
+        p = realloc(self.body_start, cap * sizeof(int64_t))
+        if p == NULL:
+            return -1
+        self.body_start = <int64_t *>p
+        p = realloc(self.body_len, cap * sizeof(int64_t))
+        if p == NULL:
+            return -1
+        self.body_len = <int64_t *>p
+        return 0
+
     cdef int64_t name_col(self, const char *k, int64_t klen, int64_t hint) noexcept nogil:
         """The column of header name k (added if new; -1: out of memory). Events usually
         list their headers in the same order: `hint` is tried first."""
@@ -126,8 +146,12 @@ cdef class _FlumeDecode:
     cdef int parse(self, int64_t ev) noexcept nogil:
         """Event ev's header entries and body span: 0; -1 not an AvroFlumeEvent (its
         entries are dropped); -2 out of memory."""
-        cdef const char *p = self.ptrs[ev]
-        cdef int64_t size = self.sizes[ev], pos = 0, count, ignored, k, ks, kl, vs, vl, col = -1
+        cdef int64_t pos = 0
+        return self.parse_at(ev, self.ptrs[ev], self.sizes[ev], &pos)
+
+    cdef int parse_at(self, int64_t ev, const char *p, int64_t size, int64_t *at) noexcept nogil:
+        """parse() of the event at p[at[0]], at[0] moved past it (body_start[ev] counts from p)."""
+        cdef int64_t pos = at[0], count, ignored, k, ks, kl, vs, vl, col = -1
         cdef int64_t first = self.n_entries
         while True:
             if read_long(p, size, &pos, &count) < 0:
@@ -135,6 +159,7 @@ cdef class _FlumeDecode:
             if count == 0:
                 if read_span(p, size, &pos, &self.body_start[ev], &self.body_len[ev]) < 0:
                     break
+                at[0] = pos
                 return 0
             if count < 0:
                 count = -count
@@ -186,48 +211,11 @@ cdef object _string_column(Entry *es, int64_t m, int64_t n):
             owned_buffer(valid, (n + 7) // 8), nulls)
 
 
-def decode_flume_events(values):
-    """AvroFlumeEvents (a list of bytes; None counts as b"") into columns.
-
-    Returns (data, offsets, names, columns, bad): the bodies as a data Buffer and n + 1
-    int64 offsets (a Buffer); the header names (bytes, first-seen order) and for each a
-    string column (data, int32 offsets, validity bitmap, null count) as Buffers; and the
-    indexes of values that are not AvroFlumeEvents, whose body is the whole value and
-    which have no headers.
-    """
-    cdef int64_t n = len(values), i, total = 0, rc = 0, m
-    cdef _FlumeDecode d = _FlumeDecode()
-    keep = []
-    d.ptrs = <const char **>malloc((n if n else 1) * sizeof(char *))
-    d.sizes = <int64_t *>malloc((n if n else 1) * sizeof(int64_t))
-    d.body_start = <int64_t *>malloc((n if n else 1) * sizeof(int64_t))
-    d.body_len = <int64_t *>malloc((n if n else 1) * sizeof(int64_t))
-    if d.ptrs == NULL or d.sizes == NULL or d.body_start == NULL or d.body_len == NULL:
-        raise MemoryError()
+cdef object _columns(_FlumeDecode d, int64_t n):
+    """The bodies (data, int64 offsets) and header columns (names, columns) of d's n parsed
+    events, as decode_flume_events returns them."""
+    cdef int64_t i, total = 0, m
     for i in range(n):
-        v = values[i]
-        if v is None:
-            v = b""
-        elif not PyBytes_Check(v):
-            v = bytes(v)
-            keep.append(v)
-        d.ptrs[i] = PyBytes_AS_STRING(v)
-        d.sizes[i] = PyBytes_GET_SIZE(v)
-    bad = []
-    with nogil:
-        for i in range(n):
-            rc = d.parse(i)
-            if rc == -2:
-                break
-            if rc == -1:
-                d.body_start[i] = -1
-    if rc == -2:
-        raise MemoryError()
-    for i in range(n):
-        if d.body_start[i] < 0:        # not an event: the whole value is the body
-            bad.append(i)
-            d.body_start[i] = 0
-            d.body_len[i] = d.sizes[i]
         total += d.body_len[i]
     cdef char *data = <char *>malloc(total if total else 1)
     cdef int64_t *offs = <int64_t *>malloc((n + 1) * sizeof(int64_t))
@@ -270,7 +258,110 @@ def decode_flume_events(values):
             m = start[c]
     finally:
         free(start); free(sorted_)
-    return bodies[0], bodies[1], names, columns, bad
+    return bodies[0], bodies[1], names, columns
+
+
+def decode_flume_events(values):
+    """AvroFlumeEvents (a list of bytes; None counts as b"") into columns.
+
+    Returns (data, offsets, names, columns, bad): the bodies as a data Buffer and n + 1
+    int64 offsets (a Buffer); the header names (bytes, first-seen order) and for each a
+    string column (data, int32 offsets, validity bitmap, null count) as Buffers; and the
+    indexes of values that are not AvroFlumeEvents, whose body is the whole value and
+    which have no headers.
+    """
+    cdef int64_t n = len(values), i, rc = 0
+    cdef _FlumeDecode d = _FlumeDecode()
+    keep = []
+    d.ptrs = <const char **>malloc((n if n else 1) * sizeof(char *))
+    d.sizes = <int64_t *>malloc((n if n else 1) * sizeof(int64_t))
+    d.body_start = <int64_t *>malloc((n if n else 1) * sizeof(int64_t))
+    d.body_len = <int64_t *>malloc((n if n else 1) * sizeof(int64_t))
+    if d.ptrs == NULL or d.sizes == NULL or d.body_start == NULL or d.body_len == NULL:
+        raise MemoryError()
+    for i in range(n):
+        v = values[i]
+        if v is None:
+            v = b""
+        elif not PyBytes_Check(v):
+            v = bytes(v)
+            keep.append(v)
+        d.ptrs[i] = PyBytes_AS_STRING(v)
+        d.sizes[i] = PyBytes_GET_SIZE(v)
+    bad = []
+    with nogil:
+        for i in range(n):
+            rc = d.parse(i)
+            if rc == -2:
+                break
+            if rc == -1:
+                d.body_start[i] = -1
+    if rc == -2:
+        raise MemoryError()
+    for i in range(n):
+        if d.body_start[i] < 0:        # not an event: the whole value is the body
+            bad.append(i)
+            d.body_start[i] = 0
+            d.body_len[i] = d.sizes[i]
+    data, offsets, names, columns = _columns(d, n)
+    return data, offsets, names, columns, bad
+
+
+DEF NOGIL_BYTES = 4 << 20
+
+
+cdef int parse_array(_FlumeDecode d, const char *p, int64_t size, int64_t *at, int64_t *n) noexcept nogil:
+    """The events of the array at p[at[0]] parsed into d (n[0] of them), at[0] moved past
+    it: 0; -1 not an array of AvroFlumeEvent (at[0] where it failed); -2 out of memory."""
+    cdef int64_t count = 0, ignored, cap = 0, k
+    cdef int rc = 0
+    while True:
+        if read_long(p, size, at, &count) < 0:
+            return -1
+        if count == 0:
+            return 0
+        if count < 0:
+            count = -count
+            if count < 0 or read_long(p, size, at, &ignored) < 0:
+                return -1
+        if count > (size - at[0]) // 2:      # an event takes 2 bytes at least
+            return -1
+        if n[0] + count > cap:
+            cap = n[0] + count if n[0] + count > 2 * cap else 2 * cap
+            if d.grow(cap) < 0:
+                return -2
+        for k in range(count):
+            d.ptrs[n[0]] = p
+            rc = d.parse_at(n[0], p, size, at)
+            if rc < 0:
+                return rc
+            n[0] += 1
+
+
+def decode_flume_array(buf, int64_t start=0):
+    """The Avro array<AvroFlumeEvent> at buf[start:] (the request of Flume's appendBatch)
+    into columns, as decode_flume_events: returns (data, offsets, names, columns, end), end
+    being the position just past the array. ValueError when the bytes are not such an
+    array (say truncated); bytes after it are left to the caller."""
+    cdef ByteView b = ByteView(buf)
+    cdef _FlumeDecode d = _FlumeDecode()
+    cdef int64_t pos = start, n = 0
+    cdef int rc
+    if start < 0 or start > b.size:
+        raise ValueError("start %d outside the %d bytes" % (start, b.size))
+    if b.size > NOGIL_BYTES:
+        with nogil:
+            rc = parse_array(d, b.ptr, b.size, &pos, &n)
+    else:
+        # a batch of a few MB or less parses in about a millisecond or less: releasing the GIL
+        # for it costs more, a wait to get it back from a busy thread (the switch interval)
+        rc = parse_array(d, b.ptr, b.size, &pos, &n)
+    if rc == -2:
+        raise MemoryError()
+    if rc == -1:
+        raise ValueError("not an array of AvroFlumeEvent: event %d (byte %d) does not decode" % (n, pos))
+    data, offsets, names, columns = _columns(d, n)
+    return data, offsets, names, columns, pos
 
 
 def interleave(pieces, int64_t n):

@@ -274,6 +274,7 @@ _DECLARED: list[tuple[Any, ...]] = [
         (SOURCES, "sources.netcat", "netcat", "org.apache.flume.source.NetcatSource"),
         (SOURCES, "sources.spooldir", "spooldir", "org.apache.flume.source.SpoolDirectorySource"),
         (SOURCES, "sources.exec", "exec", "org.apache.flume.source.ExecSource"),
+        (SOURCES, "sources.avro", "avro", "org.apache.flume.source.AvroSource"),
         (SOURCES, "sources.flight", "flight"),
         (CHANNELS, "channels.memory", "memory", "org.apache.flume.channel.MemoryChannel"),
         (CHANNELS, "channels.file", "file", "org.apache.flume.channel.file.FileChannel"),
