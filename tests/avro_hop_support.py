@@ -75,7 +75,7 @@ def wait_for_bodies(out: Path, n: int, timeout: float = 60) -> list[bytes]:
 def keystore(tmp: Path, name: str = "server", storetype: str = "PKCS12", password: str = "secret1") -> Path:
     """A keystore with a new self-signed key pair (keytool), for Flume's avro source."""
     path = tmp / ("%s.%s" % (name, storetype.lower()))
-    subprocess.run(["keytool", "-genkeypair", "-alias", name, "-keyalg", "RSA", "-keysize", "2048", "-validity", "2",
+    subprocess.run(["keytool", "-genkeypair", "-alias", name, "-keyalg", "EC", "-groupname", "secp256r1", "-validity", "2",
                     "-dname", "CN=%s" % name, "-keystore", str(path), "-storetype", storetype,
                     "-storepass", password, "-keypass", password], check=True, capture_output=True, timeout=60)
     return path

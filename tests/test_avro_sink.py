@@ -14,6 +14,20 @@ from avro_hop_support import bodies, flume_events, keystore, start_collector, tr
 from e2e_support import free_port, poll, write_config
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """keytool-made stores, once for the module: the collector's keystore (PKCS12), another
+    key pair's, and truststores of the collector's certificate (JKS and PKCS12) and of the other."""
+    d = tmp_path_factory.mktemp("tls")
+    ks, other = keystore(d), keystore(d, "other")
+    return {"keystore": ks, "jks": truststore(d, ks, storetype="JKS"), "pkcs12": truststore(d, ks, storetype="PKCS12"),
+            "other": truststore(d, other, alias="other")}
+
+
+def tls_source(tls) -> dict:
+    return {"ssl": "true", "keystore": tls["keystore"], "keystore-password": "secret1", "keystore-type": "PKCS12"}
+
+
 def edge(port: int, n: int, batch: int = 100, **sink) -> dict:
     """seq (n events) -> memory -> avro sink to 127.0.0.1:port; a shared and a per-event header."""
     cfg = {
@@ -52,7 +66,7 @@ def test_seq_memory_avro_sink_to_flume_bodies_headers_counts(tmp_path, flume, ru
     p = run_agent("a1", write_config(tmp_path, edge(port, n)), "--exit-when-done", timeout=60)
     assert p.returncode == 0, p.stderr
     wait_for_bodies(out, n)
-    proc.stop()
+    proc.kill()     # what it wrote is on disk (read above); its graceful stop costs seconds
     check_events(out, n)
 
 
@@ -63,48 +77,41 @@ def test_deflate_to_flume(tmp_path, flume, run_agent):
                   "--exit-when-done", timeout=60)
     assert p.returncode == 0, p.stderr
     wait_for_bodies(out, n)
-    proc.stop()
+    proc.kill()     # what it wrote is on disk (read above); its graceful stop costs seconds
     check_events(out, n)
 
 
 @pytest.mark.parametrize("trust", ["jks", "pkcs12", "all"])
-def test_ssl_to_flume(tmp_path, flume, run_agent, trust):
-    ks = keystore(tmp_path)
-    proc, port, out = start_collector(flume, tmp_path, ssl="true", keystore=ks, **{
-        "keystore-password": "secret1", "keystore-type": "PKCS12"})
+def test_ssl_to_flume(tmp_path, flume, run_agent, tls, trust):
+    proc, port, out = start_collector(flume, tmp_path, **tls_source(tls))
     if trust == "all":
         sink = {"ssl": "true", "trust-all-certs": "true"}
     else:
-        ts = truststore(tmp_path, ks, storetype=trust.upper())
-        sink = {"ssl": "true", "truststore": ts, "truststore-password": "trust12", "truststore-type": trust.upper()}
+        sink = {"ssl": "true", "truststore": tls[trust], "truststore-password": "trust12", "truststore-type": trust.upper()}
     n = 2000
     p = run_agent("a1", write_config(tmp_path, edge(port, n, **sink)), "--exit-when-done", timeout=60)
     assert p.returncode == 0, p.stderr
     wait_for_bodies(out, n)
-    proc.stop()
+    proc.kill()     # what it wrote is on disk (read above); its graceful stop costs seconds
     check_events(out, n)
 
 
-def test_ssl_and_deflate_to_flume(tmp_path, flume, run_agent):
-    ks = keystore(tmp_path)
-    proc, port, out = start_collector(flume, tmp_path, ssl="true", keystore=ks, **{
-        "keystore-password": "secret1", "keystore-type": "PKCS12", "compression-type": "deflate"})
+def test_ssl_and_deflate_to_flume(tmp_path, flume, run_agent, tls):
+    proc, port, out = start_collector(flume, tmp_path, **tls_source(tls), **{"compression-type": "deflate"})
     n = 2000
     cfg = edge(port, n, ssl="true", **{"trust-all-certs": "true", "compression-type": "deflate"})
     p = run_agent("a1", write_config(tmp_path, cfg), "--exit-when-done", timeout=60)
     assert p.returncode == 0, p.stderr
     wait_for_bodies(out, n)
-    proc.stop()
+    proc.kill()     # what it wrote is on disk (read above); its graceful stop costs seconds
     check_events(out, n)
 
 
-def test_untrusted_certificate_is_never_delivered(tmp_path, flume, agent):
+def test_untrusted_certificate_is_never_delivered(tmp_path, flume, agent, tls):
     """A truststore without the server's certificate: every batch is rolled back."""
-    ks, other = keystore(tmp_path), keystore(tmp_path, "other")
-    proc, port, out = start_collector(flume, tmp_path, ssl="true", keystore=ks, **{
-        "keystore-password": "secret1", "keystore-type": "PKCS12"})
-    ts = truststore(tmp_path, other, alias="other")
-    a = agent("a1", write_config(tmp_path, edge(port, 100, ssl="true", truststore=ts, **{"truststore-password": "trust12"})))
+    proc, port, out = start_collector(flume, tmp_path, **tls_source(tls))
+    a = agent("a1", write_config(tmp_path, edge(port, 100, ssl="true", truststore=tls["other"],
+                                                **{"truststore-password": "trust12"})))
     a.wait_for_stderr("certificate verify failed", timeout=30)
     assert a.alive and bodies(out) == []
 
@@ -117,7 +124,7 @@ def test_collector_down_at_start_then_up(tmp_path, flume, agent):
     proc, _, out = start_collector(flume, tmp_path, port=port)
     assert a.wait(90) == 0, a.stderr
     wait_for_bodies(out, n)
-    proc.stop()
+    proc.kill()     # what it wrote is on disk (read above); its graceful stop costs seconds
     check_events(out, n)
 
 
@@ -133,7 +140,7 @@ def test_request_timeout_rolls_back_then_delivers_after_sigcont(tmp_path, flume,
         proc.send_signal(signal.SIGCONT)
     assert a.wait(90) == 0, a.stderr
     wait_for_bodies(out, n)
-    proc.stop()
+    proc.kill()     # what it wrote is on disk (read above); its graceful stop costs seconds
     got = collections.Counter(bodies(out))
     # every event; a batch Flume read before it was stopped may come twice (sent again after
     # its timeout): duplicates only as whole batches of 100
@@ -177,8 +184,8 @@ def test_group_over_two_collectors_one_killed_and_restarted(tmp_path, flume, age
     c1b, _, _ = start_collector(flume, tmp_path, "col1", port=p1, out=out1, durable=True)
     assert a.wait(180) == 0, a.stderr
     got = collections.Counter(poll(lambda: (lambda b: b if len(set(b)) >= n else None)(bodies(out1) + bodies(out2)), 60))
-    c1b.stop()
-    c2.stop()
+    c1b.kill()
+    c2.kill()
     assert set(got) == set(expected(n)), "missing: %d" % (n - len(set(got) & set(expected(n))))
     dups = sum(c - 1 for c in got.values())
     assert dups % 100 == 0, dups
