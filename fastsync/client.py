@@ -306,7 +306,8 @@ def connection_factory(props: Mapping[str, str]):
                                  (_prop(props, "exclude-protocols", "SSLv3") or "").split(),
                                  (_prop(props, "include-protocols", "") or "").split())
         except (TrustStoreError, ssl.SSLError) as exc:
-            raise ClientConfigError("truststore: %s" % exc) from None
+            key = "exclude-protocols" if "protocol" in str(exc) else "truststore"
+            raise ClientConfigError("%s: %s" % (key, exc)) from None
 
     def make(host: str, port: int) -> AvroConnection:
         return AvroConnection(host, port, connect_timeout=ct, request_timeout=rt, tls=tls, deflate_level=level)

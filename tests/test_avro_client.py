@@ -91,6 +91,10 @@ def test_errors_name_host_and_cause(tmp_path):
         RpcClient.from_properties({"hosts": "h1", "hosts.h1": "nohostport"})
     with pytest.raises(ClientConfigError, match="compression-type: 'gzip'"):
         RpcClient.from_properties(props(1, **{"compression-type": "gzip"}))
+    with pytest.raises(ClientConfigError, match="exclude-protocols: exclude-protocols / include-protocols leave no TLS"):
+        RpcClient.from_properties(props(1, ssl="true", **{"exclude-protocols": "TLSv1.2 TLSv1.3"}))
+    with pytest.raises(ClientConfigError, match="exclude-protocols: unknown protocol TLSv9"):
+        RpcClient.from_properties(props(1, ssl="true", **{"include-protocols": "TLSv9"}))
     with pytest.raises(ClientConfigError, match="truststore: cannot read truststore /nonexistent"):
         RpcClient.from_properties(props(1, ssl="true", truststore="/nonexistent"))
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import collections
 import signal
+import subprocess
 import time
 
 import pytest
 
 from avro_hop_support import bodies, flume_events, keystore, start_collector, truststore, wait_for_bodies
-from e2e_support import free_port, poll, write_config
+from fastsync.client import RpcClient
+from e2e_support import AGENT_CMD, LineClient, free_port, get_json, line_of, poll, wait_for_port, write_config
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +105,16 @@ def test_ssl_and_deflate_to_flume(tmp_path, flume, run_agent, tls):
     p = run_agent("a1", write_config(tmp_path, cfg), "--exit-when-done", timeout=60)
     assert p.returncode == 0, p.stderr
     wait_for_bodies(out, n)
+    # include-protocols: TLS 1.2 only, which Flume's JVM offers too; then TLS 1.3 only, through the client
+    for only in ("TLSv1.2", "TLSv1.3"):
+        client = {"hosts": "h1", "hosts.h1": "127.0.0.1:%d" % port, "ssl": "true", "trust-all-certs": "true",
+                  "compression-type": "deflate", "include-protocols": only}
+        with RpcClient.from_properties(client) as c:
+            c.append(only.encode())
+    wait_for_bodies(out, n + 2)
     proc.kill()     # what it wrote is on disk (read above); its graceful stop costs seconds
-    check_events(out, n)
+    got = bodies(out)
+    assert len(got) == n + 2 and sorted(got) == sorted(expected(n) + [b"TLSv1.2", b"TLSv1.3"])
 
 
 def test_untrusted_certificate_is_never_delivered(tmp_path, flume, agent, tls):
@@ -190,3 +200,44 @@ def test_group_over_two_collectors_one_killed_and_restarted(tmp_path, flume, age
     dups = sum(c - 1 for c in got.values())
     assert dups % 100 == 0, dups
     assert killed_with < n and len(bodies(out2)) > 0
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("compression-type", "gzip", "must be one of none, deflate, got 'gzip'"),
+    ("hostname", " ", "No hostname specified"),
+    ("port", "70000", "must be at most 65535"),
+    ("truststore-type", "PEM", "must be one of jks, jceks, pkcs12"),
+    ("truststore", "/nonexistent/trust.jks", "cannot read truststore /nonexistent/trust.jks: No such file or directory"),
+])
+def test_bad_settings_are_one_line_errors_naming_file_line_key(tmp_path, key, value, fragment):
+    cfg = edge(1, 10, ssl="true")
+    cfg["a1.sinks.k1." + key] = value
+    conf = write_config(tmp_path, cfg)
+    p = subprocess.run(AGENT_CMD + ["-n", "a1", "-f", str(conf), "--validate"], capture_output=True, text=True, timeout=60)
+    text = conf.read_text()
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert p.stderr.startswith("fastsync: error: %s:%d: a1.sinks.k1.%s: " % (conf, line_of(text, "a1.sinks.k1." + key), key)), p.stderr
+    assert fragment in p.stderr, p.stderr
+
+
+def test_reset_connection_interval_reconnects(tmp_path, flume, agent):
+    """netcat -> memory -> avro sink with reset-connection-interval = 1: a batch sent more
+    than 1 s after the connection was made goes over a new one; nothing is lost."""
+    proc, port, out = start_collector(flume, tmp_path)
+    nc, metrics = free_port(), free_port()
+    cfg = edge(port, 0, **{"reset-connection-interval": 1})
+    cfg.update({"a1.sources.r1.type": "netcat", "a1.sources.r1.bind": "127.0.0.1", "a1.sources.r1.port": nc})
+    a = agent("a1", write_config(tmp_path, cfg), "--metrics-port", str(metrics))
+    wait_for_port(nc, alive=lambda: a.alive)
+    with LineClient(nc) as c:
+        c.send(b"first\n")
+        assert c.read_lines(1) == [b"OK"]
+        wait_for_bodies(out, 1)
+        time.sleep(1.2)
+        c.send(b"second\n")
+        assert c.read_lines(1) == [b"OK"]
+        wait_for_bodies(out, 2)
+    counters = get_json("http://127.0.0.1:%d/metrics" % metrics)["SINK.k1"]
+    assert counters["ConnectionCreatedCount"] == "2" and counters["ConnectionClosedCount"] == "1", counters
+    proc.kill()
+    assert bodies(out) == [b"first", b"second"]

@@ -14,10 +14,10 @@ import hashlib
 import ssl
 import struct
 
-# Flume's protocol names -> the ssl option that leaves each out
-_NO = {"SSLv3": getattr(ssl, "OP_NO_SSLv3", 0), "TLSv1": ssl.OP_NO_TLSv1, "TLSv1.1": ssl.OP_NO_TLSv1_1,
-       "TLSv1.2": ssl.OP_NO_TLSv1_2, "TLSv1.3": ssl.OP_NO_TLSv1_3}
-PROTOCOLS = tuple(_NO)
+# Java's protocol names, oldest first (SSLv3 is never offered: OpenSSL has none)
+_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1, "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+             "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+PROTOCOLS = ("SSLv3",) + tuple(_VERSIONS)
 
 
 class TrustStoreError(ValueError):
@@ -110,7 +110,13 @@ def client_context(trust_all: bool = False, truststore: str | None = None, passw
             ctx.verify_flags |= getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0)
         else:
             ctx.load_default_certs()
-    for name in PROTOCOLS:
-        if name in exclude_protocols or (include_protocols and name not in include_protocols):
-            ctx.options |= _NO[name]
+    unknown = [p for p in list(exclude_protocols) + list(include_protocols) if p not in PROTOCOLS]
+    if unknown:
+        raise TrustStoreError("unknown protocol %s (known: %s)" % (unknown[0], " ".join(PROTOCOLS)))
+    allowed = [v for name, v in _VERSIONS.items() if v >= ssl.TLSVersion.TLSv1_2
+               and name not in exclude_protocols and (not include_protocols or name in include_protocols)]
+    if not allowed:
+        raise TrustStoreError("exclude-protocols / include-protocols leave no TLS version (TLSv1.2 and TLSv1.3 are "
+                              "offered; TLSv1, TLSv1.1 and SSLv3 are not)")
+    ctx.minimum_version, ctx.maximum_version = allowed[0], allowed[-1]
     return ctx
