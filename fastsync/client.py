@@ -204,19 +204,23 @@ class AvroConnection:
             raise EventDeliveryError(self.address, "batch of %d events not acknowledged: %s" % (n, cause)) from None
 
     def _call(self, buffers: list) -> None:
-        assert self.stream is not None
+        stream = self.stream        # interrupt() may close the connection from another thread
+        if stream is None:
+            raise ConnectionError("connection closed")
         self.serial = (self.serial + 1) & 0x7FFFFFFF
         serial = self.serial
-        self.stream.send(avro_ipc.frame(serial, [b for b in buffers if len(b)]))
         deadline = time.monotonic() + self.request_timeout
+        stream.sock.settimeout(self.request_timeout)
+        stream.send(avro_ipc.frame(serial, [b for b in buffers if len(b)]))
         while True:
-            for got, message in self.frames.feed(self.stream.recv()):
-                if got != serial:
-                    continue        # a late answer to a call given up on cannot happen: we close then
-                self._status(message)
-                return
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise socket.timeout()
+            stream.sock.settimeout(left)       # the whole call, not each read, has request-timeout
+            for got, message in self.frames.feed(stream.recv()):
+                if got == serial:           # (one call at a time: no other answer can come)
+                    self._status(message)
+                    return
 
     def _status(self, message: bytes) -> None:
         r = avro_ipc.Reader(message)
