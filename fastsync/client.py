@@ -149,9 +149,12 @@ class AvroConnection:
         self.connect_timeout, self.request_timeout = connect_timeout, request_timeout
         self.tls, self.deflate_level = tls, deflate_level
         self.stream: _Stream | None = None
-        self.handshaken = False
+        self.handshaken = self.handshake_sent = False
+        self.handshake_serial = -1                # the call that carried the handshake
         self.serial = 0
         self.frames = avro_ipc.FrameReader()
+        self.answers: dict[int, bytes] = {}       # serial -> answer not yet waited for
+        self.deadlines: dict[int, float] = {}     # serial -> when a call sent gives up
 
     def connect(self) -> None:
         if self.stream is not None:
@@ -169,13 +172,16 @@ class AvroConnection:
             sock.close()
             raise EventDeliveryError(self.address, "TLS handshake failed: %s" % exc) from None
         sock.settimeout(self.request_timeout)
-        self.handshaken = False
+        self.handshaken = self.handshake_sent = False
         self.frames = avro_ipc.FrameReader()
+        self.answers.clear()
+        self.deadlines.clear()
 
     def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-            self.stream = None
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.close()
+        self.deadlines.clear()
 
     @property
     def connected(self) -> bool:
@@ -184,47 +190,67 @@ class AvroConnection:
     def append_batch(self, batch: EventBatch) -> None:
         """Send one appendBatch call of the whole batch; return on Status OK, else raise
         EventDeliveryError (and drop the connection)."""
+        self.wait(self.send_batch(batch), len(batch))
+
+    def send_batch(self, batch: EventBatch) -> int:
+        """Send an appendBatch call of the whole batch without waiting for its answer: its
+        serial, for wait(). Calls may be sent before earlier ones are answered (the server
+        answers in order)."""
         from fastsync._native import encode_flume_events
         data, offsets = encode_flume_events(batch.data, batch.offsets, encode_headers(batch))
         n = len(batch)
         try:
             self.connect()
-            head, tail = avro_ipc.append_batch_request(n, b"" if self.handshaken else avro_ipc.handshake_request())
-            self._call([head, data, tail] if n else [head])
-        except EventDeliveryError:
-            self.close()
-            raise
-        except socket.timeout:
-            self.close()
-            raise EventDeliveryError(self.address, "request timed out after %d ms (batch of %d events)"
-                                     % (self.request_timeout * 1000, n)) from None
-        except (OSError, ssl.SSLError, avro_ipc.ProtocolError, avro_ipc.RemoteError, zlib.error) as exc:
-            self.close()
+            stream = self.stream        # interrupt() may close the connection from another thread
+            if stream is None:
+                raise ConnectionError("connection closed")
+            head, tail = avro_ipc.append_batch_request(n, b"" if self.handshake_sent else avro_ipc.handshake_request())
+            self.serial = (self.serial + 1) & 0x7FFFFFFF
+            serial = self.serial
+            self.deadlines[serial] = time.monotonic() + self.request_timeout
+            stream.sock.settimeout(self.request_timeout)
+            stream.send(avro_ipc.frame(serial, [head, data, tail] if n else [head]))
+            if not self.handshake_sent:
+                self.handshake_sent, self.handshake_serial = True, serial
+            return serial
+        except Exception as exc:
+            raise self._failed(exc, n) from None
+
+    def wait(self, serial: int, n: int) -> None:
+        """Until the answer of call `serial` (of n events): return on Status OK, else raise
+        EventDeliveryError (and drop the connection)."""
+        try:
+            stream = self.stream
+            if stream is None or serial not in self.deadlines:
+                raise ConnectionError("connection closed")
+            while serial not in self.answers:
+                left = self.deadlines[serial] - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout()
+                stream.sock.settimeout(left)       # the whole call, not each read, has request-timeout
+                for got, message in self.frames.feed(stream.recv()):
+                    self.answers[got] = message
+            del self.deadlines[serial]
+            self._status(self.answers.pop(serial), serial == self.handshake_serial)
+        except Exception as exc:
+            raise self._failed(exc, n) from None
+
+    def _failed(self, exc: Exception, n: int) -> Exception:
+        """The EventDeliveryError for exc (the connection is dropped)."""
+        self.close()
+        if isinstance(exc, EventDeliveryError):
+            return exc
+        if isinstance(exc, socket.timeout):
+            return EventDeliveryError(self.address, "request timed out after %d ms (batch of %d events)"
+                                      % (self.request_timeout * 1000, n))
+        if isinstance(exc, (OSError, ssl.SSLError, avro_ipc.ProtocolError, avro_ipc.RemoteError, zlib.error)):
             cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-            raise EventDeliveryError(self.address, "batch of %d events not acknowledged: %s" % (n, cause)) from None
+            return EventDeliveryError(self.address, "batch of %d events not acknowledged: %s" % (n, cause))
+        return exc
 
-    def _call(self, buffers: list) -> None:
-        stream = self.stream        # interrupt() may close the connection from another thread
-        if stream is None:
-            raise ConnectionError("connection closed")
-        self.serial = (self.serial + 1) & 0x7FFFFFFF
-        serial = self.serial
-        deadline = time.monotonic() + self.request_timeout
-        stream.sock.settimeout(self.request_timeout)
-        stream.send(avro_ipc.frame(serial, [b for b in buffers if len(b)]))
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout()
-            stream.sock.settimeout(left)       # the whole call, not each read, has request-timeout
-            for got, message in self.frames.feed(stream.recv()):
-                if got == serial:           # (one call at a time: no other answer can come)
-                    self._status(message)
-                    return
-
-    def _status(self, message: bytes) -> None:
+    def _status(self, message: bytes, handshake: bool) -> None:
         r = avro_ipc.Reader(message)
-        if not self.handshaken:
+        if handshake:
             match, _, _ = avro_ipc.read_handshake_response(r)
             if match == "NONE":
                 raise avro_ipc.ProtocolError("the server did not accept our protocol (handshake NONE)")

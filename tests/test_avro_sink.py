@@ -238,6 +238,9 @@ def test_reset_connection_interval_reconnects(tmp_path, flume, agent):
         assert c.read_lines(1) == [b"OK"]
         wait_for_bodies(out, 2)
     counters = get_json("http://127.0.0.1:%d/metrics" % metrics)["SINK.k1"]
-    assert counters["ConnectionCreatedCount"] == "2" and counters["ConnectionClosedCount"] == "1", counters
+    # without the reset one connection serves both; with it the second event, sent more than 1 s
+    # after the first connection was made, goes over a new one
+    assert int(counters["ConnectionCreatedCount"]) >= 2 and int(counters["ConnectionClosedCount"]) >= 1, counters
+    assert counters["EventWriteFail"] == "0"
     proc.kill()
     assert bodies(out) == [b"first", b"second"]

@@ -4,8 +4,14 @@ channel commit). FAILED, a timeout, a refused or closed connection roll the take
 connection is dropped and made again on the next try (the runner backs off between tries),
 so a collector that is down at the start or goes away costs retries, never events.
 
-The events of a take are encoded by column (fastsync._avro.encode_flume_events) and sent
-as frame buffers without being joined. Client settings and the wire are fastsync.client's.
+A process() call makes up to `batchesInFlight` takes (ours; one in a load_balance group,
+whose turns are one take each) and sends each as soon as it is taken, before the answers of
+the earlier ones: the collector works on one call while the next travels (Flume's sink has
+one). Then it waits for the answers in order and commits each take after its OK; at the
+first failure it rolls back that take and every later one (nothing is left open between
+calls), so a failure duplicates at most those batches. The events of a take are encoded by
+column (fastsync._avro.encode_flume_events) and sent as frame buffers without being joined.
+Client settings and the wire are fastsync.client's.
 """
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ import time
 from dataclasses import dataclass
 
 from fastsync.agent.component import SINKS, Place, setting
-from fastsync.agent.sink import Sink, SinkConfig
+from fastsync.agent.sink import TAKE_WAIT, Sink, SinkConfig
+from fastsync.agent.source import Status
 from fastsync.client import ClientConfigError, connection_factory
 
 log = logging.getLogger("fastsync.sink.avro")
@@ -43,6 +50,8 @@ class AvroSinkConfig(SinkConfig):
                                   choices=("jks", "jceks", "pkcs12"))
     excludeProtocols: str = setting("exclude-protocols", "SSLv3", "ssl: protocols not to use, space separated")
     includeProtocols: str = setting("include-protocols", "", "ssl: only these protocols (space separated; empty: all)")
+    batchesInFlight: int = setting("batchesInFlight", 4, "ours: takes sent before the first of them is answered "
+                                   "(1: Flume's one call at a time); each is committed after its own OK", min=1)
     maxIoWorkers: int = setting("maxIoWorkers", 0, "accepted for Flume's configs; no effect (one connection, "
                                 "one call at a time, as Flume 1.11)", min=0)
 
@@ -97,10 +106,61 @@ class AvroSink(Sink):
             self.connected_at = time.monotonic()
             self.counters.add(ConnectionCreatedCount=1)
 
-    def deliver(self, batch) -> None:
+    def process(self) -> Status:
+        self._maybe_reset()
+        most = self.transactions_per_process or self.config.batchesInFlight
+        sent: list = []      # [transaction, events, bytes, serial] in take order, not yet committed
+        try:
+            while len(sent) < most:
+                tx = self.channel.transaction()
+                tx.begin()
+                try:
+                    # with calls out, don't wait for events: their answers may be in
+                    batch = tx.take(self.batch_size, 0 if sent else TAKE_WAIT)
+                except BaseException:
+                    tx.rollback()
+                    tx.close()
+                    raise
+                if batch is None:
+                    tx.commit()
+                    tx.close()
+                    break
+                sent.append([tx, len(batch), batch.nbytes, None])
+                self.counters.add(EventDrainAttemptCount=len(batch))
+                self._connect()
+                sent[-1][3] = self.conn.send_batch(batch)
+                if not self.conn.handshaken:
+                    break       # the server reads a call after the first as a handshake until it answered the first
+            if not sent:
+                self.counters.add(BatchEmptyCount=1)
+                self.idle()
+                return Status.BACKOFF
+            while sent:
+                tx, n, nbytes, serial = sent[0]
+                self.conn.wait(serial, n)
+                tx.commit()
+                tx.close()
+                sent.pop(0)
+                self.reported.clear()
+                self.counters.add(EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes,
+                                  **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
+            return Status.READY
+        except Exception as exc:
+            self.counters.add(EventWriteFail=1)
+            self._report(exc, sum(rec[1] for rec in sent))
+            raise
+        finally:
+            for tx, *_ in reversed(sent):       # the last taken first: the channel's head keeps their order
+                tx.rollback()
+                tx.close()
+
+    def _maybe_reset(self) -> None:
         interval = self.config.resetConnectionInterval
         if interval and self.conn.connected and time.monotonic() - self.connected_at >= interval:
             self._close()
+
+    def deliver(self, batch) -> None:
+        self._maybe_reset()
         self._connect()
         try:
             self.conn.append_batch(batch)
