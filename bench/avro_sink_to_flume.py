@@ -4,7 +4,8 @@ memory -> null), events/s:
 * fastsync.client.RpcClient sending batches of 1000 events of 100 bytes: plain, deflate, TLS
   (best of `--rounds` runs of `--events` each, after a warm-up of Flume's JIT);
 * the agent `seq -> memory -> avro sink (batch-size 1000)` through the CLI with
-  --exit-when-done (its own events/s line).
+  --exit-when-done (its own events/s line), with batchesInFlight 4 (ours) and 1 (Flume's way)
+  in alternating rounds.
 
     python bench/avro_sink_to_flume.py [--events 300000] [--rounds 3] [--agent-events 2000000]
 
@@ -60,12 +61,12 @@ def client_rate(port: int, props: dict, events: int, rounds: int) -> float:
     return best
 
 
-def agent_rate(tmp: Path, port: int, events: int) -> str:
+def agent_rate(tmp: Path, port: int, events: int, in_flight: int) -> str:
     cfg = {"a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1", "a1.sources.r1.type": "seq",
            "a1.sources.r1.totalEvents": events, "a1.sources.r1.batchSize": 1000, "a1.sources.r1.channels": "c1",
            "a1.channels.c1.type": "memory", "a1.channels.c1.capacity": 100000, "a1.channels.c1.transactionCapacity": 1000,
            "a1.sinks.k1.type": "avro", "a1.sinks.k1.channel": "c1", "a1.sinks.k1.hostname": "127.0.0.1",
-           "a1.sinks.k1.port": port, "a1.sinks.k1.batch-size": 1000}
+           "a1.sinks.k1.port": port, "a1.sinks.k1.batch-size": 1000, "a1.sinks.k1.batchesInFlight": in_flight}
     r = subprocess.run([sys.executable, "-m", "fastsync", "agent", "-n", "a1", "-f", str(write_config(tmp, cfg, "a1.properties")),
                         "--exit-when-done"], capture_output=True, text=True, timeout=600)
     return next((line for line in (r.stdout + r.stderr).splitlines() if "events/s" in line), r.stderr[-300:])
@@ -91,8 +92,10 @@ def main() -> None:
                 rate = client_rate(port, props, a.events, a.rounds)
                 print("RpcClient -> Flume avro source, %-7s batch 1000, 100-byte events: %9.0f events/s" % (mode, rate),
                       flush=True)
-                if mode == "plain":
-                    print("agent seq -> memory -> avro sink -> Flume: %s" % agent_rate(tmp, port, a.agent_events), flush=True)
+                if mode == "plain":     # alternating rounds; the first warms Flume's JIT
+                    for in_flight in [4, 1] * a.rounds:
+                        print("agent seq -> memory -> avro sink (batchesInFlight %d) -> Flume: %s"
+                              % (in_flight, agent_rate(tmp, port, a.agent_events, in_flight)), flush=True)
             finally:
                 p.kill()
                 p.wait()
