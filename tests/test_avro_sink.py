@@ -83,19 +83,32 @@ def test_deflate_to_flume(tmp_path, flume, run_agent):
     check_events(out, n)
 
 
-@pytest.mark.parametrize("trust", ["jks", "pkcs12", "all"])
-def test_ssl_to_flume(tmp_path, flume, run_agent, tls, trust):
+def test_ssl_to_flume_with_jks_pkcs12_truststores_trust_all_and_an_untrusted_certificate(tmp_path, flume, agent, run_agent,
+                                                                                        tls):
+    """One TLS collector: a sink whose truststore lacks its certificate delivers nothing (every
+    batch rolled back); then three agents trusting it by a JKS truststore, a PKCS12 one and
+    trust-all-certs deliver everything (each run tags its events)."""
     proc, port, out = start_collector(flume, tmp_path, **tls_source(tls))
-    if trust == "all":
-        sink = {"ssl": "true", "trust-all-certs": "true"}
-    else:
-        sink = {"ssl": "true", "truststore": tls[trust], "truststore-password": "trust12", "truststore-type": trust.upper()}
-    n = 2000
-    p = run_agent("a1", write_config(tmp_path, edge(port, n, **sink)), "--exit-when-done", timeout=60)
-    assert p.returncode == 0, p.stderr
-    wait_for_bodies(out, n)
+    bad = agent("a1", write_config(tmp_path, edge(port, 100, ssl="true", truststore=tls["other"],
+                                                  **{"truststore-password": "trust12"}), "untrusted.properties"))
+    bad.wait_for_stderr("certificate verify failed", timeout=30)
+    assert bad.alive and bodies(out) == []
+    bad.kill()
+    n = 1000
+    runs = {"jks": {"truststore": tls["jks"], "truststore-password": "trust12"},
+            "pkcs12": {"truststore": tls["pkcs12"], "truststore-password": "trust12", "truststore-type": "PKCS12"},
+            "all": {"trust-all-certs": "true"}}
+    for name, sink in runs.items():
+        cfg = edge(port, n, ssl="true", **sink)
+        cfg["a1.sources.r1.interceptors.st.value"] = name
+        p = run_agent("a1", write_config(tmp_path, cfg, name + ".properties"), "--exit-when-done", timeout=60)
+        assert p.returncode == 0, p.stderr
+    wait_for_bodies(out, len(runs) * n)
     proc.kill()     # what it wrote is on disk (read above); its graceful stop costs seconds
-    check_events(out, n)
+    events = flume_events(out)
+    assert len(events) == len(runs) * n
+    for name in runs:
+        assert sorted(b for h, b in events if h["tier"] == name) == sorted(expected(n)), name
 
 
 def test_ssl_and_deflate_to_flume(tmp_path, flume, run_agent, tls):
@@ -115,15 +128,6 @@ def test_ssl_and_deflate_to_flume(tmp_path, flume, run_agent, tls):
     proc.kill()     # what it wrote is on disk (read above); its graceful stop costs seconds
     got = bodies(out)
     assert len(got) == n + 2 and sorted(got) == sorted(expected(n) + [b"TLSv1.2", b"TLSv1.3"])
-
-
-def test_untrusted_certificate_is_never_delivered(tmp_path, flume, agent, tls):
-    """A truststore without the server's certificate: every batch is rolled back."""
-    proc, port, out = start_collector(flume, tmp_path, **tls_source(tls))
-    a = agent("a1", write_config(tmp_path, edge(port, 100, ssl="true", truststore=tls["other"],
-                                                **{"truststore-password": "trust12"})))
-    a.wait_for_stderr("certificate verify failed", timeout=30)
-    assert a.alive and bodies(out) == []
 
 
 def test_collector_down_at_start_then_up(tmp_path, flume, agent):
