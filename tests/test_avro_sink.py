@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from avro_hop_support import bodies, flume_events, keystore, start_collector, truststore, wait_for_bodies
+from avro_hop_support import bodies, collector_config, flume_events, keystore, start_collector, truststore, wait_for_bodies
 from fastsync.client import RpcClient
 from e2e_support import AGENT_CMD, LineClient, free_port, get_json, line_of, poll, wait_for_port, write_config
 
@@ -248,3 +248,30 @@ def test_reset_connection_interval_reconnects(tmp_path, flume, agent):
     assert counters["EventWriteFail"] == "0"
     proc.kill()
     assert bodies(out) == [b"first", b"second"]
+
+
+def test_status_failed_rolls_back_and_a_new_collector_gets_the_rest(tmp_path, flume, agent):
+    """A collector whose channel is full (its file_roll can't write: its directory is a file)
+    answers FAILED: the takes are rolled back and kept. Once a working collector is on that
+    port, every event the first did not acknowledge arrives."""
+    port = free_port()
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    cfg = collector_config("bad", port, tmp_path / "unused", tmp_path)
+    text = cfg.read_text().replace("bad.sinks.k1.sink.directory = %s" % (tmp_path / "unused"),
+                                   "bad.sinks.k1.sink.directory = %s" % blocked)
+    text = text.replace("bad.channels.c1.capacity = 200000", "bad.channels.c1.capacity = 1000\nbad.channels.c1.keep-alive = 0")
+    text = text.replace("bad.channels.c1.transactionCapacity = 10000", "bad.channels.c1.transactionCapacity = 100")
+    cfg.write_text(text)
+    bad = flume("bad", cfg)
+    wait_for_port(port, timeout=60, alive=lambda: bad.alive)
+    n = 3000
+    a = agent("a1", write_config(tmp_path, edge(port, n, batchesInFlight=1)), "--exit-when-done")
+    a.wait_for_stderr("the server answered Status FAILED", timeout=60)
+    bad.kill()      # what its channel held (acknowledged) is lost with it: Flume's memory channel
+    good, _, out = start_collector(flume, tmp_path, "good", port=port)
+    assert a.wait(90) == 0, a.stderr
+    got = set(wait_for_bodies(out, n - 1000))
+    good.kill()
+    # the first 1000 events filled the bad collector's channel and were acknowledged; none after
+    assert set(expected(n)[1000:]) <= got, len(set(expected(n)[1000:]) - got)
