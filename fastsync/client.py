@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 import socket
 import ssl
+import threading
 import time
 import zlib
 from typing import Iterable, Mapping, Sequence
@@ -387,6 +388,7 @@ class RpcClient:
         self.failures = [0] * len(self.connections)
         self.until = [0.0] * len(self.connections)      # backoff: not before this monotonic time
         self.closed = False
+        self.lock = threading.Lock()       # calls from several threads go one at a time
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> "RpcClient":
@@ -419,6 +421,10 @@ class RpcClient:
 
     def send(self, batch: EventBatch) -> None:
         """One appendBatch call of the whole batch, to the host(s) the client type picks."""
+        with self.lock:
+            self._send(batch)
+
+    def _send(self, batch: EventBatch) -> None:
         errors = []
         for i in self._order():
             try:
