@@ -111,6 +111,15 @@ def test_ssl_to_flume_with_jks_pkcs12_truststores_trust_all_and_an_untrusted_cer
         assert sorted(b for h, b in events if h["tier"] == name) == sorted(expected(n)), name
 
 
+@pytest.mark.parametrize("kind, message", [("jks", "wrong truststore password"), ("pkcs12", "cannot read the PKCS12")])
+def test_wrong_truststore_password_is_a_config_error(tmp_path, tls, kind, message):
+    cfg = edge(1, 10, ssl="true", truststore=tls[kind], **{"truststore-password": "wrong-one"})
+    conf = write_config(tmp_path, cfg)
+    p = subprocess.run(AGENT_CMD + ["-n", "a1", "-f", str(conf), "--validate"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "a1.sinks.k1.truststore: " in p.stderr and message in p.stderr and "wrong-one" not in p.stderr, p.stderr
+
+
 def test_ssl_and_deflate_to_flume(tmp_path, flume, run_agent, tls):
     proc, port, out = start_collector(flume, tmp_path, **tls_source(tls), **{"compression-type": "deflate"})
     n = 2000
