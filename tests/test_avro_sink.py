@@ -229,6 +229,8 @@ def test_group_over_two_collectors_one_killed_and_restarted(tmp_path, flume, age
     ("port", "70000", "must be at most 65535"),
     ("truststore-type", "PEM", "must be one of jks, jceks, pkcs12"),
     ("truststore", "/nonexistent/trust.jks", "cannot read truststore /nonexistent/trust.jks: No such file or directory"),
+    ("include-protocols", "TLSv1.1", "leave no TLS version"),
+    ("exclude-protocols", "SSLv3 TLSv1.2 TLSv1.3", "leave no TLS version"),
 ])
 def test_bad_settings_are_one_line_errors_naming_file_line_key(tmp_path, key, value, fragment):
     cfg = edge(1, 10, ssl="true")

@@ -74,8 +74,10 @@ class AvroSinkConfig(SinkConfig):
         try:
             self.connect = connection_factory(self.client_properties())
         except ClientConfigError as exc:
-            key = str(exc).split(":", 1)[0]
-            raise place.error(key if key in place.props else "ssl", str(exc).split(": ", 1)[-1]) from None
+            key, _, message = str(exc).partition(": ")
+            if key == "exclude-protocols" and key not in place.props:   # or include-protocols said it
+                key = "include-protocols"
+            raise place.error(key if key in place.props else "ssl", message) from None
 
 
 @SINKS.register("avro", "org.apache.flume.sink.AvroSink")
