@@ -632,6 +632,70 @@ def _channel_flags(ch) -> None:
     i.set_defaults(func=cmd_channel_inspect)
 
 
+def cmd_avro_client(args) -> int:
+    """flume-ng avro-client: the lines of a file (or stdin) as events to an avro source, with
+    the headers of a properties file, `batch-size` lines per call."""
+    from fastsync.agent.properties import parse_properties
+    from fastsync.client import ClientConfigError, EventDeliveryError, RpcClient
+    from fastsync.event import EventBatch
+
+    def read_props(path: str, flag: str) -> dict[str, str]:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return {k: p.value for k, p in parse_properties(f.read(), path).items()}
+        except OSError as exc:
+            raise CliError("%s %s: %s" % (flag, path, exc.strerror or exc), EXIT_CONFIG) from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CliError("%s %s: %s" % (flag, path, exc), EXIT_CONFIG) from None
+
+    if args.rpcProps:
+        props = read_props(args.rpcProps, "--rpcProps")
+    elif args.host and args.port:
+        props = {"hosts": "h1", "hosts.h1": "%s:%d" % (args.host, args.port)}
+    else:
+        raise CliError("give --host and --port, or --rpcProps", EXIT_CONFIG)
+    headers = read_props(args.headerFile, "--headerFile") if args.headerFile else {}
+    try:
+        client = RpcClient.from_properties(props)
+    except ClientConfigError as exc:
+        raise CliError(("--rpcProps %s: " % args.rpcProps if args.rpcProps else "") + str(exc), EXIT_CONFIG) from None
+    try:
+        src = open(args.filename, "rb") if args.filename else sys.stdin.buffer
+    except OSError as exc:
+        raise CliError("--filename %s: %s" % (args.filename, exc.strerror or exc), EXIT_CONFIG) from None
+    sent = 0
+    with client, src:
+        lines: list[bytes] = []
+        for line in src:
+            # a line without its end (\n or \r\n), as Flume's line reader gives it
+            lines.append(line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line)
+            if len(lines) == client.batch_size:
+                try:
+                    client.send(EventBatch.from_bodies(lines, headers))
+                except EventDeliveryError as exc:
+                    raise CliError("%d events sent, then: %s" % (sent, exc)) from None
+                sent += len(lines)
+                lines = []
+        if lines:
+            try:
+                client.send(EventBatch.from_bodies(lines, headers))
+            except EventDeliveryError as exc:
+                raise CliError("%d events sent, then: %s" % (sent, exc)) from None
+            sent += len(lines)
+    print("fastsync avro-client: %d events sent" % sent, file=sys.stderr)
+    return 0
+
+
+def _avro_client_flags(a) -> None:
+    a.add_argument("-H", "--host", help="host of the avro source")
+    a.add_argument("-p", "--port", type=int, help="port of the avro source")
+    a.add_argument("-F", "--filename", help="file whose lines are sent as events (default: stdin)")
+    a.add_argument("-R", "--headerFile", help="properties file of headers every event carries (key=value lines)")
+    a.add_argument("-P", "--rpcProps", help="client properties file (hosts, client.type, batch-size, ssl, ...); "
+                   "instead of --host/--port")
+    a.set_defaults(func=cmd_avro_client)
+
+
 COMMANDS = (    # (name, help, adds its flags), in the order of --help
     ("agent", "run an agent from a Flume properties file (as flume-ng agent)", _agent_flags),
     ("bench", "benchmarks against a same-run baseline", _bench_flags),
@@ -644,6 +708,7 @@ COMMANDS = (    # (name, help, adds its flags), in the order of --help
     ("import-all-tables", "import every table of a database into --warehouse-dir/TABLE", _import_all_flags),
     ("job", "saved jobs: create, list, show, delete, exec (Sqoop's job tool)", _job_flags),
     ("channel", "tools for durable channels", _channel_flags),
+    ("avro-client", "send the lines of a file or stdin to an avro source (as flume-ng avro-client)", _avro_client_flags),
 )
 
 

@@ -286,6 +286,7 @@ _DECLARED: list[tuple[Any, ...]] = [
         (SINKS, "sinks.kafka", "kafka", "org.apache.flume.sink.kafka.KafkaSink"),
         (SINKS, "sinks.jdbc", "jdbc"),
         (SINKS, "sinks.parquet", "parquet"),
+        (SINKS, "sinks.avro", "avro", "org.apache.flume.sink.AvroSink"),
         (SINKS, "sinks.flight", "flight"),
         (INTERCEPTORS, "interceptors", "timestamp", "org.apache.flume.interceptor.TimestampInterceptor$Builder"),
         (INTERCEPTORS, "interceptors", "host", "org.apache.flume.interceptor.HostInterceptor$Builder"),

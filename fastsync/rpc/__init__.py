@@ -1,1 +1,2 @@
-"""RPC between agents: Flume's Avro RPC (avro_server.py: the server side)."""
+"""RPC hops between agents: Avro IPC as Flume speaks it (avro_ipc: the client side,
+avro_server: the server side)."""
