@@ -173,9 +173,10 @@ def join_lines(data, offsets, bytes terminator=b"\n"):
 
 def line_starts(src, int64_t limit):
     """Where the complete lines of `src` (a buffer) start, for lines that can stay in it
-    as bodies each followed by its '\\n': returns (offsets, n), offsets an int64 Buffer of
-    n + 1 positions, line i being src[offsets[i]:offsets[i + 1] - 1] and offsets[n] the
-    bytes the lines use. None when a line ends with '\\r\\n' or is longer than `limit`
+    as bodies each followed by its '\\n': returns (offsets, n), offsets a memoryview of
+    n + 1 int64 positions (format 'q', over an immutable bytes: no numpy or pyarrow
+    needed to read it), line i being src[offsets[i]:offsets[i + 1] - 1] and offsets[n]
+    the bytes the lines use. None when a line ends with '\\r\\n' or is longer than `limit`
     bytes, or the unfinished piece after the last newline is: such text needs
     split_lines (which strips the '\\r' and copies the bodies out)."""
     cdef ByteView s = ByteView(src)
@@ -215,7 +216,11 @@ def line_starts(src, int64_t limit):
         if bad == 2:
             raise MemoryError()
         return None
-    return owned_buffer(offs, (n + 1) * sizeof(int64_t)), n
+    try:
+        out = PyBytes_FromStringAndSize(<const char *>offs, (n + 1) * sizeof(int64_t))
+    finally:
+        free(offs)
+    return memoryview(out).cast("q"), n
 
 
 from cpython.list cimport PyList_New

@@ -9,9 +9,15 @@ right after a cut never makes an empty event: a line of exactly `limit` bytes is
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from fastsync._native import split_lines
+from fastsync.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+else:   # only for lines that need cutting: TAILDIR's usual path needs no numpy
+    np = lazy_module(globals(), "np", "numpy")
 
 
 def _cuts(buf, start: int, end: int, limit: int) -> list[int]:

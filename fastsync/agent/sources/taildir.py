@@ -30,9 +30,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from fastsync._native import line_starts
 from fastsync.agent.component import SOURCES, Place, check_regex, setting, suggest
@@ -40,7 +38,15 @@ from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.agent.sources.linecut import cut_lines
 from fastsync.event import EventBatch, LineBatch
+from fastsync.lazy import lazy_module
 from fastsync.redact import create_private
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+else:   # the usual path keeps lines in bytes and memoryviews (LineBatch): no numpy, no pyarrow
+    np = lazy_module(globals(), "np", "numpy")
+    pa = lazy_module(globals(), "pa", "pyarrow")
 
 log = logging.getLogger("fastsync.source.taildir")
 READ_SIZE = 1 << 20
@@ -96,15 +102,16 @@ class TaildirSourceConfig(SourceConfig):
 
 class TailFile:
     """One followed file. `pos` is where its next undelivered line starts (what the position
-    file records); `pending` holds lines read but not yet committed, `bounds` their byte
-    ranges in the file (n + 1 offsets), `read_pos` where the next read starts."""
+    file records); `pending` holds lines read but not yet committed, `origin + bounds`
+    their byte ranges in the file (n + 1 offsets), `read_pos` where the next read starts."""
 
     def __init__(self, inode: int, path: str, group: str, pos: int):
         self.inode, self.path, self.group = inode, path, group
         self.pos = self.read_pos = pos
         self.fd: int | None = None
         self.pending: EventBatch | None = None
-        self.bounds: np.ndarray | None = None
+        self.bounds = None        # n + 1 int64 positions (memoryview or ndarray), from origin
+        self.origin = 0
         self.waiting = 0          # read_pos to this offset: a last line without newline (yet)
         self.last_data = time.monotonic()
         self.mtime = 0.0
@@ -155,12 +162,12 @@ class TailFile:
             chunk = os.pread(self.fd, min(READ_SIZE, size - self.read_pos), self.read_pos)
             found = line_starts(chunk, limit)
             if found is not None and found[1]:
-                starts = np.frombuffer(found[0], dtype=np.int64)
+                starts, n = found
                 self.pending = LineBatch(chunk, starts)
-                self.bounds = self.read_pos + starts
-                self.read_pos += int(starts[-1])
+                self.origin, self.bounds = self.read_pos, starts
+                self.read_pos += starts[n]
                 self.last_data = time.monotonic()
-                return found[1]
+                return n
         block = READ_SIZE
         while True:
             if chunk is None:       # a final file's block, or a line longer than the block read
@@ -173,7 +180,7 @@ class TailFile:
                 return 0
             block = min(block * 2, limit + 2)   # a line longer than the block: read more at once
             chunk = None
-        self.bounds = self.read_pos + np.append(starts, used)
+        self.origin, self.bounds = 0, self.read_pos + np.append(starts, used)
         self.pending = EventBatch(data, offs)
         self.read_pos += used
         self.last_data = time.monotonic()
@@ -181,7 +188,7 @@ class TailFile:
 
     def committed(self, k: int) -> None:
         """The first k pending lines are in the channels."""
-        self.pos = int(self.bounds[k])
+        self.pos = self.origin + int(self.bounds[k])
         if k == len(self.pending):
             self.pending = self.bounds = None
         else:
@@ -358,7 +365,7 @@ class TaildirSource(PollableSource):
             if c.fileHeader:
                 headers[c.fileHeaderKey] = tf.path
             if c.byteOffsetHeader:
-                headers["byteoffset"] = pa.array(tf.bounds[:k]).cast(pa.string())
+                headers["byteoffset"] = pa.array(np.asarray(tf.bounds[:k]) + tf.origin).cast(pa.string())
             if headers:
                 batch = batch.with_headers(**headers)
             try:
