@@ -213,13 +213,14 @@ class LineBatch(EventBatch):
     of the body. The memory channel keeps such a batch as it is and a file_roll sink
     writes its bytes as they are (no copy out of the read buffer, none back in); `data`
     and `offsets` (the Arrow layout, what every other consumer reads) are made on first
-    use, with one copy. `raw` is the text as given (bytes stay bytes, `starts` may be a
-    memoryview of int64), so the path that never asks for the Arrow layout never
+    use, with one copy. `raw` is the text as given (bytes or a read Block stay as they
+    are, `starts` may be a memoryview of int64), so the path that never asks for the Arrow layout never
     imports numpy or pyarrow; `text` is it as a pyarrow Buffer (no copy)."""
     __slots__ = ("raw", "starts", "_plain", "_text")
 
     def __init__(self, text, starts, headers: Mapping[str, HeaderColumn] | None = None):
-        self.raw = text if isinstance(text, bytes) else self._buffer(text)
+        # bytes, or a buffer that says nobody can change it (fastsync._framing.Block)
+        self.raw = text if isinstance(text, bytes) or getattr(text, "immutable", False) is True else self._buffer(text)
         self._text = None
         self.starts = starts
         self._plain = None
@@ -238,7 +239,8 @@ class LineBatch(EventBatch):
     @property
     def immutable(self) -> bool:
         """Nobody can change the text (what a channel keeping it by reference needs)."""
-        return isinstance(self.raw, bytes) or not self.raw.is_mutable
+        raw = self.raw
+        return isinstance(raw, bytes) or getattr(raw, "immutable", False) is True or not raw.is_mutable
 
     def _split(self):
         if self._plain is None:

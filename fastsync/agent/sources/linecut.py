@@ -43,6 +43,7 @@ def cut_lines(chunk, limit: int, final: bool = False, strip_cr: bool = True, pos
     Returns (data, offsets, n, used, starts): data and offsets (an int64 array of n + 1)
     as for EventBatch, used the bytes of chunk consumed, and with `positions` where each
     piece starts in chunk (else None)."""
+    chunk = memoryview(chunk).cast("B")     # any buffer (TAILDIR's read Block has no indexing)
     data, offsets, n, used, _ = split_lines(chunk, strip_cr, final)
     offs = np.frombuffer(offsets, dtype=np.int64)
     tail = len(chunk) - used        # an unfinished line (not final)

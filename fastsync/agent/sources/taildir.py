@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fastsync._native import line_starts
+from fastsync._native import line_starts, read_block
 from fastsync.agent.component import SOURCES, Place, check_regex, setting, suggest
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import PollableSource, SourceConfig, Status
@@ -158,8 +158,9 @@ class TailFile:
             if size == self.read_pos:       # nothing new (os.pread would still allocate a block)
                 self.waiting = size
                 return 0
-            # the usual case: the lines stay in the block read (immutable bytes) as the bodies
-            chunk = os.pread(self.fd, min(READ_SIZE, size - self.read_pos), self.read_pos)
+            # the usual case: the lines stay in the block read (an immutable Block, its memory
+            # reused once the channel let go of it) as the bodies
+            chunk = read_block(self.fd, self.read_pos, min(READ_SIZE, size - self.read_pos))
             found = line_starts(chunk, limit)
             if found is not None and found[1]:
                 starts, n = found
