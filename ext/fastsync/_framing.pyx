@@ -259,7 +259,7 @@ cdef class Block:
     channel may keep it by reference. Reads of more than half a pooled block use memory
     of a small pool, taken back when the block and every view of it are gone, so a
     reader going through a file does not fault in, zero and hand back fresh pages for
-    every block (with 4 MiB reads a tenth of TAILDIR's CPU, and the sink's frees)."""
+    every block (8 % of a TAILDIR -> memory -> file_roll agent's CPU, and the sink's frees)."""
     cdef char *ptr
     cdef readonly Py_ssize_t size
     cdef bint pooled
