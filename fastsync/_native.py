@@ -19,6 +19,8 @@ _NAMES = {      # name -> (extension, attribute; None: the extension module itse
     "split_lines": ("_framing", "split_lines"),
     "join_lines": ("_framing", "join_lines"),
     "line_starts": ("_framing", "line_starts"),
+    "read_block": ("_framing", "read_block"),
+    "Block": ("_framing", "Block"),
     "bodies_list": ("_framing", "bodies_list"),
     "Segment": ("_wal", "Segment"),
     "Log": ("_wal", "Log"),

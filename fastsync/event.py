@@ -10,16 +10,20 @@ with one value (or null: header absent) per event. Batches are immutable.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Iterable, Mapping, Union
 
-import numpy as np
-import pyarrow as pa
+from fastsync.lazy import lazy_module
 
 __all__ = ["Event", "EventBatch", "LineBatch"]
 
-HeaderColumn = Union[str, pa.Array]
-_EMPTY_OFFSETS = np.zeros(1, dtype=np.int64)
-_EMPTY_DATA = pa.py_buffer(b"")
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    HeaderColumn = Union[str, pa.Array]
+else:   # imported at first use: LineBatch's path (TAILDIR -> memory -> file_roll) needs neither
+    np = lazy_module(globals(), "np", "numpy")
+    pa = lazy_module(globals(), "pa", "pyarrow")
+    HeaderColumn = Union[str, "pa.Array"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class EventBatch:
     # -- construction --
     @classmethod
     def empty(cls) -> "EventBatch":
-        return cls(_EMPTY_DATA, _EMPTY_OFFSETS)
+        return cls(b"", np.zeros(1, dtype=np.int64))
 
     @classmethod
     def from_bodies(cls, bodies: Iterable[bytes], headers: Mapping[str, HeaderColumn] | None = None):
@@ -209,14 +213,34 @@ class LineBatch(EventBatch):
     of the body. The memory channel keeps such a batch as it is and a file_roll sink
     writes its bytes as they are (no copy out of the read buffer, none back in); `data`
     and `offsets` (the Arrow layout, what every other consumer reads) are made on first
-    use, with one copy."""
-    __slots__ = ("text", "starts", "_plain")
+    use, with one copy. `raw` is the text as given (bytes or a read Block stay as they
+    are, `starts` may be a memoryview of int64), so the path that never asks for the Arrow layout never
+    imports numpy or pyarrow; `text` is it as a pyarrow Buffer (no copy)."""
+    __slots__ = ("raw", "starts", "_plain", "_text")
 
     def __init__(self, text, starts, headers: Mapping[str, HeaderColumn] | None = None):
-        self.text = text if isinstance(text, pa.Buffer) else pa.py_buffer(text)
+        # bytes, or a buffer that says nobody can change it (fastsync._framing.Block)
+        self.raw = text if isinstance(text, bytes) or getattr(text, "immutable", False) is True else self._buffer(text)
+        self._text = None
         self.starts = starts
         self._plain = None
         self.headers = _header_columns(headers, len(starts) - 1)
+
+    @staticmethod
+    def _buffer(text):
+        return text if isinstance(text, pa.Buffer) else pa.py_buffer(text)
+
+    @property
+    def text(self):
+        if self._text is None:
+            self._text = self._buffer(self.raw)
+        return self._text
+
+    @property
+    def immutable(self) -> bool:
+        """Nobody can change the text (what a channel keeping it by reference needs)."""
+        raw = self.raw
+        return isinstance(raw, bytes) or getattr(raw, "immutable", False) is True or not raw.is_mutable
 
     def _split(self):
         if self._plain is None:
@@ -236,11 +260,11 @@ class LineBatch(EventBatch):
     def nbytes(self) -> int:
         return int(self.starts[-1] - self.starts[0]) - len(self)
 
-    def _positions(self) -> np.ndarray:
+    def _positions(self):
         return self.starts
 
     def _like(self, positions, headers) -> "LineBatch":
-        return LineBatch(self.text, positions, headers)
+        return LineBatch(self.raw, positions, headers)
 
 
 def _header_columns(headers: Mapping[str, HeaderColumn] | None, n: int) -> dict[str, HeaderColumn]:
@@ -306,13 +330,14 @@ def _binary_buffers(arr: pa.Array):
     offsets = np.frombuffer(bufs[1], dtype=width)[arr.offset:arr.offset + n + 1] if bufs[1] is not None else np.zeros(n + 1, width)
     if width is np.int32:
         offsets = offsets.astype(np.int64)
-    data = bufs[2] if bufs[2] is not None else _EMPTY_DATA
+    data = bufs[2] if bufs[2] is not None else pa.py_buffer(b"")
     return data, offsets
 
 
-def as_utf8(arr: pa.Array, type: pa.DataType = pa.string()) -> pa.Array:
-    """A binary array as text for Arrow's string kernels; bytes that are not UTF-8 are
-    replaced (element by element, only when the whole-array cast refuses)."""
+def as_utf8(arr: pa.Array, type: pa.DataType | None = None) -> pa.Array:
+    """A binary array as text (default: string) for Arrow's string kernels; bytes that
+    are not UTF-8 are replaced (element by element, only when the whole-array cast refuses)."""
+    type = type or pa.string()
     try:
         return arr.cast(type)
     except pa.ArrowInvalid:

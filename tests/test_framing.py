@@ -1,5 +1,6 @@
 """Tests of the native framing functions (fastsync._framing via fastsync._native) against
 small pure-Python references written from their documented contracts."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -9,7 +10,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from fastsync._native import bodies_list, decimal_bodies, join_lines, line_starts, split_lines
+from fastsync._native import Block, bodies_list, decimal_bodies, join_lines, line_starts, read_block, split_lines
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 INT64_MAX = 2 ** 63 - 1
@@ -334,3 +335,62 @@ def test_bodies_list_checks_offsets():
         bodies_list(b"abc", np.array([0, 4], dtype=np.int64))
     with pytest.raises(ValueError):
         bodies_list(b"abc", b"\0" * 12)
+
+
+# -- read_block --------------------------------------------------------------------------
+
+POOL_BLOCK = 4 << 20
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blocks") / "data"
+    path.write_bytes(os.urandom(3 * POOL_BLOCK + 12345))
+    fd = os.open(path, os.O_RDONLY)
+    yield fd
+    os.close(fd)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.integers(0, 3 * POOL_BLOCK + 20000), st.sampled_from([0, 1, 100, POOL_BLOCK // 2, POOL_BLOCK // 2 + 1,
+                                                                 POOL_BLOCK - 1, POOL_BLOCK, POOL_BLOCK + 1]))
+def test_read_block_is_pread(big_file, offset, size):
+    """What os.pread returns (fewer bytes only at the end of the file), as a read-only
+    buffer that says it is immutable."""
+    b = read_block(big_file, offset, size)
+    assert isinstance(b, Block) and b.immutable is True
+    assert bytes(b) == os.pread(big_file, size, offset) and len(b) == b.size
+    view = memoryview(b)
+    assert view.readonly and view.nbytes == b.size
+    with pytest.raises(BufferError):        # nothing can read into it
+        os.preadv(big_file, [b], 0)
+
+
+def test_read_blocks_reuse_memory_only_once_released(big_file):
+    """Pooled memory goes to a new block only when no block or view holds it any more:
+    blocks kept (directly, by a view, in a pyarrow Buffer) never change."""
+    want = [os.pread(big_file, POOL_BLOCK, i * POOL_BLOCK) for i in range(3)]
+    kept = read_block(big_file, 0, POOL_BLOCK)
+    view = memoryview(read_block(big_file, POOL_BLOCK, POOL_BLOCK))
+    wrapped = pa.py_buffer(read_block(big_file, 2 * POOL_BLOCK, POOL_BLOCK))
+    addresses = set()
+    for i in range(12):     # blocks made and dropped: their memory comes back again and again
+        b = read_block(big_file, (i % 3) * POOL_BLOCK, POOL_BLOCK)
+        addresses.add(pa.py_buffer(b).address)
+        assert bytes(b) == want[i % 3]
+        del b
+    assert len(addresses) == 1
+    assert bytes(kept) == want[0] and bytes(view) == want[1] and wrapped.to_pybytes() == want[2]
+    assert pa.py_buffer(kept).address not in addresses and wrapped.address not in addresses
+
+
+def test_read_block_errors():
+    with pytest.raises(OSError):
+        read_block(-1, 0, 10)
+    r, w = os.pipe()
+    os.close(w)
+    with pytest.raises(OSError):      # a pipe cannot be read at an offset (ESPIPE)
+        read_block(r, 0, 10)
+    os.close(r)
+    with pytest.raises(ValueError):
+        read_block(0, -1, 10)

@@ -98,7 +98,9 @@ def test_taildir_cuts_a_line_without_newline_in_bounded_memory(tmp_path, agent):
     cfg = taildir_config(tmp_path, r"app\.log", channel={"capacity": 8, "transactionCapacity": 8},
                          sink={"type": "file_roll", "sink.directory": tmp_path / "out", "sink.rollInterval": 0,
                                "sink.batchSize": 4}, batchSize=4, maxLineLength=MIB)
-    log.write_bytes(b"first\n")
+    # '\r\n': the first line goes the way of the cut ones (numpy and pyarrow, which the
+    # usual path never loads, are then in memory before the baseline is taken)
+    log.write_bytes(b"first\r\n")
     out = tmp_path / "out"
     p = agent("a1", write_config(tmp_path, cfg))
     poll(lambda: stored(out) == [b"first"], 30, message="the first line stored")

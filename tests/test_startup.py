@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 
-from e2e_support import PYTHON, free_port, wait_for_json
+from e2e_support import PYTHON, free_port, lines_so_far, poll, read_dir_lines, wait_for_json
 
 HEAVY = ("confluent_kafka", "sqlalchemy", "pyarrow.parquet", "cryptography", "pyarrow.compute", "http.server")
 # runs `python -m fastsync ARGS` and writes the names in sys.modules at exit to the file argv[1]
@@ -156,3 +156,27 @@ def test_seq_memory_null_agent_with_metrics_maps_no_tls_and_no_unused_decoders(t
     assert not [n for n in names if n.startswith(("libssl", "libcrypto", "_ssl."))], sorted(names)
     assert not [n for n in names if n.startswith(("_bz2.", "_lzma.", "liblzma", "libbz2"))], sorted(names)
     assert p.stop(timeout=20) == 0
+
+
+def test_taildir_memory_file_roll_agent_loads_neither_numpy_nor_pyarrow(tmp_path, agent):
+    """TAILDIR's lines stay in the bytes it read (a LineBatch over a memoryview of offsets),
+    the memory channel keeps them and file_roll writes them natively: nothing on that path
+    needs numpy or pyarrow, whose imports were ~0.1 s of the agent's start-up."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
+    out = tmp_path / "out"
+    conf = tmp_path / "taildir.properties"
+    conf.write_text("\n".join([
+        "a1.sources = r1", "a1.channels = c1", "a1.sinks = k1",
+        "a1.sources.r1.type = TAILDIR", "a1.sources.r1.channels = c1", "a1.sources.r1.filegroups = f1",
+        "a1.sources.r1.filegroups.f1 = %s/.*\\\\.log" % logs, "a1.sources.r1.positionFile = %s/pos.json" % tmp_path,
+        "a1.channels.c1.type = memory", "a1.sinks.k1.type = file_roll", "a1.sinks.k1.channel = c1",
+        "a1.sinks.k1.sink.directory = %s" % out, "a1.sinks.k1.sink.rollInterval = 0", ""]))
+    p = agent("a1", conf)
+    poll(lambda: len(lines_so_far(out)) == 1000 if out.exists() else False, timeout=20, message="1000 lines in %s" % out)
+    names = mapped_files(p.pid)
+    assert {"_ringbuf", "_framing"} <= {n.split(".")[0] for n in names if ".cpython-" in n}, names
+    assert not [n for n in names if n.startswith(("libarrow", "_multiarray_umath", "lib.cpython"))], sorted(names)
+    assert p.stop(timeout=20) == 0
+    assert read_dir_lines(out) == [b"line %d" % i for i in range(1000)]

@@ -368,6 +368,36 @@ def test_file_roll_writes_the_lines_out_of_the_read_blocks_byte_for_byte(tmp_pat
     assert p.stop(timeout=20) == 0, p.stderr
 
 
+def test_reused_read_blocks_and_copytruncate_deliver_every_line_byte_for_byte(tmp_path, agent):
+    """25 MB of lines go through in 4 MiB blocks from a pool of reused memory, the memory
+    channel holding about two blocks by reference while the next ones are read: a block's
+    memory is read into again only once the channel let go of all its lines. Then the file
+    is copytruncated and 3 MB more are written at its start: the lines already read are
+    delivered as they were read (a copy, never the new bytes at their old offsets)."""
+    log = tmp_path / "logs" / "app.log"
+    cfg = taildir_config(tmp_path, r"app\.log", batchSize=1000,
+                         sink={"type": "file_roll", "sink.directory": tmp_path / "out", "sink.rollInterval": 0,
+                               "sink.batchSize": 1000})
+    first, second = lines("a", 0, 250000), lines("b", 0, 30000)
+    append(log, first)
+    p = agent("a1", write_config(tmp_path, cfg))
+    # truncated at once: the source has read (nearly) all of the file by now, most of its
+    # lines still in its last blocks and in the channel (capacity 100 000)
+    poll(lambda: (tmp_path / "out").exists() and count_lines(tmp_path / "out") > 0, 30, message="the first lines")
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, second)     # 3 MB: less than the 4 MiB read before, so seen as a truncation
+    poll(lambda: sum(l.startswith(b"b-") for l in lines_so_far(tmp_path / "out")) >= len(second) or not p.alive(),
+         60, message="the lines written after the truncation")
+    assert p.stop(timeout=20) == 0, p.stderr
+    got = read_dir_lines(tmp_path / "out")
+    assert set(got) <= set(first) | set(second)
+    # each file's lines in order; those of the first as far as they were read before the truncation
+    assert [l for l in got if l.startswith(b"b-")] == second
+    old = [l for l in got if l.startswith(b"a-")]
+    assert old == first[:len(old)] and len(old) > 0
+
+
 @pytest.mark.slow
 def test_file_roll_on_a_full_disk_retries_and_loses_nothing(tmp_path, agent):
     """file_roll writes into a real 1 MB tmpfs: once it is full the writes fail, their

@@ -4,7 +4,18 @@
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_GetPointer
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
-import pyarrow as _pa
+
+cdef object _pa = None
+
+
+cdef object pyarrow():
+    """pyarrow, imported on first use: an agent whose path never makes a pyarrow Buffer
+    (TAILDIR -> memory -> file_roll) starts without it (and numpy) loaded."""
+    global _pa
+    if _pa is None:
+        import pyarrow as pa
+        _pa = pa
+    return _pa
 
 cdef void _free_capsule(object capsule) noexcept:
     free(PyCapsule_GetPointer(capsule, NULL))
@@ -16,7 +27,7 @@ cdef object owned_buffer(void *ptr, Py_ssize_t size):
         if ptr == NULL:
             raise MemoryError()
     cap = PyCapsule_New(ptr, NULL, <void (*)(object) noexcept>_free_capsule)
-    return _pa.foreign_buffer(<size_t>ptr, size, base=cap)
+    return pyarrow().foreign_buffer(<size_t>ptr, size, base=cap)
 
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE

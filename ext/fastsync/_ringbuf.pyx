@@ -38,7 +38,7 @@ include "_owned.pxi"
 
 cdef int64_t MIN_EXTENTS = 64
 DEF MAX_SEGS = 64       # extents one write_each writev takes at most
-DEF WRITE_GROUP = 1 << 20   # bytes of consecutive transactions write_each writes at once
+DEF WRITE_GROUP = 4 << 20   # bytes of consecutive transactions write_each writes at once
 
 
 cdef inline double now() noexcept nogil:

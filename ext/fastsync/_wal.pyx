@@ -244,8 +244,8 @@ cdef class Segment:
         if start < 0 or start > stop or stop > self.mapped:
             raise ValueError("view %d..%d outside segment %s of %d bytes" % (start, stop, self.path, self.mapped))
         if stop == start:
-            return _pa.py_buffer(b"")
-        return _pa.foreign_buffer(<size_t>(self.base + start), stop - start, base=self)
+            return pyarrow().py_buffer(b"")
+        return pyarrow().foreign_buffer(<size_t>(self.base + start), stop - start, base=self)
 
     @property
     def address(self):

@@ -15,9 +15,7 @@ import itertools
 import os
 import threading
 from dataclasses import dataclass
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from fastsync._native import RingBuffer
 from fastsync.agent.channels.base import Channel, Transaction
@@ -25,6 +23,14 @@ from fastsync.agent.component import CHANNELS, ComponentConfig, Place, setting
 from fastsync.agent.errors import ChannelException, ChannelFullException
 from fastsync.agent.metrics import CHANNEL_COUNTERS, Counters
 from fastsync.event import EventBatch, LineBatch, merge_headers
+from fastsync.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+else:
+    np = lazy_module(globals(), "np", "numpy")
+    pa = lazy_module(globals(), "pa", "pyarrow")
 
 
 def _default_byte_capacity() -> int:
@@ -219,8 +225,8 @@ def _limit(per_tx: int, max_txs: int | None) -> int:
 
 def _chunk(batch: EventBatch, hid: int, hstart: int = 0):
     # the ring keeps this tuple: it must hold buffers nobody changes afterwards
-    if type(batch) is LineBatch and not batch.text.is_mutable:
-        return (batch.text, batch.starts, hid, hstart, 1)     # lines as read: kept as they are
+    if type(batch) is LineBatch and batch.immutable:
+        return (batch.raw, batch.starts, hid, hstart, 1)     # lines as read: kept as they are
     data = batch.data
     if data.is_mutable:
         data = pa.py_buffer(data.to_pybytes())

@@ -9,9 +9,15 @@ right after a cut never makes an empty event: a line of exactly `limit` bytes is
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from fastsync._native import split_lines
+from fastsync.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+else:   # only for lines that need cutting: TAILDIR's usual path needs no numpy
+    np = lazy_module(globals(), "np", "numpy")
 
 
 def _cuts(buf, start: int, end: int, limit: int) -> list[int]:
@@ -37,6 +43,7 @@ def cut_lines(chunk, limit: int, final: bool = False, strip_cr: bool = True, pos
     Returns (data, offsets, n, used, starts): data and offsets (an int64 array of n + 1)
     as for EventBatch, used the bytes of chunk consumed, and with `positions` where each
     piece starts in chunk (else None)."""
+    chunk = memoryview(chunk).cast("B")     # any buffer (TAILDIR's read Block has no indexing)
     data, offsets, n, used, _ = split_lines(chunk, strip_cr, final)
     offs = np.frombuffer(offsets, dtype=np.int64)
     tail = len(chunk) - used        # an unfinished line (not final)
