@@ -4,7 +4,8 @@ a load_balance group of two sinks) -> 2 collectors (avro/flight source -> file c
 file_roll), with lines appended to every edge's log while they run. One collector is killed
 with kill -9 mid-run and restarted later, and so is one whole edge agent. Every appended
 line must reach the collectors' out/ files; a line may come twice only as part of a batch
-sent again (bounded below by the batch sizes and the batches in flight)."""
+sent again (bounded below by the batch sizes and the batches in flight). And the avro files
+as Apache Flume 1.11 runs them, Flume and fastsync agents mixed in both tiers."""
 from __future__ import annotations
 
 import collections
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from e2e_support import PYTHON, free_port, lines_so_far, multiset_problems, poll, read_dir_lines, wait_for_port
+from flume_support import flume_command
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # the example files each run uses (tests/test_examples.py checks every example is named by a test)
@@ -198,3 +200,41 @@ def test_three_tier_run_with_a_collector_and_an_edge_killed(tmp_path, agent, hop
              len(read_dir_lines(col_dirs[0] / "out")), len(read_dir_lines(col_dirs[1] / "out")), time.monotonic() - started))
     assert duplicates <= bound, multiset_problems(got, want)
     assert max(counts.values()) <= 3, multiset_problems(got, want)      # sent again at most once per kill
+
+
+@pytest.mark.slow
+def test_the_avro_files_run_as_flume_agents_too_in_a_mixed_tier(tmp_path, agent):
+    """As their headers say, the avro files run as Apache Flume 1.11 as they are: a Flume edge
+    and a fastsync edge, each load-balancing over a Flume collector and a fastsync collector.
+    Every line of both edges' logs arrives once (Flume's file_roll writes a body per line too)."""
+    edge_name, collector_name = FILES["avro"]
+    ports = [free_port(), free_port()]
+    edge_conf = example_copy(edge_name, tmp_path / "edge.properties", dict(zip(PORT_KEYS["edge"], ports)))
+    col_conf = example_copy(collector_name, tmp_path / "collector.properties", dict(zip(PORT_KEYS["collector"], ports)))
+    dirs = {name: tmp_path / name for name in ("collector1", "collector2", "edge1", "edge2")}
+    for name, d in dirs.items():
+        (d / ("out" if name.startswith("collector") else "logs")).mkdir(parents=True)
+    # Flume: collector1 and edge1 (each its flume.log in its directory); fastsync: the others
+    flume_col = agent("", "", argv=flume_command("collector1", col_conf, dirs["collector1"]), cwd=dirs["collector1"])
+    ours_col = agent("", "", argv=header_argv(collector_name, "collector2", col_conf), cwd=dirs["collector2"])
+    for port, p in zip(ports, (flume_col, ours_col)):
+        wait_for_port(port, 60, alive=p.alive)
+    want = []
+    for i in (1, 2):
+        lines = [b"edge%d line %06d" % (i, n) for n in range(3000)]
+        (dirs["edge%d" % i] / "logs/app.log").write_bytes(b"".join(s + b"\n" for s in lines))
+        want += lines
+    edges = [agent("", "", argv=flume_command("edge", edge_conf, dirs["edge1"]), cwd=dirs["edge1"]),
+             agent("", "", argv=header_argv(edge_name, "edge", edge_conf), cwd=dirs["edge2"])]
+    procs = [flume_col, ours_col] + edges
+
+    def received() -> list[bytes]:
+        assert all(p.alive() for p in procs), "\n".join(p.stderr[-2000:] for p in procs)
+        return [s for d in ("collector1", "collector2") for s in lines_so_far(dirs[d] / "out")]
+    poll(lambda: set(want) <= set(received()), 90, interval=0.2, message="every line at the collectors")
+    by_collector = [len(lines_so_far(dirs[d] / "out")) for d in ("collector1", "collector2")]
+    for p in procs:
+        p.kill()        # what they wrote is on disk (checked above); Flume's graceful stop costs seconds
+    got = [s for d in ("collector1", "collector2") for s in lines_so_far(dirs[d] / "out")]
+    assert not multiset_problems(got, want), multiset_problems(got, want)     # no kill here: no duplicates either
+    assert all(by_collector), by_collector      # both collectors took lines (round robin)
