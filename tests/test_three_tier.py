@@ -4,7 +4,7 @@ a load_balance group of two sinks) -> 2 collectors (avro/flight source -> file c
 file_roll), with lines appended to every edge's log while they run. One collector is killed
 with kill -9 mid-run and restarted later, and so is one whole edge agent. Every appended
 line must reach the collectors' out/ files; a line may come twice only as part of a batch
-sent again (bounded below by the batch sizes and the batches in flight). And the avro files
+sent again (as many as the batch sizes and the batches in flight allow). And the avro files
 as Apache Flume 1.11 runs them, Flume and fastsync agents mixed in both tiers."""
 from __future__ import annotations
 
@@ -97,6 +97,14 @@ class Appender(threading.Thread):
         return [self.line(e, i) for e in range(len(self.logs)) for i in range(self.written)]
 
 
+@pytest.fixture
+def appender(tmp_path):
+    """An Appender (not started) to tmp_path/edgeN/logs/app.log, N = 1 .. EDGES; stopped at the end."""
+    a = Appender([tmp_path / ("edge%d" % (i + 1)) / "logs/app.log" for i in range(EDGES)])
+    yield a
+    a.stopping.set()
+
+
 def numbers_from(lines: list[bytes], edge: int) -> list[int]:
     prefix = b"edge%d line " % edge
     return [int(s[len(prefix):len(prefix) + 6]) for s in lines if s.startswith(prefix)]
@@ -104,7 +112,7 @@ def numbers_from(lines: list[bytes], edge: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("hop", ["avro", "flight"])
-def test_three_tier_run_with_a_collector_and_an_edge_killed(tmp_path, agent, hop):
+def test_three_tier_run_with_a_collector_and_an_edge_killed(tmp_path, agent, appender, hop):
     started = time.monotonic()
     edge_name, collector_name = FILES[hop]
     ports = [free_port(), free_port()]
@@ -124,7 +132,6 @@ def test_three_tier_run_with_a_collector_and_an_edge_killed(tmp_path, agent, hop
     edge_dirs = [tmp_path / ("edge%d" % (i + 1)) for i in range(EDGES)]
     for d in edge_dirs:
         (d / "logs").mkdir(parents=True)
-    appender = Appender([d / "logs/app.log" for d in edge_dirs])
     appender.start()
     appender.up_to(CHUNK)       # every log exists before its edge starts
 
@@ -143,6 +150,7 @@ def test_three_tier_run_with_a_collector_and_an_edge_killed(tmp_path, agent, hop
 
     def delivered(edge: int) -> int:
         return len(set(numbers_from(received(0) + received(1), edge)))
+
     # phase 1: lines flow to both collectors
     appender.quota = PHASE
     poll(lambda: len(received(0)) >= 200, 60, interval=0.05, message="collector 1 receiving")
