@@ -281,10 +281,15 @@ def test_taildir_file_channel_parquet_keeps_every_line(tmp_path, agent):
     assert by_file == {"out/taildir/logs/app.log": first + more, "out/taildir/logs/other.log": other}
 
 
+# tests of their own for the examples in subdirectories, which name their files by path
+EXAMPLE_TESTS = ["test_examples.py", "test_three_tier.py"]
+
+
 def test_every_example_is_run_by_a_test():
-    """A new file in examples/ needs a test here (or is the demo's, which scripts/demo.sh and
-    tests/test_agent_cli.py run)."""
-    here = Path(__file__).read_text()
+    """A new file in examples/ or a subdirectory of it needs a test here or in one of
+    EXAMPLE_TESTS (or is the demo's, which scripts/demo.sh and tests/test_agent_cli.py run)."""
+    tests = "".join((Path(__file__).parent / name).read_text() for name in EXAMPLE_TESTS)
     demo = (EXAMPLES.parent / "scripts/demo.sh").read_text()
-    untested = [p.name for p in sorted(EXAMPLES.iterdir()) if p.is_file() and p.name not in here and p.name not in demo]
-    assert not untested, "examples without a test in tests/test_examples.py: %s" % untested
+    untested = [name for name in (p.relative_to(EXAMPLES).as_posix() for p in sorted(EXAMPLES.rglob("*")) if p.is_file())
+                if name not in tests and name not in demo]
+    assert not untested, "examples without a test in tests/%s: %s" % (" or ".join(EXAMPLE_TESTS), untested)
