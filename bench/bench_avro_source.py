@@ -39,7 +39,7 @@ def request(n: int = BATCH, handshake: bool = False) -> bytes:
     import fastavro
 
     from fastsync.kafkaio import FLUME_EVENT_SCHEMA
-    from fastsync.rpc.avro_server import FLUME_SDK_MD5, write_bytes
+    from fastsync.rpc.avro_wire import FLUME_SDK_MD5, write_bytes
     out = io.BytesIO()
     fastavro.schemaless_writer(out, fastavro.parse_schema({"type": "array", "items": FLUME_EVENT_SCHEMA}),
                                [{"headers": HEADERS, "body": b"%099d" % i} for i in range(n)])
@@ -88,7 +88,7 @@ def stop(p: subprocess.Popen) -> None:
 
 def over_socket(directory: Path, events: int) -> float:
     from e2e_support import free_port
-    from fastsync.rpc.avro_server import encode_frame
+    from fastsync.rpc.avro_wire import encode_frame
     port, mport = free_port(), free_port()
     p = start_agent(directory, port, mport)
     first, rest = request(handshake=True), request()

@@ -31,7 +31,7 @@ from typing import Iterable, Mapping, Sequence
 
 from fastsync.agent.errors import EventDeliveryException
 from fastsync.event import EventBatch
-from fastsync.rpc import avro_ipc
+from fastsync.rpc import avro_wire
 from fastsync.rpc.truststore import TrustStoreError, client_context
 
 __all__ = ["RpcClient", "EventDeliveryError", "ClientConfigError", "AvroConnection"]
@@ -153,7 +153,7 @@ class AvroConnection:
         self.handshaken = self.handshake_sent = False
         self.handshake_serial = -1                # the call that carried the handshake
         self.serial = 0
-        self.frames = avro_ipc.FrameReader()
+        self.frames = avro_wire.FrameReader()
         self.answers: dict[int, bytes] = {}       # serial -> answer not yet waited for
         self.deadlines: dict[int, float] = {}     # serial -> when a call sent gives up
 
@@ -174,7 +174,7 @@ class AvroConnection:
             raise EventDeliveryError(self.address, "TLS handshake failed: %s" % exc) from None
         sock.settimeout(self.request_timeout)
         self.handshaken = self.handshake_sent = False
-        self.frames = avro_ipc.FrameReader()
+        self.frames = avro_wire.FrameReader()
         self.answers.clear()
         self.deadlines.clear()
 
@@ -205,12 +205,12 @@ class AvroConnection:
             stream = self.stream        # interrupt() may close the connection from another thread
             if stream is None:
                 raise ConnectionError("connection closed")
-            head, tail = avro_ipc.append_batch_request(n, b"" if self.handshake_sent else avro_ipc.handshake_request())
+            head, tail = avro_wire.append_batch_request(n, b"" if self.handshake_sent else avro_wire.handshake_request())
             self.serial = (self.serial + 1) & 0x7FFFFFFF
             serial = self.serial
             self.deadlines[serial] = time.monotonic() + self.request_timeout
             stream.sock.settimeout(self.request_timeout)
-            stream.send(avro_ipc.frame(serial, [head, data, tail] if n else [head]))
+            stream.send(avro_wire.frame(serial, [head, data, tail] if n else [head]))
             if not self.handshake_sent:
                 self.handshake_sent, self.handshake_serial = True, serial
             return serial
@@ -244,19 +244,19 @@ class AvroConnection:
         if isinstance(exc, socket.timeout):
             return EventDeliveryError(self.address, "request timed out after %d ms (batch of %d events)"
                                       % (self.request_timeout * 1000, n))
-        if isinstance(exc, (OSError, ssl.SSLError, avro_ipc.ProtocolError, avro_ipc.RemoteError, zlib.error)):
+        if isinstance(exc, (OSError, ssl.SSLError, avro_wire.ProtocolError, avro_wire.RemoteError, zlib.error)):
             cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             return EventDeliveryError(self.address, "batch of %d events not acknowledged: %s" % (n, cause))
         return exc
 
     def _status(self, message: bytes, handshake: bool) -> None:
-        r = avro_ipc.Reader(message)
+        r = avro_wire.Reader(message)
         if handshake:
-            match, _, _ = avro_ipc.read_handshake_response(r)
+            match, _, _ = avro_wire.read_handshake_response(r)
             if match == "NONE":
-                raise avro_ipc.ProtocolError("the server did not accept our protocol (handshake NONE)")
+                raise avro_wire.ProtocolError("the server did not accept our protocol (handshake NONE)")
             self.handshaken = True
-        status = avro_ipc.read_call_response(r)
+        status = avro_wire.read_call_response(r)
         if status != "OK":
             raise EventDeliveryError(self.address, "the server answered Status %s" % status)
 

@@ -373,7 +373,7 @@ def test_unknown_client_protocol_then_append(tmp_path, agent):
     """A client hash the source does not know is answered NONE with our protocol; the client
     repeats the call with its protocol text and is served (CLIENT). Then Flume's single-event
     `append` on the same connection."""
-    from fastsync.rpc.avro_server import PROTOCOL_TEXT
+    from fastsync.rpc.avro_wire import PROTOCOL_TEXT
     port, mport, out = free_port(), free_port(), tmp_path / "out"
     p = agent("a1", write_config(tmp_path, our_agent_config(port, file_roll(out))), "--metrics-port", mport)
     wait_for_port(port, timeout=20, alive=p.alive)
@@ -434,7 +434,7 @@ def test_flume_clients_first_request_is_known_by_hash(tmp_path, flume):
     protocol hash the source knows (so Flume is served from its first request, without
     sending its protocol text), then an appendBatch that decode_flume_array reads."""
     from fastsync._native import decode_flume_array
-    from fastsync.rpc.avro_server import FLUME_SDK_MD5, FrameReader, decode_call, decode_handshake_request
+    from fastsync.rpc.avro_wire import FLUME_SDK_MD5, FrameReader, decode_call, decode_handshake_request
     src = tmp_path / "in.txt"
     src.write_bytes(b"one\ntwo\n")
     with socket.create_server(("127.0.0.1", 0)) as server:

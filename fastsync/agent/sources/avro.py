@@ -1,6 +1,6 @@
 """Flume's `avro` source: the receiving end of Flume's avro sink, RPC client and avro-client.
 
-Each connection speaks Avro RPC over Netty's framing (fastsync/rpc/avro_server.py). An
+Each connection speaks Avro RPC over Netty's framing (fastsync/rpc/avro_wire.py). An
 `appendBatch` request is decoded natively into one EventBatch (no Python object per
 event) and put into the channels as one transaction per channel; it is answered Status OK
 only once they committed, FAILED when a channel refused it (full, or more events than its
@@ -29,7 +29,8 @@ from fastsync.agent.component import SOURCES, Place, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import Source
 from fastsync.agent.sources.listener import Listener, ListenerConfig
-from fastsync.rpc import avro_server as wire
+from fastsync.rpc import avro_wire as wire
+from fastsync.rpc.avro_server import Handshake, Transport
 
 log = logging.getLogger("fastsync.source.avro")
 
@@ -177,12 +178,12 @@ class AvroSource(Source):
             log.info("%s: connection from %s refused by ipFilterRules", self.what, peer[0])
             return
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = wire.Transport(lambda: self.listener.recv(conn, 1 << 20), conn.sendall,
+        transport = Transport(lambda: self.listener.recv(conn, 1 << 20), conn.sendall,
                                    deflate=self.config.compression == "deflate", tls=self.tls)
         try:
             if not transport.handshake():
                 return
-            frames, handshake = wire.FrameReader(self.config.maxRequestSize), wire.Handshake()
+            frames, handshake = wire.FrameReader(self.config.maxRequestSize, "maxRequestSize"), Handshake()
             while True:
                 frame = frames.next_frame(transport.recv)
                 if frame is None:
@@ -196,7 +197,7 @@ class AvroSource(Source):
             self.counters.add(EventReadFail=1)
             log.warning("%s: closing the connection from %s:%s: %s", self.what, peer[0], peer[1], exc)
 
-    def _respond(self, handshake: wire.Handshake, message: bytes) -> bytes:
+    def _respond(self, handshake: Handshake, message: bytes) -> bytes:
         """The reply to one request message (raises ProtocolError when it does not decode)."""
         answer, pos = handshake.answer(message)
         if not handshake.done:
