@@ -31,8 +31,8 @@ from typing import Iterable, Mapping, Sequence
 
 from fastsync.agent.errors import EventDeliveryException
 from fastsync.event import EventBatch
+from fastsync.keystore import KeystoreError, client_context
 from fastsync.rpc import avro_wire
-from fastsync.rpc.truststore import TrustStoreError, client_context
 
 __all__ = ["RpcClient", "EventDeliveryError", "ClientConfigError", "AvroConnection"]
 
@@ -336,9 +336,8 @@ def connection_factory(props: Mapping[str, str]):
                                  _prop(props, "truststore-password"), _prop(props, "truststore-type", "JKS"),
                                  (_prop(props, "exclude-protocols", "SSLv3") or "").split(),
                                  (_prop(props, "include-protocols", "") or "").split())
-        except (TrustStoreError, ssl.SSLError) as exc:
-            key = "exclude-protocols" if "protocol" in str(exc) else "truststore"
-            raise ClientConfigError("%s: %s" % (key, exc)) from None
+        except (KeystoreError, ssl.SSLError) as exc:     # a KeystoreError names its setting
+            raise ClientConfigError("%s: %s" % (getattr(exc, "key", "truststore"), exc)) from None
 
     def make(host: str, port: int) -> AvroConnection:
         return AvroConnection(host, port, connect_timeout=ct, request_timeout=rt, tls=tls, deflate_level=level)

@@ -357,8 +357,10 @@ def test_ip_filter(tmp_path, agent, rules, served):
     ({"ipFilter": "true", "ipFilterRules": "allow:host:x"}, "ipFilterRules", "expected <allow|deny>:<ip|name>:<pattern>"),
     ({"ssl": "true"}, "keystore", "ssl = true needs a keystore"),
     ({"ssl": "true", "keystore": "/nonexistent.p12", "keystore-password": "x"}, "keystore", "No such file"),
-    ({"ssl": "true", "keystore": "JKS", "keystore-password": "wrong"}, "keystore", "the keystore password is wrong"),
+    ({"ssl": "true", "keystore": "JKS", "keystore-password": "wrong"}, "keystore", "wrong keystore password"),
     ({"ssl": "true", "keystore": "PKCS12", "keystore-password": "wrong"}, "keystore", "cannot load the TLS key"),
+    ({"ssl": "true", "keystore": "JKS", "keystore-password": "secret12", "exclude-protocols": "TLSv1.2 TLSv1.3"},
+     "exclude-protocols", "leave no TLS version"),
     ({"compression-type": "snappy"}, "compression-type", "must be one of none, deflate"),
 ])
 def test_config_errors_name_the_key(tmp_path, run_agent, props, key, message):

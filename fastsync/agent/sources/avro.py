@@ -17,18 +17,16 @@ closed, counted) before it is read. The listening socket and its limits (`backlo
 from __future__ import annotations
 
 import logging
-import os
 import re
-import secrets
 import socket
 import ssl
-import tempfile
 from dataclasses import dataclass
 
 from fastsync.agent.component import SOURCES, Place, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import Source
 from fastsync.agent.sources.listener import Listener, ListenerConfig
+from fastsync.keystore import server_context
 from fastsync.rpc import avro_wire as wire
 from fastsync.rpc.avro_server import Handshake, Transport
 
@@ -102,38 +100,10 @@ class AvroSourceConfig(ListenerConfig):
         try:
             self.ssl_context()
         except (OSError, ValueError) as exc:
-            raise place.error("keystore", "cannot load the TLS key and certificate: %s" % _reason(exc)) from None
+            raise place.error(getattr(exc, "key", "keystore"), "cannot load the TLS key and certificate: %s" % _reason(exc)) from None
 
     def ssl_context(self) -> ssl.SSLContext:
-        from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat, pkcs12
-        from fastsync.jks import is_jks, load_jks
-        with open(self.keystore, "rb") as f:
-            raw = f.read()
-        # by its content, whatever keystore-type says: Java's JKS type loads PKCS12 files too
-        if is_jks(raw):
-            key, cert, chain = load_jks(raw, self.keystorePassword)
-        else:
-            key, cert, chain = pkcs12.load_key_and_certificates(raw, self.keystorePassword.encode() or None)
-        if key is None or cert is None:
-            raise ValueError("%s holds no private key with its certificate" % self.keystore)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        excluded = {p.strip().lower() for p in self.excludeProtocols.replace(",", " ").split()}
-        versions = [("tlsv1", ssl.TLSVersion.TLSv1), ("tlsv1.1", ssl.TLSVersion.TLSv1_1),
-                    ("tlsv1.2", ssl.TLSVersion.TLSv1_2), ("tlsv1.3", ssl.TLSVersion.TLSv1_3)]
-        allowed = [v for name, v in versions if name not in excluded and v >= ssl.TLSVersion.TLSv1_2]
-        if not allowed:
-            raise ValueError("exclude-protocols leaves no TLS version (1.2 and 1.3 are offered)")
-        ctx.minimum_version, ctx.maximum_version = allowed[0], allowed[-1]
-        # ssl loads keys from files only: a private directory, the key encrypted with a one-off password
-        password = secrets.token_hex(16)
-        with tempfile.TemporaryDirectory(prefix="fastsync-tls-") as tmp:
-            certs, keyfile = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
-            with open(certs, "wb") as f:
-                f.write(b"".join(c.public_bytes(Encoding.PEM) for c in [cert, *chain]))
-            with open(keyfile, "wb") as f:
-                f.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(password.encode())))
-            ctx.load_cert_chain(certs, keyfile, password)
-        return ctx
+        return server_context(self.keystore, self.keystorePassword, self.excludeProtocols)
 
 
 def _reason(exc: Exception) -> str:
