@@ -96,6 +96,24 @@ class Sink:
         finally:
             tx.close()
 
+    def open_take(self, timeout: float):
+        """A take left open, for a sink that commits (or rolls back) its transaction later,
+        once its destination answered: (transaction, batch); None when the channel had
+        nothing in `timeout` (that transaction closed)."""
+        tx = self.channel.transaction()
+        tx.begin()
+        try:
+            batch = tx.take(self.batch_size, timeout)
+        except BaseException:
+            tx.rollback()
+            tx.close()
+            raise
+        if batch is None:
+            tx.commit()
+            tx.close()
+            return None
+        return tx, batch
+
     def _drained(self, events: int, txs: int, full: int, nbytes: int) -> None:
         """Count transactions a channel took and committed natively for this sink."""
         if txs:

@@ -114,19 +114,11 @@ class AvroSink(Sink):
         sent: list = []      # [transaction, events, bytes, serial] in take order, not yet committed
         try:
             while len(sent) < most:
-                tx = self.channel.transaction()
-                tx.begin()
-                try:
-                    # with calls out, don't wait for events: their answers may be in
-                    batch = tx.take(self.batch_size, 0 if sent else TAKE_WAIT)
-                except BaseException:
-                    tx.rollback()
-                    tx.close()
-                    raise
-                if batch is None:
-                    tx.commit()
-                    tx.close()
+                # with calls out, don't wait for events: their answers may be in
+                taken = self.open_take(0 if sent else TAKE_WAIT)
+                if taken is None:
                     break
+                tx, batch = taken
                 sent.append([tx, len(batch), batch.nbytes, None])
                 self.counters.add(EventDrainAttemptCount=len(batch))
                 self._connect()

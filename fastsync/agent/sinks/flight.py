@@ -209,18 +209,10 @@ class FlightSink(Sink):
         return Status.BACKOFF
 
     def _take_and_send(self, timeout: float) -> bool:
-        tx = self.channel.transaction()
-        tx.begin()
-        try:
-            batch = tx.take(self.batch_size, timeout)
-        except BaseException:
-            tx.rollback()
-            tx.close()
-            raise
-        if batch is None:
-            tx.commit()
-            tx.close()
+        taken = self.open_take(timeout)
+        if taken is None:
             return False
+        tx, batch = taken
         self.unsent = tx        # rolled back first if what is in flight fails now
         try:
             record = batch.to_arrow()

@@ -212,19 +212,10 @@ class KafkaSink(Sink):
                 return False
             if t is not False:
                 return self._started(_InFlight(t, None, None, t.bodies(), None, t.nbytes))
-        tx = self.channel.transaction()
-        tx.begin()
-        try:
-            batch = tx.take(self.batch_size, timeout)
-        except BaseException:
-            tx.rollback()
-            tx.close()
-            raise
-        if batch is None:
-            tx.commit()
-            tx.close()
+        taken = self.open_take(timeout)
+        if taken is None:
             return False
-        return self._started(_InFlight(tx, batch, None, None, None))
+        return self._started(_InFlight(*taken, None, None, None))
 
     def _started(self, rec: _InFlight) -> bool:
         """Produce a take's messages; its transaction stays open in `pending`."""
