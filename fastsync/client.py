@@ -31,6 +31,7 @@ from typing import Iterable, Mapping, Sequence
 
 from fastsync.agent.errors import EventDeliveryException
 from fastsync.event import EventBatch
+from fastsync.kafkaio import flume_header_columns
 from fastsync.keystore import KeystoreError, client_context
 from fastsync.rpc import avro_wire
 
@@ -198,7 +199,7 @@ class AvroConnection:
         serial, for wait(). Calls may be sent before earlier ones are answered (the server
         answers in order)."""
         from fastsync._native import encode_flume_events
-        data, offsets = encode_flume_events(batch.data, batch.offsets, encode_headers(batch))
+        data, offsets = encode_flume_events(batch.data, batch.offsets, flume_header_columns(batch))
         n = len(batch)
         try:
             self.connect()
@@ -259,18 +260,6 @@ class AvroConnection:
         status = avro_wire.read_call_response(r)
         if status != "OK":
             raise EventDeliveryError(self.address, "the server answered Status %s" % status)
-
-
-def encode_headers(batch: EventBatch) -> list:
-    """A batch's header columns as encode_flume_events takes them."""
-    import pyarrow as pa
-    headers = []
-    for name, col in batch.headers.items():
-        if isinstance(col, str):
-            headers.append((name.encode(), col.encode()))
-        elif col.null_count < len(col):
-            headers.append((name.encode(), col if col.type == pa.string() else col.cast(pa.string())))
-    return headers
 
 
 def as_batch(bodies, headers=None) -> EventBatch:
