@@ -135,9 +135,7 @@ class AvroSink(Sink):
                 tx.commit()
                 tx.close()
                 sent.pop(0)
-                self.reported.clear()
-                self.counters.add(EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes,
-                                  **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
+                self.count_success(n, nbytes)
             return Status.READY
         except Exception as exc:
             self.counters.add(EventWriteFail=1)

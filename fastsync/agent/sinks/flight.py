@@ -285,17 +285,7 @@ class FlightSink(Sink):
         self._commit(head)
 
     def _commit(self, sent: _Sent) -> None:
-        try:
-            sent.tx.commit()
-        except BaseException:
-            sent.tx.rollback()
-            raise
-        finally:
-            sent.tx.close()
-        if self.reported:
-            self.reported.clear()
-        self.counters.add(EventDrainSuccessCount=sent.n, EventDrainSuccessBytes=sent.nbytes,
-                          **{"BatchCompleteCount" if sent.n == self.batch_size else "BatchUnderflowCount": 1})
+        self.commit_take(sent.tx, sent.n, sent.nbytes)
 
     def _fail(self, why):
         """Roll back every take in flight (and the one not yet sent), drop the connection, raise."""

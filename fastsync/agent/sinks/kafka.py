@@ -282,16 +282,7 @@ class KafkaSink(Sink):
             raise first
 
     def _commit(self, rec: _InFlight) -> None:
-        try:
-            rec.tx.commit()
-        except BaseException:
-            rec.tx.rollback()
-            raise
-        finally:
-            rec.tx.close()
-        self.reported.clear()
-        self.counters.add(EventDrainSuccessCount=rec.n, EventDrainSuccessBytes=rec.nbytes,
-                          **{"BatchCompleteCount" if rec.n == self.batch_size else "BatchUnderflowCount": 1})
+        self.commit_take(rec.tx, rec.n, rec.nbytes)
 
     def _failed(self, exc: Exception, n: int) -> None:
         self.counters.add(EventWriteFail=1)
