@@ -21,7 +21,6 @@ import argparse
 import io
 import os
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -110,15 +109,11 @@ def over_socket(directory: Path, events: int) -> float:
 
 
 def reply(s: socket.socket) -> bytes:
-    def exact(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = s.recv(n - len(buf))
-            assert chunk, "connection closed"
-            buf += chunk
-        return buf
-    _, count = struct.unpack(">ii", exact(8))
-    return b"".join(exact(struct.unpack(">i", exact(4))[0]) for _ in range(count))
+    """The message of the one reply due on s."""
+    from fastsync.rpc.avro_wire import FrameReader
+    got = FrameReader().next_frame(lambda: s.recv(1 << 16))
+    assert got is not None, "connection closed"
+    return got[1]
 
 
 def counted(url: str, component: str) -> int:
