@@ -188,24 +188,12 @@ class AvroSource(Source):
             raise wire.ProtocolError("%s request: %s" % (name, exc)) from None
         batch = flume_columns_batch(data, offsets, names, columns)
         try:
-            if name == "appendBatch":
-                self.deliver(batch)         # one transaction per channel: all of it or none
-            else:
-                self._deliver_one(batch)
+            # one transaction per channel: all of it or none
+            self.deliver(batch, "AppendBatch" if name == "appendBatch" else "Append")
         except ChannelException as exc:
             log.warning("%s: unable to put a batch of %d events: %s (answered FAILED)", self.what, len(batch), exc)
             return answer + wire.encode_status(wire.FAILED)
         return answer + wire.encode_status(wire.OK)
-
-    def _deliver_one(self, batch) -> None:
-        """deliver() of the one event of an `append`, counted as Flume counts appends."""
-        self.counters.add(AppendReceivedCount=1, EventReceivedCount=1)
-        try:
-            self.processor.process_batch(batch)
-        except ChannelException:
-            self.counters.add(ChannelWriteFail=1)
-            raise
-        self.counters.add(AppendAcceptedCount=1, EventAcceptedCount=1, EventAcceptedBytes=batch.nbytes)
 
 
 def _host_name(ip: str) -> str:
