@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from avro_hop_support import keystore  # noqa: E402
+from tls_support import keystore  # noqa: E402
 from e2e_support import free_port, wait_for_port, write_config  # noqa: E402
 from flume_support import flume_command  # noqa: E402
 

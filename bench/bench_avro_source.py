@@ -21,7 +21,6 @@ import argparse
 import io
 import os
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ def request(n: int = BATCH, handshake: bool = False) -> bytes:
     import fastavro
 
     from fastsync.kafkaio import FLUME_EVENT_SCHEMA
-    from fastsync.rpc.avro_server import FLUME_SDK_MD5, write_bytes
+    from fastsync.rpc.avro_wire import FLUME_SDK_MD5, write_bytes
     out = io.BytesIO()
     fastavro.schemaless_writer(out, fastavro.parse_schema({"type": "array", "items": FLUME_EVENT_SCHEMA}),
                                [{"headers": HEADERS, "body": b"%099d" % i} for i in range(n)])
@@ -88,7 +87,7 @@ def stop(p: subprocess.Popen) -> None:
 
 def over_socket(directory: Path, events: int) -> float:
     from e2e_support import free_port
-    from fastsync.rpc.avro_server import encode_frame
+    from fastsync.rpc.avro_wire import encode_frame
     port, mport = free_port(), free_port()
     p = start_agent(directory, port, mport)
     first, rest = request(handshake=True), request()
@@ -110,15 +109,11 @@ def over_socket(directory: Path, events: int) -> float:
 
 
 def reply(s: socket.socket) -> bytes:
-    def exact(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = s.recv(n - len(buf))
-            assert chunk, "connection closed"
-            buf += chunk
-        return buf
-    _, count = struct.unpack(">ii", exact(8))
-    return b"".join(exact(struct.unpack(">i", exact(4))[0]) for _ in range(count))
+    """The message of the one reply due on s."""
+    from fastsync.rpc.avro_wire import FrameReader
+    got = FrameReader().next_frame(lambda: s.recv(1 << 16))
+    assert got is not None, "connection closed"
+    return got[1]
 
 
 def counted(url: str, component: str) -> int:

@@ -10,8 +10,6 @@ a check.
 """
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import socket
@@ -21,6 +19,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from tls_support import self_signed_pem  # noqa: E402
 
 EDGE = """
 e.sources = r1
@@ -67,26 +68,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tls_files(d: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    pem, keypem = d / "cert.pem", d / "key.pem"
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keypem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
-    return pem, keypem
-
-
 def _drained(url: str) -> int:
     with urllib.request.urlopen(url, timeout=5) as r:
         return int(json.load(r)["SINK.k1"]["EventDrainSuccessCount"])
@@ -118,7 +99,7 @@ def hop(n: int, tls: bool = False, log: Path | None = None, in_flight: int = 16)
         port, mport = _free_port(), _free_port()
         tls_sink = tls_source = ""
         if tls:
-            pem, key = _tls_files(d)
+            pem, key = self_signed_pem(d, "bench")
             tls_source = "c.sources.r1.ssl = true\nc.sources.r1.ssl.certificate = %s\nc.sources.r1.ssl.key = %s" % (pem, key)
             tls_sink = "e.sinks.k1.ssl = true\ne.sinks.k1.ssl.trustedCertificates = %s" % pem
         (d / "c.properties").write_text(COLLECTOR.format(port=port, tls_source=tls_source))

@@ -31,8 +31,9 @@ from typing import Iterable, Mapping, Sequence
 
 from fastsync.agent.errors import EventDeliveryException
 from fastsync.event import EventBatch
-from fastsync.rpc import avro_ipc
-from fastsync.rpc.truststore import TrustStoreError, client_context
+from fastsync.kafkaio import flume_header_columns
+from fastsync.keystore import KeystoreError, client_context
+from fastsync.rpc import avro_wire
 
 __all__ = ["RpcClient", "EventDeliveryError", "ClientConfigError", "AvroConnection"]
 
@@ -153,7 +154,7 @@ class AvroConnection:
         self.handshaken = self.handshake_sent = False
         self.handshake_serial = -1                # the call that carried the handshake
         self.serial = 0
-        self.frames = avro_ipc.FrameReader()
+        self.frames = avro_wire.FrameReader()
         self.answers: dict[int, bytes] = {}       # serial -> answer not yet waited for
         self.deadlines: dict[int, float] = {}     # serial -> when a call sent gives up
 
@@ -174,7 +175,7 @@ class AvroConnection:
             raise EventDeliveryError(self.address, "TLS handshake failed: %s" % exc) from None
         sock.settimeout(self.request_timeout)
         self.handshaken = self.handshake_sent = False
-        self.frames = avro_ipc.FrameReader()
+        self.frames = avro_wire.FrameReader()
         self.answers.clear()
         self.deadlines.clear()
 
@@ -198,19 +199,19 @@ class AvroConnection:
         serial, for wait(). Calls may be sent before earlier ones are answered (the server
         answers in order)."""
         from fastsync._native import encode_flume_events
-        data, offsets = encode_flume_events(batch.data, batch.offsets, encode_headers(batch))
+        data, offsets = encode_flume_events(batch.data, batch.offsets, flume_header_columns(batch))
         n = len(batch)
         try:
             self.connect()
             stream = self.stream        # interrupt() may close the connection from another thread
             if stream is None:
                 raise ConnectionError("connection closed")
-            head, tail = avro_ipc.append_batch_request(n, b"" if self.handshake_sent else avro_ipc.handshake_request())
+            head, tail = avro_wire.append_batch_request(n, b"" if self.handshake_sent else avro_wire.handshake_request())
             self.serial = (self.serial + 1) & 0x7FFFFFFF
             serial = self.serial
             self.deadlines[serial] = time.monotonic() + self.request_timeout
             stream.sock.settimeout(self.request_timeout)
-            stream.send(avro_ipc.frame(serial, [head, data, tail] if n else [head]))
+            stream.send(avro_wire.frame(serial, [head, data, tail] if n else [head]))
             if not self.handshake_sent:
                 self.handshake_sent, self.handshake_serial = True, serial
             return serial
@@ -244,33 +245,21 @@ class AvroConnection:
         if isinstance(exc, socket.timeout):
             return EventDeliveryError(self.address, "request timed out after %d ms (batch of %d events)"
                                       % (self.request_timeout * 1000, n))
-        if isinstance(exc, (OSError, ssl.SSLError, avro_ipc.ProtocolError, avro_ipc.RemoteError, zlib.error)):
+        if isinstance(exc, (OSError, ssl.SSLError, avro_wire.ProtocolError, avro_wire.RemoteError, zlib.error)):
             cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             return EventDeliveryError(self.address, "batch of %d events not acknowledged: %s" % (n, cause))
         return exc
 
     def _status(self, message: bytes, handshake: bool) -> None:
-        r = avro_ipc.Reader(message)
+        r = avro_wire.Reader(message)
         if handshake:
-            match, _, _ = avro_ipc.read_handshake_response(r)
+            match, _, _ = avro_wire.read_handshake_response(r)
             if match == "NONE":
-                raise avro_ipc.ProtocolError("the server did not accept our protocol (handshake NONE)")
+                raise avro_wire.ProtocolError("the server did not accept our protocol (handshake NONE)")
             self.handshaken = True
-        status = avro_ipc.read_call_response(r)
+        status = avro_wire.read_call_response(r)
         if status != "OK":
             raise EventDeliveryError(self.address, "the server answered Status %s" % status)
-
-
-def encode_headers(batch: EventBatch) -> list:
-    """A batch's header columns as encode_flume_events takes them."""
-    import pyarrow as pa
-    headers = []
-    for name, col in batch.headers.items():
-        if isinstance(col, str):
-            headers.append((name.encode(), col.encode()))
-        elif col.null_count < len(col):
-            headers.append((name.encode(), col if col.type == pa.string() else col.cast(pa.string())))
-    return headers
 
 
 def as_batch(bodies, headers=None) -> EventBatch:
@@ -336,9 +325,8 @@ def connection_factory(props: Mapping[str, str]):
                                  _prop(props, "truststore-password"), _prop(props, "truststore-type", "JKS"),
                                  (_prop(props, "exclude-protocols", "SSLv3") or "").split(),
                                  (_prop(props, "include-protocols", "") or "").split())
-        except (TrustStoreError, ssl.SSLError) as exc:
-            key = "exclude-protocols" if "protocol" in str(exc) else "truststore"
-            raise ClientConfigError("%s: %s" % (key, exc)) from None
+        except (KeystoreError, ssl.SSLError) as exc:     # a KeystoreError names its setting
+            raise ClientConfigError("%s: %s" % (getattr(exc, "key", "truststore"), exc)) from None
 
     def make(host: str, port: int) -> AvroConnection:
         return AvroConnection(host, port, connect_timeout=ct, request_timeout=rt, tls=tls, deflate_level=level)

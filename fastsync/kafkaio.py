@@ -82,16 +82,22 @@ def encode_events(batch, flume_format: bool, key_header: str) -> tuple[list, lis
 
 def flume_event_values(batch) -> list:
     """The batch's events as AvroFlumeEvent bytes, encoded natively by column."""
-    import pyarrow as pa
     from fastsync._native import bodies_list, encode_flume_events
+    data, offsets = encode_flume_events(batch.data, batch.offsets, flume_header_columns(batch))
+    return bodies_list(data, offsets)
+
+
+def flume_header_columns(batch) -> list:
+    """A batch's header columns as encode_flume_events takes them: (name, a constant or a
+    string column), the all-null ones left out."""
+    import pyarrow as pa
     headers = []
     for name, col in batch.headers.items():
         if isinstance(col, str):
             headers.append((name.encode(), col.encode()))
         elif col.null_count < len(col):
             headers.append((name.encode(), col if col.type == pa.string() else col.cast(pa.string())))
-    data, offsets = encode_flume_events(batch.data, batch.offsets, headers)
-    return bodies_list(data, offsets)
+    return headers
 
 
 def client_config(extra: dict, prefix: str, defaults: dict) -> dict:

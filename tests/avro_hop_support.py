@@ -1,11 +1,10 @@
 """The real Flume as the far end of our avro hop: a collector agent (avro source -> channel
 -> file_roll writing Avro `avro_event` files, so bodies come back byte for byte, binary or
-empty, with their headers) and readers of what it wrote; keystores made by keytool.
+empty, with their headers) and readers of what it wrote.
 """
 from __future__ import annotations
 
 import io
-import subprocess
 from pathlib import Path
 
 import fastavro
@@ -70,24 +69,3 @@ def wait_for_bodies(out: Path, n: int, timeout: float = 60) -> list[bytes]:
     """The bodies once at least n arrived."""
     return poll(lambda: (lambda got: got if len(got) >= n else None)(bodies(out)), timeout,
                 message="waiting for %d events in %s" % (n, out))
-
-
-def keystore(tmp: Path, name: str = "server", storetype: str = "PKCS12", password: str = "secret1") -> Path:
-    """A keystore with a new self-signed key pair (keytool), for Flume's avro source."""
-    path = tmp / ("%s.%s" % (name, storetype.lower()))
-    subprocess.run(["keytool", "-genkeypair", "-alias", name, "-keyalg", "EC", "-groupname", "secp256r1", "-validity", "2",
-                    "-dname", "CN=%s" % name, "-keystore", str(path), "-storetype", storetype,
-                    "-storepass", password, "-keypass", password], check=True, capture_output=True, timeout=60)
-    return path
-
-
-def truststore(tmp: Path, store: Path, alias: str = "server", storetype: str = "JKS", password: str = "trust12",
-               store_password: str = "secret1") -> Path:
-    """A truststore holding the certificate of `store`'s key pair (keytool export and import)."""
-    cert = tmp / (alias + ".cer")
-    subprocess.run(["keytool", "-exportcert", "-alias", alias, "-keystore", str(store), "-storepass", store_password,
-                    "-file", str(cert)], check=True, capture_output=True, timeout=60)
-    path = tmp / ("trust-%s.%s" % (alias, storetype.lower()))
-    subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", alias, "-file", str(cert), "-keystore", str(path),
-                    "-storetype", storetype, "-storepass", password], check=True, capture_output=True, timeout=60)
-    return path

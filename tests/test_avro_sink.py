@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from avro_hop_support import bodies, collector_config, flume_events, keystore, start_collector, truststore, wait_for_bodies
+from avro_hop_support import bodies, collector_config, flume_events, start_collector, wait_for_bodies
 from fastsync.client import RpcClient
 from e2e_support import AGENT_CMD, LineClient, free_port, get_json, line_of, poll, wait_for_port, write_config
+from tls_support import keystore, truststore
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ again); TLS, the bearer token, sink groups over two collectors, and bad connecti
 from __future__ import annotations
 
 import collections
-import datetime as dt
-import ipaddress
 import os
 import signal
 import subprocess
@@ -22,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from e2e_support import free_port, get_json, lines_so_far, multiset_problems, poll, wait_for_port, write_config
+from tls_support import self_signed_pem
 
 TOKEN = "s3cret-t0ken-for-the-hop"
 
@@ -166,31 +165,9 @@ def test_binary_empty_and_large_bodies_and_headers_arrive_identical(tmp_path, ag
     assert rows == expected
 
 
-def make_tls(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key (PEM, not encrypted: gRPC reads it so)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fastsync flight test")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    pem, keypem = tmp_path / "cert.pem", tmp_path / "key.pem"
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keypem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
-    return pem, keypem
-
-
 @pytest.mark.parametrize("trust", ["trustedCertificates", "trust-all-certs"])
 def test_tls(tmp_path, agent, trust):
-    pem, key = make_tls(tmp_path)
+    pem, key = self_signed_pem(tmp_path)
     port = free_port()
     c = start_collector(agent, tmp_path, port, ssl="true", ssl_certificate=pem, ssl_key=key)
     sink = {"ssl": "true"}
@@ -380,7 +357,7 @@ def test_config_errors_name_the_key(tmp_path, run_agent):
     assert "c.sources.r1.ssl.certificate" in p.stderr and "nope.pem" in p.stderr and "Traceback" not in p.stderr
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    (pem, _), (_, other_key) = make_tls(tmp_path / "a"), make_tls(tmp_path / "b")
+    (pem, _), (_, other_key) = self_signed_pem(tmp_path / "a"), self_signed_pem(tmp_path / "b")
     conf = collector_conf(tmp_path, port, channel="memory", ssl="true", ssl_certificate=pem, ssl_key=other_key)
     p = run_agent("c", conf, "--validate")
     assert p.returncode != 0 and "c.sources.r1.ssl.key" in p.stderr and "mismatch" in p.stderr, p.stderr

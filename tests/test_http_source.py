@@ -4,8 +4,6 @@ is full, 413 over the size limit; strict Content-Length, deep JSON, HTTPS with a
 keystore or PEM files, and the listener's limits (backlog, maxConnections, idleTimeout)."""
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import re
 import socket
@@ -20,6 +18,7 @@ from hypothesis import strategies as st
 import pytest
 
 from e2e_support import free_port, get_json, poll, wait_for_port, write_config
+from tls_support import self_signed_certificate
 from fastsync.agent.sources.http import BadRequest, parse_json_events
 from socket_clients import hold_connections, listen_backlog, simultaneous
 from test_syslog import logged_events
@@ -254,21 +253,9 @@ def test_connections_past_max_connections_get_503_and_idle_ones_are_closed(tmp_p
 
 def make_tls_files(tmp_path, password: bytes = b"changeit"):
     """A self-signed certificate for 127.0.0.1: (cert.pem, key.pem encrypted with password, keystore.p12)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fastsync test")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    key, cert = self_signed_certificate()
     pem, keypem, p12 = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "keystore.p12"
     pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     keypem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -84,17 +84,50 @@ class Sink:
                 self._report(exc, n)
                 raise
             tx.commit()
-            if self.reported:
-                self.reported.clear()
             # one update per batch: the attempt is counted with its outcome
-            self.counters.add(EventDrainAttemptCount=n, EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes,
-                              **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
+            self.count_success(n, nbytes, EventDrainAttemptCount=n)
             return Status.READY
         except BaseException:
             tx.rollback()
             raise
         finally:
             tx.close()
+
+    def open_take(self, timeout: float):
+        """A take left open, for a sink that commits (or rolls back) its transaction later,
+        once its destination answered: (transaction, batch); None when the channel had
+        nothing in `timeout` (that transaction closed)."""
+        tx = self.channel.transaction()
+        tx.begin()
+        try:
+            batch = tx.take(self.batch_size, timeout)
+        except BaseException:
+            tx.rollback()
+            tx.close()
+            raise
+        if batch is None:
+            tx.commit()
+            tx.close()
+            return None
+        return tx, batch
+
+    def commit_take(self, tx, n: int, nbytes: int) -> None:
+        """Commit (and count) a take of open_take once its destination acknowledged it."""
+        try:
+            tx.commit()
+        except BaseException:
+            tx.rollback()
+            raise
+        finally:
+            tx.close()
+        self.count_success(n, nbytes)
+
+    def count_success(self, n: int, nbytes: int, **more: int) -> None:
+        """Count a batch of n events delivered and committed (a success ends any failure streak)."""
+        if self.reported:
+            self.reported.clear()
+        self.counters.add(EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes,
+                          **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1}, **more)
 
     def _drained(self, events: int, txs: int, full: int, nbytes: int) -> None:
         """Count transactions a channel took and committed natively for this sink."""

@@ -87,17 +87,18 @@ class Source:
     def stop(self) -> None:
         self.counters.stopped()
 
-    def deliver(self, batch: EventBatch) -> None:
-        """Put a batch through the processor, keeping Flume's counters; re-raises
+    def deliver(self, batch: EventBatch, call: str = "AppendBatch") -> None:
+        """Put a batch through the processor, keeping Flume's counters (of an appendBatch
+        call, or `call` = "Append" for the one event of an append call); re-raises
         ChannelException so the caller can retry the same batch."""
         n, nbytes = len(batch), batch.nbytes
-        self.counters.add(EventReceivedCount=n, AppendBatchReceivedCount=1)
+        self.counters.add(EventReceivedCount=n, **{call + "ReceivedCount": 1})
         try:
             self.processor.process_batch(batch)
         except ChannelException:
             self.counters.add(ChannelWriteFail=1)
             raise
-        self.counters.add(EventAcceptedCount=n, AppendBatchAcceptedCount=1, EventAcceptedBytes=nbytes)
+        self.counters.add(EventAcceptedCount=n, EventAcceptedBytes=nbytes, **{call + "AcceptedCount": 1})
 
     def deliver_each(self, batch: EventBatch, per_tx: int) -> int:
         """deliver() as consecutive transactions of per_tx events, in as few Python

@@ -22,6 +22,8 @@ import fastavro
 import numpy as np
 import pyarrow as pa
 
+from fastsync.rpc.avro_wire import write_bytes, write_long
+
 
 def _avro_type(t: pa.DataType, name: str):
     if pa.types.is_boolean(t):
@@ -287,20 +289,6 @@ class AvroRecords:
         return out
 
 
-def _long(v: int) -> bytes:
-    z = (v << 1) ^ (v >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-def _avro_bytes(b: bytes) -> bytes:
-    return _long(len(b)) + b
-
-
 def _deflate(block: bytes) -> bytes:
     c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)    # raw deflate, as Avro's
     return c.compress(block) + c.flush()
@@ -329,7 +317,7 @@ class AvroWriter:
         self.compress = _CODECS[codec]
         self.sync = os.urandom(16)
         meta = {"avro.schema": json.dumps(avro_schema(schema)).encode(), "avro.codec": codec.encode()}
-        self.f.write(b"Obj\x01" + _long(len(meta)) + b"".join(_avro_bytes(k.encode()) + _avro_bytes(v) for k, v in meta.items())
+        self.f.write(b"Obj\x01" + write_long(len(meta)) + b"".join(write_bytes(k.encode()) + write_bytes(v) for k, v in meta.items())
                      + b"\x00" + self.sync)
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
@@ -342,7 +330,7 @@ class AvroWriter:
             return
         data, _ = self.rows.rows(batch)
         block = self.compress(memoryview(data))
-        self.f.write(_long(batch.num_rows) + _long(len(block)))
+        self.f.write(write_long(batch.num_rows) + write_long(len(block)))
         self.f.write(block)
         self.f.write(self.sync)
 

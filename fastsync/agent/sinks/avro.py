@@ -114,19 +114,11 @@ class AvroSink(Sink):
         sent: list = []      # [transaction, events, bytes, serial] in take order, not yet committed
         try:
             while len(sent) < most:
-                tx = self.channel.transaction()
-                tx.begin()
-                try:
-                    # with calls out, don't wait for events: their answers may be in
-                    batch = tx.take(self.batch_size, 0 if sent else TAKE_WAIT)
-                except BaseException:
-                    tx.rollback()
-                    tx.close()
-                    raise
-                if batch is None:
-                    tx.commit()
-                    tx.close()
+                # with calls out, don't wait for events: their answers may be in
+                taken = self.open_take(0 if sent else TAKE_WAIT)
+                if taken is None:
                     break
+                tx, batch = taken
                 sent.append([tx, len(batch), batch.nbytes, None])
                 self.counters.add(EventDrainAttemptCount=len(batch))
                 self._connect()
@@ -143,9 +135,7 @@ class AvroSink(Sink):
                 tx.commit()
                 tx.close()
                 sent.pop(0)
-                self.reported.clear()
-                self.counters.add(EventDrainSuccessCount=n, EventDrainSuccessBytes=nbytes,
-                                  **{"BatchCompleteCount" if n == self.batch_size else "BatchUnderflowCount": 1})
+                self.count_success(n, nbytes)
             return Status.READY
         except Exception as exc:
             self.counters.add(EventWriteFail=1)

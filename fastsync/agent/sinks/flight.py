@@ -209,18 +209,10 @@ class FlightSink(Sink):
         return Status.BACKOFF
 
     def _take_and_send(self, timeout: float) -> bool:
-        tx = self.channel.transaction()
-        tx.begin()
-        try:
-            batch = tx.take(self.batch_size, timeout)
-        except BaseException:
-            tx.rollback()
-            tx.close()
-            raise
-        if batch is None:
-            tx.commit()
-            tx.close()
+        taken = self.open_take(timeout)
+        if taken is None:
             return False
+        tx, batch = taken
         self.unsent = tx        # rolled back first if what is in flight fails now
         try:
             record = batch.to_arrow()
@@ -293,17 +285,7 @@ class FlightSink(Sink):
         self._commit(head)
 
     def _commit(self, sent: _Sent) -> None:
-        try:
-            sent.tx.commit()
-        except BaseException:
-            sent.tx.rollback()
-            raise
-        finally:
-            sent.tx.close()
-        if self.reported:
-            self.reported.clear()
-        self.counters.add(EventDrainSuccessCount=sent.n, EventDrainSuccessBytes=sent.nbytes,
-                          **{"BatchCompleteCount" if sent.n == self.batch_size else "BatchUnderflowCount": 1})
+        self.commit_take(sent.tx, sent.n, sent.nbytes)
 
     def _fail(self, why):
         """Roll back every take in flight (and the one not yet sent), drop the connection, raise."""

@@ -212,19 +212,10 @@ class KafkaSink(Sink):
                 return False
             if t is not False:
                 return self._started(_InFlight(t, None, None, t.bodies(), None, t.nbytes))
-        tx = self.channel.transaction()
-        tx.begin()
-        try:
-            batch = tx.take(self.batch_size, timeout)
-        except BaseException:
-            tx.rollback()
-            tx.close()
-            raise
-        if batch is None:
-            tx.commit()
-            tx.close()
+        taken = self.open_take(timeout)
+        if taken is None:
             return False
-        return self._started(_InFlight(tx, batch, None, None, None))
+        return self._started(_InFlight(*taken, None, None, None))
 
     def _started(self, rec: _InFlight) -> bool:
         """Produce a take's messages; its transaction stays open in `pending`."""
@@ -291,16 +282,7 @@ class KafkaSink(Sink):
             raise first
 
     def _commit(self, rec: _InFlight) -> None:
-        try:
-            rec.tx.commit()
-        except BaseException:
-            rec.tx.rollback()
-            raise
-        finally:
-            rec.tx.close()
-        self.reported.clear()
-        self.counters.add(EventDrainSuccessCount=rec.n, EventDrainSuccessBytes=rec.nbytes,
-                          **{"BatchCompleteCount" if rec.n == self.batch_size else "BatchUnderflowCount": 1})
+        self.commit_take(rec.tx, rec.n, rec.nbytes)
 
     def _failed(self, exc: Exception, n: int) -> None:
         self.counters.add(EventWriteFail=1)

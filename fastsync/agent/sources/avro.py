@@ -1,6 +1,6 @@
 """Flume's `avro` source: the receiving end of Flume's avro sink, RPC client and avro-client.
 
-Each connection speaks Avro RPC over Netty's framing (fastsync/rpc/avro_server.py). An
+Each connection speaks Avro RPC over Netty's framing (fastsync/rpc/avro_wire.py). An
 `appendBatch` request is decoded natively into one EventBatch (no Python object per
 event) and put into the channels as one transaction per channel; it is answered Status OK
 only once they committed, FAILED when a channel refused it (full, or more events than its
@@ -17,19 +17,18 @@ closed, counted) before it is read. The listening socket and its limits (`backlo
 from __future__ import annotations
 
 import logging
-import os
 import re
-import secrets
 import socket
 import ssl
-import tempfile
 from dataclasses import dataclass
 
 from fastsync.agent.component import SOURCES, Place, setting
 from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import Source
 from fastsync.agent.sources.listener import Listener, ListenerConfig
-from fastsync.rpc import avro_server as wire
+from fastsync.keystore import server_context
+from fastsync.rpc import avro_wire as wire
+from fastsync.rpc.avro_server import Handshake, Transport
 
 log = logging.getLogger("fastsync.source.avro")
 
@@ -101,38 +100,10 @@ class AvroSourceConfig(ListenerConfig):
         try:
             self.ssl_context()
         except (OSError, ValueError) as exc:
-            raise place.error("keystore", "cannot load the TLS key and certificate: %s" % _reason(exc)) from None
+            raise place.error(getattr(exc, "key", "keystore"), "cannot load the TLS key and certificate: %s" % _reason(exc)) from None
 
     def ssl_context(self) -> ssl.SSLContext:
-        from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat, pkcs12
-        from fastsync.jks import is_jks, load_jks
-        with open(self.keystore, "rb") as f:
-            raw = f.read()
-        # by its content, whatever keystore-type says: Java's JKS type loads PKCS12 files too
-        if is_jks(raw):
-            key, cert, chain = load_jks(raw, self.keystorePassword)
-        else:
-            key, cert, chain = pkcs12.load_key_and_certificates(raw, self.keystorePassword.encode() or None)
-        if key is None or cert is None:
-            raise ValueError("%s holds no private key with its certificate" % self.keystore)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        excluded = {p.strip().lower() for p in self.excludeProtocols.replace(",", " ").split()}
-        versions = [("tlsv1", ssl.TLSVersion.TLSv1), ("tlsv1.1", ssl.TLSVersion.TLSv1_1),
-                    ("tlsv1.2", ssl.TLSVersion.TLSv1_2), ("tlsv1.3", ssl.TLSVersion.TLSv1_3)]
-        allowed = [v for name, v in versions if name not in excluded and v >= ssl.TLSVersion.TLSv1_2]
-        if not allowed:
-            raise ValueError("exclude-protocols leaves no TLS version (1.2 and 1.3 are offered)")
-        ctx.minimum_version, ctx.maximum_version = allowed[0], allowed[-1]
-        # ssl loads keys from files only: a private directory, the key encrypted with a one-off password
-        password = secrets.token_hex(16)
-        with tempfile.TemporaryDirectory(prefix="fastsync-tls-") as tmp:
-            certs, keyfile = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
-            with open(certs, "wb") as f:
-                f.write(b"".join(c.public_bytes(Encoding.PEM) for c in [cert, *chain]))
-            with open(keyfile, "wb") as f:
-                f.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(password.encode())))
-            ctx.load_cert_chain(certs, keyfile, password)
-        return ctx
+        return server_context(self.keystore, self.keystorePassword, self.excludeProtocols)
 
 
 def _reason(exc: Exception) -> str:
@@ -177,12 +148,12 @@ class AvroSource(Source):
             log.info("%s: connection from %s refused by ipFilterRules", self.what, peer[0])
             return
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = wire.Transport(lambda: self.listener.recv(conn, 1 << 20), conn.sendall,
+        transport = Transport(lambda: self.listener.recv(conn, 1 << 20), conn.sendall,
                                    deflate=self.config.compression == "deflate", tls=self.tls)
         try:
             if not transport.handshake():
                 return
-            frames, handshake = wire.FrameReader(self.config.maxRequestSize), wire.Handshake()
+            frames, handshake = wire.FrameReader(self.config.maxRequestSize, "maxRequestSize"), Handshake()
             while True:
                 frame = frames.next_frame(transport.recv)
                 if frame is None:
@@ -196,7 +167,7 @@ class AvroSource(Source):
             self.counters.add(EventReadFail=1)
             log.warning("%s: closing the connection from %s:%s: %s", self.what, peer[0], peer[1], exc)
 
-    def _respond(self, handshake: wire.Handshake, message: bytes) -> bytes:
+    def _respond(self, handshake: Handshake, message: bytes) -> bytes:
         """The reply to one request message (raises ProtocolError when it does not decode)."""
         answer, pos = handshake.answer(message)
         if not handshake.done:
@@ -217,24 +188,12 @@ class AvroSource(Source):
             raise wire.ProtocolError("%s request: %s" % (name, exc)) from None
         batch = flume_columns_batch(data, offsets, names, columns)
         try:
-            if name == "appendBatch":
-                self.deliver(batch)         # one transaction per channel: all of it or none
-            else:
-                self._deliver_one(batch)
+            # one transaction per channel: all of it or none
+            self.deliver(batch, "AppendBatch" if name == "appendBatch" else "Append")
         except ChannelException as exc:
             log.warning("%s: unable to put a batch of %d events: %s (answered FAILED)", self.what, len(batch), exc)
             return answer + wire.encode_status(wire.FAILED)
         return answer + wire.encode_status(wire.OK)
-
-    def _deliver_one(self, batch) -> None:
-        """deliver() of the one event of an `append`, counted as Flume counts appends."""
-        self.counters.add(AppendReceivedCount=1, EventReceivedCount=1)
-        try:
-            self.processor.process_batch(batch)
-        except ChannelException:
-            self.counters.add(ChannelWriteFail=1)
-            raise
-        self.counters.add(AppendAcceptedCount=1, EventAcceptedCount=1, EventAcceptedBytes=batch.nbytes)
 
 
 def _host_name(ip: str) -> str:

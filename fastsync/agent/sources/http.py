@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import secrets
 import ssl
-import tempfile
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
@@ -37,6 +34,7 @@ from fastsync.agent.errors import ChannelException
 from fastsync.agent.source import Source
 from fastsync.agent.sources.listener import Listener, ListenerConfig
 from fastsync.event import EventBatch
+from fastsync.keystore import load_key_chain
 
 log = logging.getLogger("fastsync.source.http")
 JSON_HANDLER = ("org.apache.flume.source.http.JSONHandler", "json")
@@ -156,20 +154,12 @@ class HttpSourceConfig(ListenerConfig):
             # a callable, so an encrypted key without its password fails instead of prompting on the terminal
             ctx.load_cert_chain(self.certfile, self.keyfile or None, lambda: self.keystorePassword.encode())
             return ctx
-        from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat, pkcs12
+        from cryptography.hazmat.primitives.serialization import pkcs12
         with open(self.keystore, "rb") as f:
             key, cert, chain = pkcs12.load_key_and_certificates(f.read(), self.keystorePassword.encode() or None)
         if key is None or cert is None:
             raise ValueError("%s holds no private key with its certificate" % self.keystore)
-        # ssl loads keys from files only: a private directory, the key encrypted with a one-off password
-        password = secrets.token_hex(16)
-        with tempfile.TemporaryDirectory(prefix="fastsync-tls-") as tmp:
-            certs, keyfile = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
-            with open(certs, "wb") as f:
-                f.write(b"".join(c.public_bytes(Encoding.PEM) for c in [cert, *chain]))
-            with open(keyfile, "wb") as f:
-                f.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(password.encode())))
-            ctx.load_cert_chain(certs, keyfile, password)
+        load_key_chain(ctx, key, cert, chain)
         return ctx
 
 
