@@ -107,8 +107,8 @@ def test_validate_names_every_known_type_without_importing_them(tmp_path):
     p = subprocess.run(fastsync_argv(tmp_path, "agent", "-n", "a1", "-f", str(conf), "--validate"), capture_output=True,
                        text=True, timeout=60, cwd=tmp_path)
     assert p.returncode == 2
-    assert ("fastsync: error: %s:8: a1.sinks.k1.type: unknown sink type 'nul' (known: file_roll, hdfs, jdbc, kafka, "
-            "logger, null, parquet)" % conf) in p.stderr
+    assert ("fastsync: error: %s:8: a1.sinks.k1.type: unknown sink type 'nul' (known: avro, file_roll, flight, hdfs, "
+            "jdbc, kafka, logger, null, parquet)" % conf) in p.stderr
     assert heavy(imported(tmp_path)) == []
 
 
