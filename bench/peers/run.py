@@ -794,6 +794,8 @@ def main(argv=None) -> int:
         return max(1000, int((row.n_flume if same else row.events(engine)) * args.scale))
 
     os.makedirs(args.out, exist_ok=True)
+    if args.scratch:
+        os.makedirs(args.scratch, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="peers-", dir=args.scratch or args.out)
     try:
         engines = Engines(args.java_opts.split(), scratch)
