@@ -7,7 +7,7 @@ Central by scripts/flume.sh (scripts/test.sh fetches them before the suite).
 The hop rows (agent a2 listening, then agent a1 sending to it) run here on Flume with a
 few thousand events: their three Flume configs (plain, deflate, SSL with keystores made by
 keytool) and the two-process orchestration, counts checked on both agents; and fastsync's
-side of the plain avro and the flight rows.
+side of the plain avro and the flight rows (plain and TLS).
 
 The full suite is `python bench/peers/run.py` (see bench/README.md)."""
 import json
@@ -77,7 +77,7 @@ def test_peers_hop_flume(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["cpu_per_event.png", "peak_rss.png", "results.json"]
 
 
-@pytest.mark.parametrize("row", ["avro-hop-1000", "flight-hop-1000"])
+@pytest.mark.parametrize("row", ["avro-hop-1000", "flight-hop-1000", "flight-hop-ssl"])
 def test_peers_hop_fastsync(tmp_path, row):
     """fastsync's side of a hop row, both agents' counts checked (the run itself refuses
     any count other than N)."""

@@ -21,9 +21,9 @@ bytes); TAILDIR rows read a file of 100-byte lines, next to `cat FILE > /dev/nul
 `cat FILE > OUT` (OUT in the scratch directory, where file_roll writes: the cost of reading
 and writing the bytes once, with nothing else).
 
-The hop rows (avro-hop-1000, avro-hop-deflate, avro-hop-ssl, flight-hop-1000) run two agents
-each: a2 `HOP source -> memory -> null` first, until its port listens, then a1 `seq -> memory
--> HOP sink` sending 100-byte events to it; N counted on a2, every count checked on both,
+The hop rows (avro-hop-1000, avro-hop-deflate, avro-hop-ssl, flight-hop-1000, flight-hop-ssl)
+run two agents each: a2 `HOP source -> memory -> null` first, until its port listens, then a1
+`TAILDIR -> memory -> HOP sink` sending it N distinct 100-byte lines; N counted on a2, every count checked on both,
 CPU and peak RSS of both together (see run_hop and bench/README.md, "Hop: agent to agent").
 Rows whose components fastsync lacks are refused in one line before anything starts.
 
@@ -111,6 +111,7 @@ ROWS = {r.name: r for r in [
     _hop("avro-hop-deflate", "avro", "deflate", 2_000_000, 5_000_000, deflate=True),
     _hop("avro-hop-ssl", "avro", "SSL", 2_000_000, 8_000_000, ssl=True),
     _hop("flight-hop-1000", "flight", "", 0, 20_000_000, engines=("fastsync",), ratio_to="avro-hop-1000"),
+    _hop("flight-hop-ssl", "flight", "TLS", 0, 20_000_000, ssl=True, engines=("fastsync",), ratio_to="avro-hop-ssl"),
 ]}
 DEFAULT_ROWS = list(ROWS)
 QUICK_ROWS = ["null-1000"]
@@ -171,7 +172,11 @@ def hop_configs(row: Row, lines_file: str, work: str, port: int, tls: dict | Non
     if row.deflate:
         down += ["sources.r1.compression-type = deflate"]
         up += ["sinks.k1.compression-type = deflate"]
-    if row.ssl:
+    if row.ssl and row.hop == "flight":     # PEM files (gRPC's TLS), the same key and certificate
+        down += ["sources.r1.ssl = true", "sources.r1.ssl.certificate = %s" % tls["cert"],
+                 "sources.r1.ssl.key = %s" % tls["key"]]
+        up += ["sinks.k1.ssl = true", "sinks.k1.ssl.trustedCertificates = %s" % tls["cert"]]
+    elif row.ssl:
         down += ["sources.r1.ssl = true", "sources.r1.keystore = %s" % tls["keystore"],
                  "sources.r1.keystore-password = %s" % PASSWORD, "sources.r1.keystore-type = PKCS12"]
         up += ["sinks.k1.ssl = true", "sinks.k1.truststore = %s" % tls["truststore"],
@@ -186,9 +191,11 @@ def hop_configs(row: Row, lines_file: str, work: str, port: int, tls: dict | Non
 
 def make_tls(scratch: str) -> dict:
     """A self-signed key pair for CN=localhost (PKCS12 keystore) and a truststore holding its
-    certificate, made once per run by keytool (the JDK's) in the scratch directory."""
+    certificate, made once per run by keytool (the JDK's) in the scratch directory; for the
+    flight rows the same certificate and its key as PEM files (the key by openssl)."""
     tls = {k: os.path.join(scratch, k + ".p12") for k in ("keystore", "truststore")}
-    cert = os.path.join(scratch, "hop-cert.pem")
+    cert = tls["cert"] = os.path.join(scratch, "hop-cert.pem")
+    tls["key"] = os.path.join(scratch, "hop-key.pem")
     for cmd in (["-genkeypair", "-alias", "hop", "-keyalg", "RSA", "-keysize", "2048", "-validity", "7",
                  "-dname", "CN=localhost", "-ext", "SAN=dns:localhost,ip:127.0.0.1", "-keystore", tls["keystore"],
                  "-storetype", "PKCS12", "-storepass", PASSWORD, "-keypass", PASSWORD],
@@ -199,6 +206,10 @@ def make_tls(scratch: str) -> dict:
         out = subprocess.run(["keytool", *cmd], capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit("bench/peers: keytool %s failed: %s" % (cmd[0], (out.stderr or out.stdout).strip()))
+    out = subprocess.run(["openssl", "pkcs12", "-in", tls["keystore"], "-nocerts", "-nodes", "-passin",
+                          "pass:" + PASSWORD, "-out", tls["key"]], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit("bench/peers: openssl pkcs12 (the key as PEM) failed: %s" % (out.stderr or out.stdout).strip())
     return tls
 
 
