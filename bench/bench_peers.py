@@ -6,9 +6,8 @@ Central by scripts/flume.sh (scripts/test.sh fetches them before the suite).
 
 The hop rows (agent a2 listening, then agent a1 sending to it) run here on Flume with a
 few thousand events: their three Flume configs (plain, deflate, SSL with keystores made by
-keytool) and the two-process orchestration, counts checked on both agents. fastsync's side
-of them runs once it has the components; until then the script must refuse the rows in one
-line, before starting anything.
+keytool) and the two-process orchestration, counts checked on both agents; and fastsync's
+side of the plain avro and the flight rows (plain and TLS).
 
 The full suite is `python bench/peers/run.py` (see bench/README.md)."""
 import json
@@ -17,8 +16,6 @@ import subprocess
 import sys
 
 import pytest
-
-from fastsync.agent.component import SINKS, SOURCES
 
 RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "run.py")
 
@@ -80,23 +77,19 @@ def test_peers_hop_flume(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["cpu_per_event.png", "peak_rss.png", "results.json"]
 
 
-@pytest.mark.parametrize("row,hop", [("avro-hop-1000", "avro"), ("flight-hop-1000", "flight")])
-def test_peers_hop_fastsync(tmp_path, row, hop):
-    """fastsync's side of a hop row: refused in one line while fastsync lacks the hop's
-    source or sink (nothing started, no traceback); run and counted once it has them."""
+@pytest.mark.parametrize("row", ["avro-hop-1000", "flight-hop-1000", "flight-hop-ssl"])
+def test_peers_hop_fastsync(tmp_path, row):
+    """fastsync's side of a hop row, both agents' counts checked (the run itself refuses
+    any count other than N)."""
     out = subprocess.run([sys.executable, RUN, "--rows", row, "--engines", "fastsync", "--events", "20000",
                           "--rounds", "1", "--stall", "60", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
-    lacks = [what for reg, what in ((SINKS, hop + " sink"), (SOURCES, hop + " source")) if reg.lookup(hop) is None]
-    if lacks:
-        assert out.returncode == 1, out.stdout + out.stderr
-        assert out.stderr.strip() == "bench/peers: fastsync has no %s (rows %s): leave the rows out%s" % (
-            ", ".join(lacks), row, " or run them with --engines flume" if hop == "avro" else "")
-        assert not tmp_path.exists() or not os.listdir(tmp_path)
-    else:
-        assert out.returncode == 0, out.stdout + out.stderr
-        [run] = json.loads((tmp_path / "results.json").read_text())["rows"][0]["runs"]
-        assert {k: v for k, v in run["counts"].items() if k != "down sink drained"} == dict.fromkeys(HOP_COUNTS, 20000)
+    assert out.returncode == 0, out.stdout + out.stderr
+    [run] = json.loads((tmp_path / "results.json").read_text())["rows"][0]["runs"]
+    assert run["engine"] == "fastsync" and run["events"] == 20000
+    assert {k: v for k, v in run["counts"].items() if k != "down sink drained"} == dict.fromkeys(HOP_COUNTS, 20000)
+    assert run["peak_rss_mb_up"] > 0 and run["peak_rss_mb_down"] > 0 and run["cpu_s"] > 0
+    assert "| %s | fastsync | 20,000 |" % row in out.stdout
 
 
 def test_peers_flight_row_needs_fastsync(tmp_path):

@@ -1,12 +1,15 @@
 """Our `flight` sink: the sending end of the hop between fastsync agents, an Apache Arrow
-Flight client (pyarrow.flight) putting each take as one Arrow record batch into a DoPut
+Flight client (pyarrow.flight) putting its takes as Arrow record batches into a DoPut
 stream to a `flight` source (wire rules in fastsync/agent/flightio.py).
 
 A take is committed only once the source acknowledged its batch, which it does after
 committing it to its own channels. Meanwhile the sink takes and sends the next batches,
 up to `batches-in-flight` unacknowledged (their take transactions stay open): waiting for
-acknowledgements overlaps with sending. Acknowledgements come in sending order and commit
-the takes in that order. A `FAILED` acknowledgement, no acknowledgement for
+acknowledgements overlaps with sending. When the channel already holds more than one
+take's events (the sink is behind), up to 4 takes go as one record batch: one message and
+one acknowledgement for them, so fewer thread wake-ups per event on both agents (each take
+stays its own transaction, of at most batch-size events). Acknowledgements come in sending
+order and commit the takes in that order. A `FAILED` acknowledgement, no acknowledgement for
 `request-timeout` ms (a stopped source), or a broken stream rolls back every take in
 flight (the last taken first, so the channel keeps their order), drops the connection,
 and the batches are sent again on a new one: at-least-once, duplicating at most the
@@ -38,9 +41,11 @@ from fastsync.agent.errors import EventDeliveryException
 from fastsync.agent.flightio import ACTION_PING, DESCRIPTOR, OK, TokenSettings, parse_ack, read_pem, seq_bytes
 from fastsync.agent.sink import TAKE_WAIT, Sink, SinkConfig
 from fastsync.agent.source import Status
+from fastsync.event import EventBatch
 
 log = logging.getLogger("fastsync.sink.flight")
 TAKES_PER_CALL = 8      # at most per process() call (one in a load-balancing sink group)
+TAKES_PER_MESSAGE = 4   # takes already in the channel sent together as one record batch
 FIRST_BACKOFF = 0.5     # seconds before reconnecting after a first failure
 WAIT_STEP = 0.2         # seconds: how often a wait looks at the stop flag
 STOP_WAIT = 5.0         # seconds stop() waits for the acknowledgements of the batches in flight
@@ -151,11 +156,12 @@ class _Stream:
 
 
 class _Sent:
-    """A take whose batch is sent; its transaction stays open until acknowledged."""
-    __slots__ = ("tx", "n", "nbytes", "seq")
+    """One record batch sent: the takes it holds, whose transactions stay open until it is
+    acknowledged (committed then in take order), with their event counts."""
+    __slots__ = ("txs", "counts", "nbytes", "seq")
 
-    def __init__(self, tx, n: int, nbytes: int, seq: int):
-        self.tx, self.n, self.nbytes, self.seq = tx, n, nbytes, seq
+    def __init__(self, txs: list, counts: list[int], nbytes: int, seq: int):
+        self.txs, self.counts, self.nbytes, self.seq = txs, counts, nbytes, seq
 
 
 @SINKS.register("flight")
@@ -169,13 +175,14 @@ class FlightSink(Sink):
         self.client: fl.FlightClient | None = None
         self.stream: _Stream | None = None
         self.pending: deque[_Sent] = deque()     # in take (and sending) order
+        self.takes = 0              # take transactions open in `pending`
         self.seq = 0
         self.progress = 0.0         # when the last acknowledgement came (or the first batch in flight left)
         self.backoff = 0.0
         self.next_try = 0.0
         self.stopping = threading.Event()
         self.options: fl.FlightCallOptions | None = None
-        self.unsent = None          # the take being sent, while an earlier stream drains
+        self.unsent = None          # the takes being sent, while an earlier stream drains
 
     def start(self) -> None:
         token = self.config.secret()
@@ -194,11 +201,12 @@ class FlightSink(Sink):
         if self.client is None and not pending:
             self._connect()
         took, most = 0, self.transactions_per_process or TAKES_PER_CALL
-        while took < most and len(pending) < self.config.inFlight and not self.stopping.is_set():
+        while took < most and self.takes < self.config.inFlight and not self.stopping.is_set():
             # with batches in flight, don't wait for events: their acknowledgements may be in
-            if not self._take_and_send(0 if pending else TAKE_WAIT):
+            n = self._take_and_send(0 if pending else TAKE_WAIT, min(most - took, self.config.inFlight - self.takes))
+            if not n:
                 break
-            took += 1
+            took += n
         if took:
             return Status.READY
         if pending:
@@ -208,13 +216,24 @@ class FlightSink(Sink):
         self.idle()
         return Status.BACKOFF
 
-    def _take_and_send(self, timeout: float) -> bool:
-        taken = self.open_take(timeout)
-        if taken is None:
-            return False
-        tx, batch = taken
-        self.unsent = tx        # rolled back first if what is in flight fails now
+    def _take_and_send(self, timeout: float, most: int) -> int:
+        """Take a batch (waiting up to timeout for one), and with it up to TAKES_PER_MESSAGE
+        (and `most`) takes in all, those the channel already holds, and send them as one record
+        batch: one message, one acknowledgement and fewer thread wake-ups on both agents for
+        several takes when the sink is behind. Returns the number of takes sent."""
+        first = self.open_take(timeout)
+        if first is None:
+            return 0
+        txs, batches = [first[0]], [first[1]]
+        self.unsent = txs       # rolled back first if what is in flight fails now
         try:
+            while len(txs) < min(most, TAKES_PER_MESSAGE):
+                more = self.open_take(0)
+                if more is None:
+                    break
+                txs.append(more[0])
+                batches.append(more[1])
+            batch = EventBatch.concat(batches) if len(batches) > 1 else batches[0]
             record = batch.to_arrow()
             if self.stream is None or self.stream.schema != record.schema:
                 self._drain()           # the new header columns need a new stream
@@ -230,10 +249,11 @@ class FlightSink(Sink):
         self.seq += 1
         if not self.pending:
             self.progress = time.monotonic()
-        self.pending.append(_Sent(tx, len(batch), batch.nbytes, self.seq))
+        self.pending.append(_Sent(txs, [len(b) for b in batches], batch.nbytes, self.seq))
+        self.takes += len(txs)
         self.counters.add(EventDrainAttemptCount=len(batch))
         self.stream.send(record, self.seq)
-        return True
+        return len(txs)
 
     def _drain(self) -> None:
         while self.pending:
@@ -249,7 +269,14 @@ class FlightSink(Sink):
         pending, acks, c = self.pending, self.stream.acks, self.config
         want = 0
         if block:
-            want = max(1, len(pending) - c.inFlight // 2) if len(pending) >= c.inFlight else 1
+            want, left = 0, self.takes
+            if left >= c.inFlight:      # the acknowledgements that bring it down to half of the window
+                for sent in pending:
+                    if left <= c.inFlight // 2:
+                        break
+                    left -= len(sent.txs)
+                    want += 1
+            want = max(1, want)
         while pending:
             if want:
                 left = self.progress + c.requestTimeout / 1000 - time.monotonic()
@@ -280,12 +307,28 @@ class FlightSink(Sink):
             self._fail("acknowledgement of batch %d while batch %d was expected" % (seq, head.seq))
         if status != OK:
             self._fail("the source refused the batch: %s" % status.decode("utf-8", "replace"))
-        self.pending.popleft()
         self.progress = time.monotonic()
         self._commit(head)
 
     def _commit(self, sent: _Sent) -> None:
-        self.commit_take(sent.tx, sent.n, sent.nbytes)
+        """Commit the takes of the acknowledged head of `pending`, in take order."""
+        while sent.txs:
+            tx = sent.txs[0]
+            try:
+                tx.commit()
+            except BaseException:
+                tx.rollback()       # the rest stay in pending, rolled back by _fail
+                raise
+            finally:
+                tx.close()
+            sent.txs.pop(0)
+            self.takes -= 1
+        self.pending.popleft()
+        if self.reported:
+            self.reported.clear()
+        full = sum(n == self.batch_size for n in sent.counts)
+        self.counters.add(EventDrainSuccessCount=sum(sent.counts), EventDrainSuccessBytes=sent.nbytes,
+                          BatchCompleteCount=full, BatchUnderflowCount=len(sent.counts) - full)
 
     def _fail(self, why):
         """Roll back every take in flight (and the one not yet sent), drop the connection, raise."""
@@ -304,16 +347,19 @@ class FlightSink(Sink):
         so the channel keeps their order. Returns the events of those in flight."""
         events = 0
         if self.unsent is not None:
-            self.unsent.rollback()
-            self.unsent.close()
+            for tx in reversed(self.unsent):
+                tx.rollback()
+                tx.close()
             self.unsent = None
         if not in_flight:
             return 0
         for sent in reversed(self.pending):
-            sent.tx.rollback()
-            sent.tx.close()
-            events += sent.n
+            for tx in reversed(sent.txs):
+                tx.rollback()
+                tx.close()
+            events += sum(sent.counts[len(sent.counts) - len(sent.txs):])
         self.pending.clear()
+        self.takes = 0
         return events
 
     # -- the connection --
@@ -385,7 +431,7 @@ class FlightSink(Sink):
                         seq, status = parse_ack(item)
                         if seq != self.pending[0].seq or status != OK:
                             raise ValueError("not the acknowledgement of the head")
-                        self._commit(self.pending.popleft())
+                        self._commit(self.pending[0])
             except Exception as exc:        # the rest is rolled back below
                 log.debug("sink %s: %s", self.name, exc)
         rolled = self._roll_back()
