@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -34,19 +35,10 @@ def _delete_created_topics():
 def agent(tmp_path):
     """Factory: agent(name, conf, *extra_args, cwd=None, env=None) -> AgentProcess.
     Every process it started is killed at teardown if still running."""
-    started: list[AgentProcess] = []
-
-    def start(name: str, conf: Path | str, *extra: str, cwd: Path | None = None, env=None, argv=None) -> AgentProcess:
-        tag = "agent%d" % (len(started) + 1)
-        p = AgentProcess(argv or agent_argv(name, conf, *extra), tmp_path, cwd=cwd or tmp_path, env=env, tag=tag)
-        started.append(p)
-        return p
-
-    try:
+    with processes(tmp_path, "agent") as spawn:
+        def start(name: str, conf: Path | str, *extra: str, cwd: Path | None = None, env=None, argv=None) -> AgentProcess:
+            return spawn(argv or agent_argv(name, conf, *extra), cwd=cwd, env=env)
         yield start
-    finally:
-        for p in started:
-            p.kill()
 
 
 @pytest.fixture
@@ -65,16 +57,25 @@ def run_agent(agent):
 def flume(tmp_path):
     """Factory: flume(name, conf, main=..., args=...) -> AgentProcess running the real Apache
     Flume 1.11 (its log in tmp_path/flume.log). Killed at teardown if still running."""
+    with processes(tmp_path, "flume") as spawn:
+        def start(name: str, conf: Path | str | None = None, **kw) -> AgentProcess:
+            return spawn(flume_command(name, conf or "", tmp_path, **kw))
+        yield start
+
+
+@contextlib.contextmanager
+def processes(tmp_path: Path, tag: str):
+    """spawn(argv, cwd=None, env=None) -> AgentProcess (output in tmp_path/TAG<n>.stdout and
+    .stderr); every process it started is killed on exit if still running."""
     started: list[AgentProcess] = []
 
-    def start(name: str, conf: Path | str | None = None, **kw) -> AgentProcess:
-        tag = "flume%d" % (len(started) + 1)
-        p = AgentProcess(flume_command(name, conf or "", tmp_path, **kw), tmp_path, cwd=tmp_path, tag=tag)
+    def spawn(argv: list[str], cwd: Path | None = None, env=None) -> AgentProcess:
+        p = AgentProcess(argv, tmp_path, cwd=cwd or tmp_path, env=env, tag="%s%d" % (tag, len(started) + 1))
         started.append(p)
         return p
 
     try:
-        yield start
+        yield spawn
     finally:
         for p in started:
             p.kill()
