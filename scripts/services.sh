@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real servers the tests use, on loopback: PostgreSQL and MariaDB from Debian's packages,
-# Apache Kafka (one KRaft node, jars from Maven Central via scripts/kafka/pom.xml).
+# Apache Kafka (one KRaft node, jars from Maven Central via scripts/kafka/pom.xml), Apache
+# ZooKeeper 3.9 (one standalone server, jars from Maven Central via scripts/zookeeper/pom.xml).
 #   bash scripts/services.sh up       install what is missing, start, create the test database and user
 #   bash scripts/services.sh down     stop them
 #   bash scripts/services.sh status   say what runs
@@ -11,6 +12,7 @@
 #   FASTSYNC_TEST_MYSQL_URL=mysql://fastsync:fastsync@127.0.0.1:3306/fastsync
 #   FASTSYNC_TEST_KAFKA=127.0.0.1:9092
 #   FASTSYNC_TEST_KAFKA_SASL=127.0.0.1:9094   (SASL_PLAINTEXT, mechanism PLAIN, user fastsync, password fastsync)
+#   FASTSYNC_TEST_ZK=127.0.0.1:2181
 set -euo pipefail
 
 PG_PORT="${FASTSYNC_PG_PORT:-5432}"
@@ -18,6 +20,8 @@ MYSQL_PORT="${FASTSYNC_MYSQL_PORT:-3306}"
 KAFKA_PORT="${FASTSYNC_KAFKA_PORT:-9092}"
 KAFKA_SASL_PORT="${FASTSYNC_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}"   # +1 is the controller's
 KAFKA_HOME="${FASTSYNC_KAFKA_HOME:-$HOME/.cache/fastsync-kafka}"   # jars, storage, config, pid
+ZK_PORT="${FASTSYNC_ZK_PORT:-2181}"
+ZK_HOME="${FASTSYNC_ZK_HOME:-$HOME/.cache/fastsync-zookeeper}"   # jars, data, config, pid
 LOG_DIR="${FASTSYNC_SERVICES_LOG:-/tmp/fastsync-services}"
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$LOG_DIR"
@@ -180,16 +184,58 @@ kafka_down() {
     rm -f "$KAFKA_HOME/broker.pid"
 }
 
+# ---- ZooKeeper ----
+# 3.9 from Maven Central rather than Debian's 3.8 package: the same fetch-and-run path as
+# Kafka's (no service account, no init script), and tests/zk_support.py starts its
+# three-node ensembles from the same jars.
+zk_cp() { echo "$ZK_HOME/libs/*"; }
+zk_pid() { cat "$ZK_HOME/server.pid" 2>/dev/null; }
+zk_alive() { local p; p="$(zk_pid)"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+zk_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT") 2>/dev/null; }
+# ready: serving requests, as the four-letter word srvr tells (ruok answers imok before that)
+zk_ready() {
+    local reply
+    reply="$(exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf srvr >&3 && timeout 2 cat <&3)"
+    [[ "$reply" == *"Mode: "* ]]
+}
+
+zk_up() {
+    maven_jars "$SCRIPTS/zookeeper/pom.xml" "$ZK_HOME/libs" zookeeper
+    mkdir -p "$ZK_HOME/data"
+    # tickTime 1000: sessions may be as short as 2 s, so the tests see an expiry quickly
+    printf '%s\n' "tickTime=1000" "initLimit=10" "syncLimit=5" "dataDir=$ZK_HOME/data" \
+        "clientPort=$ZK_PORT" "clientPortAddress=127.0.0.1" "admin.enableServer=false" \
+        "4lw.commands.whitelist=ruok,srvr,stat,mntr" "autopurge.purgeInterval=1" > "$ZK_HOME/zoo.cfg"
+    if zk_alive && zk_ready; then return 0; fi
+    if zk_port_open; then say "port $ZK_PORT is taken by a process services.sh did not start"; exit 1; fi
+    nohup java -Xmx256m -cp "$(zk_cp)" org.apache.zookeeper.server.quorum.QuorumPeerMain "$ZK_HOME/zoo.cfg" \
+        >>"$LOG_DIR/zookeeper.log" 2>&1 </dev/null &
+    echo $! > "$ZK_HOME/server.pid"
+    wait_until 60 "ZooKeeper" zk_ready || { tail -20 "$LOG_DIR/zookeeper.log" >&2; exit 1; }
+    say "ZooKeeper up: 127.0.0.1:$ZK_PORT"
+}
+
+zk_down() {
+    if zk_alive; then
+        local p; p="$(zk_pid)"
+        kill "$p"
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$p" 2>/dev/null; then kill -9 "$p"; fi
+    fi
+    rm -f "$ZK_HOME/server.pid"
+}
+
 case "${1:-}" in
     # the tests also read listen backlogs with ss (iproute2)
-    up) command -v ss >/dev/null || apt_install iproute2; pg_up; mysql_up; kafka_up ;;
-    down) pg_down; mysql_down; kafka_down ;;
+    up) command -v ss >/dev/null || apt_install iproute2; pg_up; mysql_up; kafka_up; zk_up ;;
+    down) pg_down; mysql_down; kafka_down; zk_down ;;
     status)
         if pg_ready 2>/dev/null; then echo "postgresql: up (127.0.0.1:$PG_PORT)"; else echo "postgresql: down"; fi
         if mysql_ready >/dev/null 2>&1; then echo "mariadb: up (127.0.0.1:$MYSQL_PORT)"; else echo "mariadb: down"; fi
         if kafka_alive && kafka_port_open; then
             if kafka_port_open "$KAFKA_SASL_PORT"; then echo "kafka: up (127.0.0.1:$KAFKA_PORT, SASL_PLAINTEXT 127.0.0.1:$KAFKA_SASL_PORT)"
             else echo "kafka: up (127.0.0.1:$KAFKA_PORT; no SASL listener: an older configuration, 'up' restarts it)"; fi
-        else echo "kafka: down"; fi ;;
+        else echo "kafka: down"; fi
+        if zk_alive && zk_ready; then echo "zookeeper: up (127.0.0.1:$ZK_PORT)"; else echo "zookeeper: down"; fi ;;
     *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

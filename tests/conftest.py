@@ -6,6 +6,10 @@
 * flume(name, conf)             start the real Apache Flume 1.11 agent (tests/flume_support.py);
                                 killed at teardown if still running
 * (autouse) Kafka topics a test made are deleted after it
+* zk                            the shared ZooKeeper (scripts/services.sh): .hosts, and .base, a
+                                znode path of this test's own, deleted with what is under it after
+* zk_ensemble(size=3)           a ZooKeeper ensemble of the test's own (tests/zk_support.py),
+                                started; stopped at teardown
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import pytest
 
 from e2e_support import DEFAULT_TIMEOUT, AgentProcess, agent_argv, created_topics, delete_topics
 from flume_support import flume_command
+from zk_support import ZK_HOSTS, Ensemble
 
 KAFKA = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 
@@ -29,6 +34,42 @@ def _delete_created_topics():
     if created_topics:
         delete_topics(KAFKA, created_topics)
         created_topics.clear()
+
+
+@pytest.fixture
+def zk(request):
+    """The shared ZooKeeper: .hosts ('127.0.0.1:2181') and .base, a path no other test uses
+    ('/fastsync-test/<test name>-<pid>'), removed with its children after the test."""
+    import types
+    import uuid
+
+    from kazoo.client import KazooClient
+    client = KazooClient(hosts=ZK_HOSTS)
+    client.start(timeout=15)
+    base = "/fastsync-test/%s-%s" % (request.node.name.replace("[", "-").strip("]")[:60], uuid.uuid4().hex[:8])
+    client.ensure_path(base)
+    try:
+        yield types.SimpleNamespace(hosts=ZK_HOSTS, base=base, client=client)
+    finally:
+        client.delete(base, recursive=True)
+        client.stop()
+        client.close()
+
+
+@pytest.fixture
+def zk_ensemble(tmp_path):
+    """Factory: zk_ensemble(size=3) -> a started Ensemble of the test's own, stopped after."""
+    made: list[Ensemble] = []
+
+    def start(size: int = 3, tick_ms: int = 500) -> Ensemble:
+        ens = Ensemble(tmp_path / ("zk%d" % len(made)), size=size, tick_ms=tick_ms)
+        made.append(ens)
+        return ens.start()
+    try:
+        yield start
+    finally:
+        for ens in made:
+            ens.stop()
 
 
 @pytest.fixture
