@@ -163,8 +163,8 @@ class ZkMetastore:
         lock = self._lock
         if lock is None or lock.node is None:
             return
-        stat = self._zk(what, self.client.exists, join_path(lock.path, lock.node))
-        if stat is None or stat.ephemeralOwner != self.client.client_id[0]:
+        stat = self._zk(what, self.client.retry, self.client.exists, join_path(lock.path, lock.node))
+        if stat is None or stat.ephemeralOwner != (self.client.client_id or (None,))[0]:
             log.warning("%s: the ZooKeeper session holding this run's lock expired during the run; "
                         "the last-value is advanced only if no other run changed the job", what)
 
@@ -178,10 +178,15 @@ class ZkMetastore:
             self.get(name)
         job, version = self._read_at[name]
         job = dict(job, argv=with_last_value(job["argv"], value), updated=time.time())
-        try:
-            stat = self._zk(what, self.client.set, self._path(name), json.dumps(job).encode(), version=version,
+        data = json.dumps(job).encode()
+        try:                    # retried over a lost connection or session (kazoo makes a new one)
+            stat = self._zk(what, self.client.retry, self.client.set, self._path(name), data, version=version,
                             passing=(BadVersionError, NoNodeError))
         except BadVersionError:
+            now, stat = self._zk(what, self.client.get, self._path(name))
+            if now == data:     # our own set, whose answer the connection lost before the retry
+                self._read_at[name] = (job, stat.version)
+                return
             raise JobError("%s: the job changed in ZooKeeper during this run (its znode is no longer version %d): "
                            "left as it is, this run's --last-value %s not saved" % (what, version, value)) from None
         except NoNodeError:
