@@ -314,3 +314,28 @@ def test_a_run_stalled_past_its_session_loses_the_lock_and_cannot_move_the_value
                                     "znode is no longer version 0): left as it is, this run's --last-value 30 not saved")
     assert last_value(zk, "inc") == "35"
     assert collections.Counter(ids(target)) == collections.Counter(list(range(1, 36)) + list(range(1, 31)))
+
+
+@pytest.mark.slow
+def test_a_run_over_an_ensemble_keeps_its_lock_when_the_leader_dies(zk_ensemble, pg, tmp_path):
+    """zk://h1,h2,h3/path: the leader of a three-node ensemble killed mid-run; the run's client
+    moves to a live node, its lock stays (a second run still fails naming it), and it saves the
+    last-value at the end."""
+    ens = zk_ensemble(3)
+    meta = "zk://%s/fastsync" % ens.hosts
+    target = tmp_path / "out"
+    create_pg_job(meta, pg, "inc", target)
+    pg.insert(1, 25)
+    pg.brake(True)
+    run = Run(tmp_path, "--meta-connect", meta, "--exec", "inc")
+    poll(lambda: any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()), 60, 0.05, "the run never started its split")
+    leader = ens.leader()
+    ens.kill(leader)
+    ens.wait_serving(60, nodes=[i for i in range(3) if i != leader])
+    out = fastsync("job", "--meta-connect", meta, "--exec", "inc")
+    assert out.returncode == 1 and "already running (pid %d on " % run.pid in out.stderr, out.stderr
+    pg.brake(False)
+    rc, out, err = run.finish()
+    assert rc == 0 and "imported 25 rows" in out, err
+    assert "--last-value 25" in fastsync("job", "--meta-connect", meta, "--show", "inc").stdout
+    assert not exactly_once(ids(target), range(1, 26)), exactly_once(ids(target), range(1, 26))
