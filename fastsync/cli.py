@@ -296,6 +296,7 @@ def cmd_job(args) -> int:
     from fastsync.redact import masked_argv
     from fastsync.transfer.jobs import JobError
 
+    store = None
     try:
         store = _metastore(args.meta_connect)
         if args.create:
@@ -314,13 +315,17 @@ def cmd_job(args) -> int:
         elif args.delete:
             store.delete(args.delete)
         elif args.exec:
-            argv = store.get(args.exec)
-            extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-            r = run_import_args(build_parser().parse_args(argv + extra))
-            if "last_value" in r and r["last_value"] is not None:
-                store.set_last_value(args.exec, r["last_value"])    # only now that the output is published
+            with store.running(args.exec, wait=args.wait):    # zk://: the job's lock, held to the end
+                argv = store.get(args.exec)
+                extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+                r = run_import_args(build_parser().parse_args(argv + extra))
+                if "last_value" in r and r["last_value"] is not None:
+                    store.set_last_value(args.exec, r["last_value"])    # only now that the output is published
     except JobError as exc:
         raise CliError(str(exc)) from None
+    finally:
+        if store is not None:
+            store.close()
     return 0
 
 
@@ -329,6 +334,9 @@ def _metastore(url: str | None):
 
     from fastsync.redact import hide_password
     from fastsync.transfer.jobs import Metastore
+    if url and url.startswith("zk://"):
+        from fastsync.transfer.zkjobs import ZkMetastore
+        return ZkMetastore(url)
     try:
         return Metastore(url)
     except (sa.exc.SQLAlchemyError, ValueError, OSError) as exc:   # ValueError: a URL that is not one
@@ -616,7 +624,10 @@ def _job_flags(jb) -> None:
     act.add_argument("--list", action="store_true", help="list the saved jobs")
     act.add_argument("--show", metavar="NAME", help="print the command NAME runs")
     act.add_argument("--delete", metavar="NAME", help="delete the job NAME")
-    jb.add_argument("--meta-connect", help="metastore URL (default: sqlite:///~/.fastsync/metastore.db)")
+    jb.add_argument("--meta-connect", help="metastore URL (default: sqlite:///~/.fastsync/metastore.db), or "
+                                           "zk://host:port[,host:port...]/path for a shared one in ZooKeeper")
+    jb.add_argument("--wait", action="store_true",
+                    help="--exec on a zk:// metastore: wait while another run holds the job (default: fail at once)")
     jb.add_argument("rest", nargs=argparse.REMAINDER, help="-- import ...")
     jb.set_defaults(func=cmd_job)
 

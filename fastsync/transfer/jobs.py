@@ -5,6 +5,7 @@ time) or relies on FASTSYNC_PASSWORD. An incremental job's --last-value is advan
 after its output was published."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -52,6 +53,25 @@ def _saved_password(argv: list[str]) -> str | None:
     return None
 
 
+def refuse_saved_password(name: str, argv: list[str]) -> None:
+    """JobError if `argv` carries a password, which a metastore would keep."""
+    flag = _saved_password(argv)
+    if flag:
+        what = "--password" if flag == "--password" else "the password in --connect's URL"
+        raise JobError("job --create %s: %s would be stored in the metastore; use --password-file, -P "
+                       "or FASTSYNC_PASSWORD" % (name, what))
+
+
+def with_last_value(argv: list[str], value) -> list[str]:
+    """`argv` with its --last-value set to `value` (added if absent)."""
+    argv = list(argv)
+    if "--last-value" in argv:
+        argv[argv.index("--last-value") + 1] = str(value)
+    else:
+        argv += ["--last-value", str(value)]
+    return argv
+
+
 class Metastore:
     def __init__(self, url: str | None = None):
         url = url or DEFAULT_METASTORE
@@ -62,11 +82,7 @@ class Metastore:
         _md.create_all(self.engine)
 
     def create(self, name: str, argv: list[str]) -> None:
-        flag = _saved_password(argv)
-        if flag:
-            what = "--password" if flag == "--password" else "the password in --connect's URL"
-            raise JobError("job --create %s: %s would be stored in the metastore; use --password-file, -P "
-                           "or FASTSYNC_PASSWORD" % (name, what))
+        refuse_saved_password(name, argv)
         now = time.time()
         with self.engine.begin() as conn:
             if conn.execute(sa.select(JOBS.c.name).where(JOBS.c.name == name)).first():
@@ -89,11 +105,15 @@ class Metastore:
             if conn.execute(JOBS.delete().where(JOBS.c.name == name)).rowcount == 0:
                 raise JobError("no saved job named %r" % name)
 
+    @contextlib.contextmanager
+    def running(self, name: str, wait: bool = False):
+        """A run of `name`: nothing to hold here (a zk:// metastore locks the job)."""
+        yield
+
+    def close(self) -> None:
+        self.engine.dispose()
+
     def set_last_value(self, name: str, value) -> None:
-        argv = self.get(name)
-        if "--last-value" in argv:
-            argv[argv.index("--last-value") + 1] = str(value)
-        else:
-            argv += ["--last-value", str(value)]
+        argv = with_last_value(self.get(name), value)
         with self.engine.begin() as conn:
             conn.execute(JOBS.update().where(JOBS.c.name == name).values(argv=json.dumps(argv), updated=time.time()))
