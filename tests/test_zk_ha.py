@@ -12,8 +12,9 @@ import threading
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from e2e_support import free_port, get_json, lines_so_far, multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import free_port, get_json, http_get, lines_so_far, multiset_problems, poll, read_dir_lines, write_config
 
 SESSION = "2"           # seconds: the shared server's least (2 ticks of 1 s)
 BATCH = 100             # spooldir batchSize and file_roll sink.batchSize
@@ -127,6 +128,10 @@ def test_the_standby_takes_over_when_the_leader_is_killed(tmp_path, agent, zk):
     finally:
         expected = dropper.stop()
     a_log = a.p.stderr
+    samples = {(s.name, s.labels["component"]): s.value
+               for f in text_string_to_metric_families(http_get("http://127.0.0.1:%d/metrics/prometheus" % b.port)[2].decode())
+               for s in f.samples}
+    assert samples[("fastsync_agent_is_leader", "a1")] == 1 and samples[("fastsync_agent_ha_role_change_total", "a1")] == 2
     assert re.search(r"INFO \[MainThread\] fastsync\.ha: a1: leader of HA group g1", a_log)
     assert re.search(r"a1: standby in HA group g1 \(leader: [^)]+:%d\)" % a.p.pid, b.p.stderr)
     # the killed leader, restarted, is a standby now: its sinks drain what its durable channel kept

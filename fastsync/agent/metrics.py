@@ -68,6 +68,7 @@ class Counters:
 
 
 GAUGES = {"ChannelSize", "ChannelCapacity", "ChannelFillPercentage", "StartTime", "StopTime",
+          "Open",                         # the file channel's, "true"/"false": 1/0
           "IsLeader", "HaRoleSince"}      # the AGENT entry of an HA member (fastsync.agent.ha)
 TEXT = {"Type", "HaGroup", "HaRole", "HaLeader", "HaId"}   # not numbers: left out of Prometheus' text
 
@@ -85,6 +86,7 @@ def prometheus_text(metrics: dict) -> str:
         for key, value in sorted(values.items()):
             if key in TEXT:
                 continue
+            value = {"true": "1", "false": "0"}.get(value, value)
             if key in GAUGES:
                 metric, mtype = "fastsync_%s_%s" % (kind.lower(), _snake(key)), "gauge"
                 if key in ("StartTime", "StopTime", "HaRoleSince"):
