@@ -563,8 +563,9 @@ def _agent_flags(a) -> None:
     a.add_argument("--drain-timeout", type=float, default=30.0, help="seconds sinks may drain channels at shutdown")
     a.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     # ZooKeeper (issue 17): active/standby agents (fastsync.agent.ha)
-    a.add_argument("-z", "--zkConnString", metavar="HOST:PORT[,HOST:PORT...]", help="ZooKeeper's servers (as flume-ng's -z)")
-    a.add_argument("-p", "--zkBasePath", default="/flume", help="base znode path (as flume-ng's -p; default /flume)")
+    a.add_argument("-z", "--zkConnString", metavar="HOSTS", help="ZooKeeper's servers, host:port[,host:port...] (as flume-ng's "
+                   "-z); with --ha-group, the ensemble the group elects its leader in")
+    a.add_argument("-p", "--zkBasePath", default="/flume", metavar="PATH", help="base znode path (as flume-ng's -p; default /flume)")
     a.add_argument("--ha-group", metavar="NAME", help="active/standby: the agents of group NAME (needs -z) elect a leader "
                    "under <base>/ha/NAME; only the leader runs its sources, every agent its channels and sinks")
     a.add_argument("--zk-session-timeout", type=float, default=6.0, metavar="SECONDS",
