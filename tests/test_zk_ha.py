@@ -164,7 +164,7 @@ def test_a_leader_that_loses_zookeeper_stops_its_sources(tmp_path, agent, zk_ens
         ens.kill(0)
         a.wait_role("disconnected")
         b.wait_role("disconnected")
-        a.p.wait_for_stderr(r"a1: no ZooKeeper session: out of HA group g1 until it is back \(sources stopped\)")
+        a.p.wait_for_stderr(r"a1: no ZooKeeper connection: not leading HA group g1 until it is back \(its sources do not run\)")
         read = a.accepted() + b.accepted()
         time.sleep(1.5)                   # files keep coming; nobody reads them
         assert a.accepted() + b.accepted() == read

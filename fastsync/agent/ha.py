@@ -101,6 +101,10 @@ class HaMember:
                 log.debug("HA group %s: %r", self.group, exc)
                 self._closing.wait(0.2)
                 continue
+            except Exception:                   # never leave the election thread
+                log.warning("HA group %s: election step failed; trying again", self.group, exc_info=True)
+                self._closing.wait(1.0)
+                continue
             self._wake.wait(RECHECK)
 
     def _step(self) -> None:
@@ -132,7 +136,11 @@ class HaMember:
     def _contenders(self) -> list[str]:
         """The group's nodes, the leader first."""
         seq = re.compile(re.escape(NODE) + r"(\d{10})$")
-        nodes = [(m.group(1), c) for c in self.client.get_children(self.path) for m in [seq.search(c)] if m]
+        try:
+            children = self.client.get_children(self.path)
+        except NoNodeError:                     # the group's znode was deleted: enter again
+            return []
+        nodes = [(m.group(1), c) for c in children for m in [seq.search(c)] if m]
         return [c for _, c in sorted(nodes)]
 
     def _ours(self) -> str | None:
@@ -171,7 +179,8 @@ class HaMember:
         elif role == STANDBY:
             log.info("%s: standby in HA group %s (leader: %s)", self.name, self.group, leader)
         else:
-            log.info("%s: no ZooKeeper session: out of HA group %s until it is back (sources stopped)", self.name, self.group)
+            log.info("%s: no ZooKeeper connection: not leading HA group %s until it is back (its sources do not run)",
+                     self.name, self.group)
 
     def snapshot(self) -> dict[str, str]:
         """The AGENT entry of /metrics."""
@@ -187,7 +196,7 @@ class HaMember:
         self._wake.set()
         self._thread.join(10)
         self.client.remove_listener(self._on_state)
-        if self.node is not None and self.session == self.client.client_id:
+        if self.node is not None and self._connected.is_set() and self.session == self.client.client_id:
             try:
                 self.client.delete("%s/%s" % (self.path, self.node))
             except KazooException:
