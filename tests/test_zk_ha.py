@@ -2,7 +2,7 @@
 with a spooldir source on one directory (its tracker shared) -> file channel -> file_roll (an
 output directory each); only the leader reads; kill -9 of the leader while files are dropped:
 the standby takes over and every line arrives; a leader losing ZooKeeper stops its sources;
-the errors of --ha-group."""
+a three-node ensemble losing its leader: the group carries on; the errors of --ha-group."""
 from __future__ import annotations
 
 import collections
@@ -180,6 +180,33 @@ def test_a_leader_that_loses_zookeeper_stops_its_sources(tmp_path, agent, zk_ens
     lines = read_dir_lines(a.out) + read_dir_lines(b.out)
     assert multiset_problems(set(lines), expected) == ""
     assert duplicates(lines) == 0, "%d duplicates" % duplicates(lines)
+
+
+@pytest.mark.slow
+def test_the_group_outlives_the_ensembles_leader(tmp_path, agent, zk_ensemble):
+    """Three ZooKeeper nodes; their leader killed: the agents' sessions move to another node, the
+    leader pauses its sources while its connection is suspended, and one agent leads again."""
+    ens = zk_ensemble(3)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    a, b = leader_and_standby(Member(agent, tmp_path, "a", spool, ens.hosts, "/flume"),
+                              Member(agent, tmp_path, "b", spool, ens.hosts, "/flume"))
+    dropper = Dropper(spool, every=0.1)
+    dropper.start()
+    try:
+        poll(lambda: len(lines_so_far(a.out)) > 300, 30, message="the leader delivers")
+        ens.kill(ens.leader())
+        ens.wait_serving(60, nodes=[i for i in range(3) if ens.procs[i] is not None])
+        read = a.accepted() + b.accepted()
+        poll(lambda: sorted([a.role(), b.role()]) == ["leader", "standby"] and a.accepted() + b.accepted() > read, 60, 0.1,
+             message="a leader reading again")
+    finally:
+        expected = dropper.stop()
+    poll(lambda: all_completed(spool), 60, message="every file read")
+    poll(lambda: all(m.metrics().get("CHANNEL.c1", {}).get("ChannelSize") == "0" for m in (a, b)), 30, message="drained")
+    assert a.p.stop(timeout=30) == 0 and b.p.stop(timeout=30) == 0
+    lines = read_dir_lines(a.out) + read_dir_lines(b.out)
+    assert multiset_problems(lines, expected) == ""
 
 
 def test_ha_group_errors(tmp_path, run_agent):
