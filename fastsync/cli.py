@@ -105,10 +105,10 @@ def _check_ha_flags(args) -> None:
         raise CliError("--ha-group %s: needs -z/--zkConnString, the ZooKeeper the group elects its leader in" % args.ha_group,
                        EXIT_CONFIG)
     problem = check_group(args.ha_group)
-    if args.zk_session_timeout <= 0:
-        raise CliError("--zk-session-timeout %g: must be more than 0 seconds" % args.zk_session_timeout, EXIT_CONFIG)
     if problem:
         raise CliError("--ha-group %r: %s" % (args.ha_group, problem), EXIT_CONFIG)
+    if args.zk_session_timeout <= 0:
+        raise CliError("--zk-session-timeout %g: must be more than 0 seconds" % args.zk_session_timeout, EXIT_CONFIG)
     try:
         split_connect(args.zkConnString, "-z")
     except ZkError as exc:

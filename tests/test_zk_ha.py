@@ -209,6 +209,26 @@ def test_the_group_outlives_the_ensembles_leader(tmp_path, agent, zk_ensemble):
     assert multiset_problems(lines, expected) == ""
 
 
+def test_a_leader_whose_source_cannot_start_tries_again(tmp_path, agent, zk):
+    """The source's port is taken when the agent becomes the leader: one error line, then the
+    start is tried again every 5 s, and the source runs once the port is free."""
+    import socket
+    from e2e_support import wait_for_port
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    conf = write_config(tmp_path, {"a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
+                                   "a1.sources.r1.type": "netcat", "a1.sources.r1.bind": "127.0.0.1", "a1.sources.r1.port": port,
+                                   "a1.sources.r1.channels": "c1", "a1.channels.c1.type": "memory",
+                                   "a1.sinks.k1.type": "null", "a1.sinks.k1.channel": "c1"})
+    p = agent("a1", conf, "--ha-group", "g1", "-z", zk.hosts, "-p", zk.base, "--zk-session-timeout", SESSION)
+    p.wait_for_stderr(r"ERROR .* a1: leader of HA group g1, but its sources could not start \(again in 5 s\): .*%d" % port, 30)
+    held.close()
+    wait_for_port(port, timeout=30, alive=p.alive)
+    assert p.stop(timeout=30) == 0
+
+
 def test_ha_group_errors(tmp_path, run_agent):
     conf = write_config(tmp_path, {"a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
                                    "a1.sources.r1.type": "seq", "a1.sources.r1.channels": "c1",

@@ -164,7 +164,10 @@ class HaMember:
             except Exception as exc:            # e.g. a port taken: try again later, still leading
                 log.error("%s: leader of HA group %s, but its sources could not start (again in %g s): %s",
                           self.name, self.group, START_RETRY, exc)
-                agent.stop_sources()
+                try:
+                    agent.stop_sources()
+                except Exception:
+                    log.exception("%s: stopping the sources that started", self.name)
                 self._retry_at = time.monotonic() + START_RETRY
         elif not leading and agent.sources_on:
             agent.stop_sources()
