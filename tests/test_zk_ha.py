@@ -8,13 +8,15 @@ from __future__ import annotations
 import collections
 import os
 import re
+import socket
 import threading
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e_support import free_port, get_json, http_get, lines_so_far, multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import (free_port, get_json, http_get, lines_so_far, multiset_problems, poll, read_dir_lines, wait_for_port,
+                         write_config)
 
 SESSION = "2"           # seconds: the shared server's least (2 ticks of 1 s)
 BATCH = 100             # spooldir batchSize and file_roll sink.batchSize
@@ -212,8 +214,6 @@ def test_the_group_outlives_the_ensembles_leader(tmp_path, agent, zk_ensemble):
 def test_a_leader_whose_source_cannot_start_tries_again(tmp_path, agent, zk):
     """The source's port is taken when the agent becomes the leader: one error line, then the
     start is tried again every 5 s, and the source runs once the port is free."""
-    import socket
-    from e2e_support import wait_for_port
     held = socket.socket()
     held.bind(("127.0.0.1", 0))
     held.listen()
