@@ -46,6 +46,8 @@ def cmd_agent(args) -> int:
     from fastsync.agent.metrics import MetricsServer
 
     defines = parse_defines(args.define)
+    if args.ha_group is not None:
+        _check_ha_flags(args)
     # Flume's -Dflume.root.logger=LEVEL,console and -Dflume.monitoring.type=http -Dflume.monitoring.port=P
     level = defines.get("flume.root.logger", args.log_level).split(",")[0]
     setup_logging(level)
@@ -66,6 +68,8 @@ def cmd_agent(args) -> int:
             " ".join(config.sinks) or "-"))
         return 0
     agent = Agent(config)
+    if args.ha_group:       # an HA member starts as a standby: sources only once it leads
+        agent.ha, agent.sources_on = _join_ha_group(args), False
     stop = stop_on_signals(lambda signum: log.info("received %s, stopping", signal.Signals(signum).name))
     # kill -QUIT prints every thread's stack to stderr and goes on, as a JVM's thread dump
     faulthandler.register(signal.SIGQUIT, all_threads=True, chain=False)
@@ -86,10 +90,41 @@ def cmd_agent(args) -> int:
     finally:
         if server:
             server.stop()
+        if agent.ha is not None:
+            agent.ha.close()
     if args.exit_when_done:
         print("agent %s: %d events delivered in %.3f s: %.0f events/s"
               % (args.name, run.delivered, run.seconds, run.delivered / run.seconds if run.seconds else 0.0), flush=True)
     return 0 if run.drained or not args.exit_when_done else 1
+
+
+def _check_ha_flags(args) -> None:
+    from fastsync.agent.ha import check_group
+    from fastsync.zk import ZkError, split_connect
+    if not args.zkConnString:
+        raise CliError("--ha-group %s: needs -z/--zkConnString, the ZooKeeper the group elects its leader in" % args.ha_group,
+                       EXIT_CONFIG)
+    problem = check_group(args.ha_group)
+    if problem:
+        raise CliError("--ha-group %r: %s" % (args.ha_group, problem), EXIT_CONFIG)
+    if args.zk_session_timeout <= 0:
+        raise CliError("--zk-session-timeout %g: must be more than 0 seconds" % args.zk_session_timeout, EXIT_CONFIG)
+    try:
+        split_connect(args.zkConnString, "-z")
+    except ZkError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+
+
+def _join_ha_group(args):
+    """The started HaMember of --ha-group on -z (ZooKeeper unreachable: a one-line error, exit 1)."""
+    from fastsync.agent.ha import HaMember
+    from fastsync.zk import ZkError, connect, join_path, split_connect
+    hosts, chroot = split_connect(args.zkConnString, "-z")
+    try:
+        client = connect(hosts, "-z", wait=5 * args.zk_session_timeout, session_timeout=args.zk_session_timeout)
+    except ZkError as exc:
+        raise CliError(str(exc)) from None
+    return HaMember(client, join_path(chroot, args.zkBasePath, "ha", args.ha_group), args.name, args.ha_group).start()
 
 
 def cmd_bench_channel(args) -> int:
@@ -535,6 +570,15 @@ def _agent_flags(a) -> None:
     a.add_argument("--metrics-port", type=int, help="serve Flume's JSON metrics at http://127.0.0.1:PORT/metrics")
     a.add_argument("--drain-timeout", type=float, default=30.0, help="seconds sinks may drain channels at shutdown")
     a.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    # ZooKeeper (issue 17): active/standby agents (fastsync.agent.ha)
+    a.add_argument("-z", "--zkConnString", metavar="HOSTS", help="ZooKeeper's servers, host:port[,host:port...] (as flume-ng's "
+                   "-z); with --ha-group, the ensemble the group elects its leader in")
+    a.add_argument("-p", "--zkBasePath", default="/flume", metavar="PATH", help="base znode path (as flume-ng's -p; default /flume)")
+    a.add_argument("--ha-group", metavar="NAME", help="active/standby: the agents of group NAME (needs -z) elect a leader "
+                   "under <base>/ha/NAME; only the leader runs its sources, every agent its channels and sinks")
+    a.add_argument("--zk-session-timeout", type=float, default=6.0, metavar="SECONDS",
+                   help="ZooKeeper session timeout (default 6; the server keeps it within 2 and 20 ticks): a killed "
+                        "leader is replaced after about this long; the start waits up to 5 times as long for ZooKeeper")
     a.set_defaults(func=cmd_agent)
 
 

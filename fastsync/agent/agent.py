@@ -26,6 +26,9 @@ class Agent:
         self.sinks = {n: self._build_sink(s, grouped) for n, s in config.sinks.items()}
         self._runners: dict[tuple[str, str], Runner] = {}   # ("source"|"sink"|"group", name)
         self.started_at = 0.0
+        # an HA standby (fastsync.agent.ha) runs channels and sinks only: its sources are built, not started
+        self.ha = None
+        self.sources_on = True
 
     def _build_source(self, s):
         chain = None
@@ -88,7 +91,8 @@ class Agent:
             for ch in self.channels.values():
                 ch.start()
             self._start_sinks(list(self.sinks))
-            self._start_sources(list(self.sources))
+            if self.sources_on:
+                self._start_sources(list(self.sources))
         except BaseException:
             self.stop(0)
             raise
@@ -120,7 +124,9 @@ class Agent:
         # down: sources, then sinks (and their groups' runners), then channels
         for n in sources & set(self.sources):
             self._stop_runner(("source", n))
-            self.sources.pop(n).stop()
+            src = self.sources.pop(n)
+            if self.sources_on:
+                src.stop()
         groups = {g for g in old.sinkgroups if set(old.sinkgroups[g].sinks) & sinks}
         for g in groups:
             self._stop_runner(("group", g))
@@ -141,7 +147,8 @@ class Agent:
         self._start_sinks([n for n in new.sinks if n in sinks])
         for n in sources & set(new.sources):
             self.sources[n] = self._build_source(new.sources[n])
-        self._start_sources([n for n in new.sources if n in sources])
+        if self.sources_on:
+            self._start_sources([n for n in new.sources if n in sources])
         changed = (["channel %s" % n for n in sorted(channels)] + ["sink %s" % n for n in sorted(sinks)]
                    + ["source %s" % n for n in sorted(sources)])
         log.info("agent %s reloaded: %s", new.name, ", ".join(changed) or "nothing changed")
@@ -166,12 +173,7 @@ class Agent:
     def stop(self, drain_timeout: float = 30.0) -> bool:
         """Stop sources, let sinks drain for up to drain_timeout s, stop the rest.
         Returns True if every channel was drained."""
-        for r in self._source_runners:
-            r.stopping.set()
-        for src in self.sources.values():
-            src.stop()
-        for r in self._source_runners:
-            r.stop()
+        self.stop_sources()
         deadline = time.monotonic() + drain_timeout
         while not self.drained() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -194,11 +196,37 @@ class Agent:
         log.info("agent %s stopped", self.config.name)
         return drained
 
+    def stop_sources(self) -> None:
+        """Stop the running sources (at shutdown; an HA leader that is no longer sure it leads)."""
+        if not self.sources_on:
+            return
+        self.sources_on = False
+        for r in self._source_runners:
+            r.stopping.set()
+        for src in self.sources.values():
+            src.stop()
+        for key in [k for k in self._runners if k[0] == "source"]:
+            self._stop_runner(key)
+
+    def start_sources(self) -> None:
+        """Start the sources of a standby that became the HA leader: built afresh (a stopped
+        source is not restarted), keeping their counters, so /metrics counts for the process."""
+        if self.sources_on:
+            return
+        for name, spec in self.config.sources.items():
+            counters = self.sources[name].counters
+            self.sources[name] = self._build_source(spec)
+            self.sources[name].counters = counters
+        self.sources_on = True
+        self._start_sources(list(self.sources))
+
     def metrics(self) -> dict:
         out = {}
         for kind, comps in (("SOURCE", self.sources), ("CHANNEL", self.channels), ("SINK", self.sinks)):
             for name, comp in comps.items():
                 out["%s.%s" % (kind, name)] = comp.counters.snapshot()
+        if self.ha is not None:
+            out["AGENT.%s" % self.config.name] = self.ha.snapshot()
         return out
 
     def delivered(self) -> int:
@@ -228,8 +256,13 @@ class Agent:
                 break
             if watcher is not None:
                 watcher.poll(self)
+            if self.ha is not None:     # start or stop the sources as the role changed
+                self.ha.poll(self)
             stop.wait(0.01)
         seconds = time.perf_counter() - t0
+        if self.ha is not None:         # sources down first, then leave the group: a standby takes over at once
+            self.stop_sources()
+            self.ha.close()
         drained = self.stop(drain_timeout)
         status.stop()
         return Run(drained, seconds, self.delivered())

@@ -2,6 +2,7 @@
 
 The JSON at /metrics has Flume's shape: {"SOURCE.r1": {"EventReceivedCount": "10", ...},
 "CHANNEL.c1": {...}, "SINK.k1": {...}}, every value a string, as Flume's HTTP monitoring.
+An agent in an HA group (--ha-group) adds "AGENT.<name>": its role, leader and role changes.
 """
 from __future__ import annotations
 
@@ -66,7 +67,10 @@ class Counters:
         return out
 
 
-GAUGES = {"ChannelSize", "ChannelCapacity", "ChannelFillPercentage", "StartTime", "StopTime"}
+GAUGES = {"ChannelSize", "ChannelCapacity", "ChannelFillPercentage", "StartTime", "StopTime",
+          "Open",                         # the file channel's, "true"/"false": 1/0
+          "IsLeader", "HaRoleSince"}      # the AGENT entry of an HA member (fastsync.agent.ha)
+TEXT = {"Type", "HaGroup", "HaRole", "HaLeader", "HaId"}   # not numbers: left out of Prometheus' text
 
 
 def _snake(name: str) -> str:
@@ -80,11 +84,12 @@ def prometheus_text(metrics: dict) -> str:
     for component, values in sorted(metrics.items()):
         kind, _, name = component.partition(".")
         for key, value in sorted(values.items()):
-            if key == "Type":
+            if key in TEXT:
                 continue
+            value = {"true": "1", "false": "0"}.get(value, value)
             if key in GAUGES:
                 metric, mtype = "fastsync_%s_%s" % (kind.lower(), _snake(key)), "gauge"
-                if key in ("StartTime", "StopTime"):
+                if key in ("StartTime", "StopTime", "HaRoleSince"):
                     metric += "_ms"
             else:
                 metric, mtype = "fastsync_%s_%s_total" % (kind.lower(), _snake(re.sub(r"Count$", "", key))), "counter"
