@@ -41,9 +41,7 @@ def parse_defines(defines: list[str] | None) -> dict[str, str]:
 
 
 def cmd_agent(args) -> int:
-    from fastsync.agent import Agent, ConfigError, load_agent_config
-    from fastsync.agent.errors import ChannelException
-    from fastsync.agent.metrics import MetricsServer
+    from fastsync.agent import ConfigError, load_agent_config
 
     defines = parse_defines(args.define)
     # Flume's -Dflume.root.logger=LEVEL,console and -Dflume.monitoring.type=http -Dflume.monitoring.port=P
@@ -55,16 +53,61 @@ def cmd_agent(args) -> int:
             port = int(defines.get("flume.monitoring.port", "41414"))
         except ValueError:
             raise CliError("-Dflume.monitoring.port: expected a port number, got %r" % defines["flume.monitoring.port"], EXIT_CONFIG)
+    zk = watcher = None
     try:
-        config = load_agent_config(args.conf_file, args.name, strict=args.strict)
+        if args.zkConnString:       # the configuration is a znode's (fastsync.agent.zkconfig)
+            zk, watcher, config = _zk_agent_config(args)
+        else:
+            config = load_agent_config(args.conf_file, args.name, strict=args.strict)
     except ConfigError as exc:
+        if zk is not None:
+            zk.close()
         # --strict: one line per unknown key
         raise CliError("\nfastsync: error: ".join(map(str, getattr(exc, "problems", [exc]))), EXIT_CONFIG) from None
     if args.validate:
         print("%s: agent %s is valid: sources %s, channels %s, sinks %s" % (
-            args.conf_file, args.name, " ".join(config.sources) or "-", " ".join(config.channels),
+            zk.where if zk else args.conf_file, args.name, " ".join(config.sources) or "-", " ".join(config.channels),
             " ".join(config.sinks) or "-"))
+        if zk is not None:
+            zk.close()
         return 0
+    try:
+        return _run_agent(args, config, port, watcher)
+    finally:
+        if zk is not None:
+            zk.close()
+
+
+def _zk_agent_config(args):
+    """(ZkConfig, its watcher or None with --no-reload-conf, the AgentConfig) for -z/-p."""
+    from fastsync.agent.zkconfig import ZkConfig, ZkConfigWatcher
+    from fastsync.zk import ZkError
+    zk = None
+    try:
+        zk = ZkConfig(args.zkConnString, args.zkBasePath, args.name).connect(args.zk_wait, args.zk_session_timeout)
+        text, version = zk.read()
+    except ZkError as exc:
+        if zk is not None:
+            zk.close()
+        raise CliError(str(exc)) from None
+    try:
+        config = zk.parse(text, args.strict)
+    except BaseException:
+        zk.close()
+        raise
+    log.info("agent %s: configuration from %s (version %d)%s", args.name, zk.where, version,
+             "" if args.no_reload_conf or args.validate else ", watched for changes")
+    watcher = None
+    if not (args.no_reload_conf or args.validate):
+        watcher = ZkConfigWatcher(zk, text, version, args.strict)
+    return zk, watcher, config
+
+
+def _run_agent(args, config, port, watcher) -> int:
+    from fastsync.agent import Agent, ConfigError
+    from fastsync.agent.errors import ChannelException
+    from fastsync.agent.metrics import MetricsServer
+
     agent = Agent(config)
     stop = stop_on_signals(lambda signum: log.info("received %s, stopping", signal.Signals(signum).name))
     # kill -QUIT prints every thread's stack to stderr and goes on, as a JVM's thread dump
@@ -72,13 +115,14 @@ def cmd_agent(args) -> int:
     server = None
     if port is not None:
         try:
-            server = MetricsServer(port, agent.metrics)
+            server = MetricsServer(port, agent.metrics if watcher is None else lambda: {**agent.metrics(), **watcher.metrics()})
         except OSError as exc:
             raise CliError("--metrics-port %d: %s" % (port, exc.strerror)) from None
         server.start()
     try:
         run = agent.run(stop, args.exit_when_done, args.drain_timeout,
-                        reload_interval=None if args.no_reload_conf else args.reload_interval, strict=args.strict)
+                        reload_interval=None if args.no_reload_conf else args.reload_interval, strict=args.strict,
+                        watcher=watcher)
     except ConfigError as exc:      # found only when starting, e.g. a sink's table does not exist
         raise CliError(str(exc), EXIT_CONFIG) from None
     except (OSError, ChannelException) as exc:
@@ -511,7 +555,11 @@ def positive(text: str) -> int:
 
 def _agent_flags(a) -> None:
     a.add_argument("-n", "--name", required=True, help="agent name: the prefix of its keys in the file")
-    a.add_argument("-f", "--conf-file", required=True, help="Flume properties file")
+    where = a.add_mutually_exclusive_group(required=True)
+    where.add_argument("-f", "--conf-file", help="Flume properties file")
+    where.add_argument("-z", "--zkConnString", metavar="HOST:PORT[,HOST:PORT...]",
+                       help="read the configuration from ZooKeeper (znode BASE/NAME) and watch it, as flume-ng's -z")
+    _zk_flags(a, with_connect=False)
     a.add_argument("-c", "--conf", help="accepted for flume-ng compatibility; unused")
     a.add_argument("-D", dest="define", action="append", metavar="KEY=VALUE",
                    help="flume-ng system properties: flume.monitoring.type/port, flume.root.logger")
@@ -528,6 +576,60 @@ def _agent_flags(a) -> None:
     a.add_argument("--drain-timeout", type=float, default=30.0, help="seconds sinks may drain channels at shutdown")
     a.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     a.set_defaults(func=cmd_agent)
+
+
+def _zk_flags(p, with_connect: bool = True) -> None:
+    """ZooKeeper's flags of `agent -z` and of `zk ...`: -z (unless the caller adds it), -p, the waits."""
+    if with_connect:
+        p.add_argument("-z", "--zkConnString", required=True, metavar="HOST:PORT[,HOST:PORT...]",
+                       help="the ZooKeeper ensemble (a /chroot may follow the last port)")
+    p.add_argument("-p", "--zkBasePath", default="/flume", metavar="BASE",
+                   help="the znode under which each agent's configuration is BASE/NAME (Flume's default /flume)")
+    p.add_argument("--zk-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for ZooKeeper to answer at start before giving up")
+    p.add_argument("--zk-session-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="the ZooKeeper session timeout asked for (the server bounds it to 2-20 ticks)")
+
+
+def cmd_zk(args) -> int:
+    from fastsync.agent import ConfigError, load_agent_config
+    from fastsync.agent.zkconfig import ZkConfig
+    from fastsync.zk import ZkError
+
+    setup_logging(args.log_level)
+    if args.zk == "put-config":
+        try:       # --validate's checks first: an invalid file never reaches the znode
+            load_agent_config(args.conf_file, args.name, strict=args.strict)
+            with open(args.conf_file, encoding="utf-8") as f:
+                text = f.read()
+        except ConfigError as exc:
+            raise CliError("\nfastsync: error: ".join(map(str, getattr(exc, "problems", [exc]))), EXIT_CONFIG) from None
+    zk = ZkConfig(args.zkConnString, args.zkBasePath, args.name)
+    try:
+        zk.connect(args.zk_wait, args.zk_session_timeout)
+        if args.zk == "put-config":
+            print("%s: agent %s uploaded to %s (version %d)" % (args.conf_file, args.name, zk.where, zk.put(text)))
+        else:
+            sys.stdout.write(zk.read()[0])
+    except ZkError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        zk.close()
+    return 0
+
+
+def _zk_command_flags(z) -> None:
+    zsub = z.add_subparsers(dest="zk", required=True)
+    put = zsub.add_parser("put-config", help="validate an agent's properties file and upload it to BASE/NAME")
+    get = zsub.add_parser("get-config", help="print the properties text of BASE/NAME")
+    for p in (put, get):
+        p.add_argument("-n", "--name", required=True, help="agent name: its znode is BASE/NAME")
+        _zk_flags(p)
+        p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
+        p.set_defaults(func=cmd_zk)
+    put.add_argument("-f", "--conf-file", required=True, help="the Flume properties file uploaded")
+    put.add_argument("--strict", action="store_true",
+                     help="a key the agent does not use is an error, as agent --strict --validate")
 
 
 def _bench_flags(b) -> None:
@@ -697,7 +799,7 @@ def _avro_client_flags(a) -> None:
 
 
 COMMANDS = (    # (name, help, adds its flags), in the order of --help
-    ("agent", "run an agent from a Flume properties file (as flume-ng agent)", _agent_flags),
+    ("agent", "run an agent from a Flume properties file or a znode (as flume-ng agent)", _agent_flags),
     ("bench", "benchmarks against a same-run baseline", _bench_flags),
     ("list-tables", "the tables of a database", _database_flags(cmd_list_tables)),
     ("list-databases", "the databases of a server", _database_flags(cmd_list_databases)),
@@ -709,6 +811,7 @@ COMMANDS = (    # (name, help, adds its flags), in the order of --help
     ("job", "saved jobs: create, list, show, delete, exec (Sqoop's job tool)", _job_flags),
     ("channel", "tools for durable channels", _channel_flags),
     ("avro-client", "send the lines of a file or stdin to an avro source (as flume-ng avro-client)", _avro_client_flags),
+    ("zk", "agent configurations in ZooKeeper: put-config, get-config (as for agent -z)", _zk_command_flags),
 )
 
 

@@ -98,7 +98,13 @@ def load_agent_config(path: str, agent: str, strict: bool = False) -> AgentConfi
         raise ConfigError("cannot read the configuration file: %s" % exc.strerror, path) from None
     except UnicodeDecodeError as exc:
         raise ConfigError("not UTF-8 text: %s" % exc, path) from None
-    return parse_agent_config(parse_properties(text, path), agent, path, strict)
+    return agent_config_from_text(text, path, agent, strict)
+
+
+def agent_config_from_text(text: str, where: str, agent: str, strict: bool = False) -> AgentConfig:
+    """The agent's configuration from properties text read elsewhere (a znode); `where`
+    names it in errors as a file's path would: zk://127.0.0.1:2181/flume/a1:LINE."""
+    return parse_agent_config(parse_properties(text, where), agent, where, strict)
 
 
 def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>", strict: bool = False) -> AgentConfig:

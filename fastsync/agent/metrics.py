@@ -66,7 +66,8 @@ class Counters:
         return out
 
 
-GAUGES = {"ChannelSize", "ChannelCapacity", "ChannelFillPercentage", "StartTime", "StopTime"}
+GAUGES = {"ChannelSize", "ChannelCapacity", "ChannelFillPercentage", "StartTime", "StopTime",
+          "ConfigVersion", "ZkConnected"}     # the last two: AGENT.<name> of an agent on a znode
 
 
 def _snake(name: str) -> str:
@@ -80,7 +81,7 @@ def prometheus_text(metrics: dict) -> str:
     for component, values in sorted(metrics.items()):
         kind, _, name = component.partition(".")
         for key, value in sorted(values.items()):
-            if key == "Type":
+            if key == "Type" or key == "ConfigSource":      # text, not a number
                 continue
             if key in GAUGES:
                 metric, mtype = "fastsync_%s_%s" % (kind.lower(), _snake(key)), "gauge"
