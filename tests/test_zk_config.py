@@ -10,16 +10,23 @@ had accepted at the last metrics read (after everything a test does) must be the
 from __future__ import annotations
 
 import collections
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from e2e_support import AGENT_CMD, count_lines, free_port, get_json, http_get, poll, read_dir_lines, wait_for_json, write_config
+from zk_support import Ensemble
 
 FASTSYNC = [sys.executable, "-m", "fastsync"]
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "zookeeper"
+EXAMPLE_HOSTS = "127.0.0.1:2191,127.0.0.1:2192,127.0.0.1:2193"
+EXAMPLE_NODES = ["zookeeper/zoo1.cfg", "zookeeper/zoo2.cfg", "zookeeper/zoo3.cfg"]
 
 
 def pipeline(tmp_path, k2_batch: int = 100) -> dict:
@@ -28,9 +35,9 @@ def pipeline(tmp_path, k2_batch: int = 100) -> dict:
             "a1.channels.c1.type": "file", "a1.channels.c1.checkpointDir": tmp_path / "ck",
             "a1.channels.c1.dataDirs": tmp_path / "data", "a1.channels.c1.capacity": 20000,
             "a1.channels.c1.transactionCapacity": 1000,
-            "a1.sinks.k1.type": "file_roll", "a1.sinks.k1.channel": "c1", "a1.sinks.k1.sink.directory": tmp_path / "out1",
+            "a1.sinks.k1.type": "file_roll", "a1.sinks.k1.channel": "c1", "a1.sinks.k1.sink.directory": tmp_path / "out" / "k1",
             "a1.sinks.k1.sink.rollInterval": 0, "a1.sinks.k1.sink.batchSize": 100,
-            "a1.sinks.k2.type": "file_roll", "a1.sinks.k2.channel": "c1", "a1.sinks.k2.sink.directory": tmp_path / "out2",
+            "a1.sinks.k2.type": "file_roll", "a1.sinks.k2.channel": "c1", "a1.sinks.k2.sink.directory": tmp_path / "out" / "k2",
             "a1.sinks.k2.sink.rollInterval": 0, "a1.sinks.k2.sink.batchSize": k2_batch}
 
 
@@ -44,20 +51,27 @@ def put_config(hosts: str, base: str, conf, name: str = "a1") -> str:
     return r.stdout
 
 
-def start_from_zk(agent, tmp_path, hosts: str, base: str, *extra) -> tuple:
-    """An agent a1 on the znode base/a1 with a metrics port, once its sinks deliver: (process, metrics URL)."""
+def start_from_zk(agent, tmp_path, hosts: str, base: str, *extra, argv=None) -> tuple:
+    """An agent a1 on the znode base/a1 (or run with `argv`) with a metrics port, once its
+    sinks deliver: (process, metrics URL)."""
     mport = free_port()
-    p = agent("a1", None, argv=AGENT_CMD + ["-n", "a1", "-z", hosts, "-p", base, "--metrics-port", str(mport), *map(str, extra)])
+    argv = argv or AGENT_CMD + ["-n", "a1", "-z", hosts, "-p", base, *map(str, extra)]
+    p = agent("a1", None, argv=argv + ["--metrics-port", str(mport)])
     url = "http://127.0.0.1:%d/metrics" % mport
     wait_for_json(url, timeout=20, alive=p.alive)
-    poll(lambda: count_lines(tmp_path / "out1") and count_lines(tmp_path / "out2"), 20, message="both sinks delivering")
+    poll(lambda: all(count_lines(d) for d in outs(tmp_path)), 20, message="both sinks delivering")
     return p, url
+
+
+def outs(tmp_path) -> list:
+    """The two sinks' directories (as in examples/zookeeper/agent.properties, run in tmp_path)."""
+    return [tmp_path / "out" / "k1", tmp_path / "out" / "k2"]
 
 
 def keeps_delivering(tmp_path, p, more: int = 2000, timeout: float = 30) -> None:
     """More lines arrive (the pipeline runs), the agent still alive."""
-    start = count_lines(tmp_path / "out1") + count_lines(tmp_path / "out2")
-    poll(lambda: (count_lines(tmp_path / "out1") + count_lines(tmp_path / "out2")) >= start + more or not p.alive(),
+    start = sum(count_lines(d) for d in outs(tmp_path))
+    poll(lambda: sum(count_lines(d) for d in outs(tmp_path)) >= start + more or not p.alive(),
          timeout, message="%d more lines" % more)
     assert p.alive(), p.stderr[-3000:]
 
@@ -67,7 +81,7 @@ def stop_and_check(tmp_path, p, url) -> tuple[int, int]:
     them is in the output (no gap below that), each once. (accepted, lines)."""
     accepted = int(get_json(url)["SOURCE.r1"]["EventAcceptedCount"])
     assert p.stop(timeout=60) == 0, p.stderr[-3000:]
-    lines = read_dir_lines(tmp_path / "out1") + read_dir_lines(tmp_path / "out2")
+    lines = [x for d in outs(tmp_path) for x in read_dir_lines(d)]
     counts = collections.Counter(int(x) for x in lines)
     missing = [i for i in range(accepted) if i not in counts]
     twice = sorted(i for i, c in counts.items() if c > 1)
@@ -144,7 +158,7 @@ def test_a_change_made_while_the_session_expired_is_read_by_the_new_session(tmp_
     p.send_signal(signal.SIGSTOP)
     try:
         put_config(zk.hosts, zk.base, write_config(tmp_path, pipeline(tmp_path, k2_batch=50), "v2.properties"))
-        time.sleep(6)       # past the session timeout: the server expires the frozen agent's session
+        time.sleep(4.5)     # past the session timeout: the server expires the frozen agent's session
     finally:
         p.send_signal(signal.SIGCONT)
     p.wait_for_stderr("ZooKeeper session expired; agent a1 runs on its last good configuration", timeout=30)
@@ -153,20 +167,65 @@ def test_a_change_made_while_the_session_expired_is_read_by_the_new_session(tmp_
     stop_and_check(tmp_path, p, url)
 
 
+class ExampleEnsemble(Ensemble):
+    """The ensemble of EXAMPLE_NODES, each file as it is but for its ports
+    and dataDir (free ones, the test's), each of which it must define once."""
+
+    def _config(self, i: int) -> Path:
+        text = (EXAMPLE.parent / EXAMPLE_NODES[i]).read_text()
+        data = self.root / ("node%d" % i) / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        (data / "myid").write_text("%d\n" % (i + 1))
+        values = {"dataDir": data, "clientPort": self.client_ports[i]}
+        values.update({"server.%d" % (j + 1): "127.0.0.1:%d:%d" % peer for j, peer in enumerate(self.peer_ports)})
+        for key, value in values.items():
+            text, n = re.subn(r"^(%s\s*=\s*).*$" % re.escape(key), lambda m, v=value: m.group(1) + str(v), text, flags=re.M)
+            assert n == 1, "%s: %s defined %d times, expected once" % (EXAMPLE_NODES[i], key, n)
+        cfg = self.root / ("node%d" % i) / "zoo.cfg"
+        cfg.write_text(text)
+        return cfg
+
+
+def readme_commands(hosts: str) -> dict[str, list[str]]:
+    """examples/zookeeper/README.md's `fastsync ...` lines on `hosts`, by their first two words."""
+    readme = (EXAMPLE / "README.md").read_text()
+    commands = {}
+    for line in re.findall(r"^(fastsync .*)$", readme, re.M):
+        assert EXAMPLE_HOSTS in line, line
+        argv = [str(EXAMPLE.parent.parent / a) if a.startswith("examples/") else a
+                for a in shlex.split(line.replace(EXAMPLE_HOSTS, hosts))]
+        commands[" ".join(argv[1:3])] = FASTSYNC + argv[1:]
+    assert sorted(commands) == ["agent -n", "zk get-config", "zk put-config"], commands
+    return commands
+
+
 @pytest.mark.slow
-def test_the_agent_carries_on_when_the_ensemble_loses_its_leader(tmp_path, agent, zk_ensemble):
-    ens = zk_ensemble(3)
-    conf = write_config(tmp_path, pipeline(tmp_path))
-    put_config(ens.hosts, "/flume", conf)
-    p, url = start_from_zk(agent, tmp_path, ens.hosts, "/flume", "--zk-session-timeout", "4")
-    leader = ens.leader()
-    ens.kill(leader)
-    keeps_delivering(tmp_path, p)
-    ens.wait_serving(60, nodes=[i for i in range(3) if i != leader])
-    put_config(ens.hosts, "/flume", write_config(tmp_path, pipeline(tmp_path, k2_batch=50), "v2.properties"))
-    p.wait_for_stderr("agent a1 reloaded: sink k2$", timeout=30)
-    keeps_delivering(tmp_path, p)
-    stop_and_check(tmp_path, p, url)
+def test_the_example_ensemble_loses_its_leader_and_the_agent_carries_on(tmp_path, agent):
+    """examples/zookeeper/: its three nodes, its agent uploaded and started as its README.md
+    says; the leader is killed (-9) mid-run: the agent keeps delivering and still follows
+    the znode."""
+    ens = ExampleEnsemble(tmp_path / "zk", size=3)
+    try:
+        ens.start()
+        cmd = readme_commands(ens.hosts)
+        r = subprocess.run(cmd["zk put-config"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run(cmd["zk get-config"], capture_output=True, text=True, timeout=60)
+        assert r.stdout == (EXAMPLE / "agent.properties").read_text(), r.stderr
+        p, url = start_from_zk(agent, tmp_path, "", "", argv=cmd["agent -n"])
+        leader = ens.leader()
+        ens.kill(leader)
+        keeps_delivering(tmp_path, p)
+        ens.wait_serving(60, nodes=[i for i in range(3) if i != leader])
+        text = (EXAMPLE / "agent.properties").read_text()
+        assert text.count("a1.sinks.k2.sink.batchSize = 100\n") == 1
+        put_config(ens.hosts, "/flume", write_config(tmp_path, text.replace("a1.sinks.k2.sink.batchSize = 100\n",
+                                                                            "a1.sinks.k2.sink.batchSize = 50\n"), "v2.properties"))
+        p.wait_for_stderr("agent a1 reloaded: sink k2$", timeout=30)
+        keeps_delivering(tmp_path, p)
+        stop_and_check(tmp_path, p, url)
+    finally:
+        ens.stop()
 
 
 def test_put_config_refuses_an_invalid_file_and_leaves_the_znode(tmp_path, zk):
