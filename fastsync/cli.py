@@ -592,16 +592,16 @@ def _zk_flags(p, with_connect: bool = True) -> None:
 
 
 def cmd_zk(args) -> int:
-    from fastsync.agent import ConfigError, load_agent_config
+    from fastsync.agent import ConfigError
+    from fastsync.agent.config import agent_config_from_text, read_config_file
     from fastsync.agent.zkconfig import ZkConfig
     from fastsync.zk import ZkError
 
     setup_logging(args.log_level)
     if args.zk == "put-config":
-        try:       # --validate's checks first: an invalid file never reaches the znode
-            load_agent_config(args.conf_file, args.name, strict=args.strict)
-            with open(args.conf_file, encoding="utf-8") as f:
-                text = f.read()
+        try:       # --validate's checks first, on the text uploaded: an invalid file never reaches the znode
+            text = read_config_file(args.conf_file)
+            agent_config_from_text(text, args.conf_file, args.name, strict=args.strict)
         except ConfigError as exc:
             raise CliError("\nfastsync: error: ".join(map(str, getattr(exc, "problems", [exc]))), EXIT_CONFIG) from None
     zk = ZkConfig(args.zkConnString, args.zkBasePath, args.name)

@@ -241,6 +241,11 @@ def test_put_config_refuses_an_invalid_file_and_leaves_the_znode(tmp_path, zk):
     typo = write_config(tmp_path, {**pipeline(tmp_path), "a1.sinks.k1.sink.rollInterva": 3}, "typo.properties")
     assert zk_cli("put-config", "-z", zk.hosts, "-p", zk.base, "-n", "a1", "-f", str(typo), "--strict").returncode == 2
     assert zk.client.get(zk.base + "/a1")[0].decode() == good.read_text()
+    # the text validated is the text uploaded: a file read once (a pipe) arrives whole
+    r = subprocess.run(FASTSYNC + ["zk", "put-config", "-z", zk.hosts, "-p", zk.base, "-n", "a1", "-f", "/dev/stdin"],
+                       input=typo.read_text(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "(version 1)" in r.stdout, r.stderr
+    assert zk.client.get(zk.base + "/a1")[0].decode() == typo.read_text()
 
 
 def test_get_config_and_the_agent_name_a_missing_znode(tmp_path, zk, agent):

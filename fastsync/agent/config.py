@@ -91,14 +91,17 @@ def _listed(place: Place, key: str) -> list[str]:
 
 
 def load_agent_config(path: str, agent: str, strict: bool = False) -> AgentConfig:
+    return agent_config_from_text(read_config_file(path), path, agent, strict)
+
+
+def read_config_file(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as exc:
         raise ConfigError("cannot read the configuration file: %s" % exc.strerror, path) from None
     except UnicodeDecodeError as exc:
         raise ConfigError("not UTF-8 text: %s" % exc, path) from None
-    return agent_config_from_text(text, path, agent, strict)
 
 
 def agent_config_from_text(text: str, where: str, agent: str, strict: bool = False) -> AgentConfig:
