@@ -123,24 +123,29 @@ def reload_times(znode: Znode, busy: bool, rounds: int) -> list[tuple[float, flo
         agent.stop()
 
 
-def run_once(argv: list[str]) -> tuple[float, float]:
-    """(the agent's events/s, the process's wall seconds) of one --exit-when-done run of N events."""
+def run_once(argv: list[str]) -> tuple[float, float, float]:
+    """(the agent's events/s, the process's wall seconds, its CPU seconds) of one
+    --exit-when-done run of N events."""
+    import resource
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(FASTSYNC + argv + ["--exit-when-done", "--log-level", "WARNING"],
                          capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
     assert out.returncode == 0, out.stderr[-2000:]
     m = re.search(r"agent a1: (\d+) events delivered in [\d.]+ s: (\d+) events/s", out.stdout)
     assert m and int(m.group(1)) == N, out.stdout
-    return float(m.group(2)), wall
+    return float(m.group(2)), wall, cpu
 
 
-def throughput(znode: Znode, conf, rounds: int) -> dict[str, list[tuple[float, float]]]:
+def throughput(znode: Znode, conf, rounds: int) -> dict[str, list[tuple[float, float, float]]]:
     """Alternating rounds of the file's and the znode's run (same properties)."""
     text = CONFIG.format(n=N, batch=1000)
     conf.write_text(text)
     znode.set(text)
-    runs: dict[str, list[tuple[float, float]]] = {"file": [], "zk": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"file": [], "zk": []}
     for _ in range(rounds):
         runs["file"].append(run_once(["agent", "-n", "a1", "-f", str(conf)]))
         runs["zk"].append(run_once(["agent", "-n", "a1", "-z", HOSTS, "-p", znode.base]))
@@ -187,8 +192,10 @@ def main(rounds: int) -> None:
         for source, figures in runs.items():
             rates = [f[0] for f in figures]
             walls = [f[1] for f in figures]
-            print("seq -> memory -> null, config from %-4s: median %.2f M events/s (%.2f - %.2f), wall median %.2f s"
-                  % (source, statistics.median(rates) / 1e6, min(rates) / 1e6, max(rates) / 1e6, statistics.median(walls)))
+            cpus = [f[2] for f in figures]
+            print("seq -> memory -> null, config from %-4s: median %.2f M events/s (%.2f - %.2f), wall median %.2f s, "
+                  "CPU median %.2f s (%.2f - %.2f)" % (source, statistics.median(rates) / 1e6, min(rates) / 1e6, max(rates) / 1e6,
+                                                       statistics.median(walls), statistics.median(cpus), min(cpus), max(cpus)))
         ratios = [z_[0] / f[0] for f, z_ in zip(runs["file"], runs["zk"])]
         print("zk / file events/s per round: %s; median %.2f" % (" ".join("%.2f" % r for r in ratios), statistics.median(ratios)))
     finally:
