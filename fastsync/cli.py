@@ -557,8 +557,9 @@ def _agent_flags(a) -> None:
     a.add_argument("-n", "--name", required=True, help="agent name: the prefix of its keys in the file")
     where = a.add_mutually_exclusive_group(required=True)
     where.add_argument("-f", "--conf-file", help="Flume properties file")
-    where.add_argument("-z", "--zkConnString", metavar="HOST:PORT[,HOST:PORT...]",
-                       help="read the configuration from ZooKeeper (znode BASE/NAME) and watch it, as flume-ng's -z")
+    where.add_argument("-z", "--zkConnString", metavar="HOSTS",
+                       help="HOST:PORT[,HOST:PORT...]: read the configuration from ZooKeeper (znode BASE/NAME) "
+                            "and watch it, as flume-ng's -z")
     _zk_flags(a, with_connect=False)
     a.add_argument("-c", "--conf", help="accepted for flume-ng compatibility; unused")
     a.add_argument("-D", dest="define", action="append", metavar="KEY=VALUE",
@@ -581,8 +582,8 @@ def _agent_flags(a) -> None:
 def _zk_flags(p, with_connect: bool = True) -> None:
     """ZooKeeper's flags of `agent -z` and of `zk ...`: -z (unless the caller adds it), -p, the waits."""
     if with_connect:
-        p.add_argument("-z", "--zkConnString", required=True, metavar="HOST:PORT[,HOST:PORT...]",
-                       help="the ZooKeeper ensemble (a /chroot may follow the last port)")
+        p.add_argument("-z", "--zkConnString", required=True, metavar="HOSTS",
+                       help="the ZooKeeper ensemble, HOST:PORT[,HOST:PORT...] (a /chroot may follow the last port)")
     p.add_argument("-p", "--zkBasePath", default="/flume", metavar="BASE",
                    help="the znode under which each agent's configuration is BASE/NAME (Flume's default /flume)")
     p.add_argument("--zk-wait", type=float, default=30.0, metavar="SECONDS",
