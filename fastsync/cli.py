@@ -100,6 +100,8 @@ def _zk_agent_config(args):
     watcher = None
     if not (args.no_reload_conf or args.validate):
         watcher = ZkConfigWatcher(zk, text, version, args.strict)
+    else:
+        zk.close()      # read once, as Flume's static ZooKeeper provider
     return zk, watcher, config
 
 

@@ -258,6 +258,26 @@ def test_get_config_and_the_agent_name_a_missing_znode(tmp_path, zk, agent):
     assert p.stderr.splitlines()[-1].startswith("fastsync: error: %s: no such znode" % where), p.stderr
 
 
+def test_validate_and_no_reload_read_the_znode_once(tmp_path, zk):
+    where = "zk://%s%s/a1" % (zk.hosts, zk.base)
+    cfg = {**pipeline(tmp_path), "a1.sources.r1.totalEvents": 1000}
+    put_config(zk.hosts, zk.base, write_config(tmp_path, cfg))
+    r = subprocess.run(AGENT_CMD + ["-n", "a1", "-z", zk.hosts, "-p", zk.base, "--validate"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "%s: agent a1 is valid: sources r1, channels c1, sinks k1 k2\n" % where, r.stderr
+    r = subprocess.run(AGENT_CMD + ["-n", "a1", "-z", zk.hosts, "-p", zk.base, "--no-reload-conf", "--exit-when-done"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "agent a1: 1000 events delivered" in r.stdout, r.stderr
+    assert re.search(r"agent a1: configuration from %s \(version 0\)$" % re.escape(where), r.stderr, re.M), r.stderr
+    assert sorted(int(x) for d in outs(tmp_path) for x in read_dir_lines(d)) == list(range(1000))
+    # an invalid text at start: refused as an invalid file is, the znode named as a file would be
+    text = zk.client.get(zk.base + "/a1")[0] + b"a1.sinks.k2.sink.batchSize = many\n"
+    zk.client.set(zk.base + "/a1", text)
+    r = subprocess.run(AGENT_CMD + ["-n", "a1", "-z", zk.hosts, "-p", zk.base], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1].startswith("fastsync: error: %s:%d: a1.sinks.k2.sink.batchSize" % (where, text.count(b"\n"))), r.stderr
+
+
 def test_an_unreachable_zookeeper_is_waited_for_then_one_line(tmp_path, agent):
     port = free_port()
     p = agent("a1", None, argv=AGENT_CMD + ["-n", "a1", "-z", "127.0.0.1:%d" % port, "--zk-wait", "5"])
