@@ -215,8 +215,11 @@ def test_the_example_ensemble_loses_its_leader_and_the_agent_carries_on(tmp_path
         p, url = start_from_zk(agent, tmp_path, "", "", argv=cmd["agent -n"])
         leader = ens.leader()
         ens.kill(leader)
+        # the followers drop their clients until they have a new leader: the agent's connection too
+        p.wait_for_stderr("ZooKeeper connection lost; agent a1 runs on its last good configuration", timeout=20)
         keeps_delivering(tmp_path, p)
         ens.wait_serving(60, nodes=[i for i in range(3) if i != leader])
+        p.wait_for_stderr("ZooKeeper connection back", timeout=30)
         text = (EXAMPLE / "agent.properties").read_text()
         assert text.count("a1.sinks.k2.sink.batchSize = 100\n") == 1
         put_config(ens.hosts, "/flume", write_config(tmp_path, text.replace("a1.sinks.k2.sink.batchSize = 100\n",
