@@ -60,16 +60,12 @@ def cmd_agent(args) -> int:
         else:
             config = load_agent_config(args.conf_file, args.name, strict=args.strict)
     except ConfigError as exc:
-        if zk is not None:
-            zk.close()
         # --strict: one line per unknown key
         raise CliError("\nfastsync: error: ".join(map(str, getattr(exc, "problems", [exc]))), EXIT_CONFIG) from None
     if args.validate:
         print("%s: agent %s is valid: sources %s, channels %s, sinks %s" % (
             zk.where if zk else args.conf_file, args.name, " ".join(config.sources) or "-", " ".join(config.channels),
             " ".join(config.sinks) or "-"))
-        if zk is not None:
-            zk.close()
         return 0
     try:
         return _run_agent(args, config, port, watcher)
@@ -79,7 +75,8 @@ def cmd_agent(args) -> int:
 
 
 def _zk_agent_config(args):
-    """(ZkConfig, its watcher or None with --no-reload-conf, the AgentConfig) for -z/-p."""
+    """(ZkConfig, its watcher or None with --no-reload-conf, the AgentConfig) for -z/-p. The
+    connection is closed here unless a watcher uses it (the caller closes it then)."""
     from fastsync.agent.zkconfig import ZkConfig, ZkConfigWatcher
     from fastsync.zk import ZkError
     zk = None
@@ -607,9 +604,9 @@ def cmd_zk(args) -> int:
             agent_config_from_text(text, args.conf_file, args.name, strict=args.strict)
         except ConfigError as exc:
             raise CliError("\nfastsync: error: ".join(map(str, getattr(exc, "problems", [exc]))), EXIT_CONFIG) from None
-    zk = ZkConfig(args.zkConnString, args.zkBasePath, args.name)
+    zk = None
     try:
-        zk.connect(args.zk_wait, args.zk_session_timeout)
+        zk = ZkConfig(args.zkConnString, args.zkBasePath, args.name).connect(args.zk_wait, args.zk_session_timeout)
         if args.zk == "put-config":
             print("%s: agent %s uploaded to %s (version %d)" % (args.conf_file, args.name, zk.where, zk.put(text)))
         else:
@@ -617,7 +614,8 @@ def cmd_zk(args) -> int:
     except ZkError as exc:
         raise CliError(str(exc)) from None
     finally:
-        zk.close()
+        if zk is not None:
+            zk.close()
     return 0
 
 

@@ -249,6 +249,13 @@ def test_put_config_refuses_an_invalid_file_and_leaves_the_znode(tmp_path, zk):
                        input=typo.read_text(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "(version 1)" in r.stdout, r.stderr
     assert zk.client.get(zk.base + "/a1")[0].decode() == typo.read_text()
+    # a chroot after the hosts, as ZooKeeper's connection strings have it: BASE/NAME under it
+    out = put_config(zk.hosts + zk.base, "/flume", good)
+    assert "uploaded to zk://%s%s/flume/a1 (version 0)" % (zk.hosts, zk.base) in out
+    assert zk.client.get(zk.base + "/flume/a1")[0].decode() == good.read_text()
+    r = zk_cli("get-config", "-z", "127.0.0.1", "-n", "a1")
+    assert r.returncode == 1 and r.stderr == ("fastsync: error: -z 127.0.0.1: '127.0.0.1' is not host:port "
+                                              "(expected host:port[,host:port...][/path])\n"), r.stderr
 
 
 def test_get_config_and_the_agent_name_a_missing_znode(tmp_path, zk, agent):

@@ -214,7 +214,8 @@ class Agent:
         reload_interval, the configuration file is read again that often and changes are
         applied (ConfigWatcher; with `strict`, a file with keys nobody reads is rejected);
         `watcher`, if given, is polled instead (its poll(agent) applies changes; the znode's
-        watcher of fastsync.agent.zkconfig); `progress` (default: on a terminal) shows events delivered and events/s on stderr.
+        watcher of fastsync.agent.zkconfig); `progress` (default: on a terminal) shows events
+        delivered and events/s on stderr.
         A start that fails stops what started, then raises."""
         from fastsync.progress import Progress, Rate
         status = Progress(Rate(self.delivered), interval=1.0, show=progress)
