@@ -158,7 +158,7 @@ def test_a_change_made_while_the_session_expired_is_read_by_the_new_session(tmp_
     p.send_signal(signal.SIGSTOP)
     try:
         put_config(zk.hosts, zk.base, write_config(tmp_path, pipeline(tmp_path, k2_batch=50), "v2.properties"))
-        time.sleep(4.5)     # past the session timeout: the server expires the frozen agent's session
+        time.sleep(6)       # well past the session timeout: the server expires the frozen agent's session
     finally:
         p.send_signal(signal.SIGCONT)
     p.wait_for_stderr("ZooKeeper session expired; agent a1 runs on its last good configuration", timeout=30)
