@@ -41,11 +41,14 @@ def parse_defines(defines: list[str] | None) -> dict[str, str]:
 
 
 def cmd_agent(args) -> int:
-    from fastsync.agent import Agent, ConfigError, load_agent_config
-    from fastsync.agent.errors import ChannelException
-    from fastsync.agent.metrics import MetricsServer
+    from fastsync.agent import ConfigError, load_agent_config
 
     defines = parse_defines(args.define)
+    if not args.conf_file and not args.zkConnString:
+        raise CliError("agent: give the configuration: -f FILE, or -z HOSTS for ZooKeeper's znode BASE/NAME", EXIT_CONFIG)
+    if args.conf_file and args.zkConnString and args.ha_group is None:
+        raise CliError("agent: -f and -z name two configurations: give one (both only with --ha-group, whose "
+                       "ZooKeeper -z is then)", EXIT_CONFIG)
     if args.ha_group is not None:
         _check_ha_flags(args)
     # Flume's -Dflume.root.logger=LEVEL,console and -Dflume.monitoring.type=http -Dflume.monitoring.port=P
@@ -57,16 +60,60 @@ def cmd_agent(args) -> int:
             port = int(defines.get("flume.monitoring.port", "41414"))
         except ValueError:
             raise CliError("-Dflume.monitoring.port: expected a port number, got %r" % defines["flume.monitoring.port"], EXIT_CONFIG)
+    zk = watcher = None
     try:
-        config = load_agent_config(args.conf_file, args.name, strict=args.strict)
+        if not args.conf_file:       # the configuration is a znode's (fastsync.agent.zkconfig)
+            zk, watcher, config = _zk_agent_config(args)
+        else:
+            config = load_agent_config(args.conf_file, args.name, strict=args.strict)
     except ConfigError as exc:
         # --strict: one line per unknown key
         raise CliError("\nfastsync: error: ".join(map(str, getattr(exc, "problems", [exc]))), EXIT_CONFIG) from None
     if args.validate:
         print("%s: agent %s is valid: sources %s, channels %s, sinks %s" % (
-            args.conf_file, args.name, " ".join(config.sources) or "-", " ".join(config.channels),
+            zk.where if zk else args.conf_file, args.name, " ".join(config.sources) or "-", " ".join(config.channels),
             " ".join(config.sinks) or "-"))
         return 0
+    try:
+        return _run_agent(args, config, port, watcher)
+    finally:
+        if zk is not None:
+            zk.close()
+
+
+def _zk_agent_config(args):
+    """(ZkConfig, its watcher or None with --no-reload-conf, the AgentConfig) for -z/-p. The
+    connection is closed here unless a watcher uses it (the caller closes it then)."""
+    from fastsync.agent.zkconfig import ZkConfig, ZkConfigWatcher
+    from fastsync.zk import ZkError
+    zk = None
+    try:
+        zk = ZkConfig(args.zkConnString, args.zkBasePath, args.name).connect(args.zk_wait, args.zk_session_timeout)
+        text, version = zk.read()
+    except ZkError as exc:
+        if zk is not None:
+            zk.close()
+        raise CliError(str(exc)) from None
+    try:
+        config = zk.parse(text, args.strict)
+    except BaseException:
+        zk.close()
+        raise
+    log.info("agent %s: configuration from %s (version %d)%s", args.name, zk.where, version,
+             "" if args.no_reload_conf or args.validate else ", watched for changes")
+    watcher = None
+    if not (args.no_reload_conf or args.validate):
+        watcher = ZkConfigWatcher(zk, text, version, args.strict)
+    else:
+        zk.close()      # read once, as Flume's static ZooKeeper provider
+    return zk, watcher, config
+
+
+def _run_agent(args, config, port, watcher) -> int:
+    from fastsync.agent import Agent, ConfigError
+    from fastsync.agent.errors import ChannelException
+    from fastsync.agent.metrics import MetricsServer
+
     agent = Agent(config)
     if args.ha_group:       # an HA member starts as a standby: sources only once it leads
         agent.ha, agent.sources_on = _join_ha_group(args), False
@@ -76,13 +123,14 @@ def cmd_agent(args) -> int:
     server = None
     if port is not None:
         try:
-            server = MetricsServer(port, agent.metrics)
+            server = MetricsServer(port, agent.metrics if watcher is None else lambda: {**agent.metrics(), **watcher.metrics()})
         except OSError as exc:
             raise CliError("--metrics-port %d: %s" % (port, exc.strerror)) from None
         server.start()
     try:
         run = agent.run(stop, args.exit_when_done, args.drain_timeout,
-                        reload_interval=None if args.no_reload_conf else args.reload_interval, strict=args.strict)
+                        reload_interval=None if args.no_reload_conf else args.reload_interval, strict=args.strict,
+                        watcher=watcher)
     except ConfigError as exc:      # found only when starting, e.g. a sink's table does not exist
         raise CliError(str(exc), EXIT_CONFIG) from None
     except (OSError, ChannelException) as exc:
@@ -121,7 +169,7 @@ def _join_ha_group(args):
     from fastsync.zk import ZkError, connect, join_path, split_connect
     hosts, chroot = split_connect(args.zkConnString, "-z")
     try:
-        client = connect(hosts, "-z", wait=5 * args.zk_session_timeout, session_timeout=args.zk_session_timeout)
+        client = connect(hosts, "-z", wait=args.zk_wait, session_timeout=args.zk_session_timeout)
     except ZkError as exc:
         raise CliError(str(exc)) from None
     return HaMember(client, join_path(chroot, args.zkBasePath, "ha", args.ha_group), args.name, args.ha_group).start()
@@ -554,7 +602,11 @@ def positive(text: str) -> int:
 
 def _agent_flags(a) -> None:
     a.add_argument("-n", "--name", required=True, help="agent name: the prefix of its keys in the file")
-    a.add_argument("-f", "--conf-file", required=True, help="Flume properties file")
+    a.add_argument("-f", "--conf-file", help="Flume properties file")
+    a.add_argument("-z", "--zkConnString", metavar="HOSTS",
+                   help="HOST:PORT[,HOST:PORT...]: without -f, read the configuration from ZooKeeper (znode BASE/NAME) "
+                        "and watch it, as flume-ng's -z; the ensemble of --ha-group too")
+    _zk_flags(a, with_connect=False)
     a.add_argument("-c", "--conf", help="accepted for flume-ng compatibility; unused")
     a.add_argument("-D", dest="define", action="append", metavar="KEY=VALUE",
                    help="flume-ng system properties: flume.monitoring.type/port, flume.root.logger")
@@ -570,16 +622,66 @@ def _agent_flags(a) -> None:
     a.add_argument("--metrics-port", type=int, help="serve Flume's JSON metrics at http://127.0.0.1:PORT/metrics")
     a.add_argument("--drain-timeout", type=float, default=30.0, help="seconds sinks may drain channels at shutdown")
     a.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    # ZooKeeper (issue 17): active/standby agents (fastsync.agent.ha)
-    a.add_argument("-z", "--zkConnString", metavar="HOSTS", help="ZooKeeper's servers, host:port[,host:port...] (as flume-ng's "
-                   "-z); with --ha-group, the ensemble the group elects its leader in")
-    a.add_argument("-p", "--zkBasePath", default="/flume", metavar="PATH", help="base znode path (as flume-ng's -p; default /flume)")
+    # active/standby (fastsync.agent.ha), on the ZooKeeper of -z
     a.add_argument("--ha-group", metavar="NAME", help="active/standby: the agents of group NAME (needs -z) elect a leader "
                    "under <base>/ha/NAME; only the leader runs its sources, every agent its channels and sinks")
-    a.add_argument("--zk-session-timeout", type=float, default=6.0, metavar="SECONDS",
-                   help="ZooKeeper session timeout (default 6; the server keeps it within 2 and 20 ticks): a killed "
-                        "leader is replaced after about this long; the start waits up to 5 times as long for ZooKeeper")
     a.set_defaults(func=cmd_agent)
+
+
+def _zk_flags(p, with_connect: bool = True) -> None:
+    """ZooKeeper's flags of `agent -z` and of `zk ...`: -z (unless the caller adds it), -p, the waits."""
+    if with_connect:
+        p.add_argument("-z", "--zkConnString", required=True, metavar="HOSTS",
+                       help="the ZooKeeper ensemble, HOST:PORT[,HOST:PORT...] (a /chroot may follow the last port)")
+    p.add_argument("-p", "--zkBasePath", default="/flume", metavar="BASE",
+                   help="the znode under which each agent's configuration is BASE/NAME (Flume's default /flume)")
+    p.add_argument("--zk-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for ZooKeeper to answer at start before giving up")
+    p.add_argument("--zk-session-timeout", type=float, default=6.0, metavar="SECONDS",
+                   help="the ZooKeeper session timeout asked for (default 6; the server bounds it to 2-20 ticks): "
+                        "a killed --ha-group leader is replaced after about this long")
+
+
+def cmd_zk(args) -> int:
+    from fastsync.agent import ConfigError
+    from fastsync.agent.config import agent_config_from_text, read_config_file
+    from fastsync.agent.zkconfig import ZkConfig
+    from fastsync.zk import ZkError
+
+    setup_logging(args.log_level)
+    if args.zk == "put-config":
+        try:       # --validate's checks first, on the text uploaded: an invalid file never reaches the znode
+            text = read_config_file(args.conf_file)
+            agent_config_from_text(text, args.conf_file, args.name, strict=args.strict)
+        except ConfigError as exc:
+            raise CliError("\nfastsync: error: ".join(map(str, getattr(exc, "problems", [exc]))), EXIT_CONFIG) from None
+    zk = None
+    try:
+        zk = ZkConfig(args.zkConnString, args.zkBasePath, args.name).connect(args.zk_wait, args.zk_session_timeout)
+        if args.zk == "put-config":
+            print("%s: agent %s uploaded to %s (version %d)" % (args.conf_file, args.name, zk.where, zk.put(text)))
+        else:
+            sys.stdout.write(zk.read()[0])
+    except ZkError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        if zk is not None:
+            zk.close()
+    return 0
+
+
+def _zk_command_flags(z) -> None:
+    zsub = z.add_subparsers(dest="zk", required=True)
+    put = zsub.add_parser("put-config", help="validate an agent's properties file and upload it to BASE/NAME")
+    get = zsub.add_parser("get-config", help="print the properties text of BASE/NAME")
+    for p in (put, get):
+        p.add_argument("-n", "--name", required=True, help="agent name: its znode is BASE/NAME")
+        _zk_flags(p)
+        p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
+        p.set_defaults(func=cmd_zk)
+    put.add_argument("-f", "--conf-file", required=True, help="the Flume properties file uploaded")
+    put.add_argument("--strict", action="store_true",
+                     help="a key the agent does not use is an error, as agent --strict --validate")
 
 
 def _bench_flags(b) -> None:
@@ -752,7 +854,7 @@ def _avro_client_flags(a) -> None:
 
 
 COMMANDS = (    # (name, help, adds its flags), in the order of --help
-    ("agent", "run an agent from a Flume properties file (as flume-ng agent)", _agent_flags),
+    ("agent", "run an agent from a Flume properties file or a znode (as flume-ng agent)", _agent_flags),
     ("bench", "benchmarks against a same-run baseline", _bench_flags),
     ("list-tables", "the tables of a database", _database_flags(cmd_list_tables)),
     ("list-databases", "the databases of a server", _database_flags(cmd_list_databases)),
@@ -764,6 +866,7 @@ COMMANDS = (    # (name, help, adds its flags), in the order of --help
     ("job", "saved jobs: create, list, show, delete, exec (Sqoop's job tool)", _job_flags),
     ("channel", "tools for durable channels", _channel_flags),
     ("avro-client", "send the lines of a file or stdin to an avro source (as flume-ng avro-client)", _avro_client_flags),
+    ("zk", "agent configurations in ZooKeeper: put-config, get-config (as for agent -z)", _zk_command_flags),
 )
 
 

@@ -115,12 +115,17 @@ class Ensemble:
         p = self.root / ("node%d.log" % i)
         return " | ".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
 
-    def leader(self) -> int:
-        """Index of the node that leads (or of the standalone node)."""
-        for i, port in enumerate(self.client_ports):
-            if self.procs[i] is not None and mode(port) in ("leader", "standalone"):
-                return i
-        raise AssertionError("no ZooKeeper node leads")
+    def leader(self, timeout: float = 60.0) -> int:
+        """Index of the node that leads (or of the standalone node), once one does: an election
+        after a leader's death takes a few ticks, longer on a loaded machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, port in enumerate(self.client_ports):
+                if self.procs[i] is not None and mode(port) in ("leader", "standalone"):
+                    return i
+            if time.monotonic() > deadline:
+                raise AssertionError("no ZooKeeper node leads within %.0f s" % timeout)
+            time.sleep(0.2)
 
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
         p = self.procs[i]

@@ -234,21 +234,23 @@ class Agent:
         return sum(s.counters["EventDrainSuccessCount"] for s in self.sinks.values())
 
     def run(self, stop, exit_when_done: bool = False, drain_timeout: float = 30.0,
-            reload_interval: float | None = None, progress: bool | None = None, strict: bool = False) -> "Run":
+            reload_interval: float | None = None, progress: bool | None = None, strict: bool = False,
+            watcher=None) -> "Run":
         """Start, run until `stop` is set (or, with exit_when_done, until finite sources are
         exhausted and channels drained), stop. `stop` is a fastsync.signals.SignalFlag when
         signals set it (a signal handler must never call threading.Event.set()). With
         reload_interval, the configuration file is read again that often and changes are
         applied (ConfigWatcher; with `strict`, a file with keys nobody reads is rejected);
-        `progress` (default: on a terminal) shows events delivered and events/s on stderr.
+        `watcher`, if given, is polled instead (its poll(agent) applies changes; the znode's
+        watcher of fastsync.agent.zkconfig); `progress` (default: on a terminal) shows events
+        delivered and events/s on stderr.
         A start that fails stops what started, then raises."""
         from fastsync.progress import Progress, Rate
         status = Progress(Rate(self.delivered), interval=1.0, show=progress)
         t0 = time.perf_counter()
         self.start()
         status.start()
-        watcher = None
-        if reload_interval is not None:
+        if watcher is None and reload_interval is not None:
             from fastsync.agent.watcher import ConfigWatcher
             watcher = ConfigWatcher(self.config.path, self.config.name, reload_interval, strict)
         while not stop.is_set():

@@ -91,14 +91,23 @@ def _listed(place: Place, key: str) -> list[str]:
 
 
 def load_agent_config(path: str, agent: str, strict: bool = False) -> AgentConfig:
+    return agent_config_from_text(read_config_file(path), path, agent, strict)
+
+
+def read_config_file(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as exc:
         raise ConfigError("cannot read the configuration file: %s" % exc.strerror, path) from None
     except UnicodeDecodeError as exc:
         raise ConfigError("not UTF-8 text: %s" % exc, path) from None
-    return parse_agent_config(parse_properties(text, path), agent, path, strict)
+
+
+def agent_config_from_text(text: str, where: str, agent: str, strict: bool = False) -> AgentConfig:
+    """The agent's configuration from properties text read elsewhere (a znode); `where`
+    names it in errors as a file's path would: zk://127.0.0.1:2181/flume/a1:LINE."""
+    return parse_agent_config(parse_properties(text, where), agent, where, strict)
 
 
 def parse_agent_config(props: dict[str, Prop], agent: str, path: str = "<string>", strict: bool = False) -> AgentConfig:

@@ -69,8 +69,9 @@ class Counters:
 
 GAUGES = {"ChannelSize", "ChannelCapacity", "ChannelFillPercentage", "StartTime", "StopTime",
           "Open",                         # the file channel's, "true"/"false": 1/0
-          "IsLeader", "HaRoleSince"}      # the AGENT entry of an HA member (fastsync.agent.ha)
-TEXT = {"Type", "HaGroup", "HaRole", "HaLeader", "HaId"}   # not numbers: left out of Prometheus' text
+          "IsLeader", "HaRoleSince",   # the AGENT entry of an HA member (fastsync.agent.ha)
+          "ConfigVersion", "ZkConnected"}  # AGENT.<name> of an agent on a znode (fastsync.agent.zkconfig)
+TEXT = {"Type", "HaGroup", "HaRole", "HaLeader", "HaId", "ConfigSource"}   # not numbers: left out of Prometheus' text
 
 
 def _snake(name: str) -> str:

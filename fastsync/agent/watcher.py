@@ -1,4 +1,5 @@
-"""Live reload, as Flume's polling configuration provider."""
+"""Live reload, as Flume's polling configuration provider (of a file; fastsync.agent.zkconfig
+watches a znode and applies changes the same way)."""
 from __future__ import annotations
 
 import logging
@@ -35,12 +36,19 @@ class ConfigWatcher:
         if text is None or text == self.text:
             return
         self.text = text
-        try:
-            new = load_agent_config(self.path, self.name, self.strict)
-        except ConfigError as exc:
-            log.error("configuration change rejected, the running configuration is kept: %s", exc)
-            return
-        try:
-            agent.reload(new)
-        except Exception as exc:      # e.g. a new source's port is taken
-            log.error("configuration change could not be applied fully: %s", exc)
+        apply_change(agent, lambda: load_agent_config(self.path, self.name, self.strict))
+
+
+def apply_change(agent, load) -> bool:
+    """Agent.reload with the configuration load() returns; an invalid one is logged and the
+    running one kept. True if it was applied (also when applying it failed part-way)."""
+    try:
+        new = load()
+    except ConfigError as exc:
+        log.error("configuration change rejected, the running configuration is kept: %s", exc)
+        return False
+    try:
+        agent.reload(new)
+    except Exception as exc:      # e.g. a new source's port is taken
+        log.error("configuration change could not be applied fully: %s", exc)
+    return True
