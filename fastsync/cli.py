@@ -123,7 +123,7 @@ def _run_agent(args, config, port, watcher) -> int:
     server = None
     if port is not None:
         try:
-            server = MetricsServer(port, agent.metrics if watcher is None else lambda: {**agent.metrics(), **watcher.metrics()})
+            server = MetricsServer(port, agent.metrics if watcher is None else lambda: _merged(agent.metrics(), watcher.metrics()))
         except OSError as exc:
             raise CliError("--metrics-port %d: %s" % (port, exc.strerror)) from None
         server.start()
@@ -144,6 +144,14 @@ def _run_agent(args, config, port, watcher) -> int:
         print("agent %s: %d events delivered in %.3f s: %.0f events/s"
               % (args.name, run.delivered, run.seconds, run.delivered / run.seconds if run.seconds else 0.0), flush=True)
     return 0 if run.drained or not args.exit_when_done else 1
+
+
+def _merged(metrics: dict, more: dict) -> dict:
+    """Two /metrics dicts as one; an entry both have (AGENT.<name> of an HA member on a znode)
+    gets the keys of both."""
+    for key, values in more.items():
+        metrics[key] = {**metrics.get(key, {}), **values}
+    return metrics
 
 
 def _check_ha_flags(args) -> None:

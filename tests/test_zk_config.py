@@ -307,3 +307,15 @@ def test_exactly_one_of_a_file_or_a_znode(tmp_path, zk):
     r = subprocess.run(AGENT_CMD + ["-n", "a1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
         "fastsync: error: agent: give the configuration: -f FILE, or -z HOSTS for ZooKeeper's znode BASE/NAME"), r.stderr
+
+
+def test_an_ha_member_on_a_znode_reports_its_config_and_its_role(tmp_path, agent, zk):
+    """-z is both the configuration's ZooKeeper and the HA group's: /metrics' AGENT entry
+    holds the keys of both (they once replaced each other)."""
+    conf = write_config(tmp_path, pipeline(tmp_path))
+    put_config(zk.hosts, zk.base, conf)
+    p, url = start_from_zk(agent, tmp_path, zk.hosts, zk.base, "--ha-group", "g1")
+    m = get_json(url)["AGENT.a1"]
+    assert m["HaRole"] == "leader" and m["HaGroup"] == "g1", m
+    assert m["ConfigSource"] == "zk://%s%s/a1" % (zk.hosts, zk.base) and m["ZkConnected"] == "1", m
+    assert zk.client.get_children(zk.base + "/ha/g1"), "no election node under the base"

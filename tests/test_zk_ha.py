@@ -240,7 +240,7 @@ def test_ha_group_errors(tmp_path, run_agent):
     assert p.returncode == 2
     assert p.stderr.strip() == "fastsync: error: --ha-group 'a/b': not a znode name (no '/', not '.' or '..')"
     port = free_port()      # nobody listens: a bounded wait (5 session timeouts: 2 s), then one line
-    p = run_agent("a1", conf, "--ha-group", "g1", "-z", "127.0.0.1:%d" % port, "--zk-session-timeout", "0.4")
+    p = run_agent("a1", conf, "--ha-group", "g1", "-z", "127.0.0.1:%d" % port, "--zk-wait", "2")
     assert p.returncode == 1
     assert p.stderr.strip().splitlines()[-1] == "fastsync: error: -z: ZooKeeper at 127.0.0.1:%d unreachable (no answer within 2 s)" % port
     assert "Traceback" not in p.stderr and "agent a1 started" not in p.stderr
