@@ -38,7 +38,7 @@ import pyarrow.flight as fl
 
 from fastsync.agent.component import SINKS, Place, setting
 from fastsync.agent.errors import EventDeliveryException
-from fastsync.agent.flightio import ACTION_PING, DESCRIPTOR, OK, TokenSettings, parse_ack, read_pem, seq_bytes
+from fastsync.agent.flightio import ACTION_PING, DESCRIPTOR, OK, TokenSettings, keep_heap, parse_ack, read_pem, seq_bytes
 from fastsync.agent.sink import TAKE_WAIT, Sink, SinkConfig
 from fastsync.agent.source import Status
 
@@ -187,6 +187,7 @@ class FlightSink(Sink):
         self.unsent = None          # the takes being sent, while an earlier stream drains
 
     def start(self) -> None:
+        keep_heap()
         token = self.config.secret()
         headers = [(b"authorization", b"Bearer " + token)] if token else []
         self.options = fl.FlightCallOptions(headers=headers)
