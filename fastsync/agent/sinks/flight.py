@@ -6,10 +6,12 @@ A take is committed only once the source acknowledged its batch, which it does a
 committing it to its own channels. Meanwhile the sink takes and sends the next batches,
 up to `batches-in-flight` unacknowledged (their take transactions stay open): waiting for
 acknowledgements overlaps with sending. When the channel already holds more than one
-take's events (the sink is behind), up to 4 takes go as one record batch: one message and
-one acknowledgement for them, so fewer thread wake-ups per event on both agents (each take
-stays its own transaction, of at most batch-size events). Acknowledgements come in sending
-order and commit the takes in that order. A `FAILED` acknowledgement, no acknowledgement for
+take's events (the sink is behind), up to 8 takes (at most a quarter of the window) go as
+one record batch: one message and one acknowledgement for them, so fewer thread wake-ups per
+event on both agents. From a memory channel they are one grouped take (its bodies gathered
+once, committed or rolled back together); from another channel each take is its own
+transaction, of at most batch-size events. Acknowledgements come in sending order and commit
+the takes in that order. A `FAILED` acknowledgement, no acknowledgement for
 `request-timeout` ms (a stopped source), or a broken stream rolls back every take in
 flight (the last taken first, so the channel keeps their order), drops the connection,
 and the batches are sent again on a new one: at-least-once, duplicating at most the
