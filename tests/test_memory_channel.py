@@ -368,13 +368,13 @@ class ChannelMachine(RuleBasedStateMachine):
             ref.rollback()
         real.close()
 
-    @precondition(lambda self: self.MIXED and self.txns)
+    @precondition(lambda self: self.MIXED and self._can("take"))     # not only native takes open
     @rule(idx=st.integers(0, 5), k=st.integers(1, 4), mode=st.sampled_from(HEADER_MODES))
     def take_and_put(self, idx, k, mode):
         """Take up to k events and put as many new ones in the same transaction (the
         pattern of a component that re-queues what it read)."""
         self.take(idx, [k])
-        t = self.txns[idx % len(self.txns)]
+        t = self._pick(idx, "take")
         self.put(idx, min(k, len(t.ref.takes)), mode, [1], (0, 0))
 
     @precondition(lambda self: self.txns)

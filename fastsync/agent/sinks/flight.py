@@ -6,7 +6,7 @@ A take is committed only once the source acknowledged its batch, which it does a
 committing it to its own channels. Meanwhile the sink takes and sends the next batches,
 up to `batches-in-flight` unacknowledged (their take transactions stay open): waiting for
 acknowledgements overlaps with sending. When the channel already holds more than one
-take's events (the sink is behind), up to 8 takes (at most a quarter of the window) go as
+take's events (the sink is behind), up to 16 takes (at most a quarter of the window) go as
 one record batch: one message and one acknowledgement for them, so fewer thread wake-ups per
 event on both agents. From a memory channel they are one grouped take (its bodies gathered
 once, committed or rolled back together); from another channel each take is its own
@@ -45,8 +45,8 @@ from fastsync.agent.sink import TAKE_WAIT, Sink, SinkConfig
 from fastsync.agent.source import Status
 
 log = logging.getLogger("fastsync.sink.flight")
-TAKES_PER_CALL = 8      # at most per process() call (one in a load-balancing sink group)
-TAKES_PER_MESSAGE = 8   # takes already in the channel sent together as one record batch
+TAKES_PER_CALL = 16     # at most per process() call (one in a load-balancing sink group)
+TAKES_PER_MESSAGE = 16  # takes already in the channel sent together as one record batch
 MESSAGES_IN_FLIGHT = 4  # a message holds at most batches-in-flight / this many takes
 FIRST_BACKOFF = 0.5     # seconds before reconnecting after a first failure
 WAIT_STEP = 0.2         # seconds: how often a wait looks at the stop flag
@@ -61,7 +61,7 @@ class FlightSinkConfig(TokenSettings, SinkConfig):
     requestTimeout: int = setting("request-timeout", 20000, "ms without an acknowledgement (while batches are in "
                                   "flight) after which they are rolled back and the connection dropped", min=1)
     connectTimeout: int = setting("connect-timeout", 20000, "ms to wait for the source to answer a new connection", min=1)
-    inFlight: int = setting("batches-in-flight", 32, "batches sent and not yet acknowledged (their takes stay "
+    inFlight: int = setting("batches-in-flight", 64, "batches sent and not yet acknowledged (their takes stay "
                             "open); 1: wait for each before sending the next", min=1)
     maxBackoff: int = setting("maxBackoff", 30000, "longest wait between two connection attempts, ms", min=0)
     ssl: bool = setting("ssl", False, "connect with TLS")
