@@ -29,7 +29,7 @@ _SEQ = struct.Struct("<Q")
 # glibc's mallopt parameters, and the values keep_heap sets
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 16 << 20   # bytes: smaller blocks come from the heap, not a fresh mmap
-TRIM_THRESHOLD = 64 << 20   # bytes of free heap kept before any is given back to the system
+TRIM_THRESHOLD = 8 << 20    # bytes of free heap kept before any is given back to the system
 _heap_kept = False
 
 
