@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -209,6 +210,23 @@ def test_token_right_wrong_and_from_a_file(tmp_path, agent):
         assert TOKEN not in p.stderr and TOKEN not in p.stdout
 
 
+def test_file_channel_edge_sends_several_takes_per_message(tmp_path, agent):
+    """An edge on a file channel (not a memory channel's grouped take): a message of several
+    takes is a transaction per take, the batches put end to end; every event arrives once."""
+    port = free_port()
+    c = start_collector(agent, tmp_path, port)
+    conf = edge_conf(tmp_path, [port], seq_source(20000))
+    text, n = re.subn(r"^(e\.channels\.ch\.type\s*=\s*)memory$", r"\1file", conf.read_text(), flags=re.M)
+    assert n == 1
+    conf.write_text(text + "e.channels.ch.checkpointDir = %s\ne.channels.ch.dataDirs = %s\n"
+                    % (tmp_path / "e-ckpt", tmp_path / "e-data"))
+    e = agent("e", conf, "--exit-when-done")
+    assert e.wait(60) == 0, e.stderr
+    got = poll(lambda: (lambda x: x if len(x) >= 20000 else None)(out_lines(tmp_path, "c")), 30)
+    assert multiset_problems(got, [b"%d" % i for i in range(20000)]) == ""
+    assert c.stop() == 0
+
+
 def test_collector_down_when_the_edge_starts(tmp_path, agent):
     port = free_port()
     e = agent("e", edge_conf(tmp_path, [port], seq_source(5000)))
@@ -223,7 +241,8 @@ def test_stopped_collector_times_out_rolls_back_and_everything_arrives_after(tmp
     port = free_port()
     c = start_collector(agent, tmp_path, port)
     log = tmp_path / "logs" / "app.log"
-    e = agent("e", edge_conf(tmp_path, [port], taildir_source(tmp_path), **{"request-timeout": 1000, "connect-timeout": 1000}))
+    e = agent("e", edge_conf(tmp_path, [port], taildir_source(tmp_path),
+                             **{"request-timeout": 1000, "connect-timeout": 1000, "batches-in-flight": 16}))
     sent = append_lines(log, 0, 1000)
     wait_all(tmp_path, sent, "c")
     c.send_signal(signal.SIGSTOP)

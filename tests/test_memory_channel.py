@@ -368,13 +368,13 @@ class ChannelMachine(RuleBasedStateMachine):
             ref.rollback()
         real.close()
 
-    @precondition(lambda self: self.MIXED and self.txns)
+    @precondition(lambda self: self.MIXED and self._can("take"))     # not only native takes open
     @rule(idx=st.integers(0, 5), k=st.integers(1, 4), mode=st.sampled_from(HEADER_MODES))
     def take_and_put(self, idx, k, mode):
         """Take up to k events and put as many new ones in the same transaction (the
         pattern of a component that re-queues what it read)."""
         self.take(idx, [k])
-        t = self.txns[idx % len(self.txns)]
+        t = self._pick(idx, "take")
         self.put(idx, min(k, len(t.ref.takes)), mode, [1], (0, 0))
 
     @precondition(lambda self: self.txns)
@@ -592,6 +592,35 @@ def test_rollback_restores_order_and_headers_after_several_takes():
     tx.close()
     assert ch.in_flight == 0
     assert drain(ch, 2) == events[:7] + events[9:]
+
+
+def test_take_group_takes_several_transactions_at_once():
+    """take_group (the flight sink's message of several takes): the head's events up to
+    max_txs takes of per_tx (capped at transactionCapacity), as one batch gathered from line
+    and header batches; a rollback puts them all back in order; counted as that many takes."""
+    ch = make_channel(100, tx=3)
+    lines = [Event(b"l%d" % i) for i in range(3)]
+    tagged = [Event(b"t%d" % i, {"h": str(i)}) for i in range(3)]
+    put_commit(ch, line_batch(lines))
+    put_commit(ch, EventBatch.from_events(tagged))
+    tx, batch, counts = ch.take_group(10, 2, 0)     # per_tx 10 capped at 3: 2 takes of 3
+    assert counts == [3, 3] and batch.events() == lines + tagged
+    assert ch.in_flight == 6
+    tx.rollback()
+    tx.close()
+    assert ch.in_flight == 0
+    tx, batch, counts = ch.take_group(2, 2, 0)
+    assert counts == [2, 2] and batch.events() == lines + tagged[:1]
+    tx.commit()
+    tx.close()
+    tx, batch, counts = ch.take_group(2, 5, 0)      # the channel holds fewer: a short last take
+    assert counts == [2] and batch.events() == tagged[1:]
+    tx.commit()
+    tx.close()
+    assert ch.in_flight == 0 and ch.size == 0 and ch.take_group(2, 5, 0) is None
+    # as Flume counts takes: every event taken, plus a take that found fewer than it asked for
+    got = ch.counters.snapshot()
+    assert (got["EventTakeSuccessCount"], got["EventTakeAttemptCount"]) == ("6", str(6 + 4 + 3 + 1))
 
 
 def test_interleaved_rollbacks_return_to_head():

@@ -36,7 +36,7 @@ CHUNK = 50              # lines the appender adds to each log at a time
 # the settings of the examples the duplicate bound comes from
 BATCH = 1000            # TAILDIR batchSize, the sinks' batch-size, file_roll's sink.batchSize
 IN_FLIGHT = {"avro": 1,     # the avro sink sends one take per turn in a load_balance group
-             "flight": 16}  # the flight sink keeps up to batches-in-flight (default 16) unacknowledged
+             "flight": 64}  # the flight sink keeps up to batches-in-flight (default 64) unacknowledged
 
 
 def example_copy(name: str, dest: Path, ports: dict[str, int]) -> Path:

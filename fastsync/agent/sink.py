@@ -111,6 +111,36 @@ class Sink:
             return None
         return tx, batch
 
+    def open_takes(self, timeout: float, most: int):
+        """Up to `most` takes of open_take at once, for a sink that sends them as one message
+        and commits (or rolls back) them together once its destination answered: the
+        first waiting up to `timeout`, the others only those the channel already holds.
+        Returns (transactions, their events as one batch, events per take), or None. A
+        memory channel takes them all in one go (one transaction, one gather of the
+        bodies); another channel a take at a time, the batches then put end to end."""
+        take_group = getattr(self.channel, "take_group", None)
+        if take_group is not None:
+            got = take_group(self.batch_size, most, timeout)
+            return None if got is None else ([got[0]], got[1], got[2])
+        first = self.open_take(timeout)
+        if first is None:
+            return None
+        txs, batches = [first[0]], [first[1]]
+        try:
+            while len(txs) < most:
+                more = self.open_take(0)
+                if more is None:
+                    break
+                txs.append(more[0])
+                batches.append(more[1])
+            batch = EventBatch.concat(batches) if len(batches) > 1 else batches[0]
+        except BaseException:
+            for tx in reversed(txs):    # the last taken first: the channel keeps their order
+                tx.rollback()
+                tx.close()
+            raise
+        return txs, batch, [len(b) for b in batches]
+
     def commit_take(self, tx, n: int, nbytes: int) -> None:
         """Commit (and count) a take of open_take once its destination acknowledged it."""
         try:

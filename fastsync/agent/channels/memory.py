@@ -145,6 +145,28 @@ class MemoryChannel(Channel):
             return None
         return NativeTake(self, t, want) if t is not False else False
 
+    def take_group(self, per_tx: int, max_txs: int, timeout: float):
+        """Up to max_txs takes of up to per_tx events each, from the head, as one open
+        transaction holding their events in one batch (gathered once, not per take), for a
+        sink that sends them in one message and commits or rolls them back together (flight):
+        (transaction, batch, events per take), or None when nothing came in `timeout` s.
+        Counted as that many take transactions."""
+        cap = min(per_tx, self.config.transactionCapacity)     # a take never holds more
+        want = cap * max(1, max_txs)
+        tx = MemoryTransaction(self)
+        tx.begin()
+        try:
+            batch = tx._take(want, timeout)
+        except BaseException:
+            tx.rollback()
+            raise
+        if batch is None:
+            tx.commit()
+            return None
+        n = len(batch)
+        counts = [cap] * (n // cap) + ([n % cap] if n % cap else [])
+        return tx, batch, counts
+
     def write_each(self, fd: int, per_tx: int, timeout: float, max_txs: int | None = None):
         """Take transactions of up to per_tx events (up to max_txs of them), each written
         to fd as lines (a TEXT file: body, newline) and committed once written, in one
@@ -273,7 +295,11 @@ class MemoryTransaction(Transaction):
         if room <= 0:
             self._take_room(self.take_n, config.transactionCapacity, ch.name)
         want = room if max_events is None or max_events > room else max_events
-        got = ch.ring.take(want, config.keepAlive if timeout is None else timeout)
+        return self._take(want, config.keepAlive if timeout is None else timeout)
+
+    def _take(self, want: int, timeout: float) -> EventBatch | None:
+        ch = self.ch
+        got = ch.ring.take(want, timeout)
         if got is None:
             self.take_tries += 1
             return None

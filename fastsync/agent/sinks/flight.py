@@ -6,10 +6,12 @@ A take is committed only once the source acknowledged its batch, which it does a
 committing it to its own channels. Meanwhile the sink takes and sends the next batches,
 up to `batches-in-flight` unacknowledged (their take transactions stay open): waiting for
 acknowledgements overlaps with sending. When the channel already holds more than one
-take's events (the sink is behind), up to 4 takes go as one record batch: one message and
-one acknowledgement for them, so fewer thread wake-ups per event on both agents (each take
-stays its own transaction, of at most batch-size events). Acknowledgements come in sending
-order and commit the takes in that order. A `FAILED` acknowledgement, no acknowledgement for
+take's events (the sink is behind), up to 16 takes (at most a quarter of the window) go as
+one record batch: one message and one acknowledgement for them, so fewer thread wake-ups per
+event on both agents. From a memory channel they are one grouped take (its bodies gathered
+once, committed or rolled back together); from another channel each take is its own
+transaction, of at most batch-size events. Acknowledgements come in sending order and commit
+the takes in that order. A `FAILED` acknowledgement, no acknowledgement for
 `request-timeout` ms (a stopped source), or a broken stream rolls back every take in
 flight (the last taken first, so the channel keeps their order), drops the connection,
 and the batches are sent again on a new one: at-least-once, duplicating at most the
@@ -38,14 +40,14 @@ import pyarrow.flight as fl
 
 from fastsync.agent.component import SINKS, Place, setting
 from fastsync.agent.errors import EventDeliveryException
-from fastsync.agent.flightio import ACTION_PING, DESCRIPTOR, OK, TokenSettings, parse_ack, read_pem, seq_bytes
+from fastsync.agent.flightio import ACTION_PING, DESCRIPTOR, OK, TokenSettings, keep_heap, parse_ack, read_pem, seq_bytes
 from fastsync.agent.sink import TAKE_WAIT, Sink, SinkConfig
 from fastsync.agent.source import Status
-from fastsync.event import EventBatch
 
 log = logging.getLogger("fastsync.sink.flight")
-TAKES_PER_CALL = 8      # at most per process() call (one in a load-balancing sink group)
-TAKES_PER_MESSAGE = 4   # takes already in the channel sent together as one record batch
+TAKES_PER_CALL = 16     # at most per process() call (one in a load-balancing sink group)
+TAKES_PER_MESSAGE = 16  # takes already in the channel sent together as one record batch
+MESSAGES_IN_FLIGHT = 4  # a message holds at most batches-in-flight / this many takes
 FIRST_BACKOFF = 0.5     # seconds before reconnecting after a first failure
 WAIT_STEP = 0.2         # seconds: how often a wait looks at the stop flag
 STOP_WAIT = 5.0         # seconds stop() waits for the acknowledgements of the batches in flight
@@ -59,7 +61,7 @@ class FlightSinkConfig(TokenSettings, SinkConfig):
     requestTimeout: int = setting("request-timeout", 20000, "ms without an acknowledgement (while batches are in "
                                   "flight) after which they are rolled back and the connection dropped", min=1)
     connectTimeout: int = setting("connect-timeout", 20000, "ms to wait for the source to answer a new connection", min=1)
-    inFlight: int = setting("batches-in-flight", 16, "batches sent and not yet acknowledged (their takes stay "
+    inFlight: int = setting("batches-in-flight", 64, "batches sent and not yet acknowledged (their takes stay "
                             "open); 1: wait for each before sending the next", min=1)
     maxBackoff: int = setting("maxBackoff", 30000, "longest wait between two connection attempts, ms", min=0)
     ssl: bool = setting("ssl", False, "connect with TLS")
@@ -156,12 +158,14 @@ class _Stream:
 
 
 class _Sent:
-    """One record batch sent: the takes it holds, whose transactions stay open until it is
-    acknowledged (committed then in take order), with their event counts."""
-    __slots__ = ("txs", "counts", "nbytes", "seq")
+    """One record batch sent: the takes it holds (their events per take in `counts`), whose
+    transactions `txs` (one for them all from a memory channel, else one per take) stay open
+    until it is acknowledged, committed then in take order; `events` of them in all."""
+    __slots__ = ("txs", "counts", "events", "nbytes", "seq", "shares")
 
-    def __init__(self, txs: list, counts: list[int], nbytes: int, seq: int):
-        self.txs, self.counts, self.nbytes, self.seq = txs, counts, nbytes, seq
+    def __init__(self, txs: list, counts: list[int], events: int, nbytes: int, seq: int):
+        self.txs, self.counts, self.events, self.nbytes, self.seq = txs, counts, events, nbytes, seq
+        self.shares = counts if len(txs) == len(counts) else [events]    # events per transaction
 
 
 @SINKS.register("flight")
@@ -185,6 +189,7 @@ class FlightSink(Sink):
         self.unsent = None          # the takes being sent, while an earlier stream drains
 
     def start(self) -> None:
+        keep_heap()
         token = self.config.secret()
         headers = [(b"authorization", b"Bearer " + token)] if token else []
         self.options = fl.FlightCallOptions(headers=headers)
@@ -217,23 +222,19 @@ class FlightSink(Sink):
         return Status.BACKOFF
 
     def _take_and_send(self, timeout: float, most: int) -> int:
-        """Take a batch (waiting up to timeout for one), and with it up to TAKES_PER_MESSAGE
-        (and `most`) takes in all, those the channel already holds, and send them as one record
-        batch: one message, one acknowledgement and fewer thread wake-ups on both agents for
-        several takes when the sink is behind. Returns the number of takes sent."""
-        first = self.open_take(timeout)
-        if first is None:
+        """Take a batch (waiting up to timeout for one), and with it up to `most` takes in
+        all (at most TAKES_PER_MESSAGE, and a quarter of the window so that several messages
+        are in flight), those the channel already holds, and send them as one record batch:
+        one message, one acknowledgement and fewer thread wake-ups on both agents for
+        several takes when the sink is behind; a trickle still goes at once. Returns the
+        number of takes sent."""
+        most = min(most, TAKES_PER_MESSAGE, max(1, self.config.inFlight // MESSAGES_IN_FLIGHT))
+        got = self.open_takes(timeout, most)
+        if got is None:
             return 0
-        txs, batches = [first[0]], [first[1]]
+        txs, batch, counts = got
         self.unsent = txs       # rolled back first if what is in flight fails now
         try:
-            while len(txs) < min(most, TAKES_PER_MESSAGE):
-                more = self.open_take(0)
-                if more is None:
-                    break
-                txs.append(more[0])
-                batches.append(more[1])
-            batch = EventBatch.concat(batches) if len(batches) > 1 else batches[0]
             record = batch.to_arrow()
             if self.stream is None or self.stream.schema != record.schema:
                 self._drain()           # the new header columns need a new stream
@@ -249,11 +250,12 @@ class FlightSink(Sink):
         self.seq += 1
         if not self.pending:
             self.progress = time.monotonic()
-        self.pending.append(_Sent(txs, [len(b) for b in batches], batch.nbytes, self.seq))
-        self.takes += len(txs)
-        self.counters.add(EventDrainAttemptCount=len(batch))
+        n = len(batch)
+        self.pending.append(_Sent(txs, counts, n, batch.nbytes, self.seq))
+        self.takes += len(counts)
+        self.counters.add(EventDrainAttemptCount=n)
         self.stream.send(record, self.seq)
-        return len(txs)
+        return len(counts)
 
     def _drain(self) -> None:
         while self.pending:
@@ -322,12 +324,12 @@ class FlightSink(Sink):
             finally:
                 tx.close()
             sent.txs.pop(0)
-            self.takes -= 1
+        self.takes -= len(sent.counts)
         self.pending.popleft()
         if self.reported:
             self.reported.clear()
         full = sum(n == self.batch_size for n in sent.counts)
-        self.counters.add(EventDrainSuccessCount=sum(sent.counts), EventDrainSuccessBytes=sent.nbytes,
+        self.counters.add(EventDrainSuccessCount=sent.events, EventDrainSuccessBytes=sent.nbytes,
                           BatchCompleteCount=full, BatchUnderflowCount=len(sent.counts) - full)
 
     def _fail(self, why):
@@ -357,7 +359,7 @@ class FlightSink(Sink):
             for tx in reversed(sent.txs):
                 tx.rollback()
                 tx.close()
-            events += sum(sent.counts[len(sent.counts) - len(sent.txs):])
+            events += sum(sent.shares[len(sent.shares) - len(sent.txs):])
         self.pending.clear()
         self.takes = 0
         return events

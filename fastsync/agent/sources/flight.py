@@ -31,7 +31,7 @@ import pyarrow.flight as fl
 
 from fastsync.agent.component import SOURCES, Place, setting
 from fastsync.agent.errors import ChannelException
-from fastsync.agent.flightio import ACTION_PING, FAILED, OK, TokenSettings, read_pem
+from fastsync.agent.flightio import ACTION_PING, FAILED, OK, TokenSettings, keep_heap, read_pem
 from fastsync.agent.metrics import SOURCE_COUNTERS, Counters
 from fastsync.agent.source import Source, SourceConfig
 from fastsync.event import EventBatch
@@ -110,6 +110,7 @@ class FlightSource(Source):
         self._lock = threading.Condition()
 
     def start(self) -> None:
+        keep_heap()
         super().start()
         c = self.config
         kw: dict = {}
