@@ -35,10 +35,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
+from fastsync import dbio
 from fastsync.progress import Progress, rate_text
 from fastsync.transfer.importer import STREAM_CODECS
 from fastsync.transfer.localinfile import guard as guard_local_infile
-from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, reflect_table, show
+from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, show
 from fastsync.transfer.textfile import TextOptions
 
 log = logging.getLogger("fastsync.export")
@@ -369,21 +370,11 @@ def _kind(col: sa.Column):
         return None
 
 
-def _split_name(name: str) -> tuple[str | None, str]:
-    schema, _, table = name.strip().rpartition(".")
-    return schema or None, table
-
-
 def reflect(engine, name: str, flag: str) -> sa.Table:
-    schema, table = _split_name(name)
     try:
-        t = reflect_table(engine, table, schema)
+        return dbio.reflect(engine, name)
     except sa.exc.NoSuchTableError:
         raise ExportError("%s %s: no such table" % (flag, name)) from None
-    for c in t.c:
-        if isinstance(c.type, sa.Float) and getattr(c.type, "asdecimal", False):
-            c.type.asdecimal = False
-    return t
 
 
 def _converters(table: sa.Table, columns: list[str], dialect: str) -> tuple[dict, dict]:
@@ -478,11 +469,6 @@ def _as_is(sql: str) -> str:
     return sql.replace("%%", "%")
 
 
-def _quote(engine, name: str) -> str:
-    prep = engine.dialect.identifier_preparer
-    return ".".join(prep.quote(p) for p in name.split("."))
-
-
 @dataclass
 class _CsvFile:
     """A temporary CSV file being written for one LOAD DATA."""
@@ -513,7 +499,7 @@ class _Loader:
         """Load into `stage` from now on (a table with the same columns)."""
         self.stage = stage
         cols = ", ".join(self.engine.dialect.identifier_preparer.quote(c) for c in self.columns)
-        self.target = "%s (%s)" % (_quote(self.engine, _stage_name(stage)), cols)
+        self.target = "%s (%s)" % (dbio.quote_name(self.engine, dbio.qualified(stage)), cols)
         marks = ", ".join(["?" if self.engine.dialect.paramstyle == "qmark" else "%s"] * len(self.columns))
         self.insert = "INSERT INTO %s VALUES (%s)" % (self.target, marks)
 
@@ -626,7 +612,8 @@ class _Loader:
         """LOAD DATA LOCAL INFILE of one file into the staging table. With LOCAL the server
         turns data errors into warnings: any warning fails the load."""
         sql = _as_is("LOAD DATA LOCAL INFILE '%s' INTO TABLE %s CHARACTER SET utf8mb4 %s (%s)%s"
-                     % (path, _quote(self.engine, _stage_name(self.stage)), format_clause, targets, " SET " + sets if sets else ""))
+                     % (path, dbio.quote_name(self.engine, dbio.qualified(self.stage)), format_clause, targets,
+                        " SET " + sets if sets else ""))
         cur = self.conn.cursor()
         try:
             try:
@@ -750,10 +737,6 @@ def _arrow_check(col: sa.Column, ftype: pa.DataType, dialect: str):
     return None
 
 
-def _stage_name(stage: sa.Table) -> str:
-    return "%s.%s" % (stage.schema, stage.name) if stage.schema else stage.name
-
-
 class _Stopped(ExportError):
     """A writer stopped because another part of the export failed."""
 
@@ -784,7 +767,7 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
                         try:
                             loader.flush()
                         except Exception as exc:
-                            raise ExportError("%s rows %d..%d: %s" % (f.name, last - held + 1, last, _db_reason(exc))) from None
+                            raise ExportError("%s rows %d..%d: %s" % (f.name, last - held + 1, last, dbio.reason(exc))) from None
                 for first, values in read_rows(f, columns, job.text, kinds):
                     if stop is not None and stop.is_set():
                         raise _Stopped("stopped")
@@ -810,7 +793,7 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
                     except ExportError:
                         raise
                     except Exception as exc:
-                        raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, _db_reason(exc))) from None
+                        raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, dbio.reason(exc))) from None
                     counter.add(n)
                     last, in_stage = first + n - 1, in_stage + n
                 flush()
@@ -819,7 +802,7 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
             except ExportError:
                 raise
             except Exception as exc:          # a file that can't be read
-                raise ExportError("%s: %s" % (f.name, _db_reason(exc))) from None
+                raise ExportError("%s: %s" % (f.name, dbio.reason(exc))) from None
         loader.commit()
         if chunks is not None and in_stage:
             hand_over(loader.stage)
@@ -832,11 +815,6 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
         loader.close()
 
 
-def _db_reason(exc: Exception) -> str:
-    from fastsync.agent.sinks.jdbc import db_reason
-    return db_reason(exc)[0] or type(exc).__name__
-
-
 # -- staging and the move ----------------------------------------------------------------
 
 def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
@@ -847,7 +825,7 @@ def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
     name = "%s_stage_%s" % (target.name[:40], uuid.uuid4().hex[:8])
     if engine.dialect.name == "postgresql":
         ddl = "CREATE UNLOGGED TABLE %s (LIKE %s INCLUDING DEFAULTS)" % (
-            _quote(engine, _qualified(target.schema, name)), _quote(engine, _qualified(target.schema, target.name)))
+            dbio.quote_name(engine, _qualified(target.schema, name)), dbio.quote_name(engine, _qualified(target.schema, target.name)))
         with engine.begin() as conn:
             conn.exec_driver_sql(ddl)
     else:
@@ -862,7 +840,7 @@ def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
             except sa.exc.OperationalError as exc:     # MyISAM missing or disabled: the default engine
                 if i == len(engines) - 1:
                     raise
-                log.info("staging table without MyISAM: %s", _db_reason(exc))
+                log.info("staging table without MyISAM: %s", dbio.reason(exc))
     return reflect(engine, _qualified(target.schema, name), "--staging-table")
 
 
@@ -870,7 +848,7 @@ def _staging_table(make):
     try:
         return make()
     except sa.exc.SQLAlchemyError as exc:
-        raise ExportError("making the staging table: %s" % _db_reason(exc)) from None
+        raise ExportError("making the staging table: %s" % dbio.reason(exc)) from None
 
 
 def _qualified(schema, name):
@@ -896,7 +874,7 @@ def _prepare_stage(engine, target: sa.Table, job: ExportJob) -> tuple[sa.Table, 
 def move_sql(engine, target: sa.Table, stage: sa.Table, columns: list[str], job: ExportJob) -> str:
     """The one statement that moves the staging rows into the target."""
     q = engine.dialect.identifier_preparer.quote
-    t, s = _quote(engine, _stage_name(target)), _quote(engine, _stage_name(stage))
+    t, s = dbio.quote_name(engine, dbio.qualified(target)), dbio.quote_name(engine, dbio.qualified(stage))
     cols = ", ".join(q(c) for c in columns)
     dialect = engine.dialect.name
     if not job.update_key:
@@ -929,7 +907,7 @@ def _bulk_move(conn, engine, target: sa.Table, job: ExportJob) -> bool:
     other session can add rows before the move commits."""
     if engine.dialect.name not in ("mysql", "mariadb") or job.update_key or target.foreign_keys:
         return False
-    t = _quote(engine, _stage_name(target))
+    t = dbio.quote_name(engine, dbio.qualified(target))
     if conn.exec_driver_sql("SELECT 1 FROM %s LIMIT 1 FOR UPDATE" % t).first() is not None:
         return False
     # left so on this connection: the engine is disposed after the export
@@ -948,18 +926,12 @@ def _check_update_key(target: sa.Table, columns: list[str], job: ExportJob) -> N
         if k not in columns:
             raise ExportError("--update-key: column %s is in none of the files" % k)
     if job.update_mode == "allowinsert":
-        from fastsync.agent.sinks.jdbc import unique_keys
-        if set(job.update_key) not in unique_keys(target):
+        if set(job.update_key) not in dbio.unique_keys(target):
             raise ExportError("--update-key %s: allowinsert needs a primary key or unique index on exactly those "
                               "columns of %s" % (",".join(job.update_key), job.table))
 
 
 # -- the export --------------------------------------------------------------------------
-
-def make_engine(url):
-    from fastsync.agent.sinks.jdbc import make_engine as jdbc_engine
-    return jdbc_engine(url)
-
 
 def run_export(job: ExportJob, progress: bool | None = None) -> dict:
     t0 = time.perf_counter()
@@ -971,7 +943,7 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
         # a server that killed the connection while LOAD DATA LOCAL sends the file may leave
         # the socket open unread for ~100 s; 30 s is the server's own net_read_timeout
         url = url.update_query_dict({"write_timeout": "30"})
-    engine = make_engine(url)
+    engine = dbio.make_engine(url)
     if url.get_backend_name() in ("mysql", "mariadb"):
         guard_local_infile(engine)            # the server gets only the files our LOAD DATA names
     stage = created = None
@@ -985,7 +957,7 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
             converters = _converters(target, columns, dialect)
             kinds = {c: _kind(target.c[c]) for c in columns}
         except sa.exc.SQLAlchemyError as exc:
-            raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), _db_reason(exc))) from None
+            raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), dbio.reason(exc))) from None
         counter = _Counter()
         writers = 1 if dialect == "sqlite" else min(job.mappers, len(files))
         shown = Progress(lambda: rate_text(counter.rows, "rows", time.perf_counter() - t0), show=progress,
@@ -1017,8 +989,8 @@ def _move(conn, engine, target: sa.Table, stage: sa.Table, columns: list[str], j
         t0 = time.perf_counter()
         n = conn.exec_driver_sql(move_sql(engine, target, stage, columns, job)).rowcount
     except sa.exc.SQLAlchemyError as exc:
-        raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
-    log.debug("%s: %d rows moved from %s in %.3f s", job.table, n, _stage_name(stage), time.perf_counter() - t0)
+        raise ExportError("moving the rows from %s into %s: %s" % (dbio.qualified(stage), job.table, dbio.reason(exc))) from None
+    log.debug("%s: %d rows moved from %s in %.3f s", job.table, n, dbio.qualified(stage), time.perf_counter() - t0)
     return n
 
 
@@ -1032,7 +1004,7 @@ def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, fi
         for fut in futures:
             fut.result()
     t1 = time.perf_counter()
-    log.info("%s: %d rows loaded into the staging table %s in %.3f s", job.table, counter.rows, _stage_name(stage), t1 - t0)
+    log.info("%s: %d rows loaded into the staging table %s in %.3f s", job.table, counter.rows, dbio.qualified(stage), t1 - t0)
     try:
         with engine.begin() as conn:
             moved = _move(conn, engine, target, stage, columns, job, first=True)
@@ -1040,7 +1012,7 @@ def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, fi
                 conn.execute(stage.delete())
     except sa.exc.SQLAlchemyError as exc:
         # the commit, or emptying a given staging table
-        raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
+        raise ExportError("moving the rows from %s into %s: %s" % (dbio.qualified(stage), job.table, dbio.reason(exc))) from None
     log.info("%s: %d rows moved in one transaction in %.3f s", job.table, moved, time.perf_counter() - t1)
     return moved
 
@@ -1085,7 +1057,7 @@ def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: lis
             try:
                 trans.commit()
             except sa.exc.SQLAlchemyError as exc:
-                raise ExportError("committing the move into %s: %s" % (job.table, _db_reason(exc))) from None
+                raise ExportError("committing the move into %s: %s" % (job.table, dbio.reason(exc))) from None
         except BaseException:
             stop.set()
             for fut in futures:
@@ -1116,5 +1088,5 @@ def _drop_stage(engine, stage: sa.Table) -> None:
         except sa.exc.SQLAlchemyError as exc:
             if not retry and getattr(exc, "connection_invalidated", False):
                 continue
-            log.warning("could not drop the staging table %s: %s", _stage_name(stage), _db_reason(exc))
+            log.warning("could not drop the staging table %s: %s", dbio.qualified(stage), dbio.reason(exc))
             return

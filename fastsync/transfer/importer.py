@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
+from fastsync import dbio
 from fastsync.progress import Progress, on_terminal, rate_text
 from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
-from fastsync.transfer.sqlvalues import reflect_table
 
 log = logging.getLogger("fastsync.import")
 
@@ -153,14 +153,10 @@ def _arrow_type(col: sa.Column) -> pa.DataType | None:
 
 def _reflect(engine, job: ImportJob) -> tuple[sa.Table, list[sa.Column]]:
     try:
-        table = reflect_table(engine, job.table)
+        table = dbio.reflect(engine, job.table)
     except sa.exc.NoSuchTableError:
         raise ImportError_("--table %s: no such table" % job.table) from None
     for c in table.c:
-        # MySQL's DOUBLE reflects as a Decimal-returning type whose processor rounds to 10
-        # places (1e-300 became 0); the driver's float is the exact value
-        if isinstance(c.type, sa.Float) and getattr(c.type, "asdecimal", False):
-            c.type.asdecimal = False
         if isinstance(c.type, sa.Time) and type(c.type).__module__.startswith("sqlalchemy.dialects.mysql"):
             c.type = _MySQLTime()
     if job.columns:
