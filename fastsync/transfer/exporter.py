@@ -16,7 +16,6 @@ import concurrent.futures as cf
 import datetime as dt
 import json
 import logging
-import os
 import queue
 import re
 import socket
@@ -30,24 +29,19 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
 
 from fastsync import dbio
-from fastsync.progress import Progress, rate_text
-from fastsync.transfer.importer import STREAM_CODECS
+from fastsync.progress import Counter, Progress, rate_text
+from fastsync.transfer.formats import FileError, PartFile, find_files, file_columns, read_rows
 from fastsync.transfer.localinfile import guard as guard_local_infile
 from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, show
 from fastsync.transfer.textfile import TextOptions
 
 log = logging.getLogger("fastsync.export")
 
-# file suffix (before any compression suffix) -> format
-SUFFIX_FORMATS = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "txt": "text", "jsonl": "jsonl", "avro": "avro"}
-_CODEC_OF_SUFFIX = {v: k for k, v in STREAM_CODECS.items()}
-_BATCH_ROWS = 10000
 _LOAD_DATA_ROWS = 500000                 # at most this many rows per LOAD DATA statement
 _CHUNK_ROWS = 250000                     # rows per staging table when the move overlaps the loading
 
@@ -73,276 +67,6 @@ class ExportJob:
 
 
 # -- files -------------------------------------------------------------------------------
-
-@dataclass
-class PartFile:
-    path: str
-    fmt: str
-    codec: str | None
-
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.path)
-
-
-def find_files(export_dir: str, flag: str = "--export-dir") -> list[PartFile]:
-    """The data files of a directory `fastsync import` wrote (`_SUCCESS`, hidden and other
-    files skipped), in name order; `flag` names the directory in errors."""
-    if not os.path.isdir(export_dir):
-        raise ExportError("%s %s: no such directory" % (flag, export_dir))
-    out = []
-    for name in sorted(os.listdir(export_dir)):
-        if name.startswith((".", "_")):
-            continue
-        parts = name.split(".")
-        codec = _CODEC_OF_SUFFIX.get(parts[-1]) if len(parts) > 2 else None
-        suffix = parts[-2] if codec else parts[-1]
-        fmt = SUFFIX_FORMATS.get(suffix)
-        if fmt is None or (codec and fmt not in ("csv", "text", "jsonl")):
-            log.warning("%s: skipping %s (not a part file: .%s)", flag, name, " .".join(SUFFIX_FORMATS))
-            continue
-        out.append(PartFile(os.path.join(export_dir, name), fmt, codec))
-    if not out:
-        raise ExportError("%s %s: no part files (.%s)" % (flag, export_dir, ", .".join(SUFFIX_FORMATS)))
-    return out
-
-
-def _open_bytes(f: PartFile):
-    raw = pa.OSFile(f.path, "rb")
-    return pa.CompressedInputStream(raw, f.codec) if f.codec else raw
-
-
-def file_schema(f: PartFile, delimiter: str = ",") -> pa.Schema | None:
-    """The Arrow schema a file holds (csv: as inferred from its first block; Sqoop text and
-    JSON lines: None, they have no schema). A file that can't be read: ExportError."""
-    try:
-        if f.fmt == "parquet":
-            return pq.read_schema(f.path)
-        if f.fmt == "arrow":
-            with pa.memory_map(f.path) as m:
-                return pa.ipc.open_file(m).schema
-        if f.fmt == "avro":
-            import fastavro
-
-            from fastsync.transfer.avrofile import arrow_schema
-            with open(f.path, "rb") as fh:
-                return arrow_schema(fastavro.reader(fh).writer_schema)
-        if f.fmt == "csv":
-            with _open_bytes(f) as s:
-                return _open_csv(f, s, delimiter).schema
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise ExportError("%s: %s" % (f.name, _one_line(exc))) from None
-    return None
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-_CSV_ROW = re.compile(r"Row #(\d+): Expected (\d+) columns, got (\d+)")
-
-
-def _csv_error(f: PartFile, exc: Exception) -> ExportError:
-    """pyarrow's csv error as one line naming file and row (a serial reader's parse errors
-    carry the row's number; pyarrow counts the header as row 1, ours count data rows)."""
-    m = _CSV_ROW.search(str(exc))
-    if m is None:
-        return ExportError("%s: %s" % (f.name, _one_line(exc)))
-    return _RowError("%s row %d: %s fields, expected %s as in the header; check the delimiter"
-                     % (f.name, int(m.group(1)) - 1, m.group(3), m.group(2)))
-
-
-def _open_csv(f: PartFile, stream, delimiter: str = ",", convert: pacsv.ConvertOptions | None = None):
-    """pyarrow's streaming csv reader, serial (so its errors give a malformed row's number);
-    its errors as ExportError naming file and row (its batches' errors: _csv_error)."""
-    try:
-        reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(use_threads=False),
-                                parse_options=pacsv.ParseOptions(delimiter=delimiter), convert_options=convert)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        if "Empty CSV file" in str(exc):
-            raise ExportError("%s: an empty file (a csv part file starts with a header)" % f.name) from None
-        raise _csv_error(f, exc) from None
-    dup = next((c for i, c in enumerate(reader.schema.names) if c in reader.schema.names[:i]), None)
-    if dup is not None:
-        raise ExportError("%s: column %s is twice in the header" % (f.name, dup))
-    return reader
-
-
-def file_columns(f: PartFile, default: list[str]) -> list[str]:
-    """The columns a file holds (text files: `default`, they have no header)."""
-    schema = file_schema(f)
-    if schema is not None:
-        return schema.names
-    if f.fmt == "jsonl":
-        names: dict = {}
-        for rec in _jsonl_records(f, limit=1000):
-            names.update(dict.fromkeys(rec))
-        return list(names) or default
-    return default
-
-
-def _jsonl_records(f: PartFile, limit: int | None = None, parse_float=Decimal, parse_int=None):
-    """The objects of a JSON lines file (numbers with a fraction or exponent as Decimal
-    unless `parse_float`, integers as int unless `parse_int`, as json.loads takes them)."""
-    with _open_bytes(f) as s:
-        data = s.read()
-    # lines end at \n only: json.dumps(ensure_ascii=False) leaves U+2028, U+0085, ... in a
-    # string unescaped, where str.splitlines() would split it (a \r before \n is whitespace)
-    for i, line in enumerate(data.split(b"\n")):
-        if limit is not None and i >= limit:
-            return
-        if line.strip():
-            try:
-                rec = json.loads(line.decode("utf-8"), parse_float=parse_float, parse_int=parse_int)
-            except UnicodeDecodeError as exc:
-                raise _RowError("%s row %d: not UTF-8 text (%s)" % (f.name, i + 1, exc.reason)) from None
-            except (ValueError, RecursionError) as exc:
-                raise _RowError("%s row %d: not JSON: %s" % (f.name, i + 1, _one_line(exc))) from None
-            if not isinstance(rec, dict):
-                raise _RowError("%s row %d: not a JSON object" % (f.name, i + 1))
-            yield rec
-
-
-def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
-    """Batches of a file as (first row number, values): a pyarrow RecordBatch of `columns`
-    for Parquet and Arrow files, else {column: [python values]} (csv and Sqoop text: the
-    text of each field, None for NULL; parsed later by the text converters)."""
-    if f.fmt in ("parquet", "arrow"):
-        if f.fmt == "parquet":
-            batches = pq.ParquetFile(f.path).iter_batches(batch_size=_BATCH_ROWS, columns=columns)
-        else:
-            reader = pa.ipc.open_file(pa.memory_map(f.path))
-            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        row = 1
-        for b in batches:
-            yield row, b.select(columns)          # a RecordBatch: COPY may take it whole
-            row += len(b)
-    elif f.fmt == "avro":
-        from fastsync.transfer.avrofile import columnar_batches
-        batches = columnar_batches(f.path, columns, _BATCH_ROWS)
-        if batches is None:                       # a schema without a columnar decoding: by row
-            import fastavro
-            with open(f.path, "rb") as fh:
-                yield from _chunks(fastavro.reader(fh), columns)
-            return
-        row = 1
-        for b in batches:
-            yield row, b                          # a RecordBatch, as Parquet's
-            row += len(b)
-    elif f.fmt == "jsonl":
-        yield from _chunks(_jsonl_records(f), columns)
-    elif f.fmt == "csv":
-        row = 1
-        for b in csv_batches(f, columns):
-            yield row, {c: b.column(c).to_pylist() for c in columns}
-            row += len(b)
-    else:
-        with _open_bytes(f) as s:
-            raw = s.read()
-        try:
-            data = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw.count(text.lines_terminated_by.encode("utf-8"), 0, exc.start) + 1 if text.lines_terminated_by else 1
-            raise _RowError("%s row %d: not UTF-8 text (%s at byte %d)" % (f.name, line, exc.reason, exc.start)) from None
-        yield from _chunks(_text_records(f, data, text, columns, kinds), columns)
-
-
-def csv_batches(f: PartFile, columns: list[str], delimiter: str = ","):
-    """A csv file's `columns` as record batches of text: NULL is an empty field not in
-    quotes, "" the empty string. Malformed rows and text not UTF-8: _RowError naming file,
-    row (counted from the first after the header) and column."""
-    with _open_bytes(f) as s:
-        # read as bytes, so text that is not UTF-8 can be found by row and column
-        reader = _open_csv(f, s, delimiter, pacsv.ConvertOptions(
-            column_types={c: pa.binary() for c in columns}, strings_can_be_null=True,
-            quoted_strings_can_be_null=False, include_columns=columns))
-        row = 1
-        while True:
-            try:
-                b = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-                raise _csv_error(f, exc) from None
-            yield pa.RecordBatch.from_arrays([_utf8(f, row, c, b.column(c)) for c in columns], names=columns)
-            row += len(b)
-
-
-def _utf8(f: PartFile, first_row: int, name: str, col: pa.Array) -> pa.Array:
-    try:
-        return col.cast(pa.string())
-    except pa.ArrowInvalid:
-        for i, v in enumerate(col.to_pylist()):
-            try:
-                v is None or v.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _RowError("%s row %d: column %s: not UTF-8 text (%s)" % (f.name, first_row + i, name, exc.reason)) from None
-        raise
-
-
-def _text_records(f: PartFile, data: str, text: TextOptions, columns: list[str], kinds: dict):
-    for i, fields in enumerate(_parse_text(data, text, columns, kinds)):
-        if len(fields) != len(columns):
-            raise _RowError("%s row %d: %d fields, expected %d (%s); check the --input-* delimiters"
-                            % (f.name, i + 1, len(fields), len(columns), ",".join(columns)))
-        yield dict(zip(columns, fields))
-
-
-def _chunks(records, columns: list[str]):
-    row, buf = 1, []
-    for rec in records:
-        buf.append(rec)
-        if len(buf) == _BATCH_ROWS:
-            yield row, {c: [r.get(c) for r in buf] for c in columns}
-            row += len(buf)
-            buf = []
-    if buf:
-        yield row, {c: [r.get(c) for r in buf] for c in columns}
-
-
-def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
-    """Sqoop delimited text -> one list of field values (None for NULL) per line. A field
-    is NULL when its raw text (before unescaping, not enclosed) is the null string."""
-    fs, ls, esc = o.fields_terminated_by, o.lines_terminated_by, o.escaped_by
-    quote = o.enclosed_by or o.optionally_enclosed_by
-    token = re.compile("|".join(re.escape(c) for c in (fs, ls, quote, esc) if c))
-    nulls = [o.null_string if kinds.get(c) is str else o.null_non_string for c in columns]
-    fields, cur, in_quote, pos, start, n = [], [], False, 0, 0, len(data)
-
-    def finish(end):
-        i = len(fields)
-        raw = data[start:end]
-        return None if i < len(nulls) and raw == nulls[i] else "".join(cur)
-    while pos < n:
-        m = token.search(data, pos)
-        if m is None:
-            cur.append(data[pos:])
-            pos = n
-            break
-        cur.append(data[pos:m.start()])
-        ch, pos = m.group(), m.end()
-        if esc and ch == esc:
-            if pos < n:
-                cur.append(data[pos])
-                pos += 1
-        elif quote and ch == quote:
-            in_quote = not in_quote
-        elif in_quote:
-            cur.append(ch)
-        elif ch == fs:
-            fields.append(finish(m.start()))
-            cur, start = [], pos
-        else:                                   # line terminator
-            fields.append(finish(m.start()))
-            yield fields
-            fields, cur, start = [], [], pos
-    if start < n:
-        fields.append(finish(n))
-        yield fields
-
 
 def _from_text(v: str, kind):
     """A value read as text (csv, Sqoop text) for a column of python type `kind`: bytes
@@ -449,16 +173,6 @@ def convert_batch(f: PartFile, first_row: int, values: dict, converters: dict, c
                     raise _RowError("%s row %d: %s" % (f.name, first_row + i, exc)) from None
             raise
     return list(zip(*out))
-
-
-class _Counter:
-    def __init__(self):
-        self.rows = 0
-        self.lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.rows += n
 
 
 def _as_is(sql: str) -> str:
@@ -742,7 +456,7 @@ class _Stopped(ExportError):
 
 
 def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns: list[str], converters: dict,
-                 kinds: dict, job: ExportJob, counter: _Counter, stop: threading.Event | None = None,
+                 kinds: dict, job: ExportJob, counter: Counter, stop: threading.Event | None = None,
                  chunks=None) -> None:
     """Loads `files` into `stage` over one connection, committed at the end. With `chunks`
     (new_stage, hand_over, a list the loader is added to): into a new staging table every _CHUNK_ROWS rows instead, each
@@ -790,7 +504,7 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
                         flush()
                         rows = convert_batch(f, first, values, convs, columns)
                         loader.load(rows)
-                    except ExportError:
+                    except (ExportError, FileError):
                         raise
                     except Exception as exc:
                         raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, dbio.reason(exc))) from None
@@ -799,7 +513,7 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
                 flush()
                 if whole:
                     log.info("%s: %d rows checked a column at a time and written by Arrow as CSV for %s", f.name, whole, loader.how.upper())
-            except ExportError:
+            except (ExportError, FileError):
                 raise
             except Exception as exc:          # a file that can't be read
                 raise ExportError("%s: %s" % (f.name, dbio.reason(exc))) from None
@@ -934,6 +648,14 @@ def _check_update_key(target: sa.Table, columns: list[str], job: ExportJob) -> N
 # -- the export --------------------------------------------------------------------------
 
 def run_export(job: ExportJob, progress: bool | None = None) -> dict:
+    """Load the files, move the rows; figures (rows, moved, files, seconds, rows_per_s, writers)."""
+    try:
+        return _export(job, progress)
+    except FileError as exc:             # a file that can't be read: it names file and row
+        raise ExportError(str(exc)) from None
+
+
+def _export(job: ExportJob, progress: bool | None) -> dict:
     t0 = time.perf_counter()
     files = find_files(job.export_dir)
     url = job.url
@@ -958,7 +680,7 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
             kinds = {c: _kind(target.c[c]) for c in columns}
         except sa.exc.SQLAlchemyError as exc:
             raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), dbio.reason(exc))) from None
-        counter = _Counter()
+        counter = Counter()
         writers = 1 if dialect == "sqlite" else min(job.mappers, len(files))
         shown = Progress(lambda: rate_text(counter.rows, "rows", time.perf_counter() - t0), show=progress,
                          name="export-progress").start()
@@ -995,7 +717,7 @@ def _move(conn, engine, target: sa.Table, stage: sa.Table, columns: list[str], j
 
 
 def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, files: list[PartFile], columns: list[str],
-                    converters: dict, kinds: dict, job: ExportJob, counter: _Counter, writers: int, t0: float) -> int:
+                    converters: dict, kinds: dict, job: ExportJob, counter: Counter, writers: int, t0: float) -> int:
     """All files into one staging table (the writers share them out round-robin), then one
     statement moves the rows: for --staging-table, --update-key and SQLite."""
     with cf.ThreadPoolExecutor(max_workers=writers, thread_name_prefix="export") as pool:
@@ -1018,7 +740,7 @@ def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, fi
 
 
 def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: list[str], converters: dict, kinds: dict,
-                   job: ExportJob, counter: _Counter, writers: int, stages: list) -> int:
+                   job: ExportJob, counter: Counter, writers: int, stages: list) -> int:
     """A plain insert through automatic staging tables: the writers load the files (shared
     out round-robin) into staging tables of _CHUNK_ROWS rows, each committed and handed over
     when full, and each handed-over one is moved into the target while the writers go on:

@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -26,13 +25,12 @@ from sqlalchemy.dialects import postgresql as pg
 
 from fastsync import dbio
 from fastsync.progress import Progress, on_terminal, rate_text
+from fastsync.transfer.formats import FileError, Output
 from fastsync.transfer.splits import Split, plan_splits, splits_from_bounds
+from fastsync.transfer.textfile import TextOptions
 
 log = logging.getLogger("fastsync.import")
 
-FORMATS = {"parquet": "parquet", "csv": "csv", "text": "txt", "arrow": "arrow", "jsonl": "jsonl", "avro": "avro"}
-# text, csv and jsonl files compressed as a whole (-z / --compression-codec): codec -> suffix
-STREAM_CODECS = {"gzip": "gz", "zstd": "zst", "lz4": "lz4"}
 _PROGRESS = None     # rows written per split, shared with the forked split processes (on a terminal)
 
 
@@ -64,7 +62,7 @@ class ImportJob:
     check_column: str | None = None
     merge_key: str | None = None         # lastmodified: new rows replace the target's rows of the same key
     last_value: str | None = None
-    text: object = None                  # TextOptions for fmt "text"
+    text: TextOptions | None = None      # Sqoop text delimiters, for fmt "text"
     kafka_topic: str | None = None       # rows go to this Kafka topic instead of files
     kafka_brokers: str = "localhost:9092"
     kafka_key: str | None = None         # column whose value keys each message
@@ -72,6 +70,10 @@ class ImportJob:
     kafka_config: dict = field(default_factory=dict)    # librdkafka settings (--kafka-config)
     fast_path: bool = True               # native readers where the database has one (else SQLAlchemy's rows)
     extra: dict = field(default_factory=dict)
+
+    def output(self) -> Output:
+        """How the part files are written."""
+        return Output(self.fmt, self.compression, self.compress, self.text, self.fields_terminated_by)
 
 
 class _MySQLTime(sa.types.TypeDecorator):
@@ -363,7 +365,7 @@ class _PartSink:
         if self.writer is None:
             self.schema = batch.schema if self.schema is None else pa.schema(
                 [bf if pa.types.is_null(sf.type) else sf for sf, bf in zip(self.schema, batch.schema)])
-            self.writer = _open_writer(self.job, self.path, self.schema)
+            self.writer = _open_part(self.job, self.path, self.schema)
         self.writer.write_batch(batch.cast(self.schema) if batch.schema != self.schema else batch)
         self.rows += len(batch)
         if _PROGRESS is not None:
@@ -372,7 +374,7 @@ class _PartSink:
     def close(self, empty_schema: pa.Schema) -> int:
         """Close (an empty split still gets a part file, with `empty_schema`); rows written."""
         if self.writer is None:
-            self.writer = _open_writer(self.job, self.path, empty_schema)
+            self.writer = _open_part(self.job, self.path, empty_schema)
         self.writer.close()
         return self.rows
 
@@ -870,85 +872,12 @@ def _run_split(job: ImportJob, split: Split, part_path: str) -> int:
         engine.dispose()
 
 
-class _JsonLinesWriter:
-    """One JSON object per row (values as kafkaout.json_default writes them), into a
-    binary stream. `json_text`: the batch's columns hold each value's JSON text already
-    (NULL: null), as merge reads JSON lines; the line is the same as json.dumps writes."""
-
-    def __init__(self, f, json_text: bool = False):
-        self.f, self.json_text = f, json_text
-
-    def write_batch(self, batch) -> None:
-        import json
-
-        from fastsync.transfer.kafkaout import json_default
-        if self.json_text:          # json.dumps' separators: ", " between members, ": " after a name
-            names = [json.dumps(n, ensure_ascii=False) + ": " for n in batch.schema.names]
-            lines = ["{" + ", ".join(n + ("null" if v is None else v) for n, v in zip(names, row)) + "}"
-                     for row in zip(*(c.to_pylist() for c in batch.columns))]
-        else:
-            lines = [json.dumps(row, ensure_ascii=False, default=json_default) for row in batch.to_pylist()]
-        if lines:
-            self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def stream_codec(job: ImportJob) -> str | None:
-    """The codec text, csv and jsonl files are compressed with, or None."""
-    if job.fmt not in ("text", "csv", "jsonl") or job.compression == "none":
-        return None
-    if not (job.compress or job.compression):
-        return None
-    codec = job.compression or "gzip"
-    if codec not in STREAM_CODECS:
-        raise ImportError_("--compression-codec %s: not available for %s files (use %s)"
-                           % (codec, job.fmt, ", ".join(STREAM_CODECS)))
-    return codec
-
-
-def part_extension(job: ImportJob) -> str:
-    codec = stream_codec(job)
-    return FORMATS[job.fmt] + ("." + STREAM_CODECS[codec] if codec else "")
-
-
-def _open_writer(job: ImportJob, path: str, schema: pa.Schema, json_text: bool = False):
-    """A part file's writer (write_batch, close); `json_text`: see _JsonLinesWriter."""
+def _open_part(job: ImportJob, path: str, schema: pa.Schema):
+    """A split's writer (write_batch, close): its part file, or the Kafka topic."""
     if job.kafka_topic:
         from fastsync.transfer.kafkaout import KafkaWriter
         return KafkaWriter(job.kafka_brokers, job.kafka_topic, schema, job.kafka_format, job.kafka_key, job.kafka_config)
-    if job.fmt == "avro":
-        from fastsync.transfer.avrofile import AvroWriter
-        codec = {None: "null", "none": "null", "gzip": "deflate"}.get(job.compression, job.compression)
-        return AvroWriter(path, schema, codec if codec in ("null", "deflate", "snappy") else "null")
-    if job.fmt == "arrow":
-        return pa.ipc.new_file(path, schema)
-    if job.fmt == "parquet":
-        codec = job.compression or "snappy"
-        return pq.ParquetWriter(path, schema, compression=None if codec == "none" else codec)
-    codec = stream_codec(job)
-    out = pa.CompressedOutputStream(path, codec) if codec else pa.OSFile(path, "wb")
-    if job.fmt == "text":
-        from fastsync.transfer.textfile import TextOptions, TextWriter
-        return TextWriter(out, schema, job.text or TextOptions())
-    if job.fmt == "jsonl":
-        return _JsonLinesWriter(out, json_text)
-    return _Closing(pacsv.CSVWriter(out, schema, write_options=pacsv.WriteOptions(delimiter=job.fields_terminated_by)), out)
-
-
-class _Closing:
-    """A writer whose output stream is closed with it."""
-
-    def __init__(self, writer, stream):
-        self.writer, self.stream = writer, stream
-
-    def write_batch(self, batch) -> None:
-        self.writer.write_batch(batch)
-
-    def close(self) -> None:
-        self.writer.close()
-        self.stream.close()
+    return job.output().open(path, schema)
 
 
 def _split_with_retries(job: ImportJob, split: Split, part_path: str) -> tuple[int, float]:
@@ -1014,7 +943,10 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
         raise ImportError_("--incremental lastmodified into the existing --target-dir %s needs --merge-key or --append" % job.target_dir)
     if exists and not (adding or merging):
         raise ImportError_("--target-dir %s already exists (use --delete-target-dir to replace it, or --append)" % job.target_dir)
-    ext = part_extension(job)
+    try:
+        ext = job.output().extension()
+    except FileError as exc:
+        raise ImportError_(str(exc)) from None
     t0 = time.perf_counter()
     splits = _plan_or_fail(job)
     parent = os.path.dirname(target) or "."
@@ -1121,7 +1053,7 @@ def _merge_into(tmp: str, target: str, job: ImportJob) -> None:
         merged = new if old is None else old
     for n in os.listdir(tmp):
         os.unlink(os.path.join(tmp, n))
-    writer = _open_writer(job, os.path.join(tmp, "part-m-00000.%s" % part_extension(job)), merged.schema)
+    writer = job.output().open(os.path.join(tmp, "part-m-00000.%s" % job.output().extension()), merged.schema)
     for b in merged.to_batches():
         writer.write_batch(b)
     writer.close()
