@@ -9,6 +9,7 @@ file under a temporary directory beside the target, and is retried alone on fail
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -18,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql as pg
@@ -935,8 +935,6 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
     merging = bool(job.merge_key) and os.path.isdir(target) and not job.delete_target_dir
     if job.merge_key and job.incremental != "lastmodified":
         raise ImportError_("--merge-key works with --incremental lastmodified")
-    if merging and job.fmt not in ("parquet", "arrow"):
-        raise ImportError_("--merge-key needs --format parquet or arrow (the existing data is read back)")
     adding = job.append or job.incremental == "append"
     exists = os.path.exists(target) and not job.delete_target_dir
     if exists and job.incremental == "lastmodified" and not (merging or job.append):
@@ -949,6 +947,8 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
         raise ImportError_(str(exc)) from None
     t0 = time.perf_counter()
     splits = _plan_or_fail(job)
+    if merging and job.merge_key not in job.extra["column_names"]:
+        raise ImportError_("--merge-key %s: no such column in the imported data" % job.merge_key)
     parent = os.path.dirname(target) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, ".%s.tmp-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
@@ -956,7 +956,7 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
     try:
         rows = _run_splits(job, splits, tmp, ext, progress, t0)
         if merging:
-            _merge_into(tmp, target, job)
+            _merge_into(tmp, target, job, progress)
         elif adding and os.path.isdir(target) and not job.delete_target_dir:
             _append_parts(tmp, target, ext)
         else:
@@ -1031,36 +1031,24 @@ def _run_to_kafka(job: ImportJob, progress: bool | None = None) -> dict:
     return _figures(job, rows, t0, splits, target_dir="kafka topic %s" % job.kafka_topic, kafka_topic=job.kafka_topic)
 
 
-def _read_dir(path: str, fmt: str) -> pa.Table:
-    files = sorted(os.path.join(path, n) for n in os.listdir(path) if n.startswith("part-m-"))
-    if fmt == "arrow":
-        return pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files]) if files else None
-    return pa.concat_tables([pq.read_table(f) for f in files]) if files else None
-
-
-def _merge_into(tmp: str, target: str, job: ImportJob) -> None:
-    """The target's rows, minus those whose --merge-key came again, plus the new rows;
-    swapped in with renames (the old target stays until the new one is complete)."""
-    import pyarrow.compute as pc
-    new = _read_dir(tmp, job.fmt)
-    old = _read_dir(target, job.fmt)
-    if job.merge_key not in (new or old).column_names:
-        raise ImportError_("--merge-key %s: no such column in the imported data" % job.merge_key)
-    if old is not None and new is not None and len(new):
-        keep = pc.invert(pc.is_in(old.column(job.merge_key), value_set=new.column(job.merge_key).combine_chunks()))
-        merged = pa.concat_tables([old.filter(keep), new.select(old.column_names).cast(old.schema)])
-    else:
-        merged = new if old is None else old
-    for n in os.listdir(tmp):
-        os.unlink(os.path.join(tmp, n))
-    writer = job.output().open(os.path.join(tmp, "part-m-00000.%s" % job.output().extension()), merged.schema)
-    for b in merged.to_batches():
-        writer.write_batch(b)
-    writer.close()
-    aside = target + ".old-" + uuid.uuid4().hex[:8]
-    os.rename(target, aside)
-    os.rename(tmp, target)
-    shutil.rmtree(aside)
+def _merge_into(tmp: str, target: str, job: ImportJob, progress: bool | None) -> None:
+    """The new rows (the part files in tmp) merged onto the target's by `fastsync merge`'s
+    streaming merge: a target row whose --merge-key came again is replaced, a key repeated
+    in the new rows keeps its last row; the result is one part file, swapped in with
+    renames (the old target stays until the new one is complete)."""
+    from fastsync.transfer.merger import MergeError, MergeJob, run_merge
+    if not any(n.startswith("part-m-") for n in os.listdir(target)):      # nothing to merge onto
+        shutil.rmtree(target)
+        os.rename(tmp, target)
+        return
+    text = dataclasses.replace(job.text or TextOptions(), fields_terminated_by=job.fields_terminated_by)
+    merge = MergeJob(new_data=tmp, onto=target, target_dir=target, merge_key=job.merge_key,
+                     columns=job.extra["column_names"], text=text, delete_target_dir=True, single_file=True)
+    try:
+        run_merge(merge, progress)
+    except MergeError as exc:
+        raise ImportError_("--merge-key %s: merging into --target-dir %s: %s" % (job.merge_key, job.target_dir, exc)) from None
+    shutil.rmtree(tmp)
 
 
 def _append_parts(tmp: str, target: str, ext: str) -> None:

@@ -50,6 +50,7 @@ class MergeJob:
     text: TextOptions = field(default_factory=TextOptions)          # reading csv and Sqoop text
     out_text: TextOptions | None = None   # writing Sqoop text (default: as read)
     delete_target_dir: bool = False
+    single_file: bool = False             # all rows into one part file (import's lastmodified merge)
 
 
 @dataclass
@@ -336,7 +337,8 @@ def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, written: Counter) -
                 kept += len(keep)
                 out.write(keep)
             dropped += int(found.sum())
-        out.next_part()
+        if not job.single_file:
+            out.next_part()
     # 3. the winning --new-data rows
     with pa.memory_map(spill) as m:
         r = pa.ipc.open_file(m)
