@@ -59,7 +59,7 @@ def is_row_error(exc: sa.exc.DBAPIError, dialect: str) -> bool:
     if exc.connection_invalidated:
         return False
     orig = exc.orig
-    args = getattr(orig, "args", ())
+    args: tuple = getattr(orig, "args", ())
     if dialect in ("mysql", "mariadb") and args and args[0] in MYSQL_ROW_ERRORS:
         return True                               # (many of them have the generic SQLSTATE HY000)
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
@@ -77,7 +77,7 @@ def db_reason(exc: BaseException) -> tuple[str, str | None]:
     """The database's message on one line, and the column it names if any (`exc`: a
     SQLAlchemy DBAPIError or the driver's own exception)."""
     orig = getattr(exc, "orig", exc)
-    args = getattr(orig, "args", ())
+    args: tuple = getattr(orig, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
         text = "%s (error %d)" % (args[1], args[0])
     else:
