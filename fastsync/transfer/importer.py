@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from fastsync.progress import Progress, on_terminal, rate_text
 from fastsync.transfer import planner, splitread
 from fastsync.transfer.formats import FileError
+from fastsync.transfer.merger import MergeError, MergeJob, run_merge
 from fastsync.transfer.spec import ImportError_, ImportJob, Plan, one_line
 from fastsync.transfer.textfile import TextOptions
 
@@ -147,7 +148,6 @@ def _merge_into(tmp: str, target: str, job: ImportJob, found: Plan, progress: bo
     streaming merge: a target row whose --merge-key came again is replaced, a key repeated
     in the new rows keeps its last row; the result is one part file, swapped in with
     renames (the old target stays until the new one is complete)."""
-    from fastsync.transfer.merger import MergeError, MergeJob, run_merge
     if not any(n.startswith("part-m-") for n in os.listdir(target)):      # nothing to merge onto
         shutil.rmtree(target)
         os.rename(tmp, target)
