@@ -82,10 +82,10 @@ def read_columnar(path: str, names: list) -> tuple[int, float]:
 def read_rowwise(path: str, names: list) -> tuple[int, float]:
     import fastavro
 
-    from fastsync.transfer.exporter import _chunks
+    from fastsync.transfer.formats import chunks
     n, total = 0, 0.0
     with open(path, "rb") as f:
-        for _, cols in _chunks(fastavro.reader(f), names):
+        for _, cols in chunks(fastavro.reader(f), names):
             n += len(cols["id"])
             total += sum(cols["id"])
     return n, total

@@ -73,3 +73,15 @@ class Rate:
         text = "%d %s, %.0f %s/s" % (n, self.what, (n - self.last) / max(now - self.t_last, 1e-9), self.unit)
         self.last, self.t_last = n, now
         return text
+
+
+class Counter:
+    """Rows counted by several threads, for a status line."""
+
+    def __init__(self):
+        self.rows = 0
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.rows += n

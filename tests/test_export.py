@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastsync.transfer.exporter import ExportError, PartFile, csv_batches, file_columns, read_rows
+from fastsync.transfer.formats import FileError as ExportError, PartFile, csv_batches, file_columns, read_rows
 from fastsync.transfer.textfile import TextOptions
 from test_import import fastsync
 from test_import_types import MYSQL_URL, PG_URL, TRICKY

@@ -344,7 +344,7 @@ def test_malformed_and_truncated_streams_fail_clearly():
 
 
 def test_pymysql_connection_is_consistent_after_a_native_read(contract_table):
-    from fastsync.transfer.importer import _mysql_batches
+    from fastsync.transfer.mysqlread import mysql_batches as _mysql_batches
     conn = connect()
     for fetch in (700, 5000):
         cur = conn.cursor(pymysql.cursors.SSCursor)

@@ -318,7 +318,7 @@ def test_import_through_binary_copy_matches_the_rows(tmp_path):
 
 def test_copy_reader_gives_the_drivers_stream_and_the_servers_errors():
     from fastsync._native import CopyReader
-    from fastsync.transfer.importer import _libpq_path
+    from fastsync.transfer.pgread import libpq_path as _libpq_path
     sql = SELECT + " FROM generate_series(1, 5000) g"
     want = copy_bytes(sql)
     with psycopg.connect(PG_URL) as conn:

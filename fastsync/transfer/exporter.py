@@ -8,46 +8,34 @@ and says which file, row and column failed and why.
 
 Values go through `sqlvalues.column_converter` (exact: decimals never rounded, text length
 checked, NULL into NOT NULL refused) before anything is written; text formats (csv, Sqoop
-text) are read as text and parsed per column type.
+text) are read as text and parsed per column type. The files are read by formats.py, the
+table reflected by dbio.reflect.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
-import json
 import logging
-import os
 import queue
 import re
-import socket
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
-from sqlalchemy.dialects import postgresql as pg
 
-from fastsync.progress import Progress, rate_text
-from fastsync.transfer.importer import STREAM_CODECS
+from fastsync import dbio
+from fastsync.progress import Counter, Progress, rate_text
+from fastsync.transfer.formats import FileError, PartFile, find_files, file_columns, read_rows
+from fastsync.transfer.loader import LOAD_DATA_ROWS, Loader, column_kind
 from fastsync.transfer.localinfile import guard as guard_local_infile
-from fastsync.transfer.sqlvalues import column_converter, fraction_digits, integer_range, reflect_table, show
+from fastsync.transfer.sqlvalues import column_converter, show
 from fastsync.transfer.textfile import TextOptions
 
 log = logging.getLogger("fastsync.export")
 
-# file suffix (before any compression suffix) -> format
-SUFFIX_FORMATS = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "txt": "text", "jsonl": "jsonl", "avro": "avro"}
-_CODEC_OF_SUFFIX = {v: k for k, v in STREAM_CODECS.items()}
-_BATCH_ROWS = 10000
-_LOAD_DATA_ROWS = 500000                 # at most this many rows per LOAD DATA statement
 _CHUNK_ROWS = 250000                     # rows per staging table when the move overlaps the loading
 
 
@@ -73,276 +61,6 @@ class ExportJob:
 
 # -- files -------------------------------------------------------------------------------
 
-@dataclass
-class PartFile:
-    path: str
-    fmt: str
-    codec: str | None
-
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.path)
-
-
-def find_files(export_dir: str, flag: str = "--export-dir") -> list[PartFile]:
-    """The data files of a directory `fastsync import` wrote (`_SUCCESS`, hidden and other
-    files skipped), in name order; `flag` names the directory in errors."""
-    if not os.path.isdir(export_dir):
-        raise ExportError("%s %s: no such directory" % (flag, export_dir))
-    out = []
-    for name in sorted(os.listdir(export_dir)):
-        if name.startswith((".", "_")):
-            continue
-        parts = name.split(".")
-        codec = _CODEC_OF_SUFFIX.get(parts[-1]) if len(parts) > 2 else None
-        suffix = parts[-2] if codec else parts[-1]
-        fmt = SUFFIX_FORMATS.get(suffix)
-        if fmt is None or (codec and fmt not in ("csv", "text", "jsonl")):
-            log.warning("%s: skipping %s (not a part file: .%s)", flag, name, " .".join(SUFFIX_FORMATS))
-            continue
-        out.append(PartFile(os.path.join(export_dir, name), fmt, codec))
-    if not out:
-        raise ExportError("%s %s: no part files (.%s)" % (flag, export_dir, ", .".join(SUFFIX_FORMATS)))
-    return out
-
-
-def _open_bytes(f: PartFile):
-    raw = pa.OSFile(f.path, "rb")
-    return pa.CompressedInputStream(raw, f.codec) if f.codec else raw
-
-
-def file_schema(f: PartFile, delimiter: str = ",") -> pa.Schema | None:
-    """The Arrow schema a file holds (csv: as inferred from its first block; Sqoop text and
-    JSON lines: None, they have no schema). A file that can't be read: ExportError."""
-    try:
-        if f.fmt == "parquet":
-            return pq.read_schema(f.path)
-        if f.fmt == "arrow":
-            with pa.memory_map(f.path) as m:
-                return pa.ipc.open_file(m).schema
-        if f.fmt == "avro":
-            import fastavro
-
-            from fastsync.transfer.avrofile import arrow_schema
-            with open(f.path, "rb") as fh:
-                return arrow_schema(fastavro.reader(fh).writer_schema)
-        if f.fmt == "csv":
-            with _open_bytes(f) as s:
-                return _open_csv(f, s, delimiter).schema
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise ExportError("%s: %s" % (f.name, _one_line(exc))) from None
-    return None
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-_CSV_ROW = re.compile(r"Row #(\d+): Expected (\d+) columns, got (\d+)")
-
-
-def _csv_error(f: PartFile, exc: Exception) -> ExportError:
-    """pyarrow's csv error as one line naming file and row (a serial reader's parse errors
-    carry the row's number; pyarrow counts the header as row 1, ours count data rows)."""
-    m = _CSV_ROW.search(str(exc))
-    if m is None:
-        return ExportError("%s: %s" % (f.name, _one_line(exc)))
-    return _RowError("%s row %d: %s fields, expected %s as in the header; check the delimiter"
-                     % (f.name, int(m.group(1)) - 1, m.group(3), m.group(2)))
-
-
-def _open_csv(f: PartFile, stream, delimiter: str = ",", convert: pacsv.ConvertOptions | None = None):
-    """pyarrow's streaming csv reader, serial (so its errors give a malformed row's number);
-    its errors as ExportError naming file and row (its batches' errors: _csv_error)."""
-    try:
-        reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(use_threads=False),
-                                parse_options=pacsv.ParseOptions(delimiter=delimiter), convert_options=convert)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        if "Empty CSV file" in str(exc):
-            raise ExportError("%s: an empty file (a csv part file starts with a header)" % f.name) from None
-        raise _csv_error(f, exc) from None
-    dup = next((c for i, c in enumerate(reader.schema.names) if c in reader.schema.names[:i]), None)
-    if dup is not None:
-        raise ExportError("%s: column %s is twice in the header" % (f.name, dup))
-    return reader
-
-
-def file_columns(f: PartFile, default: list[str]) -> list[str]:
-    """The columns a file holds (text files: `default`, they have no header)."""
-    schema = file_schema(f)
-    if schema is not None:
-        return schema.names
-    if f.fmt == "jsonl":
-        names: dict = {}
-        for rec in _jsonl_records(f, limit=1000):
-            names.update(dict.fromkeys(rec))
-        return list(names) or default
-    return default
-
-
-def _jsonl_records(f: PartFile, limit: int | None = None, parse_float=Decimal, parse_int=None):
-    """The objects of a JSON lines file (numbers with a fraction or exponent as Decimal
-    unless `parse_float`, integers as int unless `parse_int`, as json.loads takes them)."""
-    with _open_bytes(f) as s:
-        data = s.read()
-    # lines end at \n only: json.dumps(ensure_ascii=False) leaves U+2028, U+0085, ... in a
-    # string unescaped, where str.splitlines() would split it (a \r before \n is whitespace)
-    for i, line in enumerate(data.split(b"\n")):
-        if limit is not None and i >= limit:
-            return
-        if line.strip():
-            try:
-                rec = json.loads(line.decode("utf-8"), parse_float=parse_float, parse_int=parse_int)
-            except UnicodeDecodeError as exc:
-                raise _RowError("%s row %d: not UTF-8 text (%s)" % (f.name, i + 1, exc.reason)) from None
-            except (ValueError, RecursionError) as exc:
-                raise _RowError("%s row %d: not JSON: %s" % (f.name, i + 1, _one_line(exc))) from None
-            if not isinstance(rec, dict):
-                raise _RowError("%s row %d: not a JSON object" % (f.name, i + 1))
-            yield rec
-
-
-def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
-    """Batches of a file as (first row number, values): a pyarrow RecordBatch of `columns`
-    for Parquet and Arrow files, else {column: [python values]} (csv and Sqoop text: the
-    text of each field, None for NULL; parsed later by the text converters)."""
-    if f.fmt in ("parquet", "arrow"):
-        if f.fmt == "parquet":
-            batches = pq.ParquetFile(f.path).iter_batches(batch_size=_BATCH_ROWS, columns=columns)
-        else:
-            reader = pa.ipc.open_file(pa.memory_map(f.path))
-            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        row = 1
-        for b in batches:
-            yield row, b.select(columns)          # a RecordBatch: COPY may take it whole
-            row += len(b)
-    elif f.fmt == "avro":
-        from fastsync.transfer.avrofile import columnar_batches
-        batches = columnar_batches(f.path, columns, _BATCH_ROWS)
-        if batches is None:                       # a schema without a columnar decoding: by row
-            import fastavro
-            with open(f.path, "rb") as fh:
-                yield from _chunks(fastavro.reader(fh), columns)
-            return
-        row = 1
-        for b in batches:
-            yield row, b                          # a RecordBatch, as Parquet's
-            row += len(b)
-    elif f.fmt == "jsonl":
-        yield from _chunks(_jsonl_records(f), columns)
-    elif f.fmt == "csv":
-        row = 1
-        for b in csv_batches(f, columns):
-            yield row, {c: b.column(c).to_pylist() for c in columns}
-            row += len(b)
-    else:
-        with _open_bytes(f) as s:
-            raw = s.read()
-        try:
-            data = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw.count(text.lines_terminated_by.encode("utf-8"), 0, exc.start) + 1 if text.lines_terminated_by else 1
-            raise _RowError("%s row %d: not UTF-8 text (%s at byte %d)" % (f.name, line, exc.reason, exc.start)) from None
-        yield from _chunks(_text_records(f, data, text, columns, kinds), columns)
-
-
-def csv_batches(f: PartFile, columns: list[str], delimiter: str = ","):
-    """A csv file's `columns` as record batches of text: NULL is an empty field not in
-    quotes, "" the empty string. Malformed rows and text not UTF-8: _RowError naming file,
-    row (counted from the first after the header) and column."""
-    with _open_bytes(f) as s:
-        # read as bytes, so text that is not UTF-8 can be found by row and column
-        reader = _open_csv(f, s, delimiter, pacsv.ConvertOptions(
-            column_types={c: pa.binary() for c in columns}, strings_can_be_null=True,
-            quoted_strings_can_be_null=False, include_columns=columns))
-        row = 1
-        while True:
-            try:
-                b = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-                raise _csv_error(f, exc) from None
-            yield pa.RecordBatch.from_arrays([_utf8(f, row, c, b.column(c)) for c in columns], names=columns)
-            row += len(b)
-
-
-def _utf8(f: PartFile, first_row: int, name: str, col: pa.Array) -> pa.Array:
-    try:
-        return col.cast(pa.string())
-    except pa.ArrowInvalid:
-        for i, v in enumerate(col.to_pylist()):
-            try:
-                v is None or v.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _RowError("%s row %d: column %s: not UTF-8 text (%s)" % (f.name, first_row + i, name, exc.reason)) from None
-        raise
-
-
-def _text_records(f: PartFile, data: str, text: TextOptions, columns: list[str], kinds: dict):
-    for i, fields in enumerate(_parse_text(data, text, columns, kinds)):
-        if len(fields) != len(columns):
-            raise _RowError("%s row %d: %d fields, expected %d (%s); check the --input-* delimiters"
-                            % (f.name, i + 1, len(fields), len(columns), ",".join(columns)))
-        yield dict(zip(columns, fields))
-
-
-def _chunks(records, columns: list[str]):
-    row, buf = 1, []
-    for rec in records:
-        buf.append(rec)
-        if len(buf) == _BATCH_ROWS:
-            yield row, {c: [r.get(c) for r in buf] for c in columns}
-            row += len(buf)
-            buf = []
-    if buf:
-        yield row, {c: [r.get(c) for r in buf] for c in columns}
-
-
-def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
-    """Sqoop delimited text -> one list of field values (None for NULL) per line. A field
-    is NULL when its raw text (before unescaping, not enclosed) is the null string."""
-    fs, ls, esc = o.fields_terminated_by, o.lines_terminated_by, o.escaped_by
-    quote = o.enclosed_by or o.optionally_enclosed_by
-    token = re.compile("|".join(re.escape(c) for c in (fs, ls, quote, esc) if c))
-    nulls = [o.null_string if kinds.get(c) is str else o.null_non_string for c in columns]
-    fields, cur, in_quote, pos, start, n = [], [], False, 0, 0, len(data)
-
-    def finish(end):
-        i = len(fields)
-        raw = data[start:end]
-        return None if i < len(nulls) and raw == nulls[i] else "".join(cur)
-    while pos < n:
-        m = token.search(data, pos)
-        if m is None:
-            cur.append(data[pos:])
-            pos = n
-            break
-        cur.append(data[pos:m.start()])
-        ch, pos = m.group(), m.end()
-        if esc and ch == esc:
-            if pos < n:
-                cur.append(data[pos])
-                pos += 1
-        elif quote and ch == quote:
-            in_quote = not in_quote
-        elif in_quote:
-            cur.append(ch)
-        elif ch == fs:
-            fields.append(finish(m.start()))
-            cur, start = [], pos
-        else:                                   # line terminator
-            fields.append(finish(m.start()))
-            yield fields
-            fields, cur, start = [], [], pos
-    if start < n:
-        fields.append(finish(n))
-        yield fields
-
-
 def _from_text(v: str, kind):
     """A value read as text (csv, Sqoop text) for a column of python type `kind`: bytes
     from hex, durations from microseconds; other kinds are parsed by sqlvalues."""
@@ -358,38 +76,17 @@ def _from_text(v: str, kind):
 
 # -- the table ---------------------------------------------------------------------------
 
-def _kind(col: sa.Column):
-    if isinstance(col.type, sa.ARRAY):
-        return list
-    if isinstance(col.type, pg.INTERVAL):
-        return dt.timedelta
-    try:
-        return col.type.python_type
-    except NotImplementedError:
-        return None
-
-
-def _split_name(name: str) -> tuple[str | None, str]:
-    schema, _, table = name.strip().rpartition(".")
-    return schema or None, table
-
-
 def reflect(engine, name: str, flag: str) -> sa.Table:
-    schema, table = _split_name(name)
     try:
-        t = reflect_table(engine, table, schema)
+        return dbio.reflect(engine, name)
     except sa.exc.NoSuchTableError:
         raise ExportError("%s %s: no such table" % (flag, name)) from None
-    for c in t.c:
-        if isinstance(c.type, sa.Float) and getattr(c.type, "asdecimal", False):
-            c.type.asdecimal = False
-    return t
 
 
 def _converters(table: sa.Table, columns: list[str], dialect: str) -> tuple[dict, dict]:
     """(converters of typed values, converters of text values: csv and Sqoop text)."""
     typed = {c: column_converter(table.c[c], dialect, "%s.%s" % (table.name, c)) for c in columns}
-    return typed, {c: _text_converter(typed[c], _kind(table.c[c]), "%s.%s" % (table.name, c)) for c in columns}
+    return typed, {c: _text_converter(typed[c], column_kind(table.c[c]), "%s.%s" % (table.name, c)) for c in columns}
 
 
 def _text_converter(conv, kind, label: str):
@@ -460,306 +157,12 @@ def convert_batch(f: PartFile, first_row: int, values: dict, converters: dict, c
     return list(zip(*out))
 
 
-class _Counter:
-    def __init__(self):
-        self.rows = 0
-        self.lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.rows += n
-
-
-def _as_is(sql: str) -> str:
-    """A statement the driver sends without parameters, so without %-formatting (COPY,
-    LOAD DATA): with PyMySQL and psycopg the identifier preparer doubles each % in a name
-    for that formatting (x%y is quoted `x%%y`); here it must stay single. Only quoted
-    names hold a % in these statements."""
-    return sql.replace("%%", "%")
-
-
-def _quote(engine, name: str) -> str:
-    prep = engine.dialect.identifier_preparer
-    return ".".join(prep.quote(p) for p in name.split("."))
-
-
-@dataclass
-class _CsvFile:
-    """A temporary CSV file being written for one LOAD DATA."""
-    tmp: tempfile._TemporaryFileWrapper
-    writer: pacsv.CSVWriter
-    schema: pa.Schema
-    rows: int = 0
-
-
-class _Loader:
-    """Loads converted rows into the staging table over one connection."""
-
-    def __init__(self, engine, stage: sa.Table, columns: list[str], job: ExportJob):
-        self.engine, self.stage, self.columns, self.job = engine, stage, columns, job
-        self.dialect = engine.dialect.name
-        self.conn = engine.raw_connection()
-        self.how = self._choose()
-        self._arrow_checks: dict = {}
-        self._pending: _CsvFile | None = None     # LOAD DATA: the batches collected so far
-        log.info("%s: loading the staging table with %s", job.table, self.how)
-        self.aim(stage)
-        dialect = engine.dialect
-        self.procs = [None if isinstance(stage.c[c].type, sa.JSON) else stage.c[c].type.dialect_impl(dialect).bind_processor(dialect)
-                      for c in columns]
-        self.json_cols = [i for i, c in enumerate(columns) if isinstance(stage.c[c].type, sa.JSON)]
-
-    def aim(self, stage: sa.Table) -> None:
-        """Load into `stage` from now on (a table with the same columns)."""
-        self.stage = stage
-        cols = ", ".join(self.engine.dialect.identifier_preparer.quote(c) for c in self.columns)
-        self.target = "%s (%s)" % (_quote(self.engine, _stage_name(stage)), cols)
-        marks = ", ".join(["?" if self.engine.dialect.paramstyle == "qmark" else "%s"] * len(self.columns))
-        self.insert = "INSERT INTO %s VALUES (%s)" % (self.target, marks)
-
-    def _choose(self) -> str:
-        if self.job.batch or not self.job.fast_path:
-            return "executemany"
-        if self.dialect == "postgresql":
-            return "copy"
-        bits = [c for c in self.columns if isinstance(self.stage.c[c].type, mysql.BIT)]
-        if bits:
-            # LOAD DATA reads a BIT field's text as a byte string ("1" is 0x31, out of range)
-            log.info("column %s is BIT, which LOAD DATA can't take as a number: multi-row inserts", bits[0])
-        elif self.dialect in ("mysql", "mariadb") and getattr(self.conn.driver_connection, "_local_infile", False):
-            cur = self.conn.cursor()
-            try:
-                cur.execute("SELECT @@GLOBAL.local_infile")
-                if cur.fetchone()[0] in (1, "1", "ON"):
-                    return "load data"
-            finally:
-                cur.close()
-            log.info("the server does not allow LOAD DATA LOCAL INFILE (local_infile is OFF): multi-row inserts")
-        return "executemany"
-
-    def load_arrow(self, batch: pa.RecordBatch) -> bool:
-        """A batch whose columns need no per-value conversion (checked a column at a time:
-        Arrow types that map exactly, NULLs, lengths, integer ranges) is written as CSV by
-        Arrow: PostgreSQL COPY, MariaDB/MySQL LOAD DATA. False: the batch must take the
-        per-value path."""
-        if self.how not in ("copy", "load data"):
-            return False
-        checks = self._arrow_checks.get(batch.schema)
-        if checks is None:
-            checks = self._arrow_checks[batch.schema] = [_arrow_check(self.stage.c[c], batch.schema.field(c).type, self.dialect)
-                                                         for c in self.columns]
-        for c, check, a in zip(self.columns, checks, batch.columns):
-            if check is None or (a.null_count and not self.stage.c[c].nullable) or not check(a):
-                return False
-        if self.how == "copy":
-            buf = pa.BufferOutputStream()
-            pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
-            with self.conn.driver_connection.cursor() as cur, cur.copy(_as_is("COPY %s FROM STDIN (FORMAT csv)" % self.target)) as copy:
-                copy.write(buf.getvalue())
-            return True
-        # LOAD DATA reads true/false as 0; an unenclosed NULL is NULL, "NULL" the string
-        batch = pa.RecordBatch.from_arrays([pc.cast(a, pa.int8()) if pa.types.is_boolean(a.type) else a
-                                            for a in batch.columns], names=batch.schema.names)
-        if self._pending is not None and not self._pending.schema.equals(batch.schema):
-            self.flush()
-        if self._pending is None:
-            tmp = tempfile.NamedTemporaryFile("wb", prefix="fastsync-export-", suffix=".csv")
-            writer = pacsv.CSVWriter(tmp.name, batch.schema, write_options=pacsv.WriteOptions(
-                include_header=False, quoting_style="all_valid", null_string="NULL"))
-            self._pending = _CsvFile(tmp, writer, batch.schema)
-        self._pending.writer.write_batch(batch)
-        self._pending.rows += len(batch)
-        return True
-
-    @property
-    def pending(self) -> int:
-        """Rows load_arrow collected that flush() has yet to load."""
-        return self._pending.rows if self._pending is not None else 0
-
-    def flush(self) -> None:
-        """LOAD DATA of the batches load_arrow collected: one statement per file (or per
-        _LOAD_DATA_ROWS rows), not per batch."""
-        if self._pending is None:
-            return
-        done, self._pending = self._pending, None
-        try:
-            done.writer.close()
-            q = self.engine.dialect.identifier_preparer.quote
-            self._load_file(done.tmp.name, "FIELDS TERMINATED BY ',' ENCLOSED BY '\"' ESCAPED BY ''",
-                            ", ".join(q(c) for c in self.columns))
-        finally:
-            done.tmp.close()
-
-    def load(self, rows: list[tuple]) -> None:
-        if self.how == "copy":
-            with self.conn.driver_connection.cursor() as cur, cur.copy(_as_is("COPY %s FROM STDIN" % self.target)) as copy:
-                for r in rows:
-                    copy.write_row(r)
-            return
-        if self.how == "load data":
-            return self._load_data(rows)
-        if any(self.procs) or self.json_cols:
-            rows = [self._bind(r) for r in rows]
-        cur = self.conn.cursor()
-        try:
-            if self.dialect == "sqlite" and not self.conn.driver_connection.in_transaction:
-                # the engine's connections autocommit (isolation_level None): one transaction
-                # until commit(), not one (and one fsync) per row
-                cur.execute("BEGIN")
-            cur.executemany(self.insert, rows)
-        finally:
-            cur.close()
-
-    def _load_data(self, rows: list[tuple]) -> None:
-        """MySQL/MariaDB: the rows as a tab-separated file (LOAD DATA's default escapes, bytes
-        as hex through UNHEX), loaded with LOAD DATA LOCAL INFILE."""
-        binary = [isinstance(self.stage.c[c].type, (sa.LargeBinary, sa.types._Binary)) for c in self.columns]
-        q = self.engine.dialect.identifier_preparer.quote
-        targets = ", ".join("@v%d" % i if b else q(c) for i, (c, b) in enumerate(zip(self.columns, binary)))
-        sets = ", ".join("%s = UNHEX(@v%d)" % (q(c), i) for i, (c, b) in enumerate(zip(self.columns, binary)) if b)
-        with tempfile.NamedTemporaryFile("wb", prefix="fastsync-export-", suffix=".tsv") as tmp:
-            tmp.write("".join("\t".join(_mysql_field(v) for v in r) + "\n" for r in rows).encode("utf-8"))
-            tmp.flush()
-            self._load_file(tmp.name, "", targets, sets)
-
-    def _load_file(self, path: str, format_clause: str, targets: str, sets: str = "") -> None:
-        """LOAD DATA LOCAL INFILE of one file into the staging table. With LOCAL the server
-        turns data errors into warnings: any warning fails the load."""
-        sql = _as_is("LOAD DATA LOCAL INFILE '%s' INTO TABLE %s CHARACTER SET utf8mb4 %s (%s)%s"
-                     % (path, _quote(self.engine, _stage_name(self.stage)), format_clause, targets, " SET " + sets if sets else ""))
-        cur = self.conn.cursor()
-        try:
-            try:
-                with self.conn.driver_connection.allow(path):
-                    cur.execute(sql)
-            except AttributeError:
-                # PyMySQL, when the server drops the connection while the file is sent,
-                # goes on writing to the socket it has set to None
-                if getattr(self.conn.driver_connection, "_sock", True) is None:
-                    raise ConnectionError("connection lost while sending the file of LOAD DATA LOCAL INFILE") from None
-                raise
-            cur.execute("SHOW WARNINGS LIMIT 1")
-            warning = cur.fetchone()
-            if warning:
-                raise ValueError("LOAD DATA: %s (%s %s)" % (warning[2], warning[0], warning[1]))
-        finally:
-            cur.close()
-
-    def _bind(self, r: tuple) -> tuple:
-        r = [p(v) if p is not None and v is not None else v for p, v in zip(self.procs, r)]
-        for i in self.json_cols:
-            if r[i] is not None and not isinstance(r[i], str):
-                r[i] = json.dumps(r[i], ensure_ascii=False)
-            elif r[i] is not None and self.dialect == "postgresql":
-                from psycopg.types.json import Json
-                r[i] = Json(r[i], dumps=lambda x: x)
-        return tuple(r)
-
-    def commit(self) -> None:
-        self.conn.commit()
-
-    def abort(self) -> None:
-        """From another thread: end a LOAD DATA LOCAL this loader may be stuck in. A server
-        that killed the connection mid-file can leave its socket open without reading, and
-        PyMySQL would wait in send() for the server's timeout (~100 s)."""
-        sock = getattr(self.conn.driver_connection, "_sock", None)
-        if isinstance(sock, socket.socket):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        if self._pending is not None:
-            self._pending.tmp.close()
-        self.conn.close()
-
-
-_MYSQL_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\0": "\\0", "\r": "\\r"})
-
-
-def _mysql_field(v) -> str:
-    """A value in LOAD DATA's default text format (\\N is NULL)."""
-    if v is None:
-        return "\\N"
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, Decimal):
-        return format(v, "f")
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return bytes(v).hex()
-    if isinstance(v, dt.datetime):
-        return v.isoformat(sep=" ")
-    if isinstance(v, dt.timedelta):
-        sign, v = ("-", -v) if v < dt.timedelta(0) else ("", v)
-        secs = v.days * 86400 + v.seconds
-        return "%s%d:%02d:%02d.%06d" % (sign, secs // 3600, secs // 60 % 60, secs % 60, v.microseconds)
-    if isinstance(v, (dict, list)):
-        v = json.dumps(v, ensure_ascii=False)
-    return str(v).translate(_MYSQL_ESCAPES)
-
-
-def _always(a) -> bool:
-    return True
-
-
-def _has_nul(a: pa.Array) -> bool:
-    """Might a string array hold a NUL character? (Its whole data buffer is looked at.)"""
-    data = a.buffers()[2]
-    return data is not None and data.to_pybytes().find(b"\x00") >= 0
-
-
-def _arrow_check(col: sa.Column, ftype: pa.DataType, dialect: str):
-    """For an Arrow column of `ftype` into `col`: a check array -> bool that its values are
-    what the per-value converter would send unchanged, or None (never)."""
-    t, kind = col.type, _kind(col)
-    if kind is int and pa.types.is_integer(ftype) and integer_range(t, dialect):
-        lo, hi = integer_range(t, dialect)
-
-        def in_range(a):
-            mm = pc.min_max(a)
-            return mm["min"].as_py() is None or (mm["min"].as_py() >= lo and mm["max"].as_py() <= hi)
-        return in_range
-    if kind is Decimal and pa.types.is_decimal(ftype):
-        p, sc = getattr(t, "precision", None), getattr(t, "scale", None) or 0
-        return _always if p is None or (ftype.scale <= sc and ftype.precision - ftype.scale <= p - sc) else None
-    if kind is float and pa.types.is_floating(ftype):
-        # MariaDB/MySQL have no infinity or NaN
-        return _always if dialect == "postgresql" else (lambda a: pc.all(pc.is_finite(a)).as_py() is not False)
-    if (kind is bool and pa.types.is_boolean(ftype)) or (kind is dt.date and pa.types.is_date32(ftype)):
-        return _always
-    if kind is str and (pa.types.is_string(ftype) or pa.types.is_large_string(ftype)):
-        length = getattr(t, "length", None)
-        if length is None or isinstance(t, sa.Enum):
-            length = None
-        return lambda a: (not _has_nul(a)
-                          and (length is None or (pc.max(pc.utf8_length(a)).as_py() or 0) <= length))
-    if kind is dt.datetime and pa.types.is_timestamp(ftype) and ftype.unit == "us" \
-            and ftype.tz in ((None,) if not t.timezone else ("UTC", "+00:00")):
-        digits = fraction_digits(t, dialect)
-        if digits is None or digits >= 6:
-            return _always
-        unit = 10 ** (6 - digits)           # the column keeps fewer digits: only whole units pass
-
-        def whole(a):
-            us = a.cast(pa.int64())
-            return pc.all(pc.equal(pc.subtract(us, pc.multiply(pc.divide(us, unit), unit)), 0)).as_py() is not False
-        return whole
-    return None
-
-
-def _stage_name(stage: sa.Table) -> str:
-    return "%s.%s" % (stage.schema, stage.name) if stage.schema else stage.name
-
-
 class _Stopped(ExportError):
     """A writer stopped because another part of the export failed."""
 
 
 def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns: list[str], converters: dict,
-                 kinds: dict, job: ExportJob, counter: _Counter, stop: threading.Event | None = None,
+                 kinds: dict, job: ExportJob, counter: Counter, stop: threading.Event | None = None,
                  chunks=None) -> None:
     """Loads `files` into `stage` over one connection, committed at the end. With `chunks`
     (new_stage, hand_over, a list the loader is added to): into a new staging table every _CHUNK_ROWS rows instead, each
@@ -767,7 +170,7 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
     if chunks is not None:
         new_stage, hand_over, live = chunks
         stage = new_stage()
-    loader = _Loader(engine, stage, columns, job)
+    loader = Loader(engine, stage, columns, job)
     if chunks is not None:
         live.append(loader)
     in_stage = 0
@@ -784,7 +187,7 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
                         try:
                             loader.flush()
                         except Exception as exc:
-                            raise ExportError("%s rows %d..%d: %s" % (f.name, last - held + 1, last, _db_reason(exc))) from None
+                            raise ExportError("%s rows %d..%d: %s" % (f.name, last - held + 1, last, dbio.reason(exc))) from None
                 for first, values in read_rows(f, columns, job.text, kinds):
                     if stop is not None and stop.is_set():
                         raise _Stopped("stopped")
@@ -800,26 +203,26 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
                             if loader.load_arrow(values):
                                 counter.add(n)
                                 whole, last, in_stage = whole + n, first + n - 1, in_stage + n
-                                if loader.pending >= _LOAD_DATA_ROWS:
+                                if loader.pending >= LOAD_DATA_ROWS:
                                     flush()
                                 continue
                             values = {c: values.column(c).to_pylist() for c in columns}
                         flush()
                         rows = convert_batch(f, first, values, convs, columns)
                         loader.load(rows)
-                    except ExportError:
+                    except (ExportError, FileError):
                         raise
                     except Exception as exc:
-                        raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, _db_reason(exc))) from None
+                        raise ExportError("%s rows %d..%d: %s" % (f.name, first, first + n - 1, dbio.reason(exc))) from None
                     counter.add(n)
                     last, in_stage = first + n - 1, in_stage + n
                 flush()
                 if whole:
                     log.info("%s: %d rows checked a column at a time and written by Arrow as CSV for %s", f.name, whole, loader.how.upper())
-            except ExportError:
+            except (ExportError, FileError):
                 raise
             except Exception as exc:          # a file that can't be read
-                raise ExportError("%s: %s" % (f.name, _db_reason(exc))) from None
+                raise ExportError("%s: %s" % (f.name, dbio.reason(exc))) from None
         loader.commit()
         if chunks is not None and in_stage:
             hand_over(loader.stage)
@@ -832,11 +235,6 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
         loader.close()
 
 
-def _db_reason(exc: Exception) -> str:
-    from fastsync.agent.sinks.jdbc import db_reason
-    return db_reason(exc)[0] or type(exc).__name__
-
-
 # -- staging and the move ----------------------------------------------------------------
 
 def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
@@ -847,7 +245,7 @@ def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
     name = "%s_stage_%s" % (target.name[:40], uuid.uuid4().hex[:8])
     if engine.dialect.name == "postgresql":
         ddl = "CREATE UNLOGGED TABLE %s (LIKE %s INCLUDING DEFAULTS)" % (
-            _quote(engine, _qualified(target.schema, name)), _quote(engine, _qualified(target.schema, target.name)))
+            dbio.quote_name(engine, _qualified(target.schema, name)), dbio.quote_name(engine, _qualified(target.schema, target.name)))
         with engine.begin() as conn:
             conn.exec_driver_sql(ddl)
     else:
@@ -862,7 +260,7 @@ def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
             except sa.exc.OperationalError as exc:     # MyISAM missing or disabled: the default engine
                 if i == len(engines) - 1:
                     raise
-                log.info("staging table without MyISAM: %s", _db_reason(exc))
+                log.info("staging table without MyISAM: %s", dbio.reason(exc))
     return reflect(engine, _qualified(target.schema, name), "--staging-table")
 
 
@@ -870,7 +268,7 @@ def _staging_table(make):
     try:
         return make()
     except sa.exc.SQLAlchemyError as exc:
-        raise ExportError("making the staging table: %s" % _db_reason(exc)) from None
+        raise ExportError("making the staging table: %s" % dbio.reason(exc)) from None
 
 
 def _qualified(schema, name):
@@ -896,7 +294,7 @@ def _prepare_stage(engine, target: sa.Table, job: ExportJob) -> tuple[sa.Table, 
 def move_sql(engine, target: sa.Table, stage: sa.Table, columns: list[str], job: ExportJob) -> str:
     """The one statement that moves the staging rows into the target."""
     q = engine.dialect.identifier_preparer.quote
-    t, s = _quote(engine, _stage_name(target)), _quote(engine, _stage_name(stage))
+    t, s = dbio.quote_name(engine, dbio.qualified(target)), dbio.quote_name(engine, dbio.qualified(stage))
     cols = ", ".join(q(c) for c in columns)
     dialect = engine.dialect.name
     if not job.update_key:
@@ -929,7 +327,7 @@ def _bulk_move(conn, engine, target: sa.Table, job: ExportJob) -> bool:
     other session can add rows before the move commits."""
     if engine.dialect.name not in ("mysql", "mariadb") or job.update_key or target.foreign_keys:
         return False
-    t = _quote(engine, _stage_name(target))
+    t = dbio.quote_name(engine, dbio.qualified(target))
     if conn.exec_driver_sql("SELECT 1 FROM %s LIMIT 1 FOR UPDATE" % t).first() is not None:
         return False
     # left so on this connection: the engine is disposed after the export
@@ -948,20 +346,22 @@ def _check_update_key(target: sa.Table, columns: list[str], job: ExportJob) -> N
         if k not in columns:
             raise ExportError("--update-key: column %s is in none of the files" % k)
     if job.update_mode == "allowinsert":
-        from fastsync.agent.sinks.jdbc import unique_keys
-        if set(job.update_key) not in unique_keys(target):
+        if set(job.update_key) not in dbio.unique_keys(target):
             raise ExportError("--update-key %s: allowinsert needs a primary key or unique index on exactly those "
                               "columns of %s" % (",".join(job.update_key), job.table))
 
 
 # -- the export --------------------------------------------------------------------------
 
-def make_engine(url):
-    from fastsync.agent.sinks.jdbc import make_engine as jdbc_engine
-    return jdbc_engine(url)
-
-
 def run_export(job: ExportJob, progress: bool | None = None) -> dict:
+    """Load the files, move the rows; figures (rows, moved, files, seconds, rows_per_s, writers)."""
+    try:
+        return _export(job, progress)
+    except FileError as exc:             # a file that can't be read: it names file and row
+        raise ExportError(str(exc)) from None
+
+
+def _export(job: ExportJob, progress: bool | None) -> dict:
     t0 = time.perf_counter()
     files = find_files(job.export_dir)
     url = job.url
@@ -971,7 +371,7 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
         # a server that killed the connection while LOAD DATA LOCAL sends the file may leave
         # the socket open unread for ~100 s; 30 s is the server's own net_read_timeout
         url = url.update_query_dict({"write_timeout": "30"})
-    engine = make_engine(url)
+    engine = dbio.make_engine(url)
     if url.get_backend_name() in ("mysql", "mariadb"):
         guard_local_infile(engine)            # the server gets only the files our LOAD DATA names
     stage = created = None
@@ -983,10 +383,10 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
             _check_update_key(target, columns, job)
             dialect = engine.dialect.name
             converters = _converters(target, columns, dialect)
-            kinds = {c: _kind(target.c[c]) for c in columns}
+            kinds = {c: column_kind(target.c[c]) for c in columns}
         except sa.exc.SQLAlchemyError as exc:
-            raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), _db_reason(exc))) from None
-        counter = _Counter()
+            raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), dbio.reason(exc))) from None
+        counter = Counter()
         writers = 1 if dialect == "sqlite" else min(job.mappers, len(files))
         shown = Progress(lambda: rate_text(counter.rows, "rows", time.perf_counter() - t0), show=progress,
                          name="export-progress").start()
@@ -1017,13 +417,13 @@ def _move(conn, engine, target: sa.Table, stage: sa.Table, columns: list[str], j
         t0 = time.perf_counter()
         n = conn.exec_driver_sql(move_sql(engine, target, stage, columns, job)).rowcount
     except sa.exc.SQLAlchemyError as exc:
-        raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
-    log.debug("%s: %d rows moved from %s in %.3f s", job.table, n, _stage_name(stage), time.perf_counter() - t0)
+        raise ExportError("moving the rows from %s into %s: %s" % (dbio.qualified(stage), job.table, dbio.reason(exc))) from None
+    log.debug("%s: %d rows moved from %s in %.3f s", job.table, n, dbio.qualified(stage), time.perf_counter() - t0)
     return n
 
 
 def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, files: list[PartFile], columns: list[str],
-                    converters: dict, kinds: dict, job: ExportJob, counter: _Counter, writers: int, t0: float) -> int:
+                    converters: dict, kinds: dict, job: ExportJob, counter: Counter, writers: int, t0: float) -> int:
     """All files into one staging table (the writers share them out round-robin), then one
     statement moves the rows: for --staging-table, --update-key and SQLite."""
     with cf.ThreadPoolExecutor(max_workers=writers, thread_name_prefix="export") as pool:
@@ -1032,7 +432,7 @@ def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, fi
         for fut in futures:
             fut.result()
     t1 = time.perf_counter()
-    log.info("%s: %d rows loaded into the staging table %s in %.3f s", job.table, counter.rows, _stage_name(stage), t1 - t0)
+    log.info("%s: %d rows loaded into the staging table %s in %.3f s", job.table, counter.rows, dbio.qualified(stage), t1 - t0)
     try:
         with engine.begin() as conn:
             moved = _move(conn, engine, target, stage, columns, job, first=True)
@@ -1040,13 +440,13 @@ def _load_then_move(engine, target: sa.Table, stage: sa.Table, created: bool, fi
                 conn.execute(stage.delete())
     except sa.exc.SQLAlchemyError as exc:
         # the commit, or emptying a given staging table
-        raise ExportError("moving the rows from %s into %s: %s" % (_stage_name(stage), job.table, _db_reason(exc))) from None
+        raise ExportError("moving the rows from %s into %s: %s" % (dbio.qualified(stage), job.table, dbio.reason(exc))) from None
     log.info("%s: %d rows moved in one transaction in %.3f s", job.table, moved, time.perf_counter() - t1)
     return moved
 
 
 def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: list[str], converters: dict, kinds: dict,
-                   job: ExportJob, counter: _Counter, writers: int, stages: list) -> int:
+                   job: ExportJob, counter: Counter, writers: int, stages: list) -> int:
     """A plain insert through automatic staging tables: the writers load the files (shared
     out round-robin) into staging tables of _CHUNK_ROWS rows, each committed and handed over
     when full, and each handed-over one is moved into the target while the writers go on:
@@ -1085,7 +485,7 @@ def _load_and_move(engine, target: sa.Table, files: list[PartFile], columns: lis
             try:
                 trans.commit()
             except sa.exc.SQLAlchemyError as exc:
-                raise ExportError("committing the move into %s: %s" % (job.table, _db_reason(exc))) from None
+                raise ExportError("committing the move into %s: %s" % (job.table, dbio.reason(exc))) from None
         except BaseException:
             stop.set()
             for fut in futures:
@@ -1116,5 +516,5 @@ def _drop_stage(engine, stage: sa.Table) -> None:
         except sa.exc.SQLAlchemyError as exc:
             if not retry and getattr(exc, "connection_invalidated", False):
                 continue
-            log.warning("could not drop the staging table %s: %s", _stage_name(stage), _db_reason(exc))
+            log.warning("could not drop the staging table %s: %s", dbio.qualified(stage), dbio.reason(exc))
             return

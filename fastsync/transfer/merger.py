@@ -5,7 +5,7 @@ are kept; a key repeated within --new-data: the last one wins (file name order, 
 order).
 
 Three passes, a record batch at a time (never a Python object per row for Parquet, Arrow
-and csv; Sqoop text, Avro and JSON lines go through the exporter's readers, which parse
+and csv; Sqoop text, Avro and JSON lines go through the readers of formats.py, which parse
 values in Python; JSON lines are merged as the JSON text of each value, numbers as they
 were written, so the output is the input's lines, value for value):
 1. --new-data is read, checked (columns, NULL keys) and cast to --onto's schema into a
@@ -18,7 +18,6 @@ The part files go into a temporary sibling of --target-dir, renamed into place w
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -28,17 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from fastsync.progress import Progress, rate_text
-from fastsync.transfer.exporter import (_BATCH_ROWS, ExportError, PartFile, _Counter, _jsonl_records, csv_batches,
-                                        file_columns, file_schema, find_files, read_rows)
-from fastsync.transfer.importer import ImportJob, _open_writer, part_extension
+from fastsync.progress import Counter, Progress, rate_text
+from fastsync.transfer.formats import (FileError, Output, PartFile, csv_batches, file_columns, file_schema, find_files,
+                                       jsonl_text_batches, read_rows)
 from fastsync.transfer.textfile import TextOptions
-
-_PARQUET_CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "LZ4": "lz4", "BROTLI": "brotli",
-                   "UNCOMPRESSED": "none"}
-
 
 _PROBE_ROWS = (65536, 524288)   # rows of --onto whose keys are looked up at once: at least, at most
 
@@ -57,6 +50,7 @@ class MergeJob:
     text: TextOptions = field(default_factory=TextOptions)          # reading csv and Sqoop text
     out_text: TextOptions | None = None   # writing Sqoop text (default: as read)
     delete_target_dir: bool = False
+    single_file: bool = False             # all rows into one part file (import's lastmodified merge)
 
 
 @dataclass
@@ -90,7 +84,7 @@ def _schema(f: PartFile, job: MergeJob) -> pa.Schema:
 def _side(path: str, flag: str, job: MergeJob) -> _Side:
     try:
         files = find_files(path, flag)
-    except ExportError as exc:
+    except FileError as exc:
         raise MergeError(str(exc)) from None
     formats = {(f.fmt, f.codec) for f in files}
     if len(formats) > 1:
@@ -102,7 +96,7 @@ def _side(path: str, flag: str, job: MergeJob) -> _Side:
             schemas.append(_schema(f, job))
         except MergeError:
             raise
-        except ExportError as exc:             # the reader's: it names file and row
+        except FileError as exc:             # the reader's: it names file and row
             raise MergeError(_renamed(f, exc)) from None
         except Exception as exc:               # a file that can't be read
             raise MergeError("%s: %s" % (_rel(f), _one_line(exc))) from None
@@ -144,7 +138,7 @@ def _batches(f: PartFile, schema: pa.Schema, job: MergeJob):
     if f.fmt == "csv":
         batches = csv_batches(f, names, job.text.fields_terminated_by)
     elif f.fmt == "jsonl":
-        batches = _jsonl_batches(f, names)
+        batches = jsonl_text_batches(f, names)
     else:
         kinds = dict.fromkeys(names, str)          # Sqoop text: every field is text, NULL is --null-string
         batches = (v if isinstance(v, pa.RecordBatch) else pa.RecordBatch.from_arrays(
@@ -161,50 +155,6 @@ def _batches(f: PartFile, schema: pa.Schema, job: MergeJob):
                              % (_rel(f), row, job.merge_key))
         first += len(b)
         yield b
-
-
-class _JsonNumber(str):
-    """A JSON number's text, as the file holds it (so no number changes: not a decimal into
-    a float, not 1e-07 into 1E-7)."""
-
-
-_json_encode = json.JSONEncoder(ensure_ascii=False).encode     # as import's json.dumps writes
-
-
-def _json_text(v) -> str:
-    """The JSON text of a value json.loads read with _JsonNumber for numbers; written as
-    import's json.dumps writes it (separators ", " and ": ", not ASCII-escaped)."""
-    t = type(v)
-    if t is _JsonNumber:
-        return str(v)
-    if t is list:
-        return "[" + ", ".join(map(_json_text, v)) + "]"
-    if t is dict:
-        return "{" + ", ".join(_json_encode(k) + ": " + _json_text(x) for k, x in v.items()) + "}"
-    return _json_encode(v)                         # strings, true, false, NaN, Infinity
-
-
-def _jsonl_batches(f: PartFile, names: list[str]):
-    """A JSON lines file as record batches of `names`, each value its JSON text (a member
-    that is missing or null: NULL); a member not in `names` is an error."""
-    known = set(names)
-
-    def batch(recs):
-        return pa.RecordBatch.from_arrays(
-            [pa.array([None if (v := r.get(c)) is None else _json_text(v) for r in recs], pa.string()) for c in names],
-            names=names)
-
-    buf = []
-    for row, rec in enumerate(_jsonl_records(f, parse_float=_JsonNumber, parse_int=_JsonNumber), 1):
-        if not known.issuperset(rec):
-            raise MergeError("%s row %d: column %s is not in the other files"
-                             % (_rel(f), row, next(k for k in rec if k not in known)))
-        buf.append(rec)
-        if len(buf) == _BATCH_ROWS:
-            yield batch(buf)
-            buf = []
-    if buf:
-        yield batch(buf)
 
 
 def _cast(f: PartFile, b: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -231,30 +181,13 @@ def _one_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _writer_job(onto: _Side, job: MergeJob) -> ImportJob:
-    """An ImportJob that makes importer's writers write onto's format (and compression)."""
-    f = onto.files[0]
-    compression = f.codec
-    if f.fmt == "parquet":
-        meta = pq.ParquetFile(f.path).metadata
-        if meta.num_row_groups and meta.num_columns:
-            compression = _PARQUET_CODECS.get(meta.row_group(0).column(0).compression, "snappy")
-    elif f.fmt == "avro":
-        import fastavro
-        with open(f.path, "rb") as fh:
-            compression = fastavro.reader(fh).codec
-    text = job.out_text or job.text
-    return ImportJob(url=None, table="merge", target_dir=job.target_dir, fmt=f.fmt, compression=compression,
-                     text=text, fields_terminated_by=text.fields_terminated_by if f.fmt == "csv" else ",")
-
-
 class _Output:
     """The part files of the merge, numbered part-m-00000, ... in the temporary directory;
     an empty input writes no file (but an empty merge writes one, with the schema)."""
 
-    def __init__(self, tmp: str, wjob: ImportJob, schema: pa.Schema, written: _Counter):
-        self.tmp, self.wjob, self.schema, self.written = tmp, wjob, schema, written   # rows, for the status line
-        self.ext = part_extension(wjob)
+    def __init__(self, tmp: str, output: Output, schema: pa.Schema, written: Counter):
+        self.tmp, self.output, self.schema, self.written = tmp, output, schema, written   # rows, for the status line
+        self.ext = output.extension()
         self.parts = 0
         self.rows = 0
         self.writer = None
@@ -263,8 +196,8 @@ class _Output:
         if not len(b):
             return
         if self.writer is None:
-            self.writer = _open_writer(self.wjob, os.path.join(self.tmp, "part-m-%05d.%s" % (self.parts, self.ext)),
-                                       self.schema, json_text=True)
+            self.writer = self.output.open(os.path.join(self.tmp, "part-m-%05d.%s" % (self.parts, self.ext)),
+                                           self.schema, json_text=True)
             self.parts += 1
         self.writer.write_batch(b)
         self.rows += len(b)
@@ -281,7 +214,7 @@ class _Output:
             self.write_empty()
 
     def write_empty(self) -> None:
-        _open_writer(self.wjob, os.path.join(self.tmp, "part-m-00000.%s" % self.ext), self.schema, json_text=True).close()
+        self.output.open(os.path.join(self.tmp, "part-m-00000.%s" % self.ext), self.schema, json_text=True).close()
         self.parts = 1
 
 
@@ -306,7 +239,7 @@ def run_merge(job: MergeJob, progress: bool | None = None) -> dict:
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, ".%s.tmp-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
     os.makedirs(tmp)
-    written = _Counter()
+    written = Counter()
     prog = Progress(lambda: rate_text(written.rows, "rows", time.perf_counter() - t0), show=progress,
                     name="merge-progress").start()
     try:
@@ -340,7 +273,7 @@ def _reading(f: PartFile, batches):
         yield from batches
     except MergeError:
         raise
-    except ExportError as exc:                 # the reader's: it names file and row
+    except FileError as exc:                 # the reader's: it names file and row
         raise MergeError(_renamed(f, exc)) from None
     except Exception as exc:
         raise MergeError("%s: %s" % (_rel(f), _one_line(exc))) from None
@@ -359,7 +292,7 @@ def _gathered(batches, rows: int):
         yield buf
 
 
-def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, written: _Counter) -> dict:
+def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, written: Counter) -> dict:
     schema, key = onto.schema, job.merge_key
     # 1. --new-data, cast to onto's schema, into a spill file; its keys kept
     spill = os.path.join(tmp, ".new-data.arrow")
@@ -388,7 +321,7 @@ def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, written: _Counter) 
     # 2. --onto without the replaced rows, one part file per onto file. index_in builds a
     # hash table of its value set on every call: the keys are looked up in chunks of batches
     # about as large as that set (within _PROBE_ROWS), so building it costs no more than probing
-    out = _Output(tmp, _writer_job(onto, job), schema, written)
+    out = _Output(tmp, Output.like(onto.files[0], job.out_text or job.text), schema, written)
     kept = dropped = 0
     probe = min(max(len(unique), _PROBE_ROWS[0]), _PROBE_ROWS[1])
     for f in onto.files:
@@ -404,7 +337,8 @@ def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, written: _Counter) 
                 kept += len(keep)
                 out.write(keep)
             dropped += int(found.sum())
-        out.next_part()
+        if not job.single_file:
+            out.next_part()
     # 3. the winning --new-data rows
     with pa.memory_map(spill) as m:
         r = pa.ipc.open_file(m)

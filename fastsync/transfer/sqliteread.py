@@ -16,6 +16,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fastsync.transfer.spec import one_line
+
 TIMESTAMP = pa.timestamp("us")
 
 # target type -> what SQLite checks of each value x (None: the driver itself refuses a value
@@ -108,3 +110,39 @@ def _convert(batch: pa.RecordBatch, names, types) -> pa.RecordBatch:
             raise Unfit(exc) from None
         out.append(a)
     return pa.RecordBatch.from_arrays(out, names=names)
+
+
+# -- an import split ----------------------------------------------------------------------
+
+def _database_file(engine) -> str | None:
+    """The database file of a sqlite:/// URL (None: in memory, or options ADBC would not see)."""
+    url = engine.url
+    if engine.dialect.driver != "pysqlite" or url.query or not url.database or url.database == ":memory:" \
+            or url.database.startswith("file:"):
+        return None
+    return url.database
+
+
+def read_split(spec, engine, stmt, names, types, part):
+    """(rows, None) when ADBC's SQLite driver read the split as Arrow batches exactly as the
+    generic path would, else (None, why) with nothing written. `types`: the Arrow types
+    (None: typed from the values, which this reader can't do)."""
+    path = _database_file(engine)
+    why = unfit_type(names, types) if path else "an in-memory database or URL options"
+    if spec.job.kafka_topic:      # a split read again (below) would send its first messages twice
+        why = "--kafka-topic"
+    if why:
+        return None, why
+    compiled = stmt.compile(dialect=engine.dialect)
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None, "parameters expanded at execution"
+    procs = getattr(compiled, "_bind_processors", None) or {}
+    values = compiled.construct_params()
+    params = [procs[n](values[n]) if n in procs else values[n] for n in compiled.positiontup or ()]
+    try:
+        for batch in read(path, compiled.string, params, names, types, spec.job.fetch_size):
+            part.write(batch)
+    except Unfit as exc:
+        part.discard()
+        return None, "a value the generic path reads: %s" % one_line(exc)
+    return part.close(pa.schema([pa.field(n, t or pa.string()) for n, t in zip(names, types)])), None

@@ -312,16 +312,3 @@ def column_converter(column: sa.Column, dialect: str, label: str):
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise ValueError("column %s: %s" % (label, exc)) from None
     return convert
-
-
-def reflect_table(engine, name: str, schema: str | None = None) -> sa.Table:
-    """A table, reflected, with its column names as the database has them: SQLAlchemy's
-    MySQL/MariaDB reflection reads SHOW CREATE TABLE and leaves a backtick in a name doubled
-    (`a``b` reflects as a``b, a column that does not exist)."""
-    return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine,
-                    listeners=[("column_reflect", _unescape_backticks)])
-
-
-def _unescape_backticks(inspector, table, column_info) -> None:
-    if inspector.dialect.name in ("mysql", "mariadb"):
-        column_info["name"] = column_info["name"].replace("``", "`")

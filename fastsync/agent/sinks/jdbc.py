@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -45,17 +44,12 @@ from fastsync.agent.metrics import SINK_COUNTERS, Counters
 from fastsync.agent.sink import Sink, SinkConfig
 from fastsync.agent.sinks.jdbcjson import JsonColumns
 from fastsync.transfer.connect import ConnectError, build_url, read_password_file
-from fastsync.transfer.sqlvalues import column_converter, reflect_table as reflect
+from fastsync.dbio import db_reason, is_row_error, make_engine, reflect, unique_keys
+from fastsync.transfer.sqlvalues import column_converter
 
 log = logging.getLogger("fastsync.sink.jdbc")
 
 UPSERT_BACKENDS = ("postgresql", "sqlite", "mysql", "mariadb")
-CONNECT_TIMEOUT = 10   # seconds, for the drivers that take connect_timeout
-# MySQL/MariaDB errors caused by the row's data (the driver maps some of them to
-# OperationalError, so the class alone can't tell a bad row from a broken server)
-MYSQL_ROW_ERRORS = frozenset({
-    1048, 1062, 1263, 1264, 1265, 1292, 1364, 1366, 1367, 1406, 1411, 1451, 1452, 1586, 1690, 1859,
-    3819, 4025})
 
 
 @dataclass
@@ -105,20 +99,12 @@ class JdbcSinkConfig(SinkConfig):
         self.reflected = None
         engine = make_engine(self.engine_url)
         try:
-            self.reflected = reflect_table(engine, self, place.error)
+            self.reflected = sink_table(engine, self, place.error)
         except sa.exc.DBAPIError as exc:
             log.warning("%s: %s is not reachable now (%s); table %s is checked when the first batch comes",
                         place.prefix, engine.url.render_as_string(hide_password=True), db_reason(exc)[0], self.table)
         finally:
             engine.dispose()
-
-
-class _QuietAbortedPipeline(logging.Filter):
-    """psycopg warns when an executemany ends with its pipeline aborted; here that is a
-    refused row, which the sink reports itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().endswith("pipeline aborted")
 
 
 class _Row:
@@ -185,76 +171,12 @@ class _Reject(ValueError):
         self.column = column
 
 
-def make_engine(url: sa.URL) -> sa.Engine:
-    """An engine with bounded connect time, parameters kept out of error messages, and
-    sessions set up so writes are exact (MySQL: strict mode, UTC; SQLite: real savepoints)."""
-    backend = url.get_backend_name()
-    args = {}
-    if backend in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in url.query:
-        args["connect_timeout"] = CONNECT_TIMEOUT
-    engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args=args)
-    if backend == "postgresql" and not any(isinstance(f, _QuietAbortedPipeline) for f in logging.getLogger("psycopg").filters):
-        logging.getLogger("psycopg").addFilter(_QuietAbortedPipeline())
-    if backend in ("mysql", "mariadb"):
-        @sa.event.listens_for(engine, "connect")
-        def _session(dbapi_conn, _record):
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SET SESSION time_zone = '+00:00', "
-                            "sql_mode = TRIM(BOTH ',' FROM CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES'))")
-    elif backend == "sqlite":
-        # pysqlite's legacy transaction handling breaks SAVEPOINT: emit BEGIN ourselves
-        @sa.event.listens_for(engine, "connect")
-        def _no_implicit_begin(dbapi_conn, _record):
-            dbapi_conn.isolation_level = None
-
-        @sa.event.listens_for(engine, "begin")
-        def _begin(conn):
-            conn.exec_driver_sql("BEGIN")
-    return engine
-
-
-def is_row_error(exc: sa.exc.DBAPIError, dialect: str) -> bool:
-    """Did the database refuse this data (so another row may pass), rather than fail?"""
-    if exc.connection_invalidated:
-        return False
-    orig = exc.orig
-    args = getattr(orig, "args", ())
-    if dialect in ("mysql", "mariadb") and args and args[0] in MYSQL_ROW_ERRORS:
-        return True                               # (many of them have the generic SQLSTATE HY000)
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if isinstance(state, str) and len(state) == 5:
-        return state[:2] in ("22", "23")          # data exception, integrity constraint violation
-    return dialect not in ("mysql", "mariadb") and isinstance(exc, (sa.exc.IntegrityError, sa.exc.DataError))
-
-
-# how PostgreSQL, MySQL/MariaDB and SQLite name a column in their messages
-_COLUMN_NAMED = re.compile(r'column "([^"]+)"|column (?:`[^`]*`\.)*`([^`]+)`|(?:column|field) \'([^\']+)\''
-                           r'|constraint failed: (?:\w+\.)?(\w+)$', re.I)
-
-
-def db_reason(exc: sa.exc.DBAPIError) -> tuple[str, str | None]:
-    """The database's message on one line, and the column it names if any (`exc`: a
-    SQLAlchemy DBAPIError or the driver's own exception)."""
-    orig = getattr(exc, "orig", exc)
-    args = getattr(orig, "args", ())
-    if len(args) >= 2 and isinstance(args[0], int):
-        text = "%s (error %d)" % (args[1], args[0])
-    else:
-        text = str(orig).split("\nCONTEXT:")[0]
-    text = " ".join(text.split())
-    column = getattr(getattr(orig, "diag", None), "column_name", None)
-    if column is None:
-        m = _COLUMN_NAMED.search(text)
-        column = next((g for g in m.groups() if g), None) if m else None
-    return text, column
-
-
-def reflect_table(engine: sa.Engine, c: JdbcSinkConfig, error) -> sa.Table:
+def sink_table(engine: sa.Engine, c: JdbcSinkConfig, error) -> sa.Table:
     """The sink's table, reflected; error(key, message) -> ConfigError if it lacks a column
     the config names, or a key an upsert can use. DBAPIError if the database can't be reached."""
-    schema, _, name = c.table.strip().rpartition(".")
     try:
-        table = reflect(engine, name, schema or None)
+        # the types as reflected: the sink's converters take MySQL's DOUBLE as Decimal
+        table = reflect(engine, c.table, exact_floats=False)
     except sa.exc.NoSuchTableError:
         raise error("table.name", "no table %s in %s (the sink does not create tables)"
                     % (c.table, engine.url.render_as_string(hide_password=True))) from None
@@ -270,14 +192,6 @@ def reflect_table(engine: sa.Engine, c: JdbcSinkConfig, error) -> sa.Table:
                         "it has: %s" % (", ".join(c.pkFields), c.table,
                                         "; ".join("(%s)" % ", ".join(sorted(k)) for k in keys if k) or "none"))
     return table
-
-
-def unique_keys(table: sa.Table) -> list[set]:
-    """The column sets of a table's primary key, unique indexes and unique constraints."""
-    keys = [{col.name for col in table.primary_key.columns}]
-    keys += [{col.name for col in ix.columns} for ix in table.indexes if ix.unique]
-    keys += [{col.name for col in uc.columns} for uc in table.constraints if isinstance(uc, sa.UniqueConstraint)]
-    return keys
 
 
 @SINKS.register("jdbc")
@@ -550,7 +464,7 @@ class JdbcSink(Sink):
         written = 0
         try:
             if self.table is None:
-                self._use(reflect_table(self.engine, c, self._error))
+                self._use(sink_table(self.engine, c, self._error))
             rows, dead, blocks = self._prepare(batch)
             total = sum(len(r.sources) for r in rows) + len(dead) + sum(len(b) for b in blocks)
             groups: dict = {}
