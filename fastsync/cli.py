@@ -272,7 +272,7 @@ def run_import_args(args) -> dict:
                     kafka_config=_kafka_config(getattr(args, "kafka_config", None), getattr(args, "kafka_brokers", None)),
                     fast_path=args.fast_path)
     try:
-        r = run_import(job)
+        r = run_import(job, before_publish=getattr(args, "before_publish", None))
     except ImportError_ as exc:
         raise CliError(str(exc)) from None
     print("imported %d rows from %s into %s (%d splits) in %.3f s: %.0f rows/s"
@@ -409,7 +409,9 @@ def cmd_job(args) -> int:
             with store.running(args.exec, wait=args.wait):    # zk://: the job's lock, held to the end
                 argv = store.get(args.exec)
                 extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-                r = run_import_args(build_parser().parse_args(argv + extra))
+                run_args = build_parser().parse_args(argv + extra)
+                run_args.before_publish = lambda: store.check_held(args.exec)
+                r = run_import_args(run_args)
                 if "last_value" in r and r["last_value"] is not None:
                     store.set_last_value(args.exec, r["last_value"])    # only now that the output is published
     except JobError as exc:

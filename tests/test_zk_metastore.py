@@ -286,10 +286,11 @@ def test_a_killed_run_releases_the_lock_when_its_session_expires(zk, meta, pg, t
 
 
 @pytest.mark.slow
-def test_a_run_stalled_past_its_session_loses_the_lock_and_cannot_move_the_value_back(zk, meta, pg, tmp_path):
+def test_a_run_stalled_past_its_session_loses_the_lock_and_publishes_nothing(zk, meta, pg, tmp_path):
     """A run stopped (SIGSTOP) longer than its session timeout loses its lock; another run takes
-    it and advances the last-value; the stalled run, resumed, publishes (its rows are then there
-    twice: the documented limit) but its compare-and-set fails, so the value is not moved back."""
+    it and advances the last-value; the stalled run, resumed, finds its lock gone before it
+    publishes: it exits 1, its output is dropped and the value is not moved back, so every row
+    is there once."""
     target = tmp_path / "out"
     create_pg_job(meta, pg, "inc", target)
     pg.insert(1, 30)
@@ -308,12 +309,14 @@ def test_a_run_stalled_past_its_session_loses_the_lock_and_cannot_move_the_value
         rc, out, err = stalled.finish()
     finally:
         stalled.kill_group()
-    assert rc == 1 and "imported 30 rows" in out, err
-    assert "the ZooKeeper session holding this run's lock expired during the run" in err
-    assert err.splitlines()[-1] == ("fastsync: error: job --exec inc: the job changed in ZooKeeper during this run (its "
-                                    "znode is no longer version 0): left as it is, this run's --last-value 30 not saved")
+    assert rc == 1 and "imported" not in out, (out, err)
+    assert err.splitlines()[-1] == (
+        "fastsync: error: job --exec inc: this run's ZooKeeper session expired during the run and its lock went with "
+        "it (another run may hold the job now): its output is not published, the target and the --last-value are "
+        "left as they were"), err
     assert last_value(zk, "inc") == "35"
-    assert collections.Counter(ids(target)) == collections.Counter(list(range(1, 36)) + list(range(1, 31)))
+    assert collections.Counter(ids(target)) == collections.Counter(range(1, 36))
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")], "the stalled run's parts were left"
 
 
 @pytest.mark.slow

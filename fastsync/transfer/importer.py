@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -38,9 +39,11 @@ def _status(total: int | None, t0: float) -> str:
                                " ".join("%d:%d" % (i, v) for i, v in enumerate(per)))
 
 
-def run_import(job: ImportJob, progress: bool | None = None) -> dict:
+def run_import(job: ImportJob, progress: bool | None = None, before_publish: Callable[[], None] | None = None) -> dict:
     """Plan, run the splits in parallel processes, publish. Returns figures (and, for an
-    incremental import, the new last value)."""
+    incremental import, the new last value). `before_publish` is called once every split is
+    written, just before the output is published: raising keeps the target as it was (a saved
+    job's run that lost its ZooKeeper lock must not publish)."""
     if job.kafka_topic:
         return _run_to_kafka(job)
     target = os.path.abspath(job.target_dir)
@@ -67,6 +70,8 @@ def run_import(job: ImportJob, progress: bool | None = None) -> dict:
     os.makedirs(tmp)
     try:
         rows = _run_splits(job, found, tmp, ext, progress, t0)
+        if before_publish is not None:
+            before_publish()
         if merging:
             _merge_into(tmp, target, job, found, progress)
         elif adding and os.path.isdir(target) and not job.delete_target_dir:

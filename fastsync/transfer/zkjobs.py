@@ -157,23 +157,32 @@ class ZkMetastore:
             with contextlib.suppress(JobError):
                 self._zk(what, lock.release)
 
-    def _check_lock(self, what: str) -> None:
-        """A warning if this run's lock went with its session (a stall longer than the session
-        timeout): another run may have taken it; the compare-and-set still guards the value."""
+    def _lock_lost(self, what: str) -> bool:
+        """True if this run's lock went with its session (a stall longer than the session
+        timeout): another run may hold the job now."""
         lock = self._lock
         if lock is None or lock.node is None:
-            return
+            return False
         stat = self._zk(what, self.client.retry, self.client.exists, join_path(lock.path, lock.node))
-        if stat is None or stat.ephemeralOwner != (self.client.client_id or (None,))[0]:
-            log.warning("%s: the ZooKeeper session holding this run's lock expired during the run; "
-                        "the last-value is advanced only if no other run changed the job", what)
+        return stat is None or stat.ephemeralOwner != (self.client.client_id or (None,))[0]
+
+    def check_held(self, name: str) -> None:
+        """Before a run publishes its output: a JobError if its lock is gone, so that a run
+        stalled past its session does not publish rows another run may have imported too."""
+        what = "job --exec %s" % name
+        if self._lock_lost(what):
+            raise JobError("%s: this run's ZooKeeper session expired during the run and its lock went with it "
+                           "(another run may hold the job now): its output is not published, the target and "
+                           "the --last-value are left as they were" % what)
 
     def set_last_value(self, name: str, value) -> None:
         """Compare-and-set against the version get() read: a job changed meanwhile (another run
         advanced it, or it was re-created) is left as it is, with a JobError."""
         from kazoo.exceptions import BadVersionError, NoNodeError
         what = "job --exec %s" % name
-        self._check_lock(what)
+        if self._lock_lost(what):       # published before the loss was seen: the compare-and-set still guards
+            log.warning("%s: the ZooKeeper session holding this run's lock expired during the run; "
+                        "the last-value is advanced only if no other run changed the job", what)
         if name not in self._read_at:
             self.get(name)
         job, version = self._read_at[name]
