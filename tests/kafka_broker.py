@@ -100,6 +100,7 @@ class FreezingProxy:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.frozen: set = set()       # ids of the connections frozen
+        self.ended: set = set()        # ids of the connections closed
         self.conns: list = []          # (id, client socket, upstream socket)
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -134,13 +135,14 @@ class FreezingProxy:
         except OSError:
             pass
         finally:
+            self.ended.add(cid)
             if cid not in self.frozen:
                 a.close()
                 b.close()
 
     def freeze(self) -> int:
         """Freeze every connection open now; returns how many."""
-        ids = {cid for cid, _, _ in self.conns}
+        ids = {cid for cid, _, _ in self.conns} - self.ended
         self.frozen |= ids
         return len(ids)
 

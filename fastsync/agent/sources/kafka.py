@@ -208,11 +208,12 @@ class GroupWatch:
     librdkafka reports the group handler's `state` and `join_state` in its statistics
     (`cgrp`); a member that takes part in the group is `up` / `steady`, also one with no
     partitions (an extra member of a group with more members than partitions). Not being
-    steady for longer than `bound` seconds while some broker connection is up is what the
-    rejoin that never completes looks like; while no broker is up (an outage) the clock
-    does not run, as a new consumer could do no better. No report at all for `bound`
-    (librdkafka's own thread stuck) counts as stuck too. Called from consume(), in the
-    source's thread."""
+    steady for longer than `bound` seconds while some broker connection is up and a
+    subscribed topic exists is what the rejoin that never completes looks like. The clock
+    does not run while no broker is up (an outage) nor while no subscribed topic exists
+    (librdkafka then stays in join state `init`, joining nothing): a new consumer could do no
+    better. No report at all for `bound` (librdkafka's own thread stuck) counts as stuck
+    too. Called from consume(), in the source's thread."""
 
     def __init__(self, bound: float):
         self.bound = bound
@@ -224,7 +225,8 @@ class GroupWatch:
         g = d.get("cgrp") or {}
         self.last = "%s/%s" % (g.get("state"), g.get("join_state"))
         brokers_up = any(b.get("state") == "UP" for b in (d.get("brokers") or {}).values())
-        if (g.get("state") == "up" and g.get("join_state") == "steady") or not brokers_up:
+        topics = bool(d.get("topics"))      # the subscribed topics librdkafka knows exist
+        if (g.get("state") == "up" and g.get("join_state") == "steady") or not brokers_up or not topics:
             self.good = time.monotonic()
 
     def stuck(self) -> bool:
