@@ -101,6 +101,8 @@ class FreezingProxy:
         self.port = self.server.getsockname()[1]
         self.frozen: set = set()       # ids of the connections frozen
         self.ended: set = set()        # ids of the connections closed
+        self.parked: set = set()       # ids of the frozen connections whose forwarding stopped
+        self.after: dict = {}          # bytes forwarded per connection after the first freeze
         self.conns: list = []          # (id, client socket, upstream socket)
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -125,6 +127,7 @@ class FreezingProxy:
         try:
             while not self.closed:
                 if cid in self.frozen:      # read nothing, send nothing, close nothing
+                    self.parked.add(cid)
                     time.sleep(0.2)
                     continue
                 for s in select.select([a, b], [], [], 0.2)[0]:
@@ -132,6 +135,8 @@ class FreezingProxy:
                     if not data:
                         return
                     peers[s].sendall(data)
+                    if self.frozen:
+                        self.after[cid] = self.after.get(cid, 0) + len(data)
         except OSError:
             pass
         finally:
@@ -144,7 +149,9 @@ class FreezingProxy:
         """Freeze every connection open now; returns how many."""
         ids = {cid for cid, _, _ in self.conns} - self.ended
         self.frozen |= ids
-        return len(ids)
+        # a forwarding in progress may still pass one chunk: wait until each has stopped
+        poll(lambda: ids <= self.parked | self.ended, 10, interval=0.05, message="connections frozen")
+        return len(ids - self.ended)
 
     def close(self) -> None:
         self.closed = True

@@ -157,6 +157,7 @@ def test_consumer_with_dead_connections_is_replaced_and_resumes(tmp_path, agent)
             poll(lambda: count_lines(out) >= 2000 or not consumer.alive(), 120, message="the 1000 messages sent after the freeze")
         finally:
             print("consumer stderr (end):", consumer.stderr[-3000:])
+            print("proxy: frozen", sorted(proxy.frozen), "ended", sorted(proxy.ended), "bytes after the freeze", proxy.after)
         assert consumer.stderr.count(RECREATED) == 1, consumer.stderr
         assert get_json("http://127.0.0.1:%d/metrics" % mport)["SOURCE.r1"]["ConsumerRecreatedCount"] == "1"
         assert consumer.stop(timeout=60) == 0, consumer.stderr

@@ -78,7 +78,7 @@ class KafkaSource(PollableSource):
                      "error_cb": ClientErrors(log, "source " + self.name)})   # e.g. authentication failed: logged
         self.watch = None
         if bound is not None:
-            self.watch = conf["stats_cb"] = GroupWatch(bound)
+            self.watch = conf["stats_cb"] = GroupWatch(bound, c.batchDurationMillis / 1000.0 + AWAY)
         try:
             self.consumer = Consumer(conf)
         except Exception as exc:
@@ -139,10 +139,12 @@ class KafkaSource(PollableSource):
 
     def process(self) -> Status:
         c = self.config
-        self._recreate_if_stuck()
+        if self.watch is not None:
+            self.watch.consuming()
         got = self.consumer.consume(num_messages=c.batchSize, timeout=c.batchDurationMillis / 1000.0)
         msgs = good_messages(got, RuntimeError, log, "source %s" % self.name)
         if not msgs:
+            self._recreate_if_stuck()       # the statistics consume() just handed over are counted
             return Status.BACKOFF
         polled = Polled(msgs)
         offsets = Offsets()
@@ -169,6 +171,7 @@ class KafkaSource(PollableSource):
 
 STATS_INTERVAL_MS = 1000     # how often librdkafka reports the group state to GroupWatch
 CLOSE_WAIT = 10              # seconds a stuck consumer's close() may take
+AWAY = 5.0                   # seconds between two consume() calls beyond batchDurationMillis: the source was held up
 
 
 def close_within(consumer, seconds: float) -> bool:
@@ -213,12 +216,21 @@ class GroupWatch:
     does not run while no broker is up (an outage) nor while no subscribed topic exists
     (librdkafka then stays in join state `init`, joining nothing): a new consumer could do no
     better. No report at all for `bound` (librdkafka's own thread stuck) counts as stuck
-    too. Called from consume(), in the source's thread."""
+    too. Time the source spent away from consume() (held up by its channel or a commit)
+    does not count: the reports queued meanwhile are stale. Called from consume(), in the
+    source's thread."""
 
-    def __init__(self, bound: float):
-        self.bound = bound
-        self.good = time.monotonic()      # when the member was last steady (or no broker was up)
+    def __init__(self, bound: float, usual_gap: float):
+        self.bound, self.usual_gap = bound, usual_gap
+        self.good = self.consumed = time.monotonic()   # when the member was last steady (or no broker was up)
         self.last = "no statistics yet"
+
+    def consuming(self) -> None:
+        """Before each consume()."""
+        now = time.monotonic()
+        if now - self.consumed > self.usual_gap:
+            self.good += now - self.consumed
+        self.consumed = now
 
     def __call__(self, stats: str) -> None:
         d = json.loads(stats)
