@@ -164,7 +164,8 @@ class KafkaSource(PollableSource):
 
     def stop(self) -> None:
         if self.consumer is not None:
-            self.consumer.close()
+            if not close_within(self.consumer, CLOSE_WAIT):      # a stuck consumer must not hold the agent
+                log.warning("source %s: the Kafka consumer did not close within %d s; left behind", self.name, CLOSE_WAIT)
             self.consumer = None
         super().stop()
 
