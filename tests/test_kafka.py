@@ -19,10 +19,11 @@ BROKERS = os.environ.get("FASTSYNC_TEST_KAFKA", "127.0.0.1:9092")
 KAFKA_LIBS = Path(os.environ.get("FASTSYNC_KAFKA_HOME", Path.home() / ".cache/fastsync-kafka")) / "libs"
 
 
-def new_topic(partitions: int = 1, **config) -> str:
+def new_topic(partitions: int = 1, brokers: str = BROKERS, **config) -> str:
     name = "t-" + uuid.uuid4().hex[:12]
-    admin = AdminClient({"bootstrap.servers": BROKERS})   # kept alive until the topic exists
-    created_topics.append(name)     # deleted after the test (tests/conftest.py)
+    admin = AdminClient({"bootstrap.servers": brokers})   # kept alive until the topic exists
+    if brokers == BROKERS:
+        created_topics.append(name)     # deleted after the test (tests/conftest.py)
     admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result(30)
     return name
 
@@ -40,12 +41,12 @@ def read_topic(topic: str, n: int, timeout: float = 60.0) -> list:
     return out
 
 
-def read_topic_to_end(topic: str, timeout: float = 60.0) -> list:
+def read_topic_to_end(topic: str, timeout: float = 60.0, brokers: str = BROKERS) -> list:
     """Every message of the topic (all partitions), up to the end each partition had when
     called: duplicates included, unlike the first n of read_topic (with duplicates, the
     first n messages may miss the last events)."""
     from confluent_kafka import OFFSET_BEGINNING
-    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "check-" + uuid.uuid4().hex})
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "check-" + uuid.uuid4().hex})
     try:
         parts = c.list_topics(topic, timeout=30).topics[topic].partitions
         ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in parts}

@@ -1,50 +1,43 @@
 """Kafka under faults, with real processes: the broker stopped mid-run and started again;
-an agent of a consumer group killed with SIGKILL while the others go on."""
+a consumer's connections silently dead; an agent of a consumer group killed with SIGKILL
+while the others go on. The broker that is stopped is a private one (tests/kafka_broker.py),
+never the shared broker other tests use."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from e2e_support import count_lines, lines_so_far, multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import count_lines, free_port, get_json, lines_so_far, multiset_problems, poll, read_dir_lines, write_config
+from kafka_broker import FreezingProxy, PrivateBroker
 from test_kafka import BROKERS, kafka_to_file, new_topic, read_topic_to_end, seq_to_kafka
 
-ROOT = Path(__file__).resolve().parent.parent
-KAFKA_HOME = Path(os.environ.get("FASTSYNC_KAFKA_HOME", Path.home() / ".cache/fastsync-kafka"))
+RECREATED = "creating a new consumer"      # the kafka source's warning when it replaces a stuck consumer
 
 
-def broker_pid() -> int:
-    return int((KAFKA_HOME / "broker.pid").read_text())
-
-
-def stop_broker() -> None:
-    pid = broker_pid()
-    os.kill(pid, signal.SIGTERM)
-    poll(lambda: not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z",
-         60, message="broker %d to exit" % pid)
-
-
-def start_broker() -> None:
-    r = subprocess.run(["bash", str(ROOT / "scripts/services.sh"), "up"], capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr
+@pytest.fixture(scope="module")
+def private_broker(tmp_path_factory):
+    broker = PrivateBroker(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    yield broker
+    broker.stop()
 
 
 @pytest.mark.parametrize("message_timeout_ms", [None, 2000])
 @pytest.mark.slow
-def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, message_timeout_ms):
+def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, private_broker, message_timeout_ms):
     """seq -> memory -> kafka sink and, at the same time, kafka source -> file channel ->
     file_roll; the broker goes away for several seconds in the middle: both sides wait and
     resume by themselves, and every event reaches the files. With a 2 s
     message.timeout.ms the sink's deliveries fail during the outage: its takes are rolled
     back and retried until the broker is back."""
     n = 100_000
-    topic = new_topic()
+    brokers = private_broker.bootstrap
+    topic = new_topic(brokers=brokers)
     cfg = seq_to_kafka(topic, n)
+    cfg["a1.sinks.k1.kafka.bootstrap.servers"] = brokers
     cfg["a1.sources.r1.batchSize"] = 1000
     # small takes, few in flight: slow enough that the run is surely not over when the
     # broker stops
@@ -54,59 +47,165 @@ def test_broker_stopped_and_restarted_mid_run_loses_nothing(tmp_path, agent, mes
         cfg["a1.sinks.k1.kafka.producer.message.timeout.ms"] = message_timeout_ms
     out = tmp_path / "out"
     consumer_cfg = kafka_to_file(tmp_path, topic, out, "g-" + topic)
+    consumer_cfg["a2.sources.r1.kafka.bootstrap.servers"] = brokers
     # the restarted broker loads the group with this member in it: a rejoin completes once
     # the coordinator gives up on the old membership, after the session timeout (45 s by
-    # default, which on a loaded CI machine took the consumer past the wait below)
+    # default, which on a loaded CI machine took the consumer past the wait below). A
+    # rejoin that never completes (seen twice in CI) is ended by the source itself after
+    # session.timeout.ms + max.poll.interval.ms + 3 s: 27 s here.
     consumer_cfg["a2.sources.r1.kafka.consumer.session.timeout.ms"] = 6000
     consumer_cfg["a2.sources.r1.kafka.consumer.heartbeat.interval.ms"] = 1000
+    consumer_cfg["a2.sources.r1.kafka.consumer.max.poll.interval.ms"] = 18000
     consumer = agent("a2", write_config(tmp_path, consumer_cfg, "a2.properties"))
     p = agent("a1", write_config(tmp_path, cfg), "--exit-when-done")
     try:
         # some messages through, then the broker goes away for several seconds
-        poll(lambda: _high_watermark(topic) > 20_000 or not p.alive(), 60, message="first messages")
+        poll(lambda: _high_watermark(brokers, topic) > 20_000 or not p.alive(), 60, message="first messages")
         p.send_signal(signal.SIGSTOP)       # the agent is mid-run while the broker stops
         assert p.alive(), p.stderr
-        assert _high_watermark(topic) < n
+        assert _high_watermark(brokers, topic) < n
         try:
-            stop_broker()
+            private_broker.stop()
         finally:
             p.send_signal(signal.SIGCONT)
         time.sleep(6)
         assert p.alive(), p.stderr           # blocked (back-pressure), not failed
     finally:
-        start_broker()
+        private_broker.start()
     assert p.wait(180) == 0, p.stderr
     if message_timeout_ms:
         assert "messages not delivered" in p.stderr     # the rollback path was taken
     # the whole topic: a rolled-back batch that was in fact written is there twice, so the
     # first n messages need not hold every event
-    values = [m.value() for m in read_topic_to_end(topic, timeout=120)]
+    values = [m.value() for m in read_topic_to_end(topic, timeout=120, brokers=brokers)]
     assert multiset_problems(set(values), [b"%d" % i for i in range(n)]) == ""   # nothing lost
     try:
         poll(lambda: len(set(lines_so_far(out))) >= n or not consumer.alive(), 180, message="all events in the files")
-    except AssertionError as e:
-        # Known, not fixed yet: librdkafka's consumer sometimes never rejoins its group after
-        # the broker restart (session timed out, "revoking assignment and rejoining group",
-        # then silence; seen twice in CI). What it committed is safe: a restarted agent must
-        # deliver every event. docs/agents/sources.md says so under the kafka source.
-        print("consumer did not resume by itself (%s; %d distinct lines); restarting it" % (e, len(set(lines_so_far(out)))))
-        assert consumer.stop(timeout=60) == 0, consumer.stderr
-        consumer = agent("a2", tmp_path / "a2.properties")
-        poll(lambda: len(set(lines_so_far(out))) >= n or not consumer.alive(), 180,
-             message="all events in the files after a restart")
+    finally:
+        # diagnostics: how far the consumer got, and whether it had to replace a stuck consumer
+        print("consumer: %d distinct lines; replaced its Kafka consumer %d time(s)"
+              % (len(set(lines_so_far(out))), consumer.stderr.count(RECREATED)))
+        print("consumer stderr (end, without refused connections):",
+              "\n".join(line for line in consumer.stderr.splitlines() if "Connection refused" not in line)[-3000:])
     assert consumer.stop(timeout=60) == 0, consumer.stderr
     assert multiset_problems(set(read_dir_lines(out)), [b"%d" % i for i in range(n)]) == ""
 
 
-def _high_watermark(topic: str) -> int:
+def _high_watermark(brokers: str, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": BROKERS, "group.id": "watermark"})
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "watermark"})
     try:
         return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1]
     except Exception:
         return 0
     finally:
         c.close()
+
+
+def _committed(brokers: str, group: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": brokers, "group.id": group})     # not subscribed: not a member
+    try:
+        return c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    finally:
+        c.close()
+
+
+@pytest.mark.slow
+def test_consumer_with_dead_connections_is_replaced_and_resumes(tmp_path, agent):
+    """The consumer's connections to the broker go silently dead (a proxy stops forwarding
+    them, without closing: a peer gone without a reset), while the broker itself and new
+    connections are fine. librdkafka's session times out and it tries to rejoin its group
+    over the dead connections, and with socket.max.fails = 0 (a timed-out request does not
+    drop its connection) it notices only after socket.timeout.ms (5 minutes): a rejoin that
+    does not complete by itself, as seen in CI after a broker restart. The source sees the
+    membership not steady while a broker is up, replaces the consumer once, and the new one
+    reads the messages that arrive afterwards. (With socket.max.fails = 1, the default,
+    librdkafka sometimes recovers by itself here, sometimes not.)"""
+    proxy = FreezingProxy(free_port())
+    broker = PrivateBroker(tmp_path / "kafka", port=proxy.target_port, advertised_port=proxy.port)
+    broker.start()
+    prod = None
+    try:
+        brokers = broker.bootstrap
+        topic = new_topic(brokers=brokers)
+        prod = Producer({"bootstrap.servers": brokers})
+        for i in range(1000):
+            prod.produce(topic, b"a%d" % i)
+        assert prod.flush(60) == 0
+        out, mport = tmp_path / "out", free_port()
+        cfg = kafka_to_file(tmp_path, topic, out, "g-" + topic)
+        cfg["a2.sources.r1.kafka.bootstrap.servers"] = brokers
+        cfg["a2.sources.r1.kafka.consumer.session.timeout.ms"] = 6000
+        cfg["a2.sources.r1.kafka.consumer.heartbeat.interval.ms"] = 1000
+        cfg["a2.sources.r1.kafka.consumer.max.poll.interval.ms"] = 6000     # bound: 6 + 6 + 3 = 15 s
+        cfg["a2.sources.r1.kafka.consumer.socket.timeout.ms"] = 300000
+        cfg["a2.sources.r1.kafka.consumer.socket.max.fails"] = 0
+        consumer = agent("a2", write_config(tmp_path, cfg, "a2.properties"), "--metrics-port", mport)
+        poll(lambda: count_lines(out) >= 1000 or not consumer.alive(), 60, message="the first 1000 messages")
+        assert consumer.alive(), consumer.stderr
+        # freeze with no offset commit in flight: a synchronous commit would hold the
+        # source's thread for socket.timeout.ms, another matter than this test's
+        poll(lambda: _committed(brokers, "g-" + topic, topic) == 1000, 30, message="offsets committed")
+        frozen = proxy.freeze()
+        print("connections frozen:", frozen, "of", len(proxy.conns), time.strftime("%H:%M:%S"))
+        # a new producer's connections work
+        prod = Producer({"bootstrap.servers": brokers})
+        for i in range(1000):
+            prod.produce(topic, b"b%d" % i)
+        assert prod.flush(60) == 0
+        try:
+            poll(lambda: count_lines(out) >= 2000 or not consumer.alive(), 120, message="the 1000 messages sent after the freeze")
+        finally:
+            print("consumer stderr (end):", consumer.stderr[-3000:])
+            print("proxy: frozen", sorted(proxy.frozen), "ended", sorted(proxy.ended), "bytes after the freeze", proxy.after)
+        assert consumer.stderr.count(RECREATED) == 1, consumer.stderr
+        assert get_json("http://127.0.0.1:%d/metrics" % mport)["SOURCE.r1"]["ConsumerRecreatedCount"] == "1"
+        assert consumer.stop(timeout=60) == 0, consumer.stderr
+        assert multiset_problems(set(read_dir_lines(out)), [b"a%d" % i for i in range(1000)] + [b"b%d" % i for i in range(1000)]) == ""
+    finally:
+        prod = None         # gone before the broker: no reconnect noise
+        broker.stop()
+        proxy.close()
+
+
+@pytest.mark.slow
+def test_idle_extra_group_member_is_not_replaced(tmp_path, agent):
+    """Two agents in one group on a one-partition topic: one has the partition, the other
+    none. With a watch bound of 15 s the idle member runs well past it (steady, just
+    without partitions) and neither consumer is replaced; messages keep flowing. A third
+    agent, subscribed to a topic that does not exist, joins no group and is not replaced
+    either."""
+    topic = new_topic()
+    group = "g-" + topic
+    prod = Producer({"bootstrap.servers": BROKERS})
+    ports, procs, outs = [], [], []
+    for i, t in ((1, topic), (2, topic), (3, "missing-" + topic)):
+        d = tmp_path / ("agent%d" % i)
+        d.mkdir()
+        cfg = kafka_to_file(d, t, d / "out", group if t == topic else "g-missing-" + topic)
+        cfg["a2.sources.r1.kafka.consumer.session.timeout.ms"] = 6000
+        cfg["a2.sources.r1.kafka.consumer.heartbeat.interval.ms"] = 1000
+        cfg["a2.sources.r1.kafka.consumer.max.poll.interval.ms"] = 6000     # bound: 6 + 6 + 3 = 15 s
+        ports.append(free_port())
+        outs.append(d / "out")
+        procs.append(agent("a2", write_config(d, cfg), "--metrics-port", ports[-1]))
+    for p in procs:
+        p.wait_for_stderr("agent a2 started", 60)
+    lines = lambda: set(lines_so_far(outs[0])) | set(lines_so_far(outs[1]))  # noqa: E731
+    # ~24 s: messages every few seconds; once both joined, one member holds the partition
+    # and the other none (which of them may change at the second one's join)
+    for wave in range(4):
+        values = [b"w%d-%d" % (wave, i) for i in range(200)]
+        for v in values:
+            prod.produce(topic, v)
+        assert prod.flush(30) == 0
+        poll(lambda: set(values) <= lines() or not all(p.alive() for p in procs), 60, message="wave %d" % wave)
+        time.sleep(6)
+    for p, port in zip(procs, ports):
+        assert RECREATED not in p.stderr, p.stderr
+        assert get_json("http://127.0.0.1:%d/metrics" % port)["SOURCE.r1"]["ConsumerRecreatedCount"] == "0"
+        assert p.stop(timeout=60) == 0, p.stderr
 
 
 @pytest.mark.slow

@@ -5,14 +5,22 @@ channel in one transaction; the consumer's offsets are committed to Kafka only a
 commit, so a crash (even SIGKILL) re-reads at most the uncommitted batch. A batch the
 channel refused is re-read: the consumer seeks back to its first offsets. Headers: the
 topic (`topicHeader`), partition, offset, key and timestamp (ms).
+
+A consumer whose group membership never becomes steady again while the brokers answer
+(seen after a broker restart: librdkafka's "session timed out ... rejoining group", then
+silence) is closed and created anew; see GroupWatch.
 """
 from __future__ import annotations
 
+import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 from fastsync.agent.component import SOURCES, Place, check_regex, setting
 from fastsync.agent.errors import ChannelException, ConfigError
+from fastsync.agent.metrics import SOURCE_COUNTERS, Counters
 from fastsync.agent.source import PollableSource, SourceConfig, Status
 from fastsync.event import EventBatch
 from fastsync.kafkaio import ClientErrors, Offsets, client_config, flume_events_batch, good_messages, without_secrets
@@ -49,21 +57,52 @@ class KafkaSource(PollableSource):
 
     def __init__(self, name, config, processor=None):
         super().__init__(name, config, processor)
+        self.counters = Counters("SOURCE", SOURCE_COUNTERS + ("ConsumerRecreatedCount",))
         self.consumer = None
+        self.watch: GroupWatch | None = None
 
     def start(self) -> None:
+        self._new_consumer()
+        super().start()
+
+    def _new_consumer(self) -> None:
         from confluent_kafka import Consumer
         c = self.config
-        conf = client_config(getattr(c, "extra", {}), "kafka.consumer.", {"auto.offset.reset": "earliest"})
+        conf = client_config(getattr(c, "extra", {}), "kafka.consumer.",
+                             {"auto.offset.reset": "earliest", "statistics.interval.ms": STATS_INTERVAL_MS})
+        try:
+            bound = group_bound(conf)
+        except ValueError as exc:
+            raise ConfigError("source %s: %s" % (self.name, exc)) from None
         conf.update({"bootstrap.servers": c.bootstrapServers, "group.id": c.groupId, "enable.auto.commit": False,
                      "error_cb": ClientErrors(log, "source " + self.name)})   # e.g. authentication failed: logged
+        self.watch = None
+        if bound is not None:
+            self.watch = conf["stats_cb"] = GroupWatch(bound, c.batchDurationMillis / 1000.0 + AWAY)
         try:
             self.consumer = Consumer(conf)
         except Exception as exc:
             raise ConfigError("source %s: Kafka consumer settings rejected: %s" % (self.name, without_secrets(str(exc), conf))) from None
         # librdkafka subscribes to a regex when the topic name starts with ^
         self.consumer.subscribe(["^" + c.topicsRegex.lstrip("^")] if c.topicsRegex else list(c.topics))
-        super().start()
+
+    def _recreate_if_stuck(self) -> None:
+        """A consumer whose group membership did not become steady within the bound while
+        the brokers answered: closed and replaced by a new one with the same settings. It
+        holds no batch: every offset it read past the last channel commit is uncommitted,
+        so the new member reads those messages again."""
+        watch = self.watch
+        if watch is None or not watch.stuck():
+            return
+        log.warning("source %s: the Kafka consumer's group membership was not steady for %.0f s while the brokers "
+                    "answered (last state %s); closing it and creating a new consumer", self.name, watch.bound, watch.last)
+        if not close_within(self.consumer, CLOSE_WAIT):
+            # its LeaveGroup may hang on a dead connection: left behind, the coordinator
+            # drops its membership after session.timeout.ms
+            log.warning("source %s: the stuck Kafka consumer did not close within %d s; left behind", self.name, CLOSE_WAIT)
+        self.consumer = None
+        self._new_consumer()
+        self.counters.add(ConsumerRecreatedCount=1)
 
     def _batch(self, polled: "Polled") -> EventBatch:
         """The events of a poll: bodies in one buffer, the Kafka fields as header columns
@@ -100,9 +139,12 @@ class KafkaSource(PollableSource):
 
     def process(self) -> Status:
         c = self.config
+        if self.watch is not None:
+            self.watch.consuming()
         got = self.consumer.consume(num_messages=c.batchSize, timeout=c.batchDurationMillis / 1000.0)
         msgs = good_messages(got, RuntimeError, log, "source %s" % self.name)
         if not msgs:
+            self._recreate_if_stuck()       # the statistics consume() just handed over are counted
             return Status.BACKOFF
         polled = Polled(msgs)
         offsets = Offsets()
@@ -122,9 +164,86 @@ class KafkaSource(PollableSource):
 
     def stop(self) -> None:
         if self.consumer is not None:
-            self.consumer.close()
+            if not close_within(self.consumer, CLOSE_WAIT):      # a stuck consumer must not hold the agent
+                log.warning("source %s: the Kafka consumer did not close within %d s; left behind", self.name, CLOSE_WAIT)
             self.consumer = None
         super().stop()
+
+
+STATS_INTERVAL_MS = 1000     # how often librdkafka reports the group state to GroupWatch
+CLOSE_WAIT = 10              # seconds a stuck consumer's close() may take
+AWAY = 5.0                   # seconds between two consume() calls beyond batchDurationMillis: the source was held up
+
+
+def close_within(consumer, seconds: float) -> bool:
+    """consumer.close() (leave the group; nothing is committed: enable.auto.commit is off),
+    given up on after `seconds` (it runs on in a daemon thread). True if it finished."""
+    def close():
+        try:
+            consumer.close()
+        except Exception as exc:
+            log.warning("closing a Kafka consumer: %s", exc)
+    t = threading.Thread(target=close, name="kafka-consumer-close", daemon=True)
+    t.start()
+    t.join(seconds)
+    return not t.is_alive()
+
+
+def group_bound(conf: dict) -> float | None:
+    """Seconds a member may legitimately spend out of the steady group state with the
+    brokers up: the coordinator drops a vanished old membership after session.timeout.ms,
+    and a JoinGroup waits up to max.poll.interval.ms (the rebalance timeout) for the other
+    members; plus a few statistics intervals for the reports to arrive. None when
+    statistics.interval.ms is 0 (no reports: no watch)."""
+    def ms(key: str, default: int) -> int:
+        try:
+            return int(conf.get(key, default))
+        except ValueError:
+            raise ValueError("kafka.consumer.%s must be a number of milliseconds, not %r" % (key, conf[key])) from None
+    interval = ms("statistics.interval.ms", STATS_INTERVAL_MS)
+    if interval <= 0:
+        return None
+    return (ms("session.timeout.ms", 45000) + ms("max.poll.interval.ms", 300000) + 3 * interval) / 1000.0
+
+
+class GroupWatch:
+    """librdkafka's stats_cb: tells a consumer whose group membership never completes.
+
+    librdkafka reports the group handler's `state` and `join_state` in its statistics
+    (`cgrp`); a member that takes part in the group is `up` / `steady`, also one with no
+    partitions (an extra member of a group with more members than partitions). Not being
+    steady for longer than `bound` seconds while some broker connection is up and a
+    subscribed topic exists is what the rejoin that never completes looks like. The clock
+    does not run while no broker is up (an outage) nor while no subscribed topic exists
+    (librdkafka then stays in join state `init`, joining nothing): a new consumer could do no
+    better. No report at all for `bound` (librdkafka's own thread stuck) counts as stuck
+    too. Time the source spent away from consume() (held up by its channel or a commit)
+    does not count: the reports queued meanwhile are stale. Called from consume(), in the
+    source's thread."""
+
+    def __init__(self, bound: float, usual_gap: float):
+        self.bound, self.usual_gap = bound, usual_gap
+        self.good = self.consumed = time.monotonic()   # when the member was last steady (or no broker was up)
+        self.last = "no statistics yet"
+
+    def consuming(self) -> None:
+        """Before each consume()."""
+        now = time.monotonic()
+        if now - self.consumed > self.usual_gap:
+            self.good += now - self.consumed
+        self.consumed = now
+
+    def __call__(self, stats: str) -> None:
+        d = json.loads(stats)
+        g = d.get("cgrp") or {}
+        self.last = "%s/%s" % (g.get("state"), g.get("join_state"))
+        brokers_up = any(b.get("state") == "UP" for b in (d.get("brokers") or {}).values())
+        topics = bool(d.get("topics"))      # the subscribed topics librdkafka knows exist
+        if (g.get("state") == "up" and g.get("join_state") == "steady") or not brokers_up or not topics:
+            self.good = time.monotonic()
+
+    def stuck(self) -> bool:
+        return time.monotonic() - self.good > self.bound
 
 
 class Polled:
