@@ -17,16 +17,17 @@ SHARED_GROUPS = {
     # both read the session's TPC-H table (bench/conftest.py): on one worker it is loaded once
     "bench_tpch_import.py": "tpch",
     "bench_tpch_export.py": "tpch",
-    # test_kafka_faults stops the shared broker and starts it again: the other files that use
-    # the broker run on the same worker, before or after it, never meanwhile
-    **dict.fromkeys(["test_kafka.py", "test_kafka_faults.py", "test_kafka_flume_format.py", "test_kafka_sasl.py",
+    # the files that use the shared broker run on one worker (test_kafka_faults stops only
+    # brokers of its own, tests/kafka_broker.py, and runs beside them)
+    **dict.fromkeys(["test_kafka.py", "test_kafka_flume_format.py", "test_kafka_sasl.py",
                      "test_jdbc_sink.py", "test_examples.py", "bench_kafka.py", "bench_kafka_source.py"], "kafka"),
 }
 
 
 # the longest groups (durations of a full run), handed out first so that none starts last
-LONGEST_FIRST = ["kafka", "tests/test_export.py", "tests/test_import.py", "tests/test_avro_sink.py", "tests/test_merge.py",
-                 "tests/test_avro_source.py",
+LONGEST_FIRST = ["kafka", "tests/test_kafka_faults.py", "tests/test_zk_metastore.py", "tests/test_export.py",
+                 "tests/test_import.py", "tests/test_avro_sink.py", "tests/test_merge.py",
+                 "tests/test_avro_source.py", "tests/test_zk_ha.py", "tests/test_zk_config.py",
                  "tests/test_import_sqlite.py", "tests/test_export_faults.py", "tests/test_channel_parity.py",
                  "tests/test_file_channel_crash.py", "tpch"]
 
