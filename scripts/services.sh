@@ -174,15 +174,19 @@ kafka_up() {
     say "Kafka up: 127.0.0.1:$KAFKA_PORT, SASL_PLAINTEXT 127.0.0.1:$KAFKA_SASL_PORT"
 }
 
-kafka_down() {
-    if kafka_alive; then
-        local p; p="$(kafka_pid)"
+# stop_pidfile FILE SECONDS: SIGTERM to the process FILE names, SIGKILL if it is still there
+# after SECONDS; FILE removed
+stop_pidfile() {
+    local p; p="$(cat "$1" 2>/dev/null)"
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
         kill "$p"
-        for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+        for _ in $(seq $(($2 * 5))); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
         if kill -0 "$p" 2>/dev/null; then kill -9 "$p"; fi
     fi
-    rm -f "$KAFKA_HOME/broker.pid"
+    rm -f "$1"
 }
+
+kafka_down() { stop_pidfile "$KAFKA_HOME/broker.pid" 30; }
 
 # ---- ZooKeeper ----
 # 3.9 from Maven Central rather than Debian's 3.8 package: the same fetch-and-run path as
@@ -215,15 +219,7 @@ zk_up() {
     say "ZooKeeper up: 127.0.0.1:$ZK_PORT"
 }
 
-zk_down() {
-    if zk_alive; then
-        local p; p="$(zk_pid)"
-        kill "$p"
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-        if kill -0 "$p" 2>/dev/null; then kill -9 "$p"; fi
-    fi
-    rm -f "$ZK_HOME/server.pid"
-}
+zk_down() { stop_pidfile "$ZK_HOME/server.pid" 10; }
 
 case "${1:-}" in
     # the tests also read listen backlogs with ss (iproute2)
