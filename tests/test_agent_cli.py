@@ -102,6 +102,29 @@ def test_seq_to_file_roll_exit_when_done(tmp_path, run_agent):
     assert not sequence_problems(lines, decimal_lines(n)), sequence_problems(lines, decimal_lines(n))
 
 
+def test_file_roll_cuts_the_torn_line_a_killed_agent_left(tmp_path, run_agent):
+    """The files an earlier run left (as a SIGKILL mid-write leaves them): the last file of
+    each series loses its torn last line at start, complete lines and other files stay."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "1000-1").write_bytes(b"a\nb\n")                 # an earlier file of the series: whole
+    (out / "1000-2").write_bytes(b"c\nd\nhalf-writ")        # the one open at the kill: torn
+    (out / "2000-1").write_bytes(b"no newline at all")      # torn in its first line
+    (out / "3000-1").write_bytes(b"e\n")
+    (out / "notes.txt").write_bytes(b"not ours")            # not a file_roll name: untouched
+    conf = write_config(tmp_path, seq_config(out, 10))
+    p = run_agent("a1", conf, "--exit-when-done", timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert (out / "1000-1").read_bytes() == b"a\nb\n"
+    assert (out / "1000-2").read_bytes() == b"c\nd\n"
+    assert (out / "2000-1").read_bytes() == b""
+    assert (out / "3000-1").read_bytes() == b"e\n"
+    assert (out / "notes.txt").read_bytes() == b"not ours"
+    assert p.stderr.count("torn line") == 2, p.stderr
+    (out / "notes.txt").unlink()
+    assert sorted(read_dir_lines(out)) == sorted([b"a", b"b", b"c", b"d", b"e"] + decimal_lines(10))
+
+
 def test_status_line_on_a_terminal_only(tmp_path, run_agent):
     """On a terminal the agent redraws `N events delivered, R events/s` on stderr (the last
     time when it stops, so even a short run shows its total); in a pipe only the summary."""

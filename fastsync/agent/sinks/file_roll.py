@@ -6,11 +6,17 @@ serializer writes each body followed by a newline; a batch is joined natively an
 with one system call, then the take is committed. From a memory channel the transactions
 are taken, written and committed in native code, and lines TAILDIR read are written from
 its read buffers as they are. rollInterval 0 never rolls.
+
+An agent killed (SIGKILL) in the middle of that system call leaves its file with a torn last
+line: the kernel stops a write at a fatal signal. Those events were not committed, so they
+are delivered again; at start the sink cuts such a torn tail off the last file of each earlier
+series in its directory (TEXT with appendNewline only: there a line ends every event).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -42,6 +48,27 @@ class RollingFileSinkConfig(SinkConfig):
             raise place.error("sink.directory", "Directory may not be null")
 
 
+def torn_tail_start(path: str, chunk: int = 65536) -> int | None:
+    """Where the torn last line of a file starts (the size after its last newline), or None
+    when the file is empty or ends with a newline."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return None
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return None
+        pos = end
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            cut = f.read(pos - start).rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            pos = start
+        return 0
+
+
 @SINKS.register("file_roll", "org.apache.flume.sink.RollingFileSink")
 class RollingFileSink(Sink):
     Config = RollingFileSinkConfig
@@ -60,7 +87,28 @@ class RollingFileSink(Sink):
         except OSError as exc:
             raise OSError("file_roll sink %s: cannot create sink.directory %s: %s"
                           % (self.name, self.config.directory, exc.strerror)) from None
+        if self.config.appendNewline:
+            self._cut_torn_tails()
         super().start()
+
+    def _cut_torn_tails(self) -> None:
+        c = self.config
+        ext = r"\." + re.escape(c.extension) if c.extension else ""
+        name = re.compile(r"%s(\d+)-(\d+)%s\Z" % (re.escape(c.prefix), ext))
+        last: dict[int, tuple[int, str]] = {}     # series -> (index, file name)
+        for entry in os.scandir(c.directory):
+            m = name.match(entry.name)
+            if m and entry.is_file():
+                series, index = int(m.group(1)), int(m.group(2))
+                if index > last.get(series, (0, ""))[0]:
+                    last[series] = (index, entry.name)
+        for _, fname in last.values():
+            path = os.path.join(c.directory, fname)
+            size, keep = os.path.getsize(path), torn_tail_start(path)
+            if keep is not None:
+                os.truncate(path, keep)
+                log.warning("file_roll sink %s: %s ended with a torn line (an agent killed while writing): "
+                            "cut its last %d bytes, events delivered again", self.name, path, size - keep)
 
     def _open(self) -> None:
         c = self.config

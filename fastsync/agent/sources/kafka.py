@@ -8,12 +8,15 @@ topic (`topicHeader`), partition, offset, key and timestamp (ms).
 
 A consumer whose group membership never becomes steady again while the brokers answer
 (seen after a broker restart: librdkafka's "session timed out ... rejoining group", then
-silence) is closed and created anew; see GroupWatch.
+silence) is closed and created anew; see GroupWatch. The offsets are committed on a thread
+of the consumer's own and waited for at most that watch's bound: a commit to a coordinator
+that never answers must not keep the source from consume(), where the watch looks.
 """
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -60,6 +63,7 @@ class KafkaSource(PollableSource):
         self.counters = Counters("SOURCE", SOURCE_COUNTERS + ("ConsumerRecreatedCount",))
         self.consumer = None
         self.watch: GroupWatch | None = None
+        self.committer: Committer | None = None
 
     def start(self) -> None:
         self._new_consumer()
@@ -85,6 +89,8 @@ class KafkaSource(PollableSource):
             raise ConfigError("source %s: Kafka consumer settings rejected: %s" % (self.name, without_secrets(str(exc), conf))) from None
         # librdkafka subscribes to a regex when the topic name starts with ^
         self.consumer.subscribe(["^" + c.topicsRegex.lstrip("^")] if c.topicsRegex else list(c.topics))
+        if self.watch is not None:
+            self.committer = Committer(self.consumer)
 
     def _recreate_if_stuck(self) -> None:
         """A consumer whose group membership did not become steady within the bound while
@@ -96,11 +102,7 @@ class KafkaSource(PollableSource):
             return
         log.warning("source %s: the Kafka consumer's group membership was not steady for %.0f s while the brokers "
                     "answered (last state %s); closing it and creating a new consumer", self.name, watch.bound, watch.last)
-        if not close_within(self.consumer, CLOSE_WAIT):
-            # its LeaveGroup may hang on a dead connection: left behind, the coordinator
-            # drops its membership after session.timeout.ms
-            log.warning("source %s: the stuck Kafka consumer did not close within %d s; left behind", self.name, CLOSE_WAIT)
-        self.consumer = None
+        self._close_consumer("the stuck Kafka consumer")
         self._new_consumer()
         self.counters.add(ConsumerRecreatedCount=1)
 
@@ -157,22 +159,72 @@ class KafkaSource(PollableSource):
             offsets.seek_back(self.consumer)
             return Status.BACKOFF
         try:
-            offsets.commit(self.consumer)
+            if self.committer is None:
+                offsets.commit(self.consumer)
+            elif not self.committer.commit(offsets, self.watch.bound if self.watch is not None else None):
+                log.warning("source %s: the offset commit had no answer within %.0f s (the batch may be delivered "
+                            "again)", self.name, self.watch.bound if self.watch is not None else 0)
+                if self.watch is not None:
+                    self.watch.give_up()
+                self._recreate_if_stuck()
         except Exception as exc:   # e.g. partitions moved to another member: they re-read the batch
             log.warning("source %s: offsets not committed (the batch may be delivered again): %s", self.name, exc)
         return Status.READY
 
-    def stop(self) -> None:
+    def _close_consumer(self, what: str) -> None:
+        if self.committer is not None:
+            self.committer.close()
+            self.committer = None
         if self.consumer is not None:
-            if not close_within(self.consumer, CLOSE_WAIT):      # a stuck consumer must not hold the agent
-                log.warning("source %s: the Kafka consumer did not close within %d s; left behind", self.name, CLOSE_WAIT)
+            if not close_within(self.consumer, CLOSE_WAIT):
+                # its LeaveGroup may hang on a dead connection: left behind, the coordinator
+                # drops its membership after session.timeout.ms
+                log.warning("source %s: %s did not close within %d s; left behind", self.name, what, CLOSE_WAIT)
             self.consumer = None
+
+    def stop(self) -> None:
+        self._close_consumer("the Kafka consumer")      # a stuck consumer must not hold the agent
         super().stop()
 
 
 STATS_INTERVAL_MS = 1000     # how often librdkafka reports the group state to GroupWatch
 CLOSE_WAIT = 10              # seconds a stuck consumer's close() may take
 AWAY = 5.0                   # seconds between two consume() calls beyond batchDurationMillis: the source was held up
+
+
+class Committer:
+    """Synchronous offset commits run on a thread of their own, each waited for at most a
+    bound; a commit left waiting runs on (daemon thread) until its consumer is closed."""
+
+    def __init__(self, consumer):
+        self.consumer = consumer
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="kafka-offset-commit", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            offsets, done, failed = job
+            try:
+                offsets.commit(self.consumer)
+            except Exception as exc:
+                failed.append(exc)
+            done.set()
+
+    def commit(self, offsets: Offsets, seconds: float | None) -> bool:
+        """Commit; False when no answer came within `seconds`. A failed commit raises."""
+        done, failed = threading.Event(), []
+        self.jobs.put((offsets, done, failed))
+        if not done.wait(seconds):
+            return False
+        if failed:
+            raise failed[0]
+        return True
+
+    def close(self) -> None:
+        self.jobs.put(None)
 
 
 def close_within(consumer, seconds: float) -> bool:
@@ -244,6 +296,10 @@ class GroupWatch:
 
     def stuck(self) -> bool:
         return time.monotonic() - self.good > self.bound
+
+    def give_up(self) -> None:
+        """The member is stuck whatever the reports said (an offset commit had no answer)."""
+        self.good = time.monotonic() - self.bound - 1
 
 
 class Polled:
