@@ -245,8 +245,9 @@ hdfs_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 hdfs_webhdfs() { curl -sf -m 5 "http://127.0.0.1:$HDFS_HTTP_PORT/webhdfs/v1/?op=LISTSTATUS&user.name=$(id -un)"; }
 # the NameNode's own view, from its JMX servlet: live DataNodes and safe mode
 hdfs_jmx() { curl -sf -m 5 "http://127.0.0.1:$HDFS_HTTP_PORT/jmx?qry=Hadoop:service=NameNode,name=$1"; }
-hdfs_datanode_live() { hdfs_jmx FSNamesystemState | grep -Eq '"NumLiveDataNodes" *: *[1-9]'; }
-hdfs_out_of_safemode() { hdfs_jmx NameNodeInfo | grep -Eq '"Safemode" *: *""'; }
+# (the JSON read whole first: with pipefail, grep -q quitting early would fail curl's side)
+hdfs_datanode_live() { local j; j="$(hdfs_jmx FSNamesystemState)" && [[ "$j" =~ \"NumLiveDataNodes\"\ *:\ *[1-9] ]]; }
+hdfs_out_of_safemode() { local j; j="$(hdfs_jmx NameNodeInfo)" && [[ "$j" =~ \"Safemode\"\ *:\ *\"\" ]]; }
 # ready: WebHDFS lists /, a DataNode is live and the NameNode is out of safe mode (it takes writes)
 hdfs_ready() { hdfs_webhdfs && hdfs_datanode_live && hdfs_out_of_safemode; }
 
@@ -278,6 +279,10 @@ hdfs_config() {  # conf/ (written every time; a change restarts the servers)
       hdfs_prop dfs.namenode.safemode.min.datanodes 0
       hdfs_prop dfs.client.block.write.replace-datanode-on-failure.enable false
       hdfs_prop dfs.heartbeat.interval 1
+      # a file's close (every WebHDFS write and append ends with one) asks the NameNode to
+      # complete it and, when the DataNode's block report is not in yet, asks again after this
+      # many ms, doubling: Hadoop's 400 made each append take half a second
+      hdfs_prop dfs.client.block.write.locateFollowingBlock.initial.delay.ms 20
       echo '</configuration>'; } > "$c/hdfs-site.xml"
     printf '%s\n' "log4j.rootLogger=WARN, out" "log4j.appender.out=org.apache.log4j.ConsoleAppender" \
         "log4j.appender.out.target=System.err" "log4j.appender.out.layout=org.apache.log4j.PatternLayout" \
