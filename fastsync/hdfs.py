@@ -40,7 +40,7 @@ WEBHDFS_PORT = 9870
 RPC_PORT = 8020
 CHUNK = 16 << 20          # unflushed bytes a writer holds before it appends them
 READ_AHEAD = 4 << 20      # bytes a reader asks for at least
-_chosen: dict = {}     # (scheme, host, port) -> filesystem: one connection per NameNode per process
+_chosen: dict = {}     # (scheme, host, port, user) -> filesystem: one connection per NameNode and user per process
 _lock = threading.Lock()
 
 
@@ -51,7 +51,7 @@ def user() -> str:
 def connect(scheme: str, host: str, port: int | None) -> pafs.FileSystem:
     """The filesystem of a NameNode, reached once per process; OSError (one line) if it
     does not answer."""
-    key = (scheme, host, port)
+    key = (scheme, host, port, user())
     with _lock:
         if key not in _chosen:
             _chosen[key] = _connect(scheme, host, port)
@@ -129,7 +129,8 @@ _ERRORS = {
 
 
 def _error(cls, where: str, message: str) -> OSError:
-    return cls("%s: %s" % (where, " ".join(message.split()) or "failed"))
+    # the first line: a DataNode's message goes on with the NameNode's Java stack
+    return cls("%s: %s" % (where, " ".join((message.strip().splitlines() or [""])[0].split()) or "failed"))
 
 
 class Unreachable(ConnectionError):

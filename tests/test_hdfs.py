@@ -139,6 +139,21 @@ def test_dead_namenode_is_one_line_naming_it(tmp_path, agent, monkeypatch):
     assert not (tmp_path / "dead.jsonl").exists() or (tmp_path / "dead.jsonl").read_text() == ""
 
 
+def test_permission_denied_is_one_line_naming_the_path(hdfs, monkeypatch):
+    """Another user (HADOOP_USER_NAME) may not write into the superuser's directory: the
+    NameNode's refusal, one line, naming the path; from the NameNode (MKDIRS) and from the
+    DataNode it redirected the CREATE to."""
+    monkeypatch.setenv("HADOOP_USER_NAME", "etl")
+    loc = resolve(hdfs.dir_url)
+    for op, path in ((loc.fs.create_dir, loc.join("d")), (loc.fs.open_output_stream, loc.join("f"))):
+        with pytest.raises(PermissionError) as e:
+            op(path)
+        msg = str(e.value)
+        assert msg.startswith(hdfs.url + path + ": Permission denied: user=etl, access=WRITE") and "\n" not in msg, msg
+        assert " at org.apache" not in msg, msg
+    assert ls_recursive(hdfs.dir) == {}
+
+
 def seq_agent(sink_type: str, path: str, n: int, sink: dict) -> dict:
     prefix = "parquet" if sink_type == "parquet" else "hdfs"
     cfg = {"a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
