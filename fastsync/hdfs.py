@@ -152,13 +152,16 @@ class WebHDFSClient:
         self.base = self.http + "/webhdfs/v1"
         read = float(os.environ.get("FASTSYNC_WEBHDFS_TIMEOUT") or 60)
         self.timeout = (min(10.0, read), read)
-        self._local = threading.local()     # a requests.Session per thread
+        self._local = threading.local()     # a requests.Session per thread and process
 
     @property
     def session(self):
+        # per process too: a forked split process must not share the parent's kept-alive
+        # connections (two processes on one socket would read each other's answers)
         s = getattr(self._local, "session", None)
-        if s is None:
+        if s is None or self._local.pid != os.getpid():
             s = self._local.session = self._requests.Session()
+            self._local.pid = os.getpid()
         return s
 
     def url(self, path: str) -> str:

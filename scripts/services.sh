@@ -312,6 +312,8 @@ hdfs_up() {
             if hdfs_port_open "$port"; then say "port $port is taken by a process services.sh did not start"; exit 1; fi
         done
         if [ ! -f "$HDFS_HOME/data/name/current/VERSION" ]; then     # formatted once
+            # a DataNode directory of an earlier format has another cluster id and would refuse to start
+            rm -rf "$HDFS_HOME/data/data"
             hdfs_java org.apache.hadoop.hdfs.server.namenode.NameNode -format -nonInteractive -clusterId fastsync-test \
                 >>"$LOG_DIR/hdfs-namenode.log" 2>&1 || { tail -20 "$LOG_DIR/hdfs-namenode.log" >&2; say "formatting HDFS failed"; exit 1; }
         fi

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import re
 import signal
+import socket
 import subprocess
 import urllib.error
 from pathlib import Path
@@ -137,6 +138,21 @@ def test_dead_namenode_is_one_line_naming_it(tmp_path, agent, monkeypatch):
     p.kill()    # (a stop would wait for the channel to drain, in vain)
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     assert not (tmp_path / "dead.jsonl").exists() or (tmp_path / "dead.jsonl").read_text() == ""
+
+
+def test_namenode_that_never_answers_times_out(monkeypatch):
+    """A server that accepts connections and says nothing: the request gives up after
+    FASTSYNC_WEBHDFS_TIMEOUT and the error is one line naming the URL."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        port = server.getsockname()[1]
+        monkeypatch.setenv("FASTSYNC_WEBHDFS_TIMEOUT", "1")
+        url = "webhdfs://127.0.0.1:%d/x" % port
+        with pytest.raises(FilesystemError) as e:
+            resolve(url)
+    msg = str(e.value)
+    assert msg.startswith(url + ": ") and "did not answer within 1s" in msg and "\n" not in msg, msg
 
 
 def test_permission_denied_is_one_line_naming_the_path(hdfs, monkeypatch):

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from e2e_support import drop_tables
+from e2e_support import drop_tables, free_port
 from hdfs_support import ls_recursive
 from fastsync.filesystems import resolve
 
@@ -60,8 +60,9 @@ def expected(n: int = N, offset: int = 0) -> list[dict]:
             for i in range(n)]
 
 
-def fastsync(*args):
-    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True, timeout=300)
+def fastsync(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
 
 
 def parts(hdfs, sub: str) -> dict[str, int | None]:
@@ -113,6 +114,19 @@ def test_failed_import_leaves_nothing(hdfs):
     out = fastsync("import", *CONNECT, "--table", SRC, "--target-dir", hdfs.dir_url + "/t")
     assert out.returncode != 0 and "already exists" in out.stderr and hdfs.dir_url + "/t" in out.stderr, out.stderr
     assert ls_recursive(hdfs.dir) == before
+
+
+def test_dead_namenode_is_one_line(tmp_path):
+    """No NameNode at the URL (nor WebHDFS at FASTSYNC_WEBHDFS_PORT): import and export stop
+    at once with one line naming the flag and the URL."""
+    make_source(n=10)
+    url = "hdfs://127.0.0.1:%d/user/x/t" % free_port()
+    env = {"FASTSYNC_WEBHDFS_PORT": str(free_port())}
+    for args in (("import", *CONNECT, "--table", SRC, "--target-dir", url), ("export", *CONNECT, "--table", SRC, "--export-dir", url)):
+        out = fastsync(*args, env=env)
+        assert out.returncode != 0
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and url in lines[0] and "connection refused" in lines[0], out.stderr
 
 
 def test_append_and_delete_target_dir(hdfs, tmp_path):
