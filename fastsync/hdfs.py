@@ -61,14 +61,25 @@ def connect(scheme: str, host: str, port: int | None) -> pafs.FileSystem:
 def _connect(scheme: str, host: str, port: int | None) -> pafs.FileSystem:
     if scheme == "webhdfs":
         return webhdfs(host, port or WEBHDFS_PORT, "webhdfs://%s:%d" % (host, port or WEBHDFS_PORT), "the URL names WebHDFS", True)
+    if scheme == "viewfs":
+        # a mount table only Hadoop's own client reads: libhdfs or nothing
+        name = "viewfs://%s%s" % (host, ":%d" % port if port else "")
+        try:
+            fs = pafs.FileSystem.from_uri(name + "/")[0]
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise OSError("viewfs:// needs libhdfs (Hadoop's client reads the mount table): %s"
+                          % (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]) from None
+        log.info("%s: through libhdfs", name)
+        return fs
     name = "hdfs://%s:%d" % (host, port or RPC_PORT)
     if (os.environ.get("FASTSYNC_HDFS_CLIENT") or "").lower() == "webhdfs":
         return webhdfs(host, http_port(), name, "FASTSYNC_HDFS_CLIENT=webhdfs")
     try:
         fs = pafs.HadoopFileSystem(host, port or RPC_PORT, user=user())
     except (OSError, RuntimeError) as exc:
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        return webhdfs(host, http_port(), name, "no libhdfs here: %s" % why)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        why = ("no libhdfs here: " if "load" in first.lower() else "libhdfs failed: ") + first
+        return webhdfs(host, http_port(), name, why)
     log.info("%s: through libhdfs", name)
     return fs
 

@@ -127,6 +127,10 @@ def test_dead_namenode_is_one_line_naming_it(tmp_path, agent, monkeypatch):
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(url + ": ") and "127.0.0.1:%d" % http in msg and "connection refused" in msg, msg
 
+    # viewfs:// has no WebHDFS to fall back on: without libhdfs it is refused, saying so
+    with pytest.raises(FilesystemError, match=r"^viewfs://cluster/x: viewfs:// needs libhdfs"):
+        resolve("viewfs://cluster/x")
+
     cfg = {"a1.sources": "r1", "a1.channels": "c1", "a1.sinks": "k1",
            "a1.sources.r1.type": "seq", "a1.sources.r1.totalEvents": 10, "a1.sources.r1.channels": "c1",
            "a1.channels.c1.type": "memory", "a1.sinks.k1.type": "hdfs", "a1.sinks.k1.channel": "c1",
