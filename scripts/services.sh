@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The real servers the tests use, on loopback: PostgreSQL and MariaDB from Debian's packages,
 # Apache Kafka (one KRaft node, jars from Maven Central via scripts/kafka/pom.xml), Apache
-# ZooKeeper 3.9 (one standalone server, jars from Maven Central via scripts/zookeeper/pom.xml).
+# ZooKeeper 3.9 (one standalone server, jars from Maven Central via scripts/zookeeper/pom.xml),
+# Apache Hadoop 3.4's HDFS (one NameNode and one DataNode, jars via scripts/hadoop/pom.xml).
 #   bash scripts/services.sh up       install what is missing, start, create the test database and user
 #   bash scripts/services.sh down     stop them
 #   bash scripts/services.sh status   say what runs
+#   bash scripts/services.sh hdfs-shell ARGS...   Hadoop's FsShell on the test HDFS (-ls -R /, -cat FILE, ...)
 # Idempotent: `up` on a machine where everything runs does nothing but check. Needs root
 # (or sudo) for apt-get and the service accounts. Each server gets database `fastsync`,
 # user `fastsync`, password `fastsync`; the URLs are printed and are the tests' defaults:
@@ -13,6 +15,8 @@
 #   FASTSYNC_TEST_KAFKA=127.0.0.1:9092
 #   FASTSYNC_TEST_KAFKA_SASL=127.0.0.1:9094   (SASL_PLAINTEXT, mechanism PLAIN, user fastsync, password fastsync)
 #   FASTSYNC_TEST_ZK=127.0.0.1:2181
+#   FASTSYNC_TEST_HDFS=hdfs://127.0.0.1:8020   (WebHDFS on 127.0.0.1:9870; configuration in
+#                                               ~/.cache/fastsync-hadoop/conf, for HADOOP_CONF_DIR)
 set -euo pipefail
 
 PG_PORT="${FASTSYNC_PG_PORT:-5432}"
@@ -22,6 +26,9 @@ KAFKA_SASL_PORT="${FASTSYNC_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}"   # +1 is the
 KAFKA_HOME="${FASTSYNC_KAFKA_HOME:-$HOME/.cache/fastsync-kafka}"   # jars, storage, config, pid
 ZK_PORT="${FASTSYNC_ZK_PORT:-2181}"
 ZK_HOME="${FASTSYNC_ZK_HOME:-$HOME/.cache/fastsync-zookeeper}"   # jars, data, config, pid
+HDFS_PORT="${FASTSYNC_HDFS_PORT:-8020}"             # the NameNode's RPC
+HDFS_HTTP_PORT="${FASTSYNC_HDFS_HTTP_PORT:-9870}"   # the NameNode's HTTP: WebHDFS
+HDFS_HOME="${FASTSYNC_HADOOP_HOME:-$HOME/.cache/fastsync-hadoop}"   # jars, conf, name and data dirs, pids
 LOG_DIR="${FASTSYNC_SERVICES_LOG:-/tmp/fastsync-services}"
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$LOG_DIR"
@@ -221,10 +228,121 @@ zk_up() {
 
 zk_down() { stop_pidfile "$ZK_HOME/server.pid" 10; }
 
+# ---- HDFS ----
+# Hadoop 3.4.1's NameNode and DataNode from Maven Central's jars (no Hadoop distribution, no
+# bin/hdfs script): the classpath is conf/ (the *-site.xml, log4j.properties, and the empty
+# webapps/ directories the HTTP servers look up as resources) and the jars. Both bind to
+# 127.0.0.1 only, and the DataNode calls itself 127.0.0.1, so WebHDFS redirects a client's
+# writes and reads to http://127.0.0.1:9864.
+hdfs_cp() { echo "$HDFS_HOME/conf:$HDFS_HOME/libs/*"; }
+# what every Hadoop JVM here needs; Java 17 closes the JDK internals Hadoop 3.4 reaches into
+HDFS_JAVA_OPTS=(-Xmx256m -Dhadoop.home.dir="$HDFS_HOME" -Dhadoop.log.dir="$LOG_DIR"
+    --add-opens java.base/java.lang=ALL-UNNAMED --add-opens java.base/java.util=ALL-UNNAMED
+    --add-opens java.base/java.nio=ALL-UNNAMED)
+hdfs_java() { java "${HDFS_JAVA_OPTS[@]}" -cp "$(hdfs_cp)" "$@"; }   # main class and its args
+hdfs_alive() { local p; p="$(cat "$HDFS_HOME/$1.pid" 2>/dev/null)"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+hdfs_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+hdfs_webhdfs() { curl -sf -m 5 "http://127.0.0.1:$HDFS_HTTP_PORT/webhdfs/v1/?op=LISTSTATUS&user.name=$(id -un)"; }
+# the NameNode's own view, from its JMX servlet: live DataNodes and safe mode
+hdfs_jmx() { curl -sf -m 5 "http://127.0.0.1:$HDFS_HTTP_PORT/jmx?qry=Hadoop:service=NameNode,name=$1"; }
+# (the JSON read whole first: with pipefail, grep -q quitting early would fail curl's side)
+hdfs_datanode_live() { local j; j="$(hdfs_jmx FSNamesystemState)" && [[ "$j" =~ \"NumLiveDataNodes\"\ *:\ *[1-9] ]]; }
+hdfs_out_of_safemode() { local j; j="$(hdfs_jmx NameNodeInfo)" && [[ "$j" =~ \"Safemode\"\ *:\ *\"\" ]]; }
+# ready: WebHDFS lists /, a DataNode is live and the NameNode is out of safe mode (it takes writes)
+hdfs_ready() { hdfs_webhdfs && hdfs_datanode_live && hdfs_out_of_safemode; }
+
+hdfs_prop() { printf '  <property><name>%s</name><value>%s</value></property>\n' "$1" "$2"; }
+hdfs_config() {  # conf/ (written every time; a change restarts the servers)
+    local c="$HDFS_HOME/conf"
+    mkdir -p "$c/webapps/hdfs" "$c/webapps/datanode" "$c/webapps/static"
+    { echo '<?xml version="1.0"?>'; echo '<configuration>'
+      hdfs_prop fs.defaultFS "hdfs://127.0.0.1:$HDFS_PORT"
+      hdfs_prop hadoop.tmp.dir "$HDFS_HOME/tmp"
+      echo '</configuration>'; } > "$c/core-site.xml"
+    { echo '<?xml version="1.0"?>'; echo '<configuration>'
+      hdfs_prop dfs.replication 1
+      hdfs_prop dfs.namenode.name.dir "file://$HDFS_HOME/data/name"
+      hdfs_prop dfs.datanode.data.dir "file://$HDFS_HOME/data/data"
+      hdfs_prop dfs.namenode.rpc-address "127.0.0.1:$HDFS_PORT"
+      hdfs_prop dfs.namenode.http-address "127.0.0.1:$HDFS_HTTP_PORT"
+      hdfs_prop dfs.namenode.secondary.http-address "127.0.0.1:0"
+      hdfs_prop dfs.datanode.address 127.0.0.1:9866
+      hdfs_prop dfs.datanode.http.address 127.0.0.1:9864
+      hdfs_prop dfs.datanode.ipc.address 127.0.0.1:9867
+      # the name the NameNode gives clients (WebHDFS redirects) for the DataNode
+      hdfs_prop dfs.datanode.hostname 127.0.0.1
+      hdfs_prop dfs.namenode.datanode.registration.ip-hostname-check false
+      # permissions checked (as on a real cluster); the user who runs services.sh is the superuser
+      hdfs_prop dfs.permissions.enabled true
+      # one DataNode: out of safe mode at once, and an append never looks for another DataNode
+      hdfs_prop dfs.namenode.safemode.extension 0
+      hdfs_prop dfs.namenode.safemode.min.datanodes 0
+      hdfs_prop dfs.client.block.write.replace-datanode-on-failure.enable false
+      hdfs_prop dfs.heartbeat.interval 1
+      # a file's close (every WebHDFS write and append ends with one) asks the NameNode to
+      # complete it and, when the DataNode's block report is not in yet, asks again after this
+      # many ms, doubling: Hadoop's 400 made each append take half a second
+      hdfs_prop dfs.client.block.write.locateFollowingBlock.initial.delay.ms 20
+      echo '</configuration>'; } > "$c/hdfs-site.xml"
+    printf '%s\n' "log4j.rootLogger=WARN, out" "log4j.appender.out=org.apache.log4j.ConsoleAppender" \
+        "log4j.appender.out.target=System.err" "log4j.appender.out.layout=org.apache.log4j.PatternLayout" \
+        "log4j.appender.out.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n" \
+        "log4j.logger.org.apache.hadoop.util.NativeCodeLoader=ERROR" > "$c/log4j.properties"
+    cat "$c/core-site.xml" "$c/hdfs-site.xml" "$c/log4j.properties" | sha256sum | cut -d' ' -f1 > "$HDFS_HOME/conf.sha256.new"
+}
+
+hdfs_start() {  # namenode|datanode, main class
+    # setsid: the servers outlive this script and the test run's process group
+    setsid nohup java "${HDFS_JAVA_OPTS[@]}" -cp "$(hdfs_cp)" "$2" >>"$LOG_DIR/hdfs-$1.log" 2>&1 </dev/null &
+    echo $! > "$HDFS_HOME/$1.pid"
+}
+
+hdfs_up() {
+    maven_jars "$SCRIPTS/hadoop/pom.xml" "$HDFS_HOME/libs" hadoop
+    hdfs_config
+    if hdfs_alive namenode || hdfs_alive datanode; then
+        if ! cmp -s "$HDFS_HOME/conf.sha256.new" "$HDFS_HOME/conf.sha256"; then
+            say "HDFS's configuration changed (scripts/services.sh is newer): restarting the NameNode and DataNode"
+            hdfs_down
+        fi
+    fi
+    mv "$HDFS_HOME/conf.sha256.new" "$HDFS_HOME/conf.sha256"
+    if ! hdfs_alive namenode; then
+        for port in "$HDFS_PORT" "$HDFS_HTTP_PORT"; do
+            if hdfs_port_open "$port"; then say "port $port is taken by a process services.sh did not start"; exit 1; fi
+        done
+        if [ ! -f "$HDFS_HOME/data/name/current/VERSION" ]; then     # formatted once
+            # a DataNode directory of an earlier format has another cluster id and would refuse to start
+            rm -rf "$HDFS_HOME/data/data"
+            hdfs_java org.apache.hadoop.hdfs.server.namenode.NameNode -format -nonInteractive -clusterId fastsync-test \
+                >>"$LOG_DIR/hdfs-namenode.log" 2>&1 || { tail -20 "$LOG_DIR/hdfs-namenode.log" >&2; say "formatting HDFS failed"; exit 1; }
+        fi
+        hdfs_start namenode org.apache.hadoop.hdfs.server.namenode.NameNode
+        wait_until 90 "the HDFS NameNode (WebHDFS)" hdfs_webhdfs || { tail -20 "$LOG_DIR/hdfs-namenode.log" >&2; exit 1; }
+    fi
+    if ! hdfs_alive datanode; then
+        for port in 9866 9864 9867; do
+            if hdfs_port_open "$port"; then say "port $port is taken by a process services.sh did not start"; exit 1; fi
+        done
+        hdfs_start datanode org.apache.hadoop.hdfs.server.datanode.DataNode
+    fi
+    wait_until 90 "HDFS (a live DataNode, out of safe mode)" hdfs_ready || { tail -20 "$LOG_DIR/hdfs-datanode.log" >&2; exit 1; }
+    say "HDFS up: hdfs://127.0.0.1:$HDFS_PORT, WebHDFS http://127.0.0.1:$HDFS_HTTP_PORT (HADOOP_CONF_DIR=$HDFS_HOME/conf)"
+}
+
+hdfs_down() { stop_pidfile "$HDFS_HOME/datanode.pid" 20; stop_pidfile "$HDFS_HOME/namenode.pid" 20; }
+
+# Hadoop's own client on the test HDFS, for looking at what fastsync wrote
+hdfs_shell() {
+    [ -f "$HDFS_HOME/libs/.pom.sha256" ] || { say "no Hadoop jars in $HDFS_HOME/libs: run '$0 up' first"; exit 1; }
+    hdfs_java org.apache.hadoop.fs.FsShell -fs "hdfs://127.0.0.1:$HDFS_PORT" "$@"
+}
+
 case "${1:-}" in
     # the tests also read listen backlogs with ss (iproute2)
-    up) command -v ss >/dev/null || apt_install iproute2; pg_up; mysql_up; kafka_up; zk_up ;;
-    down) pg_down; mysql_down; kafka_down; zk_down ;;
+    up) command -v ss >/dev/null || apt_install iproute2; pg_up; mysql_up; kafka_up; zk_up; hdfs_up ;;
+    down) pg_down; mysql_down; kafka_down; zk_down; hdfs_down ;;
+    hdfs-shell) shift; hdfs_shell "$@" ;;
     status)
         if pg_ready 2>/dev/null; then echo "postgresql: up (127.0.0.1:$PG_PORT)"; else echo "postgresql: down"; fi
         if mysql_ready >/dev/null 2>&1; then echo "mariadb: up (127.0.0.1:$MYSQL_PORT)"; else echo "mariadb: down"; fi
@@ -232,6 +350,10 @@ case "${1:-}" in
             if kafka_port_open "$KAFKA_SASL_PORT"; then echo "kafka: up (127.0.0.1:$KAFKA_PORT, SASL_PLAINTEXT 127.0.0.1:$KAFKA_SASL_PORT)"
             else echo "kafka: up (127.0.0.1:$KAFKA_PORT; no SASL listener: an older configuration, 'up' restarts it)"; fi
         else echo "kafka: down"; fi
-        if zk_alive && zk_ready; then echo "zookeeper: up (127.0.0.1:$ZK_PORT)"; else echo "zookeeper: down"; fi ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+        if zk_alive && zk_ready; then echo "zookeeper: up (127.0.0.1:$ZK_PORT)"; else echo "zookeeper: down"; fi
+        if hdfs_alive namenode && hdfs_alive datanode && hdfs_ready >/dev/null 2>&1; then
+            echo "hdfs: up (hdfs://127.0.0.1:$HDFS_PORT, WebHDFS 127.0.0.1:$HDFS_HTTP_PORT)"
+        elif hdfs_alive namenode || hdfs_alive datanode; then echo "hdfs: starting or half up ('up' completes it)"
+        else echo "hdfs: down"; fi ;;
+    *) echo "usage: $0 up|down|status|hdfs-shell ARGS..." >&2; exit 2 ;;
 esac

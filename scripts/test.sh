@@ -6,7 +6,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 if [ -x scripts/services.sh ]; then
-    phase services "PostgreSQL, MariaDB, Kafka, ZooKeeper on loopback (scripts/services.sh up)"
+    phase services "PostgreSQL, MariaDB, Kafka, ZooKeeper, HDFS on loopback (scripts/services.sh up)"
     scripts/services.sh up
 fi
 # Apache Flume's jars for bench/bench_peers.py, once, from Maven Central

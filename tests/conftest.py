@@ -8,6 +8,10 @@
 * (autouse) Kafka topics a test made are deleted after it
 * zk                            the shared ZooKeeper (scripts/services.sh): .hosts, and .base, a
                                 znode path of this test's own, deleted with what is under it after
+* hdfs                          the test HDFS (scripts/services.sh, tests/hdfs_support.py): .url
+                                (hdfs://127.0.0.1:8020), .dir, a directory of this test's own,
+                                .dir_url (url + dir), .dfs(*args) (Hadoop's FsShell); .dir is
+                                removed with what is under it after
 * zk_ensemble(size=3)           a ZooKeeper ensemble of the test's own (tests/zk_support.py),
                                 started; stopped at teardown
 """
@@ -54,6 +58,23 @@ def zk(request):
         client.delete(base, recursive=True)
         client.stop()
         client.close()
+
+
+@pytest.fixture
+def hdfs(request):
+    """The test HDFS: .url, .dir (/fastsync-test/<test name>-<uuid>, made empty, removed with
+    what is under it after), .dir_url, .dfs(*args) -> FsShell's stdout (tests/hdfs_support.py)."""
+    import re
+    import types
+    import uuid
+
+    from hdfs_support import HDFS_URL, dfs, webhdfs
+    d = "/fastsync-test/%s-%s" % (re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)[:60], uuid.uuid4().hex[:8])
+    webhdfs("PUT", d, "MKDIRS")
+    try:
+        yield types.SimpleNamespace(url=HDFS_URL, dir=d, dir_url=HDFS_URL + d, dfs=dfs)
+    finally:
+        webhdfs("DELETE", d, "DELETE", recursive="true")
 
 
 @pytest.fixture

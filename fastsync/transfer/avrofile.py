@@ -307,8 +307,9 @@ class AvroWriter:
     then one block per record batch (row count, byte size, the rows compressed, the sync
     marker). Columnar when AvroRecords can; fastavro's writer otherwise."""
 
-    def __init__(self, path: str, schema: pa.Schema, codec: str = "null"):
-        self.f = open(path, "wb")
+    def __init__(self, path, schema: pa.Schema, codec: str = "null"):
+        # a local path, or a binary output stream (another filesystem's file), closed with the writer
+        self.f = open(path, "wb") if isinstance(path, (str, os.PathLike)) else path
         self.rows = AvroRecords(schema)
         self.w = None
         if self.rows.encoders is None or codec not in _CODECS:
@@ -464,27 +465,29 @@ def read_header(fh) -> tuple[dict, str, bytes]:
     return json.loads(meta["avro.schema"]), meta.get("avro.codec", b"null").decode(), fh.read(16)
 
 
-def columnar_batches(path: str, columns: list[str], batch_rows: int):
+def columnar_batches(path: str, columns: list[str], batch_rows: int, opener=None):
     """Record batches of `columns` (every one a field of the file) of an Avro data file,
     decoded a block at a time natively; None when the file's schema or codec has no
-    columnar decoding here (read it with fastavro)."""
-    with open(path, "rb") as fh:
+    columnar decoding here (read it with fastavro). `opener()`: the file opened for reading
+    as a buffered binary file (another filesystem's), else `path` is opened."""
+    opener = opener or (lambda: open(path, "rb", buffering=1 << 20))
+    with opener() as fh:
         schema, codec, _ = read_header(fh)
     if not isinstance(schema, dict) or schema.get("type") != "record" or codec not in _DECOMPRESS:
         return None
     fields = [_Field.of(f) for f in schema["fields"]]
     if any(f is None for f in fields) or not set(columns) <= {f.name for f in fields}:
         return None
-    return _columnar(path, fields, columns, batch_rows, _DECOMPRESS[codec])
+    return _columnar(opener, fields, columns, batch_rows, _DECOMPRESS[codec])
 
 
-def _columnar(path, fields, columns, batch_rows, decompress):
+def _columnar(opener, fields, columns, batch_rows, decompress):
     from fastsync._native import avro_decode_block
     kinds = [f.kind for f in fields]
     nulls = [f.null_branch for f in fields]
     wanted = [i for c in columns for i, f in enumerate(fields) if f.name == c]
     held, rows = [], 0
-    with open(path, "rb", buffering=1 << 20) as fh:
+    with opener() as fh:
         _, _, sync = read_header(fh)
         while True:
             try:

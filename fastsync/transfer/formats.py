@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from fastsync.filesystems import scheme_of
+from fastsync.transfer import publish
 from fastsync.transfer.textfile import TextOptions
 
 log = logging.getLogger("fastsync.formats")
@@ -56,19 +58,37 @@ class PartFile:
     path: str
     fmt: str
     codec: str | None
+    fs: object = None          # the pyarrow filesystem of `path`; None: local disk
 
     @property
     def name(self) -> str:
         return os.path.basename(self.path)
 
+    def open(self):
+        """The file as a binary file object (read; a context manager)."""
+        return publish.source(self.fs, self.path)
 
-def find_files(directory: str, flag: str = "--export-dir") -> list[PartFile]:
+    def random_access(self):
+        """The file for Parquet's and Arrow's readers: its path, or a seekable file."""
+        return publish.random_access(self.fs, self.path)
+
+
+def find_files(directory, flag: str = "--export-dir") -> list[PartFile]:
     """The data files of a directory `fastsync import` wrote (`_SUCCESS`, hidden and other
-    files skipped), in name order; `flag` names the directory in errors."""
-    if not os.path.isdir(directory):
-        raise FileError("%s %s: no such directory" % (flag, directory))
+    files skipped), in name order, or in the order its `_SUCCESS` manifest lists them
+    (publish.listing); `directory` is a local path, a URL or a Location; `flag` names it
+    in errors."""
+    try:
+        loc = publish.locate(directory, flag)
+        if not publish.is_dir(loc, flag):
+            raise FileError("%s %s: no such directory" % (flag, publish.shown(directory)))
+        with publish.failing(flag, loc):
+            names = publish.listing(loc)
+    except publish.PublishError as exc:
+        raise FileError(str(exc)) from None
+    local = isinstance(directory, str) and not scheme_of(directory)
     out = []
-    for name in sorted(os.listdir(directory)):
+    for name in names:
         if name.startswith((".", "_")):
             continue
         parts = name.split(".")
@@ -78,14 +98,20 @@ def find_files(directory: str, flag: str = "--export-dir") -> list[PartFile]:
         if fmt is None or (codec and fmt not in STREAMED):
             log.warning("%s: skipping %s (not a part file: .%s)", flag, name, " .".join(SUFFIX_FORMATS))
             continue
-        out.append(PartFile(os.path.join(directory, name), fmt, codec))
+        if local:             # as given: messages show the path the user wrote
+            out.append(PartFile(os.path.join(directory, name), fmt, codec))
+        else:
+            out.append(PartFile(loc.join(name), fmt, codec, None if loc.local else loc.fs))
     if not out:
-        raise FileError("%s %s: no part files (.%s)" % (flag, directory, ", .".join(SUFFIX_FORMATS)))
+        raise FileError("%s %s: no part files (.%s)" % (flag, publish.shown(directory), ", .".join(SUFFIX_FORMATS)))
     return out
 
 
 def _open_bytes(f: PartFile):
-    raw = pa.OSFile(f.path, "rb")
+    if f.fs is None:
+        raw = pa.OSFile(f.path, "rb")
+    else:
+        raw = f.fs.open_input_stream(f.path, compression=None, buffer_size=1 << 20)
     return pa.CompressedInputStream(raw, f.codec) if f.codec else raw
 
 
@@ -94,15 +120,15 @@ def file_schema(f: PartFile, delimiter: str = ",") -> pa.Schema | None:
     JSON lines: None, they have no schema). A file that can't be read: FileError."""
     try:
         if f.fmt == "parquet":
-            return pq.read_schema(f.path)
+            return pq.read_schema(f.random_access())
         if f.fmt == "arrow":
-            with pa.memory_map(f.path) as m:
+            with _arrow_source(f) as m:
                 return pa.ipc.open_file(m).schema
         if f.fmt == "avro":
             import fastavro
 
             from fastsync.transfer.avrofile import arrow_schema
-            with open(f.path, "rb") as fh:
+            with f.open() as fh:
                 return arrow_schema(fastavro.reader(fh).writer_schema)
         if f.fmt == "csv":
             with _open_bytes(f) as s:
@@ -112,6 +138,11 @@ def file_schema(f: PartFile, delimiter: str = ",") -> pa.Schema | None:
     except Exception as exc:
         raise FileError("%s: %s" % (f.name, _one_line(exc))) from None
     return None
+
+
+def _arrow_source(f: PartFile):
+    """An Arrow IPC file for reading: memory-mapped on local disk."""
+    return pa.memory_map(f.path) if f.fs is None else f.fs.open_input_file(f.path)
 
 
 def _one_line(exc: Exception) -> str:
@@ -189,9 +220,9 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
     text of each field, None for NULL; parsed later by the text converters)."""
     if f.fmt in ("parquet", "arrow"):
         if f.fmt == "parquet":
-            batches = pq.ParquetFile(f.path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            batches = pq.ParquetFile(f.random_access()).iter_batches(batch_size=BATCH_ROWS, columns=columns)
         else:
-            reader = pa.ipc.open_file(pa.memory_map(f.path))
+            reader = pa.ipc.open_file(_arrow_source(f))
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         row = 1
         for b in batches:
@@ -199,10 +230,10 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             row += len(b)
     elif f.fmt == "avro":
         from fastsync.transfer.avrofile import columnar_batches
-        batches = columnar_batches(f.path, columns, BATCH_ROWS)
+        batches = columnar_batches(f.path, columns, BATCH_ROWS, opener=lambda: f.open())
         if batches is None:                       # a schema without a columnar decoding: by row
             import fastavro
-            with open(f.path, "rb") as fh:
+            with f.open() as fh:
                 yield from chunks(fastavro.reader(fh), columns)
             return
         row = 1
@@ -385,12 +416,12 @@ class Output:
         """Files of f's format and compression (`text`: Sqoop text's delimiters, and csv's)."""
         compression = f.codec
         if f.fmt == "parquet":
-            meta = pq.ParquetFile(f.path).metadata
+            meta = pq.ParquetFile(f.random_access()).metadata
             if meta.num_row_groups and meta.num_columns:
                 compression = PARQUET_CODECS.get(meta.row_group(0).column(0).compression, "snappy")
         elif f.fmt == "avro":
             import fastavro
-            with open(f.path, "rb") as fh:
+            with f.open() as fh:
                 compression = fastavro.reader(fh).codec
         return cls(f.fmt, compression, text=text, delimiter=text.fields_terminated_by if f.fmt == "csv" else ",")
 
@@ -411,19 +442,25 @@ class Output:
         codec = self.codec()
         return FORMATS[self.fmt] + ("." + STREAM_CODECS[codec] if codec else "")
 
-    def open(self, path: str, schema: pa.Schema, json_text: bool = False):
-        """A part file's writer (write_batch, close); `json_text`: see _JsonLinesWriter."""
+    def open(self, path, schema: pa.Schema, json_text: bool = False):
+        """A part file's writer (write_batch, close), into the file at the local `path`, or
+        into an output stream (publish.sink: another filesystem's file), closed with the
+        writer; `json_text`: see _JsonLinesWriter."""
+        stream = not isinstance(path, (str, os.PathLike))
         if self.fmt == "avro":
             from fastsync.transfer.avrofile import AvroWriter
             codec = {None: "null", "none": "null", "gzip": "deflate"}.get(self.compression, self.compression)
             return AvroWriter(path, schema, codec if codec in ("null", "deflate", "snappy") else "null")
         if self.fmt == "arrow":
-            return pa.ipc.new_file(path, schema)
+            w = pa.ipc.new_file(path, schema)
+            return _Closing(w, path) if stream else w
         if self.fmt == "parquet":
             codec = self.compression or "snappy"
-            return pq.ParquetWriter(path, schema, compression=None if codec == "none" else codec)
+            w = pq.ParquetWriter(path, schema, compression=None if codec == "none" else codec)
+            return _Closing(w, path) if stream else w
         codec = self.codec()
-        out = pa.CompressedOutputStream(path, codec) if codec else pa.OSFile(path, "wb")
+        raw = path if stream else pa.OSFile(path, "wb")
+        out = pa.CompressedOutputStream(raw, codec) if codec else raw
         if self.fmt == "text":
             from fastsync.transfer.textfile import TextWriter
             return TextWriter(out, schema, self.text or TextOptions())

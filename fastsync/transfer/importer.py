@@ -17,13 +17,12 @@ import multiprocessing
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 
 import sqlalchemy as sa
 
 from fastsync.progress import Progress, on_terminal, rate_text
-from fastsync.transfer import planner, splitread
+from fastsync.transfer import planner, publish, splitread
 from fastsync.transfer.formats import FileError
 from fastsync.transfer.merger import MergeError, MergeJob, run_merge
 from fastsync.transfer.spec import ImportError_, ImportJob, Plan, one_line
@@ -46,15 +45,20 @@ def run_import(job: ImportJob, progress: bool | None = None, before_publish: Cal
     job's run that lost its ZooKeeper lock must not publish)."""
     if job.kafka_topic:
         return _run_to_kafka(job)
-    target = os.path.abspath(job.target_dir)
-    merging = bool(job.merge_key) and os.path.isdir(target) and not job.delete_target_dir
+    try:
+        loc = publish.locate(job.target_dir, "--target-dir")
+        present = publish.exists(loc)
+    except publish.PublishError as exc:
+        raise ImportError_(str(exc)) from None
+    target = loc.path if loc.local else job.target_dir
     if job.merge_key and job.incremental != "lastmodified":
         raise ImportError_("--merge-key works with --incremental lastmodified")
+    onto = bool(job.merge_key) and present and not job.delete_target_dir     # merge the new rows onto the target
     adding = job.append or job.incremental == "append"
-    exists = os.path.exists(target) and not job.delete_target_dir
-    if exists and job.incremental == "lastmodified" and not (merging or job.append):
+    exists = present and not job.delete_target_dir
+    if exists and job.incremental == "lastmodified" and not (onto or job.append):
         raise ImportError_("--incremental lastmodified into the existing --target-dir %s needs --merge-key or --append" % job.target_dir)
-    if exists and not (adding or merging):
+    if exists and not (adding or onto):
         raise ImportError_("--target-dir %s already exists (use --delete-target-dir to replace it, or --append)" % job.target_dir)
     try:
         ext = job.output().extension()
@@ -62,30 +66,36 @@ def run_import(job: ImportJob, progress: bool | None = None, before_publish: Cal
         raise ImportError_(str(exc)) from None
     t0 = time.perf_counter()
     found = _plan_or_fail(job)
-    if merging and job.merge_key not in found.names():
+    if onto and job.merge_key not in found.names():
         raise ImportError_("--merge-key %s: no such column in the imported data" % job.merge_key)
-    parent = os.path.dirname(target) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, ".%s.tmp-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
-    os.makedirs(tmp)
     try:
-        rows = _run_splits(job, found, tmp, ext, progress, t0)
+        # nothing to merge onto: the new rows replace the target
+        merging = onto and any(n.startswith("part-m-") for n in _listing(loc))
+        appending = adding and exists and not onto
+        mode = "append" if appending else "replace" if present else "new"
+        stage = publish.temporary(loc) if merging else publish.start(loc, append=appending)
+    except publish.PublishError as exc:
+        raise ImportError_(str(exc)) from None
+    try:
+        rows = _run_splits(job, found, stage, ext, progress, t0)
         if before_publish is not None:
             before_publish()
         if merging:
-            _merge_into(tmp, target, job, found, progress)
-        elif adding and os.path.isdir(target) and not job.delete_target_dir:
-            _append_parts(tmp, target, ext)
+            _merge_into(stage, loc, job, found, progress)
         else:
-            if os.path.exists(target):
-                shutil.rmtree(target)
-            os.rename(tmp, target)
-        with open(os.path.join(target, "_SUCCESS"), "w"):
-            pass
+            publish.finish(stage, mode)
+    except publish.PublishError as exc:
+        publish.discard(stage)
+        raise ImportError_(str(exc)) from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        publish.discard(stage)
         raise
     return _figures(found, rows, t0, target_dir=target)
+
+
+def _listing(loc) -> list[str]:
+    with publish.failing("--target-dir", loc):
+        return publish.listing(loc)
 
 
 def _plan_or_fail(job: ImportJob) -> Plan:
@@ -95,8 +105,10 @@ def _plan_or_fail(job: ImportJob) -> Plan:
         raise ImportError_("%s: %s" % (job.url.render_as_string(hide_password=True), one_line(exc))) from None
 
 
-def _run_splits(job: ImportJob, found: Plan, tmp: str, ext: str, progress: bool | None, t0: float) -> int:
-    """Every split in a process of its own, writing tmp/part-m-N.ext; the rows read."""
+def _run_splits(job: ImportJob, found: Plan, stage: publish.Staging | str, ext: str, progress: bool | None,
+                t0: float) -> int:
+    """Every split in a process of its own, writing its part (stage.part; a str: a local
+    directory); the rows read."""
     splits = found.splits
     rows = 0
     try:
@@ -105,9 +117,7 @@ def _run_splits(job: ImportJob, found: Plan, tmp: str, ext: str, progress: bool 
         splitread.PROGRESS = ctx.Array("q", len(splits), lock=False) if show else None
         total = planner.estimate_rows(job, found) if show else None
         with cf.ProcessPoolExecutor(max_workers=len(splits), mp_context=ctx) as pool:
-            futures = [pool.submit(splitread.run_with_retries,
-                                   found.spec(job, s, os.path.join(tmp, "part-m-%05d.%s" % (s.index, ext))))
-                       for s in splits]
+            futures = [pool.submit(splitread.run_with_retries, _spec(job, found, s, stage, ext)) for s in splits]
             with Progress(lambda: _status(total, t0), show=show, name="import-progress"):
                 cf.wait(futures)
             for f in futures:
@@ -116,6 +126,12 @@ def _run_splits(job: ImportJob, found: Plan, tmp: str, ext: str, progress: bool 
     finally:
         splitread.PROGRESS = None
     return rows
+
+
+def _spec(job: ImportJob, found: Plan, split, stage: publish.Staging | str, ext: str):
+    if isinstance(stage, str):
+        return found.spec(job, split, os.path.join(stage, "part-m-%05d.%s" % (split.index, ext)))
+    return found.spec(job, split, stage.part(split.index, ext), stage.fs_url)
 
 
 def _figures(found: Plan, rows: int, t0: float, **where) -> dict:
@@ -148,41 +164,16 @@ def _run_to_kafka(job: ImportJob, progress: bool | None = None) -> dict:
     return _figures(found, rows, t0, target_dir="kafka topic %s" % job.kafka_topic, kafka_topic=job.kafka_topic)
 
 
-def _merge_into(tmp: str, target: str, job: ImportJob, found: Plan, progress: bool | None) -> None:
-    """The new rows (the part files in tmp) merged onto the target's by `fastsync merge`'s
+def _merge_into(stage: publish.Staging, loc, job: ImportJob, found: Plan, progress: bool | None) -> None:
+    """The new rows (the part files staged) merged onto the target's by `fastsync merge`'s
     streaming merge: a target row whose --merge-key came again is replaced, a key repeated
-    in the new rows keeps its last row; the result is one part file, swapped in with
-    renames (the old target stays until the new one is complete)."""
-    if not any(n.startswith("part-m-") for n in os.listdir(target)):      # nothing to merge onto
-        shutil.rmtree(target)
-        os.rename(tmp, target)
-        return
+    in the new rows keeps its last row; the result is one part file, published as merge
+    publishes (the old target stays until the new one is complete)."""
     text = dataclasses.replace(job.text or TextOptions(), fields_terminated_by=job.fields_terminated_by)
-    merge = MergeJob(new_data=tmp, onto=target, target_dir=target, merge_key=job.merge_key,
+    merge = MergeJob(new_data=stage.location(), onto=loc, target_dir=loc, merge_key=job.merge_key,
                      columns=found.names(), text=text, delete_target_dir=True, single_file=True)
     try:
         run_merge(merge, progress)
     except MergeError as exc:
         raise ImportError_("--merge-key %s: merging into --target-dir %s: %s" % (job.merge_key, job.target_dir, exc)) from None
-    shutil.rmtree(tmp)
-
-
-def _append_parts(tmp: str, target: str, ext: str) -> None:
-    """Publish target + the new parts (numbered after the old ones) all at once: the old
-    files are hard-linked into the new directory beside the new parts, then the two
-    directories swap by renames, so a reader sees the old set or the new, never a mix."""
-    taken = [int(n[7:12]) for n in os.listdir(target) if n.startswith("part-m-") and n[7:12].isdigit()]
-    nxt = max(taken) + 1 if taken else 0
-    new_parts = sorted(os.listdir(tmp))
-    for name in new_parts:
-        os.rename(os.path.join(tmp, name), os.path.join(tmp, ".new-" + name))
-    for name in os.listdir(target):
-        if name != "_SUCCESS":
-            os.link(os.path.join(target, name), os.path.join(tmp, name))
-    for name in new_parts:
-        os.rename(os.path.join(tmp, ".new-" + name), os.path.join(tmp, "part-m-%05d.%s" % (nxt, ext)))
-        nxt += 1
-    aside = target + ".old-" + uuid.uuid4().hex[:8]
-    os.rename(target, aside)
-    os.rename(tmp, target)
-    shutil.rmtree(aside)
+    publish.discard(stage)

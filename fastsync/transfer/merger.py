@@ -13,22 +13,25 @@ were written, so the output is the input's lines, value for value):
    last row of each key found from a stable sort of the keys.
 2. each --onto file is written again without the rows whose key is in --new-data;
 3. the winning --new-data rows are written from the spill file.
-The part files go into a temporary sibling of --target-dir, renamed into place with
-`_SUCCESS` only when all is written; a failure leaves neither.
+The directories are local paths or URLs (file://, hdfs://, s3://, ...: read by formats.py's
+readers straight from their filesystem); the output is published by publish.py: a temporary
+sibling of --target-dir renamed into place with `_SUCCESS`, or on an object store the parts
+and then a `_SUCCESS` manifest, only when all is written; a failure leaves neither.
 """
 from __future__ import annotations
 
 import os
-import shutil
+import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fastsync.filesystems import Location
 from fastsync.progress import Counter, Progress, rate_text
+from fastsync.transfer import publish
 from fastsync.transfer.formats import (FileError, Output, PartFile, csv_batches, file_columns, file_schema, find_files,
                                        jsonl_text_batches, read_rows)
 from fastsync.transfer.textfile import TextOptions
@@ -42,9 +45,9 @@ class MergeError(Exception):
 
 @dataclass
 class MergeJob:
-    new_data: str
-    onto: str
-    target_dir: str
+    new_data: str | Location             # a local path, a URL, or (import's merge) a Location
+    onto: str | Location
+    target_dir: str | Location
     merge_key: str
     columns: list[str] | None = None      # Sqoop text files (no header): the field names, in order
     text: TextOptions = field(default_factory=TextOptions)          # reading csv and Sqoop text
@@ -81,7 +84,7 @@ def _schema(f: PartFile, job: MergeJob) -> pa.Schema:
     return schema
 
 
-def _side(path: str, flag: str, job: MergeJob) -> _Side:
+def _side(path, flag: str, job: MergeJob) -> _Side:
     try:
         files = find_files(path, flag)
     except FileError as exc:
@@ -89,7 +92,7 @@ def _side(path: str, flag: str, job: MergeJob) -> _Side:
     formats = {(f.fmt, f.codec) for f in files}
     if len(formats) > 1:
         raise MergeError("%s %s: files of several formats (%s); merge needs one"
-                         % (flag, path, ", ".join(sorted("%s%s" % (f, "+" + c if c else "") for f, c in formats))))
+                         % (flag, publish.shown(path), ", ".join(sorted("%s%s" % (f, "+" + c if c else "") for f, c in formats))))
     schemas = []
     for f in files:
         try:
@@ -104,7 +107,7 @@ def _side(path: str, flag: str, job: MergeJob) -> _Side:
         full = next((s for s in schemas if s.names), None)
         if full is None:
             raise MergeError("%s %s: the JSON lines files hold no rows to take the column names from: give them "
-                             "with --columns" % (flag, path))
+                             "with --columns" % (flag, publish.shown(path)))
         schemas = [s if s.names else full for s in schemas]
     if job.merge_key not in schemas[0].names:
         raise MergeError("--merge-key %s: no such column in %s (%s)" % (job.merge_key, _rel(files[0]), flag))
@@ -182,11 +185,11 @@ def _one_line(exc: Exception) -> str:
 
 
 class _Output:
-    """The part files of the merge, numbered part-m-00000, ... in the temporary directory;
+    """The part files of the merge, numbered part-m-00000, ... where the run stages them;
     an empty input writes no file (but an empty merge writes one, with the schema)."""
 
-    def __init__(self, tmp: str, output: Output, schema: pa.Schema, written: Counter):
-        self.tmp, self.output, self.schema, self.written = tmp, output, schema, written   # rows, for the status line
+    def __init__(self, stage: publish.Staging, output: Output, schema: pa.Schema, written: Counter):
+        self.stage, self.output, self.schema, self.written = stage, output, schema, written   # rows, for the status line
         self.ext = output.extension()
         self.parts = 0
         self.rows = 0
@@ -196,8 +199,7 @@ class _Output:
         if not len(b):
             return
         if self.writer is None:
-            self.writer = self.output.open(os.path.join(self.tmp, "part-m-%05d.%s" % (self.parts, self.ext)),
-                                           self.schema, json_text=True)
+            self.writer = self.output.open(self._sink(self.parts), self.schema, json_text=True)
             self.parts += 1
         self.writer.write_batch(b)
         self.rows += len(b)
@@ -214,17 +216,25 @@ class _Output:
             self.write_empty()
 
     def write_empty(self) -> None:
-        self.output.open(os.path.join(self.tmp, "part-m-00000.%s" % self.ext), self.schema, json_text=True).close()
+        self.output.open(self._sink(0), self.schema, json_text=True).close()
         self.parts = 1
+
+    def _sink(self, n: int):
+        return publish.sink(self.stage.fs, self.stage.part(n, self.ext))
 
 
 def run_merge(job: MergeJob, progress: bool | None = None) -> dict:
     """Merge --new-data onto --onto into --target-dir. Returns figures: rows (written),
     replaced, added, kept, seconds, rows_per_s, target_dir."""
     t0 = time.perf_counter()
-    target = os.path.abspath(job.target_dir)
-    if os.path.exists(target) and not job.delete_target_dir:
-        raise MergeError("--target-dir %s already exists (use --delete-target-dir to replace it)" % job.target_dir)
+    try:
+        loc = publish.locate(job.target_dir, "--target-dir")
+        present = publish.exists(loc)
+    except publish.PublishError as exc:
+        raise MergeError(str(exc)) from None
+    target = loc.path if loc.local else loc.url
+    if present and not job.delete_target_dir:
+        raise MergeError("--target-dir %s already exists (use --delete-target-dir to replace it)" % publish.shown(job.target_dir))
     if job.text.null_string != job.text.null_non_string:
         raise MergeError("text files are merged as text, so NULL has one spelling: give --input-null-non-string "
                          "the value of --input-null-string")
@@ -235,26 +245,21 @@ def run_merge(job: MergeJob, progress: bool | None = None) -> dict:
                          % (_fmt(new.files[0]), _fmt(onto.files[0])))
     for f, s in zip(new.files, new.schemas):
         _check_columns(f, s, onto.schema, _rel(onto.files[0]))
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, ".%s.tmp-%s" % (os.path.basename(target), uuid.uuid4().hex[:8]))
-    os.makedirs(tmp)
+    try:
+        stage = publish.start(loc)
+    except publish.PublishError as exc:
+        raise MergeError(str(exc)) from None
     written = Counter()
     prog = Progress(lambda: rate_text(written.rows, "rows", time.perf_counter() - t0), show=progress,
                     name="merge-progress").start()
     try:
-        figures = _merge(job, onto, new, tmp, written)
-        with open(os.path.join(tmp, "_SUCCESS"), "w"):
-            pass
-        if os.path.exists(target):                 # --delete-target-dir: swapped only now
-            aside = target + ".old-" + uuid.uuid4().hex[:8]
-            os.rename(target, aside)
-            os.rename(tmp, target)
-            shutil.rmtree(aside)
-        else:
-            os.rename(tmp, target)
+        figures = _merge(job, onto, new, stage, written)
+        publish.finish(stage, "replace" if present else "new")     # --delete-target-dir: swapped only now
+    except publish.PublishError as exc:
+        publish.discard(stage)
+        raise MergeError(str(exc)) from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        publish.discard(stage)
         raise
     finally:
         prog.stop()
@@ -292,10 +297,23 @@ def _gathered(batches, rows: int):
         yield buf
 
 
-def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, written: Counter) -> dict:
+def _merge(job: MergeJob, onto: _Side, new: _Side, stage: publish.Staging, written: Counter) -> dict:
+    # 1. --new-data, cast to onto's schema, into a spill file (on local disk: memory-mapped
+    # below; beside the output where that is local); its keys kept
+    if publish.is_local(stage.fs) and not stage.tagged:
+        spill = os.path.join(stage.dir, ".new-data.arrow")
+    else:
+        fd, spill = tempfile.mkstemp(prefix="fastsync-merge-", suffix=".arrow")
+        os.close(fd)
+    try:
+        return _merge_spilled(job, onto, new, stage, written, spill)
+    finally:
+        if os.path.exists(spill):
+            os.unlink(spill)
+
+
+def _merge_spilled(job: MergeJob, onto: _Side, new: _Side, stage: publish.Staging, written: Counter, spill: str) -> dict:
     schema, key = onto.schema, job.merge_key
-    # 1. --new-data, cast to onto's schema, into a spill file; its keys kept
-    spill = os.path.join(tmp, ".new-data.arrow")
     keys = []
     with pa.OSFile(spill, "wb") as sink, pa.ipc.new_file(sink, schema) as w:
         for f in new.files:
@@ -321,7 +339,7 @@ def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, written: Counter) -
     # 2. --onto without the replaced rows, one part file per onto file. index_in builds a
     # hash table of its value set on every call: the keys are looked up in chunks of batches
     # about as large as that set (within _PROBE_ROWS), so building it costs no more than probing
-    out = _Output(tmp, Output.like(onto.files[0], job.out_text or job.text), schema, written)
+    out = _Output(stage, Output.like(onto.files[0], job.out_text or job.text), schema, written)
     kept = dropped = 0
     probe = min(max(len(unique), _PROBE_ROWS[0]), _PROBE_ROWS[1])
     for f in onto.files:
@@ -347,7 +365,6 @@ def _merge(job: MergeJob, onto: _Side, new: _Side, tmp: str, written: Counter) -
             b = r.get_batch(i)
             out.write(b.filter(pa.array(wins[pos:pos + len(b)])))
             pos += len(b)
-    os.unlink(spill)
     out.close()
     replaced = int(hit.sum())
     return {"rows": out.rows, "kept": kept, "replaced": replaced, "added": len(unique) - replaced,

@@ -70,20 +70,22 @@ class Plan:
         """The columns the import writes."""
         return self.columns if self.columns is not None else [f.name for f in self.schema or []]
 
-    def spec(self, job: ImportJob, split: Split, path: str) -> "SplitSpec":
-        return SplitSpec(job, split, path, self.incremental, self.schema, self.query_oids)
+    def spec(self, job: ImportJob, split: Split, path: str, fs_url: str | None = None) -> "SplitSpec":
+        return SplitSpec(job, split, path, self.incremental, self.schema, self.query_oids, fs_url)
 
 
 @dataclass
 class SplitSpec:
-    """One split's work: the job, the split, its part file (`path`), and what planning found
-    out that reading it needs."""
+    """One split's work: the job, the split, its part file (`path`, on the filesystem of the
+    URL `fs_url`, re-resolved by the process that writes it: publish.filesystem; None: local
+    disk), and what planning found out that reading it needs."""
     job: ImportJob
     split: Split
     path: str
     incremental: tuple | None = None
     schema: pa.Schema | None = None
     query_oids: list[int] | None = None
+    fs_url: str | None = None
 
     @property
     def label(self) -> str:

@@ -8,13 +8,12 @@ log says which and why. Every reader writes its record batches to a PartSink.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import pyarrow as pa
 import sqlalchemy as sa
 
-from fastsync.transfer import genericread, mysqlread, pgread, planner, sqliteread, typemap
+from fastsync.transfer import genericread, mysqlread, pgread, planner, publish, sqliteread, typemap
 from fastsync.transfer.spec import ImportError_, ImportJob, SplitSpec, one_line
 
 log = logging.getLogger("fastsync.import")
@@ -22,12 +21,24 @@ log = logging.getLogger("fastsync.import")
 PROGRESS = None     # rows written per split, shared with the forked split processes (on a terminal)
 
 
-def open_part(job: ImportJob, path: str, schema: pa.Schema):
-    """A split's writer (write_batch, close): its part file, or the Kafka topic."""
+def open_part(job: ImportJob, path: str, schema: pa.Schema, fs_url: str | None = None):
+    """A split's writer (write_batch, close): its part file (on the filesystem of `fs_url`;
+    None: local disk), or the Kafka topic."""
     if job.kafka_topic:
         from fastsync.transfer.kafkaout import KafkaWriter
         return KafkaWriter(job.kafka_brokers, job.kafka_topic, schema, job.kafka_format, job.kafka_key, job.kafka_config)
-    return job.output().open(path, schema)
+    if fs_url is None:
+        return job.output().open(path, schema)
+    try:
+        out = publish.sink(publish.filesystem(fs_url), path)
+    except (OSError, pa.ArrowException) as exc:     # no bucket, no permission: no retry helps
+        raise ImportError_("--target-dir %s: %s" % (job.target_dir, publish.reason(exc))) from None
+    return job.output().open(out, schema)
+
+
+def remove_part(spec: SplitSpec) -> None:
+    """The split's part file deleted, if written (before the split starts again)."""
+    publish.remove_file(None if spec.fs_url is None else publish.filesystem(spec.fs_url), spec.path)
 
 
 class PartSink:
@@ -37,6 +48,7 @@ class PartSink:
 
     def __init__(self, spec: SplitSpec, base: pa.Schema | None = None):
         self.job, self.path, self.index, self.schema, self.base = spec.job, spec.path, spec.split.index, base, base
+        self.spec = spec
         self.writer = None
         self.rows = 0
 
@@ -44,7 +56,7 @@ class PartSink:
         """Drop what was written: the split starts again (another reader)."""
         if self.writer is not None:
             self.writer.close()
-            os.unlink(self.path)
+            remove_part(self.spec)
         self.writer, self.rows, self.schema = None, 0, self.base
         if PROGRESS is not None:
             PROGRESS[self.index] = 0
@@ -53,7 +65,7 @@ class PartSink:
         if self.writer is None:
             self.schema = batch.schema if self.schema is None else pa.schema(
                 [bf if pa.types.is_null(sf.type) else sf for sf, bf in zip(self.schema, batch.schema)])
-            self.writer = open_part(self.job, self.path, self.schema)
+            self.writer = open_part(self.job, self.path, self.schema, self.spec.fs_url)
         self.writer.write_batch(batch.cast(self.schema) if batch.schema != self.schema else batch)
         self.rows += len(batch)
         if PROGRESS is not None:
@@ -62,7 +74,7 @@ class PartSink:
     def close(self, empty_schema: pa.Schema) -> int:
         """Close (an empty split still gets a part file, with `empty_schema`); rows written."""
         if self.writer is None:
-            self.writer = open_part(self.job, self.path, empty_schema)
+            self.writer = open_part(self.job, self.path, empty_schema, self.spec.fs_url)
         self.writer.close()
         return self.rows
 
@@ -80,8 +92,8 @@ def run_with_retries(spec: SplitSpec) -> tuple[int, float]:
             if attempt == spec.job.retries:
                 raise ImportError_("split %d failed after %d attempt(s): %s"
                                    % (spec.split.index, attempt + 1, one_line(exc))) from None
-            if os.path.exists(spec.path):
-                os.unlink(spec.path)
+            if not spec.job.kafka_topic:
+                remove_part(spec)
     raise AssertionError("unreachable")
 
 

@@ -52,6 +52,7 @@ class StreamWriter(FileWriter):
 
     def flush(self):
         self.out.flush()
+        self.sync()
 
     def close(self):
         self.out.close()

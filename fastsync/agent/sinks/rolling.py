@@ -96,7 +96,7 @@ class TemplateError(ValueError):
 
 # pyarrow's filesystem URL schemes; a remote one is connected to on the first write, so an
 # unreachable store is retried like any failed delivery instead of failing the start
-REMOTE_SCHEMES = ("hdfs", "viewfs", "s3", "gs", "gcs", "abfs", "abfss", "mock")
+REMOTE_SCHEMES = ("hdfs", "webhdfs", "viewfs", "s3", "gs", "gcs", "abfs", "abfss", "mock")
 
 
 class PathTemplate:
@@ -129,11 +129,16 @@ class PathTemplate:
         self.headers = list(dict.fromkeys(v for kind, v in parts if kind == "header"))
 
     def _connect(self) -> None:
+        from fastsync.filesystems import FilesystemError, resolve
         try:
             if "://" in self.static:
-                fs, head = pafs.FileSystem.from_uri(self.static)
+                # the transfers' resolver: hdfs:// through libhdfs or WebHDFS, s3:// with its endpoint
+                loc = resolve(self.static)
+                fs, head = loc.fs, loc.path
             else:
                 fs, head = pafs.LocalFileSystem(), os.path.abspath(self.static) + ("/" if self.static.endswith("/") else "")
+        except FilesystemError as exc:
+            raise TemplateError("path", "cannot open filesystem: %s" % exc) from None
         except (pa.ArrowInvalid, ValueError, OSError) as exc:
             raise TemplateError("path", "cannot open filesystem %r: %s" % (self.static, str(exc).splitlines()[0])) from None
         if self.static.endswith("/") and not head.endswith("/"):
@@ -346,8 +351,10 @@ class FileWriter:
     """One open file of a bucket. Subclasses write events in their format."""
 
     def __init__(self, fs, path: str):
+        from fastsync.hdfs import output_stream
         self.path = path
-        self.raw = fs.open_output_stream(path)
+        # sync(): what was written is on the store (a WebHDFS file's flush is not pyarrow's)
+        self.raw, self.sync = output_stream(fs, path)
         self.count = 0          # events written
         self.bytes = 0          # bytes counted for rollSize
 
@@ -449,6 +456,7 @@ class RollingSink(Sink):
 
     # -- delivery --
     def deliver(self, batch: EventBatch) -> None:
+        self.template.fs    # noqa: B018  a store that can't be reached fails the batch (retried), no event is poison for it
         self._roll_on_time()
         buckets, poison = route(batch, self.template, self.config)
         if poison and self.dead_letters is None:
