@@ -118,7 +118,7 @@ def session(cluster: str, url, password_file: str | None):
     from distributed import Client, LocalCluster
     kind, where = parse(cluster)
     password = url.password if url is not None else None
-    bare = url.set(password=None) if password is not None else url
+    bare = url._replace(password=None) if password is not None else url     # URL.set ignores None
     local = None
     # distributed logs at INFO by default: here it follows --log-level, as fastsync's loggers
     logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
@@ -126,7 +126,9 @@ def session(cluster: str, url, password_file: str | None):
         secret = Secret("env") if password is not None else Secret()
         env = {PASSWORD_ENV: str(password)} if password is not None else None
         local = LocalCluster(n_workers=where, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=None, env=env, silence_logs=logging.ERROR)
+                             dashboard_address=None, env=env, silence_logs=logging.ERROR,
+                             # no dashboard; its HTTP server's other routes on a free port, not 8787
+                             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
         client = Client(local, set_as_default=False)
     else:
         secret = Secret("file", os.path.abspath(os.path.expanduser(password_file))) if password is not None else Secret()
