@@ -4,6 +4,7 @@ against the real PostgreSQL and MariaDB servers: a real `dask scheduler` and two
 `local:2`. Covered: results equal those of the local split processes row for row; a worker
 killed with kill -9 mid-split or mid-load (exactly once, nothing left over); passwords kept
 out of the task graph and the worker logs; the dead scheduler; an incremental saved job."""
+import contextlib
 import os
 import pickle
 import signal
@@ -71,7 +72,9 @@ class DaskCluster:
 
     def _spawn(self, name, args):
         with open(self.tmp / ("%s.log" % name), "wb") as log:
-            return subprocess.Popen([str(BIN / "dask"), *args], stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            # a session of its own: the worker processes its nanny spawned go with it (killpg)
+            return subprocess.Popen([str(BIN / "dask"), *args], stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                    start_new_session=True)
 
     def logs(self) -> str:
         return "".join((self.tmp / n).read_text(errors="replace") for n in os.listdir(self.tmp) if n.endswith(".log"))
@@ -93,14 +96,10 @@ class DaskCluster:
 
     def close(self) -> None:
         self.client.close()
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in reversed(self.procs):
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +174,7 @@ def test_import_tcp_equals_local_processes(dask_cluster, password_file, tmp_path
     assert sql(PG_URL, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%s_copy_cstage_%%'" % TABLE)[0][0] == 0
 
 
+@pytest.mark.slow
 def test_import_mariadb_local_cluster(tmp_path):
     """local:2: a LocalCluster of the run's own; the password reaches its workers through
     their environment (the tasks' URL has none: the import could not connect otherwise)."""
@@ -191,6 +191,7 @@ def slow_query(per_row=0.002):
             % (SLOW, per_row))
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_split(dask_cluster, password_file, tmp_path):
     """kill -9 of the worker running a split: Dask gives the split to the other worker; every
     row is in the output exactly once and no attempt file is left."""
@@ -237,22 +238,50 @@ def test_bad_input_fails_at_once(dask_cluster, password_file, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_worker_killed_mid_load(dask_cluster, password_file, tmp_path):
-    """kill -9 of a worker loading a file: its attempt's staging table is an orphan the
-    client drops; the target changes once, by exactly the files' rows."""
-    dask_cluster.ready()
+def slow_target(tmp_path, bad_first=False):
+    """(target table, directory of 2 files of 2000 rows): the staging tables copy the
+    target's defaults, and one that sleeps during the loads (COPY), not during the move
+    (INSERT), makes each load last ~2 s. `bad_first`: the first file's last name is too long."""
     target = SLOW + "_target"
-    # the staging tables copy the target's defaults: a default that sleeps during the
-    # loads (COPY), not during the move (INSERT), makes each load last ~2 s
     sql(PG_URL, "DROP TABLE IF EXISTS %s" % target,
         "CREATE OR REPLACE FUNCTION %s_slow() RETURNS int LANGUAGE plpgsql VOLATILE AS $$ BEGIN "
         "IF current_query() LIKE 'COPY%%' THEN PERFORM pg_sleep(0.001); END IF; RETURN 0; END $$" % SLOW,
-        "CREATE TABLE %s (id INTEGER PRIMARY KEY, name TEXT, slow INTEGER DEFAULT %s_slow())" % (target, SLOW))
+        "CREATE TABLE %s (id INTEGER PRIMARY KEY, name VARCHAR(8), slow INTEGER DEFAULT %s_slow())" % (target, SLOW))
     files = tmp_path / "files"
     files.mkdir()
     for i in range(2):
         ids = list(range(i * 2000, (i + 1) * 2000))
-        pq.write_table(pa.table({"id": ids, "name": ["r%d" % j for j in ids]}), files / ("part-m-%05d.parquet" % i))
+        names = ["r%d" % j for j in ids]
+        if bad_first and i == 0:
+            names[-1] = "much too long"
+        pq.write_table(pa.table({"id": ids, "name": names}), files / ("part-m-%05d.parquet" % i))
+    return target, files
+
+
+def staging_tables(target):
+    return sql(PG_URL, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%s_cstage_%%'" % target)[0][0]
+
+
+def test_failed_load_leaves_nothing(dask_cluster, password_file, tmp_path):
+    """A file that can't be loaded fails the export at once, with its message; the other
+    file's load, running on the other worker, is waited for, then every staging table dropped."""
+    dask_cluster.ready()
+    target, files = slow_target(tmp_path, bad_first=True)
+    out = fastsync("export", "--connect", PG_NOPW, "--password-file", password_file, "--table", target,
+                   "--export-dir", files, "--cluster", dask_cluster.address)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastsync: error: export into %s failed: part-m-00000.parquet" % target)
+    assert sql(PG_URL, "SELECT count(*) FROM %s" % target)[0][0] == 0
+    assert staging_tables(target) == 0
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_load(dask_cluster, password_file, tmp_path):
+    """kill -9 of a worker loading a file: its attempt's staging table is an orphan the
+    client drops; the target changes once, by exactly the files' rows."""
+    dask_cluster.ready()
+    target, files = slow_target(tmp_path)
     seen, stop = set(), threading.Event()
 
     def watch():      # the target's row count, all along: 0, then all of them
@@ -271,9 +300,8 @@ def test_worker_killed_mid_load(dask_cluster, password_file, tmp_path):
     watcher.start()
     run.start()
     try:
-        running = wait_for(lambda: dask_cluster.running("fastsync-export-") if sql(
-            PG_URL, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%s_cstage_%%'" % target)[0][0] == 2 else None,
-            what="two staging tables being loaded")
+        running = wait_for(lambda: dask_cluster.running("fastsync-export-") if staging_tables(target) == 2 else None,
+                           what="two staging tables being loaded")
         dask_cluster.kill_worker(next(iter(running.values())))
     finally:
         run.join(120)
@@ -283,7 +311,7 @@ def test_worker_killed_mid_load(dask_cluster, password_file, tmp_path):
     assert "exported 4000 rows" in out.stdout
     assert sql(PG_URL, "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM %s" % target)[0] == (4000, 4000, 0, 3999)
     assert seen <= {0, 4000}
-    assert sql(PG_URL, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%s_cstage_%%'" % target)[0][0] == 0
+    assert staging_tables(target) == 0
 
 
 def test_password_not_in_task_graph_nor_worker_logs(dask_cluster, password_file, tmp_path):
@@ -361,6 +389,7 @@ def test_no_scheduler_and_bad_address(dask_cluster, password_file, tmp_path):
     assert out.returncode == 2 and "argument --cluster: expected tcp://HOST:PORT" in out.stderr
 
 
+@pytest.mark.slow
 def test_incremental_saved_job_twice(tmp_path, password_file):
     """A saved incremental job with --cluster local:2, run twice: each run imports only the
     new rows; the target has every row once."""

@@ -348,8 +348,34 @@ def _gather(client, futures: dict, what: str, error, cluster: str) -> dict:
                 raise error("%s %s: %s" % (what, item, _one_line(exc))) from None
     except BaseException:
         client.cancel(list(futures.values()))
+        _await_cancelled(client, set(index), cluster)
         raise
     return out
+
+
+def _executing(dask_worker) -> list:
+    """On a worker: the keys its threads are running (cancelled ones too)."""
+    return [str(ts.key) for ts in dask_worker.state.executing]
+
+
+def _await_cancelled(client, keys: set, cluster: str, timeout: float = 120.0) -> None:
+    """After a failure: a cancelled task already running goes on in its worker's thread
+    (Dask can't stop it), writing its attempt's file or table. Waits (up to `timeout`) until
+    none runs, so that what the client then removes is all there will be. (A local:N
+    cluster's workers are stopped when it closes instead.)"""
+    if not cluster.startswith("tcp://"):
+        return
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            running = {k for keys_ in client.run(_executing).values() for k in keys_} & keys
+        except Exception:           # the scheduler or a worker is gone: nothing more to wait for
+            return
+        if not running:
+            return
+        time.sleep(0.2)
+    log.warning("--cluster %s: %d cancelled task(s) still running after %g s; what they write may remain",
+                cluster, len(running), timeout)
 
 
 # -- export ------------------------------------------------------------------------------
