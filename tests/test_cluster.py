@@ -404,3 +404,23 @@ def test_incremental_saved_job_twice(tmp_path, password_file):
         assert not [n for n in os.listdir(tmp_path / "out") if ".attempt-" in n]
     finally:
         sql(PG_URL, "DROP TABLE IF EXISTS %s" % name)
+
+
+def test_progress_line_gathers_the_workers_rows(dask_cluster, password_file, tmp_path, capsys):
+    """The status line (shown on a terminal; asked for here) counts the rows the workers
+    report while their splits run, and each split's state."""
+    import re
+
+    from fastsync.transfer.connect import build_url, read_password_file
+    from fastsync.transfer.importer import ImportJob, run_import
+    dask_cluster.ready()
+    job = ImportJob(url=build_url(PG_NOPW, password=read_password_file(str(password_file))), table="query",
+                    query=slow_query(0.001), split_by="id", boundary_query="SELECT 0, 4999", mappers=2, fetch_size=100,
+                    target_dir=str(tmp_path / "out"), fast_path=False, cluster=dask_cluster.address,
+                    password_file=str(password_file))
+    assert run_import(job, progress=True)["rows"] == 5000
+    lines = [x.strip() for x in capsys.readouterr().err.replace("\r", "\n").splitlines() if x.strip()]
+    assert lines[-1].startswith("5000 rows 100%") and lines[-1].endswith("[splits 0:done 1:done]")
+    running = [x for x in lines if re.search(r"\[splits .*\b[01]:\d+", x)]
+    assert running, lines        # a split's rows while it ran
+    assert all(int(x.split()[0]) <= 5000 for x in lines)

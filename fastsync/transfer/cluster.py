@@ -125,11 +125,16 @@ def session(cluster: str, url, password_file: str | None):
     if kind == "local":
         secret = Secret("env") if password is not None else Secret()
         env = {PASSWORD_ENV: str(password)} if password is not None else None
-        local = LocalCluster(n_workers=where, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=None, env=env, silence_logs=logging.ERROR,
-                             # no dashboard; its HTTP server's other routes on a free port, not 8787
-                             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
-        client = Client(local, set_as_default=False)
+        try:
+            local = LocalCluster(n_workers=where, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                 dashboard_address=None, env=env, silence_logs=logging.ERROR,
+                                 # no dashboard; its HTTP server's other routes on a free port, not 8787
+                                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+            client = Client(local, set_as_default=False)
+        except Exception as exc:
+            if local is not None:
+                local.close()
+            raise ClusterError("--cluster %s: could not start the local workers: %s" % (cluster, _one_line(exc))) from None
     else:
         secret = Secret("file", os.path.abspath(os.path.expanduser(password_file))) if password is not None else Secret()
         _probe(where)
