@@ -73,8 +73,9 @@ class DaskCluster:
     def _spawn(self, name, args):
         with open(self.tmp / ("%s.log" % name), "wb") as log:
             # a session of its own: the worker processes its nanny spawned go with it (killpg)
+            # (in a directory of their own: a relative path reaching them would fail)
             return subprocess.Popen([str(BIN / "dask"), *args], stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                    start_new_session=True)
+                                    start_new_session=True, cwd=self.tmp)
 
     def logs(self) -> str:
         return "".join((self.tmp / n).read_text(errors="replace") for n in os.listdir(self.tmp) if n.endswith(".log"))
@@ -149,6 +150,13 @@ def ok(out):
     return out
 
 
+def fastsync_in(cwd, *args):
+    """`fastsync ARGS` run in `cwd` (relative paths: the workers' working directory is not it)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
 def rows_of(path):
     return pq.read_table(path).sort_by("id").to_pylist()
 
@@ -159,15 +167,15 @@ def parts(path):
 
 def test_import_tcp_equals_local_processes(dask_cluster, password_file, tmp_path):
     ok(fastsync("import", "--connect", PG_URL, "--table", TABLE, "-m", 2, "--target-dir", tmp_path / "local"))
-    out = ok(fastsync("import", "--connect", PG_NOPW, "--password-file", password_file, "--table", TABLE, "-m", 3,
-                      "--target-dir", tmp_path / "dask", "--cluster", dask_cluster.address))
+    out = ok(fastsync_in(tmp_path, "import", "--connect", PG_NOPW, "--password-file", password_file, "--table", TABLE,
+                         "-m", 3, "--target-dir", "dask", "--cluster", dask_cluster.address))
     assert "imported %d rows" % N in out.stdout
     assert parts(tmp_path / "dask") == ["_SUCCESS", "part-m-00000.parquet", "part-m-00001.parquet", "part-m-00002.parquet"]
     assert rows_of(tmp_path / "dask") == rows_of(tmp_path / "local")
     # the files back into PostgreSQL, loaded by the workers, moved in one transaction
     sql(PG_URL, "DROP TABLE IF EXISTS %s_copy" % TABLE, "CREATE TABLE %s_copy (LIKE %s)" % (TABLE, TABLE))
-    out = ok(fastsync("export", "--connect", PG_NOPW, "--password-file", password_file, "--table", TABLE + "_copy",
-                      "--export-dir", tmp_path / "dask", "--cluster", dask_cluster.address))
+    out = ok(fastsync_in(tmp_path, "export", "--connect", PG_NOPW, "--password-file", password_file, "--table",
+                         TABLE + "_copy", "--export-dir", "dask", "--cluster", dask_cluster.address))
     assert "exported %d rows" % N in out.stdout
     assert sql(PG_URL, "SELECT count(*) FROM (SELECT * FROM %s EXCEPT SELECT * FROM %s_copy) d" % (TABLE, TABLE))[0][0] == 0
     assert sql(PG_URL, "SELECT count(*) FROM %s_copy" % TABLE)[0][0] == N

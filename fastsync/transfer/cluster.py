@@ -450,7 +450,9 @@ def run_export_files(engine, target, files: list, columns: list[str], job, count
             with session(job.cluster, job.url, job.password_file) as (client, secret, url):
                 bare = dataclasses.replace(job, url=url)
                 topic = "fastsync-progress-%s" % run if show else None
-                futures = {f.name: client.submit(_export_task, bare, secret, f, columns, prefix, topic,
+                # absolute paths: a worker's working directory is its own
+                futures = {f.name: client.submit(_export_task, bare, secret,
+                                                  dataclasses.replace(f, path=os.path.abspath(f.path)), columns, prefix, topic,
                                                   key="fastsync-export-%s-%s" % (run, f.name), pure=False) for f in files}
                 tracker = _Tracker(client, topic, list(futures))
                 stop = threading.Event()
