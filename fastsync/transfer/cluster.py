@@ -119,6 +119,8 @@ def session(cluster: str, url, password_file: str | None):
     kind, where = parse(cluster)
     password = url.password if url is not None else None
     bare = url._replace(password=None) if password is not None else url     # URL.set ignores None
+    if bare is not None and bare.get_backend_name() == "sqlite" and bare.database not in (None, "", ":memory:"):
+        bare = bare._replace(database=os.path.abspath(bare.database))      # a worker's working directory is its own
     local = None
     # distributed logs at INFO by default: here it follows --log-level, as fastsync's loggers
     logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
