@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from e2e_support import poll
 from test_export import engine_for, sql
 from test_import import MYSQL_URL, PG_URL, fastsync
 
@@ -43,16 +44,6 @@ def free_port(exclude=()) -> int:
                 continue
             return port
     raise RuntimeError("no free port in 18700-18799")
-
-
-def wait_for(pred, timeout=60.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 class DaskCluster:
@@ -211,16 +202,17 @@ def test_worker_killed_mid_split(dask_cluster, password_file, tmp_path):
     run.start()
     try:
         # both splits have written their first batch: each attempt's file is there
-        attempts = wait_for(lambda: list(tmp_path.glob(".out.tmp-*/part-m-*.attempt-*"))
-                            if len(list(tmp_path.glob(".out.tmp-*/part-m-*.attempt-*"))) == 2 or "out" in result else None,
-                            what="two attempt files")
+        def attempts():
+            return list(tmp_path.glob(".out.tmp-*/part-m-*.attempt-*"))
+        found = poll(lambda: attempts() if len(attempts()) == 2 or "out" in result else None, timeout=60,
+                     message="two attempt files")
         assert "out" not in result, result["out"].stderr
-        tmp = attempts[0].parent
+        tmp = found[0].parent
         key, worker = next((k, w) for k, w in dask_cluster.running("fastsync-import-").items() if k.endswith("00001"))
         dask_cluster.kill_worker(worker)
         # the rerun makes a third attempt file, beside the killed one's
-        wait_for(lambda: len([n for n in os.listdir(tmp) if ".attempt-" in n]) >= 3 if tmp.exists() else True,
-                 what="the rerun's attempt file")
+        poll(lambda: len(list(tmp.glob("*.attempt-*"))) >= 3 or not tmp.exists(), timeout=60,
+             message="the rerun's attempt file")
     finally:
         run.join(120)
     out = ok(result["out"])
@@ -306,8 +298,8 @@ def test_worker_killed_mid_load(dask_cluster, password_file, tmp_path):
     watcher.start()
     run.start()
     try:
-        running = wait_for(lambda: dask_cluster.running("fastsync-export-") if staging_tables(target) == 2 else None,
-                           what="two staging tables being loaded")
+        running = poll(lambda: dask_cluster.running("fastsync-export-") if staging_tables(target) == 2 else None,
+                       timeout=60, message="two staging tables being loaded")
         dask_cluster.kill_worker(next(iter(running.values())))
     finally:
         run.join(120)
@@ -337,8 +329,8 @@ def test_password_not_in_task_graph_nor_worker_logs(dask_cluster, password_file,
         def specs(dask_scheduler):
             return pickle.dumps([ts.run_spec for k, ts in dask_scheduler.tasks.items()
                                  if str(k).startswith("fastsync-import-")])
-        dumped = wait_for(lambda: (lambda b: b if len(pickle.loads(b)) == 2 else None)(
-            dask_cluster.client.run_on_scheduler(specs)), what="the import's tasks on the scheduler")
+        dumped = poll(lambda: (lambda b: b if len(pickle.loads(b)) == 2 else None)(
+            dask_cluster.client.run_on_scheduler(specs)), timeout=60, message="the import's tasks on the scheduler")
     finally:
         run.join(120)
     ok(result["out"])
@@ -395,6 +387,7 @@ def test_no_scheduler_and_bad_address(dask_cluster, password_file, tmp_path):
     assert out.returncode == 2 and "argument --cluster: expected tcp://HOST:PORT" in out.stderr
 
 
+@pytest.mark.slow
 def test_incremental_saved_job_twice(tmp_path, password_file):
     """A saved incremental job with --cluster local:2, run twice: each run imports only the
     new rows; the target has every row once."""
