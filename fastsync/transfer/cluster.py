@@ -122,14 +122,19 @@ def session(cluster: str, url, password_file: str | None):
     if bare is not None and bare.get_backend_name() == "sqlite" and bare.database not in (None, "", ":memory:"):
         bare = bare._replace(database=os.path.abspath(bare.database))      # a worker's working directory is its own
     local = None
-    # distributed logs at INFO by default: here it follows --log-level, as fastsync's loggers
-    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
+    # distributed logs at INFO by default, and its client logs tracebacks when the scheduler
+    # goes: the command's one error line says what failed; --log-level INFO or DEBUG shows them
+    level = logging.getLogger().getEffectiveLevel()
+    for name in ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]:
+        if name == "distributed" or logging.getLogger(name).level != logging.NOTSET:     # set by distributed's config
+            logging.getLogger(name).setLevel(max(level, logging.INFO) if level < logging.WARNING else logging.CRITICAL)
     if kind == "local":
         secret = Secret("env") if password is not None else Secret()
         env = {PASSWORD_ENV: str(password)} if password is not None else None
         try:
             local = LocalCluster(n_workers=where, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                 dashboard_address=None, env=env, silence_logs=logging.ERROR,
+                                 dashboard_address=None, env=env,
+                                 silence_logs=logging.CRITICAL if level >= logging.WARNING else level,
                                  # no dashboard; its HTTP server's other routes on a free port, not 8787
                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             client = Client(local, set_as_default=False)
