@@ -87,7 +87,8 @@ class DaskCluster:
         return pid
 
     def close(self) -> None:
-        self.client.close()
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=5)
         for p in self.procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
@@ -385,6 +386,32 @@ def test_no_scheduler_and_bad_address(dask_cluster, password_file, tmp_path):
     assert os.listdir(tmp_path) == []
     out = fastsync("export", "--connect", PG_URL, "--table", TABLE, "--export-dir", tmp_path, "--cluster", "bogus")
     assert out.returncode == 2 and "argument --cluster: expected tcp://HOST:PORT" in out.stderr
+
+
+def test_scheduler_killed_mid_import(password_file, tmp_path):
+    """The scheduler (one of this test's own) killed while the splits run: one error line
+    once the client gives up reconnecting, nothing published."""
+    (tmp_path / "cluster").mkdir()
+    own = DaskCluster(tmp_path / "cluster", workers=1)
+    try:
+        result = {}
+        run = threading.Thread(target=lambda: result.update(out=fastsync(
+            "import", "--connect", PG_NOPW, "--password-file", password_file, "--query", slow_query(), "--split-by", "id",
+            "--boundary-query", "SELECT 0, 4999", "-m", 2, "--target-dir", tmp_path / "out", "--cluster", own.address)))
+        run.start()
+        try:
+            poll(lambda: own.running("fastsync-import-"), timeout=60, message="a split running")
+            os.killpg(own.procs[0].pid, signal.SIGKILL)
+        finally:
+            run.join(120)
+    finally:
+        own.close()
+    out = result["out"]
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastsync: error: --cluster %s: split " % own.address), lines
+    assert "scheduler-connection-lost" in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["cluster"]
 
 
 @pytest.mark.slow
