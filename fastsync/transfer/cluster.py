@@ -143,6 +143,8 @@ def session(cluster: str, url, password_file: str | None):
                 local.close()
             raise ClusterError("--cluster %s: could not start the local workers: %s" % (cluster, _one_line(exc))) from None
     else:
+        if password is not None and not password_file:
+            raise ClusterError(password_refusal(cluster, None, None, False, True))
         secret = Secret("file", os.path.abspath(os.path.expanduser(password_file))) if password is not None else Secret()
         _probe(where)
         try:
