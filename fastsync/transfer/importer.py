@@ -109,6 +109,9 @@ def _run_splits(job: ImportJob, found: Plan, stage: publish.Staging | str, ext: 
                 t0: float) -> int:
     """Every split in a process of its own, writing its part (stage.part; a str: a local
     directory); the rows read."""
+    if job.cluster:          # every split a task on a Dask cluster instead (cluster.py)
+        from fastsync.transfer import cluster
+        return cluster.run_import_splits(job, found, stage, ext, progress, t0)
     splits = found.splits
     rows = 0
     try:
@@ -117,7 +120,7 @@ def _run_splits(job: ImportJob, found: Plan, stage: publish.Staging | str, ext: 
         splitread.PROGRESS = ctx.Array("q", len(splits), lock=False) if show else None
         total = planner.estimate_rows(job, found) if show else None
         with cf.ProcessPoolExecutor(max_workers=len(splits), mp_context=ctx) as pool:
-            futures = [pool.submit(splitread.run_with_retries, _spec(job, found, s, stage, ext)) for s in splits]
+            futures = [pool.submit(splitread.run_with_retries, split_spec(job, found, s, stage, ext)) for s in splits]
             with Progress(lambda: _status(total, t0), show=show, name="import-progress"):
                 cf.wait(futures)
             for f in futures:
@@ -128,7 +131,8 @@ def _run_splits(job: ImportJob, found: Plan, stage: publish.Staging | str, ext: 
     return rows
 
 
-def _spec(job: ImportJob, found: Plan, split, stage: publish.Staging | str, ext: str):
+def split_spec(job: ImportJob, found: Plan, split, stage: publish.Staging | str, ext: str):
+    """Split `split`'s work: its part file in `stage`, and the filesystem's URL where it is not local."""
     if isinstance(stage, str):
         return found.spec(job, split, os.path.join(stage, "part-m-%05d.%s" % (split.index, ext)))
     return found.spec(job, split, stage.part(split.index, ext), stage.fs_url)
