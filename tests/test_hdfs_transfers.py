@@ -189,3 +189,21 @@ def test_merge_on_hdfs(hdfs, tmp_path):
     now = sql("SELECT id, name, price FROM %s ORDER BY id" % SRC)[0]
     assert fetched_parquet(hdfs, "merged", tmp_path) == [dict(zip(("id", "name", "price"), r)) for r in now]
     assert set(parts(hdfs, "")) == {"old", "delta", "merged"}
+
+
+@pytest.mark.slow
+def test_cluster_workers_write_and_read_hdfs(hdfs, tmp_path):
+    """--cluster local:2: the workers write their part files straight to HDFS (attempt names,
+    the accepted one moved into place) and load the parts of an HDFS export dir."""
+    make_source()
+    target = hdfs.dir_url + "/cl"
+    out = fastsync("import", *CONNECT, "--table", SRC, "-m", 3, "--cluster", "local:2", "--target-dir", target)
+    assert out.returncode == 0, out.stderr
+    assert set(parts(hdfs, "cl")) == {"_SUCCESS"} | {"part-m-%05d.parquet" % i for i in range(3)}
+    assert fetched_parquet(hdfs, "cl", tmp_path) == expected()
+    assert set(parts(hdfs, "")) == {"cl"}          # no staging directory, no attempt file left
+    sql("DROP TABLE IF EXISTS %s" % DST, "CREATE TABLE %s (id integer PRIMARY KEY, name text, price numeric(12, 2))" % DST)
+    out = fastsync("export", *CONNECT, "--table", DST, "--export-dir", target, "-m", 2, "--cluster", "local:2")
+    assert out.returncode == 0, out.stderr
+    got = sql("SELECT id, name, price FROM %s ORDER BY id" % DST)[0]
+    assert [dict(zip(("id", "name", "price"), r)) for r in got] == expected()

@@ -400,7 +400,8 @@ def _await_cancelled(client, keys: set, cluster: str, timeout: float = 120.0) ->
 
 # -- export ------------------------------------------------------------------------------
 
-def _export_task(job, secret: Secret, f, columns: list[str], prefix: str, topic: str | None) -> tuple[str, int]:
+def _export_task(job, secret: Secret, portable: tuple, columns: list[str], prefix: str,
+                 topic: str | None) -> tuple[str, int]:
     """On a worker: one part file into a staging table of this attempt's own, committed;
     (its name, rows). A failed load drops its table."""
     import sqlalchemy as sa
@@ -411,6 +412,7 @@ def _export_task(job, secret: Secret, f, columns: list[str], prefix: str, topic:
     from fastsync.transfer.loader import column_kind
     from fastsync.transfer.localinfile import guard as guard_local_infile
     job = dataclasses.replace(job, url=secret.apply(job.url))
+    f = _resolved(*portable)
     engine = dbio.make_engine(exporter.export_url(job))
     try:
         try:
@@ -438,9 +440,18 @@ def _export_task(job, secret: Secret, f, columns: list[str], prefix: str, topic:
         engine.dispose()
 
 
-def _absolute(f):
-    """A local part file by its absolute path: a worker's working directory is its own."""
-    return dataclasses.replace(f, path=os.path.abspath(f.path)) if f.fs is None else f
+def _portable(f, export_dir: str):
+    """A part file as a task carries it: a local one by its absolute path (a worker's working
+    directory is its own), one on another filesystem without its live filesystem object
+    (the worker resolves --export-dir's URL again: _resolved)."""
+    if f.fs is None:
+        return dataclasses.replace(f, path=os.path.abspath(f.path)), None
+    return dataclasses.replace(f, fs=None), export_dir
+
+
+def _resolved(f, fs_url: str | None):
+    from fastsync.transfer import publish
+    return f if fs_url is None else dataclasses.replace(f, fs=publish.filesystem(fs_url))
 
 
 def stage_prefix(target_name: str, run: str) -> str:
@@ -472,7 +483,7 @@ def run_export_files(engine, target, files: list, columns: list[str], job, count
                 topic = "fastsync-progress-%s" % run if show else None
                 # absolute paths: a worker's working directory is its own
                 futures = {f.name: client.submit(_export_task, bare, secret,
-                                                  _absolute(f), columns, prefix, topic,
+                                                  _portable(f, job.export_dir), columns, prefix, topic,
                                                   key="fastsync-export-%s-%s" % (run, f.name), pure=False) for f in files}
                 tracker = _Tracker(client, topic, list(futures))
                 stop = threading.Event()
