@@ -376,3 +376,48 @@ def test_ten_thousand_files_and_sparse_500mb_killed_then_rerun_then_changed(tmp_
     r = sync("-a", "--delete", str(src) + "/", dst)
     assert " 1 files " not in summary(r)
     identical(src, dst)
+
+
+def _arrow_tree(path: Path, renames: bool):
+    """The generic pyarrow path (what hdfs:// and s3:// go through) on pyarrow's own local
+    filesystem: renames=False writes straight to the name, as to an object store."""
+    import pyarrow.fs as pafs
+
+    from fastsync.filesystems import Location
+    from fastsync.sync.arrowtree import ArrowTree
+    return ArrowTree(Location(pafs.LocalFileSystem(), str(path), "arrow:%s" % path, renames))
+
+
+@pytest.mark.parametrize("renames", [True, False], ids=["temp-then-move", "direct-put"])
+def test_through_pyarrow_filesystems_both_ways(tmp_path, renames):
+    from fastsync.sync.engine import Sync, SyncOptions
+    from fastsync.sync.report import Report
+
+    src = make_tree(tmp_path / "src")
+    (src / "locked dir").chmod(0o755)
+    opts = SyncOptions(recursive=True, links=True, perms=True, times=True, delete=True)
+
+    def run(a, b) -> Report:
+        sync_ = Sync(a, b, opts, Report(err=open(os.devnull, "w")))
+        return sync_.run()
+
+    out = tmp_path / "out"
+    r = run(str(src) + "/", _arrow_tree(out, renames))
+    assert r.files == 24 and not r.errors and r.links == 0     # links: skipped, pyarrow has none
+    for p in src.rglob("*"):
+        q = out / p.relative_to(src)
+        assert q.is_symlink() is False and (p.is_symlink() or q.exists()), p
+        if p.is_file() and not p.is_symlink():
+            assert q.read_bytes() == p.read_bytes()
+    assert not list(out.rglob("*fastsync-*"))
+    again = run(str(src) + "/", _arrow_tree(out, renames))
+    assert again.files == 0 and again.unchanged == 24            # the target's mtimes are newer
+    (src / "plain.txt").write_text("longer than it was before\n")
+    write(out / "extra", "x")
+    again = run(str(src) + "/", _arrow_tree(out, renames))
+    assert again.files == 1 and again.deleted == 1 and (out / "plain.txt").read_text() == "longer than it was before\n"
+    # and back: a pyarrow source into a local target keeps its mtimes
+    back = tmp_path / "back"
+    r = run(_arrow_tree(out, renames), str(back))
+    assert r.files == 24 and not r.errors
+    assert (back / "out" / "plain.txt").stat().st_mtime_ns == (out / "plain.txt").stat().st_mtime_ns

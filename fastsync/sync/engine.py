@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 
-from urllib.parse import urlsplit
 
 from fastsync.progress import Progress, on_terminal
 from fastsync.sync.copy import BandwidthLimit, copy_local, copy_stream, parallel, same_content
@@ -54,6 +53,7 @@ def open_tree(url: str, flag: str):
     if scheme in ("", "local"):
         return LocalTree(os.path.abspath(url.split("://", 1)[1] if scheme else url), url)
     if scheme == "file":
+        from urllib.parse import urlsplit
         return LocalTree(os.path.abspath(urlsplit(url).path), url)
     from fastsync.filesystems import FilesystemError, resolve
     from fastsync.sync.arrowtree import ArrowTree
@@ -69,7 +69,12 @@ class Sync:
         self.opts = opts
         self.report = report or Report(opts.verbose or opts.dry_run)
         self.limit = BandwidthLimit(opts.bwlimit) if opts.bwlimit else None
-        self.src, self.dst = open_tree(src, "SRC"), open_tree(dst, "DST")
+        # a URL, or (for tests and callers with a filesystem of their own) a tree
+        self.src = open_tree(src, "SRC") if isinstance(src, str) else src
+        self.dst = open_tree(dst, "DST") if isinstance(dst, str) else dst
+        src, dst = self.src.url if not isinstance(src, str) else src, self.dst.url if not isinstance(dst, str) else dst
+        # permissions only between two trees that have them (pyarrow reports none)
+        self.perms = opts.perms and self.src.keeps_perms and self.dst.keeps_perms
         try:
             root = self.src.stat("")
             if root is not None and root.kind == "l" and src.endswith("/") and self.src.local:
@@ -114,7 +119,7 @@ class Sync:
             raise SyncError("DST %s: %s" % (self.dst.url, exc.strerror or exc), 23) from None
         plan = self._plan(src, dst)
         if self.dst.local and not opts.dry_run:
-            self.dst.perms = opts.perms
+            self.dst.perms = self.perms
             saved = os.umask(0)     # files are created with their final mode: no chmod each
             try:
                 self._write(plan, src, dst, leftovers, source_io_error, t0)
@@ -161,7 +166,7 @@ class Sync:
 
     def _attrs_differ(self, s: Entry, d: Entry) -> bool:
         opts = self.opts
-        return self.dst.local and ((opts.perms and s.kind != "l" and s.mode != d.mode)
+        return self.dst.local and ((self.perms and s.kind != "l" and s.mode != d.mode)
                                    or (opts.times and s.mtime_ns != d.mtime_ns))
 
     def _plan(self, src: dict, dst: dict) -> dict:
@@ -224,7 +229,7 @@ class Sync:
         parallel(opts.jobs, work, lambda fn, *args: fn(*args), "sync")
         if not opts.dry_run:
             for rel, s, d in plan["attrs"]:
-                self._guard(rel, "set attributes of", self.dst.set_attrs, rel, s, d, opts.perms, opts.times)
+                self._guard(rel, "set attributes of", self.dst.set_attrs, rel, s, d, self.perms, opts.times)
 
     def _copy_one(self, rel: str, s: Entry, d: Entry | None, range_jobs: int) -> None:
         opts, report = self.opts, self.report
@@ -233,7 +238,7 @@ class Sync:
             if d is not None and opts.checksum and d.size == s.size and same_content(self.src, self.dst, rel):
                 report.count("unchanged")
                 if not opts.dry_run:
-                    self.dst.set_attrs(rel, s, d, opts.perms, opts.times)
+                    self.dst.set_attrs(rel, s, d, self.perms, opts.times)
                 return
             if opts.dry_run:
                 report.copied(s.size)
@@ -265,7 +270,7 @@ class Sync:
                     copy_stream(reader, sink, self.limit, report.progressed)
             finally:
                 os.close(reader) if self.both_local else reader.close()
-            sink.commit(opts.perms and self.dst.keeps_perms, opts.times and self.dst.keeps_times)
+            sink.commit(self.perms, opts.times and self.dst.keeps_times)
         except BaseException as exc:
             try:
                 sink.abort()
@@ -310,11 +315,11 @@ class Sync:
     def _dir_attrs(self, src: dict) -> None:
         """Directories' modes and mtimes, deepest first, once nothing more is written into them."""
         opts = self.opts
-        if not self.dst.local or not (opts.perms or opts.times):
+        if not self.dst.local or not (self.perms or opts.times):
             return
         for rel in sorted((r for r, s in src.items() if s.kind == "d"), reverse=True):
             try:
-                self.dst.set_attrs(rel, src[rel], self.dst.stat(rel), opts.perms, opts.times)
+                self.dst.set_attrs(rel, src[rel], self.dst.stat(rel), self.perms, opts.times)
             except OSError as exc:
                 self.report.error(self.dst.path(rel), "set attributes of", exc)
 

@@ -13,7 +13,6 @@ A pattern is matched as rsync matches it:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 
 class FilterError(ValueError):
@@ -54,12 +53,12 @@ def _translate(pattern: str) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True)
 class Rule:
-    include: bool
-    pattern: str          # as given, for messages
-    regex: re.Pattern
-    dir_only: bool
+    """One --include (include=True) or --exclude pattern, as given and as a regular expression."""
+    __slots__ = ("include", "pattern", "regex", "dir_only")
+
+    def __init__(self, include: bool, pattern: str, regex: re.Pattern, dir_only: bool):
+        self.include, self.pattern, self.regex, self.dir_only = include, pattern, regex, dir_only
 
     @classmethod
     def parse(cls, include: bool, pattern: str) -> "Rule":

@@ -10,10 +10,8 @@ is renamed over NAME once complete. A later run removes the temporary files a ki
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
-import shutil
 import stat as st
 
 TMP_SUFFIX, PARTIAL_SUFFIX = ".fastsync-tmp", ".fastsync-partial"
@@ -51,6 +49,7 @@ def unique_tag() -> str:
 def _temp_name(name: str, tag: str, suffix: str) -> str:
     tmp = ".%s.%s%s" % (name, tag, suffix)
     if len(tmp) > 63 and len(os.fsencode(tmp)) > 255:      # NAME_MAX: a hash of the name stands for it
+        import hashlib
         tmp = ".%s.%s%s" % (hashlib.sha1(os.fsencode(name)).hexdigest(), tag, suffix)
     return tmp
 
@@ -162,6 +161,7 @@ class LocalTree:
     def remove(self, rel: str, entry: Entry) -> None:
         p = self.path(rel)
         if entry.kind == "d":
+            import shutil      # (imports zlib, bz2, lzma: only when needed)
             shutil.rmtree(p)
         else:
             try:
