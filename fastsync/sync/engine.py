@@ -13,10 +13,13 @@ import time
 
 
 from fastsync.progress import Progress, on_terminal
-from fastsync.sync.copy import BandwidthLimit, copy_local, copy_stream, parallel, same_content
+from fastsync.sync.copy import RANGE, BandwidthLimit, copy_local, copy_stream, parallel, same_content
 from fastsync.sync.filters import Filters
 from fastsync.sync.report import Report
 from fastsync.sync.local import Entry, LocalTree, partial_name
+
+
+PROCESS_THRESHOLD = 256    # small local files from which worker processes copy them
 
 
 class SyncError(Exception):
@@ -91,6 +94,8 @@ class Sync:
         into = (root.kind == "d" and not contents) or (root.kind != "d" and self._is_dir(dst))
         if into and name:
             self.dst = self.dst.child(name)
+        if self.dst.local and os.path.islink(self.dst.root) and os.path.isdir(self.dst.root):
+            self.dst.root = os.path.realpath(self.dst.root)    # DST a link to a directory: into it, as rsync
         self.both_local = self.src.local and self.dst.local
 
     def _is_dir(self, url: str) -> bool:
@@ -224,7 +229,15 @@ class Sync:
         opts = self.opts
         # a big local file is copied as ranges on -j threads of its own (not with --partial)
         range_jobs = opts.jobs if self.both_local and not opts.partial else 1
-        work = [(self._copy_one, rel, s, d, range_jobs) for rel, s, d in plan["copy"]]
+        copies = plan["copy"]
+        if self.both_local and not opts.dry_run and opts.jobs > 1 and not self.limit and hasattr(os, "fork"):
+            # many small local files: worker processes (procs.py says why); --bwlimit paces one process
+            small = [(rel, s, d, 1) for rel, s, d in copies if s.size < 2 * RANGE]
+            if len(small) >= PROCESS_THRESHOLD:
+                from fastsync.sync.procs import run_in_processes
+                run_in_processes(min(opts.jobs, len(small) // (PROCESS_THRESHOLD // 4)), small, self._copy_one, self)
+                copies = [c for c in copies if c[1].size >= 2 * RANGE]
+        work = [(self._copy_one, rel, s, d, range_jobs) for rel, s, d in copies]
         work += [(self._link_one, rel, s) for rel, s in plan["link"]]
         parallel(opts.jobs, work, lambda fn, *args: fn(*args), "sync")
         if not opts.dry_run:
