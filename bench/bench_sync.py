@@ -14,5 +14,6 @@ def test_sync_vs_rsync_runs(tmp_path):
     assert report["files"] == 301 and report["bytes"] > 20 << 20
     assert [r["scenario"] for r in report["results"]] == list(sync_vs_rsync.SCENARIOS)
     for r in report["results"]:
-        assert len(r["rsync_s"]) == len(r["fastsync_s"]) == 1 and r["peak_rsync"] > 0 and r["peak_fastsync"] > 0
+        assert len(r["rsync_s"]) == len(r["fastsync_s"]) == len(r["fastsync_cpu_s"]) == 1
+        assert r["peak_rsync"] > 0 and r["peak_fastsync"] > 0 and r["fastsync_cpu_s"][0] > 0
     assert not (tmp_path / "trees").exists()

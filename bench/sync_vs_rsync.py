@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,13 +73,19 @@ def commands(tool: str, src: str, dst: str, jobs: int) -> list[str]:
     return [sys.executable, "-m", "fastsync", "sync", "-a", "-j", str(jobs), src, dst]
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, of the process and every child it waited
+    for: rsync's receiver and generator, fastsync's workers): on a loaded machine the CPU time
+    says more than the wall time."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
     if p.returncode != 0:
         raise SystemExit("bench: %s failed (exit %d): %s" % (" ".join(cmd[:6]), p.returncode, p.stderr.strip()[-500:]))
-    return wall
+    return wall, cpu
 
 
 def check(src: str, dst: str, changed: list[str] = ()) -> None:
@@ -139,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     n, size = tree_sum(src)
     print("trees in %s: %d files, %.1f MB; fastsync -j %d; %s" % (base, n, size / 1e6, args.jobs, uptime()), flush=True)
     times: dict = {s: {"rsync": [], "fastsync": []} for s in SCENARIOS}
+    cpus: dict = {s: {"rsync": [], "fastsync": []} for s in SCENARIOS}
     loads = []
     try:
         for r in range(args.rounds):
@@ -147,23 +155,27 @@ def main(argv: list[str] | None = None) -> int:
             loads.append(uptime())
             for s in SCENARIOS:
                 for tool in order:
-                    times[s][tool].append(res[s][tool])
+                    times[s][tool].append(res[s][tool][0])
+                    cpus[s][tool].append(res[s][tool][1])
             print("round %d (%s first): %s; %s" % (r + 1, order[0], ", ".join(
-                "%s rsync %.3f s fastsync %.3f s" % (s, res[s]["rsync"], res[s]["fastsync"]) for s in SCENARIOS),
+                "%s rsync %.3f s fastsync %.3f s" % (s, res[s]["rsync"][0], res[s]["fastsync"][0]) for s in SCENARIOS),
                 loads[-1]), flush=True)
         peaks = run_round(base, src, args.files, ["rsync", "fastsync"], args.jobs, args.rounds + 1, mem=True)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     results = []
-    print("\n| scenario | rsync -a (median s) | fastsync sync -a (median s) | rsync / fastsync | peak PSS rsync | peak PSS fastsync |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n| scenario | rsync -a wall (median s) | fastsync sync -a wall | rsync / fastsync | CPU s rsync | CPU s fastsync "
+          "| peak PSS rsync | peak PSS fastsync |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in SCENARIOS:
         a, b = statistics.median(times[s]["rsync"]), statistics.median(times[s]["fastsync"])
+        ca, cb = statistics.median(cpus[s]["rsync"]), statistics.median(cpus[s]["fastsync"])
         results.append({"scenario": s, "rsync_s": times[s]["rsync"], "fastsync_s": times[s]["fastsync"],
+                        "rsync_cpu_s": cpus[s]["rsync"], "fastsync_cpu_s": cpus[s]["fastsync"],
                         "ratio": a / b, "peak_rsync": peaks[s]["rsync"], "peak_fastsync": peaks[s]["fastsync"]})
-        print("| %s | %.3f | %.3f | %.2f | %.1f MB | %.1f MB |" % (s, a, b, a / b, peaks[s]["rsync"] / 1e6,
-                                                                peaks[s]["fastsync"] / 1e6))
+        print("| %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.1f MB | %.1f MB |" % (
+            s, a, b, a / b, ca, cb, peaks[s]["rsync"] / 1e6, peaks[s]["fastsync"] / 1e6))
     report = {"files": n, "bytes": size, "dir": base, "jobs": args.jobs, "rounds": args.rounds, "loads": loads,
               "results": results}
     if args.json:

@@ -19,6 +19,7 @@ class ArrowTree:
 
     def __init__(self, loc: Location):
         self.loc = loc
+        self.scan_errors = 0
         self.fs, self.root, self.url, self.renames = loc.fs, loc.path.rstrip("/") or "/", loc.url, loc.renames
 
     def path(self, rel: str) -> str:
@@ -50,6 +51,7 @@ class ArrowTree:
             infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
         except (OSError, ValueError) as exc:
             report.error(self.url, "list", exc)
+            self.scan_errors += 1
             return entries
         base = len(self.root.rstrip("/")) + 1
         excluded: set[str] = set()

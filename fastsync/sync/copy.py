@@ -23,11 +23,13 @@ class BandwidthLimit:
         self.rate = rate
         self.chunk = int(max(16 << 10, min(1 << 20, rate / 8)))
         self.lock = threading.Lock()
-        self.start = time.monotonic()
+        self.start = None      # the clock starts with the first bytes, not with the listing
         self.sent = 0
 
     def take(self, n: int) -> None:
         with self.lock:
+            if self.start is None:
+                self.start = time.monotonic()
             self.sent += n
             due = self.start + self.sent / self.rate
         delay = due - time.monotonic()

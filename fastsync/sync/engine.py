@@ -9,6 +9,7 @@ HDFS through pyarrow), "the same mtime" is "a target mtime not older than the so
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 
@@ -115,13 +116,29 @@ class Sync:
             report.warn("skipping directory %s (give -r or -a to copy directories)" % self.src.url)
             self.seconds = time.perf_counter() - t0
             return report
-        src = self.src.scan(opts.filters, opts.recursive, report)
-        source_io_error = bool(report.errors)
         leftovers: list[str] = []
+        listed: dict = {}
+
+        def list_target() -> None:
+            try:
+                listed["dst"] = self.dst.scan(opts.filters, opts.recursive, report, leftovers)
+            except Exception as exc:
+                listed["error"] = exc
+
+        # both trees listed at once: the lstat calls run without the GIL
+        lister = threading.Thread(target=list_target, name="sync-list-target")
+        lister.start()
         try:
-            dst = self.dst.scan(opts.filters, opts.recursive, report, leftovers)
-        except OSError as exc:
+            src = self.src.scan(opts.filters, opts.recursive, report)
+        finally:
+            lister.join()
+        source_io_error = self.src.scan_errors > 0
+        if "error" in listed:
+            exc = listed["error"]
+            if not isinstance(exc, OSError):
+                raise exc
             raise SyncError("DST %s: %s" % (self.dst.url, exc.strerror or exc), 23) from None
+        dst = listed["dst"]
         plan = self._plan(src, dst)
         if self.dst.local and not opts.dry_run:
             self.dst.perms = self.perms
@@ -177,6 +194,7 @@ class Sync:
     def _plan(self, src: dict, dst: dict) -> dict:
         opts, report = self.opts, self.report
         plan: dict = {"mkdir": [], "replace": [], "copy": [], "link": [], "attrs": [], "keep": set()}
+        unchanged = 0
         for rel in sorted(src):
             s, d = src[rel], dst.get(rel)
             if d is not None and d.kind != s.kind and s.kind in "fdl" and (d.kind == "d" or s.kind == "d"):
@@ -187,14 +205,14 @@ class Sync:
                     plan["mkdir"].append(rel)
             elif s.kind == "f":
                 if d is not None and d.kind == "f" and not opts.checksum and self._unchanged(s, d):
-                    report.count("unchanged")
+                    unchanged += 1
                     if self._attrs_differ(s, d):
                         plan["attrs"].append((rel, s, d))
                 else:
                     plan["copy"].append((rel, s, d if d is not None and d.kind == "f" else None))
             elif s.kind == "l" and opts.links and self.dst.keeps_links:
                 if d is not None and d.kind == "l" and d.target == s.target:
-                    report.count("unchanged")
+                    unchanged += 1
                     if self._attrs_differ(s, d):
                         plan["attrs"].append((rel, s, d))
                 else:
@@ -204,6 +222,7 @@ class Sync:
                 report.warn("skipping non-regular file %s" % self.src.path(rel)
                             + (" (give -l or -a to copy symbolic links)" if s.kind == "l" and not opts.links else
                                " (the target has no symbolic links)" if s.kind == "l" else ""))
+        report.count("unchanged", unchanged)
         return plan
 
     def _clean(self, leftovers: list[str], src: dict) -> None:

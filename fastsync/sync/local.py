@@ -28,8 +28,11 @@ class Entry:
     @classmethod
     def of(cls, s: os.stat_result) -> "Entry":
         m = s.st_mode
-        kind = "f" if st.S_ISREG(m) else "d" if st.S_ISDIR(m) else "l" if st.S_ISLNK(m) else "o"
-        return cls(kind, s.st_size, s.st_mtime_ns, st.S_IMODE(m), "", kind == "f" and s.st_blocks * 512 < s.st_size)
+        kind = _KINDS.get(m & 0o170000, "o")
+        return cls(kind, s.st_size, s.st_mtime_ns, m & 0o7777, "", kind == "f" and s.st_blocks * 512 < s.st_size)
+
+
+_KINDS = {st.S_IFREG: "f", st.S_IFDIR: "d", st.S_IFLNK: "l"}
 
 
 def is_leftover(name: str) -> bool:
@@ -74,6 +77,7 @@ class LocalTree:
         self.root, self.url = root, url
         self.umask = _umask()
         self.perms = False       # -p: files and directories are created with the source's mode
+        self.scan_errors = 0
 
     def new_mode(self, src: Entry, dirs: bool = False) -> int:
         """The mode something new is created with (the process's umask is 0 while a sync writes)."""
@@ -107,6 +111,7 @@ class LocalTree:
         if root.kind != "d" or not recursive:
             return entries
         stack = [""]
+        filters = filters if filters else None
         while stack:
             d = stack.pop()
             try:
@@ -116,17 +121,18 @@ class LocalTree:
                 continue
             except OSError as exc:
                 report.error(self.path(d), "opendir", exc)
+                self.scan_errors += 1
                 continue
+            prefix = d + "/" if d else ""
             with it:
                 for de in it:
                     name = de.name
-                    rel = d + "/" + name if d else name
-                    if leftovers is not None and is_leftover(name):
+                    rel = prefix + name
+                    if leftovers is not None and name[0] == "." and is_leftover(name):
                         leftovers.append(rel)
                         continue
                     try:
-                        is_dir = de.is_dir(follow_symlinks=False)
-                        if filters and not filters.included(rel, is_dir):
+                        if filters and not filters.included(rel, de.is_dir(follow_symlinks=False)):
                             continue
                         e = Entry.of(de.stat(follow_symlinks=False))
                         if e.kind == "l":
@@ -136,6 +142,7 @@ class LocalTree:
                         continue
                     except OSError as exc:
                         report.error(de.path, "stat", exc)
+                        self.scan_errors += 1
                         continue
                     entries[rel] = e
                     if e.kind == "d":
