@@ -462,3 +462,26 @@ def test_a_target_that_is_a_link_to_a_directory_is_followed(tmp_path):
     (tmp_path / "via link").symlink_to("real")
     sync("-a", str(src) + "/", tmp_path / "via link")
     assert (tmp_path / "via link").is_symlink() and (tmp_path / "real" / "f").read_text() == "f"
+
+
+def test_progress_line_on_a_terminal(tmp_path):
+    import pty
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "f", os.urandom(3 << 20))
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "fastsync", "sync", "-a", "--progress", "--bwlimit", "3M",
+                          str(src) + "/", str(dst)], stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:          # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert p.wait(60) == 0
+    text = seen.decode()
+    assert "\r1/1 files, 3.1/3.1 MB, " in text and " MB/s" in text, text     # the last redraw: all done

@@ -106,7 +106,7 @@ class Sync:
             e = self.dst.stat("")
         except OSError as exc:
             raise SyncError("DST %s: %s" % (url, exc.strerror or exc), 1) from None
-        return e is not None and e.kind == "d"
+        return e is not None and (e.kind == "d" or (e.kind == "l" and self.dst.local and os.path.isdir(self.dst.root)))
 
     # --- the work -------------------------------------------------------------------------
     def run(self) -> Report:
