@@ -171,6 +171,9 @@ def test_include_exclude_rules_in_rsync_order(tmp_path):
     write(dst / "gone", "gone")
     sync("-a", "--delete", "--exclude", "cache/", "--exclude", "*.log", str(src) + "/", dst)
     assert (dst / "cache" / "mine").exists() and (dst / "extra.log").exists() and not (dst / "gone").exists()
+    # SRC without its slash: the transfer root is its parent, an anchored rule names src/ too (rsync)
+    sync("-a", "--exclude", "/src/top", "--exclude", "/a", src, tmp_path / "itself")
+    assert not (tmp_path / "itself" / "src" / "top").exists() and (tmp_path / "itself" / "src" / "a").is_dir()
 
 
 def test_dry_run_lists_and_changes_nothing(tmp_path):

@@ -95,6 +95,8 @@ class Sync:
         into = (root.kind == "d" and not contents) or (root.kind != "d" and self._is_dir(dst))
         if into and name:
             self.dst = self.dst.child(name)
+            if root.kind == "d":
+                opts.filters.prefix = name + "/"
         if self.dst.local and os.path.islink(self.dst.root) and os.path.isdir(self.dst.root):
             self.dst.root = os.path.realpath(self.dst.root)    # DST a link to a directory: into it, as rsync
         self.both_local = self.src.local and self.dst.local

@@ -87,11 +87,15 @@ class Filters:
 
     def __init__(self, rules: list[Rule] | None = None):
         self.rules = rules or []
+        # "src" without a trailing / is copied as the directory src: its paths are src/... for
+        # the rules too, as rsync's transfer root is then src's parent
+        self.prefix = ""
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
     def included(self, path: str, is_dir: bool) -> bool:
+        path = self.prefix + path
         for rule in self.rules:
             if rule.matches(path, is_dir):
                 return rule.include
