@@ -33,8 +33,8 @@ class ArrowTree:
     def _entry(info: pafs.FileInfo) -> Entry | None:
         if info.type == pafs.FileType.File:
             return Entry("f", info.size or 0, info.mtime_ns or 0, 0o644)
-        if info.type == pafs.FileType.Directory:
-            return Entry("d", 0, info.mtime_ns or 0, 0o755)
+        if info.type == pafs.FileType.Directory:      # an object store's has no mtime: -1, not set
+            return Entry("d", 0, -1 if info.mtime_ns is None else info.mtime_ns, 0o755)
         return None
 
     def stat(self, rel: str = "") -> Entry | None:

@@ -197,7 +197,7 @@ class LocalTree:
         if perms and src.kind != "l" and (dst is None or dst.mode != src.mode):
             os.chmod(p, src.mode)
             changed = True
-        if times and (dst is None or dst.mtime_ns != src.mtime_ns):
+        if times and src.mtime_ns >= 0 and (dst is None or dst.mtime_ns != src.mtime_ns):
             os.utime(p, ns=(src.mtime_ns, src.mtime_ns), follow_symlinks=False)
             changed = True
         return changed
