@@ -10,6 +10,7 @@ dies with the parent (PR_SET_PDEATHSIG): a `kill -9` of the sync leaves no proce
 """
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import selectors
@@ -18,7 +19,7 @@ import time
 
 from fastsync.sync.report import Report
 
-FORWARDED = {"show", "warn", "file_vanished", "error", "copied", "count", "progressed"}
+FORWARDED = {"show", "warn", "file_vanished", "error", "copied_many", "count"}
 
 
 class PipeReport(Report):
@@ -27,6 +28,7 @@ class PipeReport(Report):
     def __init__(self, fd: int, verbose: bool):
         super().__init__(verbose)
         self.fd, self.frames, self.size, self.last = fd, [], 0, time.monotonic()
+        self.n_copied = self.n_bytes = self.n_progressed = 0     # summed here, sent with each flush
 
     def _send(self, *frame) -> None:
         data = pickle.dumps(frame, pickle.HIGHEST_PROTOCOL)
@@ -38,6 +40,10 @@ class PipeReport(Report):
             self.last = now
 
     def flush(self) -> None:
+        if self.n_copied or self.n_progressed:
+            data = pickle.dumps(("copied_many", self.n_copied, self.n_bytes, self.n_progressed), pickle.HIGHEST_PROTOCOL)
+            self.frames.append(len(data).to_bytes(4, "little") + data)
+            self.n_copied = self.n_bytes = self.n_progressed = 0
         view = memoryview(b"".join(self.frames))
         self.frames, self.size = [], 0
         while view:
@@ -58,13 +64,21 @@ class PipeReport(Report):
         self._send("error", path, what, reason)
 
     def copied(self, size):
-        self._send("copied", size)
+        self.n_copied += 1
+        self.n_bytes += size
+        self._maybe_flush()
 
     def count(self, name, n=1):
         self._send("count", name, n)
 
     def progressed(self, n):
-        self._send("progressed", n)
+        self.n_progressed += n
+
+    def _maybe_flush(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= 0.1:      # the parent's progress line stays current
+            self.flush()
+            self.last = now
 
 
 def _die_with_parent(parent: int) -> None:
@@ -84,6 +98,7 @@ def run_in_processes(n: int, items: list, work, sync) -> None:
     parent = os.getpid()
     slices = [items[i * len(items) // n:(i + 1) * len(items) // n] for i in range(n)]
     children: dict[int, int] = {}       # read fd -> pid
+    gc.freeze()      # the workers' collections leave the parent's objects alone (fewer copied pages)
     for part in slices:
         r, w = os.pipe()
         pid = os.fork()
@@ -94,6 +109,7 @@ def run_in_processes(n: int, items: list, work, sync) -> None:
                 for fd in children:
                     os.close(fd)
                 _die_with_parent(parent)
+                gc.disable()      # a short life: no collections
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 sync.report = PipeReport(w, report.verbose)
                 for item in part:
@@ -105,6 +121,7 @@ def run_in_processes(n: int, items: list, work, sync) -> None:
                 os._exit(code)
         os.close(w)
         children[r] = pid
+    gc.unfreeze()
     _collect(children, report)
 
 

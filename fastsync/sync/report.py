@@ -66,6 +66,13 @@ class Report:
             self.files += 1
             self.bytes += size
 
+    def copied_many(self, files: int, size: int, progressed: int) -> None:
+        """What a worker process copied since its last report (procs.py)."""
+        with self.lock:
+            self.files += files
+            self.bytes += size
+            self.bytes_done += progressed
+
     def progressed(self, n: int) -> None:
         self.bytes_done += n       # a display figure: a lost update under a race is harmless
 
