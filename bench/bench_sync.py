@@ -12,8 +12,9 @@ def test_sync_vs_rsync_runs(tmp_path):
                                "--rounds", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["files"] == 301 and report["bytes"] > 20 << 20
-    assert [r["scenario"] for r in report["results"]] == list(sync_vs_rsync.SCENARIOS)
+    assert report["tools"] == ["rsync", "fastsync-j4", "fastsync-j1"]
+    assert [(r["scenario"], r["tool"]) for r in report["results"]] == [
+        (s, t) for s in sync_vs_rsync.SCENARIOS for t in report["tools"]]
     for r in report["results"]:
-        assert len(r["rsync_s"]) == len(r["fastsync_s"]) == len(r["fastsync_cpu_s"]) == 1
-        assert r["peak_rsync"] > 0 and r["peak_fastsync"] > 0 and r["fastsync_cpu_s"][0] > 0
+        assert len(r["wall_s"]) == len(r["cpu_s"]) == 1 and r["cpu_s"][0] > 0 and r["peak"] > 0
     assert not (tmp_path / "trees").exists()

@@ -1,5 +1,5 @@
-"""`fastsync sync -a` against Debian's `rsync -a` (/usr/bin/rsync), local to local, same trees,
-same filesystem, same run, alternating which tool goes first in each round:
+"""`fastsync sync -a` (at each --jobs value) against Debian's `rsync -a` (/usr/bin/rsync), local
+to local, same trees, same filesystem, same run, each tool going first in turn:
 
     small initial     SRC/small/ (10 000 files of 0-8 KiB in 100 directories) into a new directory
     big initial       SRC/big/ (4 files of 256 MiB of incompressible data, no holes) into a new directory
@@ -10,7 +10,7 @@ Each target is checked after every run (file count, total bytes; the rewritten f
 the peak memory of each tool's process tree (PSS, sampled every 20 ms) comes from one more,
 separately measured run of each scenario, so the sampling does not slow the timed ones.
 
-    python bench/sync_vs_rsync.py [--dir /dev/shm/fastsync-sync-bench] [--rounds 3] [--jobs 4] [--json FILE]
+    python bench/sync_vs_rsync.py [--dir /dev/shm/fastsync-sync-bench] [--rounds 3] [--jobs 4,1] [--json FILE]
 """
 from __future__ import annotations
 
@@ -67,10 +67,11 @@ def change_one_percent(src: str, files: int, generation: int) -> list[str]:
     return changed
 
 
-def commands(tool: str, src: str, dst: str, jobs: int) -> list[str]:
+def commands(tool: str, src: str, dst: str) -> list[str]:
+    """tool: "rsync", or "fastsync-jN" (fastsync sync -a -j N)."""
     if tool == "rsync":
         return [RSYNC, "-a", src, dst]
-    return [sys.executable, "-m", "fastsync", "sync", "-a", "-j", str(jobs), src, dst]
+    return [sys.executable, "-m", "fastsync", "sync", "-a", "-j", tool.rpartition("-j")[2], src, dst]
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
@@ -104,12 +105,12 @@ def uptime() -> str:
         return "load average %s" % ", ".join(f.read().split()[:3])
 
 
-def run_round(base: str, src: str, files: int, order: list[str], jobs: int, generation: int, mem: bool) -> dict:
+def run_round(base: str, src: str, files: int, order: list[str], generation: int, mem: bool) -> dict:
     """The four scenarios once for each tool (in `order`); {scenario: {tool: seconds or peak bytes}}."""
     out: dict = {s: {} for s in SCENARIOS}
 
     def go(tool: str, s: str, a: str, b: str, changed=()):
-        cmd = commands(tool, a, b, jobs)
+        cmd = commands(tool, a, b)
         out[s][tool] = measure(cmd)[1] if mem else timed(cmd)
         check(a.rstrip("/"), b, changed)
 
@@ -135,48 +136,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big", type=int, default=4, help="big files")
     ap.add_argument("--big-mb", type=int, default=256, help="MiB per big file")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--jobs", type=int, default=4, help="fastsync -j")
+    ap.add_argument("--jobs", default="4,1", help="fastsync -j values, each measured in the same rounds (comma-separated)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the trees")
     args = ap.parse_args(argv)
+    tools = ["rsync"] + ["fastsync-j%d" % int(j) for j in args.jobs.split(",")]
     base = os.path.abspath(args.dir)
     shutil.rmtree(base, ignore_errors=True)
     src = os.path.join(base, "src")
     make_source(src, args.files, args.big, args.big_mb)
     n, size = tree_sum(src)
-    print("trees in %s: %d files, %.1f MB; fastsync -j %d; %s" % (base, n, size / 1e6, args.jobs, uptime()), flush=True)
-    times: dict = {s: {"rsync": [], "fastsync": []} for s in SCENARIOS}
-    cpus: dict = {s: {"rsync": [], "fastsync": []} for s in SCENARIOS}
+    print("trees in %s: %d files, %.1f MB; %s; %s" % (base, n, size / 1e6, ", ".join(tools), uptime()), flush=True)
+    times: dict = {s: {t: [] for t in tools} for s in SCENARIOS}
+    cpus: dict = {s: {t: [] for t in tools} for s in SCENARIOS}
     loads = []
     try:
         for r in range(args.rounds):
-            order = ["rsync", "fastsync"] if r % 2 == 0 else ["fastsync", "rsync"]
-            res = run_round(base, src, args.files, order, args.jobs, r + 1, mem=False)
+            order = tools[r % len(tools):] + tools[:r % len(tools)]      # each tool goes first in turn
+            res = run_round(base, src, args.files, order, r + 1, mem=False)
             loads.append(uptime())
             for s in SCENARIOS:
                 for tool in order:
                     times[s][tool].append(res[s][tool][0])
                     cpus[s][tool].append(res[s][tool][1])
-            print("round %d (%s first): %s; %s" % (r + 1, order[0], ", ".join(
-                "%s rsync %.3f s fastsync %.3f s" % (s, res[s]["rsync"][0], res[s]["fastsync"][0]) for s in SCENARIOS),
+            print("round %d (%s first): %s; %s" % (r + 1, order[0], "; ".join(
+                "%s: %s" % (s, ", ".join("%s %.3f s" % (t, res[s][t][0]) for t in tools)) for s in SCENARIOS),
                 loads[-1]), flush=True)
-        peaks = run_round(base, src, args.files, ["rsync", "fastsync"], args.jobs, args.rounds + 1, mem=True)
+        peaks = run_round(base, src, args.files, tools, args.rounds + 1, mem=True)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     results = []
-    print("\n| scenario | rsync -a wall (median s) | fastsync sync -a wall | rsync / fastsync | CPU s rsync | CPU s fastsync "
-          "| peak PSS rsync | peak PSS fastsync |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| scenario | tool | wall (median s) | rsync / this | CPU s (median) | peak PSS |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for s in SCENARIOS:
-        a, b = statistics.median(times[s]["rsync"]), statistics.median(times[s]["fastsync"])
-        ca, cb = statistics.median(cpus[s]["rsync"]), statistics.median(cpus[s]["fastsync"])
-        results.append({"scenario": s, "rsync_s": times[s]["rsync"], "fastsync_s": times[s]["fastsync"],
-                        "rsync_cpu_s": cpus[s]["rsync"], "fastsync_cpu_s": cpus[s]["fastsync"],
-                        "ratio": a / b, "peak_rsync": peaks[s]["rsync"], "peak_fastsync": peaks[s]["fastsync"]})
-        print("| %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.1f MB | %.1f MB |" % (
-            s, a, b, a / b, ca, cb, peaks[s]["rsync"] / 1e6, peaks[s]["fastsync"] / 1e6))
-    report = {"files": n, "bytes": size, "dir": base, "jobs": args.jobs, "rounds": args.rounds, "loads": loads,
+        base_wall = statistics.median(times[s]["rsync"])
+        for t in tools:
+            wall, cpu = statistics.median(times[s][t]), statistics.median(cpus[s][t])
+            results.append({"scenario": s, "tool": t, "wall_s": times[s][t], "cpu_s": cpus[s][t],
+                            "ratio": base_wall / wall, "peak": peaks[s][t]})
+            print("| %s | %s | %.3f | %.2f | %.3f | %.1f MB |" % (s, t, wall, base_wall / wall, cpu, peaks[s][t] / 1e6))
+    report = {"files": n, "bytes": size, "dir": base, "tools": tools, "rounds": args.rounds, "loads": loads,
               "results": results}
     if args.json:
         with open(args.json, "w") as f:
