@@ -488,3 +488,29 @@ def test_progress_line_on_a_terminal(tmp_path):
     assert p.wait(60) == 0
     text = seen.decode()
     assert "\r1/1 files, 3.1/3.1 MB, " in text and " MB/s" in text, text     # the last redraw: all done
+
+
+@pytest.mark.parametrize("rules", [
+    ["--exclude", "*.o"],
+    ["--include", "*/", "--include", "*.c", "--exclude", "*"],
+    ["--exclude", "/build/", "--exclude", "tmp"],
+    ["--exclude", "src/**/gen"],
+    ["--include", "keep/***", "--exclude", "*"],
+    ["--exclude", "[ab]*.txt", "--exclude", "?.md"],
+    ["--exclude", "**/deep/*.c"],
+    ["--exclude", "lib/"],
+    ["--include", "/lib/x.c", "--exclude", "/lib/*"],
+    ["--exclude", "a/**/d.o", "--exclude", "src/**/*.c", "--exclude", "a/**/b"],
+    ["--exclude", "x.md", "--include", "*.md", "--exclude", "*.md"],
+], ids=lambda r: " ".join(r))
+def test_filter_rules_select_what_rsync_selects(tmp_path, rules):
+    src = tmp_path / "src"
+    for p in ["a.txt", "b.txt", "c.txt", "x.md", "xy.md", "main.c", "main.o", "build/out.o", "build/keep.c",
+              "src/build/y.c", "src/tmp", "tmp/z", "src/a/gen/g.c", "src/gen/h.c", "gen/top.c", "keep/k.o",
+              "keep/sub/k.c", "lib/x.c", "lib/y.c", "src/lib/z.c", "a/b/deep/d.c", "a/b/deep/d.o", "deep/e.c"]:
+        write(src / p, p)
+    sync("-a", *rules, str(src) + "/", tmp_path / "ours")
+    subprocess.run([RSYNC, "-a", *rules, str(src) + "/", str(tmp_path / "theirs")], check=True)
+    ours = sorted(str(p.relative_to(tmp_path / "ours")) for p in (tmp_path / "ours").rglob("*"))
+    theirs = sorted(str(p.relative_to(tmp_path / "theirs")) for p in (tmp_path / "theirs").rglob("*"))
+    assert ours == theirs

@@ -6,8 +6,10 @@ A pattern is matched as rsync matches it:
 - a leading `/` anchors it at the transfer root; otherwise it matches the end of the path, at a
   component boundary (`foo` matches `foo`, `a/foo`, `a/b/foo`; `b/foo` matches `a/b/foo`);
 - a trailing `/` matches directories only;
-- `*` matches within one path component, `**` across components, `?` one character other than
-  `/`, `[...]` a character class; `dir/***` matches `dir` itself and everything below it;
+- `*` matches within one path component, `**` across components (a leading `**/` also none:
+  `**/x` matches `x`; in the middle not: `a/**/b` does not match `a/b`, as rsync 3.5),
+  `?` one character other than `/`, `[...]` a character class; `dir/***` matches `dir` itself
+  and everything below it;
 - an excluded directory is not descended into, so nothing below it is copied or deleted.
 """
 from __future__ import annotations
@@ -26,10 +28,14 @@ def _translate(pattern: str) -> str:
         c = pattern[i]
         if c == "*":
             if pattern.startswith("**", i):
-                out.append(".*")
                 i += 2
                 while i < n and pattern[i] == "*":
                     i += 1
+                if i == 2 and i < n and pattern[i] == "/":
+                    out.append("(?:.*/)?")     # a leading "**/" also matches no directory (as rsync 3.5 does)
+                    i += 1
+                else:
+                    out.append(".*")
                 continue
             out.append("[^/]*")
         elif c == "?":
