@@ -835,6 +835,11 @@ def _channel_flags(ch) -> None:
     i.set_defaults(func=cmd_channel_inspect)
 
 
+def _sync_flags(p) -> None:
+    from fastsync.sync.command import add_flags
+    add_flags(p)
+
+
 def cmd_avro_client(args) -> int:
     """flume-ng avro-client: the lines of a file (or stdin) as events to an avro source, with
     the headers of a properties file, `batch-size` lines per call."""
@@ -913,6 +918,7 @@ COMMANDS = (    # (name, help, adds its flags), in the order of --help
     ("channel", "tools for durable channels", _channel_flags),
     ("avro-client", "send the lines of a file or stdin to an avro source (as flume-ng avro-client)", _avro_client_flags),
     ("zk", "agent configurations in ZooKeeper: put-config, get-config (as for agent -z)", _zk_command_flags),
+    ("sync", "copy a tree to a local path or filesystem URL, only what changed (rsync's everyday flags)", _sync_flags),
 )
 
 
