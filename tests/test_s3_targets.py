@@ -182,6 +182,23 @@ def test_append_and_delete_target_dir_publish_the_new_set_at_once(s3, tmp_path):
     assert read_rows_of(url) == list(range(1000))
 
 
+def test_append_onto_a_directory_another_tool_wrote(s3, tmp_path):
+    """No manifest yet (Hadoop's empty `_SUCCESS`): the files there are the old set, and the
+    first manifest lists them, then the new parts."""
+    db = sqlite_db(tmp_path / "src.db")
+    pq.write_table(pa.table({"id": list(range(10)), "name": ["x"] * 10, "qty": [1] * 10}),
+                   "%s/plain/part-m-00000.parquet" % s3.bucket, filesystem=s3.fs)
+    with s3.fs.open_output_stream("%s/plain/_SUCCESS" % s3.bucket):
+        pass
+    url = "s3://%s/plain" % s3.bucket
+    out = fastsync("import", "--connect", db, "--table", "items", "--columns", "id,name,qty", "--where", "id < 5", "-m", 1,
+                   "--target-dir", url, "--append")
+    assert out.returncode == 0, out.stderr
+    listed = manifest(s3, "plain")["filenames"]
+    assert listed[0] == "part-m-00000.parquet" and listed[1].startswith("part-m-00001-") and len(listed) == 2
+    assert read_rows_of(url) == sorted(list(range(10)) + list(range(5)))
+
+
 def test_failed_import_leaves_the_old_target_as_it_was(s3, tmp_path):
     """A value the column's type can't hold in the last split: the other splits' parts were
     written; they are deleted, and the old target (its manifest and parts) is untouched,
