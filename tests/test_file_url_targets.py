@@ -57,3 +57,54 @@ def test_import_export_merge_and_warehouse_on_file_urls(tmp_path):
     assert out.returncode == 0, out.stderr
     assert sorted(os.listdir(tmp_path / "wh")) == ["copy", "items"]
     assert pq.read_table(tmp_path / "wh" / "items").num_rows == 2000
+
+
+def test_publishing_on_a_renaming_filesystem_other_than_local_disk(tmp_path):
+    """The path HDFS takes (a pyarrow filesystem that renames, not the local one: here fsspec's
+    local files behind pyarrow's PyFileSystem, as fastsync.hdfs wraps WebHDFS): new, append
+    (parts renamed in after the old), replace (swapped), a failed run discarded; merge
+    reads and writes there too."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    from fastsync.filesystems import Location
+    from fastsync.transfer import publish
+    from fastsync.transfer.formats import Output, find_files
+    from fastsync.transfer.merger import MergeJob, run_merge
+
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("file")))
+
+    def loc(name):
+        return Location(fs, str(tmp_path / name), "wrapped://%s" % name, True)
+
+    def run(target, mode, *ids_per_part, fail=False):
+        stage = publish.start(target, append=mode == "append")
+        for i, ids in enumerate(ids_per_part):
+            w = Output("parquet").open(publish.sink(fs, stage.part(i, "parquet")), pa.schema([("id", pa.int64())]))
+            w.write_batch(pa.record_batch([pa.array(ids, pa.int64())], names=["id"]))
+            w.close()
+        if fail:
+            publish.discard(stage)
+            return
+        publish.finish(stage, mode)
+
+    def ids(target):
+        return sorted(i for f in find_files(target) for i in pq.read_table(f.random_access()).column("id").to_pylist())
+
+    t = loc("t")
+    assert not publish.exists(t)
+    run(t, "new", [1, 2], [3])
+    assert sorted(os.listdir(tmp_path / "t")) == ["_SUCCESS", "part-m-00000.parquet", "part-m-00001.parquet"]
+    run(t, "append", [4], [5])
+    assert sorted(os.listdir(tmp_path / "t"))[1:] == ["part-m-0000%d.parquet" % i for i in range(4)]
+    assert ids(t) == [1, 2, 3, 4, 5]
+    run(t, "replace", [9], fail=True)
+    assert ids(t) == [1, 2, 3, 4, 5]
+    run(t, "replace", [7, 8])
+    assert ids(t) == [7, 8] and sorted(os.listdir(tmp_path / "t")) == ["_SUCCESS", "part-m-00000.parquet"]
+    assert sorted(os.listdir(tmp_path)) == ["t"]             # no temporary or old directory left
+    new = loc("new")
+    run(new, "new", [8, 20])
+    r = run_merge(MergeJob(new_data=new, onto=t, target_dir=loc("merged"), merge_key="id"))
+    assert r["rows"] == 3 and ids(loc("merged")) == [7, 8, 20]
