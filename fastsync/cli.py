@@ -590,8 +590,9 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--split-strategy", choices=["minmax", "quantile"], default="minmax",
                     help="minmax: equal key ranges (Sqoop); quantile: equal row counts from the key's quantiles, any orderable key")
     im.add_argument("--fetch-size", type=positive, default=10000, help="rows per read and per record batch")
-    im.add_argument("--target-dir", help="output directory (published atomically, with _SUCCESS)")
-    im.add_argument("--warehouse-dir", help="parent directory; the output goes to WAREHOUSE/TABLE")
+    im.add_argument("--target-dir", help="output directory, a path or URL: file://, hdfs://, s3://, ... (published atomically, "
+                                         "with _SUCCESS)")
+    im.add_argument("--warehouse-dir", help="parent directory (a path or URL); the output goes to WAREHOUSE/TABLE")
     im.add_argument("--delete-target-dir", action="store_true",
                     help="replace an existing target directory (only once the import succeeded)")
     im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
@@ -772,7 +773,8 @@ def _import_command_flags(im) -> None:
 def _export_flags(ex) -> None:
     _connection_flags(ex)
     ex.add_argument("--table", required=True, help="the target table ([schema.]name); it must exist")
-    ex.add_argument("--export-dir", required=True, help="directory of part files: .parquet, .arrow, .csv, .txt, .jsonl, .avro "
+    ex.add_argument("--export-dir", required=True, help="directory of part files, a path or URL (file://, hdfs://, s3://, ...): "
+                                                        ".parquet, .arrow, .csv, .txt, .jsonl, .avro "
                                                         "(text, csv and jsonl also .gz, .zst, .lz4)")
     ex.add_argument("--columns", help="comma-separated columns to export (text files: their order in the file)")
     ex.add_argument("-m", "--num-mappers", type=positive, default=4, help="parallel writers into the staging table")
@@ -790,8 +792,9 @@ def _export_flags(ex) -> None:
 
 
 def _merge_flags(mg) -> None:
-    for flag, what in (("--new-data", "directory of the newer part files"), ("--onto", "directory of the older part files"),
-                       ("--target-dir", "output directory (must not exist; published atomically, with _SUCCESS)"),
+    for flag, what in (("--new-data", "directory of the newer part files (a path or URL)"),
+                       ("--onto", "directory of the older part files (a path or URL)"),
+                       ("--target-dir", "output directory, a path or URL (must not exist; published atomically, with _SUCCESS)"),
                        ("--merge-key", "column whose values identify a row")):
         mg.add_argument(flag, required=True, help=what)
     mg.add_argument("--delete-target-dir", action="store_true", help="replace an existing --target-dir (only once the merge succeeded)")

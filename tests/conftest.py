@@ -14,6 +14,9 @@
                                 removed with what is under it after
 * zk_ensemble(size=3)           a ZooKeeper ensemble of the test's own (tests/zk_support.py),
                                 started; stopped at teardown
+* s3                            a bucket of the test's own on moto's S3 server (tests/s3_support.py,
+                                one server per test process): .bucket, .fs, .endpoint; the
+                                environment points S3 (AWS_ENDPOINT_URL, test credentials) at it
 """
 from __future__ import annotations
 
@@ -141,3 +144,31 @@ def processes(tmp_path: Path, tag: str):
     finally:
         for p in started:
             p.kill()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 server (tests/s3_support.py), one per test process, stopped at the end."""
+    from s3_support import MotoServer
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(moto_server, monkeypatch):
+    """An S3 bucket of the test's own on moto's server: .bucket, .fs (pyarrow), .endpoint; the
+    environment (this process's, and so the fastsync processes' it starts) points S3 at the
+    server, with its test credentials."""
+    import types
+    import uuid
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "FASTSYNC_S3_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in moto_server.env.items():
+        monkeypatch.setenv(name, value)
+    bucket = "t-%s" % uuid.uuid4().hex[:12]
+    moto_server.make_bucket(bucket)
+    yield types.SimpleNamespace(bucket=bucket, fs=moto_server.filesystem(), endpoint=moto_server.endpoint,
+                                env=moto_server.env)

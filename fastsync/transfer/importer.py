@@ -3,11 +3,13 @@
 
 The path of an import: planner.plan (once: reflect, the --incremental range, the splits) ->
 one SplitSpec per split, each run by splitread in a process of its own (its reader streams
---fetch-size rows at a time as Arrow record batches into its part file under a temporary
-directory beside the target; retried alone on failure, --retries) -> publish, here: only
-when every split succeeded is the directory renamed into place (or its parts added to the
-target: --append; or merged onto it by merger: --incremental lastmodified --merge-key) and
-`_SUCCESS` written: a failed import leaves no output and an existing target untouched.
+--fetch-size rows at a time as Arrow record batches into its part file, staged by publish.py:
+under a temporary directory beside the target, or on an object store in the target under
+names of the run; retried alone on failure, --retries) -> publish: only when every split
+succeeded is the directory renamed into place (or its parts added to the target: --append;
+or merged onto it by merger: --incremental lastmodified --merge-key) and `_SUCCESS` written
+(on an object store: the manifest of the parts, last): a failed import leaves no output and
+an existing target untouched. --target-dir is a local path or a URL (filesystems.resolve).
 """
 from __future__ import annotations
 

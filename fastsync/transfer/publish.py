@@ -46,6 +46,7 @@ MARKER = "_SUCCESS"
 TEMPORARY = "_temporary"                 # an object store's staging directory (merge's new rows), as Hadoop's
 MANIFEST_NAME = "fastsync-manifest/1"    # a _SUCCESS holding this "name" is a manifest
 _TAGGED = re.compile(r"^part-[a-z]-\d{5}-([0-9a-f]{8})\.")     # a part named by its run (manifest publishing)
+_MANIFEST_READS = 5                      # reads of a _SUCCESS replaced while it is read
 _REQUEST_ID = re.compile(r"\s*\((Request|Extended Request) ID:[^)]*\)")
 
 
@@ -186,15 +187,26 @@ def manifest(loc: Location) -> list[str] | None:
     """The part files `_SUCCESS` lists, in order; None when it is no manifest (absent, or an
     empty marker as Hadoop writes, or anything else)."""
     path = loc.join(MARKER)
-    info = loc.fs.get_file_info(path)
-    if info.type != pafs.FileType.File or not info.size:
-        return None
-    with loc.fs.open_input_stream(path, compression=None) as f:
-        data = f.read()
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    for attempt in range(_MANIFEST_READS):
+        info = loc.fs.get_file_info(path)
+        if info.type != pafs.FileType.File or not info.size:
+            return None
+        # an object store reads the size, then the bytes: a manifest replaced in between reads
+        # cut short (or fails): read again
+        try:
+            with loc.fs.open_input_stream(path, compression=None) as f:
+                data = f.read()
+        except OSError:
+            if attempt + 1 < _MANIFEST_READS and not loc.renames:
+                continue
+            raise
+        try:
+            doc = json.loads(data)
+            break
+        except (ValueError, UnicodeDecodeError):
+            if data[:1] == b"{" and attempt + 1 < _MANIFEST_READS and not loc.renames:
+                continue
+            return None
     if not isinstance(doc, dict) or doc.get("name") != MANIFEST_NAME or not isinstance(doc.get("filenames"), list):
         return None
     return [str(n) for n in doc["filenames"]]
@@ -202,12 +214,13 @@ def manifest(loc: Location) -> list[str] | None:
 
 def listing(loc: Location) -> list[str]:
     """The names of the files a reader of the directory takes: those its manifest lists, in
-    its order, when `_SUCCESS` is one; else every file in it, in name order, but the parts
-    of a manifest-writing run that no manifest lists (an unfinished run's)."""
+    its order, when `_SUCCESS` is one; else every file in it, in name order, but hidden ones
+    (`.`, `_`: `_SUCCESS` too) and the parts of a manifest-writing run that no manifest
+    lists (an unfinished run's)."""
     names = manifest(loc)
     if names is not None:
         return names
-    names = sorted(posixpath.basename(i.path) for i in _files(loc))
+    names = sorted(n for n in (posixpath.basename(i.path) for i in _files(loc)) if not n.startswith((".", "_")))
     unlisted = [n for n in names if _TAGGED.match(n)]
     if unlisted:
         log.info("%s: skipping %d part file(s) of an unfinished run (no _SUCCESS lists them): %s",
@@ -320,15 +333,17 @@ def staged(stage: Staging) -> list[str]:
                   if (m := _TAGGED.match(n)) and m.group(1) == stage.run)
 
 
-def finish(stage: Staging, mode: str, flag: str = "--target-dir") -> None:
+def finish(stage: Staging, mode: str, flag: str = "--target-dir", names: list[str] | None = None) -> None:
     """Publish the staged parts: `mode` new (no target yet), replace (the target's files
     give way to the new: --delete-target-dir) or append (the new parts join the old).
     `_SUCCESS` is written last. Once the new set is published, removing the old files is
-    best effort (a warning)."""
+    best effort (a warning). `names` (manifest publishing): the staged files to publish,
+    when not all the run's parts are (of several attempts of a part, the accepted one; the
+    others are deleted by a replace, or left unlisted)."""
     loc, fs = stage.target, stage.fs
     with failing(flag, loc):
         if stage.tagged:
-            new = staged(stage)
+            new = staged(stage) if names is None else list(names)
             write_marker(fs, loc.path, (listing(loc) if mode == "append" else []) + new)
             if mode == "replace":
                 _delete_except(loc, {MARKER, *new})
