@@ -340,3 +340,27 @@ def test_missing_bucket_and_unreachable_store_fail_in_one_line(s3, tmp_path):
     err = one_error(out)
     assert err.startswith("fastsync: error: --target-dir %s: " % url) and "connect" in err.lower(), err
     assert objects(s3, "t") == []
+
+
+@pytest.mark.slow
+def test_cluster_workers_write_and_read_s3(s3, tmp_path):
+    """--cluster local:2: the workers write their parts straight into the bucket (attempt
+    names, the accepted one moved to its run's name, then the manifest) and load the parts
+    of an S3 export dir."""
+    create(PG_URL, ITEMS, rows())
+    create(PG_URL, COPY, [])
+    url = "s3://%s/cl" % s3.bucket
+    src = ["--connect", PG_JDBC, "--username", "fastsync", "--password-file", tmp_path / "pw"]
+    (tmp_path / "pw").write_text("fastsync\n")
+    out = fastsync("import", *src, "--table", ITEMS, "-m", 3, "--cluster", "local:2", "--target-dir", url)
+    assert out.returncode == 0, out.stderr
+    names = manifest(s3, "cl")["filenames"]
+    assert len(names) == 3 and objects(s3, "cl") == sorted(names + ["_SUCCESS"])     # no attempt file left
+    assert read_back(s3, "cl") == rows()
+    out = fastsync("export", *src, "--table", COPY, "--export-dir", url, "-m", 2, "--cluster", "local:2")
+    assert out.returncode == 0, out.stderr
+    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        got = [dict(r._mapping) for r in conn.exec_driver_sql("SELECT id, name, price, qty FROM %s ORDER BY id" % COPY)]
+    engine.dispose()
+    assert got == rows()
