@@ -7,7 +7,9 @@ transfers (import --target-dir, export --export-dir, merge) and the file sinks a
                                            else WebHDFS (fastsync.hdfs chooses, and logs it)
     resolve("s3://bucket/t")               pyarrow's S3 filesystem; AWS_ENDPOINT_URL (or
                                            FASTSYNC_S3_ENDPOINT) points it at an S3-compatible server
-    resolve("gs://bucket/t")               any other scheme pyarrow knows (FileSystem.from_uri)
+    resolve("gs://bucket/t")               pyarrow's GCS filesystem, retrying at most
+                                           $FASTSYNC_GCS_RETRY_SECONDS (20)
+    resolve("abfs://...")                  any other scheme pyarrow knows (FileSystem.from_uri)
 
 A Location says whether its filesystem renames a directory at once (local disk, HDFS: a
 transfer publishes by rename) or not (object stores: a transfer publishes a manifest).
@@ -64,12 +66,24 @@ def resolve(url: str) -> Location:
             return Location(fs, parts.path or "/", url, True)
         if scheme == "s3":
             return _s3(url)
+        if scheme in ("gs", "gcs"):
+            return _gcs(url)
         fs, path = pafs.FileSystem.from_uri(url)
         return Location(fs, path, url, scheme in RENAMING)
     except FilesystemError:
         raise
     except (pa.ArrowException, OSError, ValueError, ImportError) as exc:
         raise FilesystemError("%s: %s" % (url, " ".join(str(exc).split()) or type(exc).__name__)) from None
+
+
+def _gcs(url: str) -> Location:
+    # pyarrow's default retries a request for 15 minutes: an unreachable store (or no
+    # credentials) must fail within a bounded wait, as the other stores do
+    import datetime
+    parts = urlsplit(url)
+    seconds = float(os.environ.get("FASTSYNC_GCS_RETRY_SECONDS") or 20)
+    fs = pafs.GcsFileSystem(retry_time_limit=datetime.timedelta(seconds=seconds))
+    return Location(fs, (parts.netloc + parts.path).rstrip("/"), url, False)
 
 
 def _s3(url: str) -> Location:

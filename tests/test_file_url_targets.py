@@ -108,3 +108,16 @@ def test_publishing_on_a_renaming_filesystem_other_than_local_disk(tmp_path):
     run(new, "new", [8, 20])
     r = run_merge(MergeJob(new_data=new, onto=t, target_dir=loc("merged"), merge_key="id"))
     assert r["rows"] == 3 and ids(loc("merged")) == [7, 8, 20]
+
+
+def test_an_unreachable_object_store_fails_within_a_bounded_wait_in_one_line(tmp_path):
+    """gs:// with no reachable store (no credentials, no route): one line naming the flag and
+    the URL after the bounded retries, exit 1 (pyarrow's own default retries 15 minutes)."""
+    db = tmp_path / "src.db"
+    make_db(db, n=10)
+    out = subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", "jdbc:sqlite:%s" % db, "--table", "items",
+                          "--target-dir", "gs://fastsync-no-such-bucket/x"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "FASTSYNC_GCS_RETRY_SECONDS": "2"})
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("fastsync: error: --target-dir gs://fastsync-no-such-bucket/x: "), lines[0]
