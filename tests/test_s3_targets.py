@@ -143,7 +143,7 @@ class Reader(threading.Thread):
             try:
                 self.seen.add(len(read_rows_of(self.url)))
             except (FileError, OSError) as exc:
-                if "does not exist" not in str(exc) and "NoSuchKey" not in str(exc) and "Path does not exist" not in str(exc):
+                if not any(gone in str(exc) for gone in ("does not exist", "NoSuchKey", "RESOURCE_NOT_FOUND")):
                     self.error = exc
                     return
 
