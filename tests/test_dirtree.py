@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import count_lines, lines_so_far, multiset_problems, poll, read_dir_lines, write_config
+from e2e_support import (count_lines, free_port, get_json, lines_so_far, multiset_problems, poll, read_dir_lines,
+                          write_config)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE = "dirtree/hdfs-source.properties"
@@ -83,8 +84,9 @@ def test_new_files_appends_subdirectories_and_patterns(tmp_path, agent):
     append(tree / "skip-me.log", lines("skip", 0, 10))         # ignorePattern
     append(tree / "notes.txt", lines("txt", 0, 10))            # not includePattern
     append(tree / ".hidden.log", lines("hidden", 0, 10))       # hidden files never
+    mport = free_port()
     p = agent("a1", write_config(tmp_path, dirtree_config(tmp_path, tree, includePattern=r"\.log$",
-                                                           ignorePattern=r"^skip")))
+                                                           ignorePattern=r"^skip")), "--metrics-port", mport)
     assert wait_lines(out, 120, p) == lines("a", 0, 120)
     append(tree / "a.log", lines("a", 120, 80))                 # appended while followed
     append(tree / "sub" / "deeper" / "b.log", lines("b", 0, 60), raw=b"b-last-without-newline")
@@ -96,7 +98,46 @@ def test_new_files_appends_subdirectories_and_patterns(tmp_path, agent):
     pos = json.loads((tmp_path / "pos" / "positions.json").read_text())
     assert {r["file"]: r["offset"] for r in pos} == {str(tree / "a.log"): (tree / "a.log").stat().st_size,
                                                      str(tree / "sub/deeper/b.log"): (tree / "sub/deeper/b.log").stat().st_size}
+    source = get_json("http://127.0.0.1:%d/metrics" % mport)["SOURCE.r1"]
+    assert int(source["EventAcceptedCount"]) == int(source["EventReceivedCount"]) == 261, source
     assert p.stop(timeout=20) == 0, p.stderr
+
+
+def test_a_full_channel_is_retried_without_loss(tmp_path, agent):
+    tree = tmp_path / "tree"
+    append(tree / "a.log", lines("a", 0, 3000))
+    # a logger sink is slow enough that a channel of one batch is found full again and again
+    cfg = dirtree_config(tmp_path, tree, {"type": "logger", "maxBytesToLog": 16},
+                         {"capacity": 100, "transactionCapacity": 100, "keep-alive": 0}, batchSize=100)
+    mport = free_port()
+    p = agent("a1", write_config(tmp_path, cfg), "--metrics-port", mport)
+    poll(lambda: p.stderr.count("Event: ") >= 3000 or not p.alive(), 60, message="3000 events")
+    time.sleep(0.5)
+    source = get_json("http://127.0.0.1:%d/metrics" % mport)["SOURCE.r1"]
+    assert p.stop(timeout=20) == 0, p.stderr
+    assert p.stderr.count("Event: ") == 3000
+    bodies = re.findall(r"Event: \{ headers:\{\} body: .*?(a-\d{6})", p.stderr)
+    assert bodies == [x.decode() for x in lines("a", 0, 3000)]
+    assert int(source["ChannelWriteFail"]) > 0 and int(source["EventAcceptedCount"]) == 3000, source
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({}, r"a1\.sources\.r1\.path: the tree to follow is missing"),
+    ({"path": "nope"}, r"a1\.sources\.r1\.path: Directory does not exist: nope"),
+    ({"hdfs.path": "/data"}, r"a1\.sources\.r1\.hdfs\.uri: hdfs\.path /data needs hdfs\.uri"),
+    ({"path": ".", "hdfs.path": "/data"}, r"a1\.sources\.r1\.path: give either path or hdfs\.uri"),
+    ({"path": ".", "hdfs.zkQuorum": "zk1"}, r"a1\.sources\.r1\.hdfs\.zkQuorum: .*'zk1' is not host:port"),
+    ({"path": ".", "includePattern": "("}, r"a1\.sources\.r1\.includePattern: not a valid regex"),
+    ({"path": ".", "deserializer": "AVRO"}, r"a1\.sources\.r1\.deserializer: must be one of line, blob"),
+])
+def test_config_errors_are_one_line_naming_the_key(tmp_path, run_agent, keys, message):
+    cfg = dirtree_config(tmp_path, tmp_path, **keys)
+    del cfg["a1.sources.r1.path"]
+    cfg.update({"a1.sources.r1." + k: v for k, v in keys.items()})
+    p = run_agent("a1", write_config(tmp_path, cfg), timeout=20)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    errors = [x for x in p.stderr.splitlines() if "error" in x]
+    assert len(errors) == 1 and re.search(r"agent\.properties:\d+: " + message, errors[0]), p.stderr
 
 
 def test_not_recursive_and_long_lines_are_cut_not_lost(tmp_path, agent):
@@ -241,7 +282,6 @@ def test_example_on_a_local_tree_positions_in_zookeeper_survive_another_working_
     assert p.stop(timeout=20) == 0, p.stderr
 
 
-@pytest.mark.slow
 def test_example_follows_a_tree_on_the_real_hdfs(tmp_path, agent, hdfs, zk):
     local = tmp_path / "local"
     append(local / "one.log", lines("one", 0, 500))

@@ -43,6 +43,7 @@ from fastsync.redact import create_private
 
 log = logging.getLogger("fastsync.source.dirtree")
 READ_SIZE = 4 << 20     # bytes read from a file at once (one request on a remote filesystem)
+REFUSED_WAIT = 0.2      # s before a batch the channel refused is offered again
 
 
 @dataclass
@@ -51,8 +52,8 @@ class DirtreeSourceConfig(SourceConfig):
     hdfs_uri: str = setting("hdfs.uri", "", "the filesystem, e.g. hdfs://namenode:8020 (HdfsSource's key)")
     hdfs_path: str = setting("hdfs.path", "", "the tree's root on hdfs.uri (HdfsSource's key)")
     hdfs_user: str = setting("hdfs.user", "", "the HDFS user, as HADOOP_USER_NAME (which wins if set)")
-    batchSize: int = setting("batchSize", 0, "most events per channel transaction (default 100)", min=0)
-    hdfs_batchSize: int = setting("hdfs.batchSize", 0, "batchSize under HdfsSource's name", min=0)
+    batchSize: int = setting("batchSize", 100, "most events per channel transaction", min=1)
+    hdfs_batchSize: int = setting("hdfs.batchSize", 0, "batchSize under HdfsSource's name (wins if set; 0: unset)", min=0)
     zkQuorum: str = setting("hdfs.zkQuorum", "", "ZooKeeper host:port[,...][/chroot] keeping the positions")
     zkPath: str = setting("zkPath", "", "the positions' znode (default /fastsync/dirtree/<agent>/<source>)")
     positionFile: str = setting("positionFile", "", "local JSON file of the positions "
@@ -96,7 +97,7 @@ class DirtreeSourceConfig(SourceConfig):
                 raise place.error("path" if self.path else "hdfs.path", "Directory does not exist: %s" % local)
         for key in ("includePattern", "ignorePattern"):
             check_regex(place, key, getattr(self, key))
-        self.batch = self.batchSize or self.hdfs_batchSize or 100
+        self.batch = self.hdfs_batchSize or self.batchSize
         if self.zkQuorum:
             from fastsync.zk import ZkError, join_path, split_connect
             try:
@@ -140,6 +141,7 @@ class DirtreeSource(PollableSource):
         self.zk = None
         self.zk_version = -1
         self._stop = threading.Event()
+        self._lock = threading.Lock()       # process() against stop(): the ZooKeeper client goes at stop
         self._listed_at = None
         self._saved = None
         self._warned = None
@@ -169,11 +171,12 @@ class DirtreeSource(PollableSource):
 
     def stop(self) -> None:
         self._stop.set()
-        super().stop()
-        if self.zk is not None:
-            self.zk.stop()
-            self.zk.close()
-            self.zk = None
+        with self._lock:
+            super().stop()
+            if self.zk is not None:
+                self.zk.stop()
+                self.zk.close()
+                self.zk = None
 
     # -- positions --
     def _load(self) -> list:
@@ -201,7 +204,8 @@ class DirtreeSource(PollableSource):
             return
         data = json.dumps(records, separators=(",", ":")).encode()
         if self.zk is not None:
-            self._save_zk(data)
+            if not self._save_zk(data):
+                return
         else:
             path = self.config.position_path
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -211,19 +215,27 @@ class DirtreeSource(PollableSource):
             os.replace(tmp, path)
         self._saved = records
 
-    def _save_zk(self, data: bytes) -> None:
-        from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+    def _save_zk(self, data: bytes) -> bool:
+        from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
+        from kazoo.handlers.threading import KazooTimeoutError
         node = self.config.zk_node
         try:
-            self.zk_version = self.zk.set(node, data, version=self.zk_version).version
-        except NoNodeError:
             try:
-                self.zk.create(node, data, makepath=True)
-                self.zk_version = 0
-            except NodeExistsError:
+                self.zk_version = self.zk.set(node, data, version=self.zk_version).version
+            except NoNodeError:
+                try:
+                    self.zk.create(node, data, makepath=True)
+                    self.zk_version = 0
+                except NodeExistsError:
+                    self._overwrite(node, data)
+            except BadVersionError:
                 self._overwrite(node, data)
-        except BadVersionError:
-            self._overwrite(node, data)
+        except (KazooException, KazooTimeoutError) as exc:
+            # the lines are in the channel: a restart before the next write reads them again
+            log.warning("dirtree source %s: cannot write the positions to %s (%s); again after the next batch",
+                        self.name, node, type(exc).__name__)
+            return False
+        return True
 
     def _overwrite(self, node: str, data: bytes) -> None:
         # someone else wrote them since we read them: two agents follow the tree
@@ -285,18 +297,23 @@ class DirtreeSource(PollableSource):
     # -- reading --
     def process(self) -> Status:
         c = self.config
-        now = time.monotonic()
-        if self._listed_at is None or now - self._listed_at >= c.pollInterval / 1000.0:
-            self._listed_at = now
-            self._list()
-        try:
-            delivered = self._blobs() if self.blob else self._lines()
-        except ChannelException as exc:
-            log.warning("dirtree source %s could not write to channel: %s", self.name, exc)
-            delivered = False
+        with self._lock:
+            if self._stop.is_set():
+                return Status.BACKOFF
+            now = time.monotonic()
+            if self._listed_at is None or now - self._listed_at >= c.pollInterval / 1000.0:
+                self._listed_at = now
+                self._list()
+            refused = False
+            try:
+                delivered = self._blobs() if self.blob else self._lines()
+            except ChannelException as exc:
+                log.warning("dirtree source %s could not write to channel: %s (will retry)", self.name, exc)
+                delivered, refused = False, True
         if delivered:
             return Status.READY
-        self._stop.wait(max(0.0, self._listed_at + c.pollInterval / 1000.0 - time.monotonic()))
+        wait = self._listed_at + c.pollInterval / 1000.0 - time.monotonic()
+        self._stop.wait(max(0.0, min(wait, REFUSED_WAIT) if refused else wait))
         return Status.BACKOFF
 
     def _idle(self, f: Followed) -> bool:
