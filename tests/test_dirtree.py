@@ -306,3 +306,66 @@ def test_example_follows_a_tree_on_the_real_hdfs(tmp_path, agent, hdfs, zk):
     data, _ = zk.client.get(zk.base + "/fastsync/dirtree/agent/hdfsSrc")
     assert {r["file"]: r["offset"] for r in json.loads(data)} == {hdfs.dir + "/one.log": 700 * 11,
                                                                   hdfs.dir + "/sub/two.log": 300 * 11}
+
+
+def test_the_ha_standby_goes_on_from_the_leaders_positions_in_zookeeper(tmp_path, agent, zk):
+    """Two agents of an --ha-group, each in its own directory with its own file channel, follow
+    one tree with the positions in ZooKeeper; the leader is killed while a file grows: the
+    standby takes over from the recorded positions, the killed one restarted (a standby now)
+    drains its channel, and every line arrives, at most a source and a sink batch twice."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    total = 20000
+    members = {}
+
+    def start(tag: str):
+        d = tmp_path / tag
+        d.mkdir(exist_ok=True)
+        channel = {"type": "file", "checkpointDir": d / "ck", "dataDirs": d / "data", "minimumRequiredSpace": 0}
+        cfg = dirtree_config(d, tree, channel=channel, **{"hdfs.zkQuorum": zk.hosts + zk.base, "zkPath": "/positions"})
+        del cfg["a1.sources.r1.positionFile"]
+        port = free_port()
+        p = agent("a1", write_config(d, cfg), "--ha-group", "g1", "-z", zk.hosts, "-p", zk.base + "/ha",
+                  "--zk-session-timeout", "2", "--metrics-port", port, "--no-reload-conf", cwd=d)
+        members[tag] = (p, port, d / "out")
+
+    def role(tag: str) -> str:
+        try:
+            return get_json("http://127.0.0.1:%d/metrics" % members[tag][1], timeout=2).get("AGENT.a1", {}).get("HaRole", "")
+        except OSError:
+            return ""
+
+    start("a")
+    poll(lambda: role("a") == "leader", 30, 0.05, message="a leads")
+    start("b")
+    poll(lambda: role("b") == "standby", 30, 0.05, message="b stands by")
+    done = threading.Event()
+
+    def writer():
+        for k in range(0, total, 250):
+            append(tree / ("d%d" % (k // 5000)) / "f.log", lines("f", k, 250))
+            time.sleep(0.02)
+        done.set()
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    poll(lambda: count_lines(members["a"][2]) > 3000, 30, message="the leader delivers")
+    assert count_lines(members["b"][2]) == 0, "the standby read the tree"
+    members["a"][0].kill()
+    poll(lambda: role("b") == "leader", 30, 0.05, message="b takes over")
+    t.join(30)
+    start("a")      # a standby now: its sinks drain what its file channel kept
+    poll(lambda: role("a") == "standby", 30, 0.05, message="a restarted as standby")
+    expected = set(lines("f", 0, total))
+    poll(lambda: set(lines_so_far(members["a"][2]) + lines_so_far(members["b"][2])) >= expected, 60, 0.1,
+         message="every line in one output or the other")
+    for p, _, _ in members.values():
+        assert p.stop(timeout=30) == 0, p.stderr[-3000:]
+    got = read_dir_lines(members["a"][2]) + read_dir_lines(members["b"][2])
+    assert set(got) == expected
+    assert read_dir_lines(members["b"][2]), "the new leader read nothing"
+    duplicated = sum(c - 1 for c in collections.Counter(got).values())
+    print("%d duplicated" % duplicated)
+    assert duplicated <= BATCH + SINK_BATCH, "%d duplicates" % duplicated
+    data, _ = zk.client.get(zk.base + "/positions")
+    assert sum(r["offset"] for r in json.loads(data)) == sum(f.stat().st_size for f in tree.rglob("*.log"))
