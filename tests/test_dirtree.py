@@ -173,6 +173,22 @@ def test_blob_events_with_file_and_basename_headers(tmp_path, agent):
     assert "6D 6F 72 65" in p.stderr                                # the appended bytes, the next
 
 
+def test_lines_of_several_small_files_in_one_batch_keep_their_own_headers(tmp_path, agent):
+    tree = tmp_path / "tree"
+    append(tree / "a.log", [b"a-1", b"a-2"])
+    append(tree / "sub" / "b.log", [b"b-1"])
+    append(tree / "sub" / "c.log", [b"c-1", b"c-2", b"c-3"])
+    cfg = dirtree_config(tmp_path, tree, {"type": "logger", "maxBytesToLog": 16}, fileHeader="true", basenameHeader="true")
+    p = agent("a1", write_config(tmp_path, cfg))
+    poll(lambda: p.stderr.count("Event: ") >= 6 or not p.alive(), 20, message="6 events")
+    time.sleep(0.3)
+    assert p.stop(timeout=20) == 0, p.stderr
+    events = re.findall(r"Event: \{ headers:\{file=(.*?), basename=(.*?)\} body: .*?([abc]-\d) \}", p.stderr)
+    assert sorted(events) == sorted((str(path), path.name, body) for path, bodies in
+                                    [(tree / "a.log", ["a-1", "a-2"]), (tree / "sub/b.log", ["b-1"]),
+                                     (tree / "sub/c.log", ["c-1", "c-2", "c-3"])] for body in bodies)
+
+
 def test_deleted_and_truncated_files_are_reported_and_followed_on(tmp_path, agent):
     tree, out = tmp_path / "tree", tmp_path / "out"
     append(tree / "d.log", lines("d", 0, 100))

@@ -91,6 +91,8 @@ class DirtreeSourceConfig(SourceConfig):
                 self.url = base + "/" + p.lstrip("/")
         else:
             raise place.missing("path", "the tree to follow is missing: set path (or hdfs.uri and hdfs.path)")
+        if "://" not in self.url:
+            self.url = os.path.expanduser(self.url)
         if "://" not in self.url or self.url.startswith(("file:", "local:")):
             local = self.url.split("://", 1)[-1]
             if not os.path.isdir(os.path.expanduser(local)):
@@ -114,16 +116,22 @@ class Followed:
     recorded), `size` its size at the last listing; `buf` bytes read from `buf_at` on, `nl`
     the offsets of the newlines in buf."""
 
-    __slots__ = ("path", "offset", "size", "mtime", "changed", "buf", "buf_at", "nl")
+    __slots__ = ("path", "offset", "size", "mtime", "changed", "buf", "buf_at", "nl", "_json", "_json_of")
 
     def __init__(self, path: str, offset: int, size: int):
         self.path, self.offset, self.size = path, offset, size
         self.mtime = None
         self.changed = time.monotonic()
         self.buf, self.buf_at, self.nl = b"", 0, None
+        self._json, self._json_of = "", None
 
-    def record(self) -> dict:
-        return {"file": self.path, "offset": self.offset, "size": self.size}
+    def record(self) -> str:
+        """Its position as JSON, made again only when it changed (a tree of many files is
+        written after every batch)."""
+        if self._json_of != (self.offset, self.size):
+            self._json_of = (self.offset, self.size)
+            self._json = json.dumps({"file": self.path, "offset": self.offset, "size": self.size}, separators=(",", ":"))
+        return self._json
 
 
 @SOURCES.register("dirtree", "org.apache.flume.source.hdfs.HdfsSource")
@@ -144,6 +152,7 @@ class DirtreeSource(PollableSource):
         self._lock = threading.Lock()       # process() against stop(): the ZooKeeper client goes at stop
         self._listed_at = None
         self._saved = None
+        self._todo: list[Followed] = []     # files with bytes to read, by path, as of the last listing
         self._warned = None
 
     # -- life cycle --
@@ -199,10 +208,9 @@ class DirtreeSource(PollableSource):
             return []
 
     def _save(self) -> None:
-        records = [f.record() for f in sorted(self.files.values(), key=lambda f: f.path)]
-        if records == self._saved:
+        data = ("[" + ",".join(f.record() for f in self.files.values()) + "]").encode()
+        if data == self._saved:
             return
-        data = json.dumps(records, separators=(",", ":")).encode()
         if self.zk is not None:
             if not self._save_zk(data):
                 return
@@ -213,7 +221,7 @@ class DirtreeSource(PollableSource):
             with os.fdopen(create_private(tmp), "wb") as fh:     # 0600: read positions
                 fh.write(data)
             os.replace(tmp, path)
-        self._saved = records
+        self._saved = data
 
     def _save_zk(self, data: bytes) -> bool:
         from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
@@ -291,6 +299,7 @@ class DirtreeSource(PollableSource):
             log.info("dirtree source %s: %s is gone (deleted or renamed) at offset %d; forgetting it",
                      self.name, path, self.files[path].offset)
             del self.files[path]
+        self._todo = sorted((f for f in self.files.values() if f.offset < f.size), key=lambda f: f.path)
         self._save()
         return True
 
@@ -347,25 +356,37 @@ class DirtreeSource(PollableSource):
         return h
 
     def _lines(self) -> bool:
-        """Deliver one batch of lines from the first file with new ones; False if none had."""
+        """Deliver one batch of lines, from the files with new ones in path order (a batch
+        takes the lines of several small files: one transaction, one position write); False
+        if none had any."""
         c = self.config
         cap = max(READ_SIZE, 4 * c.maxLineLength + 4)       # room for a whole cut piece
-        for f in sorted(self.files.values(), key=lambda f: f.path):
+        todo = self._todo
+        while todo and todo[0].offset >= todo[0].size:     # read to the end as listed
+            todo.pop(0)
+        parts, took, left = [], [], c.batch
+        for f in todo:
             if f.offset >= f.size:
                 continue
-            final = self._idle(f)
-            got = self._batch(f, cap, final)
+            got = self._batch(f, cap, self._idle(f), left)
             if got is None:
                 continue
             data, offsets, n, used = got
-            self.deliver(EventBatch(data, offsets, self._headers(f)))
+            parts.append(EventBatch(data, offsets, self._headers(f)))
+            took.append((f, used))
+            left -= n
+            if left <= 0:
+                break
+        if not parts:
+            return False
+        self.deliver(parts[0] if len(parts) == 1 else EventBatch.concat(parts))
+        for f, used in took:
             f.offset += used
-            self._save()
-            return True
-        return False
+        self._save()
+        return True
 
-    def _batch(self, f: Followed, cap: int, final: bool):
-        """(data, offsets, n, used) of the next batch of f's lines, or None."""
+    def _batch(self, f: Followed, cap: int, final: bool, want: int):
+        """(data, offsets, n, used) of f's next lines, at most `want`, or None."""
         c = self.config
         for attempt in (0, 1):
             rel = f.offset - f.buf_at
@@ -376,14 +397,14 @@ class DirtreeSource(PollableSource):
                 f.buf, f.buf_at, rel = data, f.offset, 0
                 f.nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
             i = int(np.searchsorted(f.nl, rel))
-            newlines = f.nl[i:i + c.batch]
+            newlines = f.nl[i:i + want]
             buf_end = f.buf_at + len(f.buf)
             # short of a batch while the file has more than the buffer: read on from the offset
-            if attempt or len(newlines) >= c.batch or buf_end >= f.size or (rel == 0 and len(f.buf) >= cap):
+            if attempt or len(newlines) >= want or buf_end >= f.size or (rel == 0 and len(f.buf) >= cap):
                 break
         at_end = final and buf_end >= f.size
         view = memoryview(f.buf)
-        if len(newlines) >= c.batch:
+        if len(newlines) >= want:
             block, at_end = view[rel:int(newlines[-1]) + 1], False
         else:
             block = view[rel:]
@@ -394,14 +415,14 @@ class DirtreeSource(PollableSource):
             data, offsets, n, used, _ = split_lines(block, False, at_end)    # nothing to cut: natively
             offsets = np.frombuffer(offsets, dtype=np.int64)
         else:   # a line to cut, or the front of an unfinished one (as spooldir)
-            data, offsets, n, used = flume_lines(bytes(block), at_end, c.maxLineLength, c.batch)
+            data, offsets, n, used = flume_lines(bytes(block), at_end, c.maxLineLength, want)
         return (data, offsets, n, used) if n else None
 
     def _blobs(self) -> bool:
         """Deliver the new bytes of up to batchSize idle files, one event each."""
         c = self.config
         bodies, paths, names, took = [], [], [], []
-        for f in sorted(self.files.values(), key=lambda f: f.path):
+        for f in self._todo:
             if f.offset >= f.size or not self._idle(f):
                 continue
             data = self._read(f, f.offset, min(f.size - f.offset, c.maxBlobLength))
