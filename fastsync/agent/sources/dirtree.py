@@ -19,6 +19,8 @@ ever). A BLOB is what a file holds beyond its position (at most `deserializer.ma
 bytes an event), taken once the file has not changed for `idleTimeout` ms, so a file being
 written is not cut anywhere. A file that shrank below its position (truncated or rewritten) is
 reported and read again from 0; a file that disappeared is reported and forgotten.
+One batch takes lines from the files with new ones in path order (several small files make
+one transaction and one position write), each event with its own file's headers.
 """
 from __future__ import annotations
 
