@@ -273,6 +273,7 @@ _DECLARED: list[tuple[Any, ...]] = [
         (SOURCES, "sources.kafka", "kafka", "org.apache.flume.source.kafka.KafkaSource"),
         (SOURCES, "sources.netcat", "netcat", "org.apache.flume.source.NetcatSource"),
         (SOURCES, "sources.spooldir", "spooldir", "org.apache.flume.source.SpoolDirectorySource"),
+        (SOURCES, "sources.dirtree", "dirtree", "org.apache.flume.source.hdfs.HdfsSource"),
         (SOURCES, "sources.exec", "exec", "org.apache.flume.source.ExecSource"),
         (SOURCES, "sources.avro", "avro", "org.apache.flume.source.AvroSource"),
         (SOURCES, "sources.flight", "flight"),
