@@ -132,6 +132,7 @@ def session(cluster: str, url, password_file: str | None):
         secret = Secret("env") if password is not None else Secret()
         env = {PASSWORD_ENV: str(password)} if password is not None else None
         try:
+            _preloaded_forkserver()
             local = LocalCluster(n_workers=where, threads_per_worker=1, processes=True, host="127.0.0.1",
                                  dashboard_address=None, env=env,
                                  silence_logs=logging.CRITICAL if level >= logging.WARNING else level,
@@ -163,6 +164,33 @@ def session(cluster: str, url, password_file: str | None):
         client.close()
         if local is not None:
             local.close()
+
+
+PRELOAD = ["distributed", "pyarrow", "sqlalchemy", "fastsync.transfer.splitread", "fastsync.transfer.exporter",
+           "fastsync.transfer.cluster", "psycopg", "sqlalchemy.dialects.postgresql.psycopg", "pymysql",
+           "sqlalchemy.dialects.mysql.pymysql"]
+
+
+def prepare(cluster: str | None) -> None:
+    """Before planning: local:N's fork server starts and imports while the run plans."""
+    if cluster and cluster.startswith("local:"):
+        import multiprocessing.forkserver
+        _preloaded_forkserver()
+        multiprocessing.forkserver.ensure_running()
+
+
+def _preloaded_forkserver() -> None:
+    """local:N's workers forked by a server that imported what a task needs once, instead of
+    Dask's default: spawned interpreters that each import everything again (seconds of a
+    short import). A fork server, not a fork of this process: it has threads by now."""
+    import multiprocessing
+
+    import dask
+    import distributed.utils
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+    if not getattr(distributed.utils, "_forkserver_preload_set", False):
+        multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
+        distributed.utils._forkserver_preload_set = True     # keep ours: Dask would set its own list
 
 
 def _probe(address: str) -> None:

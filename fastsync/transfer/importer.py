@@ -45,6 +45,9 @@ def run_import(job: ImportJob, progress: bool | None = None, before_publish: Cal
     incremental import, the new last value). `before_publish` is called once every split is
     written, just before the output is published: raising keeps the target as it was (a saved
     job's run that lost its ZooKeeper lock must not publish)."""
+    if job.cluster:
+        from fastsync.transfer import cluster
+        cluster.prepare(job.cluster)        # local:N's workers get ready while this plans
     if job.kafka_topic:
         return _run_to_kafka(job)
     try:
