@@ -254,6 +254,7 @@ def run_import_args(args) -> dict:
         if not args.warehouse_dir:
             raise CliError("give --target-dir or --warehouse-dir", EXIT_CONFIG)
         args.target_dir = os.path.join(args.warehouse_dir, args.table)
+    _check_cluster_password(args)
     try:
         password = resolve_password(args.password, args.password_file, args.P)
         url = build_url(args.connect, args.username, password)
@@ -270,7 +271,7 @@ def run_import_args(args) -> dict:
                     kafka_brokers=getattr(args, "kafka_brokers", "localhost:9092"),
                     kafka_key=getattr(args, "kafka_key", None), kafka_format=getattr(args, "kafka_format", "json"),
                     kafka_config=_kafka_config(getattr(args, "kafka_config", None), getattr(args, "kafka_brokers", None)),
-                    fast_path=args.fast_path)
+                    fast_path=args.fast_path, cluster=args.cluster, password_file=args.password_file)
     try:
         r = run_import(job, before_publish=getattr(args, "before_publish", None))
     except ImportError_ as exc:
@@ -326,12 +327,13 @@ def cmd_export(args) -> int:
 
     setup_logging(args.log_level)
     text = _text_options(args, "input_")
+    _check_cluster_password(args)
     url = _connect_url(args)
     job = ExportJob(url=url, table=args.table, export_dir=args.export_dir,
                     columns=_names(args.columns), mappers=args.num_mappers, text=text,
                     staging_table=args.staging_table, clear_staging_table=args.clear_staging_table,
                     update_key=_names(args.update_key), update_mode=args.update_mode, batch=args.batch,
-                    fast_path=args.fast_path)
+                    fast_path=args.fast_path, cluster=args.cluster, password_file=args.password_file)
     if args.clear_staging_table and not args.staging_table:
         raise CliError("--clear-staging-table needs --staging-table", EXIT_CONFIG)
     try:
@@ -341,6 +343,38 @@ def cmd_export(args) -> int:
     print("exported %d rows from %d files in %s into %s (%d writers) in %.3f s: %.0f rows/s"
           % (r["rows"], r["files"], args.export_dir, args.table, r["writers"], r["seconds"], r["rows_per_s"]), flush=True)
     return 0
+
+
+def _check_cluster_password(args) -> None:
+    """--cluster tcp://: a password the workers could get only through the task graph is refused."""
+    if not args.cluster:
+        return
+    from fastsync.transfer.cluster import password_refusal
+    from fastsync.transfer.connect import ConnectError, translate_url
+    try:
+        in_url = translate_url(args.connect).password is not None
+    except ConnectError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    problem = password_refusal(args.cluster, args.password, args.password_file, args.P, in_url)
+    if problem:
+        raise CliError(problem, EXIT_CONFIG)
+
+
+def cluster_address(text: str) -> str:
+    """--cluster's value, checked: tcp://HOST:PORT or local:N."""
+    from fastsync.transfer.cluster import parse
+    try:
+        parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _cluster_flag(p, what: str) -> None:
+    p.add_argument("--cluster", type=cluster_address, metavar="ADDRESS",
+                   help="run %s as tasks on a Dask cluster: tcp://HOST:PORT (a running scheduler; the password only "
+                        "from --password-file, read by each worker) or local:N (N worker processes started for the "
+                        "run)" % what)
 
 
 def _input_text_flags(p, output: bool = False) -> None:
@@ -597,6 +631,7 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                     help="read every table through SQLAlchemy's generic path, also where a native reader exists "
                          "(PostgreSQL binary COPY, MySQL/MariaDB text rows)")
+    _cluster_flag(im, "the splits")
     im.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
 
 
@@ -748,6 +783,7 @@ def _export_flags(ex) -> None:
                     help="updateonly: only rows whose key exists; allowinsert: upsert")
     ex.add_argument("--batch", action="store_true", help="load through the driver's executemany, not COPY / LOAD DATA")
     ex.add_argument("--no-fast-path", dest="fast_path", action="store_false", help="same as --batch")
+    _cluster_flag(ex, "the part files' loads")
     _input_text_flags(ex)
     ex.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
     ex.set_defaults(func=cmd_export)

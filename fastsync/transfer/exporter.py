@@ -57,6 +57,8 @@ class ExportJob:
     update_mode: str = "updateonly"
     batch: bool = False                  # the generic executemany path, also where a bulk path exists
     fast_path: bool = True
+    cluster: str | None = None           # --cluster: tcp://HOST:PORT or local:N (cluster.py)
+    password_file: str | None = None     # what the workers of a tcp:// --cluster read the password from
 
 
 # -- files -------------------------------------------------------------------------------
@@ -237,12 +239,12 @@ def _write_files(engine, stage: sa.Table | None, files: list[PartFile], columns:
 
 # -- staging and the move ----------------------------------------------------------------
 
-def _create_stage(engine, target: sa.Table, job: ExportJob) -> sa.Table:
+def _create_stage(engine, target: sa.Table, job: ExportJob, name: str | None = None) -> sa.Table:
     """The automatic staging table. It is only a buffer (the move into the target is the
     one transaction that counts, and it is dropped whatever happens), so it skips what makes
     writes durable: UNLOGGED on PostgreSQL (no WAL), MyISAM on MariaDB/MySQL (no redo or
     undo log), and no keys."""
-    name = "%s_stage_%s" % (target.name[:40], uuid.uuid4().hex[:8])
+    name = name or "%s_stage_%s" % (target.name[:40], uuid.uuid4().hex[:8])
     if engine.dialect.name == "postgresql":
         ddl = "CREATE UNLOGGED TABLE %s (LIKE %s INCLUDING DEFAULTS)" % (
             dbio.quote_name(engine, _qualified(target.schema, name)), dbio.quote_name(engine, _qualified(target.schema, target.name)))
@@ -361,9 +363,8 @@ def run_export(job: ExportJob, progress: bool | None = None) -> dict:
         raise ExportError(str(exc)) from None
 
 
-def _export(job: ExportJob, progress: bool | None) -> dict:
-    t0 = time.perf_counter()
-    files = find_files(job.export_dir)
+def export_url(job: ExportJob):
+    """The URL the export connects with: the driver settings its loading needs added."""
     url = job.url
     if url.get_backend_name() in ("mysql", "mariadb") and job.fast_path and not job.batch and "local_infile" not in url.query:
         url = url.update_query_dict({"local_infile": "1"})       # PyMySQL refuses LOAD DATA LOCAL without it
@@ -371,6 +372,13 @@ def _export(job: ExportJob, progress: bool | None) -> dict:
         # a server that killed the connection while LOAD DATA LOCAL sends the file may leave
         # the socket open unread for ~100 s; 30 s is the server's own net_read_timeout
         url = url.update_query_dict({"write_timeout": "30"})
+    return url
+
+
+def _export(job: ExportJob, progress: bool | None) -> dict:
+    t0 = time.perf_counter()
+    files = find_files(job.export_dir)
+    url = export_url(job)
     engine = dbio.make_engine(url)
     if url.get_backend_name() in ("mysql", "mariadb"):
         guard_local_infile(engine)            # the server gets only the files our LOAD DATA names
@@ -391,7 +399,10 @@ def _export(job: ExportJob, progress: bool | None) -> dict:
         shown = Progress(lambda: rate_text(counter.rows, "rows", time.perf_counter() - t0), show=progress,
                          name="export-progress").start()
         try:
-            if not job.staging_table and not job.update_key and dialect != "sqlite":
+            if job.cluster:         # the files as tasks on a Dask cluster (cluster.py)
+                from fastsync.transfer import cluster
+                moved = cluster.run_export_files(engine, target, files, columns, job, counter, progress)
+            elif not job.staging_table and not job.update_key and dialect != "sqlite":
                 moved = _load_and_move(engine, target, files, columns, converters, kinds, job, counter, writers, stages)
             else:
                 stage, created = _staging_table(lambda: _prepare_stage(engine, target, job))

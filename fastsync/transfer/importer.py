@@ -97,6 +97,9 @@ def _plan_or_fail(job: ImportJob) -> Plan:
 
 def _run_splits(job: ImportJob, found: Plan, tmp: str, ext: str, progress: bool | None, t0: float) -> int:
     """Every split in a process of its own, writing tmp/part-m-N.ext; the rows read."""
+    if job.cluster:          # every split a task on a Dask cluster instead (cluster.py)
+        from fastsync.transfer import cluster
+        return cluster.run_import_splits(job, found, tmp, ext, progress, t0)
     splits = found.splits
     rows = 0
     try:

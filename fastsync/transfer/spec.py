@@ -51,6 +51,8 @@ class ImportJob:
     kafka_format: str = "json"           # json | avro | arrow
     kafka_config: dict = field(default_factory=dict)    # librdkafka settings (--kafka-config)
     fast_path: bool = True               # native readers where the database has one (else SQLAlchemy's rows)
+    cluster: str | None = None           # --cluster: the splits as tasks on tcp://HOST:PORT or local:N (cluster.py)
+    password_file: str | None = None     # what the workers of a tcp:// --cluster read the password from
 
     def output(self) -> Output:
         """How the part files are written."""
