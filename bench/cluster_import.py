@@ -14,8 +14,9 @@ Variants (--variants picks some; each run is a process of its own, its output co
                 processes that the command starts and stops itself (so counted)
     tcp<m>      fastsync import -m m --cluster tcp://127.0.0.1:P: a `dask scheduler` and
                 --tcp-workers `dask worker --nworkers 1 --nthreads 1` processes this script starts
-                once before the rounds and stops after, by pid (their start-up not counted;
-                their PSS and CPU are counted with the command's)
+                once before the rounds and stops after, by pid (their start-up, and a first
+                import of a few rows that has the workers import fastsync, not counted; their
+                PSS and CPU are counted with the command's)
     <any>-fixed the same import of a few rows (--where "l_orderkey <= 64"): start-up,
                 planning, the cluster's and the tasks' overhead, publishing: the fixed terms
 
@@ -25,7 +26,12 @@ tree (plus the external cluster's processes for tcp), sampled every 20 ms. CPU i
 system of the command's tree (and of the external cluster's processes); DB CPU is that of
 every PostgreSQL server process in the same time (other clients' work included). Rounds run
 the variants in order, then in reverse, so each pair of neighbours alternates who goes
-first. The ratios are cluster / no cluster wall time at the same -m, per round.
+first. The ratios are cluster / no cluster at the same -m, per round: of wall time, and of
+the command's CPU (with the external cluster's): on a loaded machine wall time stretches
+every extra CPU second, CPU time much less. The external cluster's CPU while idle (5 s,
+after the warm-up) is reported too: its share of a run's CPU grows with the run's length.
+
+    python bench/cluster_import.py --report FILE.json    # the tables of a saved run again
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ from tpch_import import PG_URL, _pss_kb, _tree, generate, load_postgres, measure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)          # fastsync.filesystems, to count rows on any target
+    sys.path.append(ROOT)             # fastsync.filesystems, to count rows on any target
 FIXED_WHERE = "l_orderkey <= 64"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -99,19 +105,25 @@ def tree_pss_mb(roots) -> float:
 
 
 def postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL server process so far (exited backends are in the
-    postmaster's reaped-children figure)."""
-    total = 0.0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open("/proc/%s/comm" % name) as f:
-                    if f.read().strip() != "postgres":
-                        continue
-            except OSError:
-                continue
-            total += _stat_cpu(int(name))
-    return total
+    """CPU seconds of every PostgreSQL server process so far: exited backends are in the
+    postmaster's reaped-children figure, so a backend that has exited but is not reaped yet
+    (a zombie shows no CPU) is waited for, up to a second."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        total, zombie = 0.0, False
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open("/proc/%s/stat" % name) as f:
+                        comm, rest = f.read().split(" (", 1)[1].rsplit(") ", 1)
+                except (OSError, IndexError, ValueError):
+                    continue
+                if comm == "postgres":
+                    zombie = zombie or rest.startswith("Z")
+                    total += _stat_cpu(int(name))
+        if not zombie or time.monotonic() > deadline:
+            return total
+        time.sleep(0.02)
 
 
 def children_cpu() -> float:
@@ -129,7 +141,9 @@ class ExternalCluster:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.address = "tcp://127.0.0.1:%d" % port
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+        # the workers import the fastsync that `python -m fastsync` here does: the current
+        # directory's, else PYTHONPATH's; this checkout's as the last resort
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH"), ROOT) if p))
         self.log = open(os.path.join(scratch, "dask-cluster.log"), "w")
         self.procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                                        stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=scratch)]
@@ -297,6 +311,15 @@ def runs(table: str, rows: int, names: list[str], rounds: int, tcp_workers: int,
         connect = connect_args(tmp)
         if any(v.kind == "tcp" for v in variants):
             cluster = ExternalCluster(tcp_workers, tmp)
+            # not counted: the workers import fastsync, pyarrow and the drivers at their first
+            # task, which a cluster kept running has done before
+            warm = Variant("warm-up", "tcp", tcp_workers, fixed=True)
+            subprocess.run(import_cmd(connect, table, warm, os.path.join(tmp, "warm-up"), cluster.address),
+                           check=True, capture_output=True)
+            remove(os.path.join(tmp, "warm-up"))
+            cpu0 = tree_cpu(cluster.pids)
+            time.sleep(5)
+            idle_cpu = (tree_cpu(cluster.pids) - cpu0) / 5      # what the cluster costs doing nothing
 
         def run(v: Variant, i: int) -> dict:
             expect = fixed_rows if v.fixed else rows
@@ -304,8 +327,11 @@ def runs(table: str, rows: int, names: list[str], rounds: int, tcp_workers: int,
                 return run_one(v, raw_cmd(table, v.mappers, lo, hi), None, rows)
             target = os.path.join(tmp, "%s-r%d" % (v.name, i))
             spec = {"m": None, "local": "local:%d" % v.mappers, "tcp": cluster.address if cluster else None}[v.kind]
-            return run_one(v, import_cmd(connect, table, v, target, spec), target, expect,
-                           cluster.pids if v.kind == "tcp" else ())
+            r = run_one(v, import_cmd(connect, table, v, target, spec), target, expect,
+                        cluster.pids if v.kind == "tcp" else ())
+            if v.kind == "tcp":
+                r["cluster_idle_cpu_per_s"] = round(idle_cpu, 4)
+            return r
         return rounds_of(variants, rounds, run)
     finally:
         if cluster:
@@ -332,68 +358,94 @@ def summary(results: list[dict]) -> list[dict]:
             s["own_s"] = round(statistics.median(r["own_s"] for r in rs), 3)
         if "cluster_idle_mb" in rs[0]:
             s["cluster_idle_mb"] = round(statistics.median(r["cluster_idle_mb"] for r in rs))
+        if "cluster_idle_cpu_per_s" in rs[0]:
+            s["cluster_idle_cpu_per_s"] = rs[0]["cluster_idle_cpu_per_s"]
         out.append(s)
     return out
 
 
 def ratios(results: list[dict]) -> list[dict]:
     """Cluster / no cluster wall time at the same -m (and fixedness), per round."""
-    base = {(r["mappers"], r["fixed"], r["round"]): r["seconds"] for r in results if r["kind"] == "m"}
+    base = {(r["mappers"], r["fixed"], r["round"]): r for r in results if r["kind"] == "m"}
     out = []
     for name in dict.fromkeys(r["variant"] for r in results if r["kind"] in ("local", "tcp")):
-        rs = [r for r in results if r["variant"] == name]
-        per = [round(r["seconds"] / base[(r["mappers"], r["fixed"], r["round"])], 3) for r in rs
-               if (r["mappers"], r["fixed"], r["round"]) in base]
-        if per:
-            out.append(dict(variant=name, against="m%d%s" % (rs[0]["mappers"], "-fixed" if rs[0]["fixed"] else ""),
-                            per_round=per, median=round(statistics.median(per), 3)))
+        pairs = [(r, base[(r["mappers"], r["fixed"], r["round"])]) for r in results
+                 if r["variant"] == name and (r["mappers"], r["fixed"], r["round"]) in base]
+        if pairs:
+            per = [round(r["seconds"] / b["seconds"], 3) for r, b in pairs]
+            cpu = [round(r["cpu_s"] / max(0.01, b["cpu_s"]), 3) for r, b in pairs]
+            out.append(dict(variant=name, against=pairs[0][1]["variant"], per_round=per,
+                            median=round(statistics.median(per), 3), cpu_per_round=cpu,
+                            cpu_median=round(statistics.median(cpu), 3)))
     return out
 
 
-def model(rows: int, summ: list[dict]) -> list[dict]:
-    """The model of bench/README.md, its terms from this run: predicted and measured time of
-    `--cluster local:w -m w`. T(w) = T_fixed(w) + rows / min(w * r_worker, R_db(w)), with
-    R_db(w) = rows / time of raw<w>, T_fixed(w) = time of local<w>-fixed, and r_worker from
-    local1: rows / (T(1) - T_fixed(1))."""
+def model(rows: int, summ: list[dict], cores: int | None = None) -> list[dict]:
+    """The model of bench/README.md with its terms from this run, predicted against measured
+    time of `--cluster local:w -m w`:
+
+        T(w) = T_fixed(w) + max(S / (w * r_worker), S / R_db(w), S * (c_worker + c_db) / cores)
+
+    T_fixed(w): local<w>-fixed; R_db(w) = S / time of raw<w>; r_worker = S / (T(1) - T_fixed(1))
+    from local1 (so w = 1 fits by construction); c_worker, c_db: CPU seconds per row of the
+    command's tree and of the server in local1, less local1-fixed (the cores term: workers and
+    server share this machine's cores)."""
     by = {s["variant"]: s for s in summ}
-    if not all(k in by for k in ("local1", "local1-fixed")):
+    one, one_fixed = by.get("local1"), by.get("local1-fixed")
+    if not one or not one_fixed:
         return []
-    r_worker = rows / max(1e-9, by["local1"]["seconds"] - by["local1-fixed"]["seconds"])
+    cores = cores or os.cpu_count() or 1
+    r_worker = rows / max(1e-9, one["seconds"] - one_fixed["seconds"])
+    c_worker = max(0.0, one["cpu_s"] - one_fixed["cpu_s"]) / rows
+    c_db = max(0.0, one["db_cpu_s"] - one_fixed["db_cpu_s"]) / rows
     out = []
     for s in summ:
         w = s["mappers"]
         if s["kind"] != "local" or s["fixed"] or "local%d-fixed" % w not in by or "raw%d" % w not in by:
             continue
-        r_db = rows / by["raw%d" % w]["seconds"]
+        terms = {"workers": rows / (w * r_worker), "database": by["raw%d" % w]["seconds"],
+                 "cores": rows * (c_worker + c_db) / cores}
+        bound = max(terms, key=terms.get)
         t_fixed = by["local%d-fixed" % w]["seconds"]
-        predicted = t_fixed + rows / min(w * r_worker, r_db)
-        out.append(dict(workers=w, r_worker=round(r_worker), r_db=round(r_db), t_fixed=round(t_fixed, 2),
-                        bound="database" if r_db < w * r_worker else "workers",
-                        predicted_s=round(predicted, 2), measured_s=s["seconds"],
-                        error=round(s["seconds"] / predicted - 1, 3)))
+        predicted = t_fixed + terms[bound]
+        out.append(dict(workers=w, r_worker=round(r_worker), r_db=round(rows / terms["database"]),
+                        c_worker_us=round(1e6 * c_worker, 2), c_db_us=round(1e6 * c_db, 2), cores=cores,
+                        t_fixed=round(t_fixed, 2), t_workers=round(terms["workers"], 2), t_db=round(terms["database"], 2),
+                        t_cores=round(terms["cores"], 2), bound=bound, predicted_s=round(predicted, 2),
+                        measured_s=s["seconds"], error=round(s["seconds"] / predicted - 1, 3)))
     return out
 
 
-def report(rows: int, results: list[dict]) -> str:
+def report(rows: int, results: list[dict], cores: int | None = None) -> str:
     summ = summary(results)
     lines = ["| variant | -m | s, median (min – max) | rows/s | peak MB | CPU s | DB CPU s | own s | load |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summ:
         peak = "%d" % s["peak_mb"] + (" (idle cluster %d)" % s["cluster_idle_mb"] if "cluster_idle_mb" in s else "")
+        if "cluster_idle_cpu_per_s" in s:
+            peak += ", idle cluster CPU %.3f s/s" % s["cluster_idle_cpu_per_s"]
         lines.append("| %s | %d | %.2f (%.2f – %.2f) | %s | %s | %.2f | %.2f | %s | %s |" % (
-            s["variant"], s["mappers"], s["seconds"], s["seconds_min"], s["seconds_max"], format(s["rows_per_s"], ","),
+            s["variant"], s["mappers"], s["seconds"], s["seconds_min"], s["seconds_max"],
+            "–" if s["fixed"] else format(s["rows_per_s"], ","),
             peak, s["cpu_s"], s["db_cpu_s"], s.get("own_s", "–"), " ".join("%.1f" % x for x in s["load1"])))
     rat = ratios(results)
     if rat:
-        lines += ["", "| cluster | against | wall ratio per round | median | ≤ 1.10 |", "| --- | --- | --- | --- | --- |"]
-        lines += ["| %s | %s | %s | %.3f | %s |" % (r["variant"], r["against"], ", ".join("%.3f" % x for x in r["per_round"]),
-                                                    r["median"], "yes" if r["median"] <= 1.10 else "**no**") for r in rat]
-    mod = model(rows, summ)
+        lines += ["", "| cluster | against | wall ratio per round | median | ≤ 1.10 | CPU ratio per round | median |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| %s | %s | %s | %.3f | %s | %s | %.3f |" % (
+            r["variant"], r["against"], ", ".join("%.3f" % x for x in r["per_round"]), r["median"],
+            "yes" if r["median"] <= 1.10 else "**no**", ", ".join("%.3f" % x for x in r.get("cpu_per_round", ())),
+            r.get("cpu_median", float("nan"))) for r in rat]
+    mod = model(rows, summ, cores)
     if mod:
-        lines += ["", "| workers | r_worker rows/s | R_db rows/s | T_fixed s | bound | predicted s | measured s | error |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        lines += ["| %d | %s | %s | %.2f | %s | %.2f | %.2f | %+.0f %% |" % (
-            m["workers"], format(m["r_worker"], ","), format(m["r_db"], ","), m["t_fixed"], m["bound"],
+        m0 = mod[0]
+        lines += ["", "model: r_worker %s rows/s, c_worker %.2f µs/row, c_db %.2f µs/row, %d cores" % (
+            format(m0["r_worker"], ","), m0["c_worker_us"], m0["c_db_us"], m0["cores"]), "",
+            "| workers | T_fixed s | S/(w·r_worker) s | S/R_db(w) s (R_db rows/s) | S·(c_w+c_db)/cores s | bound "
+            "| predicted s | measured s | error |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| %d | %.2f | %.2f | %.2f (%s) | %.2f | %s | %.2f | %.2f | %+.0f %% |" % (
+            m["workers"], m["t_fixed"], m["t_workers"], m["t_db"], format(m["r_db"], ","), m["t_cores"], m["bound"],
             m["predicted_s"], m["measured_s"], 100 * m["error"]) for m in mod]
     return "\n".join(lines)
 
@@ -410,7 +462,15 @@ def main(argv=None) -> int:
     ap.add_argument("--scratch", help="directory for the output (default: the system's temporary directory)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--table", help="the lineitem table to load and read (default: tpch_lineitem_sf<sf>, kept)")
+    ap.add_argument("--report", metavar="JSON", help="print the tables of an earlier run's --json file, run nothing")
     args = ap.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        print("started %s, load average before %.2f %.2f %.2f, after %.2f %.2f %.2f"
+              % (saved["started"], *saved["load_before"], *saved["load_after"]))
+        print(report(saved["rows"], saved["results"], saved.get("cpus")))
+        return 0
     names = (args.variants.split(",") if args.variants else
              default_variants([int(w) for w in args.workers.split(",")], args.tcp_workers, not args.no_fixed))
     for n in names:
