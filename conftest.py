@@ -26,7 +26,7 @@ SHARED_GROUPS = {
 
 # the longest groups (durations of a full run), handed out first so that none starts last
 LONGEST_FIRST = ["kafka", "tests/test_kafka_faults.py", "tests/test_zk_metastore.py", "tests/test_export.py",
-                 "tests/test_import.py", "tests/test_avro_sink.py", "tests/test_merge.py",
+                 "tests/test_import.py", "tests/test_cluster.py", "tests/test_avro_sink.py", "tests/test_merge.py",
                  "tests/test_avro_source.py", "tests/test_zk_ha.py", "tests/test_zk_config.py",
                  "tests/test_import_sqlite.py", "tests/test_export_faults.py", "tests/test_channel_parity.py",
                  "tests/test_file_channel_crash.py", "tpch"]

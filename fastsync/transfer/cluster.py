@@ -118,17 +118,33 @@ def session(cluster: str, url, password_file: str | None):
     from distributed import Client, LocalCluster
     kind, where = parse(cluster)
     password = url.password if url is not None else None
-    bare = url.set(password=None) if password is not None else url
+    bare = url._replace(password=None) if password is not None else url     # URL.set ignores None
+    if bare is not None and bare.get_backend_name() == "sqlite" and bare.database not in (None, "", ":memory:"):
+        bare = bare._replace(database=os.path.abspath(bare.database))      # a worker's working directory is its own
     local = None
-    # distributed logs at INFO by default: here it follows --log-level, as fastsync's loggers
-    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
+    # distributed logs at INFO by default, and its client logs tracebacks when the scheduler
+    # goes: the command's one error line says what failed; --log-level INFO or DEBUG shows them
+    level = logging.getLogger().getEffectiveLevel()
+    for name in ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]:
+        if name == "distributed" or logging.getLogger(name).level != logging.NOTSET:     # set by distributed's config
+            logging.getLogger(name).setLevel(max(level, logging.INFO) if level < logging.WARNING else logging.CRITICAL)
     if kind == "local":
         secret = Secret("env") if password is not None else Secret()
         env = {PASSWORD_ENV: str(password)} if password is not None else None
-        local = LocalCluster(n_workers=where, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=None, env=env, silence_logs=logging.ERROR)
-        client = Client(local, set_as_default=False)
+        try:
+            local = LocalCluster(n_workers=where, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                 dashboard_address=None, env=env,
+                                 silence_logs=logging.CRITICAL if level >= logging.WARNING else level,
+                                 # no dashboard; its HTTP server's other routes on a free port, not 8787
+                                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+            client = Client(local, set_as_default=False)
+        except Exception as exc:
+            if local is not None:
+                local.close()
+            raise ClusterError("--cluster %s: could not start the local workers: %s" % (cluster, _one_line(exc))) from None
     else:
+        if password is not None and not password_file:
+            raise ClusterError(password_refusal(cluster, None, None, False, True))
         secret = Secret("file", os.path.abspath(os.path.expanduser(password_file))) if password is not None else Secret()
         _probe(where)
         try:
@@ -346,8 +362,34 @@ def _gather(client, futures: dict, what: str, error, cluster: str) -> dict:
                 raise error("%s %s: %s" % (what, item, _one_line(exc))) from None
     except BaseException:
         client.cancel(list(futures.values()))
+        _await_cancelled(client, set(index), cluster)
         raise
     return out
+
+
+def _executing(dask_worker) -> list:
+    """On a worker: the keys its threads are running (cancelled ones too)."""
+    return [str(ts.key) for ts in dask_worker.state.executing]
+
+
+def _await_cancelled(client, keys: set, cluster: str, timeout: float = 120.0) -> None:
+    """After a failure: a cancelled task already running goes on in its worker's thread
+    (Dask can't stop it), writing its attempt's file or table. Waits (up to `timeout`) until
+    none runs, so that what the client then removes is all there will be. (A local:N
+    cluster's workers are stopped when it closes instead.)"""
+    if not cluster.startswith("tcp://"):
+        return
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            running = {k for keys_ in client.run(_executing).values() for k in keys_} & keys
+        except Exception:           # the scheduler or a worker is gone: nothing more to wait for
+            return
+        if not running:
+            return
+        time.sleep(0.2)
+    log.warning("--cluster %s: %d cancelled task(s) still running after %g s; what they write may remain",
+                cluster, len(running), timeout)
 
 
 # -- export ------------------------------------------------------------------------------
@@ -417,7 +459,9 @@ def run_export_files(engine, target, files: list, columns: list[str], job, count
             with session(job.cluster, job.url, job.password_file) as (client, secret, url):
                 bare = dataclasses.replace(job, url=url)
                 topic = "fastsync-progress-%s" % run if show else None
-                futures = {f.name: client.submit(_export_task, bare, secret, f, columns, prefix, topic,
+                # absolute paths: a worker's working directory is its own
+                futures = {f.name: client.submit(_export_task, bare, secret,
+                                                  dataclasses.replace(f, path=os.path.abspath(f.path)), columns, prefix, topic,
                                                   key="fastsync-export-%s-%s" % (run, f.name), pure=False) for f in files}
                 tracker = _Tracker(client, topic, list(futures))
                 stop = threading.Event()
