@@ -131,8 +131,9 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def measure(cmd: list[str], stdout=subprocess.PIPE) -> tuple[float, int, str]:
-    """Run cmd; wall seconds, peak PSS of its process tree in bytes, its stdout."""
+def measure(cmd: list[str], stdout=subprocess.PIPE, also: tuple[int, ...] = ()) -> tuple[float, int, str]:
+    """Run cmd; wall seconds, peak PSS of its process tree in bytes, its stdout. `also`: pids
+    of processes the command works through (a running cluster's) whose trees count in each sample."""
     peak = 0
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True)
@@ -141,7 +142,7 @@ def measure(cmd: list[str], stdout=subprocess.PIPE) -> tuple[float, int, str]:
     def sample():
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, sum(_pss_kb(p) for p in _tree(proc.pid)))
+            peak = max(peak, sum(_pss_kb(p) for root in (proc.pid, *also) for p in _tree(root)))
             done.wait(0.02)
 
     t = threading.Thread(target=sample, daemon=True)
