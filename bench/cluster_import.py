@@ -388,16 +388,18 @@ def model(rows: int, summ: list[dict], cores: int | None = None) -> list[dict]:
 
     T_fixed(w): local<w>-fixed; R_db(w) = S / time of raw<w>; r_worker = S / (T(1) - T_fixed(1))
     from local1 (so w = 1 fits by construction); c_worker, c_db: CPU seconds per row of the
-    command's tree and of the server in local1, less local1-fixed (the cores term: workers and
-    server share this machine's cores)."""
+    command's tree and of the server in m1, less m1-fixed (the same per-row work as a worker's;
+    a local<w> run's workers are forked by a fork server this process does not reap, so their
+    CPU is not in its figures) (the cores term: workers and server share this machine's cores)."""
     by = {s["variant"]: s for s in summ}
     one, one_fixed = by.get("local1"), by.get("local1-fixed")
-    if not one or not one_fixed:
+    m1, m1_fixed = by.get("m1"), by.get("m1-fixed")
+    if not one or not one_fixed or not m1 or not m1_fixed:
         return []
     cores = cores or os.cpu_count() or 1
     r_worker = rows / max(1e-9, one["seconds"] - one_fixed["seconds"])
-    c_worker = max(0.0, one["cpu_s"] - one_fixed["cpu_s"]) / rows
-    c_db = max(0.0, one["db_cpu_s"] - one_fixed["db_cpu_s"]) / rows
+    c_worker = max(0.0, m1["cpu_s"] - m1_fixed["cpu_s"]) / rows
+    c_db = max(0.0, m1["db_cpu_s"] - m1_fixed["db_cpu_s"]) / rows
     out = []
     for s in summ:
         w = s["mappers"]
