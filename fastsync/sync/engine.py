@@ -5,7 +5,9 @@ directories their modes and times (copying into a directory changes its mtime).
 
 A file is unchanged when its size and mtime are the source's (--size-only: its size;
 --checksum: same size and the same bytes). On a target that can't keep mtimes (object stores,
-HDFS through pyarrow), "the same mtime" is "a target mtime not older than the source's"."""
+HDFS through pyarrow), "the same mtime" is "a target mtime not older than the source's",
+in whole seconds (S3 keeps seconds): a same-size change within the second of the last copy
+needs -c there."""
 from __future__ import annotations
 
 import os
@@ -186,7 +188,9 @@ class Sync:
             return True
         if self.dst.keeps_times:
             return s.mtime_ns == d.mtime_ns
-        return d.mtime_ns >= s.mtime_ns     # the target's own mtime: written after the source's
+        # the target's own mtime, written after the source's; object stores keep whole seconds
+        # (S3's Last-Modified), so the source's is taken to its second
+        return d.mtime_ns >= s.mtime_ns - s.mtime_ns % 1_000_000_000
 
     def _attrs_differ(self, s: Entry, d: Entry) -> bool:
         opts = self.opts
