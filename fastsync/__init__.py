@@ -2,7 +2,30 @@
 import importlib.util
 
 __version__ = "0.1.0"
-__all__ = ["Event", "EventBatch", "__version__"]
+# the public API, each name loaded from its module on first use (`import fastsync` stays cheap:
+# `fastsync --help` must not pay for pyarrow, SQLAlchemy or the agent runtime)
+_PUBLIC = {
+    "Event": "fastsync.event",
+    "EventBatch": "fastsync.event",
+    # agents built and run from Python (the same runtime as `fastsync agent`)
+    "Agent": "fastsync.agent.builder",
+    "ConfigError": "fastsync.agent.errors",
+    # custom components: subclass one, name it in a config as `type = mypkg.mod:Class`
+    "Source": "fastsync.plugins",
+    "Sink": "fastsync.plugins",
+    "Interceptor": "fastsync.plugins",
+    "setting": "fastsync.plugins",
+    # transfers as functions (the same code as `fastsync import|export|merge|list-tables|eval`)
+    "import_table": "fastsync.transfer.api",
+    "export_files": "fastsync.transfer.api",
+    "merge": "fastsync.transfer.api",
+    "list_tables": "fastsync.transfer.api",
+    "eval": "fastsync.transfer.api",
+    "read_table": "fastsync.transfer.api",
+    "TransferError": "fastsync.transfer.api",
+    "TransferResult": "fastsync.transfer.api",
+}
+__all__ = [*_PUBLIC, "__version__"]
 
 NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows", "_avro")
 NOT_BUILT = ("fastsync's native extensions are not built (%s); install the package with "
@@ -17,8 +40,9 @@ if _missing:
 
 
 def __getattr__(name):
-    # Event and EventBatch on first use: they import pyarrow
-    if name in ("Event", "EventBatch"):
-        from fastsync import event
-        return getattr(event, name)
-    raise AttributeError("module 'fastsync' has no attribute %r" % name)
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError("module 'fastsync' has no attribute %r" % name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value      # looked up once
+    return value
