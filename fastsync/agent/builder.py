@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "ConfigError", "Value"]
 
 # a key's value: written as text, a bool as true/false, a list (of names) joined by spaces;
-# None leaves the key out
+# None leaves the key out. (`keys={...}` takes Mapping[str, object], so that a dict a user built,
+# which mypy types dict[str, object], type-checks; its values are checked when set.)
 Value = Union[str, int, float, "os.PathLike[str]", Sequence[Union[str, int]], None]
 # a component's type: a Flume alias or class name, `mypkg.mod:Class`, or a component class
 TypeName = Union[str, builtins.type]
@@ -81,23 +82,23 @@ class Agent:
     # -- building -----------------------------------------------------------------------------
 
     def source(self, name: str, type: TypeName, /, channels: str | Sequence[str] | None = None,
-               keys: Mapping[str, Value] | None = None, **more: Value) -> Agent:
+               keys: Mapping[str, object] | None = None, **more: Value) -> Agent:
         """Add source `name` of `type`, putting into `channels` (a name or a list)."""
         self._add("sources", name, SOURCES, type, {"channels": channels}, keys, more)
         return self
 
-    def channel(self, name: str, type: TypeName, /, keys: Mapping[str, Value] | None = None, **more: Value) -> Agent:
+    def channel(self, name: str, type: TypeName, /, keys: Mapping[str, object] | None = None, **more: Value) -> Agent:
         """Add channel `name` of `type`."""
         self._add("channels", name, CHANNELS, type, {}, keys, more)
         return self
 
     def sink(self, name: str, type: TypeName, /, channel: str | None = None,
-             keys: Mapping[str, Value] | None = None, **more: Value) -> Agent:
+             keys: Mapping[str, object] | None = None, **more: Value) -> Agent:
         """Add sink `name` of `type`, taking from `channel`."""
         self._add("sinks", name, SINKS, type, {"channel": channel}, keys, more)
         return self
 
-    def interceptor(self, source: str, name: str, type: TypeName, /, keys: Mapping[str, Value] | None = None,
+    def interceptor(self, source: str, name: str, type: TypeName, /, keys: Mapping[str, object] | None = None,
                     **more: Value) -> Agent:
         """Add interceptor `name` of `type` at the end of `source`'s chain."""
         self._list("sources.%s.interceptors" % source, name)
@@ -106,7 +107,7 @@ class Agent:
         return self
 
     def sinkgroup(self, name: str, /, sinks: Sequence[str], processor: str | None = "failover",
-                  keys: Mapping[str, Value] | None = None, **more: Value) -> Agent:
+                  keys: Mapping[str, object] | None = None, **more: Value) -> Agent:
         """Add sink group `name` of `sinks`, run by `processor` (failover, load_balance, default).
         The processor's keys may be given without their `processor.` prefix:
         `keys={"priority.k1": 10}` is `processor.priority.k1 = 10`."""
@@ -122,8 +123,8 @@ class Agent:
         self._put("", {key: value}, None, {})
         return self
 
-    def _add(self, kind: str, name: str, registry: Registry, type: TypeName, binding: dict[str, Value],
-             keys: Mapping[str, Value] | None, more: dict[str, Value]) -> None:
+    def _add(self, kind: str, name: str, registry: Registry, type: TypeName, binding: dict[str, object],
+             keys: Mapping[str, object] | None, more: Mapping[str, object]) -> None:
         self._list(kind, name)
         self._put("%s.%s." % (kind, name), {"type": _type_name(type, registry), **binding}, keys, more)
 
@@ -136,10 +137,10 @@ class Agent:
         old = self._keys.get(key, "")
         self._keys[key] = (old + " " + name).strip() if old.strip() else name
 
-    def _put(self, prefix: str, first: Mapping[str, Value], keys: Mapping[str, Value] | None,
-             more: Mapping[str, Value]) -> None:
+    def _put(self, prefix: str, first: Mapping[str, object], keys: Mapping[str, object] | None,
+             more: Mapping[str, object]) -> None:
         self._origin = None
-        given: dict[str, Value] = dict(first)
+        given: dict[str, object] = dict(first)
         for extra in (keys or {}), more:
             for k, v in extra.items():
                 if k in given and k in first:
@@ -221,9 +222,13 @@ class Agent:
         With `metrics_port`, /metrics is served on 127.0.0.1 as with `--metrics-port`
         (0: any free port, see `metrics_url`)."""
         runtime = self._prepare(strict)
-        runtime.start()
+        self._bind(metrics_port)
+        try:
+            runtime.start()
+        except BaseException:
+            self._unserve()
+            raise
         self._running = True
-        self._serve(metrics_port)
         return self
 
     def stop(self, drain_timeout: float = 30.0) -> bool:
@@ -250,13 +255,13 @@ class Agent:
         SIGINT/SIGTERM (Ctrl-C) stop it too when called on the main thread, as they stop
         `fastsync agent`. Returns how it ended: .drained, .seconds, .delivered."""
         runtime = self._prepare(strict)
-        flag = self._stop_flag = _StopFlag()
+        self._bind(metrics_port)
         self._run_done.clear()
         self._last_run = None
+        flag = self._stop_flag = _StopFlag()
         previous = _on_signals(flag.set)
         try:
             self._running = True
-            self._serve(metrics_port)
             self._last_run = runtime.run(flag, exit_when_done=until_done, drain_timeout=drain_timeout, progress=False)
             return self._last_run
         finally:
@@ -273,7 +278,8 @@ class Agent:
         self._runtime = Runtime(self._config(strict))
         return self._runtime
 
-    def _serve(self, port: int | None) -> None:
+    def _bind(self, port: int | None) -> None:
+        """Serve /metrics on `port` (bound first: a port in use fails before anything starts)."""
         if port is None or self._runtime is None:
             return
         from fastsync.agent.metrics import MetricsServer
@@ -350,7 +356,7 @@ def _type_name(kind: TypeName, registry: Registry) -> str:
     raise TypeError("a component's type is a str or a class, got %r" % (kind,))
 
 
-def _text(value: Value, key: str) -> str:
+def _text(value: object, key: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
