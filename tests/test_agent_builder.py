@@ -3,6 +3,7 @@ delivered as `fastsync agent`, the same located errors as `fastsync agent --vali
 start/stop, `with`, run() and metrics() on real sockets and files."""
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from pathlib import Path
@@ -226,3 +227,17 @@ def test_with_starts_and_stops_and_metrics_are_the_endpoint_s(tmp_path):
     finally:
         b.stop()
     assert b.metrics_url is None
+
+
+def test_the_examples_of_docs_python_agents_md_run_as_written(tmp_path, monkeypatch, capsys):
+    """Each ```python block of the page, run in a fresh directory (the netcat one on a free port)."""
+    page = (REPO / "docs" / "python" / "agents.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[0], "agents.md[0]", "exec"), {})
+    assert capsys.readouterr().out.splitlines()[-1] == "10000"
+    assert len(read_dir_lines(tmp_path / "out" / "seq")) == 10_000
+    assert "44444" in blocks[1]
+    exec(compile(blocks[1].replace("44444", str(free_port())), "agents.md[1]", "exec"), {})
+    assert capsys.readouterr().out.splitlines()[-1] == "1"
