@@ -119,8 +119,21 @@ def test_keys_and_values_that_need_escaping_come_back_the_same():
     assert props["a1.sinks.k1.sink.serializer.appendNewline"] == "false"
     assert props["a1.sinkgroups.g1.processor.priority.k1"] == "5"
     assert props["a1.sinkgroups"] == "g1" and props["a1.sinkgroups.g1.sinks"] == "k1"
+    # wrong Python arguments: TypeError at the call, and nothing written
+    b = Agent("a1").channel("c1", "memory")
+    before = b.to_properties()
     with pytest.raises(TypeError):
-        Agent("a1").channel("c1", "memory", capacity={"not": "a value"})
+        b.channel("c2", "memory", capacity={"not": "a value"})
+    with pytest.raises(TypeError, match="'type' given twice"):
+        b.channel("c2", "memory", keys={"type": "file"})
+    assert b.to_properties() == before
+    # a class that is no built-in component is named by its import path (loaded as plugins are)
+    assert "a1.sinks.k2.type = test_agent_builder:Custom\n" in Agent("a1").sink("k2", Custom, channel="c1").to_properties()
+    assert Agent("a1").to_properties() == ""
+
+
+class Custom:
+    """Stands for a custom component's class."""
 
 
 # (what the agent lacks, the change that makes it wrong, --strict)

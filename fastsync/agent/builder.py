@@ -101,9 +101,9 @@ class Agent:
     def interceptor(self, source: str, name: str, type: TypeName, /, keys: Mapping[str, object] | None = None,
                     **more: Value) -> Agent:
         """Add interceptor `name` of `type` at the end of `source`'s chain."""
-        self._list("sources.%s.interceptors" % source, name)
         prefix = "sources.%s.interceptors.%s." % (source, name)
-        self._put(prefix, {"type": _type_name(type, INTERCEPTORS)}, keys, more)
+        values = _values(prefix, {"type": _type_name(type, INTERCEPTORS)}, keys, more)
+        self._write("sources.%s.interceptors" % source, name, values)
         return self
 
     def sinkgroup(self, name: str, /, sinks: Sequence[str], processor: str | None = "failover",
@@ -111,48 +111,35 @@ class Agent:
         """Add sink group `name` of `sinks`, run by `processor` (failover, load_balance, default).
         The processor's keys may be given without their `processor.` prefix:
         `keys={"priority.k1": 10}` is `processor.priority.k1 = 10`."""
-        self._list("sinkgroups", name)
-        prefix = "sinkgroups.%s." % name
-        self._put(prefix, {"sinks": sinks, "processor.type": processor}, None, {})
-        given = {**(keys or {}), **more}
-        self._put(prefix, {k if k.startswith("processor.") else "processor." + k: v for k, v in given.items()}, None, {})
+        given = {k if k.startswith("processor.") else "processor." + k: v for k, v in {**(keys or {}), **more}.items()}
+        values = _values("sinkgroups.%s." % name, {"sinks": sinks, "processor.type": processor}, given, {})
+        self._write("sinkgroups", name, values)
         return self
 
     def set(self, key: str, value: Value) -> Agent:
         """Set one key, named relative to the agent (`sinks.k1.sink.rollInterval`); None removes it."""
-        self._put("", {key: value}, None, {})
+        self._write(None, "", _values("", {key: value}, None, {}))
         return self
 
     def _add(self, kind: str, name: str, registry: Registry, type: TypeName, binding: dict[str, object],
              keys: Mapping[str, object] | None, more: Mapping[str, object]) -> None:
-        self._list(kind, name)
-        self._put("%s.%s." % (kind, name), {"type": _type_name(type, registry), **binding}, keys, more)
+        values = _values("%s.%s." % (kind, name), {"type": _type_name(type, registry), **binding}, keys, more)
+        self._write(kind, name, values)
 
-    def _list(self, key: str, name: str) -> None:
-        """Append `name` to a list-valued key (`sources`), as a file would list it (twice: the
-        validation says so)."""
+    def _write(self, list_key: str | None, name: str, values: dict[str, str | None]) -> None:
+        """Append `name` to the list-valued key `list_key` (`sources`), as a file would list it
+        (twice: the validation says so), and set the keys (None: remove)."""
         if not isinstance(name, str):
             raise TypeError("a component's name is a str, got %r" % (name,))
         self._origin = None
-        old = self._keys.get(key, "")
-        self._keys[key] = (old + " " + name).strip() if old.strip() else name
-
-    def _put(self, prefix: str, first: Mapping[str, object], keys: Mapping[str, object] | None,
-             more: Mapping[str, object]) -> None:
-        self._origin = None
-        given: dict[str, object] = dict(first)
-        for extra in (keys or {}), more:
-            for k, v in extra.items():
-                if k in given and k in first:
-                    raise TypeError("key %r given twice (it is an argument of its own)" % k)
-                given[k] = v
-        for k, v in given.items():
-            if not isinstance(k, str) or not k:
-                raise TypeError("a key is a non-empty str, got %r" % (k,))
+        if list_key is not None:
+            old = self._keys.get(list_key, "")
+            self._keys[list_key] = (old + " " + name).strip() if old.strip() else name
+        for k, v in values.items():
             if v is None:
-                self._keys.pop(prefix + k, None)
+                self._keys.pop(k, None)
             else:
-                self._keys[prefix + k] = _text(v, prefix + k)
+                self._keys[k] = v
 
     # -- properties -----------------------------------------------------------------------------
 
@@ -178,8 +165,9 @@ class Agent:
 
     def to_properties(self) -> str:
         """The agent's keys as Flume properties text, in the canonical order (module docstring)."""
-        return "\n\n".join("\n".join("%s = %s" % (_escape_key(self.name + "." + k), _escape_value(self._keys[k]))
-                                     for k in block) for block in self._blocks() if block) + "\n"
+        text = "\n\n".join("\n".join("%s = %s" % (_escape_key(self.name + "." + k), _escape_value(self._keys[k]))
+                                     for k in block) for block in self._blocks() if block)
+        return text + "\n" if text else ""
 
     def _blocks(self) -> list[list[str]]:
         """The agent's keys (relative) in blocks: the lists, each component, the rest."""
@@ -341,6 +329,22 @@ def _on_signals(handler: Any) -> dict[int, Any]:
 def _restore_signals(previous: dict[int, Any]) -> None:
     for sig, old in previous.items():
         signal.signal(sig, old)
+
+
+def _values(prefix: str, first: Mapping[str, object], keys: Mapping[str, object] | None,
+            more: Mapping[str, object]) -> dict[str, str | None]:
+    """{prefix + key: text, or None to remove it}: the arguments `first` (type, binding), then
+    `keys`, then the keywords; all checked before anything is written. A key that is also an
+    argument of its own (`type`, a given `channels`) is a TypeError, as Python's keywords are."""
+    given: dict[str, object] = dict(first)
+    for extra in (keys or {}), more:
+        for k, v in extra.items():
+            if not isinstance(k, str) or not k:
+                raise TypeError("a key is a non-empty str, got %r" % (k,))
+            if first.get(k) is not None:
+                raise TypeError("key %r given twice (it is an argument of its own)" % k)
+            given[k] = v
+    return {prefix + k: None if v is None else _text(v, prefix + k) for k, v in given.items()}
 
 
 def _type_name(kind: TypeName, registry: Registry) -> str:
