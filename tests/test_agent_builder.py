@@ -136,11 +136,11 @@ class Custom:
     """Stands for a custom component's class."""
 
 
-# (what the agent lacks, the change that makes it wrong, --strict)
+# case: (the change that makes the agent wrong, validated with --strict)
 BAD = {
     "bad value": (lambda a: a.set("channels.c1.capacity", "lots"), False),
     "missing key": (lambda a: a.set("sinks.k1.sink.directory", None), False),
-    "misspelt key": (lambda a: a.set("sinks.k1.sink.rolInterval", 0), True),
+    "misspelt keys": (lambda a: a.set("sinks.k1.sink.rolInterval", 0).set("channels.c1.capacty", 5), True),
     "unknown type": (lambda a: a.channel("c2", "memroy"), False),
 }
 
@@ -155,19 +155,21 @@ def test_errors_are_the_located_messages_the_cli_prints(tmp_path, agent):
         d = tmp_path / case.replace(" ", "_")
         d.mkdir()
         conf = write_config(d, a.to_properties())
-        built[case] = (str(err.value), conf, strict)
+        # --strict: one located error per key nobody reads (.problems), one line each
+        built[case] = ([str(e) for e in getattr(err.value, "problems", [err.value])], conf, strict)
         procs[case] = agent("a1", conf, "--validate", *(["--strict"] if strict else []))
-    for case, (message, conf, strict) in built.items():
+    for case, (messages, conf, strict) in built.items():
         p = procs[case]
         assert p.wait(30) != 0
         printed = [line for line in p.stderr.splitlines() if line.startswith("fastsync: error: ")]
         # a built agent's errors name `<Agent a1>` and the line of to_properties(): here written to `conf`
-        assert message.startswith("<Agent a1>:"), message
-        assert printed == ["fastsync: error: " + message.replace("<Agent a1>", str(conf), 1)], (case, p.stderr)
+        assert all(m.startswith("<Agent a1>:") for m in messages), messages
+        assert printed == ["fastsync: error: " + m.replace("<Agent a1>", str(conf), 1) for m in messages], (case, p.stderr)
         # read from that file, the agent's errors name it, as the CLI's do
         with pytest.raises(ConfigError) as err:
             Agent.from_properties(conf, "a1").validate(strict=strict)
-        assert "fastsync: error: " + str(err.value) == printed[0]
+        assert ["fastsync: error: " + str(e) for e in getattr(err.value, "problems", [err.value])] == printed
+    assert len(built["misspelt keys"][0]) == 2
     with pytest.raises(ConfigError, match="^nowhere.properties: cannot read the configuration file"):
         Agent.from_properties("nowhere.properties", "a1")
     with pytest.raises(ConfigError, match=r"^<string>: no keys for agent 'a9' \(agents in this file: a1, a2\)$"):
