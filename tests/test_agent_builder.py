@@ -3,7 +3,10 @@ delivered as `fastsync agent`, the same located errors as `fastsync agent --vali
 start/stop, `with`, run() and metrics() on real sockets and files."""
 from __future__ import annotations
 
+import os
 import re
+import signal
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -256,3 +259,25 @@ def test_the_examples_of_docs_python_agents_md_run_as_written(tmp_path, monkeypa
     assert "44444" in blocks[1]
     exec(compile(blocks[1].replace("44444", str(free_port())), "agents.md[1]", "exec"), {})
     assert capsys.readouterr().out.splitlines()[-1] == "1"
+
+
+SIGNALLED = """\
+import signal, sys
+from fastsync import Agent
+a = (Agent("a1").source("r1", "netcat", channels="c1", bind="127.0.0.1", port=int(sys.argv[1]))
+     .channel("c1", "memory").sink("k1", "null", channel="c1"))
+run = a.run(until_done=False)
+print("delivered", run.delivered, "drained", run.drained, "handler restored", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+
+
+def test_ctrl_c_stops_run_as_it_stops_the_cli_and_the_program_goes_on(tmp_path, agent):
+    port = free_port()
+    script = tmp_path / "signalled.py"
+    script.write_text(SIGNALLED)
+    p = agent("a1", "-", argv=[sys.executable, str(script), str(port)])
+    wait_for_port(port, alive=p.alive)
+    send_lines(port, [b"one", b"two"])
+    os.kill(p.pid, signal.SIGINT)
+    assert p.wait(30) == 0, p.stderr
+    assert p.stdout.splitlines() == ["delivered 2 drained True handler restored True"]

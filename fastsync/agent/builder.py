@@ -31,6 +31,7 @@ from fastsync.agent.component import CHANNELS, INTERCEPTORS, SINKS, SOURCES, Reg
 from fastsync.agent.config import KINDS, AgentConfig, agent_config_from_text, parse_agent_config, read_config_file
 from fastsync.agent.errors import ConfigError
 from fastsync.agent.properties import parse_properties
+from fastsync.signals import SignalFlag
 
 if TYPE_CHECKING:
     from fastsync.agent.agent import Agent as Runtime
@@ -75,7 +76,9 @@ class Agent:
         self._runtime: Runtime | None = None
         self._running = False
         self._server: MetricsServer | None = None
-        self._stop_flag: _StopFlag | None = None     # set while run() blocks: stop() sets it
+        # run()'s stop flag, set by stop() from another thread or by a signal handler: not a
+        # threading.Event, whose set() in a handler can deadlock (see fastsync.signals)
+        self._stop_flag: SignalFlag | None = None
         self._run_done = threading.Event()
         self._last_run: Run | None = None
 
@@ -246,7 +249,7 @@ class Agent:
         self._bind(metrics_port)
         self._run_done.clear()
         self._last_run = None
-        flag = self._stop_flag = _StopFlag()
+        flag = self._stop_flag = SignalFlag()
         previous = _on_signals(flag.set)
         try:
             self._running = True
@@ -305,16 +308,6 @@ class Agent:
         return "<Agent %s: %s>" % (self.name, listed or "empty")
 
 
-class _StopFlag:
-    """run()'s stop flag: set by stop() from another thread or by a signal handler, so not a
-    threading.Event (see fastsync.signals.SignalFlag, whose wait() it shares)."""
-
-    def __init__(self) -> None:
-        from fastsync.signals import SignalFlag
-        self._flag = SignalFlag()
-        self.set, self.is_set, self.wait = self._flag.set, self._flag.is_set, self._flag.wait
-
-
 def _on_signals(handler: Any) -> dict[int, Any]:
     """On the main thread: SIGINT and SIGTERM call handler() until _restore_signals; the
     handlers they had. Elsewhere (signals reach only the main thread): nothing."""
@@ -328,7 +321,7 @@ def _on_signals(handler: Any) -> dict[int, Any]:
 
 def _restore_signals(previous: dict[int, Any]) -> None:
     for sig, old in previous.items():
-        signal.signal(sig, old)
+        signal.signal(sig, signal.SIG_DFL if old is None else old)     # None: not set from Python
 
 
 def _values(prefix: str, first: Mapping[str, object], keys: Mapping[str, object] | None,
