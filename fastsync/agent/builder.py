@@ -246,12 +246,13 @@ class Agent:
         SIGINT/SIGTERM (Ctrl-C) stop it too when called on the main thread, as they stop
         `fastsync agent`. Returns how it ended: .drained, .seconds, .delivered."""
         runtime = self._prepare(strict)
-        self._bind(metrics_port)
         self._run_done.clear()
         self._last_run = None
         flag = self._stop_flag = SignalFlag()
-        previous = _on_signals(flag.set)
+        previous: dict[int, Any] = {}
         try:
+            self._bind(metrics_port)
+            previous = _on_signals(flag.set)
             self._running = True
             self._last_run = runtime.run(flag, exit_when_done=until_done, drain_timeout=drain_timeout, progress=False)
             return self._last_run
@@ -289,6 +290,7 @@ class Agent:
 
     @property
     def running(self) -> bool:
+        """Whether the agent runs (between start() and stop(), or inside run())."""
         return self._running
 
     def metrics(self) -> dict[str, dict[str, str]]:
