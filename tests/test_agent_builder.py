@@ -63,6 +63,7 @@ def test_an_agent_built_in_python_is_the_file_and_delivers_what_the_cli_delivers
     conf = write_config(tmp_path, SEQ_FILE)
     built = seq_agent()
     assert built.to_properties() == Agent.from_properties(conf, "a1").to_properties()
+    assert built == Agent.from_properties(conf, "a1") != seq_agent(events=N + 1)
     assert built.to_properties().splitlines()[:5] == ["a1.sources = r1", "a1.channels = c1", "a1.sinks = k1", "",
                                                       "a1.sources.r1.type = seq"]
     # the same file run by the CLI and by Agent.run, each in a directory of its own ("out" is relative)
@@ -99,6 +100,7 @@ def test_to_properties_and_back_over_the_examples(tmp_path):
             mine = {k: p.value for k, p in props.items() if k.startswith(name + ".")}
             assert {k: p.value for k, p in parse_properties(text).items()} == mine, path
             assert Agent.from_properties(text, name).to_properties() == text, path
+            assert Agent.from_properties(text, name) == Agent.from_properties(path, name), path
             written = write_config(tmp_path, text)
             assert Agent.from_properties(str(written), name).to_properties() == text, path
     assert seen >= 10

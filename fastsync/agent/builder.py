@@ -305,6 +305,14 @@ class Agent:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def __eq__(self, other: object) -> bool:
+        """The same agent name and the same keys and values: what "the same properties" means."""
+        if not isinstance(other, Agent):
+            return NotImplemented
+        return self.name == other.name and self._keys == other._keys
+
+    __hash__ = None     # type: ignore[assignment]  # mutable: equal now, not later
+
     def __repr__(self) -> str:
         listed = ", ".join("%s %s" % (k, self._keys[k]) for k in KINDS if self._keys.get(k, "").strip())
         return "<Agent %s: %s>" % (self.name, listed or "empty")
