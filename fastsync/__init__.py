@@ -27,6 +27,12 @@ _PUBLIC = {
 }
 __all__ = [*_PUBLIC, "__version__"]
 
+TYPE_CHECKING = False      # (typing's, without importing typing: mypy knows the name)
+if TYPE_CHECKING:          # what type checkers see of the names loaded lazily below
+    from fastsync.agent.builder import Agent as Agent
+    from fastsync.agent.errors import ConfigError as ConfigError
+    from fastsync.event import Event as Event, EventBatch as EventBatch
+
 NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows", "_avro")
 NOT_BUILT = ("fastsync's native extensions are not built (%s); install the package with "
              "`pip install .` (or `pip install -e .` in a checkout), which compiles ext/ "

@@ -23,7 +23,7 @@ def test_mypy_finds_nothing(pytestconfig):
 
 # a user's mistakes mypy must find in a program using the builder's hints
 WRONG_PROGRAM = '''\
-from fastsync.agent.builder import Agent
+from fastsync import Agent
 
 a = Agent("a1").source("r1", "seq", channels=3)
 n: int = a.to_properties()
@@ -33,8 +33,8 @@ n: int = a.to_properties()
 def test_mypy_checks_every_example_program(pytestconfig, tmp_path):
     """Every examples/python/*.py (small user programs of the Python API) type-checks, with
     fastsync's hints and stubs; and a wrong program beside them is caught, so the hints are
-    really read. (It imports fastsync.agent.builder: `from fastsync import Agent` is typed
-    only once fastsync/__init__.py shows type checkers its lazy names.)"""
+    really read, through `from fastsync import ...` (fastsync/__init__.py shows type checkers
+    its lazy names)."""
     examples = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "examples" / "python").glob("*.py"))
     assert examples, "no examples/python/*.py"
     wrong = tmp_path / "wrong_user_program.py"
