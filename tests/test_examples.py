@@ -282,7 +282,7 @@ def test_taildir_file_channel_parquet_keeps_every_line(tmp_path, agent):
 
 
 # tests of their own for the examples in subdirectories, which name their files by path
-EXAMPLE_TESTS = ["test_examples.py", "test_three_tier.py", "test_zk_config.py", "test_dirtree.py"]
+EXAMPLE_TESTS = ["test_examples.py", "test_three_tier.py", "test_zk_config.py", "test_dirtree.py", "test_plugins.py"]
 
 
 def test_every_example_is_run_by_a_test():
