@@ -381,3 +381,13 @@ def test_settings_are_declared_once_and_checked_when_the_class_is_defined():
 
     assert [(f.name, f.metadata["key"]) for f in __import__("dataclasses").fields(Words.Config)] == \
         [("words", "words"), ("flag", "some.flag")]
+
+
+def test_the_docs_show_the_example_code_as_it_is():
+    """docs/python/plugins.md quotes each file of the example package whole, as it is in examples/."""
+    import re
+    page = (REPO / "docs" / "python" / "plugins.md").read_text()
+    quoted = dict(re.findall(r"^`examples/(\S+\.py)`:\n\n```python\n(.*?)\n```$", page, re.M | re.S))
+    assert sorted(quoted) == sorted(f for f in PACKAGE_FILES if f.endswith(".py") and not f.endswith("__init__.py"))
+    for name, code in quoted.items():
+        assert code + "\n" == (REPO / "examples" / name).read_text(), "docs/python/plugins.md quotes %s as it was" % name
