@@ -281,6 +281,22 @@ def test_taildir_file_channel_parquet_keeps_every_line(tmp_path, agent):
     assert by_file == {"out/taildir/logs/app.log": first + more, "out/taildir/logs/other.log": other}
 
 
+# -- Python programs (examples/python/; tests/test_types.py also type-checks each) ----------------
+
+def test_python_agent_from_code_delivers_every_event_and_prints_its_counters(tmp_path):
+    """examples/python/agent_from_code.py, run as its header says (from a fresh directory)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(EXAMPLES.parent), os.environ.get("PYTHONPATH")]))}
+    p = subprocess.run([PYTHON, str(EXAMPLES / "python/agent_from_code.py")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert re.fullmatch(r"100000 events delivered in \d+\.\d{3} s", lines[0]), p.stdout
+    assert [line.split()[0] for line in lines[1:]] == ["CHANNEL.c1", "SINK.k1", "SOURCE.r1"], p.stdout
+    assert "'EventDrainSuccessCount': '100000'" in lines[2], p.stdout
+    files = list((tmp_path / "out" / "seq-python").iterdir())
+    assert [f.read_bytes() for f in files] == [b"".join(b"%d\n" % i for i in range(100_000))]
+
+
 # tests of their own for the examples in subdirectories, which name their files by path
 EXAMPLE_TESTS = ["test_examples.py", "test_three_tier.py", "test_zk_config.py", "test_dirtree.py", "test_plugins.py"]
 
