@@ -394,7 +394,7 @@ def load_class(kind: str, name: str) -> type | None:
     `name` is neither (an unknown type); a ConfigError (unlocated: the caller adds file:line and
     key) when it names something that cannot be loaded or is not a `kind` ("source", "sink",
     "interceptor")."""
-    name = name.strip()
+    name = label = name.strip()
     if name.lower().startswith("org.apache.flume."):
         return None     # a Flume component fastsync has not got: an unknown type, with the known ones listed
     if ":" in name:
@@ -412,8 +412,11 @@ def load_class(kind: str, name: str) -> type | None:
         except Exception as exc:
             raise ConfigError("entry point '%s' (%s = %s) failed to load: %s: %s"
                               % (name, ENTRY_POINTS, ep.value, type(exc).__name__, exc)) from None
-        name = "entry point '%s' (%s)" % (name, ep.value)
-    return _checked(kind, name, obj)
+        label = "entry point '%s' (%s)" % (name, ep.value)
+    cls = _checked(kind, label, obj)
+    if getattr(cls, "TYPE", "?") == "?":
+        setattr(cls, "TYPE", name)      # what docs and logs call it: the name a configuration gave first
+    return cls
 
 
 def _import(name: str, module: str, attr: str):
@@ -457,6 +460,4 @@ def _checked(kind: str, name: str, obj) -> type:
     incomplete = getattr(obj, "_incomplete", None)
     if incomplete:
         raise ConfigError("%s %s" % (name, incomplete))
-    if getattr(obj, "TYPE", "?") == "?":
-        setattr(obj, "TYPE", name)      # what docs and logs call it
     return obj

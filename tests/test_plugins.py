@@ -5,7 +5,9 @@ real transactions. Their keys are validated, located and documented as the built
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -385,9 +387,68 @@ def test_settings_are_declared_once_and_checked_when_the_class_is_defined():
 
 def test_the_docs_show_the_example_code_as_it_is():
     """docs/python/plugins.md quotes each file of the example package whole, as it is in examples/."""
-    import re
     page = (REPO / "docs" / "python" / "plugins.md").read_text()
     quoted = dict(re.findall(r"^`examples/(\S+\.py)`:\n\n```python\n(.*?)\n```$", page, re.M | re.S))
     assert sorted(quoted) == sorted(f for f in PACKAGE_FILES if f.endswith(".py") and not f.endswith("__init__.py"))
     for name, code in quoted.items():
         assert code + "\n" == (REPO / "examples" / name).read_text(), "docs/python/plugins.md quotes %s as it was" % name
+
+
+# -- through the Python builder, fastsync.Agent ------------------------------------------------
+
+def example_agent(out: Path, by_class: bool):
+    """examples/plugins/plugins.properties built with fastsync.Agent: the types as import paths,
+    or as the classes themselves."""
+    from fastsync import Agent
+    if by_class:
+        from fastsync_example_plugins.counter_source import CounterSource
+        from fastsync_example_plugins.length_interceptor import LengthInterceptor
+        from fastsync_example_plugins.sqlite_sink import SQLiteSink
+        source, interceptor, sink = CounterSource, LengthInterceptor, SQLiteSink
+    else:
+        source, interceptor, sink = ("%s.counter_source:CounterSource" % PKG, "%s.length_interceptor.LengthInterceptor" % PKG,
+                                     "%s.sqlite_sink:SQLiteSink" % PKG)
+    return (Agent("a1")
+            .source("r1", source, channels=["c1"], total=1000, batchSize=250, prefix="event-")
+            .interceptor("r1", "i1", interceptor, minLength=9)
+            .interceptor("r1", "i2", "host")
+            .channel("c1", "memory", capacity=10000, transactionCapacity=100)
+            .sink("k1", sink, channel="c1", path=out, table="events", batchSize=100))
+
+
+def test_plugins_through_the_python_agent(plugins_on_path, tmp_path):
+    """The example agent built in Python, its types given as import paths: the same properties as
+    the example file, the same rows; given as the classes: named by their import path, the same
+    rows again; a bad key: the CLI's located error, raised."""
+    from fastsync import Agent, ConfigError as PublicConfigError
+    agent = example_agent(tmp_path / "a.db", by_class=False)
+    same = Agent.from_properties(EXAMPLE.replace("out/events.db", str(tmp_path / "a.db")), "a1")
+    assert agent.to_properties() == same.to_properties()
+    run = agent.run(until_done=True)
+    assert run.drained and run.delivered == 900
+    check_example_output(tmp_path / "a.db")
+    assert agent.metrics()["SINK.k1"]["EventDrainSuccessCount"] == "900"
+
+    agent = example_agent(tmp_path / "b.db", by_class=True)
+    assert "a1.sinks.k1.type = %s.sqlite_sink:SQLiteSink\n" % PKG in agent.to_properties()
+    assert agent.run(until_done=True).delivered == 900
+    check_example_output(tmp_path / "b.db")
+
+    bad = example_agent(tmp_path / "c.db", by_class=True).set("sinks.k1.table", "drop table")
+    with pytest.raises(PublicConfigError) as info:
+        bad.run(until_done=True)
+    text = bad.to_properties()
+    assert str(info.value) == "<Agent a1>:%d: a1.sinks.k1.table: not a table name: 'drop table'" % line_of(text, "a1.sinks.k1.table")
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_python_custom_sink_example(tmp_path):
+    """examples/python/custom_sink.py, run as its header says: its CountSink (a class of the
+    program itself, given to Agent.sink) counts 1000 events per last digit."""
+    (tmp_path / "out").mkdir()
+    r = subprocess.run([PYTHON, str(REPO / "examples" / "python/custom_sink.py")], cwd=tmp_path, env=env_with(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "a1.sinks.k1.type = __main__:CountSink\n" in r.stdout
+    assert json.loads((tmp_path / "out" / "counts.json").read_text()) == {str(d): 1000 for d in range(10)}
+    assert r.stdout.splitlines()[-1].startswith("10000 events delivered; per digit: {'0': 1000, ")

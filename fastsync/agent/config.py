@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastsync.agent.component import (CHANNELS, INTERCEPTORS, SELECTORS, SINK_PROCESSORS, SINKS, SOURCES, ComponentConfig,
                                       Place, Registry, duplicates, parse_config, suggest)
@@ -132,7 +132,7 @@ def _warn(unknown: list[UnknownKey]) -> None:
             log.warning("%s", u.warning())
 
 
-def _lookup(registry: Registry, place: Place, name: str) -> type | None:
+def _lookup(registry: Registry, place: Place, name: str) -> Any:
     """registry.lookup(name), a plug-in that cannot be loaded (fastsync.plugins) located at `type`."""
     try:
         return registry.lookup(name)
