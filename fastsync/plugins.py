@@ -326,7 +326,9 @@ class Source(_Settings, _source.PollableSource):
     def _before_stop(self) -> None:
         self._stopping.set()
         with self._lock:        # a poll in progress (and the put of its batch) ends first
-            pass
+            if self._pending is not None:
+                log.warning("source %s stopped with %d events its channels had not accepted: they are dropped",
+                            self.name, len(self._pending))
 
 
 Source._RESERVED = _instance_names(Source) | {"name", "config", "processor", "counters"}
@@ -343,6 +345,11 @@ class Interceptor(_Settings, _interceptors.Interceptor):
 
     Config = _interceptors.InterceptorConfig
     _KIND = "interceptor"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "intercept" in cls.__dict__:
+            setattr(cls, "intercept", _checking(cls.__dict__["intercept"]))
 
     def intercept(self, batch: EventBatch) -> EventBatch:
         raise NotImplementedError
@@ -372,6 +379,17 @@ def _a(word: str) -> str:
 
 def _implements(cls, method: str, base: type) -> bool:
     return getattr(cls, method) is not getattr(base, method)
+
+
+def _checking(intercept):
+    """intercept(), its result checked: anything but an EventBatch would fail later, in a channel."""
+    def checked(self, batch: EventBatch) -> EventBatch:
+        out = intercept(self, batch)
+        _check_batch(out, "intercept()", self)
+        return out
+    checked.__wrapped__ = intercept
+    checked.__name__, checked.__qualname__, checked.__doc__ = intercept.__name__, intercept.__qualname__, intercept.__doc__
+    return checked
 
 
 def _check_batch(batch, what: str, comp) -> None:

@@ -384,6 +384,13 @@ def test_settings_are_declared_once_and_checked_when_the_class_is_defined():
     assert [(f.name, f.metadata["key"]) for f in __import__("dataclasses").fields(Words.Config)] == \
         [("words", "words"), ("flag", "some.flag")]
 
+    class Forgetful(fastsync.Interceptor):
+        def intercept(self, batch):
+            batch.with_headers(seen="yes")      # the new batch not returned
+
+    with pytest.raises(TypeError, match=r"interceptor i1 \(test_plugins.*Forgetful\): intercept\(\) gave a NoneType, not an EventBatch"):
+        Forgetful("i1", Forgetful.Config()).intercept(fastsync.EventBatch.from_bodies([b"x"]))
+
 
 def test_the_docs_show_the_example_code_as_it_is():
     """docs/python/plugins.md quotes each file of the example package whole, as it is in examples/."""
