@@ -181,10 +181,12 @@ def _registry_sections(registry: Registry, page: str, type_key: str) -> list[str
 
 
 def component_page(page: str, registry_name: str, title: str, type_key: str, intro: str) -> str:
+    registry = getattr(component, registry_name)
+    custom = (" A type can also be a Python class of your own, `module:Class`, or an installed package's entry "
+              "point: [custom components](../python/plugins.md).") if registry.plugins else ""
     lines = ["# %s" % title, "", GENERATED, "", intro, "",
              "A type is matched without regard to case, by its name or its Flume class name. In the tables, "
-             "**required** marks the keys that must be set, and %s a key that has no default." % NONE, ""]
-    registry = getattr(component, registry_name)
+             "**required** marks the keys that must be set, and %s a key that has no default.%s" % (NONE, custom), ""]
     lines += _registry_sections(registry, page, type_key)
     return "\n".join(lines).rstrip() + "\n"
 
