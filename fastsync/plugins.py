@@ -39,7 +39,6 @@ __all__ = ["Source", "Sink", "Interceptor", "setting", "EventBatch", "ENTRY_POIN
 
 log = logging.getLogger("fastsync.plugins")
 ENTRY_POINTS = "fastsync.components"     # the entry-point group installed packages declare components in
-KINDS = {float: "a number", int: "an integer", bool: "true or false", str: "text", list: "a list of words"}
 PUT_RETRY = 0.1     # seconds between a put() refused by a full channel and its retry (the put itself waited keep-alive)
 
 
