@@ -181,10 +181,12 @@ def _registry_sections(registry: Registry, page: str, type_key: str) -> list[str
 
 
 def component_page(page: str, registry_name: str, title: str, type_key: str, intro: str) -> str:
+    registry = getattr(component, registry_name)
+    custom = (" A type can also be a Python class of your own, `module:Class`, or an installed package's entry "
+              "point: [custom components](../python/plugins.md).") if registry.plugins else ""
     lines = ["# %s" % title, "", GENERATED, "", intro, "",
              "A type is matched without regard to case, by its name or its Flume class name. In the tables, "
-             "**required** marks the keys that must be set, and %s a key that has no default." % NONE, ""]
-    registry = getattr(component, registry_name)
+             "**required** marks the keys that must be set, and %s a key that has no default.%s" % (NONE, custom), ""]
     lines += _registry_sections(registry, page, type_key)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -273,11 +275,48 @@ def stale(out: Path = OUT) -> dict[str, list[str]]:
     return found
 
 
+def plugin_section(spec: str) -> str:
+    """The reference of a custom component (fastsync.plugins) named by import path or entry
+    point, as the pages show a built-in one: description, keys, defaults. ConfigError if
+    `spec` names no source, sink or interceptor."""
+    from fastsync.agent.errors import ConfigError
+    from fastsync.plugins import load_class
+    problems = []
+    for page, registry_name, *_ in KINDS[:4]:      # sources, channels, sinks, interceptors: those with plug-ins
+        registry = getattr(component, registry_name)
+        if not registry.plugins:
+            continue
+        try:
+            cls = load_class(registry.kind, spec)
+        except ConfigError as exc:
+            problems.append(exc.message)
+            continue
+        if cls is None:
+            raise ConfigError("not a class (module:Class) nor an entry point of group fastsync.components")
+        keys = _config_keys(cls.Config, {})
+        lines = _section("type", spec, _description(cls), (), keys, cls.Config.PASSTHROUGH)
+        lines[4] = "%s %s: `type = %s`" % ("An" if registry.kind == "interceptor" else "A", registry.kind, spec)
+        return "\n".join(lines).rstrip() + "\n"
+    # every kind refused it: the reason is the same (cannot import) or says what it is
+    raise ConfigError(problems[0] if len(set(problems)) == 1 else "not a source, sink or interceptor")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fastsync.docref", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=OUT, help="directory of the pages (default: docs/reference)")
     ap.add_argument("--check", action="store_true", help="write nothing; show the stale pages and exit 1 if any")
+    ap.add_argument("--component", metavar="MODULE:CLASS",
+                    help="print the reference of a custom source, sink or interceptor (a class by import path, or an "
+                         "entry point of group fastsync.components) as Markdown, and exit")
     args = ap.parse_args(argv)
+    if args.component:
+        from fastsync.agent.errors import ConfigError
+        try:
+            print(plugin_section(args.component), end="")
+        except ConfigError as exc:
+            print("python -m fastsync.docref: error: --component %s: %s" % (args.component, exc), file=sys.stderr)
+            return 2
+        return 0
     if args.check:
         found = stale(args.out)
         for name, diff in found.items():

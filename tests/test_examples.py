@@ -298,7 +298,7 @@ def test_python_agent_from_code_delivers_every_event_and_prints_its_counters(tmp
 
 
 # tests of their own for the examples in subdirectories, which name their files by path
-EXAMPLE_TESTS = ["test_examples.py", "test_three_tier.py", "test_zk_config.py", "test_dirtree.py"]
+EXAMPLE_TESTS = ["test_examples.py", "test_three_tier.py", "test_zk_config.py", "test_dirtree.py", "test_plugins.py"]
 
 
 def test_every_example_is_run_by_a_test():

@@ -75,6 +75,7 @@ class Agent:
     def _start_sources(self, names) -> None:
         for name in names:
             src = self.sources[name]
+            _interceptors(src, "start")
             src.start()
             if src.pollable:
                 self._run(("source", name), Runner("PollableSourceRunner-%s" % name, src.process,
@@ -127,6 +128,7 @@ class Agent:
             src = self.sources.pop(n)
             if self.sources_on:
                 src.stop()
+                _interceptors(src, "stop")
         groups = {g for g in old.sinkgroups if set(old.sinkgroups[g].sinks) & sinks}
         for g in groups:
             self._stop_runner(("group", g))
@@ -207,6 +209,8 @@ class Agent:
             src.stop()
         for key in [k for k in self._runners if k[0] == "source"]:
             self._stop_runner(key)
+        for src in self.sources.values():
+            _interceptors(src, "stop")
 
     def start_sources(self) -> None:
         """Start the sources of a standby that became the HA leader: built afresh (a stopped
@@ -268,6 +272,13 @@ class Agent:
         drained = self.stop(drain_timeout)
         status.stop()
         return Run(drained, seconds, self.delivered())
+
+
+def _interceptors(source, hook: str) -> None:
+    """Start or stop the hooks of a source's interceptors (around the source's own)."""
+    chain = source.processor.interceptor if source.processor is not None else None
+    if chain is not None:
+        getattr(chain, hook)()
 
 
 @dataclass(frozen=True)

@@ -214,8 +214,10 @@ class Registry:
     not got (confluent_kafka, sqlalchemy, pyarrow.parquet...). The module registers the class
     with the `register` decorator when imported."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plugins: bool = False):
         self.kind = kind
+        # a type no built-in has may name a class (module:Class) or an entry point: fastsync.plugins
+        self.plugins = plugins
         self._by_name: dict[str, type] = {}
         self._aliases: list[str] = []
         self._modules: dict[str, str] = {}    # lower-case alias or class name -> module
@@ -239,10 +241,16 @@ class Registry:
         return deco
 
     def lookup(self, name: str):
+        """The class of type `name`, or None; a ConfigError (not located) when `name` names a
+        plug-in that cannot be loaded."""
         key = name.strip().lower()
         if key not in self._by_name and key in self._modules:
             importlib.import_module(self._modules[key])
-        return self._by_name.get(key)
+        cls = self._by_name.get(key)
+        if cls is None and self.plugins and key:
+            from fastsync.plugins import load_class     # only for a type no built-in has
+            cls = load_class(self.kind, name)
+        return cls
 
     def known(self) -> list[str]:
         return sorted(self._aliases)
@@ -254,10 +262,10 @@ class Registry:
         return self._by_name
 
 
-SOURCES = Registry("source")
+SOURCES = Registry("source", plugins=True)
 CHANNELS = Registry("channel")
-SINKS = Registry("sink")
-INTERCEPTORS = Registry("interceptor")
+SINKS = Registry("sink", plugins=True)
+INTERCEPTORS = Registry("interceptor", plugins=True)
 SELECTORS = Registry("channel selector")
 SINK_PROCESSORS = Registry("sink processor")
 REGISTRIES = (SOURCES, CHANNELS, SINKS, INTERCEPTORS, SELECTORS, SINK_PROCESSORS)   # every kind of plug-in

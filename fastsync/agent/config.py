@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastsync.agent.component import (CHANNELS, INTERCEPTORS, SELECTORS, SINK_PROCESSORS, SINKS, SOURCES, ComponentConfig,
                                       Place, Registry, duplicates, parse_config, suggest)
@@ -132,6 +132,14 @@ def _warn(unknown: list[UnknownKey]) -> None:
             log.warning("%s", u.warning())
 
 
+def _lookup(registry: Registry, place: Place, name: str) -> Any:
+    """registry.lookup(name), a plug-in that cannot be loaded (fastsync.plugins) located at `type`."""
+    try:
+        return registry.lookup(name)
+    except ConfigError as exc:
+        raise place.error("type", exc.message) from None
+
+
 def _unknown_selector_keys(place: Place, kind: str) -> None:
     """The selector.* keys of a source its selector does not read (e.g. a mapping under a
     replicating selector: `selector.type` misspelt)."""
@@ -194,7 +202,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
             raise ConfigError("required key is missing (%s '%s' is listed at line %s)%s"
                               % (registry.kind, name, listed[kind][1], place.did_you_mean("type")),
                               path, listed[kind][1], "%s.type" % place.prefix)
-        cls = registry.lookup(type_prop.value)
+        cls = _lookup(registry, place, type_prop.value)
         if cls is None:
             near = suggest(type_prop.value.strip(), registry.known())
             raise place.error("type", "unknown %s type '%s' (known: %s)%s" % (
@@ -254,7 +262,7 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
             itype = iprops.get("type")
             if itype is None:
                 raise place.error("interceptors", "interceptor '%s' has no type: set %s.type" % (iname, iplace.prefix))
-            icls = INTERCEPTORS.lookup(itype.value)
+            icls = _lookup(INTERCEPTORS, iplace, itype.value)
             if icls is None:
                 raise iplace.error("type", "unknown interceptor type '%s' (known: %s)"
                                    % (itype.value.strip(), ", ".join(INTERCEPTORS.known())))

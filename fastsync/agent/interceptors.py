@@ -302,6 +302,15 @@ class InterceptorChain:
     def __init__(self, interceptors: list[Interceptor]):
         self.interceptors = interceptors
 
+    def start(self) -> None:
+        """Start hooks of the interceptors that have one (custom ones: fastsync.plugins)."""
+        for i in self.interceptors:
+            getattr(i, "start", lambda: None)()
+
+    def stop(self) -> None:
+        for i in self.interceptors:
+            getattr(i, "stop", lambda: None)()
+
     def __call__(self, batch: EventBatch) -> EventBatch:
         for i in self.interceptors:
             batch = i.intercept(batch)
