@@ -32,6 +32,7 @@ if TYPE_CHECKING:          # what type checkers see of the names loaded lazily b
     from fastsync.agent.builder import Agent as Agent
     from fastsync.agent.errors import ConfigError as ConfigError
     from fastsync.event import Event as Event, EventBatch as EventBatch
+    from fastsync.plugins import Interceptor as Interceptor, Sink as Sink, Source as Source, setting as setting
 
 NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows", "_avro")
 NOT_BUILT = ("fastsync's native extensions are not built (%s); install the package with "
