@@ -140,3 +140,17 @@ def test_regex_extractor_three_groups_some_empty():
               serializers__a__name="a", serializers__b__name="b", serializers__c__name="c")
     assert [[e.headers.get(k) for k in "abc"] for e in ex.intercept(b).events()] == [
         ["1", "", "3"], ["1", None, "3"], [None, None, None]]
+
+
+def test_regex_filter_and_search_replace_run_java_syntax_with_re():
+    b = EventBatch.from_events([Event(b"ab 12", {"h": "1"}), Event(b"ab 13"), Event(b"xb")])
+    keep = make("regex_filter", regex=r"(?<=a)b \d(?!2)")
+    assert [e.body for e in keep.intercept(b).events()] == [b"ab 13"]
+    drop = make("regex_filter", regex=r"(?<=a)b", excludeEvents="true")
+    assert [e.body for e in drop.intercept(b).events()] == [b"xb"]
+    sr = make("search_replace", searchPattern=r"(?<=a)(?<x>b)", replaceString=r"[$1${x}\$0]")
+    out = sr.intercept(b)
+    assert [e.body for e in out.events()] == [b"a[bb$0] 12", b"a[bb$0] 13", b"xb"]
+    assert out.events()[0].headers == {"h": "1"}
+    with pytest.raises(ConfigError, match=r"regex: not a valid regex"):
+        make("regex_filter", regex="(unclosed")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from fastsync.agent.component import INTERCEPTORS, ComponentConfig, Place, check_regex, setting
+from fastsync.agent.errors import ConfigError
 from fastsync.event import EventBatch, as_utf8
 
 
@@ -184,7 +185,7 @@ class RegexFilterConfig(InterceptorConfig):
     excludeEvents: bool = setting("excludeEvents", False, "drop the events that match (default: keep only them)")
 
     def validate(self, place: Place) -> None:
-        check_regex(place, "regex", self.regex, re2=True)
+        self.re2 = runs_in_re2(place, "regex", self.regex)
 
 
 @INTERCEPTORS.register("regex_filter", "org.apache.flume.interceptor.RegexFilteringInterceptor$Builder")
@@ -193,11 +194,18 @@ class RegexFilterInterceptor(Interceptor):
 
     Config = RegexFilterConfig
 
+    def __init__(self, name, config):
+        super().__init__(name, config)
+        self.rx = None if getattr(config, "re2", True) else java_regex(config.regex)
+
     def intercept(self, batch):
         import pyarrow.compute as pc  # lazily: ~0.1 s of every agent's start-up
         if not len(batch):
             return batch
-        found = pc.match_substring_regex(_text_bodies(batch), self.config.regex)
+        if self.rx is None:
+            found = pc.match_substring_regex(_text_bodies(batch), self.config.regex)
+        else:       # Java syntax RE2 lacks: event by event
+            found = pa.array([self.rx.search(t) is not None for t in _text_bodies(batch).to_pylist()], pa.bool_())
         keep = pc.invert(found) if self.config.excludeEvents else found
         if pc.all(keep).as_py():
             return batch
@@ -252,8 +260,51 @@ def _python_syntax(pattern: str) -> str:
 
 def java_regex(pattern: str) -> re.Pattern:
     """A Java regex compiled with Python's re (lookaround, backreferences, possessive
-    quantifiers, which RE2 lacks)."""
-    return re.compile(_python_syntax(pattern))
+    quantifiers, which RE2 lacks); \\w \\d \\s \\b are ASCII, as Java's by default."""
+    return re.compile(_python_syntax(pattern), re.ASCII)
+
+
+def runs_in_re2(place: Place, key: str, pattern: str) -> bool:
+    """True when Arrow's RE2 kernels can run the regex at `key`; False when only Python's re
+    can (Java syntax RE2 lacks: look-around, back-references); a ConfigError when neither."""
+    try:
+        check_regex(place, key, pattern, re2=True)
+        return True
+    except ConfigError as exc:
+        try:
+            java_regex(pattern)
+        except re.error:
+            raise exc from None
+        return False
+
+
+def java_replacement(text: str, rx: re.Pattern):
+    """Java's Matcher.replaceAll replacement (`$1`, `${name}`, `\\x` a literal x) as a
+    function of a Python match."""
+    parts: list[tuple[bool, object]] = []       # (is a group, literal text or group reference)
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            parts.append((False, text[i + 1]))
+            i += 2
+        elif c == "$" and text.startswith("{", i + 1) and "}" in text[i:]:
+            j = text.index("}", i)
+            parts.append((True, text[i + 2:j]))
+            i = j + 1
+        elif c == "$" and i + 1 < len(text) and text[i + 1].isdigit():
+            j = i + 2       # as Java: more digits while they still name a group
+            while j < len(text) and text[j].isdigit() and int(text[i + 1:j + 1]) <= rx.groups:
+                j += 1
+            parts.append((True, int(text[i + 1:j])))
+            i = j
+        else:
+            parts.append((False, c))
+            i += 1
+
+    def replace(m: re.Match) -> str:
+        return "".join((m.group(p) or "") if group else p for group, p in parts)
+    return replace
 
 
 @INTERCEPTORS.register("regex_extractor", "org.apache.flume.interceptor.RegexExtractorInterceptor$Builder")
@@ -461,7 +512,7 @@ class SearchReplaceConfig(InterceptorConfig):
     charset: str = setting("charset", "UTF-8", "bodies are UTF-8", choices=("utf-8", "utf8"))
 
     def validate(self, place: Place) -> None:
-        check_regex(place, "searchPattern", self.searchPattern, re2=True)
+        self.re2 = runs_in_re2(place, "searchPattern", self.searchPattern)
 
 
 @INTERCEPTORS.register("search_replace", "org.apache.flume.interceptor.SearchAndReplaceInterceptor$Builder")
@@ -473,12 +524,18 @@ class SearchReplaceInterceptor(Interceptor):
     def __init__(self, name, config):
         super().__init__(name, config)
         self.replacement = re.sub(r"\$(\d+)", r"\\\1", config.replaceString)   # Java's $1 -> RE2's \1
+        self.rx = None if getattr(config, "re2", True) else java_regex(config.searchPattern)
+        if self.rx is not None:
+            self.java_replacement = java_replacement(config.replaceString, self.rx)
 
     def intercept(self, batch):
         import pyarrow.compute as pc  # lazily: ~0.1 s of every agent's start-up
         if not len(batch):
             return batch
-        bodies = pc.replace_substring_regex(_text_bodies(batch), self.config.searchPattern, self.replacement)
+        if self.rx is None:
+            bodies = pc.replace_substring_regex(_text_bodies(batch), self.config.searchPattern, self.replacement)
+        else:       # Java syntax RE2 lacks: event by event
+            bodies = pa.array([self.rx.sub(self.java_replacement, t) for t in _text_bodies(batch).to_pylist()], pa.large_string())
         out = EventBatch.from_arrow(bodies.cast(pa.large_binary()))
         return EventBatch(out.data, out.offsets, batch.headers)
 
