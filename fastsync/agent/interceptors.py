@@ -352,8 +352,8 @@ class RegexExtractorInterceptor(Interceptor):
             parts = pc.extract_regex(texts, self.pattern)
             matched = pc.is_valid(parts)
             cols = [pc.struct_field(parts, [i]).cast(pa.string()) for i in range(len(self.headers))]
-            empty = functools.reduce(pc.or_, [pc.fill_null(pc.equal(c, ""), False) for c in cols])
-            redo = np.flatnonzero(empty.to_numpy(zero_copy_only=False))
+            empties = [e for e in (pc.equal(c, "") for c in cols) if pc.any(e).as_py()]
+            redo = np.flatnonzero(functools.reduce(pc.or_, empties).to_numpy(zero_copy_only=False)) if empties else ()
             if len(redo):      # "" or no part in the match: ask re
                 _, fixed = self._slow(pc.take(texts, pa.array(redo)).to_pylist())
                 cols = [c.to_pylist() for c in cols]
@@ -372,10 +372,8 @@ class RegexExtractorInterceptor(Interceptor):
             old = batch.headers.get(header)
             if isinstance(old, str):
                 old = pa.array([old] * len(batch), pa.string())
-            if old is None:
-                old = pa.nulls(len(batch), pa.string())
-            # Flume: an event that does not match keeps its headers as they were
-            updates[header] = pc.if_else(matched, col, old)
+            # Flume: an event that does not match keeps its headers as they were (col is null there)
+            updates[header] = col if old is None else pc.if_else(matched, col, old)
         return batch.with_headers(**updates)
 
 
