@@ -154,3 +154,11 @@ def test_regex_filter_and_search_replace_run_java_syntax_with_re():
     assert out.events()[0].headers == {"h": "1"}
     with pytest.raises(ConfigError, match=r"regex: not a valid regex"):
         make("regex_filter", regex="(unclosed")
+
+
+def test_a_regex_only_re2_reads_still_runs_there():
+    """\\pL (Java and RE2 have it, Python's re not): RE2 runs it, as before."""
+    b = EventBatch.from_events([Event("\u00e9t\u00e9=12".encode()), Event(b"=3")])
+    ex = make("regex_extractor", regex=r"(\pL*)=(\d+)", serializers="k v", serializers__k__name="k", serializers__v__name="v")
+    assert [(e.headers.get("k"), e.headers.get("v")) for e in ex.intercept(b).events()] == [("\u00e9t\u00e9", "12"), ("", "3")]
+    assert [e.body for e in make("regex_filter", regex=r"^\pL").intercept(b).events()] == ["\u00e9t\u00e9=12".encode()]

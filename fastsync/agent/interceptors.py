@@ -223,11 +223,13 @@ class RegexExtractorConfig(InterceptorConfig):
     serializers: list = setting("serializers", [], "one name per group: serializers.<name>.name is the header")
 
     def validate(self, place: Place) -> None:
+        self.re2 = runs_in_re2(place, "regex", self.regex)
         try:
             self.compiled = java_regex(self.regex)
-        except re.error as exc:
-            raise place.error("regex", "not a valid regex: %s" % exc) from None
-        groups = self.compiled.groups
+            groups = self.compiled.groups
+        except re.error:        # RE2 runs it (e.g. \pL), Python's re cannot
+            self.compiled = None
+            groups = _name_groups(_python_syntax(self.regex)).count("(?P<g")
         if len(self.serializers) > groups:
             raise place.error("serializers", "%d serializers for %d groups in regex" % (len(self.serializers), groups))
         self.headers, self.converters = [], []
@@ -323,14 +325,10 @@ class RegexExtractorInterceptor(Interceptor):
         super().__init__(name, config)
         self.headers = getattr(config, "headers", [])
         self.converters = getattr(config, "converters", [None] * len(self.headers))
-        self.compiled = getattr(config, "compiled", None) or java_regex(config.regex)
-        # Arrow's extract_regex needs named groups: the user's groups are named in order
-        self.pattern = _name_groups(_python_syntax(config.regex))
-        try:
-            import pyarrow.compute as pc
-            pc.extract_regex(pa.array([""]), self.pattern)
-        except (ValueError, pa.ArrowInvalid):
-            self.pattern = None         # Java syntax RE2 lacks: Python's re, event by event
+        self.compiled = getattr(config, "compiled", None)
+        # Arrow's extract_regex needs named groups: the user's groups are named in order;
+        # None: Java syntax RE2 lacks, Python's re event by event
+        self.pattern = _name_groups(_python_syntax(config.regex)) if getattr(config, "re2", True) else None
 
     def _slow(self, texts: list) -> tuple[list, list]:
         """(matched, [values per header]) by Python's re for these bodies."""
@@ -354,7 +352,7 @@ class RegexExtractorInterceptor(Interceptor):
             cols = [pc.struct_field(parts, [i]).cast(pa.string()) for i in range(len(self.headers))]
             empties = [e for e in (pc.equal(c, "") for c in cols) if pc.any(e).as_py()]
             redo = np.flatnonzero(functools.reduce(pc.or_, empties).to_numpy(zero_copy_only=False)) if empties else ()
-            if len(redo):      # "" or no part in the match: ask re
+            if len(redo) and self.compiled is not None:      # "" or no part in the match: ask re
                 _, fixed = self._slow(pc.take(texts, pa.array(redo)).to_pylist())
                 cols = [c.to_pylist() for c in cols]
                 for c, f in zip(cols, fixed):
