@@ -70,15 +70,18 @@ class NetcatSource(Source):
                 buf += chunk
                 data, offsets, n, used, _ = split_lines(buf, strip_cr=False)
                 offsets = np.frombuffer(offsets, dtype=np.int64)
-                chars = char_counts(memoryview(data)[:offsets[-1]], self._utf8)
-                too_long = np.flatnonzero(np.diff(chars[offsets]) + 1 > c.maxLineLength)
+                lengths = np.diff(offsets)
+                if len(lengths) and lengths.max() + 1 > c.maxLineLength:     # in bytes: count the chars
+                    lengths = np.diff(char_counts(memoryview(data)[:offsets[-1]], self._utf8)[offsets])
+                too_long = np.flatnonzero(lengths + 1 > c.maxLineLength)
                 good = int(too_long[0]) if len(too_long) else n
                 if good:
                     lines = EventBatch(data, offsets[:good + 1])
                     step = self.processor.max_batch
                     for start in range(0, good, step):
                         self._commit_and_ack(conn, lines.slice(start, start + step))
-                if good < n or (good == n and char_counts(memoryview(buf)[used:], self._utf8)[-1] >= c.maxLineLength):
+                if good < n or (good == n and len(buf) - used >= c.maxLineLength
+                                and char_counts(memoryview(buf)[used:], self._utf8)[-1] >= c.maxLineLength):
                     conn.sendall(b"FAILED: Event exceeds the maximum length (%d chars, including newline)\n" % c.maxLineLength)
                     self.counters.add(EventReadFail=1)
                     break
