@@ -279,6 +279,11 @@ def _parse_agent_config(props: dict[str, Prop], agent: str, path: str, unknown: 
 
     sinks = {}
     for name in listed["sinks"][0]:
+        if not component_props("sinks", name):
+            # as Flume: a listed sink with no keys at all is left out and the rest runs (--strict: an error)
+            unknown.append(UnknownKey(path, listed["sinks"][1], prefix + "sinks", None,
+                                      "sink '%s' is listed but has no keys: not started" % name))
+            continue
         cls, cfg, place = build("sinks", SINKS, name)
         channel = place.props.get("channel")
         if channel is None or not channel.value.strip():

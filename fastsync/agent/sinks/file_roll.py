@@ -85,10 +85,12 @@ class RollingFileSink(Sink):
         try:
             os.makedirs(self.config.directory, exist_ok=True)
         except OSError as exc:
-            raise OSError("file_roll sink %s: cannot create sink.directory %s: %s"
-                          % (self.name, self.config.directory, exc.strerror)) from None
-        if self.config.appendNewline:
-            self._cut_torn_tails()
+            # as Flume: the sink starts and fails each delivery (a failover group moves on), not the agent
+            log.error("file_roll sink %s: cannot create sink.directory %s: %s (every delivery fails until it can)",
+                      self.name, self.config.directory, exc.strerror)
+        else:
+            if self.config.appendNewline:
+                self._cut_torn_tails()
         super().start()
 
     def _cut_torn_tails(self) -> None:
@@ -112,16 +114,17 @@ class RollingFileSink(Sink):
 
     def _open(self) -> None:
         c = self.config
-        self.index += 1
-        name = "%s%d-%d" % (c.prefix, self.series, self.index)
+        name = "%s%d-%d" % (c.prefix, self.series, self.index + 1)
         if c.extension:
             name += "." + c.extension
         self.path = os.path.join(c.directory, name)
         try:
+            os.makedirs(c.directory, exist_ok=True)
             self.file = open(self.path, "ab", buffering=0)
         except OSError:
             self.counters.add(ConnectionFailedCount=1)
             raise
+        self.index += 1        # only once open: a failed try does not skip a file name
         self.opened_at = time.monotonic()
         self.counters.add(ConnectionCreatedCount=1)
 

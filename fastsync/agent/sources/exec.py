@@ -6,14 +6,15 @@ maxLineLength bytes is cut into several events (linecut.py), so an endless line 
 most about maxLineLength + 1 MiB of memory, and each byte is scanned once (stderr, with
 logStdErr, is logged in pieces of at most maxLineLength bytes too). Unlike Flume, a
 batch the channel refuses is retried (the command's pipe applies back-pressure) instead of
-being dropped.
+being dropped. Without `shell` the command is split on whitespace only, as Flume splits it
+(`printf 'a\nb\n'` runs printf with the argument `'a\nb\n'`, quotes included): quoting,
+pipes and variables need `shell = /bin/sh -c`.
 """
 from __future__ import annotations
 
 import logging
 import os
 import select
-import shlex
 import signal
 import subprocess
 import threading
@@ -59,7 +60,8 @@ class ExecSource(Source):
 
     def argv(self) -> list[str]:
         c = self.config
-        return c.shell.split() + [c.command] if c.shell.strip() else shlex.split(c.command)
+        # as Flume: without a shell the command is split on whitespace only (no quoting)
+        return c.shell.split() + [c.command] if c.shell.strip() else c.command.split()
 
     def start(self) -> None:
         super().start()

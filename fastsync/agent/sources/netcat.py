@@ -2,8 +2,9 @@
 
 Lines that arrive together are put into the channels as one batch; with ack-every-event,
 each event is answered "OK\n" only after that batch was committed, or
-"FAILED: <reason>\n" if a channel refused it. A line longer than max-line-length (bytes,
-newline included) is answered with Flume's FAILED message and the connection is closed.
+"FAILED: <reason>\n" if a channel refused it. A line longer than max-line-length
+(characters as Flume counts them: Java chars of the line decoded from UTF-8, newline
+included) is answered with Flume's FAILED message and the connection is closed.
 The listening socket and its limits (`backlog`, `maxConnections`, `idleTimeout`) are
 listener.py's; a connection past `maxConnections` is answered "FAILED: ..." and closed.
 """
@@ -29,7 +30,7 @@ log = logging.getLogger("fastsync.source.netcat")
 class NetcatSourceConfig(ListenerConfig):
     bind: str = setting("bind", doc="address to listen on")
     port: int = setting("port", doc="TCP port to listen on", min=0, max=65535)
-    maxLineLength: int = setting("max-line-length", 512, "longest line accepted, newline included", min=2)
+    maxLineLength: int = setting("max-line-length", 512, "longest line accepted, in characters, newline included", min=2)
     ackEveryEvent: bool = setting("ack-every-event", True, "answer OK for every committed event")
     encoding: str = setting("encoding", "utf-8", "accepted for compatibility; bodies are the raw bytes")
 
@@ -42,10 +43,12 @@ class NetcatSource(Source):
         super().__init__(name, config, processor)
         self.listener: Listener | None = None
         self.port = config.port
+        self._utf8 = True
 
     def start(self) -> None:
         super().start()
         c = self.config
+        self._utf8 = c.encoding.strip().lower().replace("_", "-") in ("utf-8", "utf8")
         refusal = b"FAILED: too many connections (maxConnections %d)\n" % c.maxConnections
         self.listener = Listener("netcat source %s" % self.name, c.bind, c.port, c, self._serve, self.counters, refusal)
         self.port = self.listener.port
@@ -67,14 +70,18 @@ class NetcatSource(Source):
                 buf += chunk
                 data, offsets, n, used, _ = split_lines(buf, strip_cr=False)
                 offsets = np.frombuffer(offsets, dtype=np.int64)
-                too_long = np.flatnonzero(np.diff(offsets) + 1 > c.maxLineLength)
+                lengths = np.diff(offsets)
+                if len(lengths) and lengths.max() + 1 > c.maxLineLength:     # in bytes: count the chars
+                    lengths = np.diff(char_counts(memoryview(data)[:offsets[-1]], self._utf8)[offsets])
+                too_long = np.flatnonzero(lengths + 1 > c.maxLineLength)
                 good = int(too_long[0]) if len(too_long) else n
                 if good:
                     lines = EventBatch(data, offsets[:good + 1])
                     step = self.processor.max_batch
                     for start in range(0, good, step):
                         self._commit_and_ack(conn, lines.slice(start, start + step))
-                if good < n or (good == n and len(buf) - used >= c.maxLineLength):
+                if good < n or (good == n and len(buf) - used >= c.maxLineLength
+                                and char_counts(memoryview(buf)[used:], self._utf8)[-1] >= c.maxLineLength):
                     conn.sendall(b"FAILED: Event exceeds the maximum length (%d chars, including newline)\n" % c.maxLineLength)
                     self.counters.add(EventReadFail=1)
                     break
@@ -91,3 +98,14 @@ class NetcatSource(Source):
             return
         if self.config.ackEveryEvent:
             conn.sendall(b"OK\n" * len(batch))
+
+
+def char_counts(buf, utf8: bool = True) -> np.ndarray:
+    """Java chars in buf[:i] for every i in 0..len(buf): a UTF-8 lead byte counts 1, a
+    4-byte sequence's lead 2 (a surrogate pair), continuation bytes 0; other charsets are
+    taken as one char a byte."""
+    a = np.frombuffer(bytes(buf), dtype=np.uint8)
+    w = np.ones(len(a), dtype=np.int64) if not utf8 else ((a & 0xC0) != 0x80).astype(np.int64) + (a >= 0xF0)
+    out = np.zeros(len(a) + 1, dtype=np.int64)
+    np.cumsum(w, out=out[1:])
+    return out
