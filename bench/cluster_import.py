@@ -144,6 +144,9 @@ class ExternalCluster:
         # the workers import the fastsync that `python -m fastsync` here does: the current
         # directory's, else PYTHONPATH's; this checkout's as the last resort
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH"), ROOT) if p))
+        # started as docs/transfers/cluster.md recommends for fastsync's tasks (local:N's settings)
+        from fastsync.transfer.cluster import quiet_worker_env
+        env.update(quiet_worker_env())
         self.log = open(os.path.join(scratch, "dask-cluster.log"), "w")
         self.procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                                        stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=scratch)]

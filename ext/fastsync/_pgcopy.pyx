@@ -138,22 +138,30 @@ cdef int interval_us(const uint8_t *p, int64_t *out) noexcept nogil:
     return 0
 
 
+cdef object bits(flags):
+    """An Arrow bitmap (least significant bit first) of a numpy bool array."""
+    return pa.py_buffer(np.packbits(flags, bitorder="little"))
+
+
 cdef object values_array(Vals *v, int kind, t):
     """Arrow array of t over the values in v (a copy)."""
     cdef int64_t n = v.valid.n
     mask = np.frombuffer(v.valid.p[:n], dtype=np.uint8) == 0 if n else np.zeros(0, bool)
     nulls = int(mask.sum())
+    # arrays made from their buffers, never pa.array(numpy): that one imports pandas (a
+    # second or so of CPU in each process that decodes) whenever pandas is installed
+    validity = bits(~mask) if nulls else None
     if kind == VARLENA:
         offs = pa.py_buffer(v.offsets.p[:v.offsets.n])
         data = pa.py_buffer(v.data.p[:v.data.n])
-        validity = pa.array(~mask).buffers()[1] if nulls else None
         base = pa.large_binary() if not (pa.types.is_string(t) or pa.types.is_large_string(t)) else pa.large_string()
         arr = pa.Array.from_buffers(base, n, [validity, offs, data], null_count=nulls)
     else:
         vals = np.frombuffer(v.data.p[:v.data.n], dtype=DTYPES[kind])
         if kind == 6:
-            vals = vals.astype(bool)
-        arr = pa.array(vals, mask=mask if nulls else None)
+            arr = pa.Array.from_buffers(pa.bool_(), n, [validity, bits(vals != 0)], null_count=nulls)
+        else:
+            arr = pa.Array.from_buffers(pa.from_numpy_dtype(vals.dtype), n, [validity, pa.py_buffer(vals)], null_count=nulls)
         if kind in TEMPORAL:
             arr = arr.view(t if pa.types.is_timestamp(t) and t.unit == "us" else TEMPORAL[kind])
     return arr if arr.type == t else arr.cast(t)
@@ -414,9 +422,10 @@ cdef class CopyDecoder:
                 out.append(values_array(&c.v, c.kind, types[i]))
                 continue
             items = values_array(&c.v, c.kind, types[i].value_type)
-            offsets = pa.array(np.frombuffer(c.lists.p[:c.lists.n], dtype=np.int64))
+            offsets = pa.Array.from_buffers(pa.int64(), c.lists.n // 8, [None, pa.py_buffer(c.lists.p[:c.lists.n])])
             mask = np.frombuffer(c.list_valid.p[:c.list_valid.n], dtype=np.uint8) == 0
-            arr = pa.LargeListArray.from_arrays(offsets, items, mask=pa.array(mask) if mask.any() else None)
+            nulls = pa.Array.from_buffers(pa.bool_(), len(mask), [None, bits(mask)]) if mask.any() else None
+            arr = pa.LargeListArray.from_arrays(offsets, items, mask=nulls)
             out.append(arr.cast(types[i]))
         self._reset()
         return out

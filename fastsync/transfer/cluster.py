@@ -114,34 +114,24 @@ def _worker_name() -> str:
 @contextlib.contextmanager
 def session(cluster: str, url, password_file: str | None):
     """(client, Secret, url without its password): connected to the scheduler (tcp://), or
-    to a LocalCluster started here and closed after (local:N)."""
-    from distributed import Client, LocalCluster
+    to a LocalCluster started here (or by `starting`, while the run planned) and closed after
+    (local:N)."""
+    from distributed import Client
     kind, where = parse(cluster)
     password = url.password if url is not None else None
     bare = url._replace(password=None) if password is not None else url     # URL.set ignores None
     if bare is not None and bare.get_backend_name() == "sqlite" and bare.database not in (None, "", ":memory:"):
         bare = bare._replace(database=os.path.abspath(bare.database))      # a worker's working directory is its own
     local = None
-    # distributed logs at INFO by default, and its client logs tracebacks when the scheduler
-    # goes: the command's one error line says what failed; --log-level INFO or DEBUG shows them
-    level = logging.getLogger().getEffectiveLevel()
-    for name in ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]:
-        if name == "distributed" or logging.getLogger(name).level != logging.NOTSET:     # set by distributed's config
-            logging.getLogger(name).setLevel(max(level, logging.INFO) if level < logging.WARNING else logging.CRITICAL)
+    _quiet_distributed()
     if kind == "local":
         secret = Secret("env") if password is not None else Secret()
-        env = {PASSWORD_ENV: str(password)} if password is not None else None
+        early = _take_early(where, password)
+        local = early.take() if early is not None else _local_cluster(cluster, where, password)
         try:
-            _preloaded_forkserver()
-            local = LocalCluster(n_workers=where, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                 dashboard_address=None, env=env,
-                                 silence_logs=logging.CRITICAL if level >= logging.WARNING else level,
-                                 # no dashboard; its HTTP server's other routes on a free port, not 8787
-                                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             client = Client(local, set_as_default=False)
         except Exception as exc:
-            if local is not None:
-                local.close()
+            local.close()
             raise ClusterError("--cluster %s: could not start the local workers: %s" % (cluster, _one_line(exc))) from None
     else:
         if password is not None and not password_file:
@@ -166,17 +156,123 @@ def session(cluster: str, url, password_file: str | None):
             local.close()
 
 
+def _quiet_distributed() -> None:
+    """distributed logs at INFO by default, and its client logs tracebacks when the scheduler
+    goes: the command's one error line says what failed; --log-level INFO or DEBUG shows them."""
+    level = logging.getLogger().getEffectiveLevel()
+    for name in ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]:
+        if name == "distributed" or logging.getLogger(name).level != logging.NOTSET:     # set by distributed's config
+            logging.getLogger(name).setLevel(max(level, logging.INFO) if level < logging.WARNING else logging.CRITICAL)
+
+
+def _local_cluster(cluster: str, n: int, password):
+    """A LocalCluster of n one-thread worker processes (forked from the preloaded fork
+    server), the password in their environment; ClusterError if it can't start."""
+    from distributed import LocalCluster
+    level = logging.getLogger().getEffectiveLevel()
+    env = {PASSWORD_ENV: str(password)} if password is not None else None
+    local = None
+    try:
+        import dask
+        _preloaded_forkserver()
+        with dask.config.set(QUIET_WORKERS):        # the nannies hand their config to the workers
+            local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                 dashboard_address=None, env=env,
+                                 silence_logs=logging.CRITICAL if level >= logging.WARNING else level,
+                                 # no dashboard; its HTTP server's other routes on a free port, not 8787
+                                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+        return local
+    except Exception as exc:
+        if local is not None:
+            local.close()
+        raise ClusterError("--cluster %s: could not start the local workers: %s" % (cluster, _one_line(exc))) from None
+
+
+# local:N's scheduler and workers without the housekeeping a long-lived shared cluster wants
+# and a run of a few long tasks does not: a worker's event loop woke every 10 ms to sample
+# the task thread's stack (the profiler), every 20 ms to time itself (tick) and every 100 ms
+# to read its memory; each wake-up takes the GIL from the task. Measured on one TPC-H split:
+# the worker's event-loop thread used 4.4 s of CPU beside the task's 11 s, 2.0 s with these.
+# One task per split: nothing to steal. (docs/transfers/cluster.md: the same for tcp://.)
+QUIET_WORKERS = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.scheduler.work-stealing": False,
+}
+
+
+def quiet_worker_env() -> dict[str, str]:
+    """QUIET_WORKERS as the environment of `dask scheduler` / `dask worker` processes."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value) for key, value in QUIET_WORKERS.items()}
+
+
+class _Early:
+    """local:N's LocalCluster, started by a thread of its own while the run plans (importing
+    distributed and starting N workers is seconds on the critical path otherwise). The
+    planning mostly waits on the database, so the two overlap even on one core."""
+
+    def __init__(self, cluster: str, n: int, password):
+        self.cluster, self.key = cluster, (n, password)
+        self.local = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._start, name="fastsync-cluster-start", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        try:
+            import distributed  # noqa: F401  (its loggers exist from here on)
+            _quiet_distributed()
+            self.local = _local_cluster(self.cluster, *self.key)
+        except BaseException as exc:        # handed to the thread that takes it
+            self.error = exc
+
+    def take(self):
+        """The started LocalCluster (the caller closes it), or its start's error."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.local
+
+    def close(self) -> None:
+        self.thread.join()
+        if self.local is not None:
+            self.local.close()
+
+
+_EARLY: list[_Early] = []       # the one started for the run in progress, until session takes it
+
+
+def _take_early(n: int, password) -> _Early | None:
+    if _EARLY and _EARLY[0].key == (n, password):
+        return _EARLY.pop()
+    return None
+
+
+@contextlib.contextmanager
+def starting(cluster: str | None, url):
+    """Around a run: with local:N, its cluster starts now, in a thread, while the run plans;
+    session() takes it. A run that ends before its tasks (bad input) closes it here."""
+    if not cluster or not cluster.startswith("local:"):
+        yield
+        return
+    try:
+        _, n = parse(cluster)
+    except ValueError:
+        yield                   # session() reports it
+        return
+    _EARLY.append(_Early(cluster, n, url.password if url is not None else None))
+    try:
+        yield
+    finally:
+        while _EARLY:
+            _EARLY.pop().close()
+
+
 PRELOAD = ["distributed", "pyarrow", "sqlalchemy", "fastsync.transfer.splitread", "fastsync.transfer.exporter",
            "fastsync.transfer.cluster", "psycopg", "sqlalchemy.dialects.postgresql.psycopg", "pymysql",
-           "sqlalchemy.dialects.mysql.pymysql"]
-
-
-def prepare(cluster: str | None) -> None:
-    """Before planning: local:N's fork server starts and imports while the run plans."""
-    if cluster and cluster.startswith("local:"):
-        import multiprocessing.forkserver
-        _preloaded_forkserver()
-        multiprocessing.forkserver.ensure_running()
+           "sqlalchemy.dialects.mysql.pymysql", "fastsync._native", "fastsync._pgcopy", "fastsync._mysqlrows"]
 
 
 def _preloaded_forkserver() -> None:
@@ -184,6 +280,7 @@ def _preloaded_forkserver() -> None:
     Dask's default: spawned interpreters that each import everything again (seconds of a
     short import). A fork server, not a fork of this process: it has threads by now."""
     import multiprocessing
+    import multiprocessing.forkserver
 
     import dask
     import distributed.utils
@@ -191,6 +288,7 @@ def _preloaded_forkserver() -> None:
     if not getattr(distributed.utils, "_forkserver_preload_set", False):
         multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
         distributed.utils._forkserver_preload_set = True     # keep ours: Dask would set its own list
+    multiprocessing.forkserver.ensure_running()
 
 
 def _probe(address: str) -> None:

@@ -357,10 +357,11 @@ def _check_update_key(target: sa.Table, columns: list[str], job: ExportJob) -> N
 
 def run_export(job: ExportJob, progress: bool | None = None) -> dict:
     """Load the files, move the rows; figures (rows, moved, files, seconds, rows_per_s, writers)."""
-    if job.cluster:
-        from fastsync.transfer import cluster
-        cluster.prepare(job.cluster)        # local:N's workers get ready while this reads the files
     try:
+        if job.cluster:
+            from fastsync.transfer import cluster
+            with cluster.starting(job.cluster, job.url):       # local:N's workers start while this reads the files
+                return _export(job, progress)
         return _export(job, progress)
     except FileError as exc:             # a file that can't be read: it names file and row
         raise ExportError(str(exc)) from None

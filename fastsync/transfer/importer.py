@@ -47,7 +47,12 @@ def run_import(job: ImportJob, progress: bool | None = None, before_publish: Cal
     job's run that lost its ZooKeeper lock must not publish)."""
     if job.cluster:
         from fastsync.transfer import cluster
-        cluster.prepare(job.cluster)        # local:N's workers get ready while this plans
+        with cluster.starting(job.cluster, job.url):       # local:N's workers start while this plans
+            return _run_import(job, progress, before_publish)
+    return _run_import(job, progress, before_publish)
+
+
+def _run_import(job: ImportJob, progress: bool | None, before_publish: Callable[[], None] | None) -> dict:
     if job.kafka_topic:
         return _run_to_kafka(job)
     try:
