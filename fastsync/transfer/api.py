@@ -464,18 +464,52 @@ class TableReader:
         return pa.schema([pa.field(c.name, typemap.arrow_type(c) or pa.string()) for c in cols])
 
     def to_arrow(self) -> pa.Table:
-        """Every row as one pyarrow.Table (its batches as chunks, not copied)."""
+        """Every row as one pyarrow.Table, its batches as chunks. Each batch is copied once as
+        it comes into memory of the C allocator (pyarrow.system_memory_pool): the table then
+        holds only its own columns (a reader's batch can keep more alive: ADBC's whole
+        result, the text a date was cast from) in memory that goes back to the system when
+        freed (to_pandas frees the table a column at a time)."""
         import pyarrow as pa
-        batches = list(self)
+        pool = pa.system_memory_pool()
+        batches = [pa.RecordBatch.from_arrays([pa.concat_arrays([c], memory_pool=pool) for c in b.columns], schema=b.schema)
+                   for b in self]
         return pa.Table.from_batches(batches, schema=self._schema)
 
     def to_pandas(self, **kwargs: Any) -> pandas.DataFrame:
-        """Every row as a pandas DataFrame. The Arrow buffers are released column by column as
-        they are converted (self_destruct), so the peak stays close to the DataFrame's size;
-        `kwargs` go to pyarrow.Table.to_pandas."""
+        """Every row as a pandas DataFrame, converted a column at a time, each column's Arrow
+        memory freed once converted: the peak is about the DataFrame's size plus one
+        column's (bench/README.md: against pandas.read_sql). `kwargs` go to each column's
+        pyarrow to_pandas (e.g. types_mapper)."""
+        import pandas as pd
+        import pyarrow as pa
         table = self.to_arrow()
-        options = {"split_blocks": True, "self_destruct": True, **kwargs}
-        return table.to_pandas(**options)
+        names = table.column_names
+        series = {}
+        for i in range(len(names)):
+            series[i] = table.column(0).to_pandas(memory_pool=pa.system_memory_pool(), **kwargs)
+            table = table.remove_column(0)
+            _trim()
+        frame = pd.DataFrame(series, copy=False)
+        frame.columns = pd.Index(names)
+        return frame
+
+
+def _trim() -> None:
+    """Freed memory back to the system: glibc keeps what free() returns in its heap, holes
+    between the table's other columns included, unless asked (malloc_trim gives back every
+    free page); elsewhere nothing."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def _put_error(channel: _Channel, index: int, exc: BaseException) -> None:
