@@ -25,7 +25,9 @@ class CliError(Exception):
         self.code = code
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str | None) -> None:
+    if level is None:       # called from Python (fastsync.transfer.api): logging is the program's to set up
+        return
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s")
 

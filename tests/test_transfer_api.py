@@ -85,8 +85,6 @@ def test_options_as_flags_text_and_incremental(sqlite_url, tmp_path):
 def test_errors_carry_the_cli_line(sqlite_url, tmp_path):
     cases = [({"table": "nope"}, ["--table", "nope"], fastsync.TransferError, 1),
              ({"table": "items", "num_mappers": 0}, ["--table", "items", "-m", "0"], fastsync.transfer.api.UsageError, 2),
-             ({"table": "items", "split_strategy": "x"}, ["--table", "items", "--split-strategy", "x"],
-              fastsync.transfer.api.UsageError, 2),
              ({"table": "items", "query": "SELECT 1"}, ["--table", "items", "--query", "SELECT 1"],
               fastsync.transfer.api.UsageError, 2)]
     for kwargs, argv, kind, code in cases:

@@ -155,6 +155,8 @@ def _parse(command: str, options: dict[str, Any]) -> argparse.Namespace:
     parser, argv = _argv(command, options)
     args = parser.parse_args(argv)
     args.api = True                 # the run functions return their figures, print no summary
+    if "log_level" in vars(args) and "log_level" not in options:
+        args.log_level = None       # and leave logging as the program set it up (no basicConfig)
     return args
 
 
