@@ -77,8 +77,12 @@ def test_options_as_flags_text_and_incremental(sqlite_url, tmp_path):
     for n in names:
         assert (tmp_path / "api" / n).read_bytes() == (tmp_path / "cli" / n).read_bytes()
     assert r.rows == 100 and r.files[0].endswith(".txt")
+
+    def broken(update):
+        raise RuntimeError("a callback's bug")
+    # a failing callback is logged, and the import goes on
     r = fastsync.import_table(sqlite_url, table="items", target_dir=tmp_path / "inc", incremental="append",
-                              check_column="id", last_value=4989, format="csv")
+                              check_column="id", last_value=4989, format="csv", progress=broken)
     assert r.rows == 10 and r.last_value == "4999" and r.files[0].endswith(".csv")
 
 
