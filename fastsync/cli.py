@@ -25,7 +25,9 @@ class CliError(Exception):
         self.code = code
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str | None) -> None:
+    if level is None:       # called from Python (fastsync.transfer.api): logging is the program's to set up
+        return
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s")
 
@@ -272,10 +274,14 @@ def run_import_args(args) -> dict:
                     kafka_key=getattr(args, "kafka_key", None), kafka_format=getattr(args, "kafka_format", "json"),
                     kafka_config=_kafka_config(getattr(args, "kafka_config", None), getattr(args, "kafka_brokers", None)),
                     fast_path=args.fast_path, cluster=args.cluster, password_file=args.password_file)
+    if getattr(args, "job_only", False):      # fastsync.read_table: the job, read by the caller
+        return job
     try:
-        r = run_import(job, before_publish=getattr(args, "before_publish", None))
+        r = run_import(job, progress=getattr(args, "progress", None), before_publish=getattr(args, "before_publish", None))
     except ImportError_ as exc:
         raise CliError(str(exc)) from None
+    if getattr(args, "api", False):          # called by fastsync.transfer.api: the figures, no summary line
+        return r
     print("imported %d rows from %s into %s (%d splits) in %.3f s: %.0f rows/s"
           % (r["rows"], args.table or "the query", r["target_dir"], r["splits"], r["seconds"], r["rows_per_s"]), flush=True)
     if "last_value" in r:
@@ -337,9 +343,11 @@ def cmd_export(args) -> int:
     if args.clear_staging_table and not args.staging_table:
         raise CliError("--clear-staging-table needs --staging-table", EXIT_CONFIG)
     try:
-        r = run_export(job)
+        r = run_export(job, progress=getattr(args, "progress", None))
     except ExportError as exc:
         raise CliError("export into %s failed: %s" % (args.table, exc)) from None
+    if getattr(args, "api", False):          # called by fastsync.transfer.api: the figures, no summary line
+        return r
     print("exported %d rows from %d files in %s into %s (%d writers) in %.3f s: %.0f rows/s"
           % (r["rows"], r["files"], args.export_dir, args.table, r["writers"], r["seconds"], r["rows_per_s"]), flush=True)
     return 0
@@ -402,9 +410,11 @@ def cmd_merge(args) -> int:
                    columns=_names(args.columns), text=_text_options(args, "input_"), out_text=_text_options(args),
                    delete_target_dir=args.delete_target_dir)
     try:
-        r = run_merge(job)
+        r = run_merge(job, progress=getattr(args, "progress", None))
     except MergeError as exc:
         raise CliError(str(exc)) from None
+    if getattr(args, "api", False):          # called by fastsync.transfer.api: the figures, no summary line
+        return r
     print("merged %d rows (%d replaced, %d added) from %s onto %s into %s in %.3f s: %.0f rows/s"
           % (r["rows"], r["replaced"], r["added"], args.new_data, args.onto, r["target_dir"], r["seconds"],
              r["rows_per_s"]), flush=True)
@@ -518,10 +528,14 @@ def _with_engine(url, fn):
 
 
 def cmd_list_tables(args) -> int:
-    import sqlalchemy as sa
-    for name in _with_engine(_connect_url(args), lambda e: sa.inspect(e).get_table_names()):
+    for name in table_names(args):
         print(name)
     return 0
+
+
+def table_names(args) -> list[str]:
+    import sqlalchemy as sa
+    return _with_engine(_connect_url(args), lambda e: sa.inspect(e).get_table_names())
 
 
 def cmd_list_databases(args) -> int:
@@ -542,15 +556,7 @@ def cmd_list_databases(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import sqlalchemy as sa
-
-    def run(engine):
-        with engine.begin() as conn:
-            res = conn.execute(sa.text(args.query))
-            if not res.returns_rows:
-                return None, res.rowcount
-            return list(res.keys()), [list(r) for r in res.fetchall()]
-    cols, rows = _with_engine(_connect_url(args), run)
+    cols, rows = eval_query(args)
     if cols is None:
         print("%d row(s) affected" % rows)
         return 0
@@ -564,6 +570,19 @@ def cmd_eval(args) -> int:
         print("| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |")
     print(line)
     return 0
+
+
+def eval_query(args) -> tuple:
+    """(column names, rows) of --query; (None, rows affected) for a statement without rows."""
+    import sqlalchemy as sa
+
+    def run(engine):
+        with engine.begin() as conn:
+            res = conn.execute(sa.text(args.query))
+            if not res.returns_rows:
+                return None, res.rowcount
+            return list(res.keys()), [list(r) for r in res.fetchall()]
+    return _with_engine(_connect_url(args), run)
 
 
 def _connection_flags(p) -> None:
@@ -949,11 +968,12 @@ def _terminal_width() -> int:
     return (columns or 80) - 2
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None, parser_class: type[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
     """The command line's parser. Given argv, only the subcommand it names (its first word
     not starting with '-') gets its flags; the others are listed, for --help and errors,
-    without theirs: an agent's start-up does not build the ~150 flags of the Sqoop half."""
-    p = _Parser(prog="fastsync", description="Flume-style agents and Sqoop-style transfers, fast.")
+    without theirs: an agent's start-up does not build the ~150 flags of the Sqoop half.
+    `parser_class` (a subclass of _Parser) is used for it and every subcommand's parser."""
+    p = (parser_class or _Parser)(prog="fastsync", description="Flume-style agents and Sqoop-style transfers, fast.")
     p.add_argument("--version", action="version", version="fastsync " + __version__)
     sub = p.add_subparsers(dest="command", required=True)
     named = None if argv is None else next((a for a in argv if not a.startswith("-")), "")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Union
 
 
-def on_terminal(show: bool | None = None) -> bool:
-    """`show` if given, else whether stderr is a terminal."""
+def on_terminal(show: Show = None):
+    """`show` if given (a callable is given the statuses), else whether stderr is a terminal."""
     return sys.stderr.isatty() if show is None else show
 
 
@@ -22,12 +23,38 @@ def rate_text(n: int, unit: str, seconds: float, total: int | None = None) -> st
     return "%d %s%s, %.0f %s/s%s" % (n, unit, pct, rate, unit, eta)
 
 
+@dataclass(frozen=True)
+class Update:
+    """Where a transfer is: what the status line shows (str() is the line), and what a
+    progress callback of the Python API gets (fastsync.transfer.api)."""
+    rows: int
+    seconds: float
+    total: int | None = None                # rows expected (a COUNT(*), drawn on a terminal only)
+    per_split: tuple[int | str, ...] = ()   # rows per split (--cluster: a state for one not running)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / max(self.seconds, 1e-9)
+
+    def __str__(self) -> str:
+        text = rate_text(self.rows, "rows", self.seconds, self.total)
+        if not self.per_split:
+            return text
+        return "%s [splits %s]" % (text, " ".join("%d:%s" % (i, v) for i, v in enumerate(self.per_split)))
+
+
+# what a long command's `progress` is: None (drawn on a terminal), a bool (drawn or not), or a
+# callable given each status (an Update, or a str) instead of drawing it
+Show = Union[bool, None, Callable[..., None]]
+
+
 class Progress:
     """Redraws `status()` on stderr every `interval` s from a thread of its own, once more
     when stopped, then ends the line. Does nothing unless `show` (default: stderr is a
-    terminal). A context manager, or start() and stop()."""
+    terminal); a callable `show` is called with each status instead of drawing it. A
+    context manager, or start() and stop()."""
 
-    def __init__(self, status: Callable[[], str], interval: float = 0.5, show: bool | None = None,
+    def __init__(self, status: Callable[[], object], interval: float = 0.5, show: Show = None,
                  name: str = "progress"):
         self.status, self.interval, self.show = status, interval, on_terminal(show)
         self._done = threading.Event()     # set by stop() on a thread, never by a signal handler
@@ -46,6 +73,11 @@ class Progress:
     def _run(self) -> None:
         while True:
             finished = self._done.wait(self.interval)
+            if callable(self.show):
+                self.show(self.status())
+                if finished:
+                    return
+                continue
             sys.stderr.write("\r%s   " % self.status())
             if finished:
                 sys.stderr.write("\n")

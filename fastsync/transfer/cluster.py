@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 
-from fastsync.progress import Counter, Progress, on_terminal, rate_text
+from fastsync.progress import Counter, Progress, Update, on_terminal
 
 log = logging.getLogger("fastsync.cluster")
 
@@ -443,7 +443,7 @@ def run_import_splits(job, found, stage, ext: str, progress: bool | None, t0: fl
     try:
         with session(job.cluster, job.url, job.password_file) as (client, secret, url):
             bare = dataclasses.replace(job, url=url)
-            total = planner.estimate_rows(job, found) if show else None
+            total = planner.estimate_rows(job, found) if show is True else None     # a callback: no COUNT(*)
             topic = "fastsync-progress-%s" % run if show else None
             specs = {s.index: importer.split_spec(bare, found, s, stage, ext) for s in found.splits}
             futures = {s.index: client.submit(_import_task, specs[s.index], secret,
@@ -451,10 +451,10 @@ def run_import_splits(job, found, stage, ext: str, progress: bool | None, t0: fl
                        for s in found.splits}
             tracker = _Tracker(client, topic, list(futures))
 
-            def status() -> str:
-                return "%s [splits %s]" % (rate_text(tracker.total(), "rows", time.perf_counter() - t0, total), " ".join(
-                    "%d:%s" % (i, tracker.rows[i] if _state(f, i in tracker.started) == "running"
-                               else _state(f, i in tracker.started)) for i, f in futures.items()))
+            def status() -> Update:
+                return Update(tracker.total(), time.perf_counter() - t0, total, tuple(
+                    tracker.rows[i] if _state(f, i in tracker.started) == "running" else _state(f, i in tracker.started)
+                    for i, f in futures.items()))
             try:
                 with Progress(status, show=show, name="import-progress"):
                     results = _gather(client, futures, "split", ImportError_, job.cluster)

@@ -27,7 +27,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from fastsync import dbio
-from fastsync.progress import Counter, Progress, rate_text
+from fastsync.progress import Counter, Progress, Update
 from fastsync.transfer.formats import FileError, PartFile, find_files, file_columns, read_rows
 from fastsync.transfer.loader import LOAD_DATA_ROWS, Loader, column_kind
 from fastsync.transfer.localinfile import guard as guard_local_infile
@@ -400,7 +400,7 @@ def _export(job: ExportJob, progress: bool | None) -> dict:
             raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), dbio.reason(exc))) from None
         counter = Counter()
         writers = 1 if dialect == "sqlite" else min(job.mappers, len(files))
-        shown = Progress(lambda: rate_text(counter.rows, "rows", time.perf_counter() - t0), show=progress,
+        shown = Progress(lambda: Update(counter.rows, time.perf_counter() - t0), show=progress,
                          name="export-progress").start()
         try:
             if job.cluster:         # the files as tasks on a Dask cluster (cluster.py)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from fastsync.progress import Progress, on_terminal, rate_text
+from fastsync.progress import Progress, Update, on_terminal
 from fastsync.transfer import planner, publish, splitread
 from fastsync.transfer.formats import FileError
 from fastsync.transfer.merger import MergeError, MergeJob, run_merge
@@ -33,11 +33,10 @@ from fastsync.transfer.textfile import TextOptions
 __all__ = ["ImportError_", "ImportJob", "run_import"]
 
 
-def _status(total: int | None, t0: float) -> str:
+def _status(total: int | None, t0: float) -> Update:
     """The status line: rows, share of `total` and ETA, rows/s, rows per split."""
-    per = list(splitread.PROGRESS or ())
-    return "%s [splits %s]" % (rate_text(sum(per), "rows", time.perf_counter() - t0, total),
-                               " ".join("%d:%d" % (i, v) for i, v in enumerate(per)))
+    per = tuple(splitread.PROGRESS or ())
+    return Update(sum(per), time.perf_counter() - t0, total, per)
 
 
 def run_import(job: ImportJob, progress: bool | None = None, before_publish: Callable[[], None] | None = None) -> dict:
@@ -128,7 +127,7 @@ def _run_splits(job: ImportJob, found: Plan, stage: publish.Staging | str, ext: 
         ctx = multiprocessing.get_context("fork")
         show = on_terminal(progress)
         splitread.PROGRESS = ctx.Array("q", len(splits), lock=False) if show else None
-        total = planner.estimate_rows(job, found) if show else None
+        total = planner.estimate_rows(job, found) if show is True else None     # a callback: no COUNT(*)
         with cf.ProcessPoolExecutor(max_workers=len(splits), mp_context=ctx) as pool:
             futures = [pool.submit(splitread.run_with_retries, split_spec(job, found, s, stage, ext)) for s in splits]
             with Progress(lambda: _status(total, t0), show=show, name="import-progress"):

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fastsync.filesystems import Location
-from fastsync.progress import Counter, Progress, rate_text
+from fastsync.progress import Counter, Progress, Update
 from fastsync.transfer import publish
 from fastsync.transfer.formats import (FileError, Output, PartFile, csv_batches, file_columns, file_schema, find_files,
                                        jsonl_text_batches, read_rows)
@@ -250,7 +250,7 @@ def run_merge(job: MergeJob, progress: bool | None = None) -> dict:
     except publish.PublishError as exc:
         raise MergeError(str(exc)) from None
     written = Counter()
-    prog = Progress(lambda: rate_text(written.rows, "rows", time.perf_counter() - t0), show=progress,
+    prog = Progress(lambda: Update(written.rows, time.perf_counter() - t0), show=progress,
                     name="merge-progress").start()
     try:
         figures = _merge(job, onto, new, stage, written)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -79,13 +80,14 @@ class PartSink:
         return self.rows
 
 
-def run_with_retries(spec: SplitSpec) -> tuple[int, float]:
+def run_with_retries(spec: SplitSpec, sink: Callable[..., PartSink] | None = None) -> tuple[int, float]:
     """The split, run again (from the start) after a failure up to --retries times; (rows,
-    seconds). An ImportError_ (bad input: no retry helps) ends it at once."""
+    seconds). An ImportError_ (bad input: no retry helps) ends it at once. `sink`: what the
+    rows are written to (default PartSink; fastsync.read_table gives them to its caller)."""
     t0 = time.perf_counter()
     for attempt in range(spec.job.retries + 1):
         try:
-            return run_split(spec), time.perf_counter() - t0
+            return run_split(spec, sink), time.perf_counter() - t0
         except ImportError_:
             raise
         except Exception as exc:
@@ -97,11 +99,12 @@ def run_with_retries(spec: SplitSpec) -> tuple[int, float]:
     raise AssertionError("unreachable")
 
 
-def run_split(spec: SplitSpec) -> int:
-    """Read one split and write its part file; returns the rows written."""
+def run_split(spec: SplitSpec, sink: Callable[..., PartSink] | None = None) -> int:
+    """Read one split and write its part file (or `sink`); returns the rows written."""
     job, split = spec.job, spec.split
+    sink = sink or PartSink
     if job.query:
-        return _run_query_split(spec)
+        return _run_query_split(spec, sink)
     engine = sa.create_engine(job.url)
     try:
         table, cols = planner.reflect(engine, job)
@@ -115,7 +118,7 @@ def run_split(spec: SplitSpec) -> int:
         q = planner.incremental_where(q, table, job, spec.incremental)
         known = [typemap.arrow_type(c) for c in cols]
         names = [c.name for c in cols]
-        part = PartSink(spec)
+        part = sink(spec)
         why = "--no-fast-path"
         if engine.dialect.name == "postgresql" and job.fast_path:
             copy_plan, why = pgread.table_plan(engine, cols)
@@ -149,12 +152,12 @@ def run_split(spec: SplitSpec) -> int:
         engine.dispose()
 
 
-def _run_query_split(spec: SplitSpec) -> int:
+def _run_query_split(spec: SplitSpec, sink: Callable[..., PartSink]) -> int:
     """A --query split: column types come from the sample planning took (no table to reflect)."""
     job, split, schema = spec.job, spec.split, spec.schema
     engine = sa.create_engine(job.url)
     cond, params = split.where(job.split_by) if job.split_by else ("1 = 1", {})
-    part = PartSink(spec, schema)
+    part = sink(spec, schema)
     try:
         stmt = sa.text(planner.query_sql(job, cond)).bindparams(**params)
         n = _query_native(spec, engine, stmt, part)
