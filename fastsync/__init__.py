@@ -33,6 +33,9 @@ if TYPE_CHECKING:          # what type checkers see of the names loaded lazily b
     from fastsync.agent.errors import ConfigError as ConfigError
     from fastsync.event import Event as Event, EventBatch as EventBatch
     from fastsync.plugins import Interceptor as Interceptor, Sink as Sink, Source as Source, setting as setting
+    from fastsync.transfer.api import (TransferError as TransferError, TransferResult as TransferResult,
+                                       eval as eval, export_files as export_files, import_table as import_table,
+                                       list_tables as list_tables, merge as merge, read_table as read_table)
 
 NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows", "_avro")
 NOT_BUILT = ("fastsync's native extensions are not built (%s); install the package with "
