@@ -27,7 +27,7 @@ _PUBLIC = {
 }
 __all__ = [*_PUBLIC, "__version__"]
 
-NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows", "_avro")
+NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows", "_avro", "_treewalk")
 NOT_BUILT = ("fastsync's native extensions are not built (%s); install the package with "
              "`pip install .` (or `pip install -e .` in a checkout), which compiles ext/ "
              "with Cython and a C compiler")
