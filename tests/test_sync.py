@@ -321,6 +321,20 @@ def test_many_small_files_by_worker_processes_report_through_the_parent(tmp_path
     identical(src, dst)
 
 
+def test_names_whose_temporary_name_is_too_long_are_copied_too(tmp_path):
+    """Local to local, small files are copied by C threads (fastsync._treewalk) under
+    .NAME.TAG.fastsync-tmp; where that is longer than NAME_MAX the file goes through Python's
+    copy, which hashes the name. Both in one sync, with -v."""
+    src, dst = make_tree(tmp_path / "src"), tmp_path / "dst"
+    long_names = ["L" * 255, "é" * 120 + "x"]        # 255 bytes each, ASCII and two-byte UTF-8
+    for name in long_names:
+        write(src / "sub dir" / name, name)
+    r = sync("-a", "-v", str(src) + "/", dst)
+    assert all(("sub dir/" + name) in r.stdout.splitlines() for name in long_names)
+    identical(src, dst)
+    assert sync("-a", str(src) + "/", dst).stdout.startswith("sent 0 bytes, 0 files")
+
+
 def test_bad_input_is_one_line_naming_it(tmp_path):
     src = make_tree(tmp_path / "src")
     for args, code, words in ([["-a", tmp_path / "nope/", tmp_path / "d"], 23, "SRC %s: no such file" % (tmp_path / "nope/")],
