@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Callable
+TYPE_CHECKING = False     # (not typing's: importing typing costs a command ~3 ms)
+if TYPE_CHECKING:
+    from typing import Callable
 
 
 def on_terminal(show: bool | None = None) -> bool:
