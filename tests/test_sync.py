@@ -123,9 +123,15 @@ def test_single_file_into_a_directory_or_to_a_name(tmp_path):
     assert (tmp_path / "named.txt").stat().st_mtime == 1_500_000_000
 
 
-def test_changes_renames_deletions_type_changes(tmp_path):
+# local to local: the C fast path (fastsync._treewalk), and the Python path, which any filter
+# rule selects (a rule that matches nothing here)
+PATHS = {"native": [], "python": ["--exclude", "/no such name"]}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_changes_renames_deletions_type_changes(tmp_path, path):
     src, dst = make_tree(tmp_path / "src"), tmp_path / "dst"
-    sync("-a", str(src) + "/", dst)
+    sync("-a", *PATHS[path], str(src) + "/", dst)
     (src / "plain.txt").write_text("changed, longer than before\n")
     (src / "with space.txt").rename(src / "renamed with space.txt")
     (src / "sub dir" / "deeper" / "ö" / "leaf.bin").unlink()
@@ -138,9 +144,10 @@ def test_changes_renames_deletions_type_changes(tmp_path):
     write(src / "empty dir", "now a file")          # a directory becomes a file
     (src / "semi;colon").unlink()
     write(src / "semi;colon" / "now a dir", "x")    # a file becomes a directory
-    r = sync("-a", "--delete", "-v", str(src) + "/", dst)
+    r = sync("-a", *PATHS[path], "--delete", "-v", str(src) + "/", dst)
     identical(src, dst)
     lines = r.stdout.splitlines()
+    assert summary(r).startswith("sent 83 bytes, 5 files (22 unchanged, 3 deleted, 1 directories created)"), summary(r)
     assert "deleting with space.txt" in lines and "deleting sub dir/deeper/ö/leaf.bin" in lines
     assert "renamed with space.txt" in lines and "plain.txt" in lines and "link to plain -> exec.sh" in lines
     assert "private" not in lines          # only its mode changed: not copied
