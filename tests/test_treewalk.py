@@ -57,9 +57,13 @@ def listed(listing: tw.Listing) -> dict[bytes, tuple]:
     return {e[0]: e[1:] for e in (listing.entry(i) for i in range(len(listing)))}
 
 
-def test_walk_lists_what_os_walk_and_lstat_see(tmp_path):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_walk_lists_what_os_walk_and_lstat_see(tmp_path, threads):
     make_tree(tmp_path)
-    listing = tw.walk(os.fsencode(tmp_path))
+    for i in range(30):      # enough directories for three threads to share
+        (tmp_path / "a" / ("sub %d" % i)).mkdir()
+        (tmp_path / "a" / ("sub %d" % i) / "f").write_bytes(b"%d" % i)
+    listing = tw.walk(os.fsencode(tmp_path), False, threads)
     assert listed(listing) == reference(tmp_path)
     assert listing.errors == [] and listing.leftovers == []
     paths = [listing.path(i) for i in listing.sorted_indices()]
@@ -72,7 +76,7 @@ def test_walk_sets_aside_leftovers_and_reports_a_missing_root(tmp_path):
     for name in [".a.1-2.fastsync-tmp", "a/.x.5-6-7.fastsync-tmp", "a/b/.y.10-20.fastsync-partial"]:
         (tmp_path / name).write_bytes(b"half")
     (tmp_path / "a" / "fastsync-tmp").write_bytes(b"")          # not a temporary name: listed
-    with_leftovers = tw.walk(os.fsencode(tmp_path), True)
+    with_leftovers = tw.walk(os.fsencode(tmp_path), True, 2)
     assert sorted(with_leftovers.leftovers) == [b".a.1-2.fastsync-tmp", b"a/.x.5-6-7.fastsync-tmp",
                                                 b"a/b/.y.10-20.fastsync-partial"]
     ref = reference(tmp_path)

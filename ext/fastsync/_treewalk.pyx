@@ -27,6 +27,9 @@ cdef extern from "<fcntl.h>" nogil:
     int O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC, AT_SYMLINK_NOFOLLOW, AT_FDCWD
     int EOPNOTSUPP_ "EOPNOTSUPP"
 
+cdef extern from "<errno.h>" nogil:
+    int *__errno_location()
+
 cdef extern from "<sys/stat.h>" nogil:
     int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
     int futimens(int fd, const void *times)
@@ -60,8 +63,20 @@ cdef extern from "<time.h>" nogil:
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
     int pthread_create(pthread_t *t, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
     int pthread_join(pthread_t t, void **ret)
+    int pthread_mutex_init(pthread_mutex_t *m, const void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
+    int pthread_cond_init(pthread_cond_t *c, const void *attr)
+    int pthread_cond_destroy(pthread_cond_t *c)
+    int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
+    int pthread_cond_broadcast(pthread_cond_t *c)
 
 
 cdef enum:
@@ -150,261 +165,376 @@ cdef inline bint ends_with(const char *s, Py_ssize_t n, const char *suffix) noex
     return n >= k and memcmp(s + n - k, suffix, k) == 0
 
 
+cdef int cols_init(Cols *c) noexcept nogil:
+    c.n = c.cap = c.err_cap = 0
+    c.failed = 0
+    c.kinds = NULL
+    c.sizes = c.mtimes = NULL
+    c.modes = NULL
+    c.sparse = NULL
+    c.err_info = NULL
+    if buf_init(&c.paths) or buf_init(&c.targets) or buf_init(&c.err_paths) or buf_init(&c.leftover_paths):
+        return -1
+    return 0
+
+
+cdef void cols_free(Cols *c) noexcept nogil:
+    free(c.kinds)
+    free(c.sizes)
+    free(c.mtimes)
+    free(c.modes)
+    free(c.sparse)
+    free(c.err_info)
+    c.kinds = NULL
+    c.sizes = c.mtimes = NULL
+    c.modes = NULL
+    c.sparse = NULL
+    c.err_info = NULL
+    buf_free(&c.paths)
+    buf_free(&c.targets)
+    buf_free(&c.err_paths)
+    buf_free(&c.leftover_paths)
+
+
+cdef int cols_reserve(Cols *c, Py_ssize_t need) noexcept nogil:
+    cdef Py_ssize_t cap
+    cdef void *p
+    if need <= c.cap:
+        return 0
+    cap = c.cap * 2 + 256
+    if cap < need:
+        cap = need
+    p = realloc(c.kinds, cap)
+    if p == NULL: return -1
+    c.kinds = <char *>p
+    p = realloc(c.sizes, cap * sizeof(int64_t))
+    if p == NULL: return -1
+    c.sizes = <int64_t *>p
+    p = realloc(c.mtimes, cap * sizeof(int64_t))
+    if p == NULL: return -1
+    c.mtimes = <int64_t *>p
+    p = realloc(c.modes, cap * sizeof(uint32_t))
+    if p == NULL: return -1
+    c.modes = <uint32_t *>p
+    p = realloc(c.sparse, cap)
+    if p == NULL: return -1
+    c.sparse = <uint8_t *>p
+    c.cap = cap
+    return 0
+
+
+cdef int cols_error(Cols *c, const char *head, Py_ssize_t hlen, const char *name, Py_ssize_t nlen,
+                    int err, int what) noexcept nogil:
+    cdef void *p
+    if c.err_paths.n + 1 > c.err_cap:
+        p = realloc(c.err_info, (c.err_cap * 2 + 16) * sizeof(int32_t))
+        if p == NULL: return -1
+        c.err_info, c.err_cap = <int32_t *>p, c.err_cap * 2 + 16
+    if buf_add(&c.err_paths, head, hlen, name, nlen):
+        return -1
+    c.err_info[c.err_paths.n - 1] = err * 4 + what
+    return 0
+
+
+cdef int buf_extend(Buf *b, Buf *more) noexcept nogil:
+    """Appends every item of `more`."""
+    cdef Py_ssize_t k
+    cdef char *p
+    cdef int64_t *o
+    if b.len + more.len > b.cap:
+        p = <char *>realloc(b.data, b.len + more.len + 1)
+        if p == NULL:
+            return -1
+        b.data, b.cap = p, b.len + more.len + 1
+    if b.n + more.n > b.ncap:
+        o = <int64_t *>realloc(b.off, sizeof(int64_t) * (b.n + more.n + 1))
+        if o == NULL:
+            return -1
+        b.off, b.ncap = o, b.n + more.n
+    if more.len:
+        memcpy(b.data + b.len, more.data, more.len)
+    for k in range(more.n):
+        b.off[b.n + k + 1] = b.len + more.off[k + 1]
+    b.len += more.len
+    b.n += more.n
+    return 0
+
+
+cdef int cols_extend(Cols *c, Cols *more) noexcept nogil:
+    """Appends a worker's entries, problems and leftovers."""
+    cdef Py_ssize_t k, n = c.n
+    cdef void *p
+    if cols_reserve(c, c.n + more.n) or buf_extend(&c.paths, &more.paths) or buf_extend(&c.targets, &more.targets):
+        return -1
+    if more.n:
+        memcpy(c.kinds + n, more.kinds, more.n)
+        memcpy(c.sizes + n, more.sizes, more.n * sizeof(int64_t))
+        memcpy(c.mtimes + n, more.mtimes, more.n * sizeof(int64_t))
+        memcpy(c.modes + n, more.modes, more.n * sizeof(uint32_t))
+        memcpy(c.sparse + n, more.sparse, more.n)
+    c.n += more.n
+    if more.err_paths.n:
+        p = realloc(c.err_info, (c.err_paths.n + more.err_paths.n) * sizeof(int32_t))
+        if p == NULL:
+            return -1
+        c.err_info, c.err_cap = <int32_t *>p, c.err_paths.n + more.err_paths.n
+        for k in range(more.err_paths.n):
+            c.err_info[c.err_paths.n + k] = more.err_info[k]
+        if buf_extend(&c.err_paths, &more.err_paths):
+            return -1
+    return buf_extend(&c.leftover_paths, &more.leftover_paths)
+
+
 cdef class Listing:
     """The entries below a local directory (the root itself excluded), as columns."""
 
     def __cinit__(self):
-        self.n = self.cap = 0
-        self.kinds = NULL
-        self.sizes = self.mtimes = NULL
-        self.modes = NULL
-        self.sparse = NULL
         self.order = NULL
-        self.err_info = NULL
-        self.err_cap = 0
-        self.failed = 0
-        if (buf_init(&self.paths) or buf_init(&self.targets) or buf_init(&self.err_paths)
-                or buf_init(&self.leftover_paths)):
+        if cols_init(&self.c):
+            cols_free(&self.c)
             raise MemoryError()
 
     def __dealloc__(self):
-        free(self.kinds)
-        free(self.sizes)
-        free(self.mtimes)
-        free(self.modes)
-        free(self.sparse)
+        cols_free(&self.c)
         free(self.order)
-        free(self.err_info)
-        buf_free(&self.paths)
-        buf_free(&self.targets)
-        buf_free(&self.err_paths)
-        buf_free(&self.leftover_paths)
-
-    cdef int _grow(self) noexcept nogil:
-        cdef Py_ssize_t cap = self.cap * 2 + 256
-        cdef void *p
-        p = realloc(self.kinds, cap)
-        if p == NULL: return -1
-        self.kinds = <char *>p
-        p = realloc(self.sizes, cap * sizeof(int64_t))
-        if p == NULL: return -1
-        self.sizes = <int64_t *>p
-        p = realloc(self.mtimes, cap * sizeof(int64_t))
-        if p == NULL: return -1
-        self.mtimes = <int64_t *>p
-        p = realloc(self.modes, cap * sizeof(uint32_t))
-        if p == NULL: return -1
-        self.modes = <uint32_t *>p
-        p = realloc(self.sparse, cap)
-        if p == NULL: return -1
-        self.sparse = <uint8_t *>p
-        self.cap = cap
-        return 0
-
-    cdef int _error(self, const char *rel, Py_ssize_t rlen, int err, int what) noexcept nogil:
-        cdef void *p
-        if self.err_paths.n + 1 > self.err_cap:
-            p = realloc(self.err_info, (self.err_cap * 2 + 16) * sizeof(int32_t))
-            if p == NULL: return -1
-            self.err_info, self.err_cap = <int32_t *>p, self.err_cap * 2 + 16
-        if buf_add(&self.err_paths, NULL, 0, rel, rlen):
-            return -1
-        self.err_info[self.err_paths.n - 1] = err * 4 + what
-        return 0
 
     def __len__(self):
-        return self.n
+        return self.c.n
 
     def path(self, Py_ssize_t i) -> bytes:
         """Entry i's path relative to the root."""
-        if i < 0 or i >= self.n:
+        if i < 0 or i >= self.c.n:
             raise IndexError(i)
-        return buf_item(&self.paths, i)
+        return buf_item(&self.c.paths, i)
 
     def entry(self, Py_ssize_t i) -> tuple:
         """(path, kind, size, mtime_ns, mode, link target, sparse) of entry i; kind is "f"
         file, "d" directory, "l" symbolic link, "o" anything else."""
-        if i < 0 or i >= self.n:
+        if i < 0 or i >= self.c.n:
             raise IndexError(i)
-        return (buf_item(&self.paths, i), chr(self.kinds[i]), self.sizes[i], self.mtimes[i], self.modes[i],
-                buf_item(&self.targets, i), bool(self.sparse[i]))
+        return (buf_item(&self.c.paths, i), chr(self.c.kinds[i]), self.c.sizes[i], self.c.mtimes[i],
+                self.c.modes[i], buf_item(&self.c.targets, i), bool(self.c.sparse[i]))
 
     def sorted_indices(self) -> list:
         """Entry indices in the order of their paths' bytes."""
-        return [self.order[i] for i in range(self.n)]
+        return [self.order[i] for i in range(self.c.n)]
 
     @property
     def errors(self) -> list:
         """(what, path, errno) of each problem met while listing: what is "vanished" (ENOENT:
         deleted while listed), "opendir" or "stat"."""
-        return [(WHAT[self.err_info[i] & 3], buf_item(&self.err_paths, i), self.err_info[i] >> 2)
-                for i in range(self.err_paths.n)]
+        return [(WHAT[self.c.err_info[i] & 3], buf_item(&self.c.err_paths, i), self.c.err_info[i] >> 2)
+                for i in range(self.c.err_paths.n)]
 
     @property
     def leftovers(self) -> list:
         """Paths of temporary files of earlier runs (.NAME.TAG.fastsync-tmp / -partial), not
         listed as entries."""
-        return [buf_item(&self.leftover_paths, i) for i in range(self.leftover_paths.n)]
+        return [buf_item(&self.c.leftover_paths, i) for i in range(self.c.leftover_paths.n)]
 
 
-cdef int _walk(Listing L, int rootfd, bint leftovers) noexcept nogil:
-    """Depth-first from the root (its fd), every entry fstatat'ed without following links.
-    Returns -1 when memory ran out."""
-    cdef int32_t *stack = NULL
-    cdef Py_ssize_t depth = 0, scap = 0, plen, nlen, i
-    cdef int32_t d
-    cdef int fd, dfd, what
+cdef struct Shared:              # the directories still to list, shared by the walking threads
+    pthread_mutex_t mu
+    pthread_cond_t cv
+    Buf queue                    # their relative paths ("" the root); taken from the end
+    int active                   # threads listing a directory now
+    int failed                   # out of memory somewhere: everyone stops
+    int rootfd
+    int leftovers
+
+
+cdef struct Walker:
+    Shared *sh
+    Cols cols                    # what this thread listed
+    Buf found                    # subdirectories of the directory being listed
+
+
+cdef int list_dir(Walker *w, const char *prefix, Py_ssize_t plen) noexcept nogil:
+    """The entries of one directory into w.cols, its subdirectories into w.found. -1: out of memory."""
+    cdef Cols *c = &w.cols
+    cdef int fd, dfd
     cdef DIR *dirp
     cdef dirent *ent
     cdef const char *name
+    cdef Py_ssize_t nlen, i
     cdef struct_stat st
-    cdef char *prefix = <char *>malloc(PATH_BUF)
     cdef char link[LINK_BUF]
     cdef ssize_t ll
-    cdef void *p
     cdef uint32_t m
-    if prefix == NULL:
-        return -1
-    stack = <int32_t *>malloc(sizeof(int32_t) * 64)
-    if stack == NULL:
-        free(prefix)
-        return -1
-    scap = 64
-    stack[0] = -1
-    depth = 1
-    while depth:
-        depth -= 1
-        d = stack[depth]
-        if d < 0:
-            plen = 0
-            prefix[0] = 0
-            fd = dup(rootfd)
-        else:
-            plen = L.paths.off[d + 1] - L.paths.off[d]
-            if plen >= PATH_BUF:
-                if L._error(L.paths.data + L.paths.off[d], plen, 36, 1): break     # ENAMETOOLONG
-                continue
-            memcpy(prefix, L.paths.data + L.paths.off[d], plen)
-            prefix[plen] = 0
-            fd = openat(rootfd, prefix, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        if fd < 0:
-            if L._error(prefix, plen, errno, 0 if errno == ENOENT else 1): break
-            continue
-        dirp = fdopendir(fd)
-        if dirp == NULL:
-            if L._error(prefix, plen, errno, 1): break
-            close(fd)
-            continue
-        dfd = dirfd(dirp)
-        while True:
-            errno = 0
-            ent = readdir(dirp)
-            if ent == NULL:
-                if errno and L._error(prefix, plen, errno, 1):
-                    L.failed = -1
-                break
-            name = ent.d_name
-            if name[0] == 46 and (name[1] == 0 or (name[1] == 46 and name[2] == 0)):
-                continue
-            nlen = strlen(name)
-            if leftovers and name[0] == 46 and (ends_with(name, nlen, ".fastsync-tmp")
-                                                or ends_with(name, nlen, ".fastsync-partial")):
-                if buf_add(&L.leftover_paths, prefix, plen, name, nlen):
-                    L.failed = -1
-                    break
-                continue
-            if fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0:
-                what = 0 if errno == ENOENT else 2
-                if _error_joined(L, prefix, plen, name, nlen, errno, what):
-                    L.failed = -1
-                    break
-                continue
-            ll = 0
-            if S_ISLNK(st.st_mode):
-                ll = readlinkat(dfd, name, link, LINK_BUF)
-                if ll < 0 or ll >= LINK_BUF:
-                    if _error_joined(L, prefix, plen, name, nlen, errno if ll < 0 else 36,
-                                     0 if ll < 0 and errno == ENOENT else 2):
-                        L.failed = -1
-                        break
-                    continue
-            if L.n >= L.cap and L._grow():
-                L.failed = -1
-                break
-            i = L.n
-            if buf_add(&L.paths, prefix, plen, name, nlen) or buf_add(&L.targets, NULL, 0, link, ll):
-                L.failed = -1
-                break
-            m = st.st_mode
-            L.kinds[i] = 102 if S_ISREG(m) else (100 if S_ISDIR(m) else (108 if S_ISLNK(m) else 111))
-            L.sizes[i] = st.st_size
-            L.mtimes[i] = <int64_t>st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec
-            L.modes[i] = m & 0o7777
-            L.sparse[i] = S_ISREG(m) and st.st_blocks * 512 < st.st_size
-            L.n += 1
-            if S_ISDIR(m):
-                if depth >= scap:
-                    p = realloc(stack, sizeof(int32_t) * scap * 2)
-                    if p == NULL:
-                        L.failed = -1
-                        break
-                    stack, scap = <int32_t *>p, scap * 2
-                stack[depth] = <int32_t>i
-                depth += 1
-        closedir(dirp)
-        if L.failed:
+    if plen == 0:
+        fd = dup(w.sh.rootfd)
+    else:
+        fd = openat(w.sh.rootfd, prefix, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    if fd < 0:
+        return cols_error(c, NULL, 0, prefix, plen, errno, 0 if errno == ENOENT else 1)
+    dirp = fdopendir(fd)
+    if dirp == NULL:
+        close(fd)
+        return cols_error(c, NULL, 0, prefix, plen, errno, 1)
+    dfd = dirfd(dirp)
+    while True:
+        __errno_location()[0] = 0      # readdir: NULL with errno 0 at the end
+        ent = readdir(dirp)
+        if ent == NULL:
+            if errno and cols_error(c, NULL, 0, prefix, plen, errno, 1):
+                closedir(dirp)
+                return -1
             break
-    free(stack)
-    free(prefix)
-    if L.failed:
-        return -1
-    L.order = <int32_t *>malloc(sizeof(int32_t) * (L.n + 1))
-    if L.order == NULL:
-        return -1
-    for i in range(L.n):
-        L.order[i] = <int32_t>i
-    qsort_r(L.order, L.n, sizeof(int32_t), path_cmp, &L.paths)
+        name = ent.d_name
+        if name[0] == 46 and (name[1] == 0 or (name[1] == 46 and name[2] == 0)):
+            continue
+        nlen = strlen(name)
+        if w.sh.leftovers and name[0] == 46 and (ends_with(name, nlen, ".fastsync-tmp")
+                                                 or ends_with(name, nlen, ".fastsync-partial")):
+            if buf_add(&c.leftover_paths, prefix, plen, name, nlen):
+                closedir(dirp)
+                return -1
+            continue
+        if fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0:
+            if cols_error(c, prefix, plen, name, nlen, errno, 0 if errno == ENOENT else 2):
+                closedir(dirp)
+                return -1
+            continue
+        ll = 0
+        if S_ISLNK(st.st_mode):
+            ll = readlinkat(dfd, name, link, LINK_BUF)
+            if ll < 0 or ll >= LINK_BUF:
+                if cols_error(c, prefix, plen, name, nlen, errno if ll < 0 else 36,
+                              0 if ll < 0 and errno == ENOENT else 2):
+                    closedir(dirp)
+                    return -1
+                continue
+        if (cols_reserve(c, c.n + 1) or buf_add(&c.paths, prefix, plen, name, nlen)
+                or buf_add(&c.targets, NULL, 0, link, ll)):
+            closedir(dirp)
+            return -1
+        i = c.n
+        m = st.st_mode
+        c.kinds[i] = 102 if S_ISREG(m) else (100 if S_ISDIR(m) else (108 if S_ISLNK(m) else 111))
+        c.sizes[i] = st.st_size
+        c.mtimes[i] = <int64_t>st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec
+        c.modes[i] = m & 0o7777
+        c.sparse[i] = S_ISREG(m) and st.st_blocks * 512 < st.st_size
+        c.n += 1
+        if S_ISDIR(m) and buf_add(&w.found, prefix, plen, name, nlen):
+            closedir(dirp)
+            return -1
+    closedir(dirp)
     return 0
 
 
-cdef int _error_joined(Listing L, const char *prefix, Py_ssize_t plen, const char *name, Py_ssize_t nlen,
-                       int err, int what) noexcept nogil:
-    cdef char *p = <char *>malloc(plen + 1 + nlen + 1)
+cdef void *walker(void *arg) noexcept nogil:
+    """Takes a directory from the shared queue, lists it, puts its subdirectories back; until
+    the queue is empty and no thread is listing (or memory ran out)."""
+    cdef Walker *w = <Walker *>arg
+    cdef Shared *sh = w.sh
+    cdef char *prefix = <char *>malloc(PATH_BUF)
+    cdef Py_ssize_t plen
     cdef int r
-    if p == NULL:
-        return -1
-    if plen:
-        memcpy(p, prefix, plen)
-        p[plen] = 47
-        memcpy(p + plen + 1, name, nlen)
-        r = L._error(p, plen + 1 + nlen, err, what)
-    else:
-        r = L._error(name, nlen, err, what)
-    free(p)
-    return r
+    if prefix == NULL:
+        pthread_mutex_lock(&sh.mu)
+        sh.failed = 1
+        pthread_cond_broadcast(&sh.cv)
+        pthread_mutex_unlock(&sh.mu)
+        return NULL
+    pthread_mutex_lock(&sh.mu)
+    while True:
+        while sh.queue.n == 0 and sh.active > 0 and not sh.failed:
+            pthread_cond_wait(&sh.cv, &sh.mu)
+        if sh.queue.n == 0 or sh.failed:
+            break
+        sh.queue.n -= 1
+        plen = sh.queue.off[sh.queue.n + 1] - sh.queue.off[sh.queue.n]
+        sh.queue.len = sh.queue.off[sh.queue.n]
+        if plen >= PATH_BUF:
+            r = cols_error(&w.cols, NULL, 0, sh.queue.data + sh.queue.len, plen, 36, 1)     # ENAMETOOLONG
+            if r:
+                sh.failed = 1
+            continue
+        memcpy(prefix, sh.queue.data + sh.queue.len, plen)
+        prefix[plen] = 0
+        sh.active += 1
+        pthread_mutex_unlock(&sh.mu)
+        r = list_dir(w, prefix, plen)
+        pthread_mutex_lock(&sh.mu)
+        sh.active -= 1
+        if r or buf_extend(&sh.queue, &w.found):
+            sh.failed = 1
+        w.found.n = w.found.len = 0
+        pthread_cond_broadcast(&sh.cv)
+    pthread_cond_broadcast(&sh.cv)
+    pthread_mutex_unlock(&sh.mu)
+    free(prefix)
+    return NULL
 
 
-def walk(bytes root, bint leftovers=False) -> Listing:
-    """Every entry below the directory `root` (links not followed, not entered), the GIL
-    released meanwhile. With `leftovers`, names `.*.fastsync-tmp` / `.*.fastsync-partial` go
-    to .leftovers instead. Problems (a directory that can't be opened, an entry that vanished)
-    are in .errors; the walk goes on."""
+def walk(bytes root, bint leftovers=False, int threads=1) -> Listing:
+    """Every entry below the directory `root` (links not followed, not entered), listed by
+    `threads` threads taking directories from one queue, the GIL released meanwhile. With
+    `leftovers`, names `.*.fastsync-tmp` / `.*.fastsync-partial` go to .leftovers instead.
+    Problems (a directory that can't be opened, an entry that vanished) are in .errors; the
+    walk goes on."""
     cdef Listing L = Listing()
     cdef const char *croot = root
-    cdef int rootfd, r = 0, err = 0
+    cdef int rootfd, err = 0, failed = 0, t, started = 0
+    cdef Shared sh
+    cdef Walker *ws
+    cdef pthread_t *tids
+    cdef Py_ssize_t i
+    if threads < 1:
+        threads = 1
+    ws = <Walker *>malloc(sizeof(Walker) * threads)
+    tids = <pthread_t *>malloc(sizeof(pthread_t) * threads)
+    if ws == NULL or tids == NULL or buf_init(&sh.queue):
+        free(ws)
+        free(tids)
+        raise MemoryError()
+    for t in range(threads):
+        ws[t].sh = &sh
+        if cols_init(&ws[t].cols) or buf_init(&ws[t].found):
+            failed = 1
     with nogil:
         rootfd = open(croot, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if rootfd < 0:
             err = errno
-        else:
-            r = _walk(L, rootfd, leftovers)
+        elif not failed:
+            pthread_mutex_init(&sh.mu, NULL)
+            pthread_cond_init(&sh.cv, NULL)
+            sh.active = sh.failed = 0
+            sh.rootfd, sh.leftovers = rootfd, leftovers
+            buf_add(&sh.queue, NULL, 0, croot, 0)        # the root: the empty path
+            for t in range(1, threads):
+                if pthread_create(&tids[t], NULL, walker, &ws[t]) != 0:
+                    break
+                started = t
+            walker(&ws[0])
+            for t in range(1, started + 1):
+                pthread_join(tids[t], NULL)
+            failed = sh.failed
+            pthread_mutex_destroy(&sh.mu)
+            pthread_cond_destroy(&sh.cv)
+        if rootfd >= 0:
             close(rootfd)
-    if r:
+        for t in range(threads):
+            if not failed and cols_extend(&L.c, &ws[t].cols):
+                failed = 1
+            cols_free(&ws[t].cols)
+            buf_free(&ws[t].found)
+        buf_free(&sh.queue)
+        if not failed:
+            L.order = <int32_t *>malloc(sizeof(int32_t) * (L.c.n + 1))
+            if L.order == NULL:
+                failed = 1
+            else:
+                for i in range(L.c.n):
+                    L.order[i] = <int32_t>i
+                qsort_r(L.order, L.c.n, sizeof(int32_t), path_cmp, &L.c.paths)
+    free(ws)
+    free(tids)
+    if failed:
         raise MemoryError()
-    if rootfd < 0:
-        if L._error(b"", 0, err, 0 if err == ENOENT else 1):
-            raise MemoryError()
-        L.order = <int32_t *>malloc(sizeof(int32_t))
+    if rootfd < 0 and cols_error(&L.c, NULL, 0, b"", 0, err, 0 if err == ENOENT else 1):
+        raise MemoryError()
     return L
 
 
@@ -426,56 +556,56 @@ def diff(Listing src, Listing dst, bint size_only=False, bint checksum=False, bi
     cdef char sk, dk
     cdef bint same, attrs
     cdef int64_t simple_bytes = 0
-    cdef int32_t *simple = <int32_t *>malloc(sizeof(int32_t) * (src.n + 1))
+    cdef int32_t *simple = <int32_t *>malloc(sizeof(int32_t) * (src.c.n + 1))
     cdef list other_src = [], other_dst = []
     if simple == NULL:
         raise MemoryError()
     try:
-        while i < src.n or j < dst.n:
-            if j >= dst.n:
+        while i < src.c.n or j < dst.c.n:
+            if j >= dst.c.n:
                 c = -1
-            elif i >= src.n:
+            elif i >= src.c.n:
                 c = 1
             else:
-                c = cmp_items(&src.paths, src.order[i], &dst.paths, dst.order[j])
+                c = cmp_items(&src.c.paths, src.order[i], &dst.c.paths, dst.order[j])
             if c > 0:
                 other_dst.append(dst.order[j])
                 j += 1
                 continue
             a = src.order[i]
-            sk = src.kinds[a]
+            sk = src.c.kinds[a]
             i += 1
             if c < 0:
-                if sk == 102 and not src.sparse[a] and src.sizes[a] < simple_max:
+                if sk == 102 and not src.c.sparse[a] and src.c.sizes[a] < simple_max:
                     simple[k] = <int32_t>a
                     k += 1
-                    simple_bytes += src.sizes[a]
+                    simple_bytes += src.c.sizes[a]
                 else:
                     other_src.append(a)
                 continue
             b = dst.order[j]
-            dk = dst.kinds[b]
+            dk = dst.c.kinds[b]
             j += 1
-            attrs = (times and src.mtimes[a] != dst.mtimes[b]) or (perms and sk != 108 and src.modes[a] != dst.modes[b])
+            attrs = (times and src.c.mtimes[a] != dst.c.mtimes[b]) or (perms and sk != 108 and src.c.modes[a] != dst.c.modes[b])
             if sk == 102 and dk == 102:
-                same = src.sizes[a] == dst.sizes[b] and (size_only or src.mtimes[a] == dst.mtimes[b])
+                same = src.c.sizes[a] == dst.c.sizes[b] and (size_only or src.c.mtimes[a] == dst.c.mtimes[b])
                 if same and not checksum:
                     if not attrs:
                         unchanged += 1
                         continue
-                elif (not (checksum and src.sizes[a] == dst.sizes[b]) and not src.sparse[a]
-                      and src.sizes[a] < simple_max):
+                elif (not (checksum and src.c.sizes[a] == dst.c.sizes[b]) and not src.c.sparse[a]
+                      and src.c.sizes[a] < simple_max):
                     simple[k] = <int32_t>a
                     k += 1
-                    simple_bytes += src.sizes[a]
+                    simple_bytes += src.c.sizes[a]
                     continue
-            elif sk == 102 and dk != 100 and not src.sparse[a] and src.sizes[a] < simple_max:
+            elif sk == 102 and dk != 100 and not src.c.sparse[a] and src.c.sizes[a] < simple_max:
                 simple[k] = <int32_t>a
                 k += 1
-                simple_bytes += src.sizes[a]
+                simple_bytes += src.c.sizes[a]
                 continue
             elif (sk == 108 and dk == 108 and links and not attrs
-                  and cmp_items(&src.targets, a, &dst.targets, b) == 0):
+                  and cmp_items(&src.c.targets, a, &dst.c.targets, b) == 0):
                 unchanged += 1
                 continue
             other_src.append(a)
@@ -665,8 +795,8 @@ def copy_files(bytes src_root, bytes dst_root, Listing src, bytes indices, bytes
         raise OSError(e, "cannot open the target directory", dst_root)
     for t in range(threads):
         jobs[t].src_root, jobs[t].dst_root = src_fd, dst_fd
-        jobs[t].paths, jobs[t].off = src.paths.data, src.paths.off
-        jobs[t].sizes, jobs[t].mtimes, jobs[t].modes = src.sizes, src.mtimes, src.modes
+        jobs[t].paths, jobs[t].off = src.c.paths.data, src.c.paths.off
+        jobs[t].sizes, jobs[t].mtimes, jobs[t].modes = src.c.sizes, src.c.mtimes, src.c.modes
         jobs[t].idx = <const int32_t *>PyBytes_AS_STRING(indices)
         jobs[t].start, jobs[t].end = n * t // threads, n * (t + 1) // threads
         jobs[t].stage = <uint8_t *>PyBytes_AS_STRING(stages)

@@ -1,9 +1,9 @@
 """Local to local without Python per entry (fastsync._treewalk, ext/fastsync/_treewalk.pyx).
 
-Both trees are listed in C into columns (on two threads, without the GIL), compared in C, and
-only the entries with something to do or to say become Entry objects for engine.Sync's plan:
-directories, links, other kinds, big or sparse files, type and attribute changes, target
-entries the source lacks. Unchanged files are only counted. Plain copies of small files (the
+Both trees are listed in C into columns (at once, each by WALKERS threads, without the GIL),
+compared in C, and only the entries with something to do or to say become Entry objects for
+engine.Sync's plan: directories, links, other kinds, big or sparse files, type and attribute
+changes, target entries the source lacks. Unchanged files are only counted. Plain copies of small files (the
 "simple" ones) are not planned in Python either: C threads copy them (copy_files), a file
 costing its syscalls and no Python.
 
@@ -19,6 +19,7 @@ from fastsync import _treewalk
 from fastsync.sync.local import Entry, LocalTree, unique_tag
 
 CHUNK = 2048      # files per copy_files call: the progress line and -v lines move between calls
+WALKERS = 2       # threads listing each tree (both trees are listed at once)
 
 
 class Listed:
@@ -29,7 +30,7 @@ class Listed:
         try:
             self.root = tree.stat("")
             if self.root is not None and self.root.kind == "d":
-                self.listing = _treewalk.walk(os.fsencode(tree.root), leftovers)
+                self.listing = _treewalk.walk(os.fsencode(tree.root), leftovers, WALKERS)
         except OSError as exc:
             self.error = exc
 
