@@ -983,15 +983,37 @@ def hide_password_from_process_title(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None       # the command itself, not a caller in the same process
     if argv is None:
         argv = sys.argv[1:]
         hide_password_from_process_title(argv)
     args = build_parser(argv).parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except CliError as exc:
         print("fastsync: error: %s" % exc, file=sys.stderr)
-        return exc.code
+        code = exc.code
+    if program and args.command == "sync":
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Ends the process without the interpreter's teardown (freeing every module and object:
+    ~10 ms of a 70 ms re-sync of 10 000 unchanged files), when nothing is left to run at exit:
+    output flushed, no atexit callback (pyarrow's S3 finalizer, logging, a caller's), no other
+    thread."""
+    import atexit
+    import threading
+    pending = getattr(atexit, "_ncallbacks", None)
+    if pending is None or pending() or threading.active_count() > 1:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code)
 
 
 if __name__ == "__main__":
