@@ -311,14 +311,16 @@ def test_unreadable_file_is_an_error_naming_it_code_23_rest_synced(tmp_path):
     identical(src, dst)
 
 
-def test_many_small_files_by_worker_processes_report_through_the_parent(tmp_path):
-    """From 256 small files on, -j N copies them in N forked processes: their -v lines and
-    errors reach the parent's output and exit code."""
+@pytest.mark.parametrize("path", PATHS)
+def test_many_small_files_by_worker_processes_report_through_the_parent(tmp_path, path):
+    """Local to local, small files are copied by -j N C threads (native), or, in the Python
+    path, from 256 small files on by N forked processes: either way their -v lines and errors
+    reach the command's output and exit code."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     for i in range(600):
         write(src / ("d%d" % (i % 7)) / ("f %03d é" % i), os.urandom(i))
     secret = write(src / "d3" / "unreadable", "no", mode=0o000)
-    r = sync("-a", "-v", "-j", "3", str(src) + "/", dst, check=23,
+    r = sync("-a", *PATHS[path], "-v", "-j", "3", str(src) + "/", dst, check=23,
              preexec_fn=_drop_read_override if os.geteuid() == 0 else None)
     assert "error: read %s: Permission denied" % secret in r.stderr, r.stderr
     assert sum(1 for line in r.stdout.splitlines() if line.startswith("d") and "/f " in line) == 600
