@@ -19,7 +19,7 @@ from fastsync import _treewalk
 from fastsync.sync.local import Entry, LocalTree, unique_tag
 
 CHUNK = 2048      # files per copy_files call: the progress line and -v lines move between calls
-WALKERS = 2       # threads listing each tree (both trees are listed at once)
+WALKERS = 4       # threads listing each tree (both at once): on a busy machine more threads get more of it
 
 
 class Listed:
