@@ -203,3 +203,5 @@ def test_copy_files_copies_bytes_mode_and_mtime_complete_or_not_at_all(tmp_path)
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.lstat(dst2 / "a" / "plain.txt").st_mode) == 0o640
+    with pytest.raises(IndexError):
+        tw.copy_files(os.fsencode(src), os.fsencode(dst2), listing, (len(listing)).to_bytes(4, "little"), b"t3")

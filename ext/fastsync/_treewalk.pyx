@@ -770,6 +770,10 @@ def copy_files(bytes src_root, bytes dst_root, Listing src, bytes indices, bytes
     cdef const char *csrc = src_root
     cdef const char *cdst = dst_root
     cdef Py_ssize_t m
+    cdef const int32_t *checked = <const int32_t *>PyBytes_AS_STRING(indices)
+    for t in range(n):
+        if checked[t] < 0 or checked[t] >= src.c.n:
+            raise IndexError("copy_files: index %d is not an entry of the listing" % checked[t])
     if threads < 1:
         threads = 1
     if threads > n:
