@@ -129,7 +129,9 @@ class Sync:
                 simple_max = 0 if opts.dry_run or opts.partial or self.limit else 2 * RANGE
                 src, dst, self.simple = fastlocal.scan(self, leftovers, simple_max)
             except OSError as exc:
-                raise SyncError("DST %s: %s" % (self.dst.url, exc.strerror or exc), 23) from None
+                side = getattr(exc, "side", "DST")
+                tree = self.src if side == "SRC" else self.dst
+                raise SyncError("%s %s: %s" % (side, tree.url, exc.strerror or exc), 23) from None
         else:
             src, dst = self._scan(leftovers)
         source_io_error = self.src.scan_errors > 0

@@ -74,10 +74,10 @@ def scan(sync, leftovers: list, simple_max: int):
     finally:
         lister.join()
     dst = got["dst"]
-    if src.error is not None:
-        raise src.error
-    if dst.error is not None:
-        raise dst.error
+    for side, listed in (("SRC", src), ("DST", dst)):
+        if listed.error is not None:
+            listed.error.side = side      # for the one-line message
+            raise listed.error
     src.report_errors(report)
     dst.report_errors(report)
     if src.listing is None:
