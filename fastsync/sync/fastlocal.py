@@ -12,6 +12,7 @@ directory must not be entered: the rules stay in Python, filters.py); else Local
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
@@ -124,7 +125,7 @@ def _after(sync, listing, idx, stages, errs) -> None:
         err = errs[k]
         exc = OSError(err, os.strerror(err))
         if stage == _treewalk.STAGE_READ:
-            if err == 2:      # ENOENT
+            if err == errno.ENOENT:
                 report.file_vanished(sync.src.path(rel))
             else:
                 report.error(sync.src.path(rel), "read", exc)
