@@ -987,9 +987,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
         hide_password_from_process_title(argv)
-    if argv[:1] == ["sync"]:
-        from fastsync.sync.prefetch import start
-        start(argv[1:])        # local trees listed meanwhile (native threads, no GIL)
     args = build_parser(argv).parse_args(argv)
     try:
         code = args.func(args)

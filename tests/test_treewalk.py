@@ -205,25 +205,3 @@ def test_copy_files_copies_bytes_mode_and_mtime_complete_or_not_at_all(tmp_path)
     assert stat.S_IMODE(os.lstat(dst2 / "a" / "plain.txt").st_mode) == 0o640
     with pytest.raises(IndexError):
         tw.copy_files(os.fsencode(src), os.fsencode(dst2), listing, (len(listing)).to_bytes(4, "little"), b"t3")
-
-
-@pytest.mark.parametrize("args, want", [
-    (["-a", "s/", "d"], ("s", "d")),
-    (["-av", "--delete", "s", "d/"], ("s", "d/s")),                 # "s": the directory itself, into d
-    (["-j", "4", "-r", "s/.", "d"], ("s", "d")),
-    (["--jobs=2", "--archive", "-c", "s/", "d"], ("s", "d")),
-    (["s/", "d"], None),                                          # not recursive: nothing to list
-    (["-a", "--exclude", "x", "s/", "d"], None),                  # filter rules: the Python path
-    (["-a", "-n", "s/", "d"], None),
-    (["-aP", "s/", "d"], None),
-    (["-a", "--bwlimit=1M", "s/", "d"], None),
-    (["-a", "s3://bucket/x/", "d"], None),
-    (["-a", "s/", "d", "e"], None),
-])
-def test_prefetch_lists_the_roots_the_sync_will(tmp_path, monkeypatch, args, want):
-    """fastsync.sync.prefetch starts listing the trees while the command starts up, for plain
-    command lines only, with rsync's trailing-slash rule as engine.Sync applies it."""
-    from fastsync.sync import prefetch
-    monkeypatch.chdir(tmp_path)
-    got = prefetch.roots(args)
-    assert got == (None if want is None else tuple(str(tmp_path / w) for w in want))

@@ -134,7 +134,6 @@ class Sync:
                 raise SyncError("%s %s: %s" % (side, tree.url, exc.strerror or exc), 23) from None
         else:
             src, dst = self._scan(leftovers)
-        fastlocal.prefetch.discard()      # listings started for other roots (a link resolved...)
         source_io_error = self.src.scan_errors > 0
         plan = self._plan(src, dst)
         if self.dst.local and not opts.dry_run:

@@ -17,7 +17,6 @@ import os
 import threading
 
 from fastsync import _treewalk
-from fastsync.sync import prefetch
 from fastsync.sync.local import Entry, LocalTree, unique_tag
 
 CHUNK = 2048      # files per copy_files call: the progress line and -v lines move between calls
@@ -32,8 +31,7 @@ class Listed:
         try:
             self.root = tree.stat("")
             if self.root is not None and self.root.kind == "d":
-                self.listing = (prefetch.take(tree.root, leftovers)
-                                or _treewalk.walk(os.fsencode(tree.root), leftovers, WALKERS))
+                self.listing = _treewalk.walk(os.fsencode(tree.root), leftovers, WALKERS)
         except OSError as exc:
             self.error = exc
 
