@@ -7,7 +7,7 @@ import os
 from setuptools import Extension, setup
 from Cython.Build import cythonize
 
-NATIVE = ["_ringbuf", "_framing", "_wal", "_pgcopy", "_mysqlrows", "_avro"]
+NATIVE = ["_ringbuf", "_framing", "_wal", "_pgcopy", "_mysqlrows", "_avro", "_treewalk"]
 
 extensions = [
     Extension(

@@ -10,7 +10,7 @@ Each target is checked after every run (file count, total bytes; the rewritten f
 the peak memory of each tool's process tree (PSS, sampled every 20 ms) comes from one more,
 separately measured run of each scenario, so the sampling does not slow the timed ones.
 
-    python bench/sync_vs_rsync.py [--dir /dev/shm/fastsync-sync-bench] [--rounds 3] [--jobs 4,1] [--json FILE]
+    python bench/sync_vs_rsync.py [--dir /dev/shm/fastsync-sync-bench] [--rounds 3] [--jobs 4,1] [--json FILE] [--no-site]
 """
 from __future__ import annotations
 
@@ -67,11 +67,29 @@ def change_one_percent(src: str, files: int, generation: int) -> list[str]:
     return changed
 
 
+PYTHON_FLAGS: list[str] = []     # --no-site: ["-S"]
+
+
 def commands(tool: str, src: str, dst: str) -> list[str]:
     """tool: "rsync", or "fastsync-jN" (fastsync sync -a -j N)."""
     if tool == "rsync":
         return [RSYNC, "-a", src, dst]
-    return [sys.executable, "-m", "fastsync", "sync", "-a", "-j", tool.rpartition("-j")[2], src, dst]
+    return [sys.executable, *PYTHON_FLAGS, "-m", "fastsync", "sync", "-a", "-j", tool.rpartition("-j")[2], src, dst]
+
+
+def no_site() -> None:
+    """fastsync started with `python -S` (no site module), its package found through
+    PYTHONPATH: a start-up as with a regular install. This venv holds fastsync as an editable
+    install (`pip install -e`), whose site hook imports pathlib, re, urllib.parse... at every
+    start of Python (~20 ms of CPU); a local sync imports nothing from site-packages."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastsync")
+    if spec is None or not spec.origin:
+        raise SystemExit("bench: fastsync not found")
+    root = os.path.dirname(os.path.dirname(spec.origin))
+    os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    PYTHON_FLAGS[:] = ["-S"]
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
@@ -129,6 +147,18 @@ def run_round(base: str, src: str, files: int, order: list[str], generation: int
     return out
 
 
+def compiled() -> None:
+    """The fastsync the commands import gets its bytecode written first, as `pip install` does:
+    with PYTHONDONTWRITEBYTECODE set (as in CI here) a checkout's modules are compiled again at
+    every start, ~40 ms of each run that an installed fastsync does not pay."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastsync")
+    if spec is not None and spec.origin:
+        compileall.compile_dir(os.path.dirname(spec.origin), quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/dev/shm/fastsync-sync-bench", help="where the trees go (both tools: same filesystem)")
@@ -139,8 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", default="4,1", help="fastsync -j values, each measured in the same rounds (comma-separated)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the trees")
+    ap.add_argument("--no-site", action="store_true",
+                    help="start fastsync with python -S (as a regular install starts: no editable-install hook)")
     args = ap.parse_args(argv)
+    if args.no_site:
+        no_site()
     tools = ["rsync"] + ["fastsync-j%d" % int(j) for j in args.jobs.split(",")]
+    compiled()
     base = os.path.abspath(args.dir)
     shutil.rmtree(base, ignore_errors=True)
     src = os.path.join(base, "src")
@@ -177,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                             "ratio": base_wall / wall, "peak": peaks[s][t]})
             print("| %s | %s | %.3f | %.2f | %.3f | %.1f MB |" % (s, t, wall, base_wall / wall, cpu, peaks[s][t] / 1e6))
     report = {"files": n, "bytes": size, "dir": base, "tools": tools, "rounds": args.rounds, "loads": loads,
+              "python_flags": PYTHON_FLAGS,
               "results": results}
     if args.json:
         with open(args.json, "w") as f:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:          # what type checkers see of the names loaded lazily b
                                        eval as eval, export_files as export_files, import_table as import_table,
                                        list_tables as list_tables, merge as merge, read_table as read_table)
 
-NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows", "_avro")
+NATIVE = ("_framing", "_ringbuf", "_wal", "_pgcopy", "_mysqlrows", "_avro", "_treewalk")
 NOT_BUILT = ("fastsync's native extensions are not built (%s); install the package with "
              "`pip install .` (or `pip install -e .` in a checkout), which compiles ext/ "
              "with Cython and a C compiler")

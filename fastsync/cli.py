@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import faulthandler
-import json
-import logging
 import os
 import signal
 import sys
 import time
 
 from fastsync import __version__
-from fastsync.signals import stop_on_signals
 
-log = logging.getLogger("fastsync")
 EXIT_CONFIG = 2
+
+
+def log():
+    """The command's logger (logging, json, faulthandler and the signal helpers are imported
+    where used: `fastsync sync` starts ~10 ms sooner without them)."""
+    import logging
+    return logging.getLogger("fastsync")
 
 
 class CliError(Exception):
@@ -28,6 +30,7 @@ class CliError(Exception):
 def setup_logging(level: str | None) -> None:
     if level is None:       # called from Python (fastsync.transfer.api): logging is the program's to set up
         return
+    import logging
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s")
 
@@ -101,7 +104,7 @@ def _zk_agent_config(args):
     except BaseException:
         zk.close()
         raise
-    log.info("agent %s: configuration from %s (version %d)%s", args.name, zk.where, version,
+    log().info("agent %s: configuration from %s (version %d)%s", args.name, zk.where, version,
              "" if args.no_reload_conf or args.validate else ", watched for changes")
     watcher = None
     if not (args.no_reload_conf or args.validate):
@@ -119,7 +122,10 @@ def _run_agent(args, config, port, watcher) -> int:
     agent = Agent(config)
     if args.ha_group:       # an HA member starts as a standby: sources only once it leads
         agent.ha, agent.sources_on = _join_ha_group(args), False
-    stop = stop_on_signals(lambda signum: log.info("received %s, stopping", signal.Signals(signum).name))
+    import faulthandler
+
+    from fastsync.signals import stop_on_signals
+    stop = stop_on_signals(lambda signum: log().info("received %s, stopping", signal.Signals(signum).name))
     # kill -QUIT prints every thread's stack to stderr and goes on, as a JVM's thread dump
     faulthandler.register(signal.SIGQUIT, all_threads=True, chain=False)
     server = None
@@ -193,6 +199,7 @@ def cmd_bench_channel(args) -> int:
                                args.consumers, args.capacity, args.dir, args.fsync_policy)
     except OSError as exc:
         raise CliError("--dir %s: %s" % (args.dir or "(temp dir)", exc)) from None
+    import json
     print(json.dumps(result) if args.json else format_channel_result(result))
     return 0
 
@@ -218,6 +225,7 @@ def cmd_channel_inspect(args) -> int:
     except (CorruptLogError, OSError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
+        import json
         print(json.dumps(r))
     else:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_checkpoint"])) if r["last_checkpoint"] else "none"
@@ -995,15 +1003,37 @@ def hide_password_from_process_title(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None       # the command itself, not a caller in the same process
     if argv is None:
         argv = sys.argv[1:]
         hide_password_from_process_title(argv)
     args = build_parser(argv).parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except CliError as exc:
         print("fastsync: error: %s" % exc, file=sys.stderr)
-        return exc.code
+        code = exc.code
+    if program and args.command == "sync":
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Ends the process without the interpreter's teardown (freeing every module and object:
+    ~10 ms of a 70 ms re-sync of 10 000 unchanged files), when nothing is left to run at exit:
+    output flushed, no atexit callback (pyarrow's S3 finalizer, logging, a caller's), no other
+    thread."""
+    import atexit
+    import threading
+    pending = getattr(atexit, "_ncallbacks", None)
+    if pending is None or pending() or threading.active_count() > 1:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code)
 
 
 if __name__ == "__main__":

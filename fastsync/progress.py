@@ -6,7 +6,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Union
+
+TYPE_CHECKING = False     # (not typing's: importing typing costs a command ~3 ms)
+if TYPE_CHECKING:
+    from typing import Callable, Union  # noqa: F401  (Union: in Show's string)
 
 
 def on_terminal(show: Show = None):
@@ -45,7 +48,7 @@ class Update:
 
 # what a long command's `progress` is: None (drawn on a terminal), a bool (drawn or not), or a
 # callable given each status (an Update, or a str) instead of drawing it
-Show = Union[bool, None, Callable[..., None]]
+Show = "Union[bool, None, Callable[..., None]]"     # a string: no typing at run time
 
 
 class Progress:

@@ -51,6 +51,21 @@ def test_help_imports_neither_pyarrow_nor_component_libraries(tmp_path):
     assert "pyarrow" not in modules and "fastsync.agent" not in modules
 
 
+def test_local_sync_imports_neither_pyarrow_nor_logging(tmp_path):
+    """`fastsync sync` between two local trees (issue 19's benchmark against rsync, where start-up
+    is a third of a re-sync): no pyarrow nor numpy, and not even logging, typing or the agent's
+    signal helpers; the tree walk is the native _treewalk."""
+    (tmp_path / "src" / "d").mkdir(parents=True)
+    (tmp_path / "src" / "d" / "f").write_text("x")
+    p = subprocess.run(fastsync_argv(tmp_path, "sync", "-a", str(tmp_path / "src") + "/", str(tmp_path / "dst")),
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "dst" / "d" / "f").read_text() == "x"
+    modules = imported(tmp_path)
+    assert "fastsync._treewalk" in modules and heavy(modules) == []
+    assert not modules & {"pyarrow", "numpy", "logging", "typing", "fastsync.signals", "fastsync.sync.procs"}
+
+
 def test_seq_memory_null_agent_imports_only_its_components(tmp_path, run_agent):
     conf = tmp_path / "seq.properties"
     conf.write_text(SEQ_NULL)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NATIVE = ["_ringbuf", "_framing", "_wal", "_avro", "_pgcopy", "_mysqlrows"]
+NATIVE = ["_ringbuf", "_framing", "_wal", "_avro", "_pgcopy", "_mysqlrows", "_treewalk"]
 
 
 def public(names) -> set[str]:

@@ -123,9 +123,15 @@ def test_single_file_into_a_directory_or_to_a_name(tmp_path):
     assert (tmp_path / "named.txt").stat().st_mtime == 1_500_000_000
 
 
-def test_changes_renames_deletions_type_changes(tmp_path):
+# local to local: the C fast path (fastsync._treewalk), and the Python path, which any filter
+# rule selects (a rule that matches nothing here)
+PATHS = {"native": [], "python": ["--exclude", "/no such name"]}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_changes_renames_deletions_type_changes(tmp_path, path):
     src, dst = make_tree(tmp_path / "src"), tmp_path / "dst"
-    sync("-a", str(src) + "/", dst)
+    sync("-a", *PATHS[path], str(src) + "/", dst)
     (src / "plain.txt").write_text("changed, longer than before\n")
     (src / "with space.txt").rename(src / "renamed with space.txt")
     (src / "sub dir" / "deeper" / "ö" / "leaf.bin").unlink()
@@ -138,9 +144,10 @@ def test_changes_renames_deletions_type_changes(tmp_path):
     write(src / "empty dir", "now a file")          # a directory becomes a file
     (src / "semi;colon").unlink()
     write(src / "semi;colon" / "now a dir", "x")    # a file becomes a directory
-    r = sync("-a", "--delete", "-v", str(src) + "/", dst)
+    r = sync("-a", *PATHS[path], "--delete", "-v", str(src) + "/", dst)
     identical(src, dst)
     lines = r.stdout.splitlines()
+    assert summary(r).startswith("sent 83 bytes, 5 files (22 unchanged, 3 deleted, 1 directories created)"), summary(r)
     assert "deleting with space.txt" in lines and "deleting sub dir/deeper/ö/leaf.bin" in lines
     assert "renamed with space.txt" in lines and "plain.txt" in lines and "link to plain -> exec.sh" in lines
     assert "private" not in lines          # only its mode changed: not copied
@@ -304,14 +311,16 @@ def test_unreadable_file_is_an_error_naming_it_code_23_rest_synced(tmp_path):
     identical(src, dst)
 
 
-def test_many_small_files_by_worker_processes_report_through_the_parent(tmp_path):
-    """From 256 small files on, -j N copies them in N forked processes: their -v lines and
-    errors reach the parent's output and exit code."""
+@pytest.mark.parametrize("path", PATHS)
+def test_many_small_files_by_worker_processes_report_through_the_parent(tmp_path, path):
+    """Local to local, small files are copied by -j N C threads (native), or, in the Python
+    path, from 256 small files on by N forked processes: either way their -v lines and errors
+    reach the command's output and exit code."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     for i in range(600):
         write(src / ("d%d" % (i % 7)) / ("f %03d é" % i), os.urandom(i))
     secret = write(src / "d3" / "unreadable", "no", mode=0o000)
-    r = sync("-a", "-v", "-j", "3", str(src) + "/", dst, check=23,
+    r = sync("-a", *PATHS[path], "-v", "-j", "3", str(src) + "/", dst, check=23,
              preexec_fn=_drop_read_override if os.geteuid() == 0 else None)
     assert "error: read %s: Permission denied" % secret in r.stderr, r.stderr
     assert sum(1 for line in r.stdout.splitlines() if line.startswith("d") and "/f " in line) == 600
@@ -319,6 +328,20 @@ def test_many_small_files_by_worker_processes_report_through_the_parent(tmp_path
     secret.unlink()
     os.utime(src / "d3", ns=(0, (dst / "d3").stat().st_mtime_ns))
     identical(src, dst)
+
+
+def test_names_whose_temporary_name_is_too_long_are_copied_too(tmp_path):
+    """Local to local, small files are copied by C threads (fastsync._treewalk) under
+    .NAME.TAG.fastsync-tmp; where that is longer than NAME_MAX the file goes through Python's
+    copy, which hashes the name. Both in one sync, with -v."""
+    src, dst = make_tree(tmp_path / "src"), tmp_path / "dst"
+    long_names = ["L" * 255, "é" * 120 + "x"]        # 255 bytes each, ASCII and two-byte UTF-8
+    for name in long_names:
+        write(src / "sub dir" / name, name)
+    r = sync("-a", "-v", str(src) + "/", dst)
+    assert all(("sub dir/" + name) in r.stdout.splitlines() for name in long_names)
+    identical(src, dst)
+    assert sync("-a", str(src) + "/", dst).stdout.startswith("sent 0 bytes, 0 files")
 
 
 def test_bad_input_is_one_line_naming_it(tmp_path):

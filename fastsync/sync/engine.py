@@ -121,6 +121,35 @@ class Sync:
             self.seconds = time.perf_counter() - t0
             return report
         leftovers: list[str] = []
+        self.simple = None     # plain copies of small files left to fastlocal.copy (not in the plan)
+        from fastsync.sync import fastlocal
+        if fastlocal.usable(self):
+            try:
+                # --dry-run, --partial and --bwlimit copy in Python: no file is left to C there
+                simple_max = 0 if opts.dry_run or opts.partial or self.limit else 2 * RANGE
+                src, dst, self.simple = fastlocal.scan(self, leftovers, simple_max)
+            except OSError as exc:
+                side = getattr(exc, "side", "DST")
+                tree = self.src if side == "SRC" else self.dst
+                raise SyncError("%s %s: %s" % (side, tree.url, exc.strerror or exc), 23) from None
+        else:
+            src, dst = self._scan(leftovers)
+        source_io_error = self.src.scan_errors > 0
+        plan = self._plan(src, dst)
+        if self.dst.local and not opts.dry_run:
+            self.dst.perms = self.perms
+            saved = os.umask(0)     # files are created with their final mode: no chmod each
+            try:
+                self._write(plan, src, dst, leftovers, source_io_error, t0)
+            finally:
+                os.umask(saved)
+        else:
+            self._write(plan, src, dst, leftovers, source_io_error, t0)
+        self.seconds = time.perf_counter() - t0
+        return report
+
+    def _scan(self, leftovers: list) -> tuple[dict, dict]:
+        opts, report = self.opts, self.report
         listed: dict = {}
 
         def list_target() -> None:
@@ -136,25 +165,12 @@ class Sync:
             src = self.src.scan(opts.filters, opts.recursive, report)
         finally:
             lister.join()
-        source_io_error = self.src.scan_errors > 0
         if "error" in listed:
             exc = listed["error"]
             if not isinstance(exc, OSError):
                 raise exc
             raise SyncError("DST %s: %s" % (self.dst.url, exc.strerror or exc), 23) from None
-        dst = listed["dst"]
-        plan = self._plan(src, dst)
-        if self.dst.local and not opts.dry_run:
-            self.dst.perms = self.perms
-            saved = os.umask(0)     # files are created with their final mode: no chmod each
-            try:
-                self._write(plan, src, dst, leftovers, source_io_error, t0)
-            finally:
-                os.umask(saved)
-        else:
-            self._write(plan, src, dst, leftovers, source_io_error, t0)
-        self.seconds = time.perf_counter() - t0
-        return report
+        return src, listed["dst"]
 
     def _write(self, plan: dict, src: dict, dst: dict, leftovers: list, source_io_error: bool, t0: float) -> None:
         opts, report = self.opts, self.report
@@ -168,8 +184,8 @@ class Sync:
             report.count("dirs")
             if rel and report.verbose:
                 report.show(rel + "/")
-        report.files_total = len(plan["copy"])
-        report.bytes_total = sum(s.size for _, s, _ in plan["copy"])
+        report.files_total = len(plan["copy"]) + (len(self.simple[1]) // 4 if self.simple else 0)
+        report.bytes_total = sum(s.size for _, s, _ in plan["copy"]) + (self.simple[2] if self.simple else 0)
         show = opts.progress and on_terminal()
         with Progress(lambda: report.status(time.perf_counter() - t0), show=show, name="sync-progress"):
             self._transfer(plan)
@@ -255,6 +271,9 @@ class Sync:
         # a big local file is copied as ranges on -j threads of its own (not with --partial)
         range_jobs = opts.jobs if self.both_local and not opts.partial else 1
         copies = plan["copy"]
+        if self.simple is not None:
+            from fastsync.sync.fastlocal import copy
+            copy(self, self.simple, opts.jobs)
         if self.both_local and not opts.dry_run and opts.jobs > 1 and not self.limit and hasattr(os, "fork"):
             # many small local files: worker processes (procs.py says why); --bwlimit paces one process
             small = [(rel, s, d, 1) for rel, s, d in copies if s.size < 2 * RANGE]
@@ -264,7 +283,8 @@ class Sync:
                 copies = [c for c in copies if c[1].size >= 2 * RANGE]
         work = [(self._copy_one, rel, s, d, range_jobs) for rel, s, d in copies]
         work += [(self._link_one, rel, s) for rel, s in plan["link"]]
-        parallel(opts.jobs, work, lambda fn, *args: fn(*args), "sync")
+        if work:
+            parallel(min(opts.jobs, len(work)), work, lambda fn, *args: fn(*args), "sync")
         if not opts.dry_run:
             for rel, s, d in plan["attrs"]:
                 self._guard(rel, "set attributes of", self.dst.set_attrs, rel, s, d, self.perms, opts.times)
