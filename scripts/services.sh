@@ -240,7 +240,11 @@ HDFS_JAVA_OPTS=(-Xmx256m -Dhadoop.home.dir="$HDFS_HOME" -Dhadoop.log.dir="$LOG_D
     --add-opens java.base/java.lang=ALL-UNNAMED --add-opens java.base/java.util=ALL-UNNAMED
     --add-opens java.base/java.nio=ALL-UNNAMED)
 hdfs_java() { java "${HDFS_JAVA_OPTS[@]}" -cp "$(hdfs_cp)" "$@"; }   # main class and its args
-hdfs_alive() { local p; p="$(cat "$HDFS_HOME/$1.pid" 2>/dev/null)"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+# alive: the pid file's process is still that server (a pid the kernel gave to another process since is not)
+hdfs_alive() {
+    local p; p="$(cat "$HDFS_HOME/$1.pid" 2>/dev/null)"
+    [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qi "\.$1\.[A-Za-z]*$1 *$"
+}
 hdfs_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 hdfs_webhdfs() { curl -sf -m 5 "http://127.0.0.1:$HDFS_HTTP_PORT/webhdfs/v1/?op=LISTSTATUS&user.name=$(id -un)"; }
 # the NameNode's own view, from its JMX servlet: live DataNodes and safe mode
