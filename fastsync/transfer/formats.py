@@ -317,7 +317,8 @@ def chunks(records, columns: list[str]):
 
 def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
     """Sqoop delimited text -> one list of field values (None for NULL) per line. A field
-    is NULL when its raw text (before unescaping, not enclosed) is the null string."""
+    is NULL when its raw text, or its text unescaped and out of its enclosing, is the null
+    string (Sqoop writes NULL escaped and enclosed like any value: "null", \\\\N)."""
     fs, ls, esc = o.fields_terminated_by, o.lines_terminated_by, o.escaped_by
     quote = o.enclosed_by or o.optionally_enclosed_by
     token = re.compile("|".join(re.escape(c) for c in (fs, ls, quote, esc) if c))
@@ -326,8 +327,8 @@ def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
 
     def finish(end):
         i = len(fields)
-        raw = data[start:end]
-        return None if i < len(nulls) and raw == nulls[i] else "".join(cur)
+        raw, value = data[start:end], "".join(cur)
+        return None if i < len(nulls) and nulls[i] in (raw, value) else value
     while pos < n:
         m = token.search(data, pos)
         if m is None:

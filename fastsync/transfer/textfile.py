@@ -46,7 +46,7 @@ def local_zone() -> str:
 # -- values as Sqoop 1.4.7 writes them (its generated class's toString: "" + value) -----------
 # Column hints (typemap.sqoop_hints): what the Arrow type alone does not say about the SQL type
 # Sqoop's JDBC driver saw: "float32" (REAL, MySQL FLOAT: java.lang.Float), "bool" (MySQL
-# TINYINT(1) and BIT(1): Connector/J's Boolean), "year" (MySQL YEAR: Connector/J's java.sql.Date).
+# TINYINT(1) and BIT(1): Connector/J's Boolean), "numeric" (NUMERIC without precision).
 
 def _hex_table():
     import numpy as np
@@ -136,6 +136,18 @@ def _durations(col: pa.Array) -> pa.Array:
                     pa.string())
 
 
+def _decimals(col: pa.Array) -> pa.Array:
+    """BigDecimal.toPlainString: Arrow's text, but never its exponent form (0E-20, 1E-10)."""
+    text = pc.cast(col, pa.string())
+    sci = pc.fill_null(pc.match_substring(text, "E"), False)
+    if not pc.any(sci).as_py():
+        return text
+    values = text.to_pylist()
+    for i, v in zip(pc.indices_nonzero(sci).to_pylist(), pc.filter(col, sci).to_pylist()):
+        values[i] = format(v, "f")
+    return pa.array(values, pa.string())
+
+
 def _as_text(col: pa.Array) -> pa.Array:
     t = col.type
     if pa.types.is_list(t) or pa.types.is_struct(t):
@@ -150,8 +162,12 @@ def sqoop_text(col: pa.Array, hint: str | None = None, zone: str | None = None) 
         return col
     if hint == "bool" and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
         return pc.if_else(pc.not_equal(col.cast(pa.int64()), 0), "true", "false")
-    if hint == "year" and pa.types.is_integer(t):
-        return pc.binary_join_element_wise(pc.cast(col, pa.string()), "-01-01", "")
+    if pa.types.is_decimal(t):
+        text = _decimals(col)
+        if hint == "numeric":
+            text = pc.replace_substring_regex(text, r"(\.\d*?)0+$", r"\1")
+            text = pc.replace_substring_regex(text, r"\.$", "")
+        return text
     if pa.types.is_floating(t):
         return _floats(col, hint == "float32" or pa.types.is_float32(t) or pa.types.is_float16(t))
     if pa.types.is_timestamp(t):
