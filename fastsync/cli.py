@@ -611,7 +611,7 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--warehouse-dir", help="parent directory (a path or URL); the output goes to WAREHOUSE/TABLE")
     im.add_argument("--delete-target-dir", action="store_true",
                     help="replace an existing target directory (only once the import succeeded)")
-    im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
+    im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet", help="write Parquet files")
     im.add_argument("--as-textfile", action="store_true",
                     help="Sqoop's delimited text, the default (no header; values written as Sqoop writes them)")
     im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro", help="write Avro data files")
@@ -932,7 +932,7 @@ COMMANDS = (    # (name, help, adds its flags), in the order of --help
     ("list-tables", "the tables of a database", _database_flags(cmd_list_tables)),
     ("list-databases", "the databases of a server", _database_flags(cmd_list_databases)),
     ("eval", "run one SQL statement and print its result", _database_flags(cmd_eval)),
-    ("import", "import a table into Parquet or CSV files (Sqoop's flags)", _import_command_flags),
+    ("import", "import a table into files: Sqoop's text (default), Parquet, Avro, CSV, ... (Sqoop's flags)", _import_command_flags),
     ("export", "export part files (as import writes them) into a table, all or nothing (Sqoop's flags)", _export_flags),
     ("merge", "merge --new-data onto --onto (two import outputs) into --target-dir on --merge-key (Sqoop's merge)", _merge_flags),
     ("import-all-tables", "import every table of a database into --warehouse-dir/TABLE", _import_all_flags),
