@@ -500,14 +500,16 @@ def test_sqoop_text_options(tmp_path):
         assert out.returncode == 0, out.stderr
         return (target / "part-m-00000").read_bytes()
 
-    assert text() == b'1,plain,1.50,00ff\n2,tab\there, "q" \\ x,null,null\n3,null,-2.00,\n'
+    # as Sqoop writes them: bytes in spaced hex; NULL enclosed and escaped like a value; inside
+    # quotes only the quote and the escape are escaped (tests/test_sqoop_differential.py)
+    assert text() == b'1,plain,1.50,00 ff\n2,tab\there, "q" \\ x,null,null\n3,null,-2.00,\n'
     assert text("--fields-terminated-by", "\\t", "--enclosed-by", '"', "--escaped-by", "\\\\",
                 "--null-string", "\\\\N", "--null-non-string", "NA") == (
-        b'"1"\t"plain"\t"1.50"\t"00ff"\n'
-        b'"2"\t"tab\\\there, \\"q\\" \\\\ x"\tNA\tNA\n'
-        b'"3"\t\\N\t"-2.00"\t""\n')
+        b'"1"\t"plain"\t"1.50"\t"00 ff"\n'
+        b'"2"\t"tab\there, \\"q\\" \\\\ x"\t"NA"\t"NA"\n'
+        b'"3"\t"\\\\N"\t"-2.00"\t""\n')
     assert text("--optionally-enclosed-by", "'", "--lines-terminated-by", "|") == (
-        b"1,plain,1.50,00ff|2,tab\there, \"q\" \\ x,null,null|3,null,-2.00,|"
+        b"1,plain,1.50,00 ff|2,tab\there, \"q\" \\ x,null,null|3,null,-2.00,|"
         .replace(b'2,tab\there, "q" \\ x', b"2,'tab\there, \"q\" \\ x'"))
     out = fastsync("import", "--connect", "jdbc:sqlite:%s" % db, "--table", "t", "--as-textfile",
                    "--fields-terminated-by", "ab", "--target-dir", tmp_path / "bad")
