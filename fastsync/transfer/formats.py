@@ -1,7 +1,8 @@
 """The files of import, export and merge: ONE table of formats, every reader and writer.
 
 A target or export directory holds part files named part-m-NNNNN.<suffix>[.<codec suffix>]:
-parquet, csv (a header line), text (Sqoop's delimited text, no header: textfile.TextOptions),
+parquet, csv (a header line), text (Sqoop's delimited text, no header: textfile.TextOptions;
+written as Sqoop names them, part-m-NNNNN[.<codec suffix>], .txt also read),
 arrow (Arrow IPC file), jsonl (one JSON object per line) and avro (an Avro object container:
 avrofile). Text, csv and jsonl files may be compressed as a whole (STREAM_CODECS); Parquet
 and Avro compress inside the file.
@@ -95,6 +96,9 @@ def find_files(directory, flag: str = "--export-dir") -> list[PartFile]:
         codec = _CODEC_OF_SUFFIX.get(parts[-1]) if len(parts) > 2 else None
         suffix = parts[-2] if codec else parts[-1]
         fmt = SUFFIX_FORMATS.get(suffix)
+        if name.startswith("part-") and (len(parts) == 1 or (len(parts) == 2 and parts[1] in _CODEC_OF_SUFFIX)):
+            # Sqoop's text part files: part-m-00000, part-m-00000.gz
+            fmt, codec = "text", _CODEC_OF_SUFFIX.get(parts[-1]) if len(parts) == 2 else None
         if fmt is None or (codec and fmt not in STREAMED):
             log.warning("%s: skipping %s (not a part file: .%s)", flag, name, " .".join(SUFFIX_FORMATS))
             continue
@@ -313,7 +317,8 @@ def chunks(records, columns: list[str]):
 
 def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
     """Sqoop delimited text -> one list of field values (None for NULL) per line. A field
-    is NULL when its raw text (before unescaping, not enclosed) is the null string."""
+    is NULL when its raw text, or its text unescaped and out of its enclosing, is the null
+    string (Sqoop writes NULL escaped and enclosed like any value: "null", \\\\N)."""
     fs, ls, esc = o.fields_terminated_by, o.lines_terminated_by, o.escaped_by
     quote = o.enclosed_by or o.optionally_enclosed_by
     token = re.compile("|".join(re.escape(c) for c in (fs, ls, quote, esc) if c))
@@ -322,8 +327,8 @@ def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
 
     def finish(end):
         i = len(fields)
-        raw = data[start:end]
-        return None if i < len(nulls) and raw == nulls[i] else "".join(cur)
+        raw, value = data[start:end], "".join(cur)
+        return None if i < len(nulls) and nulls[i] in (raw, value) else value
     while pos < n:
         m = token.search(data, pos)
         if m is None:
@@ -400,6 +405,11 @@ def jsonl_text_batches(f: PartFile, names: list[str]):
 
 # -- writing -----------------------------------------------------------------------------
 
+def part_name(index: int, ext: str, tag: str = "") -> str:
+    """part-m-NNNNN[-tag][.ext] (no ext: Sqoop text's part-m-00000)."""
+    return "part-m-%05d%s%s" % (index, "-" + tag if tag else "", "." + ext if ext else "")
+
+
 @dataclass
 class Output:
     """How part files are written: format, compression (--compression-codec; None: snappy
@@ -438,14 +448,18 @@ class Output:
         return codec
 
     def extension(self) -> str:
-        """The part files' suffix, e.g. parquet, csv.gz."""
+        """The part files' suffix, e.g. parquet, csv.gz; Sqoop text's none (part-m-00000, as
+        Sqoop names them) or its codec's (part-m-00000.gz)."""
         codec = self.codec()
+        if self.fmt == "text":
+            return STREAM_CODECS[codec] if codec else ""
         return FORMATS[self.fmt] + ("." + STREAM_CODECS[codec] if codec else "")
 
-    def open(self, path, schema: pa.Schema, json_text: bool = False):
+
+    def open(self, path, schema: pa.Schema, json_text: bool = False, hints: list | None = None):
         """A part file's writer (write_batch, close), into the file at the local `path`, or
         into an output stream (publish.sink: another filesystem's file), closed with the
-        writer; `json_text`: see _JsonLinesWriter."""
+        writer; `json_text`: see _JsonLinesWriter; `hints`: Sqoop text's (typemap.sqoop_hints)."""
         stream = not isinstance(path, (str, os.PathLike))
         if self.fmt == "avro":
             from fastsync.transfer.avrofile import AvroWriter
@@ -463,7 +477,7 @@ class Output:
         out = pa.CompressedOutputStream(raw, codec) if codec else raw
         if self.fmt == "text":
             from fastsync.transfer.textfile import TextWriter
-            return TextWriter(out, schema, self.text or TextOptions())
+            return TextWriter(out, schema, self.text or TextOptions(), hints)
         if self.fmt == "jsonl":
             return _JsonLinesWriter(out, json_text)
         return _Closing(pacsv.CSVWriter(out, schema, write_options=pacsv.WriteOptions(delimiter=self.delimiter)), out)
