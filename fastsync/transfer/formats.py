@@ -37,6 +37,8 @@ SUFFIX_FORMATS = {suffix: fmt for fmt, suffix in FORMATS.items()}
 STREAM_CODECS = {"gzip": "gz", "zstd": "zst", "lz4": "lz4"}
 STREAMED = ("text", "csv", "jsonl")
 _CODEC_OF_SUFFIX = {v: k for k, v in STREAM_CODECS.items()}
+# Sqoop's text part files (map and reduce outputs): no format suffix, a codec's may follow
+_SQOOP_PART = re.compile(r"part-[mr]-\d{5,}(?:\.(%s))?" % "|".join(STREAM_CODECS.values()))
 BATCH_ROWS = 10000                       # rows per batch the readers give
 PARQUET_CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "LZ4": "lz4", "BROTLI": "brotli",
                    "UNCOMPRESSED": "none"}
@@ -95,6 +97,9 @@ def find_files(directory, flag: str = "--export-dir") -> list[PartFile]:
         codec = _CODEC_OF_SUFFIX.get(parts[-1]) if len(parts) > 2 else None
         suffix = parts[-2] if codec else parts[-1]
         fmt = SUFFIX_FORMATS.get(suffix)
+        sqoop = _SQOOP_PART.fullmatch(name)
+        if fmt is None and sqoop:       # Sqoop's text part files: part-m-00000, part-m-00000.gz
+            fmt, codec = "text", _CODEC_OF_SUFFIX.get(sqoop.group(1) or "")
         if fmt is None or (codec and fmt not in STREAMED):
             log.warning("%s: skipping %s (not a part file: .%s)", flag, name, " .".join(SUFFIX_FORMATS))
             continue
@@ -313,17 +318,22 @@ def chunks(records, columns: list[str]):
 
 def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
     """Sqoop delimited text -> one list of field values (None for NULL) per line. A field
-    is NULL when its raw text (before unescaping, not enclosed) is the null string."""
+    is NULL when its raw text, or its text once unquoted and unescaped (Sqoop's rule: its
+    `"null"` and `\\N`), is the null string; in a column of a known kind other than text
+    and bytes, an empty field is NULL too (as Sqoop's generated parser)."""
     fs, ls, esc = o.fields_terminated_by, o.lines_terminated_by, o.escaped_by
     quote = o.enclosed_by or o.optionally_enclosed_by
     token = re.compile("|".join(re.escape(c) for c in (fs, ls, quote, esc) if c))
     nulls = [o.null_string if kinds.get(c) is str else o.null_non_string for c in columns]
+    empty_null = [kinds.get(c) not in (None, str, bytes) for c in columns]
     fields, cur, in_quote, pos, start, n = [], [], False, 0, 0, len(data)
 
     def finish(end):
         i = len(fields)
-        raw = data[start:end]
-        return None if i < len(nulls) and raw == nulls[i] else "".join(cur)
+        value = "".join(cur)
+        if i < len(nulls) and (value == nulls[i] or data[start:end] == nulls[i] or (value == "" and empty_null[i])):
+            return None
+        return value
     while pos < n:
         m = token.search(data, pos)
         if m is None:
