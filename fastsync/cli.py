@@ -241,8 +241,9 @@ def run_import_args(args) -> dict:
 
     setup_logging(args.log_level)
     if args.fmt is None:
-        args.fmt = "text" if args.as_textfile else "parquet"
+        args.fmt = "text"            # Sqoop's default, with or without --as-textfile
     text = _text_options(args)
+    text.time_zone = _time_zone(args.time_zone)
     if bool(args.table) == bool(args.query):
         raise CliError("give one of --table or --query", EXIT_CONFIG)
     if args.query and not args.target_dir and not getattr(args, "kafka_topic", None):
@@ -348,6 +349,21 @@ def _text_options(args, prefix: str = ""):
         if len(value) != 1:
             raise CliError("--%s: expected one character, got %r" % ((prefix + n).replace("_", "-"), value), EXIT_CONFIG)
     return text
+
+
+def _time_zone(zone: str | None) -> str:
+    """--time-zone (default: the local zone, as Sqoop's JVM), checked here, so every split
+    (also a cluster's worker) writes timestamptz values in the client's zone."""
+    import zoneinfo
+
+    from fastsync.transfer.textfile import local_zone
+    zone = zone or local_zone()
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise CliError("--time-zone %s: no such time zone (an IANA name such as UTC or Europe/Paris)" % zone
+                       if zone else "--time-zone: empty", EXIT_CONFIG) from None
+    return zone
 
 
 def cmd_export(args) -> int:
@@ -626,7 +642,8 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--delete-target-dir", action="store_true",
                     help="replace an existing target directory (only once the import succeeded)")
     im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
-    im.add_argument("--as-textfile", action="store_true", help="Sqoop's delimited text (no header; see the text options)")
+    im.add_argument("--as-textfile", action="store_true",
+                    help="Sqoop's delimited text, the default (no header; values written as Sqoop writes them)")
     im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro", help="write Avro data files")
     im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "text", "arrow", "jsonl", "avro"],
                     help="csv: standard CSV with a header; text: as --as-textfile")
@@ -642,6 +659,8 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--escaped-by", default="", help="text: escape character")
     im.add_argument("--null-string", default="null", help="text: NULL in a string column")
     im.add_argument("--null-non-string", default="null", help="text: NULL in other columns")
+    im.add_argument("--time-zone", help="text: the zone timestamp-with-time-zone values are written in (default: the "
+                                        "local zone, TZ, as Sqoop; UTC for UTC)")
     im.add_argument("--retries", type=int, default=1, help="times a failed split is retried alone")
     im.add_argument("--append", action="store_true", help="add part files to an existing --target-dir")
     im.add_argument("--incremental", choices=["append", "lastmodified"],

@@ -11,6 +11,8 @@ if [ -x scripts/services.sh ]; then
 fi
 # Apache Flume's jars for bench/bench_peers.py, once, from Maven Central
 bash scripts/flume.sh >/dev/null
+# Apache Sqoop 1.4.7's jars for the differential tests (tests/sqoop_support.py), once
+bash scripts/sqoop.sh >/dev/null 2>&1 || bash scripts/sqoop.sh >/dev/null
 # several workers (pytest-xdist), one test file per worker at a time (conftest.py): the tests
 # wait on processes and servers much of the time, so even 2 cores run 4 of them well;
 # FASTSYNC_TEST_WORKERS=0 runs them in this process, one after the other

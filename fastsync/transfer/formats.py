@@ -1,7 +1,8 @@
 """The files of import, export and merge: ONE table of formats, every reader and writer.
 
 A target or export directory holds part files named part-m-NNNNN.<suffix>[.<codec suffix>]:
-parquet, csv (a header line), text (Sqoop's delimited text, no header: textfile.TextOptions),
+parquet, csv (a header line), text (Sqoop's delimited text, no header: textfile.TextOptions;
+written as Sqoop names them, part-m-NNNNN[.<codec suffix>], .txt also read),
 arrow (Arrow IPC file), jsonl (one JSON object per line) and avro (an Avro object container:
 avrofile). Text, csv and jsonl files may be compressed as a whole (STREAM_CODECS); Parquet
 and Avro compress inside the file.
@@ -37,8 +38,6 @@ SUFFIX_FORMATS = {suffix: fmt for fmt, suffix in FORMATS.items()}
 STREAM_CODECS = {"gzip": "gz", "zstd": "zst", "lz4": "lz4"}
 STREAMED = ("text", "csv", "jsonl")
 _CODEC_OF_SUFFIX = {v: k for k, v in STREAM_CODECS.items()}
-# Sqoop's text part files (map and reduce outputs): no format suffix, a codec's may follow
-_SQOOP_PART = re.compile(r"part-[mr]-\d{5,}(?:\.(%s))?" % "|".join(STREAM_CODECS.values()))
 BATCH_ROWS = 10000                       # rows per batch the readers give
 PARQUET_CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "LZ4": "lz4", "BROTLI": "brotli",
                    "UNCOMPRESSED": "none"}
@@ -97,9 +96,9 @@ def find_files(directory, flag: str = "--export-dir") -> list[PartFile]:
         codec = _CODEC_OF_SUFFIX.get(parts[-1]) if len(parts) > 2 else None
         suffix = parts[-2] if codec else parts[-1]
         fmt = SUFFIX_FORMATS.get(suffix)
-        sqoop = _SQOOP_PART.fullmatch(name)
-        if fmt is None and sqoop:       # Sqoop's text part files: part-m-00000, part-m-00000.gz
-            fmt, codec = "text", _CODEC_OF_SUFFIX.get(sqoop.group(1) or "")
+        if name.startswith("part-") and (len(parts) == 1 or (len(parts) == 2 and parts[1] in _CODEC_OF_SUFFIX)):
+            # Sqoop's text part files: part-m-00000, part-m-00000.gz
+            fmt, codec = "text", _CODEC_OF_SUFFIX.get(parts[-1]) if len(parts) == 2 else None
         if fmt is None or (codec and fmt not in STREAMED):
             log.warning("%s: skipping %s (not a part file: .%s)", flag, name, " .".join(SUFFIX_FORMATS))
             continue
@@ -410,6 +409,11 @@ def jsonl_text_batches(f: PartFile, names: list[str]):
 
 # -- writing -----------------------------------------------------------------------------
 
+def part_name(index: int, ext: str, tag: str = "") -> str:
+    """part-m-NNNNN[-tag][.ext] (no ext: Sqoop text's part-m-00000)."""
+    return "part-m-%05d%s%s" % (index, "-" + tag if tag else "", "." + ext if ext else "")
+
+
 @dataclass
 class Output:
     """How part files are written: format, compression (--compression-codec; None: snappy
@@ -448,14 +452,18 @@ class Output:
         return codec
 
     def extension(self) -> str:
-        """The part files' suffix, e.g. parquet, csv.gz."""
+        """The part files' suffix, e.g. parquet, csv.gz; Sqoop text's none (part-m-00000, as
+        Sqoop names them) or its codec's (part-m-00000.gz)."""
         codec = self.codec()
+        if self.fmt == "text":
+            return STREAM_CODECS[codec] if codec else ""
         return FORMATS[self.fmt] + ("." + STREAM_CODECS[codec] if codec else "")
 
-    def open(self, path, schema: pa.Schema, json_text: bool = False):
+
+    def open(self, path, schema: pa.Schema, json_text: bool = False, hints: list | None = None):
         """A part file's writer (write_batch, close), into the file at the local `path`, or
         into an output stream (publish.sink: another filesystem's file), closed with the
-        writer; `json_text`: see _JsonLinesWriter."""
+        writer; `json_text`: see _JsonLinesWriter; `hints`: Sqoop text's (typemap.sqoop_hints)."""
         stream = not isinstance(path, (str, os.PathLike))
         if self.fmt == "avro":
             from fastsync.transfer.avrofile import AvroWriter
@@ -473,7 +481,7 @@ class Output:
         out = pa.CompressedOutputStream(raw, codec) if codec else raw
         if self.fmt == "text":
             from fastsync.transfer.textfile import TextWriter
-            return TextWriter(out, schema, self.text or TextOptions())
+            return TextWriter(out, schema, self.text or TextOptions(), hints)
         if self.fmt == "jsonl":
             return _JsonLinesWriter(out, json_text)
         return _Closing(pacsv.CSVWriter(out, schema, write_options=pacsv.WriteOptions(delimiter=self.delimiter)), out)

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from fastsync.progress import Progress, on_terminal, rate_text
 from fastsync.transfer import planner, publish, splitread
-from fastsync.transfer.formats import FileError
+from fastsync.transfer.formats import FileError, part_name
 from fastsync.transfer.merger import MergeError, MergeJob, run_merge
 from fastsync.transfer.spec import ImportError_, ImportJob, Plan, one_line
 from fastsync.transfer.textfile import TextOptions
@@ -139,7 +139,7 @@ def _run_splits(job: ImportJob, found: Plan, stage: publish.Staging | str, ext: 
 def split_spec(job: ImportJob, found: Plan, split, stage: publish.Staging | str, ext: str):
     """Split `split`'s work: its part file in `stage`, and the filesystem's URL where it is not local."""
     if isinstance(stage, str):
-        return found.spec(job, split, os.path.join(stage, "part-m-%05d.%s" % (split.index, ext)))
+        return found.spec(job, split, os.path.join(stage, part_name(split.index, ext)))
     return found.spec(job, split, stage.part(split.index, ext), stage.fs_url)
 
 

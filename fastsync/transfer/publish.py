@@ -45,7 +45,7 @@ log = logging.getLogger("fastsync.publish")
 MARKER = "_SUCCESS"
 TEMPORARY = "_temporary"                 # an object store's staging directory (merge's new rows), as Hadoop's
 MANIFEST_NAME = "fastsync-manifest/1"    # a _SUCCESS holding this "name" is a manifest
-_TAGGED = re.compile(r"^part-[a-z]-\d{5}-([0-9a-f]{8})\.")     # a part named by its run (manifest publishing)
+_TAGGED = re.compile(r"^part-[a-z]-\d{5}-([0-9a-f]{8})(?:\.|$)")     # a part named by its run (manifest publishing)
 _MANIFEST_READS = 5                      # reads of a _SUCCESS replaced while it is read
 _REQUEST_ID = re.compile(r"\s*\((Request|Extended Request) ID:[^)]*\)")
 
@@ -265,9 +265,10 @@ class Staging:
 
     def part(self, index: int, ext: str) -> str:
         """The path of part `index`."""
+        from fastsync.transfer.formats import part_name
         if self.tagged:
-            return "%s/part-m-%05d-%s.%s" % (self.dir.rstrip("/"), self.first + index, self.run, ext)
-        return _join(self.fs, self.dir, "part-m-%05d.%s" % (index, ext))
+            return "%s/%s" % (self.dir.rstrip("/"), part_name(self.first + index, ext, self.run))
+        return _join(self.fs, self.dir, part_name(index, ext))
 
     def location(self) -> Location:
         """The staging directory as a Location, for a reader of the staged parts (an import's
@@ -423,5 +424,5 @@ def _append(stage: Staging) -> None:
 
 
 def _renumbered(name: str, n: int) -> str:
-    """part-m-00003.parquet as part number n (its suffix kept)."""
-    return "part-m-%05d.%s" % (n, name.split(".", 1)[1])
+    """part-m-00003.parquet as part number n (its suffix kept; part-m-00003: none)."""
+    return "part-m-%05d%s" % (n, "." + name.split(".", 1)[1] if "." in name else "")

@@ -21,19 +21,19 @@ log = logging.getLogger("fastsync.import")
 PROGRESS = None     # rows written per split, shared with the forked split processes (on a terminal)
 
 
-def open_part(job: ImportJob, path: str, schema: pa.Schema, fs_url: str | None = None):
+def open_part(job: ImportJob, path: str, schema: pa.Schema, fs_url: str | None = None, hints: list | None = None):
     """A split's writer (write_batch, close): its part file (on the filesystem of `fs_url`;
-    None: local disk), or the Kafka topic."""
+    None: local disk), or the Kafka topic. hints: Sqoop text's (typemap.sqoop_hints)."""
     if job.kafka_topic:
         from fastsync.transfer.kafkaout import KafkaWriter
         return KafkaWriter(job.kafka_brokers, job.kafka_topic, schema, job.kafka_format, job.kafka_key, job.kafka_config)
     if fs_url is None:
-        return job.output().open(path, schema)
+        return job.output().open(path, schema, hints=hints)
     try:
         out = publish.sink(publish.filesystem(fs_url), path)
     except (OSError, pa.ArrowException) as exc:     # no bucket, no permission: no retry helps
         raise ImportError_("--target-dir %s: %s" % (job.target_dir, publish.reason(exc))) from None
-    return job.output().open(out, schema)
+    return job.output().open(out, schema, hints=hints)
 
 
 def remove_part(spec: SplitSpec) -> None:
@@ -51,6 +51,7 @@ class PartSink:
         self.spec = spec
         self.writer = None
         self.rows = 0
+        self.hints: list | None = None     # typemap.sqoop_hints of the columns, for Sqoop text
 
     def discard(self) -> None:
         """Drop what was written: the split starts again (another reader)."""
@@ -67,7 +68,7 @@ class PartSink:
         if self.writer is None:
             self.schema = batch.schema if self.schema is None else pa.schema(
                 [bf if pa.types.is_null(sf.type) else sf for sf, bf in zip(self.schema, batch.schema)])
-            self.writer = open_part(self.job, self.path, self.schema, self.spec.fs_url)
+            self.writer = open_part(self.job, self.path, self.schema, self.spec.fs_url, self.hints)
         self.writer.write_batch(batch.cast(self.schema) if batch.schema != self.schema else batch)
         self.rows += len(batch)
         if PROGRESS is not None:
@@ -76,7 +77,7 @@ class PartSink:
     def close(self, empty_schema: pa.Schema) -> int:
         """Close (an empty split still gets a part file, with `empty_schema`); rows written."""
         if self.writer is None:
-            self.writer = open_part(self.job, self.path, empty_schema, self.spec.fs_url)
+            self.writer = open_part(self.job, self.path, empty_schema, self.spec.fs_url, self.hints)
         self.writer.close()
         return self.rows
 
@@ -127,6 +128,7 @@ def run_split(spec: SplitSpec) -> int:
         known = [typemap.arrow_type(c) for c in cols]
         names = [c.name for c in cols]
         part = PartSink(spec)
+        part.hints = typemap.sqoop_hints(cols)
         why = "--no-fast-path"
         if engine.dialect.name == "postgresql" and job.fast_path:
             copy_plan, why = pgread.table_plan(engine, cols)
@@ -166,6 +168,8 @@ def _run_query_split(spec: SplitSpec) -> int:
     engine = sa.create_engine(job.url)
     cond, params = split.where(job.split_by) if job.split_by else ("1 = 1", {})
     part = PartSink(spec, schema)
+    if spec.query_oids:                   # PostgreSQL's REAL (oid 700) is Java's Float in Sqoop text
+        part.hints = ["float32" if oid == 700 else None for oid in spec.query_oids]
     try:
         stmt = sa.text(planner.query_sql(job, cond)).bindparams(**params)
         n = _query_native(spec, engine, stmt, part)

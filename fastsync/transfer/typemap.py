@@ -103,3 +103,23 @@ def prepare(table: sa.Table) -> None:
     for c in table.c:
         if isinstance(c.type, sa.Time) and type(c.type).__module__.startswith("sqlalchemy.dialects.mysql"):
             c.type = MySQLTime()
+
+
+def sqoop_hints(cols) -> list[str | None]:
+    """Per column, what Sqoop text needs to know beyond the Arrow type (textfile.sqoop_text):
+    "float32" for a single-precision float (PostgreSQL REAL, MySQL FLOAT: Java's Float),
+    "bool" for MySQL TINYINT(1) and BIT(1) (Connector/J reads them as Boolean), "year" for
+    MySQL YEAR (Connector/J: a java.sql.Date)."""
+    out: list[str | None] = []
+    for c in cols:
+        t = c.type
+        if isinstance(t, (pg.REAL, sa.REAL)) or (isinstance(t, mysql.FLOAT) and (t.precision or 0) <= 24):
+            out.append("float32")
+        elif (isinstance(t, mysql.TINYINT) and getattr(t, "display_width", None) == 1) or (
+                isinstance(t, mysql.BIT) and (t.length or 1) == 1):
+            out.append("bool")
+        elif isinstance(t, mysql.YEAR):
+            out.append("year")
+        else:
+            out.append(None)
+    return out
