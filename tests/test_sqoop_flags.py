@@ -7,6 +7,7 @@ and MariaDB."""
 from __future__ import annotations
 
 import datetime
+from decimal import Decimal as D
 import gzip
 import os
 import subprocess
@@ -350,3 +351,72 @@ def test_merge_reads_sqoop_part_files(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "fastsync: note: --jar-file: ignored" in out.stderr
     assert sorted(_lines(tmp_path / "m")) == ["1,a", "2,B", "3,null"]
+
+
+# -- against the real Sqoop 1.4.7 (tests/sqoop_support.py) ---------------------------------------------
+
+PG_TYPES = ("(id int PRIMARY KEY, s varchar(50), i bigint, r real, d double precision, n numeric(12, 3), b boolean, "
+            "by bytea, dt date, ts timestamp, tz timestamptz)")
+PG_ROWS = ("SELECT i, CASE WHEN mod(i, 7) = 0 THEN NULL WHEN mod(i, 5) = 0 THEN '' ELSE 'name ' || i END, i * 1000003, "
+           "i / 7.0, CASE i WHEN 300 THEN 'NaN'::float8 WHEN 301 THEN 'Infinity' WHEN 302 THEN '-Infinity' WHEN 303 "
+           "THEN 1e-7 ELSE i / 3.0 END, i * 1.5, mod(i, 2) = 0, CASE WHEN mod(i, 9) = 0 THEN NULL ELSE "
+           "decode(lpad(to_hex(i), 4, '0'), 'hex') END, date '2020-01-01' + i, timestamp '2020-01-01' + i * "
+           "interval '61.5 second', timestamptz '2020-06-01 12:00:00+00' + i * interval '1 hour' "
+           "FROM generate_series(1, 1000) i")
+MY_TYPES = ("(id int PRIMARY KEY, s varchar(50), i bigint, f float, d double, n decimal(12, 3), b tinyint(1), "
+            "dt date, ts datetime, ts1 datetime(1))")
+MY_ROWS = [(i, None if i % 7 == 0 else "" if i % 5 == 0 else "name %d" % i, i * 1000003, i / 7, 1e-7 * i if i % 3 else i / 3,
+            D(i) * D("1.5"), i % 2, datetime.date(2020, 1, 1) + datetime.timedelta(days=i),
+            datetime.datetime(2020, 1, 1) + datetime.timedelta(seconds=61 * i),
+            datetime.datetime(2020, 1, 1) + datetime.timedelta(seconds=61.5 * i)) for i in range(1, 201)]
+
+
+def _part_lines(d):
+    return sorted(line for n in os.listdir(d) if n.startswith("part-") for line in (d / n).read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_sqoop_s_own_files_export_and_its_boundary_query_and_validate(tmp_path):
+    """One Sqoop run per database: PostgreSQL with --boundary-query and --validate (fastsync
+    must import the same rows in the same lines and fail the same validation), then Sqoop's
+    part files exported by fastsync into a copy of each table: the same values."""
+    from sqoop_support import jdbc, run_sqoop
+    tz = {"TZ": "America/New_York"}
+    src, dst = SRC + "_t", DST + "_t"
+    try:
+        sql(PG_URL, "DROP TABLE IF EXISTS %s, %s" % (src, dst), "CREATE TABLE %s %s" % (src, PG_TYPES),
+            "CREATE TABLE %s %s" % (dst, PG_TYPES), "INSERT INTO %s %s" % (src, PG_ROWS))
+        connect, user, password = jdbc(PG_URL)
+        flags = ["--connect", connect, "--username", user, "--password", password, "--table", src, "-m", "2",
+                 "--boundary-query", "SELECT 250, 750", "--validate"]
+        r = run_sqoop("import", *flags, "--target-dir", str(tmp_path / "sqoop"), workdir=tmp_path / "w", tz=tz["TZ"],
+                      check=False)
+        assert r.returncode == 1               # Sqoop: Error validating row counts (1000 vs 501)
+        out = fastsync("import", *flags, "--target-dir", tmp_path / "ours", env=tz)
+        assert out.returncode == 1 and "Error validating row counts" in out.stderr
+        assert "The expected counter value was 1000 but the actual value was 501" in out.stderr
+        assert _part_lines(tmp_path / "ours") == _part_lines(tmp_path / "sqoop")
+        assert len(_part_lines(tmp_path / "sqoop")) == 501
+        out = fastsync("export", "--connect", PG_URL, "--table", dst, "--export-dir", tmp_path / "sqoop", env=tz)
+        assert out.returncode == 0, out.stderr
+        # NaN equals NaN in PostgreSQL's EXCEPT; the rows inside the boundaries, value for value
+        assert sql(PG_URL, "SELECT count(*) FROM (SELECT * FROM %s WHERE id BETWEEN 250 AND 750 EXCEPT "
+                           "SELECT * FROM %s) AS x" % (src, dst)) == [(0,)]
+        assert sql(PG_URL, "SELECT count(*) FROM %s" % dst) == [(501,)]
+
+        sql(MYSQL_URL, "DROP TABLE IF EXISTS %s, %s" % (src, dst), "CREATE TABLE %s %s" % (src, MY_TYPES),
+            "CREATE TABLE %s %s" % (dst, MY_TYPES))
+        e = engine(MYSQL_URL)
+        with e.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO %s VALUES (%s)" % (src, ", ".join(["%s"] * 10)), MY_ROWS)
+        e.dispose()
+        connect, user, password = jdbc(MYSQL_URL)
+        run_sqoop("import", "--connect", connect, "--username", user, "--password", password, "--table", src,
+                  "-m", "1", "--target-dir", str(tmp_path / "my"), workdir=tmp_path / "w2", tz=tz["TZ"])
+        assert any(",true," in x for x in _part_lines(tmp_path / "my"))        # tinyint(1) as Connector/J reads it
+        out = fastsync("export", "--connect", MYSQL_URL, "--table", dst, "--export-dir", tmp_path / "my", env=tz)
+        assert out.returncode == 0, out.stderr
+        assert sql(MYSQL_URL, "SELECT * FROM %s ORDER BY id" % dst) == sql(MYSQL_URL, "SELECT * FROM %s ORDER BY id" % src)
+    finally:
+        drop_tables(PG_URL, src, dst)
+        drop_tables(MYSQL_URL, src, dst)
