@@ -259,6 +259,9 @@ def run_import_args(args) -> dict:
     try:
         password = resolve_password(args.password, args.password_file, args.P)
         url = build_url(args.connect, args.username, password)
+        if getattr(args, "sqoop_relaxed_isolation", None):
+            from fastsync.transfer.sqoopflags import relaxed
+            url = relaxed(url)
     except ConnectError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     job = ImportJob(url=url, table=args.table or "query", target_dir=args.target_dir, query=args.query,

@@ -420,3 +420,30 @@ def test_sqoop_s_own_files_export_and_its_boundary_query_and_validate(tmp_path):
     finally:
         drop_tables(PG_URL, src, dst)
         drop_tables(MYSQL_URL, src, dst)
+
+
+def test_autoreset_text_splitter_and_mysql_delimiters_on_sqlite(tmp_path):
+    import sqlite3
+    db = tmp_path / "t.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE nokey (code TEXT, v TEXT)")
+    con.executemany("INSERT INTO nokey VALUES (?, ?)", [("k%03d" % i, "it's, %d" % i) for i in range(60)])
+    con.commit()
+    base = ["import", "--connect", "jdbc:sqlite:%s" % db, "--table", "nokey", "-m", 3]
+    out = fastsync(*base, "--target-dir", tmp_path / "a", "--autoreset-to-one-mapper", "--mysql-delimiters")
+    assert out.returncode == 0 and "(1 splits)" in out.stdout, out.stderr
+    assert _part_lines(tmp_path / "a")[:2] == ["k000,'it\\'s, 0'", "k001,'it\\'s, 1'"]
+    out = fastsync(*base, "--target-dir", tmp_path / "b", "--split-by", "code")
+    assert out.returncode == 1 and "use --split-strategy quantile" in out.stderr
+    out = fastsync(base[0], "-D", "org.apache.sqoop.splitter.allow_text_splitter=true", *base[1:], "--target-dir",
+                   tmp_path / "b", "--split-by", "code")
+    assert out.returncode == 0 and "(3 splits)" in out.stdout, out.stderr
+    assert len(_part_lines(tmp_path / "b")) == 60
+
+
+@pytest.mark.slow
+def test_relaxed_isolation_reads_uncommitted_on_mariadb(tmp_path):
+    out = fastsync("import", "--connect", MYSQL_URL, "--query", "SELECT @@tx_isolation AS iso FROM dual WHERE $CONDITIONS",
+                   "-m", 1, "--target-dir", tmp_path / "o", "--relaxed-isolation")
+    assert out.returncode == 0, out.stderr
+    assert _part_lines(tmp_path / "o") == ["READ-UNCOMMITTED"]

@@ -89,9 +89,9 @@ FLAGS: tuple[Flag, ...] = (
        "common"),
     _f("--throw-on-error", False, _IAE, IGNORED,
        "ignored: every error already ends the run with a one-line message and a non-zero exit", "common"),
-    _f("--relaxed-isolation", False, _IAE, IGNORED,
-       "ignored: each split reads one consistent snapshot, which takes no locks on PostgreSQL or InnoDB "
-       "(PostgreSQL has no read-uncommitted level at all)", "common"),
+    _f("--relaxed-isolation", False, _IAE, HONOURED,
+       "import from MariaDB/MySQL: the splits read in READ UNCOMMITTED, as Sqoop's; PostgreSQL has no such level "
+       "(it reads committed rows, as Sqoop there); export: no effect, as in Sqoop", "common"),
     _f("--oracle-escaping-disabled", True, _IAE, IGNORED, "ignored: Oracle-only (OraOop) setting", "common"),
     # -- Import control
     _f("--append", False, (IMPORT,), HONOURED, "add part files to an existing --target-dir", "import"),
@@ -536,6 +536,13 @@ def apply(args, argv: list[str], hadoop: dict) -> None:
                 raise SqoopFlagError("--split-limit %s: must be a whole number greater than 0" % limit)
         if v("--autoreset-to-one-mapper"):
             args.autoreset_to_one_mapper = True
+
+
+def relaxed(url):
+    """--relaxed-isolation: the URL whose connections read uncommitted rows (MariaDB/MySQL)."""
+    if url.get_backend_name() in ("mysql", "mariadb"):
+        return url.update_query_dict({"init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"})
+    return url
 
 
 def _check_driver(cls: str, connect: str) -> None:
