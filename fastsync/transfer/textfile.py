@@ -3,6 +3,7 @@ by the given characters, optional enclosing and escaping, NULL written as a chos
 Built a whole column at a time with pyarrow.compute, never a row at a time."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def local_zone() -> str:
 # -- values as Sqoop 1.4.7 writes them (its generated class's toString: "" + value) -----------
 # Column hints (typemap.sqoop_hints): what the Arrow type alone does not say about the SQL type
 # Sqoop's JDBC driver saw: "float32" (REAL, MySQL FLOAT: java.lang.Float), "bool" (MySQL
-# TINYINT(1) and BIT(1): Connector/J's Boolean), "year" (MySQL YEAR: Connector/J's java.sql.Date).
+# TINYINT(1) and BIT(1): Connector/J's Boolean), "numeric" (NUMERIC without precision).
 
 def _hex_table():
     import numpy as np
@@ -56,29 +57,57 @@ def _hex_table():
 _HEX_TABLE = _hex_table()
 
 
-def _java_float(v: float, single: bool) -> str:
-    """Java's Double.toString / Float.toString of v, from the shortest digits that read back
-    as v (JDK 17's older algorithm gives more digits for a few values; see the Sqoop page)."""
+# Java's FloatingDecimal: the decimal digits dropped from an integer-valued float by 2**p2
+_INSIGNIFICANT = (0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 9, 9,
+                  10, 10, 10, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 14, 14, 14, 15, 15, 15, 15, 16, 16, 16, 17, 17,
+                  17, 18, 18, 18, 19)
+
+
+def _java_digits(v: float, single: bool) -> tuple[str, int]:
+    """(digits, decimal exponent) of |v| != 0 as Java's FloatingDecimal.dtoa finds them,
+    v = 0.DIGITS x 10**exponent: an integer below 2**63 by its exact digits, rounded only past
+    the precision of its binary exponent (Java prints 2.03091857E12 for the float
+    2.0309186E12); any other value by the shortest digits that read back as v."""
     import numpy as np
+    a = abs(v)
+    if a == int(a):
+        mantissa, exp2 = math.frexp(a)           # a = mantissa * 2**exp2, 0.5 <= mantissa < 1
+        bin_exp = exp2 - 1
+        significant = 24 if single else 53
+        if bin_exp <= 62:
+            n = int(a)
+            p2 = bin_exp - significant - 1
+            drop = _INSIGNIFICANT[p2] if bin_exp > significant and 1 < p2 < len(_INSIGNIFICANT) else 0
+            if drop:
+                n, rest = divmod(n, 10 ** drop)
+                n += rest >= 10 ** drop // 2
+            text = str(n)
+            return text.rstrip("0") or "0", len(text) + drop
+    sci = np.format_float_scientific(np.float32(a) if single else np.float64(a), unique=True)
+    mant, exp = sci.split("e")
+    return mant.replace(".", "").rstrip("0") or "0", int(exp) + 1
+
+
+def _java_float(v: float, single: bool) -> str:
+    """Java's Double.toString / Float.toString of v (as Java 8 to 17 print it; Java 19's
+    shortest-digits algorithm differs for some integers past 10**7)."""
     if v != v:
         return "NaN"
     if v in (float("inf"), float("-inf")):
         return "Infinity" if v > 0 else "-Infinity"
     if v == 0:
-        return "-0.0" if str(v).startswith("-") else "0.0"
-    sci = np.format_float_scientific(np.float32(v) if single else np.float64(v), unique=True)
-    sign = "-" if sci.startswith("-") else ""
-    mant, exp = sci.lstrip("-").split("e")
-    digits = mant.replace(".", "").rstrip("0") or "0"
-    exp = int(exp)                      # v = d.ddd x 10**exp
-    if 1e-3 <= abs(v) < 1e7:
-        point = exp + 1                 # digits before the decimal point
-        if point <= 0:
-            return sign + "0." + "0" * -point + digits
+        return "-0.0" if math.copysign(1, v) < 0 else "0.0"
+    sign = "-" if v < 0 else ""
+    if abs(v) == (1.401298464324817e-45 if single else 5e-324):
+        return sign + ("1.4E-45" if single else "4.9E-324")        # Java's MIN_VALUE, printed with 2 digits
+    digits, point = _java_digits(v, single)
+    if 0 < point < 8:
         if point >= len(digits):
             return sign + digits + "0" * (point - len(digits)) + ".0"
         return sign + digits[:point] + "." + digits[point:]
-    return sign + digits[0] + "." + (digits[1:] or "0") + "E" + str(exp)
+    if -3 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    return sign + digits[0] + "." + (digits[1:] or "0") + "E" + str(point - 1)
 
 
 def _floats(col: pa.Array, single: bool) -> pa.Array:
@@ -136,6 +165,18 @@ def _durations(col: pa.Array) -> pa.Array:
                     pa.string())
 
 
+def _decimals(col: pa.Array) -> pa.Array:
+    """BigDecimal.toPlainString: Arrow's text, but never its exponent form (0E-20, 1E-10)."""
+    text = pc.cast(col, pa.string())
+    sci = pc.fill_null(pc.match_substring(text, "E"), False)
+    if not pc.any(sci).as_py():
+        return text
+    values = text.to_pylist()
+    for i, v in zip(pc.indices_nonzero(sci).to_pylist(), pc.filter(col, sci).to_pylist()):
+        values[i] = format(v, "f")
+    return pa.array(values, pa.string())
+
+
 def _as_text(col: pa.Array) -> pa.Array:
     t = col.type
     if pa.types.is_list(t) or pa.types.is_struct(t):
@@ -150,8 +191,12 @@ def sqoop_text(col: pa.Array, hint: str | None = None, zone: str | None = None) 
         return col
     if hint == "bool" and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
         return pc.if_else(pc.not_equal(col.cast(pa.int64()), 0), "true", "false")
-    if hint == "year" and pa.types.is_integer(t):
-        return pc.binary_join_element_wise(pc.cast(col, pa.string()), "-01-01", "")
+    if pa.types.is_decimal(t):
+        text = _decimals(col)
+        if hint == "numeric":
+            text = pc.replace_substring_regex(text, r"(\.\d*?)0+$", r"\1")
+            text = pc.replace_substring_regex(text, r"\.$", "")
+        return text
     if pa.types.is_floating(t):
         return _floats(col, hint == "float32" or pa.types.is_float32(t) or pa.types.is_float16(t))
     if pa.types.is_timestamp(t):

@@ -108,8 +108,9 @@ def prepare(table: sa.Table) -> None:
 def sqoop_hints(cols) -> list[str | None]:
     """Per column, what Sqoop text needs to know beyond the Arrow type (textfile.sqoop_text):
     "float32" for a single-precision float (PostgreSQL REAL, MySQL FLOAT: Java's Float),
-    "bool" for MySQL TINYINT(1) and BIT(1) (Connector/J reads them as Boolean), "year" for
-    MySQL YEAR (Connector/J: a java.sql.Date)."""
+    "bool" for MySQL TINYINT(1) and BIT(1) (Connector/J reads them as Boolean), "numeric" for a NUMERIC without precision
+    (BigDecimal.toPlainString of the value as stored; read with a fixed scale, so written
+    without the zeros that scale added)."""
     out: list[str | None] = []
     for c in cols:
         t = c.type
@@ -118,8 +119,8 @@ def sqoop_hints(cols) -> list[str | None]:
         elif (isinstance(t, mysql.TINYINT) and getattr(t, "display_width", None) == 1) or (
                 isinstance(t, mysql.BIT) and (t.length or 1) == 1):
             out.append("bool")
-        elif isinstance(t, mysql.YEAR):
-            out.append("year")
+        elif isinstance(t, sa.Numeric) and not isinstance(t, sa.Float) and t.precision is None:
+            out.append("numeric")           # PostgreSQL's NUMERIC without a scale: read with a fixed one
         else:
             out.append(None)
     return out
