@@ -523,6 +523,9 @@ def apply(args, argv: list[str], hadoop: dict) -> None:
             if value is not None and not _given(argv, "--input-" + n):
                 setattr(args, "input_" + n.replace("-", "_"), value)
     else:
+        for f in given:         # honoured on export; on import they only set Sqoop's generated parser
+            if f.name.startswith("--input-"):
+                note("%s: no effect on %s (Sqoop uses it in the generated class's parser only)" % (f.name, tool))
         if v("--hive-drop-import-delims") and v("--hive-delims-replacement") is not None:
             raise SqoopFlagError("--hive-drop-import-delims and --hive-delims-replacement: give one (as Sqoop)")
         args.hive_delims = "" if v("--hive-drop-import-delims") else v("--hive-delims-replacement")
