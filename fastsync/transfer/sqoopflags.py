@@ -640,7 +640,7 @@ def markdown() -> str:
             continue
         out += ["## %s" % title, "", "| flag | tools | fate | what fastsync does |", "| --- | --- | --- | --- |"]
         for f in rows:
-            out.append("| `%s%s` | %s | %s | %s |" % (f.name, " V" if f.value else "", ", ".join(f.tools), f.fate,
+            out.append("| `%s%s` | %s | %s | %s |" % (f.name, " VALUE" if f.value else "", ", ".join(f.tools), f.fate,
                                                        f.note.replace("|", "\\|")))
         out.append("")
     out += ["## Hadoop generic options", "",
