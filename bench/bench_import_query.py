@@ -62,7 +62,7 @@ def run(kind: str, name: str, mode: str, mappers: int, out: str) -> float:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", URLS[kind], *args, "-m", str(mappers),
-                        "--target-dir", out], capture_output=True, text=True)
+                        "--target-dir", out, "--as-parquetfile"], capture_output=True, text=True)
     took = time.perf_counter() - start
     assert p.returncode == 0, p.stderr
     return took

@@ -62,7 +62,7 @@ def run(db: str, mode: str, mappers: int, out: str) -> tuple[float, int]:
     else:
         src = ["--table", "items"] if mode.startswith("table") else ["--query", QUERY, "--split-by", "id"]
         cmd = [sys.executable, "-m", "fastsync", "import", "--connect", "sqlite:///" + db, *src, "-m", str(mappers),
-               "--target-dir", out, *(["--no-fast-path"] if mode.endswith("generic") else [])]
+               "--target-dir", out, "--as-parquetfile", *(["--no-fast-path"] if mode.endswith("generic") else [])]
     start = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     took = time.perf_counter() - start

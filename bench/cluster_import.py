@@ -246,7 +246,7 @@ def connect_args(scratch: str) -> list[str]:
 
 def import_cmd(connect: list[str], table: str, v: Variant, target: str, cluster: str | None, extra=()) -> list[str]:
     cmd = [sys.executable, "-m", "fastsync", "import", *connect, "--table", table,
-           "--split-by", "l_orderkey", "-m", str(v.mappers), "--target-dir", target, "--delete-target-dir", *extra]
+           "--split-by", "l_orderkey", "-m", str(v.mappers), "--target-dir", target, "--delete-target-dir", "--as-parquetfile", *extra]
     if cluster:
         cmd += ["--cluster", cluster]
     if v.fixed:

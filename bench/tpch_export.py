@@ -78,7 +78,7 @@ def parquet_files(sf: float, table: str) -> str:
     out = os.path.join(os.path.expanduser("~/.cache/fastsync-bench"), "tpch-sf%g" % sf, "parquet")
     if not os.path.exists(os.path.join(out, "_SUCCESS")):
         subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", PG_URL, "--table", table,
-                        "--split-by", "l_orderkey", "-m", "4", "--target-dir", out, "--delete-target-dir"],
+                        "--split-by", "l_orderkey", "-m", "4", "--target-dir", out, "--delete-target-dir", "--as-parquetfile"],
                        check=True, stdout=subprocess.DEVNULL)
     return out
 

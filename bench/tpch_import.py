@@ -215,7 +215,8 @@ def runs(table: str, rows: int, mappers: list[int], with_pandas: bool, with_mysq
                 target = os.path.join(tmp, "%s-m%d" % (source, m))
                 record(source, "fastsync import (parquet)", m,
                        fastsync + ["import", "--connect", url, "--table", table, "--split-by", "l_orderkey",
-                                   "-m", str(m), "--target-dir", target, "--delete-target-dir"], check_rows=False)
+                                   "-m", str(m), "--target-dir", target, "--delete-target-dir", "--as-parquetfile"],
+                       check_rows=False)
                 if import_rows(target) != rows:
                     raise SystemExit("bench: fastsync import wrote %d rows, the table has %d" % (import_rows(target), rows))
                 shutil.rmtree(target)

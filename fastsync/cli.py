@@ -445,7 +445,7 @@ def cmd_merge(args) -> int:
 
     setup_logging(args.log_level)
     for name in TextOptions.__dataclass_fields__:            # unset output text flags: as read
-        if getattr(args, name, "") is None:
+        if name != "time_zone" and getattr(args, name) is None:
             setattr(args, name, getattr(args, "input_" + name))
     job = MergeJob(new_data=args.new_data, onto=args.onto, target_dir=args.target_dir, merge_key=args.merge_key,
                    columns=_names(args.columns), text=_text_options(args, "input_"), out_text=_text_options(args),
@@ -644,7 +644,7 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--warehouse-dir", help="parent directory (a path or URL); the output goes to WAREHOUSE/TABLE")
     im.add_argument("--delete-target-dir", action="store_true",
                     help="replace an existing target directory (only once the import succeeded)")
-    im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet")
+    im.add_argument("--as-parquetfile", dest="fmt", action="store_const", const="parquet", help="write Parquet files")
     im.add_argument("--as-textfile", action="store_true",
                     help="Sqoop's delimited text, the default (no header; values written as Sqoop writes them)")
     im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro", help="write Avro data files")
@@ -965,7 +965,7 @@ COMMANDS = (    # (name, help, adds its flags), in the order of --help
     ("list-tables", "the tables of a database", _database_flags(cmd_list_tables)),
     ("list-databases", "the databases of a server", _database_flags(cmd_list_databases)),
     ("eval", "run one SQL statement and print its result", _database_flags(cmd_eval)),
-    ("import", "import a table into Parquet or CSV files (Sqoop's flags)", _import_command_flags),
+    ("import", "import a table into files: Sqoop's text (default), Parquet, Avro, CSV, ... (Sqoop's flags)", _import_command_flags),
     ("export", "export part files (as import writes them) into a table, all or nothing (Sqoop's flags)", _export_flags),
     ("merge", "merge --new-data onto --onto (two import outputs) into --target-dir on --merge-key (Sqoop's merge)", _merge_flags),
     ("import-all-tables", "import every table of a database into --warehouse-dir/TABLE", _import_all_flags),

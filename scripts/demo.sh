@@ -11,4 +11,4 @@ echo "output: $(ls out/seq | wc -l) file(s), $(cat out/seq/* | wc -l) lines in o
 phase import "a 1-million-row SQLite table (out/demo.db) to Parquet in out/orders/"
 mkdir -p out
 python examples/make_sqlite.py out/demo.db 1000000
-fastsync import --connect jdbc:sqlite:out/demo.db --table orders -m 2 --target-dir out/orders --delete-target-dir
+fastsync import --connect jdbc:sqlite:out/demo.db --table orders -m 2 --target-dir out/orders --delete-target-dir --as-parquetfile

@@ -452,3 +452,18 @@ def delete_topics(brokers: str, topics: list[str], config: Mapping[str, str] | N
             future.result(30)
         except Exception:   # gone already, or never made (a test that failed before it)
             pass
+
+
+# an import's flags that choose what it writes (no --as-parquetfile added: see parquet_unless_told)
+_OUTPUT_FLAGS = ("--as-parquetfile", "--as-textfile", "--as-avrodatafile", "--format", "--kafka-topic", "--help")
+
+
+def parquet_unless_told(args) -> list[str]:
+    """The arguments of a `fastsync import` / `import-all-tables` (or a `job --create ... --
+    import ...`) with --as-parquetfile added where they choose no output: the tests written when
+    Parquet was the default read Parquet; Sqoop's text is the default now (test_sqoop_differential)."""
+    args = [str(a) for a in args]
+    if any(a in ("import", "import-all-tables") for a in args) and not any(
+            a.split("=")[0] in _OUTPUT_FLAGS for a in args):
+        args.append("--as-parquetfile")
+    return args

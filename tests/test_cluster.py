@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from e2e_support import poll
+from e2e_support import parquet_unless_told, poll
 from test_export import engine_for, sql
 from test_import import MYSQL_URL, PG_URL, fastsync
 
@@ -145,7 +145,7 @@ def ok(out):
 def fastsync_in(cwd, *args):
     """`fastsync ARGS` run in `cwd` (relative paths: the workers' working directory is not it)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fastsync", *parquet_unless_told(args)], capture_output=True, text=True,
                           timeout=300, cwd=cwd, env=env)
 
 

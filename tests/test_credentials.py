@@ -14,13 +14,13 @@ import time
 
 import pytest
 
-from e2e_support import poll, write_config
+from e2e_support import parquet_unless_told, poll, write_config
 
 PG = "fastsync:fastsync@127.0.0.1:5432/fastsync"
 
 
 def fastsync(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fastsync", *parquet_unless_told(args)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, **(env or {})})
 
 

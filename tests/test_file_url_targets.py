@@ -7,9 +7,11 @@ import sys
 
 import pyarrow.parquet as pq
 
+from e2e_support import parquet_unless_told
+
 
 def fastsync(*args):
-    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "fastsync", *parquet_unless_told(args)], capture_output=True, text=True, timeout=300)
 
 
 def make_db(path, n=2000, table="items"):

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from e2e_support import drop_tables, free_port
+from e2e_support import drop_tables, free_port, parquet_unless_told
 from hdfs_support import ls_recursive
 from fastsync.filesystems import resolve
 
@@ -61,7 +61,7 @@ def expected(n: int = N, offset: int = 0) -> list[dict]:
 
 
 def fastsync(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "fastsync", *parquet_unless_told(args)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
 
 
@@ -92,8 +92,8 @@ def test_import_parquet_and_text_read_back_by_fsshell(hdfs, tmp_path):
 
     out = fastsync("import", *CONNECT, "--table", SRC, "-m", 2, "--as-textfile", "--target-dir", hdfs.dir_url + "/txt")
     assert out.returncode == 0, out.stderr
-    assert set(parts(hdfs, "txt")) == {"_SUCCESS", "part-m-00000.txt", "part-m-00001.txt"}
-    text = hdfs.dfs("-cat", hdfs.dir + "/txt/part-m-00000.txt", hdfs.dir + "/txt/part-m-00001.txt")
+    assert set(parts(hdfs, "txt")) == {"_SUCCESS", "part-m-00000", "part-m-00001"}
+    text = hdfs.dfs("-cat", hdfs.dir + "/txt/part-m-00000", hdfs.dir + "/txt/part-m-00001")
     want = ["%d,%s,%s" % (r["id"], "null" if r["name"] is None else r["name"], r["price"]) for r in expected()]
     assert sorted(text.splitlines()) == sorted(want)
     # nothing else was left beside the targets (no staging directories)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from e2e_support import drop_tables
+from e2e_support import drop_tables, parquet_unless_told
 
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
 MYSQL_URL = os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")
@@ -49,8 +49,9 @@ def fastsync_import(url, table, target, *args, path=None):
     """`fastsync import` with two splits; `path` ("binary COPY", "generic path", "read as
     MySQL text rows"): the one
     each split must have taken, as its log line says. Returns the finished process."""
-    out = subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", url, "--table", table, "-m", "2",
-                          "--log-level", "INFO", "--target-dir", str(target), *args], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "fastsync", *parquet_unless_told([
+        "import", "--connect", url, "--table", table, "-m", "2", "--log-level", "INFO", "--target-dir", str(target), *args])],
+        capture_output=True, text=True, timeout=300)
     taken = re.findall(r"fastsync\.import: %s split \d+: (binary COPY|generic path|read as MySQL text rows)" % table, out.stderr)
     if out.returncode == 0 and path is not None:
         assert taken and set(taken) == {path}, out.stderr

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from fastsync import _mysqlrows as K
 from fastsync._native import RowDecoder, RowError
-from e2e_support import drop_tables
+from e2e_support import drop_tables, parquet_unless_told
 
 MYSQL_URL = os.environ.get("FASTSYNC_TEST_MYSQL_URL", "mysql://fastsync:fastsync@127.0.0.1:3306/fastsync")
 # the tables on the shared server: named per process, so concurrent runs never share one
@@ -364,7 +364,7 @@ def test_pymysql_connection_is_consistent_after_a_native_read(contract_table):
 # ---- end to end: `fastsync import` takes the fast path and writes what the generic path writes
 
 def fastsync(*args):
-    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "fastsync", *parquet_unless_told(args)], capture_output=True, text=True, timeout=300)
 
 
 def fast_and_generic(tmp_path, mappers, *args):

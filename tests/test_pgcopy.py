@@ -296,7 +296,8 @@ def test_import_through_binary_copy_matches_the_rows(tmp_path):
         want = conn.execute(f"SELECT * FROM {FAST} ORDER BY id").fetchall()
         names = [d.name for d in conn.execute(f"SELECT * FROM {FAST} LIMIT 0").description]
     out = subprocess.run([sys.executable, "-m", "fastsync", "import", "--connect", PG_URL, "--table", FAST, "-m", "3",
-                          "--fetch-size", "500", "--target-dir", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+                          "--fetch-size", "500", "--target-dir", str(tmp_path / "o"), "--as-parquetfile"],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     got = pq.read_table(tmp_path / "o").sort_by("id").to_pylist()
     assert len(got) == len(want) == 3001

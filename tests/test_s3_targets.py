@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from e2e_support import drop_tables, poll
+from e2e_support import drop_tables, parquet_unless_told, poll
 
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
 PG_JDBC = "jdbc:postgresql://127.0.0.1:5432/fastsync"
@@ -36,7 +36,7 @@ def _drop_server_tables():
 
 
 def fastsync(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fastsync", *parquet_unless_told(args)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -23,13 +23,13 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from e2e_support import free_port, poll
+from e2e_support import free_port, parquet_unless_told, poll
 
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
 
 
 def fastsync(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fastsync", *parquet_unless_told(args)], capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -33,6 +33,7 @@ from fastsync.transfer.loader import LOAD_DATA_ROWS, Loader, column_kind
 from fastsync.transfer.localinfile import guard as guard_local_infile
 from fastsync.transfer.sqlvalues import column_converter, show
 from fastsync.transfer.textfile import TextOptions
+from fastsync.transfer.typemap import sqoop_hints
 
 log = logging.getLogger("fastsync.export")
 
@@ -109,14 +110,18 @@ def reflect(engine, name: str, flag: str) -> sa.Table:
 def _converters(table: sa.Table, columns: list[str], dialect: str) -> tuple[dict, dict]:
     """(converters of typed values, converters of text values: csv and Sqoop text)."""
     typed = {c: column_converter(table.c[c], dialect, "%s.%s" % (table.name, c)) for c in columns}
-    return typed, {c: _text_converter(typed[c], column_kind(table.c[c]), "%s.%s" % (table.name, c), table.c[c])
-                   for c in columns}
+    hints = dict(zip(columns, sqoop_hints([table.c[c] for c in columns])))
+    return typed, {c: _text_converter(typed[c], column_kind(table.c[c]), "%s.%s" % (table.name, c), hints[c] == "bool",
+                                      table.c[c]) for c in columns}
 
 
-def _text_converter(conv, kind, label: str, column: sa.Column | None = None):
+def _text_converter(conv, kind, label: str, boolean: bool = False, column: sa.Column | None = None):
+    """`boolean`: a MySQL TINYINT(1) / BIT(1), which Sqoop's text (and fastsync's) holds as true/false."""
     def convert(v):
         if v is None:
             return conv(None)
+        if boolean and v in ("true", "false"):
+            v = "1" if v == "true" else "0"
         try:
             v = _from_text(v, kind, column)
         except ValueError as exc:
