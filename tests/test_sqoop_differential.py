@@ -173,9 +173,10 @@ public class ToString { public static void main(String[] a) throws Exception {
 """
 
 
+@pytest.mark.slow
 def test_floats_are_written_as_javas_to_string(tmp_path):
     """Sqoop writes a double with Double.toString and a real with Float.toString: the machine's
-    Java prints 60 k random values of every magnitude, fastsync's text must be the same (Java
+    Java prints 31 k random values of every magnitude, fastsync's text must be the same (Java
     8-17's digits: integers below 2**63 exactly, e.g. the float 2.03091857E12). Past 1e22
     (doubles) and 1e23 (floats) Java's older algorithm picks another last digit for about one
     value in a thousand: not compared (docs/compatibility/sqoop.md)."""
@@ -187,11 +188,11 @@ def test_floats_are_written_as_javas_to_string(tmp_path):
 
     from fastsync.transfer.textfile import sqoop_text
     rnd = random.Random(7)
-    doubles = [rnd.uniform(-1, 1) * 10 ** rnd.randint(-300, 22) for _ in range(20000)]
-    doubles += [float(rnd.randint(-2 ** 62, 2 ** 62)) for _ in range(5000)] + [rnd.uniform(-1e7, 1e7) for _ in range(5000)]
+    doubles = [rnd.uniform(-1, 1) * 10 ** rnd.randint(-300, 22) for _ in range(10000)]
+    doubles += [float(rnd.randint(-2 ** 62, 2 ** 62)) for _ in range(3000)] + [rnd.uniform(-1e7, 1e7) for _ in range(3000)]
     doubles += [0.0, -0.0, float("nan"), float("inf"), float("-inf"), 1e7, 9999999.999999999, 1e-3, 0.000999999, 5e-324, -5e-324]
-    floats = [float(np.float32(rnd.uniform(-1, 1) * 10 ** rnd.randint(-40, 23))) for _ in range(20000)]
-    floats += [float(np.float32(rnd.randint(-2 ** 40, 2 ** 40))) for _ in range(10000)] + [1 / 7, 3.4e38 / 1e15, 0.1, 1.401298464324817e-45]
+    floats = [float(np.float32(rnd.uniform(-1, 1) * 10 ** rnd.randint(-40, 23))) for _ in range(10000)]
+    floats += [float(np.float32(rnd.randint(-2 ** 40, 2 ** 40))) for _ in range(5000)] + [1 / 7, 3.4e38 / 1e15, 0.1, 1.401298464324817e-45]
     (tmp_path / "ToString.java").write_text(JAVA_TO_STRING)
     subprocess.run(["javac", "-d", str(tmp_path), str(tmp_path / "ToString.java")], check=True, timeout=120)
     lines = ["d %016x" % struct.unpack("<Q", struct.pack("<d", d))[0] for d in doubles]

@@ -23,13 +23,13 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from e2e_support import free_port, parquet_unless_told, poll
+from e2e_support import free_port, poll
 
 PG_URL = os.environ.get("FASTSYNC_TEST_PG_URL", "postgresql://fastsync:fastsync@127.0.0.1:5432/fastsync")
 
 
 def fastsync(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastsync", *parquet_unless_told(args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fastsync", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -120,7 +120,7 @@ def pg(tmp_path):
 
 def create_pg_job(meta, pg, name, target):
     out = fastsync("job", "--meta-connect", meta, "--create", name, "--", "import", *pg.argv, "--table", pg.view,
-                   "-m", 1, "--target-dir", target, "--incremental", "append", "--check-column", "id")
+                   "-m", 1, "--target-dir", target, "--incremental", "append", "--check-column", "id", "--as-parquetfile")
     assert out.returncode == 0, out.stderr
 
 
@@ -220,7 +220,8 @@ def test_n_runs_with_rows_added_between_import_every_row_once(zk, meta, tmp_path
     db, target = tmp_path / "s.db", tmp_path / "out"
     sqlite_source(db, 1, 0)
     out = fastsync("job", "--meta-connect", meta, "--create", "ev", "--", "import", "--connect", "jdbc:sqlite:%s" % db,
-                   "--table", "ev", "-m", 1, "--target-dir", target, "--incremental", "append", "--check-column", "id")
+                   "--table", "ev", "-m", 1, "--target-dir", target, "--incremental", "append", "--check-column", "id",
+                   "--as-parquetfile")
     assert out.returncode == 0, out.stderr
     top = 0
     for n in (7, 11, 5):

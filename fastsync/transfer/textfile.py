@@ -122,12 +122,8 @@ def _floats(col: pa.Array, single: bool) -> pa.Array:
     other = pc.invert(pc.fill_null(plain, True))
     if not pc.any(other).as_py():
         return text
-    idx = pc.indices_nonzero(other)
-    fixed = pa.array([_java_float(v, single) for v in pc.take(col, idx).to_pylist()], pa.string())
-    values = text.to_pylist()
-    for i, f in zip(idx.to_pylist(), fixed.to_pylist()):
-        values[i] = f
-    return pa.array(values, pa.string())
+    fixed = pa.array([_java_float(v, single) for v in pc.filter(col, other).to_pylist()], pa.string())
+    return pc.replace_with_mask(text, other, fixed)
 
 
 def _timestamps(col: pa.Array, zone: str | None) -> pa.Array:
@@ -171,10 +167,7 @@ def _decimals(col: pa.Array) -> pa.Array:
     sci = pc.fill_null(pc.match_substring(text, "E"), False)
     if not pc.any(sci).as_py():
         return text
-    values = text.to_pylist()
-    for i, v in zip(pc.indices_nonzero(sci).to_pylist(), pc.filter(col, sci).to_pylist()):
-        values[i] = format(v, "f")
-    return pa.array(values, pa.string())
+    return pc.replace_with_mask(text, sci, pa.array([format(v, "f") for v in pc.filter(col, sci).to_pylist()], pa.string()))
 
 
 def _as_text(col: pa.Array) -> pa.Array:
