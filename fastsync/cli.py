@@ -269,6 +269,9 @@ def run_import_args(args) -> dict:
     try:
         password = resolve_password(args.password, args.password_file, args.P)
         url = build_url(args.connect, args.username, password)
+        if getattr(args, "sqoop_relaxed_isolation", None):
+            from fastsync.transfer.sqoopflags import relaxed
+            url = relaxed(url)
     except ConnectError as exc:
         raise CliError(str(exc), EXIT_CONFIG) from None
     job = ImportJob(url=url, table=args.table or "query", target_dir=args.target_dir, query=args.query,
@@ -282,7 +285,8 @@ def run_import_args(args) -> dict:
                     kafka_brokers=getattr(args, "kafka_brokers", "localhost:9092"),
                     kafka_key=getattr(args, "kafka_key", None), kafka_format=getattr(args, "kafka_format", "json"),
                     kafka_config=_kafka_config(getattr(args, "kafka_config", None), getattr(args, "kafka_brokers", None)),
-                    fast_path=args.fast_path, cluster=args.cluster, password_file=args.password_file)
+                    fast_path=args.fast_path, cluster=args.cluster, password_file=args.password_file,
+                    **_sqoop_import_fields(args))
     if getattr(args, "job_only", False):      # fastsync.read_table: the job, read by the caller
         return job
     try:
@@ -293,10 +297,37 @@ def run_import_args(args) -> dict:
         return r
     print("imported %d rows from %s into %s (%d splits) in %.3f s: %.0f rows/s"
           % (r["rows"], args.table or "the query", r["target_dir"], r["splits"], r["seconds"], r["rows_per_s"]), flush=True)
+    if getattr(args, "validate_counts", False):       # --validate: Sqoop's row counts, table vs output
+        _validated("import", _with_engine(url, lambda e: _count_rows(e, args.table)), r["rows"], args)
     if "last_value" in r:
         print("incremental import complete; next time run with: --incremental %s --check-column %s --last-value %s"
               % (args.incremental, args.check_column, r["last_value"]), flush=True)
     return r
+
+
+def _sqoop_import_fields(args) -> dict:
+    """ImportJob's fields set by Sqoop flags (sqoopflags.apply)."""
+    return {"split_limit": getattr(args, "split_limit", None),
+            "autoreset_to_one_mapper": getattr(args, "autoreset_to_one_mapper", False),
+            "hive_delims": getattr(args, "hive_delims", None),
+            "allow_text_splitter": getattr(args, "allow_text_splitter", False)}
+
+
+def _count_rows(engine, table: str) -> int:
+    import sqlalchemy as sa
+
+    from fastsync import dbio
+    t = dbio.reflect(engine, table)
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
+
+
+def _validated(kind: str, source: int, target: int, args) -> None:
+    from fastsync.transfer.sqoopflags import SqoopFlagError, validate
+    try:
+        print("%s validation: %s" % (kind, validate(kind, source, target, args.validation_log_only)), file=sys.stderr)
+    except SqoopFlagError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _kafka_config(path: str | None, brokers: str | None) -> dict:
@@ -374,6 +405,8 @@ def cmd_export(args) -> int:
         return r
     print("exported %d rows from %d files in %s into %s (%d writers) in %.3f s: %.0f rows/s"
           % (r["rows"], r["files"], args.export_dir, args.table, r["writers"], r["seconds"], r["rows_per_s"]), flush=True)
+    if getattr(args, "validate_counts", False):       # --validate: Sqoop's row counts, files vs table
+        _validated("export", r["rows"], _with_engine(url, lambda e: _count_rows(e, args.table)), args)
     return 0
 
 
@@ -463,7 +496,7 @@ def cmd_job(args) -> int:
             if not rest or rest[0] != "import":
                 raise CliError("job --create %s: give the tool after --, e.g. -- import --connect ... --table ..." % args.create,
                                EXIT_CONFIG)
-            build_parser().parse_args(rest)          # refuse a job that could never run
+            parse_args(rest)          # refuse a job that could never run
             store.create(args.create, rest)
             print("saved job %s" % args.create)
         elif args.list:
@@ -477,7 +510,7 @@ def cmd_job(args) -> int:
             with store.running(args.exec, wait=args.wait):    # zk://: the job's lock, held to the end
                 argv = store.get(args.exec)
                 extra = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-                run_args = build_parser().parse_args(argv + extra)
+                run_args = parse_args(argv + extra)
                 run_args.before_publish = lambda: store.check_held(args.exec)
                 r = run_import_args(run_args)
                 if "last_value" in r and r["last_value"] is not None:
@@ -1008,7 +1041,28 @@ def build_parser(argv: list[str] | None = None, parser_class: type[argparse.Argu
         cp = sub.add_parser(name, help=helptext)
         if named is None or named == name:
             flags(cp)
+            if name in ("import", "import-all-tables", "export", "merge"):
+                from fastsync.transfer import sqoopflags
+                sqoopflags.add_flags(cp, name)      # the rest of Sqoop's flags: honoured, noted or refused
     return p
+
+
+SQOOP_TOOLS = ("import", "import-all-tables", "export", "merge")     # sqoopflags.TOOLS, without importing it
+
+
+def parse_args(argv: list[str]):
+    """argv parsed, with Sqoop's launcher conventions (--options-file, Hadoop's generic options
+    after the tool name) and Sqoop's flags applied (fastsync.transfer.sqoopflags)."""
+    if not any(a in SQOOP_TOOLS or a == "--options-file" for a in argv):
+        return build_parser(argv).parse_args(argv)      # (sync's start-up does not import sqoopflags)
+    from fastsync.transfer import sqoopflags
+    try:
+        argv, hadoop = sqoopflags.preprocess(argv)
+        args = build_parser(argv).parse_args(argv)
+        sqoopflags.apply(args, argv, hadoop)
+    except sqoopflags.SqoopFlagError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    return args
 
 
 def hide_password_from_process_title(argv: list[str]) -> None:
@@ -1026,13 +1080,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
         hide_password_from_process_title(argv)
-    args = build_parser(argv).parse_args(argv)
+    args = None
     try:
+        args = parse_args(argv)
         code = args.func(args)
     except CliError as exc:
         print("fastsync: error: %s" % exc, file=sys.stderr)
         code = exc.code
-    if program and args.command == "sync":
+    if program and args is not None and args.command == "sync":
         _exit_now(code)
     return code
 

@@ -152,8 +152,13 @@ def _argv(command: str, options: dict[str, Any]) -> tuple[argparse.ArgumentParse
 
 
 def _parse(command: str, options: dict[str, Any]) -> argparse.Namespace:
+    from fastsync.transfer import sqoopflags
     parser, argv = _argv(command, options)
     args = parser.parse_args(argv)
+    try:
+        sqoopflags.apply(args, [command, *argv], {})     # as the command does (cli.parse_args)
+    except sqoopflags.SqoopFlagError as exc:
+        raise UsageError(str(exc), cli.EXIT_CONFIG) from None
     args.api = True                 # the run functions return their figures, print no summary
     if "log_level" in vars(args) and "log_level" not in options:
         args.log_level = None       # and leave logging as the program set it up (no basicConfig)

@@ -64,9 +64,16 @@ class ExportJob:
 
 # -- files -------------------------------------------------------------------------------
 
-def _from_text(v: str, kind):
+def _from_text(v: str, kind, column: sa.Column | None = None):
     """A value read as text (csv, Sqoop text) for a column of python type `kind`: bytes
-    from hex, durations from microseconds; other kinds are parsed by sqlvalues."""
+    from hex (Sqoop's spaced `de ad be ef` too), durations from microseconds; Sqoop's
+    renderings: `true`/`false` into a tinyint/bit/smallint (MariaDB's tinyint(1) as
+    Connector/J reads it), a timestamp with time zone written without an offset read in the
+    client's zone (TZ; Sqoop writes local time); other kinds are parsed by sqlvalues."""
+    if kind is int and v in ("true", "false") and column is not None and _small_int(column):
+        return int(v == "true")
+    if kind is dt.datetime and column is not None and getattr(column.type, "timezone", False):
+        return _local_time(v)
     if kind is bytes:
         try:
             return bytes.fromhex(v)
@@ -75,6 +82,20 @@ def _from_text(v: str, kind):
     if kind is dt.timedelta and re.fullmatch(r"-?\d+", v.strip()):
         return int(v)
     return v
+
+
+def _small_int(column: sa.Column) -> bool:
+    return type(column.type).__name__.upper() in ("TINYINT", "BIT", "SMALLINT", "BOOLEAN")
+
+
+def _local_time(v: str):
+    """Timestamp text without an offset as the client's local time (as Sqoop renders and
+    reads a timestamptz); text with one (fastsync's `Z`) as it says."""
+    try:
+        t = dt.datetime.fromisoformat(v.strip())
+    except ValueError:
+        return v                       # sqlvalues says what is wrong with it
+    return t if t.tzinfo is not None else t.astimezone()
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -90,11 +111,11 @@ def _converters(table: sa.Table, columns: list[str], dialect: str) -> tuple[dict
     """(converters of typed values, converters of text values: csv and Sqoop text)."""
     typed = {c: column_converter(table.c[c], dialect, "%s.%s" % (table.name, c)) for c in columns}
     hints = dict(zip(columns, sqoop_hints([table.c[c] for c in columns])))
-    return typed, {c: _text_converter(typed[c], column_kind(table.c[c]), "%s.%s" % (table.name, c), hints[c] == "bool")
-                   for c in columns}
+    return typed, {c: _text_converter(typed[c], column_kind(table.c[c]), "%s.%s" % (table.name, c), hints[c] == "bool",
+                                      table.c[c]) for c in columns}
 
 
-def _text_converter(conv, kind, label: str, boolean: bool = False):
+def _text_converter(conv, kind, label: str, boolean: bool = False, column: sa.Column | None = None):
     """`boolean`: a MySQL TINYINT(1) / BIT(1), which Sqoop's text (and fastsync's) holds as true/false."""
     def convert(v):
         if v is None:
@@ -102,7 +123,7 @@ def _text_converter(conv, kind, label: str, boolean: bool = False):
         if boolean and v in ("true", "false"):
             v = "1" if v == "true" else "0"
         try:
-            v = _from_text(v, kind)
+            v = _from_text(v, kind, column)
         except ValueError as exc:
             raise ValueError("column %s: %s" % (label, exc)) from None
         return conv(v)

@@ -317,18 +317,22 @@ def chunks(records, columns: list[str]):
 
 def _parse_text(data: str, o: TextOptions, columns: list[str], kinds: dict):
     """Sqoop delimited text -> one list of field values (None for NULL) per line. A field
-    is NULL when its raw text, or its text unescaped and out of its enclosing, is the null
-    string (Sqoop writes NULL escaped and enclosed like any value: "null", \\\\N)."""
+    is NULL when its raw text, or its text once unquoted and unescaped (Sqoop's rule: its
+    `"null"` and `\\N`), is the null string; in a column of a known kind other than text
+    and bytes, an empty field is NULL too (as Sqoop's generated parser)."""
     fs, ls, esc = o.fields_terminated_by, o.lines_terminated_by, o.escaped_by
     quote = o.enclosed_by or o.optionally_enclosed_by
     token = re.compile("|".join(re.escape(c) for c in (fs, ls, quote, esc) if c))
     nulls = [o.null_string if kinds.get(c) is str else o.null_non_string for c in columns]
+    empty_null = [kinds.get(c) not in (None, str, bytes) for c in columns]
     fields, cur, in_quote, pos, start, n = [], [], False, 0, 0, len(data)
 
     def finish(end):
         i = len(fields)
-        raw, value = data[start:end], "".join(cur)
-        return None if i < len(nulls) and nulls[i] in (raw, value) else value
+        value = "".join(cur)
+        if i < len(nulls) and (value == nulls[i] or data[start:end] == nulls[i] or (value == "" and empty_null[i])):
+            return None
+        return value
     while pos < n:
         m = token.search(data, pos)
         if m is None:

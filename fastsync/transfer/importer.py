@@ -128,7 +128,7 @@ def _run_splits(job: ImportJob, found: Plan, stage: publish.Staging | str, ext: 
         show = on_terminal(progress)
         splitread.PROGRESS = ctx.Array("q", len(splits), lock=False) if show else None
         total = planner.estimate_rows(job, found) if show is True else None     # a callback: no COUNT(*)
-        with cf.ProcessPoolExecutor(max_workers=len(splits), mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=min(len(splits), max(job.mappers, 1)), mp_context=ctx) as pool:
             futures = [pool.submit(splitread.run_with_retries, split_spec(job, found, s, stage, ext)) for s in splits]
             with Progress(lambda: _status(total, t0), show=show, name="import-progress"):
                 cf.wait(futures)

@@ -3,6 +3,10 @@ range, and the splits (plan_splits: min/max of --split-by, or its quantiles). Do
 by the client; the Plan it returns goes with every split."""
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import math
+
 import pyarrow as pa
 import sqlalchemy as sa
 
@@ -36,7 +40,7 @@ def split_column(table: sa.Table, job: ImportJob) -> str | None:
     pk = list(table.primary_key.columns)
     if len(pk) == 1:
         return pk[0].name
-    if job.mappers > 1:
+    if job.mappers > 1 and not job.autoreset_to_one_mapper:
         raise ImportError_("--table %s has no single-column primary key: give --split-by or use -m 1" % job.table)
     return None
 
@@ -118,16 +122,50 @@ def _sample_schema(job: ImportJob, conn) -> tuple[pa.Schema, list[int]]:
 def _plan_query(job: ImportJob, conn) -> Plan:
     schema, oids = _sample_schema(job, conn)
     found = Plan([Split(0, None, None, True)], schema=schema, query_oids=oids)
-    if job.mappers == 1 or not job.split_by:
+    if not job.split_by or (job.mappers == 1 and not job.boundary_query and not job.split_limit):
         return found
     q = job.boundary_query or "SELECT MIN(%s), MAX(%s) FROM (%s) AS fastsync_bounds" % (
         job.split_by, job.split_by, query_sql(job, "1 = 1"))
-    lo, hi = conn.execute(sa.text(q)).one()
+    lo, hi = _bounds(conn, q, job)
     try:
-        found.splits = plan_splits(lo, hi, job.mappers)
+        found.splits = _bounded(plan_splits(lo, hi, _split_count(lo, hi, job)), job)
     except TypeError as exc:
         raise ImportError_("--split-by %s: %s" % (job.split_by, exc)) from None
     return found
+
+
+def _bounds(conn, q, job: ImportJob):
+    if not job.boundary_query:
+        return conn.execute(q if not isinstance(q, str) else sa.text(q)).one()
+    row = conn.execute(sa.text(job.boundary_query)).first()
+    if row is None or len(row) != 2:
+        raise ImportError_("--boundary-query must return one row of two columns (the split column's min and max)")
+    return row[0], row[1]
+
+
+def _bounded(splits: list[Split], job: ImportJob) -> list[Split]:
+    """With --boundary-query only the rows inside its bounds are read (as Sqoop): no split
+    takes the NULL keys, unless both bounds are NULL (then they are all it reads)."""
+    if not job.boundary_query:
+        return splits
+    return [dataclasses.replace(s, nulls=False) for s in splits]
+
+
+def _split_count(lo, hi, job: ImportJob) -> int:
+    """-m, or more splits where --split-limit caps the key values (seconds for date and time
+    keys, as Sqoop) a split covers; Sqoop applies it to integer and date/time keys only."""
+    n = job.mappers
+    if not job.split_limit or lo is None or hi is None or isinstance(lo, bool):
+        return n
+    if isinstance(lo, int):
+        width = hi - lo + 1
+    elif isinstance(lo, datetime.datetime):
+        width = (hi - lo).total_seconds()
+    elif isinstance(lo, datetime.date):
+        width = (hi - lo).days * 86400
+    else:
+        return n
+    return max(n, math.ceil(width / job.split_limit))
 
 
 def _quantile_splits(conn, table: sa.Table, key: sa.Column, job: ImportJob, inc: tuple | None) -> list[Split]:
@@ -170,21 +208,27 @@ def plan(job: ImportJob) -> Plan:
             inc = _incremental_bounds(conn, table, job)
             found = Plan([Split(0, None, None, True)], columns=[c.name for c in cols], incremental=inc)
             col = split_column(table, job)
-            if col is None or job.mappers == 1:
+            if col is None and job.boundary_query:
+                raise ImportError_("--boundary-query: %s has no single-column primary key: give --split-by, the "
+                                   "column its bounds are of" % job.table)
+            if col is None or (job.mappers == 1 and not job.boundary_query and not job.split_limit):
                 return found
             key = table.c[col]
-            if job.split_strategy == "quantile":
+            if job.split_strategy == "quantile" and not job.boundary_query:
                 found.splits = _quantile_splits(conn, table, key, job, inc)
                 return found
             q = sa.select(sa.func.min(key), sa.func.max(key)).select_from(table)
             if job.where:
                 q = q.where(sa.text("(%s)" % job.where))
             q = incremental_where(q, table, job, inc)
-            lo, hi = conn.execute(q).one()
+            lo, hi = _bounds(conn, q, job)
             try:
-                found.splits = plan_splits(lo, hi, job.mappers)
+                found.splits = _bounded(plan_splits(lo, hi, _split_count(lo, hi, job)), job)
                 return found
             except TypeError as exc:
+                if job.allow_text_splitter and isinstance(lo, str) and not job.boundary_query:
+                    found.splits = _quantile_splits(conn, table, key, job, inc)     # Sqoop's TextSplitter's stand-in
+                    return found
                 raise ImportError_("--split-by %s.%s: %s" % (job.table, col, exc)) from None
     finally:
         engine.dispose()

@@ -53,6 +53,11 @@ class ImportJob:
     fast_path: bool = True               # native readers where the database has one (else SQLAlchemy's rows)
     cluster: str | None = None           # --cluster: the splits as tasks on tcp://HOST:PORT or local:N (cluster.py)
     password_file: str | None = None     # what the workers of a tcp:// --cluster read the password from
+    # Sqoop's flags (sqoopflags.py)
+    split_limit: int | None = None       # --split-limit: at most this many key values (seconds) per split
+    autoreset_to_one_mapper: bool = False    # no single-column key and no --split-by: -m 1
+    hive_delims: str | None = None       # --hive-drop-import-delims (""), --hive-delims-replacement: \n \r \01
+    allow_text_splitter: bool = False    # -D org.apache.sqoop.splitter.allow_text_splitter=true
 
     def output(self) -> Output:
         """How the part files are written."""

@@ -64,6 +64,8 @@ class PartSink:
             PROGRESS[self.index] = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
+        if self.job.hive_delims is not None and self.job.fmt in ("text", "csv"):
+            batch = hive_delims(batch, self.job.hive_delims)
         if self.writer is None:
             self.schema = batch.schema if self.schema is None else pa.schema(
                 [bf if pa.types.is_null(sf.type) else sf for sf, bf in zip(self.schema, batch.schema)])
@@ -79,6 +81,15 @@ class PartSink:
             self.writer = open_part(self.job, self.path, empty_schema, self.spec.fs_url, self.hints)
         self.writer.close()
         return self.rows
+
+
+def hive_delims(batch: pa.RecordBatch, replacement: str) -> pa.RecordBatch:
+    """Sqoop's --hive-drop-import-delims / --hive-delims-replacement: \\n, \\r and \\01 in
+    string fields dropped or replaced (Hive's text tables have no way to quote them)."""
+    import pyarrow.compute as pc
+    cols = [pc.replace_substring_regex(c, "[\n\r\x01]", replacement)
+            if pa.types.is_string(c.type) or pa.types.is_large_string(c.type) else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(cols, schema=batch.schema)
 
 
 def run_with_retries(spec: SplitSpec, sink: Callable[..., PartSink] | None = None) -> tuple[int, float]:
@@ -109,7 +120,7 @@ def run_split(spec: SplitSpec, sink: Callable[..., PartSink] | None = None) -> i
     engine = sa.create_engine(job.url)
     try:
         table, cols = planner.reflect(engine, job)
-        col = planner.split_column(table, job) if not (split.lo is None and split.hi is None) else None
+        col = planner.split_column(table, job) if not split.everything else None
         q = sa.select(*cols).select_from(table)
         if job.where:
             q = q.where(sa.text("(%s)" % job.where))

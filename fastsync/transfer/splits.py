@@ -23,13 +23,21 @@ class Split:
     lo: Any             # inclusive lower bound (None: no lower bound)
     hi: Any             # exclusive upper bound, or inclusive when last
     last: bool          # hi is inclusive, and NULL keys belong to this split
+    # False: only rows inside the bounds (--boundary-query, as Sqoop); a split without bounds
+    # then reads the NULL keys only (the bounds were NULL)
+    nulls: bool = True
+
+    @property
+    def everything(self) -> bool:
+        """The split reads every row (no condition)."""
+        return self.lo is None and self.hi is None and self.nulls
 
     def where(self, column: str) -> tuple[str, dict]:
         """A SQL condition for this split and its bind parameters."""
         if self.lo is None and self.hi is None:
-            return "1 = 1", {}
+            return ("1 = 1" if self.nulls else "%s IS NULL" % column), {}
         cond = "%s >= :lo AND %s %s :hi" % (column, column, "<=" if self.last else "<")
-        if self.index == 0:
+        if self.index == 0 and self.nulls:
             cond = "(%s) OR %s IS NULL" % (cond, column)
         return cond, {"lo": self.lo, "hi": self.hi}
 
