@@ -420,6 +420,7 @@ class Output:
     compress: bool = False
     text: TextOptions | None = None
     delimiter: str = ","
+    sqoop_avro: str | None = None     # Avro with Sqoop's schema and values (sqoopavro), for this table
 
     @classmethod
     def like(cls, f: PartFile, text: TextOptions) -> "Output":
@@ -464,6 +465,11 @@ class Output:
         if self.fmt == "avro":
             from fastsync.transfer.avrofile import AvroWriter
             codec = {None: "null", "none": "null", "gzip": "deflate"}.get(self.compression, self.compression)
+            codec = codec if codec in ("null", "deflate", "snappy") else "null"
+            if self.sqoop_avro:
+                from fastsync.transfer.sqoopavro import SqoopAvroWriter
+                return SqoopAvroWriter(path, schema, codec, self.sqoop_avro, hints,
+                                       self.text.time_zone if self.text else None)
             return AvroWriter(path, schema, codec if codec in ("null", "deflate", "snappy") else "null")
         if self.fmt == "arrow":
             w = pa.ipc.new_file(path, schema)

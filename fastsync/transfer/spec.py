@@ -53,10 +53,12 @@ class ImportJob:
     fast_path: bool = True               # native readers where the database has one (else SQLAlchemy's rows)
     cluster: str | None = None           # --cluster: the splits as tasks on tcp://HOST:PORT or local:N (cluster.py)
     password_file: str | None = None     # what the workers of a tcp:// --cluster read the password from
+    sqoop_avro: bool = False             # --sqoop-avro-schema: Avro files with Sqoop 1.4.7's schema and values
 
     def output(self) -> Output:
         """How the part files are written."""
-        return Output(self.fmt, self.compression, self.compress, self.text, self.fields_terminated_by)
+        return Output(self.fmt, self.compression, self.compress, self.text, self.fields_terminated_by,
+                      self.table if self.sqoop_avro else None)
 
 
 @dataclass
