@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from fastsync import dbio
 from fastsync.progress import Counter, Progress, rate_text
-from fastsync.transfer.formats import FileError, PartFile, find_files, file_columns, read_rows
+from fastsync.transfer.formats import FileError, Kinds, PartFile, find_files, file_columns, read_rows
 from fastsync.transfer.loader import LOAD_DATA_ROWS, Loader, column_kind
 from fastsync.transfer.localinfile import guard as guard_local_infile
 from fastsync.transfer.sqlvalues import column_converter, show
@@ -400,7 +400,9 @@ def _export(job: ExportJob, progress: bool | None) -> dict:
             _check_update_key(target, columns, job)
             dialect = engine.dialect.name
             converters = _converters(target, columns, dialect)
-            kinds = {c: column_kind(target.c[c]) for c in columns}
+            kinds = Kinds({c: column_kind(target.c[c]) for c in columns})
+            # Sqoop's Avro/Parquet timestamps are instants: into these columns as such, not as wall clocks
+            kinds.zoned = frozenset(c for c in columns if getattr(target.c[c].type, "timezone", False))
         except sa.exc.SQLAlchemyError as exc:
             raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), dbio.reason(exc))) from None
         counter = Counter()

@@ -218,13 +218,25 @@ def jsonl_records(f: PartFile, limit: int | None = None, parse_float=Decimal, pa
             yield rec
 
 
+class Kinds(dict):
+    """Column -> python type of the target column (loader.column_kind), and `zoned`: the
+    columns holding timestamps with a time zone (Sqoop's Avro and Parquet timestamps are
+    instants: read into those as such)."""
+    zoned: frozenset = frozenset()
+
+
 def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
     """Batches of a file as (first row number, values): a pyarrow RecordBatch of `columns`
     for Parquet and Arrow files, else {column: [python values]} (csv and Sqoop text: the
     text of each field, None for NULL; parsed later by the text converters)."""
     if f.fmt in ("parquet", "arrow"):
         if f.fmt == "parquet":
-            batches = pq.ParquetFile(f.random_access()).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            pf = pq.ParquetFile(f.random_access())
+            batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            sqoop = sqoop_schema(pf.schema_arrow.metadata)
+            if sqoop is not None:            # a Kite dataset's file Sqoop wrote: its dates are milliseconds
+                from fastsync.transfer.sqoopavro import from_sqoop
+                batches = (from_sqoop(b, sqoop, text.time_zone, getattr(kinds, "zoned", ())) for b in batches)
         else:
             reader = pa.ipc.open_file(_arrow_source(f))
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
@@ -233,13 +245,18 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             yield row, b.select(columns)          # a RecordBatch: COPY may take it whole
             row += len(b)
     elif f.fmt == "avro":
-        from fastsync.transfer.avrofile import columnar_batches
+        from fastsync.transfer.avrofile import columnar_batches, read_header
+        from fastsync.transfer.sqoopavro import from_sqoop, is_sqoop_schema
+        with f.open() as fh:
+            schema = read_header(fh)[0]
         batches = columnar_batches(f.path, columns, BATCH_ROWS, opener=lambda: f.open())
         if batches is None:                       # a schema without a columnar decoding: by row
             import fastavro
             with f.open() as fh:
                 yield from chunks(fastavro.reader(fh), columns)
             return
+        if is_sqoop_schema(schema):               # Sqoop's: dates, times, timestamps are milliseconds
+            batches = (from_sqoop(b, schema, text.time_zone, getattr(kinds, "zoned", ())) for b in batches)
         row = 1
         for b in batches:
             yield row, b                          # a RecordBatch, as Parquet's
@@ -260,6 +277,12 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             line = raw.count(text.lines_terminated_by.encode("utf-8"), 0, exc.start) + 1 if text.lines_terminated_by else 1
             raise RowError("%s row %d: not UTF-8 text (%s at byte %d)" % (f.name, line, exc.reason, exc.start)) from None
         yield from chunks(_text_records(f, data, text, columns, kinds), columns)
+
+
+def sqoop_schema(meta: dict | None) -> dict | None:
+    """The Sqoop Avro schema a Parquet file of a Kite dataset (Sqoop's --as-parquetfile) holds, or None."""
+    from fastsync.transfer.sqoopavro import parquet_schema
+    return parquet_schema(meta)
 
 
 def csv_batches(f: PartFile, columns: list[str], delimiter: str = ","):

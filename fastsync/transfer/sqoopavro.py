@@ -256,11 +256,12 @@ def parquet_schema(meta: dict | None) -> dict | None:
     return schema if is_sqoop_schema(schema) else None
 
 
-def from_sqoop(batch: pa.RecordBatch, schema: dict, zone: str | None) -> pa.RecordBatch:
+def from_sqoop(batch: pa.RecordBatch, schema: dict, zone: str | None, zoned=()) -> pa.RecordBatch:
     """A batch of Sqoop's values (by column name) as fastsync's types: milliseconds of
     DATE / TIME / TIMESTAMP as the wall clock in `zone` (Sqoop's JVM zone: the local zone
     unless --time-zone), date32 / time64 / naive timestamps; strings and the rest as they are
-    (a NUMERIC's string is parsed by the target column's converter)."""
+    (a NUMERIC's string is parsed by the target column's converter). `zoned`: columns read
+    as the instant (a UTC timestamp), for a target column with a time zone."""
     zone = zone or local_zone()
     codes = {}
     for f in schema["fields"]:
@@ -271,7 +272,9 @@ def from_sqoop(batch: pa.RecordBatch, schema: dict, zone: str | None) -> pa.Reco
     cols = []
     for name, col in zip(batch.schema.names, batch.columns):
         code = codes.get(name)
-        if code in (DATE, TIME, TIMESTAMP) and pa.types.is_integer(col.type) and col.type.bit_width == 64:
+        if code == TIMESTAMP and name in zoned and pa.types.is_int64(col.type):
+            col = col.view(pa.timestamp("ms", "UTC")).cast(pa.timestamp("us", "UTC"))
+        elif code in (DATE, TIME, TIMESTAMP) and pa.types.is_integer(col.type) and col.type.bit_width == 64:
             wall = pc.local_timestamp(col.cast(pa.int64()).view(pa.timestamp("ms", "UTC")).cast(pa.timestamp("ms", zone)))
             if code == DATE:
                 col = wall.cast(pa.date32())
