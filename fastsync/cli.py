@@ -415,7 +415,7 @@ def cmd_merge(args) -> int:
 
     setup_logging(args.log_level)
     for name in TextOptions.__dataclass_fields__:            # unset output text flags: as read
-        if getattr(args, name) is None:
+        if hasattr(args, "input_" + name) and getattr(args, name) is None:     # (time_zone has no flag here)
             setattr(args, name, getattr(args, "input_" + name))
     job = MergeJob(new_data=args.new_data, onto=args.onto, target_dir=args.target_dir, merge_key=args.merge_key,
                    columns=_names(args.columns), text=_text_options(args, "input_"), out_text=_text_options(args),

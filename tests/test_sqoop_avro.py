@@ -6,7 +6,8 @@ the PostgreSQL and MariaDB tables of every common type of the text differential 
 - `fastsync export` reads Sqoop's Avro data files and its Kite Parquet dataset (`.metadata/`,
   UUID-named `.parquet`) into a table holding the source's values (to the millisecond, all
   Sqoop keeps of times and timestamps);
-- Sqoop's export reads fastsync's --sqoop-avro-schema files into a table.
+- Sqoop's export reads fastsync's --sqoop-avro-schema files into a table;
+- `fastsync merge` onto Sqoop's Avro files writes Sqoop's schema and values again.
 
 Per database one test, its three Sqoop runs at once (a run mostly waits on its JVM's start
 and codegen), in a client zone other than the servers' (dates and timestamps are the wall
@@ -173,6 +174,19 @@ def test_sqoop_avro_and_parquet_both_ways(tmp_path, db):
                  for e, g in zip(expected, got) for i, (a, b) in enumerate(zip(e, g))
                  if not _same(a, b) and not (i in skipped and b is None)]
         assert len(got) == len(expected) and not diffs, "\n".join(diffs)
+
+        # 4. merge onto Sqoop's Avro files: Sqoop's schema and values, the new row's in place
+        _execute(db, "UPDATE %s SET vc = 'changed' WHERE id = 2" % src)
+        _fastsync("import", *login, "--table", src, "--where", "id = 2", "-m", "1", "--as-avrodatafile",
+                  "--sqoop-avro-schema", "--target-dir", str(tmp_path / "new"))
+        _fastsync("merge", "--onto", str(tmp_path / "sqoop_avro"), "--new-data", str(tmp_path / "new"),
+                  "--merge-key", "id", "--target-dir", str(tmp_path / "merged"))
+        merged_schema, merged = _avro(tmp_path / "merged")
+        assert merged_schema == theirs_schema
+        want = [dict(r, vc="changed") if r["id"] == 2 else r for r in theirs]
+        diffs = ["id %s %s: want %r merged %r" % (a["id"], k, a[k], b[k])
+                 for a, b in zip(want, merged) for k in a if not _same(a[k], b[k])]
+        assert len(merged) == len(want) and not diffs, "\n".join(diffs)
     finally:
         drop_tables(url, src, back, sqoop_back)
 

@@ -109,6 +109,15 @@ def _text_converter(conv, kind, label: str, boolean: bool = False):
     return convert
 
 
+def target_kinds(table: sa.Table, columns: list[str]) -> Kinds:
+    """What the readers need to know of the target's columns: their python types, and which
+    hold timestamps with a time zone (Sqoop's Avro/Parquet timestamps go into those as the
+    instant, into the others as the wall clock)."""
+    kinds = Kinds({c: column_kind(table.c[c]) for c in columns})
+    kinds.zoned = frozenset(c for c in columns if getattr(table.c[c].type, "timezone", False))
+    return kinds
+
+
 def check_columns(table: sa.Table, files: list[PartFile], job: ExportJob) -> list[str]:
     """The columns to write (the same in every file), checked against the table before
     anything is written."""
@@ -400,9 +409,7 @@ def _export(job: ExportJob, progress: bool | None) -> dict:
             _check_update_key(target, columns, job)
             dialect = engine.dialect.name
             converters = _converters(target, columns, dialect)
-            kinds = Kinds({c: column_kind(target.c[c]) for c in columns})
-            # Sqoop's Avro/Parquet timestamps are instants: into these columns as such, not as wall clocks
-            kinds.zoned = frozenset(c for c in columns if getattr(target.c[c].type, "timezone", False))
+            kinds = target_kinds(target, columns)
         except sa.exc.SQLAlchemyError as exc:
             raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), dbio.reason(exc))) from None
         counter = Counter()

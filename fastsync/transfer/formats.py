@@ -234,7 +234,7 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             pf = pq.ParquetFile(f.random_access())
             batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
             sqoop = sqoop_schema(pf.schema_arrow.metadata)
-            if sqoop is not None:            # a Kite dataset's file Sqoop wrote: its dates are milliseconds
+            if sqoop is not None and isinstance(kinds, Kinds):   # Sqoop's Kite file: dates are milliseconds
                 from fastsync.transfer.sqoopavro import from_sqoop
                 batches = (from_sqoop(b, sqoop, text.time_zone, getattr(kinds, "zoned", ())) for b in batches)
         else:
@@ -255,7 +255,8 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             with f.open() as fh:
                 yield from chunks(fastavro.reader(fh), columns)
             return
-        if is_sqoop_schema(schema):               # Sqoop's: dates, times, timestamps are milliseconds
+        if is_sqoop_schema(schema) and isinstance(kinds, Kinds):  # Sqoop's: dates, times, timestamps are ms
+            # (export: into the table's types; merge keeps Sqoop's values as they are)
             batches = (from_sqoop(b, schema, text.time_zone, getattr(kinds, "zoned", ())) for b in batches)
         row = 1
         for b in batches:
@@ -444,6 +445,7 @@ class Output:
     text: TextOptions | None = None
     delimiter: str = ","
     sqoop_avro: str | None = None     # Avro with Sqoop's schema and values (sqoopavro), for this table
+    sqoop_specs: list | None = None   # and its columns' (sqlType, Avro type, None), when no hints say
 
     @classmethod
     def like(cls, f: PartFile, text: TextOptions) -> "Output":
@@ -455,8 +457,14 @@ class Output:
                 compression = PARQUET_CODECS.get(meta.row_group(0).column(0).compression, "snappy")
         elif f.fmt == "avro":
             import fastavro
+
+            from fastsync.transfer.sqoopavro import is_sqoop_schema, specs_of_schema
             with f.open() as fh:
-                compression = fastavro.reader(fh).codec
+                r = fastavro.reader(fh)
+                compression, schema = r.codec, r.writer_schema
+            if is_sqoop_schema(schema):           # a Sqoop file: merged into files of its schema
+                return cls(f.fmt, compression, text=text, sqoop_avro=schema.get("tableName") or schema["name"],
+                           sqoop_specs=specs_of_schema(schema))
         return cls(f.fmt, compression, text=text, delimiter=text.fields_terminated_by if f.fmt == "csv" else ",")
 
     def codec(self) -> str | None:
@@ -491,7 +499,7 @@ class Output:
             codec = codec if codec in ("null", "deflate", "snappy") else "null"
             if self.sqoop_avro:
                 from fastsync.transfer.sqoopavro import SqoopAvroWriter
-                return SqoopAvroWriter(path, schema, codec, self.sqoop_avro, hints,
+                return SqoopAvroWriter(path, schema, codec, self.sqoop_avro, hints or self.sqoop_specs,
                                        self.text.time_zone if self.text else None)
             return AvroWriter(path, schema, codec if codec in ("null", "deflate", "snappy") else "null")
         if self.fmt == "arrow":

@@ -129,6 +129,16 @@ def _specs_of(schema: pa.Schema, hints) -> list[tuple[int, str, str | None]]:
     return out
 
 
+def specs_of_schema(schema: dict) -> list[tuple[int, str, None]]:
+    """The (sqlType, Avro type, None) of each field of a Sqoop schema (merge writes it again)."""
+    out = []
+    for f in schema["fields"]:
+        t = f["type"]
+        t = next((b for b in t if b != "null"), "string") if isinstance(t, list) else t
+        out.append((int(f["sqlType"]), t if isinstance(t, str) else "string", None))
+    return out
+
+
 def identifier(name: str) -> str:
     """Sqoop's AvroUtil.toAvroIdentifier: characters other than letters, digits and _ as _,
     AVRO_ before a name that does not start with a letter or _."""
