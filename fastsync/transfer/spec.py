@@ -58,7 +58,7 @@ class ImportJob:
     def output(self) -> Output:
         """How the part files are written."""
         return Output(self.fmt, self.compression, self.compress, self.text, self.fields_terminated_by,
-                      self.table if self.sqoop_avro else None)
+                      (self.table if not self.query else "QueryResult") if self.sqoop_avro else None)
 
 
 @dataclass
