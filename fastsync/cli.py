@@ -256,6 +256,8 @@ def run_import_args(args) -> dict:
     text.time_zone = _time_zone(args.time_zone)
     if bool(args.table) == bool(args.query):
         raise CliError("give one of --table or --query", EXIT_CONFIG)
+    if getattr(args, "sqoop_avro_schema", False) and args.fmt != "avro":
+        raise CliError("--sqoop-avro-schema: only with --as-avrodatafile", EXIT_CONFIG)
     if args.query and not args.target_dir and not getattr(args, "kafka_topic", None):
         raise CliError("--query needs --target-dir", EXIT_CONFIG)
     if getattr(args, "kafka_topic", None):
@@ -286,7 +288,7 @@ def run_import_args(args) -> dict:
                     kafka_key=getattr(args, "kafka_key", None), kafka_format=getattr(args, "kafka_format", "json"),
                     kafka_config=_kafka_config(getattr(args, "kafka_config", None), getattr(args, "kafka_brokers", None)),
                     fast_path=args.fast_path, cluster=args.cluster, password_file=args.password_file,
-                    **_sqoop_import_fields(args))
+                    sqoop_avro=getattr(args, "sqoop_avro_schema", False), **_sqoop_import_fields(args))
     if getattr(args, "job_only", False):      # fastsync.read_table: the job, read by the caller
         return job
     try:
@@ -461,7 +463,7 @@ def cmd_merge(args) -> int:
 
     setup_logging(args.log_level)
     for name in TextOptions.__dataclass_fields__:            # unset output text flags: as read
-        if name != "time_zone" and getattr(args, name) is None:
+        if hasattr(args, "input_" + name) and getattr(args, name) is None:     # (time_zone has no flag here)
             setattr(args, name, getattr(args, "input_" + name))
     job = MergeJob(new_data=args.new_data, onto=args.onto, target_dir=args.target_dir, merge_key=args.merge_key,
                    columns=_names(args.columns), text=_text_options(args, "input_"), out_text=_text_options(args),
@@ -675,6 +677,9 @@ def _import_flags(im, all_tables: bool = False) -> None:
     im.add_argument("--as-textfile", action="store_true",
                     help="Sqoop's delimited text, the default (no header; values written as Sqoop writes them)")
     im.add_argument("--as-avrodatafile", dest="fmt", action="store_const", const="avro", help="write Avro data files")
+    im.add_argument("--sqoop-avro-schema", action="store_true",
+                    help="with --as-avrodatafile: Sqoop 1.4.7's Avro schema and values (int/long/float kept, numerics as "
+                         "strings, dates and timestamps as milliseconds in the local zone / --time-zone, sqlType attributes)")
     im.add_argument("--format", dest="fmt", choices=["parquet", "csv", "text", "arrow", "jsonl", "avro"],
                     help="csv: standard CSV with a header; text: as --as-textfile")
     im.add_argument("-z", "--compress", action="store_true",

@@ -535,7 +535,6 @@ def _export_task(job, secret: Secret, portable: tuple, columns: list[str], prefi
     from fastsync import dbio
     from fastsync.transfer import exporter
     from fastsync.transfer.formats import FileError
-    from fastsync.transfer.loader import column_kind
     from fastsync.transfer.localinfile import guard as guard_local_infile
     job = dataclasses.replace(job, url=secret.apply(job.url))
     f = _resolved(*portable)
@@ -548,7 +547,7 @@ def _export_task(job, secret: Secret, portable: tuple, columns: list[str], prefi
             converters = exporter._converters(target, columns, engine.dialect.name)
         except sa.exc.SQLAlchemyError as exc:
             raise exporter.ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), dbio.reason(exc))) from None
-        kinds = {c: column_kind(target.c[c]) for c in columns}
+        kinds = exporter.target_kinds(target, columns)
         stage = exporter._staging_table(lambda: exporter._create_stage(engine, target, job, prefix + uuid.uuid4().hex[:8]))
         counter = _FileCounter()
         try:

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from fastsync import dbio
 from fastsync.progress import Counter, Progress, Update
-from fastsync.transfer.formats import FileError, PartFile, find_files, file_columns, read_rows
+from fastsync.transfer.formats import FileError, Kinds, PartFile, find_files, file_columns, read_rows
 from fastsync.transfer.loader import LOAD_DATA_ROWS, Loader, column_kind
 from fastsync.transfer.localinfile import guard as guard_local_infile
 from fastsync.transfer.sqlvalues import column_converter, show
@@ -128,6 +128,15 @@ def _text_converter(conv, kind, label: str, boolean: bool = False, column: sa.Co
             raise ValueError("column %s: %s" % (label, exc)) from None
         return conv(v)
     return convert
+
+
+def target_kinds(table: sa.Table, columns: list[str]) -> Kinds:
+    """What the readers need to know of the target's columns: their python types, and which
+    hold timestamps with a time zone (Sqoop's Avro/Parquet timestamps go into those as the
+    instant, into the others as the wall clock)."""
+    kinds = Kinds({c: column_kind(table.c[c]) for c in columns})
+    kinds.zoned = frozenset(c for c in columns if getattr(table.c[c].type, "timezone", False))
+    return kinds
 
 
 def check_columns(table: sa.Table, files: list[PartFile], job: ExportJob) -> list[str]:
@@ -422,7 +431,7 @@ def _export(job: ExportJob, progress: bool | None) -> dict:
             _check_update_key(target, columns, job)
             dialect = engine.dialect.name
             converters = _converters(target, columns, dialect)
-            kinds = {c: column_kind(target.c[c]) for c in columns}
+            kinds = target_kinds(target, columns)
         except sa.exc.SQLAlchemyError as exc:
             raise ExportError("%s: %s" % (job.url.render_as_string(hide_password=True), dbio.reason(exc))) from None
         counter = Counter()

@@ -218,13 +218,25 @@ def jsonl_records(f: PartFile, limit: int | None = None, parse_float=Decimal, pa
             yield rec
 
 
+class Kinds(dict):
+    """Column -> python type of the target column (loader.column_kind), and `zoned`: the
+    columns holding timestamps with a time zone (Sqoop's Avro and Parquet timestamps are
+    instants: read into those as such)."""
+    zoned: frozenset = frozenset()
+
+
 def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
     """Batches of a file as (first row number, values): a pyarrow RecordBatch of `columns`
     for Parquet and Arrow files, else {column: [python values]} (csv and Sqoop text: the
     text of each field, None for NULL; parsed later by the text converters)."""
     if f.fmt in ("parquet", "arrow"):
         if f.fmt == "parquet":
-            batches = pq.ParquetFile(f.random_access()).iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            pf = pq.ParquetFile(f.random_access())
+            batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            sqoop = sqoop_schema(pf.schema_arrow.metadata)
+            if sqoop is not None and isinstance(kinds, Kinds):   # Sqoop's Kite file: dates are milliseconds
+                from fastsync.transfer.sqoopavro import from_sqoop
+                batches = (from_sqoop(b, sqoop, text.time_zone, getattr(kinds, "zoned", ())) for b in batches)
         else:
             reader = pa.ipc.open_file(_arrow_source(f))
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
@@ -233,13 +245,19 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             yield row, b.select(columns)          # a RecordBatch: COPY may take it whole
             row += len(b)
     elif f.fmt == "avro":
-        from fastsync.transfer.avrofile import columnar_batches
+        from fastsync.transfer.avrofile import columnar_batches, read_header
+        from fastsync.transfer.sqoopavro import from_sqoop, is_sqoop_schema
+        with f.open() as fh:
+            schema = read_header(fh)[0]
         batches = columnar_batches(f.path, columns, BATCH_ROWS, opener=lambda: f.open())
         if batches is None:                       # a schema without a columnar decoding: by row
             import fastavro
             with f.open() as fh:
                 yield from chunks(fastavro.reader(fh), columns)
             return
+        if is_sqoop_schema(schema) and isinstance(kinds, Kinds):  # Sqoop's: dates, times, timestamps are ms
+            # (export: into the table's types; merge keeps Sqoop's values as they are)
+            batches = (from_sqoop(b, schema, text.time_zone, getattr(kinds, "zoned", ())) for b in batches)
         row = 1
         for b in batches:
             yield row, b                          # a RecordBatch, as Parquet's
@@ -260,6 +278,12 @@ def read_rows(f: PartFile, columns: list[str], text: TextOptions, kinds: dict):
             line = raw.count(text.lines_terminated_by.encode("utf-8"), 0, exc.start) + 1 if text.lines_terminated_by else 1
             raise RowError("%s row %d: not UTF-8 text (%s at byte %d)" % (f.name, line, exc.reason, exc.start)) from None
         yield from chunks(_text_records(f, data, text, columns, kinds), columns)
+
+
+def sqoop_schema(meta: dict | None) -> dict | None:
+    """The Sqoop Avro schema a Parquet file of a Kite dataset (Sqoop's --as-parquetfile) holds, or None."""
+    from fastsync.transfer.sqoopavro import parquet_schema
+    return parquet_schema(meta)
 
 
 def csv_batches(f: PartFile, columns: list[str], delimiter: str = ","):
@@ -424,6 +448,8 @@ class Output:
     compress: bool = False
     text: TextOptions | None = None
     delimiter: str = ","
+    sqoop_avro: str | None = None     # Avro with Sqoop's schema and values (sqoopavro), for this table
+    sqoop_specs: list | None = None   # and its columns' (sqlType, Avro type, None), when no hints say
 
     @classmethod
     def like(cls, f: PartFile, text: TextOptions) -> "Output":
@@ -435,8 +461,14 @@ class Output:
                 compression = PARQUET_CODECS.get(meta.row_group(0).column(0).compression, "snappy")
         elif f.fmt == "avro":
             import fastavro
+
+            from fastsync.transfer.sqoopavro import is_sqoop_schema, specs_of_schema
             with f.open() as fh:
-                compression = fastavro.reader(fh).codec
+                r = fastavro.reader(fh)
+                compression, schema = r.codec, r.writer_schema
+            if is_sqoop_schema(schema):           # a Sqoop file: merged into files of its schema
+                return cls(f.fmt, compression, text=text, sqoop_avro=schema.get("tableName") or schema["name"],
+                           sqoop_specs=specs_of_schema(schema))
         return cls(f.fmt, compression, text=text, delimiter=text.fields_terminated_by if f.fmt == "csv" else ",")
 
     def codec(self) -> str | None:
@@ -468,6 +500,11 @@ class Output:
         if self.fmt == "avro":
             from fastsync.transfer.avrofile import AvroWriter
             codec = {None: "null", "none": "null", "gzip": "deflate"}.get(self.compression, self.compression)
+            codec = codec if codec in ("null", "deflate", "snappy") else "null"
+            if self.sqoop_avro:
+                from fastsync.transfer.sqoopavro import SqoopAvroWriter
+                return SqoopAvroWriter(path, schema, codec, self.sqoop_avro, hints or self.sqoop_specs,
+                                       self.text.time_zone if self.text else None)
             return AvroWriter(path, schema, codec if codec in ("null", "deflate", "snappy") else "null")
         if self.fmt == "arrow":
             w = pa.ipc.new_file(path, schema)

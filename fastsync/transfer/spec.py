@@ -53,6 +53,7 @@ class ImportJob:
     fast_path: bool = True               # native readers where the database has one (else SQLAlchemy's rows)
     cluster: str | None = None           # --cluster: the splits as tasks on tcp://HOST:PORT or local:N (cluster.py)
     password_file: str | None = None     # what the workers of a tcp:// --cluster read the password from
+    sqoop_avro: bool = False             # --sqoop-avro-schema: Avro files with Sqoop 1.4.7's schema and values
     # Sqoop's flags (sqoopflags.py)
     split_limit: int | None = None       # --split-limit: at most this many key values (seconds) per split
     autoreset_to_one_mapper: bool = False    # no single-column key and no --split-by: -m 1
@@ -61,7 +62,8 @@ class ImportJob:
 
     def output(self) -> Output:
         """How the part files are written."""
-        return Output(self.fmt, self.compression, self.compress, self.text, self.fields_terminated_by)
+        return Output(self.fmt, self.compression, self.compress, self.text, self.fields_terminated_by,
+                      (self.table if not self.query else "QueryResult") if self.sqoop_avro else None)
 
 
 @dataclass

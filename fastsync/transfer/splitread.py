@@ -132,6 +132,9 @@ def run_split(spec: SplitSpec, sink: Callable[..., PartSink] | None = None) -> i
         names = [c.name for c in cols]
         part = sink(spec)
         part.hints = typemap.sqoop_hints(cols)
+        if job.sqoop_avro:
+            from fastsync.transfer.sqoopavro import column_specs
+            part.hints = column_specs(cols, part.hints, engine.dialect.name)
         why = "--no-fast-path"
         if engine.dialect.name == "postgresql" and job.fast_path:
             copy_plan, why = pgread.table_plan(engine, cols)
