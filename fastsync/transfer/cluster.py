@@ -19,7 +19,7 @@ workers died more than `distributed.scheduler.allowed-failures` times fails, Kil
 Bad input (ImportError_, ExportError) fails its task at once and is not rerun by Dask.
 
 Passwords never travel in the task graph: the job the tasks get has its URL's password
-removed; a worker puts it back from its environment (local:N: the Nanny's env) or from
+removed; a worker puts it back from its environment (local:N: set in the forked worker) or from
 --password-file, the same path on every worker (tcp://). password_refusal says which ways
 are refused with tcp://.
 
@@ -127,9 +127,10 @@ def session(cluster: str, url, password_file: str | None):
     if kind == "local":
         secret = Secret("env") if password is not None else Secret()
         early = _take_early(where, password)
-        local = early.take() if early is not None else _local_cluster(cluster, where, password)
+        local = early.take() if early is not None else _ForkedCluster(cluster, where, password)
         try:
-            client = Client(local, set_as_default=False)
+            client = Client(local.scheduler_address, set_as_default=False, timeout=CONNECT_TIMEOUT)
+            client.wait_for_workers(local.n, timeout=60)
         except Exception as exc:
             local.close()
             raise ClusterError("--cluster %s: could not start the local workers: %s" % (cluster, _one_line(exc))) from None
@@ -165,27 +166,79 @@ def _quiet_distributed() -> None:
             logging.getLogger(name).setLevel(max(level, logging.INFO) if level < logging.WARNING else logging.CRITICAL)
 
 
-def _local_cluster(cluster: str, n: int, password):
-    """A LocalCluster of n one-thread worker processes (forked from the preloaded fork
-    server), the password in their environment; ClusterError if it can't start."""
-    from distributed import LocalCluster
-    level = logging.getLogger().getEffectiveLevel()
-    env = {PASSWORD_ENV: str(password)} if password is not None else None
-    local = None
-    try:
+class _ForkedCluster:
+    """local:N as N worker processes forked from this one (which has imported distributed,
+    pyarrow, SQLAlchemy and the drivers by then: a worker imports nothing) and a scheduler
+    in this process. Forked before the scheduler's thread starts: this process has one
+    thread at that moment. Each worker dies with this process (PR_SET_PDEATHSIG)."""
+
+    def __init__(self, cluster: str, n: int, password):
+        import multiprocessing
+
         import dask
-        _preloaded_forkserver()
-        with dask.config.set(QUIET_WORKERS):        # the nannies hand their config to the workers
-            local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                 dashboard_address=None, env=env,
-                                 silence_logs=logging.CRITICAL if level >= logging.WARNING else level,
-                                 # no dashboard; its HTTP server's other routes on a free port, not 8787
-                                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
-        return local
-    except Exception as exc:
-        if local is not None:
-            local.close()
-        raise ClusterError("--cluster %s: could not start the local workers: %s" % (cluster, _one_line(exc))) from None
+        from distributed import LocalCluster
+        level = logging.getLogger().getEffectiveLevel()
+        env = {PASSWORD_ENV: str(password)} if password is not None else {}
+        ctx = multiprocessing.get_context("fork")
+        self.procs, self.pipes, self.local = [], [], None
+        try:
+            dask.config.set(QUIET_WORKERS)
+            for i in range(n):
+                mine, theirs = ctx.Pipe()
+                p = ctx.Process(target=_forked_worker, args=(theirs, env, i), name="fastsync-worker-%d" % i, daemon=True)
+                p.start()
+                theirs.close()
+                self.procs.append(p)
+                self.pipes.append(mine)
+            self.local = LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=None,
+                                      silence_logs=logging.CRITICAL if level >= logging.WARNING else level,
+                                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+            for pipe in self.pipes:
+                pipe.send(self.local.scheduler_address)
+        except Exception as exc:
+            self.close()
+            raise ClusterError("--cluster %s: could not start the local workers: %s" % (cluster, _one_line(exc))) from None
+        self.n = n
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.local.scheduler_address
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(None)          # a worker still waiting for the address: stop
+        if self.local is not None:
+            with contextlib.suppress(Exception):
+                self.local.close()       # the scheduler tells its workers to close
+        for p in self.procs:
+            p.join(2)
+            if p.is_alive():
+                p.kill()
+                p.join(2)
+
+
+def _forked_worker(pipe, env: dict, index: int) -> None:
+    """A local:N worker process: waits for the scheduler's address, then is a Dask worker of
+    one thread until the scheduler closes it."""
+    import ctypes
+    import signal
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG: go with the command
+    os.environ.update(env)
+    address = pipe.recv()
+    if address is None:
+        return
+    import asyncio
+
+    from distributed import Worker
+
+    async def run() -> None:
+        async with Worker(address, nthreads=1, host="127.0.0.1", name="local-%d" % index, dashboard=False,
+                          memory_limit=0) as worker:
+            await worker.finished()
+    asyncio.run(run())
+    os._exit(0)
 
 
 # local:N's scheduler and workers without the housekeeping a long-lived shared cluster wants
@@ -209,9 +262,9 @@ def quiet_worker_env() -> dict[str, str]:
 
 
 class _Early:
-    """local:N's LocalCluster, started by a thread of its own while the run plans (importing
-    distributed and starting N workers is seconds on the critical path otherwise). The
-    planning mostly waits on the database, so the two overlap even on one core."""
+    """local:N's start: distributed imported by a thread of its own while the run plans
+    (most of a second on the critical path otherwise; the planning mostly waits on the
+    database, so the two overlap even on one core); take() then forks the workers."""
 
     def __init__(self, cluster: str, n: int, password):
         self.cluster, self.key = cluster, (n, password)
@@ -224,15 +277,15 @@ class _Early:
         try:
             import distributed  # noqa: F401  (its loggers exist from here on)
             _quiet_distributed()
-            self.local = _local_cluster(self.cluster, *self.key)
         except BaseException as exc:        # handed to the thread that takes it
             self.error = exc
 
     def take(self):
-        """The started LocalCluster (the caller closes it), or its start's error."""
+        """The local cluster, started now (the caller closes it), or the import's error."""
         self.thread.join()
         if self.error is not None:
             raise self.error
+        self.local = _ForkedCluster(self.cluster, *self.key)
         return self.local
 
     def close(self) -> None:
@@ -268,27 +321,6 @@ def starting(cluster: str | None, url):
     finally:
         while _EARLY:
             _EARLY.pop().close()
-
-
-PRELOAD = ["distributed", "pyarrow", "sqlalchemy", "fastsync.transfer.splitread", "fastsync.transfer.exporter",
-           "fastsync.transfer.cluster", "psycopg", "sqlalchemy.dialects.postgresql.psycopg", "pymysql",
-           "sqlalchemy.dialects.mysql.pymysql", "fastsync._native", "fastsync._pgcopy", "fastsync._mysqlrows"]
-
-
-def _preloaded_forkserver() -> None:
-    """local:N's workers forked by a server that imported what a task needs once, instead of
-    Dask's default: spawned interpreters that each import everything again (seconds of a
-    short import). A fork server, not a fork of this process: it has threads by now."""
-    import multiprocessing
-    import multiprocessing.forkserver
-
-    import dask
-    import distributed.utils
-    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
-    if not getattr(distributed.utils, "_forkserver_preload_set", False):
-        multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
-        distributed.utils._forkserver_preload_set = True     # keep ours: Dask would set its own list
-    multiprocessing.forkserver.ensure_running()
 
 
 def _probe(address: str) -> None:
