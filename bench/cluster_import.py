@@ -13,7 +13,7 @@ Variants (--variants picks some; each run is a process of its own, its output co
     local<w>    fastsync import -m w --cluster local:w: a Dask cluster of w one-thread worker
                 processes that the command starts and stops itself (so counted)
     tcp<m>      fastsync import -m m --cluster tcp://127.0.0.1:P: a `dask scheduler` and
-                --tcp-workers `dask worker --nworkers 1 --nthreads 1` processes this script starts
+                --tcp-workers `dask worker --nworkers 1 --nthreads 1 --no-nanny` processes this script starts
                 once before the rounds and stops after, by pid (their start-up, and a first
                 import of a few rows that has the workers import fastsync, not counted; their
                 PSS and CPU are counted with the command's)
@@ -135,7 +135,7 @@ class ExternalCluster:
     """A Dask scheduler and `workers` one-thread workers, as separate processes of this
     script (stopped by pid); fastsync's tcp variants connect to it."""
 
-    def __init__(self, workers: int, scratch: str):
+    def __init__(self, workers: int, scratch: str, worker_args: list[str]):
         dask = os.path.join(os.path.dirname(sys.executable), "dask")
         with socket.socket() as s:       # a free port, so concurrent runs don't collide
             s.bind(("127.0.0.1", 0))
@@ -154,6 +154,7 @@ class ExternalCluster:
             for i in range(workers):
                 self.procs.append(subprocess.Popen(
                     [dask, "worker", self.address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                     *worker_args,
                      "--name", "bench-%d" % i, "--local-directory", scratch],
                     stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=scratch))
             wait = ("from distributed import Client\n"
@@ -304,7 +305,8 @@ def rounds_of(variants: list, rounds: int, run) -> list[dict]:
     return results
 
 
-def runs(table: str, rows: int, names: list[str], rounds: int, tcp_workers: int, scratch: str | None) -> list[dict]:
+def runs(table: str, rows: int, names: list[str], rounds: int, tcp_workers: int, scratch: str | None,
+         worker_args: list[str]) -> list[dict]:
     variants = [parse_variant(n) for n in names]
     lo, hi, _ = key_bounds(table)
     fixed_rows = key_bounds(table, FIXED_WHERE)[2] if any(v.fixed for v in variants) else 0
@@ -313,7 +315,7 @@ def runs(table: str, rows: int, names: list[str], rounds: int, tcp_workers: int,
     try:
         connect = connect_args(tmp)
         if any(v.kind == "tcp" for v in variants):
-            cluster = ExternalCluster(tcp_workers, tmp)
+            cluster = ExternalCluster(tcp_workers, tmp, worker_args)
             # not counted: the workers import fastsync, pyarrow and the drivers at their first
             # task, which a cluster kept running has done before
             warm = Variant("warm-up", "tcp", tcp_workers, fixed=True)
@@ -461,6 +463,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", default="1,2,4", help="parallelism of the default variants (-m = workers)")
     ap.add_argument("--tcp-workers", type=int, default=2, help="workers of the external cluster (tcp variants)")
+    ap.add_argument("--tcp-worker-args", default="--no-nanny",
+                    help="more arguments of each `dask worker` (default: --no-nanny, as docs/transfers/cluster.md "
+                         "recommends; '' keeps Dask's nanny)")
     ap.add_argument("--variants", help="comma-separated, e.g. m2,local2,tcp2 (default: raw, m, local per --workers, "
                                        "tcp at --tcp-workers, and each import's -fixed)")
     ap.add_argument("--no-fixed", action="store_true", help="leave out the -fixed variants of the default set")
@@ -485,14 +490,14 @@ def main(argv=None) -> int:
     load_postgres(csv_path, rows, table)
     load = [os.getloadavg()]
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    results = runs(table, rows, names, args.rounds, args.tcp_workers, args.scratch)
+    results = runs(table, rows, names, args.rounds, args.tcp_workers, args.scratch, args.tcp_worker_args.split())
     load.append(os.getloadavg())
     print("started %s, load average before %.2f %.2f %.2f, after %.2f %.2f %.2f" % (started, *load[0], *load[1]))
     print(report(rows, results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(sf=args.sf, table=table, rows=rows, started=started, rounds=args.rounds,
-                           tcp_workers=args.tcp_workers, load_before=load[0], load_after=load[1], cpus=os.cpu_count(),
+                           tcp_workers=args.tcp_workers, tcp_worker_args=args.tcp_worker_args, load_before=load[0], load_after=load[1], cpus=os.cpu_count(),
                            results=results, summary=summary(results), ratios=ratios(results),
                            model=model(rows, summary(results))), f, indent=1)
     return 0
