@@ -497,7 +497,8 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(sf=args.sf, table=table, rows=rows, started=started, rounds=args.rounds,
-                           tcp_workers=args.tcp_workers, tcp_worker_args=args.tcp_worker_args, load_before=load[0], load_after=load[1], cpus=os.cpu_count(),
+                           tcp_workers=args.tcp_workers, tcp_worker_args=args.tcp_worker_args,
+                           load_before=load[0], load_after=load[1], cpus=os.cpu_count(),
                            results=results, summary=summary(results), ratios=ratios(results),
                            model=model(rows, summary(results))), f, indent=1)
     return 0
