@@ -30,7 +30,7 @@ CREATE TABLE ${TABLE}_copy LIKE ${TABLE};
 SQL
 
 fastsync import --connect "$CONNECT" --username fastsync --table "$TABLE" -m 2 \
-    --target-dir "$DIR" --delete-target-dir
+    --target-dir "$DIR" --delete-target-dir --as-parquetfile
 fastsync export --connect "$CONNECT" --username fastsync --table "${TABLE}_copy" --export-dir "$DIR"
 
 mariadb -N -e "SELECT (SELECT count(*) FROM ${TABLE}), (SELECT count(*) FROM ${TABLE}_copy),

@@ -297,6 +297,19 @@ def test_python_agent_from_code_delivers_every_event_and_prints_its_counters(tmp
     assert [f.read_bytes() for f in files] == [b"".join(b"%d\n" % i for i in range(100_000))]
 
 
+def test_python_import_with_api_imports_streams_and_reports_the_cli_error(tmp_path):
+    """examples/python/import_with_api.py, run as its header says, into a work directory."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(EXAMPLES.parent), os.environ.get("PYTHONPATH")]))}
+    p = subprocess.run([PYTHON, str(EXAMPLES / "python/import_with_api.py"), str(tmp_path / "work")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"^imported 9979 rows into 2 files \(\d+ bytes\)", p.stdout, re.M), p.stdout
+    assert "sum(amount) = 24997500.0" in p.stdout, p.stdout
+    assert re.search(r"^error \(exit code 1\): --target-dir .* already exists", p.stdout, re.M), p.stdout
+    parts = sorted(f.name for f in (tmp_path / "work" / "orders").glob("part-m-*"))
+    assert parts == ["part-m-00000.parquet", "part-m-00001.parquet"], parts
+
+
 # tests of their own for the examples in subdirectories, which name their files by path
 EXAMPLE_TESTS = ["test_examples.py", "test_three_tier.py", "test_zk_config.py", "test_dirtree.py", "test_plugins.py"]
 

@@ -140,7 +140,9 @@ def installed(site: Path) -> Path:
     """examples/plugins installed into `site` by pip itself (its pyproject.toml builds the
     package and the dist-info whose entry points importlib.metadata reads); ~10 s, most of it
     pip's build isolation fetching setuptools."""
-    r = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(PLUGINS)],
+    source = site.parent / "plugins-source"      # a copy: pip's build leaves build/ and egg-info beside the sources
+    shutil.copytree(PLUGINS, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    r = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(source)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (site / PKG).is_dir() and list(site.glob("*.dist-info/entry_points.txt")), sorted(p.name for p in site.iterdir())

@@ -29,6 +29,7 @@ def show(update: TransferProgress) -> None:
 
 
 def main(work: Path) -> None:
+    work.mkdir(parents=True, exist_ok=True)
     url = make_db(work / "shop.db")
     print("tables:", fastsync.list_tables(url))
 
