@@ -1094,7 +1094,24 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
     if program and args is not None and args.command == "sync":
         _exit_now(code)
+    if program and args is not None and args.command == "agent" and "pyarrow.flight" in sys.modules:
+        _exit_after_flight(code)
     return code
+
+
+def _exit_after_flight(code: int) -> None:
+    """An agent that used Arrow Flight, stopped: the exit functions run (logging's flush
+    among them), then the process ends without the interpreter's teardown, in which gRPC's
+    C++ objects inside pyarrow.flight can be destroyed while a thread of theirs is still
+    joinable (std::terminate: the agent exited with SIGABRT after a clean stop, once in CI)."""
+    import atexit
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code)
 
 
 def _exit_now(code: int) -> None:
