@@ -161,6 +161,8 @@ def _quiet_distributed() -> None:
     """distributed logs at INFO by default, and its client logs tracebacks when the scheduler
     goes: the command's one error line says what failed; --log-level INFO or DEBUG shows them."""
     level = logging.getLogger().getEffectiveLevel()
+    # asyncio's "Future exception was never retrieved" of a comm the closing cluster dropped too
+    logging.getLogger("asyncio").setLevel(max(level, logging.INFO) if level < logging.WARNING else logging.CRITICAL)
     for name in ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]:
         if name == "distributed" or logging.getLogger(name).level != logging.NOTSET:     # set by distributed's config
             logging.getLogger(name).setLevel(max(level, logging.INFO) if level < logging.WARNING else logging.CRITICAL)
